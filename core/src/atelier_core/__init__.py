@@ -1,0 +1,92 @@
+"""Atelier core: the public API for provider plugins.
+
+Everything a plugin author needs is importable from here; other modules are internal.
+"""
+
+from .errors import (
+    AtelierError,
+    AuthenticationError,
+    ConfigurationError,
+    InputImageError,
+    InvalidParameterError,
+    MissingCredentialsError,
+    NotFoundError,
+    OutputPathError,
+    QuotaExceededError,
+    RateLimitedError,
+    RequestError,
+    RetiredModelError,
+    SafetyRefusalError,
+    SpendLimitError,
+    StorageError,
+    UnknownModelError,
+    UnsupportedCapabilityError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+from .hookspecs import hookimpl
+from .provider import CallContext, Provider, ProviderSettings
+from .spec import (
+    CustomSizeRule,
+    InputImageRules,
+    MaskRules,
+    ModelSpec,
+    Operation,
+    Pricing,
+    RetiredModel,
+    SizeRules,
+)
+from .types import (
+    ImageRequest,
+    InputImage,
+    ItemFailure,
+    ProviderImage,
+    ProviderResult,
+    Usage,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AtelierError",
+    "AuthenticationError",
+    "CallContext",
+    "ConfigurationError",
+    "CustomSizeRule",
+    "ImageRequest",
+    "InputImage",
+    "InputImageError",
+    "InputImageRules",
+    "InvalidParameterError",
+    "ItemFailure",
+    "MaskRules",
+    "MissingCredentialsError",
+    "ModelSpec",
+    "NotFoundError",
+    "Operation",
+    "OutputPathError",
+    "Pricing",
+    "Provider",
+    "ProviderImage",
+    "ProviderResult",
+    "ProviderSettings",
+    "QuotaExceededError",
+    "RateLimitedError",
+    "RequestError",
+    "RetiredModel",
+    "RetiredModelError",
+    "SafetyRefusalError",
+    "SizeRules",
+    "SpendLimitError",
+    "StorageError",
+    "UnknownModelError",
+    "UnsupportedCapabilityError",
+    "UpstreamError",
+    "UpstreamProtocolError",
+    "UpstreamTimeoutError",
+    "UpstreamUnavailableError",
+    "Usage",
+    "hookimpl",
+]

@@ -1,0 +1,283 @@
+"""Atelier's errors: one small hierarchy, written for the model that reads them.
+
+Every error carries a stable ``code`` and a message that says what was wrong, what is
+allowed and how to fix it. The MCP layer turns each into a tool error (``isError``);
+nothing else ever reaches the client, so no stack trace and no secret can leak.
+
+    AtelierError
+    ├── RequestError                  the caller can fix it; nothing was sent upstream
+    │   ├── UnknownModelError         no such model id or alias (suggests the closest)
+    │   ├── RetiredModelError         the model was retired upstream (names the replacement)
+    │   ├── UnsupportedCapabilityError  the model cannot do this operation or option
+    │   ├── InvalidParameterError     a parameter value is not allowed for the model
+    │   ├── InputImageError           an input image could not be read or is not allowed
+    │   ├── OutputPathError           the requested output path is refused
+    │   ├── NotFoundError             an unknown job, session or image id
+    │   └── SpendLimitError           the call would exceed a configured spend limit
+    ├── ConfigurationError            the server is not set up for this call
+    │   └── MissingCredentialsError   the provider has no key; names the variable to set
+    ├── UpstreamError                 the provider failed; ``retryable`` says whether to retry
+    │   ├── RateLimitedError          429 and friends; ``retry_after_s`` when known
+    │   ├── QuotaExceededError        billing or quota exhausted (not retryable)
+    │   ├── AuthenticationError       the provider rejected the credentials
+    │   ├── SafetyRefusalError        refused by the provider's safety system (never retried)
+    │   ├── UpstreamTimeoutError      no answer in time; the call may still have been billed
+    │   ├── UpstreamUnavailableError  5xx or connection failure
+    │   └── UpstreamProtocolError     malformed answer: bad JSON, undecodable image, no image
+    └── StorageError                  the image could not be written
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from difflib import get_close_matches
+from typing import Any
+
+__all__ = [
+    "AtelierError",
+    "AuthenticationError",
+    "ConfigurationError",
+    "InputImageError",
+    "InvalidParameterError",
+    "MissingCredentialsError",
+    "NotFoundError",
+    "OutputPathError",
+    "QuotaExceededError",
+    "RateLimitedError",
+    "RequestError",
+    "RetiredModelError",
+    "SafetyRefusalError",
+    "SpendLimitError",
+    "StorageError",
+    "UnknownModelError",
+    "UnsupportedCapabilityError",
+    "UpstreamError",
+    "UpstreamProtocolError",
+    "UpstreamTimeoutError",
+    "UpstreamUnavailableError",
+    "closest",
+    "shorten",
+]
+
+_MAX_VALUE_CHARS = 120
+
+
+def shorten(value: Any, limit: int = _MAX_VALUE_CHARS) -> str:
+    """Render a received value for an error message: repr-like, one line, bounded."""
+    text = value if isinstance(value, str) else repr(value)
+    text = text.replace("\n", "\\n").replace("\r", "\\r")
+    if len(text) > limit:
+        text = f"{text[: limit - 20]}…(+{len(text) - limit + 20} chars)"
+    return text
+
+
+def closest(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """The candidates closest to ``word``, best first (for "did you mean" hints)."""
+    pool = list(dict.fromkeys(candidates))
+    hits = get_close_matches(word, pool, n=n, cutoff=0.5)
+    lowered = word.lower()
+    for candidate in pool:  # substring matches help with short aliases ("flash", "mini")
+        if len(hits) >= n:
+            break
+        if lowered and lowered in candidate.lower() and candidate not in hits:
+            hits.append(candidate)
+    return hits[:n]
+
+
+class AtelierError(Exception):
+    """Base of every error Atelier reports.
+
+    ``code`` is stable and machine-readable; ``str(error)`` is the whole human message.
+    """
+
+    code: str = "error"
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        parameter: str | None = None,
+        value: Any = None,
+        allowed: Sequence[str] | str | None = None,
+        fix: str | None = None,
+        retryable: bool | None = None,
+        retry_after_s: float | None = None,
+        provider: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if retryable is not None:
+            self.retryable = retryable
+        self.parameter = parameter
+        self.value = value
+        self.allowed = allowed
+        self.fix = fix
+        self.retry_after_s = retry_after_s
+        self.provider = provider
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        parts = [self.message.rstrip(".") + "."]
+        if self.allowed is not None and self.allowed != "":
+            allowed = self.allowed if isinstance(self.allowed, str) else ", ".join(self.allowed)
+            parts.append(f"Allowed: {allowed}.")
+        if self.fix:
+            parts.append(f"Fix: {self.fix.rstrip('.')}.")
+        if self.retry_after_s is not None:
+            parts.append(f"Retry after {self.retry_after_s:g} s.")
+        if self.request_id:
+            parts.append(f"(provider request id {self.request_id})")
+        return " ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Structured form for tool results and job records (never holds secrets)."""
+        out: dict[str, Any] = {"code": self.code, "message": str(self), "retryable": self.retryable}
+        if self.parameter is not None:
+            out["parameter"] = self.parameter
+        if self.value is not None:
+            out["received"] = shorten(self.value)
+        if self.allowed is not None:
+            out["allowed"] = self.allowed if isinstance(self.allowed, str) else list(self.allowed)
+        if self.fix:
+            out["fix"] = self.fix
+        if self.retry_after_s is not None:
+            out["retry_after_s"] = self.retry_after_s
+        if self.provider:
+            out["provider"] = self.provider
+        if self.request_id:
+            out["request_id"] = self.request_id
+        return out
+
+
+class RequestError(AtelierError):
+    """The request cannot be served as given; the caller can fix it. Nothing was sent."""
+
+    code = "invalid_request"
+
+
+class UnknownModelError(RequestError):
+    code = "unknown_model"
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        known = list(known)
+        hints = closest(name, known)
+        fix = (
+            f"did you mean {' or '.join(repr(h) for h in hints)}? "
+            "Call list_available_models for every model"
+            if hints
+            else "call list_available_models for the models this server offers"
+        )
+        super().__init__(f"unknown model {shorten(name)!s}", parameter="model", value=name, fix=fix)
+        self.suggestions = hints
+
+
+class RetiredModelError(RequestError):
+    code = "retired_model"
+
+    def __init__(self, name: str, *, retired_on: str, replacement: str, provider: str) -> None:
+        super().__init__(
+            f"model {name} was retired by {provider} on {retired_on} and no longer serves requests",
+            parameter="model",
+            value=name,
+            fix=f"use {replacement} instead",
+            provider=provider,
+        )
+        self.replacement = replacement
+
+
+class UnsupportedCapabilityError(RequestError):
+    code = "unsupported_capability"
+
+
+class InvalidParameterError(RequestError):
+    code = "invalid_parameter"
+
+    def __init__(
+        self,
+        parameter: str,
+        value: Any,
+        problem: str,
+        *,
+        allowed: Sequence[str] | str | None = None,
+        fix: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(
+            f"{parameter}={shorten(value)} {problem}",
+            code=code,
+            parameter=parameter,
+            value=value,
+            allowed=allowed,
+            fix=fix,
+        )
+
+
+class InputImageError(RequestError):
+    code = "invalid_input_image"
+
+
+class OutputPathError(RequestError):
+    code = "output_path_refused"
+
+
+class NotFoundError(RequestError):
+    code = "not_found"
+
+
+class SpendLimitError(RequestError):
+    code = "spend_limit"
+
+
+class ConfigurationError(AtelierError):
+    code = "configuration_error"
+
+
+class MissingCredentialsError(ConfigurationError):
+    code = "missing_credentials"
+
+
+class UpstreamError(AtelierError):
+    """The provider failed. ``retryable`` tells the caller whether trying again may help."""
+
+    code = "upstream_error"
+
+
+class RateLimitedError(UpstreamError):
+    code = "rate_limited"
+    retryable = True
+
+
+class QuotaExceededError(UpstreamError):
+    code = "quota_exceeded"
+
+
+class AuthenticationError(UpstreamError):
+    code = "authentication_failed"
+
+
+class SafetyRefusalError(UpstreamError):
+    code = "safety_refusal"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """No answer in time. Not retried automatically: the generation may have been billed."""
+
+    code = "upstream_timeout"
+
+
+class UpstreamUnavailableError(UpstreamError):
+    code = "upstream_unavailable"
+    retryable = True
+
+
+class UpstreamProtocolError(UpstreamError):
+    code = "upstream_protocol_error"
+
+
+class StorageError(AtelierError):
+    code = "storage_error"

@@ -1,0 +1,176 @@
+"""Core settings: ``ATELIER_*`` variables (``__`` nests), a TOML file, then defaults.
+
+Precedence, highest first: keyword arguments, environment (``ATELIER_…``), the TOML
+file (``$ATELIER_CONFIG``, else ``<user config dir>/atelier/atelier.toml``), defaults.
+Every setting is documented in ``config/atelier.example.toml`` and docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = [
+    "CostSettings",
+    "HttpSettings",
+    "JobSettings",
+    "LoggingSettings",
+    "PluginSettings",
+    "PreviewSettings",
+    "SessionSettings",
+    "Settings",
+    "StorageSettings",
+    "config_path",
+]
+
+APP = "atelier"
+
+
+def config_path() -> Path:
+    """Where the TOML config file is read from."""
+    explicit = os.environ.get("ATELIER_CONFIG")
+    if explicit:
+        return Path(explicit).expanduser()
+    return Path(platformdirs.user_config_dir(APP)) / "atelier.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StorageSettings(_Section):
+    output_dir: Path | None = Field(
+        None, description="where images are written; default <user data dir>/atelier/images"
+    )
+    input_dirs: list[Path] = Field(
+        default_factory=list, description="extra directories input images may be read from"
+    )
+    allow_remote_inputs: bool = Field(False, description="allow https:// input image URLs")
+    remote_timeout_s: float = 20.0
+    remote_max_bytes: int = 20 * 1024 * 1024
+    max_input_bytes: int = 50 * 1024 * 1024
+    max_input_pixels: int = 40_000_000
+    file_mode: int = 0o644
+
+
+class PreviewSettings(_Section):
+    max_edge: int = Field(512, ge=16, le=4096)
+    max_bytes: int = Field(150_000, ge=4_000)
+    format: Literal["webp", "jpeg"] = "webp"
+    default: Literal["preview", "full", "none"] = "preview"
+    max_full_inline_bytes: int = Field(
+        750_000, description="'full' inline images above this are downscaled (client limits)"
+    )
+
+
+class PluginSettings(_Section):
+    allow: list[str] | None = Field(None, description="load only these plugins (None = all)")
+    block: list[str] = Field(default_factory=list, description="never load these plugins")
+    strict: bool = Field(False, description="a plugin that fails to load stops start-up")
+    trace: bool = Field(False, description="log plugin loading and every hook call (debug)")
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["console", "json"] = "console"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class HttpSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = 8765
+    path: str = "/mcp"
+    auth_token: SecretStr | None = Field(None, description="required for a non-loopback bind")
+    allowed_hosts: list[str] = Field(default_factory=list, description="extra Host values")
+    allowed_origins: list[str] = Field(default_factory=list, description="extra Origin values")
+    max_body_bytes: int = 4 * 1024 * 1024
+
+
+class JobSettings(_Section):
+    handoff_after_s: float = Field(
+        45.0, description="a synchronous call still running after this returns a job id (0 = never)"
+    )
+    retention_days: float = 30.0
+    delete_files_on_prune: bool = False
+    lease_s: float = 30.0
+
+
+class SessionSettings(_Section):
+    max_sessions: int = Field(200, description="LRU cap on open sessions (0 = unlimited)")
+    idle_ttl_s: float = Field(7 * 86400, description="end sessions idle this long (0 = never)")
+
+
+class CostSettings(_Section):
+    max_per_call_usd: float | None = None
+    max_per_day_usd: float | None = None
+    max_per_run_usd: float | None = None
+    ask_above_usd: float | None = Field(
+        None, description="ask the user (MCP elicitation) before calls estimated above this"
+    )
+    prices: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="price overrides per canonical model id"
+    )
+
+
+class Settings(BaseSettings):
+    """All of Atelier's own settings. Provider settings live under ``providers.<name>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ATELIER_",
+        env_nested_delimiter="__",
+        case_sensitive=False,
+        extra="ignore",
+    )
+
+    data_dir: Path | None = Field(None, description="state: job database, sessions, ledger")
+    default_model: str | None = None
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    preview: PreviewSettings = Field(default_factory=PreviewSettings)
+    plugins: PluginSettings = Field(default_factory=PluginSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
+    cost: CostSettings = Field(default_factory=CostSettings)
+    providers: dict[str, dict[str, Any]] = Field(default_factory=dict, repr=False)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = config_path()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return (self.data_dir or Path(platformdirs.user_data_dir(APP))).expanduser()
+
+    @property
+    def output_dir(self) -> Path:
+        return (self.storage.output_dir or self.resolved_data_dir / "images").expanduser()
+
+    def provider_values(self, name: str) -> dict[str, Any]:
+        """The raw ``providers.<name>`` table (env merged over TOML)."""
+        return dict(self.providers.get(name.lower(), {}))

@@ -1,0 +1,485 @@
+"""Validate a caller's request against a model spec, before any provider is called.
+
+:func:`validate_call` is pure: it takes the call, the model entry and the already-read
+input images, and returns the normalised :class:`~atelier_core.types.ImageRequest`
+with a record of what was requested and what will be applied. Every refusal names the
+parameter, the value, what is allowed and a fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from .errors import InputImageError, InvalidParameterError, UnsupportedCapabilityError
+from .registry import ModelEntry
+from .spec import InputImageRules, ModelSpec, Operation, SizeRules, parse_ratio, parse_size
+from .types import ImageCall, ImageRequest, InputImage
+
+__all__ = ["Validated", "validate_call", "RESOLUTION_LONG_EDGE"]
+
+# Long edge of a resolution tier, for pixel-size models asked for a tier.
+RESOLUTION_LONG_EDGE = {"0.5K": 512, "1K": 1024, "2K": 2048, "4K": 3840}
+_ALPHA_FORMATS = {"png", "webp", "gif"}
+_RATIO_TOLERANCE = 0.03  # a WxH maps to an aspect ratio only if within 3%
+
+
+@dataclass(slots=True)
+class Validated:
+    request: ImageRequest
+    requested: dict[str, Any]
+    applied: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+def validate_call(
+    call: ImageCall,
+    entry: ModelEntry,
+    operation: Operation,
+    images: Sequence[InputImage] = (),
+    mask: InputImage | None = None,
+) -> Validated:
+    """Check ``call`` against ``entry``'s spec and build the provider request."""
+    spec = entry.spec
+    name = entry.canonical_id
+    if not spec.supports(operation):
+        able = sorted(op.value for op in spec.operations)
+        raise UnsupportedCapabilityError(
+            f"{name} cannot {operation.value}",
+            parameter="model",
+            value=name,
+            allowed=able,
+            fix=f"choose a model with the {operation.value} capability "
+            f"(list_available_models capability={operation.value})",
+        )
+    notes: list[str] = []
+    prompt = _prompt(call.prompt, spec, operation, name)
+    n = _n(call.n, spec, name)
+    sizing = _size(call, spec.sizes, name, notes)
+    output_format = _choice("output_format", _norm_format(call.output_format), spec.output_formats, name)
+    output_format = output_format or spec.default_output_format or (
+        spec.output_formats[0] if spec.output_formats else None
+    )
+    background = _choice("background", call.background, spec.backgrounds, name)
+    if background == "transparent":
+        if call.output_format is None and output_format not in _ALPHA_FORMATS:
+            alpha_ok = [f for f in spec.output_formats if f in _ALPHA_FORMATS]
+            if alpha_ok:
+                output_format = alpha_ok[0]
+                notes.append(f"output_format set to {output_format} for a transparent background")
+        if output_format not in _ALPHA_FORMATS:
+            raise InvalidParameterError(
+                "background",
+                "transparent",
+                f"needs an output format with transparency, not {output_format}",
+                allowed=[f for f in spec.output_formats if f in _ALPHA_FORMATS] or "none for this model",
+                fix="use output_format=png or webp, or background=opaque",
+            )
+    compression = call.output_compression
+    if compression is not None:
+        if not 0 <= compression <= 100:
+            raise InvalidParameterError(
+                "output_compression", compression, "is out of range", allowed="0–100"
+            )
+        if output_format not in spec.compression_formats:
+            raise InvalidParameterError(
+                "output_compression",
+                compression,
+                f"does not apply to {output_format} output on {name}",
+                allowed=f"output_format in {', '.join(spec.compression_formats) or '(none)'}",
+                fix="drop output_compression or use output_format=jpeg/webp",
+            )
+    quality = _choice("quality", call.quality, spec.qualities, name) or spec.default_quality
+    style = _choice("style", call.style, spec.styles, name)
+    if call.seed is not None and not spec.seed:
+        raise _unsupported("seed", call.seed, name, "seed")
+    if call.seed is not None and not -(2**63) <= call.seed < 2**63:
+        raise InvalidParameterError("seed", call.seed, "is out of range", allowed="a 64-bit integer")
+    if call.negative_prompt and not spec.negative_prompt:
+        raise _unsupported("negative_prompt", call.negative_prompt, name, "negative prompts")
+    options = _options(call.options, spec, name)
+    _check_images(images, mask, spec, operation, name)
+
+    request = ImageRequest(
+        operation=operation,
+        model=spec.id,
+        prompt=prompt,
+        n=n,
+        width=sizing.width,
+        height=sizing.height,
+        aspect_ratio=sizing.aspect_ratio,
+        resolution=sizing.resolution,
+        quality=quality,
+        output_format=output_format,
+        output_compression=compression,
+        background=background,
+        seed=call.seed,
+        negative_prompt=call.negative_prompt or None,
+        style=style,
+        options=options,
+        images=tuple(images),
+        mask=mask,
+    )
+    entry.provider.check(request, spec)
+    applied = applied_parameters(request, name)
+    return Validated(request=request, requested=call.requested(), applied=applied, notes=notes)
+
+
+def applied_parameters(request: ImageRequest, canonical_id: str) -> dict[str, Any]:
+    data = request.model_dump(
+        exclude={"images", "mask", "prompt", "operation", "model"}, exclude_none=True
+    )
+    data = {k: v for k, v in data.items() if v not in ({}, ())}
+    data.pop("width", None)
+    data.pop("height", None)
+    data["model"] = canonical_id
+    data["size"] = request.size or ("auto" if not request.aspect_ratio else None)
+    if data["size"] is None:
+        del data["size"]
+    if request.images:
+        data["images"] = len(request.images)
+    if request.mask is not None:
+        data["mask"] = True
+    return data
+
+
+# -- pieces ------------------------------------------------------------------------
+
+
+def _unsupported(parameter: str, value: Any, model: str, what: str) -> InvalidParameterError:
+    return InvalidParameterError(
+        parameter,
+        value,
+        f"is not supported: {model} does not take {what}",
+        fix=f"remove {parameter}, or pick a model that supports it (see list_available_models)",
+        code="unsupported_parameter",
+    )
+
+
+def _prompt(prompt: str | None, spec: ModelSpec, operation: Operation, name: str) -> str | None:
+    text = prompt.strip() if prompt is not None else None
+    if not text:
+        if operation in spec.prompt_required_for:
+            raise InvalidParameterError(
+                "prompt", prompt or "", "is empty", fix="describe the image you want in prompt"
+            )
+        return None
+    if spec.prompt_max_chars and len(text) > spec.prompt_max_chars:
+        raise InvalidParameterError(
+            "prompt",
+            f"<{len(text)} characters>",
+            f"is too long for {name}: {len(text)} characters",
+            allowed=f"at most {spec.prompt_max_chars} characters",
+            fix="shorten the prompt",
+        )
+    return text
+
+
+def _n(n: int, spec: ModelSpec, name: str) -> int:
+    if isinstance(n, bool) or not 1 <= n <= spec.n_max:
+        raise InvalidParameterError(
+            "n", n, f"is out of range for {name}", allowed=f"1–{spec.n_max}",
+            fix=f"ask for at most {spec.n_max} image(s) per call",
+        )
+    return n
+
+
+def _norm_format(value: str | None) -> str | None:
+    if value is None:
+        return None
+    lowered = value.strip().lower()
+    return "jpeg" if lowered == "jpg" else lowered
+
+
+def _choice(parameter: str, value: str | None, allowed: Sequence[str], name: str) -> str | None:
+    if value is None:
+        return None
+    if not allowed:
+        raise _unsupported(parameter, value, name, parameter.replace("_", " "))
+    for option in allowed:
+        if option.lower() == value.strip().lower():
+            return option
+    raise InvalidParameterError(
+        parameter, value, f"is not allowed for {name}", allowed=list(allowed),
+        fix=f"use one of the allowed values for {parameter}",
+    )
+
+
+def _options(options: dict[str, Any], spec: ModelSpec, name: str) -> dict[str, Any]:
+    if not options:
+        return {}
+    if spec.options is None:
+        raise InvalidParameterError(
+            "options", options, f"are not supported: {name} takes no extra options",
+            fix="remove options", code="unsupported_parameter",
+        )
+    try:
+        parsed = spec.options.model_validate(options)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "options"
+        allowed_keys = list(spec.options.model_fields)
+        problem = first["msg"]
+        if first["type"] == "extra_forbidden":
+            problem = "is not an option of this model"
+        raise InvalidParameterError(
+            f"options.{where}", first.get("input"), f"{problem} ({name})",
+            allowed=f"options: {', '.join(allowed_keys)}" if allowed_keys else "no options",
+            fix="see list_available_models for each option's allowed values",
+        ) from None
+    return parsed.model_dump(exclude_unset=True, mode="json")
+
+
+@dataclass(slots=True)
+class _Sizing:
+    width: int | None = None
+    height: int | None = None
+    aspect_ratio: str | None = None
+    resolution: str | None = None
+
+
+def _size(call: ImageCall, rules: SizeRules, name: str, notes: list[str]) -> _Sizing:
+    size = call.size.strip().lower() if call.size else None
+    ratio = call.aspect_ratio.strip() if call.aspect_ratio else None
+    tier = _choice("resolution", call.resolution, rules.resolutions, name) if call.resolution else None
+    if size and parse_ratio(size) and not parse_size(size):
+        if ratio and ratio != size:
+            raise InvalidParameterError("size", call.size, f"conflicts with aspect_ratio={ratio}")
+        ratio, size = size, None
+    if size and ratio:
+        raise InvalidParameterError(
+            "size", call.size, "and aspect_ratio were both given",
+            fix="give either size (WxH) or aspect_ratio, not both",
+        )
+    if size == "auto":
+        if rules.allow_auto:
+            return _Sizing(resolution=tier)
+        if rules.aspect_ratios and not rules.takes_pixels:
+            return _Sizing(aspect_ratio=rules.default_aspect_ratio, resolution=tier or rules.default_resolution)
+        raise InvalidParameterError("size", "auto", f"is not allowed for {name}", allowed=rules.describe())
+    if size:
+        wh = parse_size(size)
+        if wh is None:
+            raise InvalidParameterError(
+                "size", call.size, "is not a size", allowed=rules.describe(),
+                fix='write sizes as "WIDTHxHEIGHT", e.g. "1024x1024"',
+            )
+        return _pixel_size(wh, call.size or size, rules, name, notes, tier)
+    if ratio:
+        return _ratio_size(ratio, rules, name, notes, tier)
+    if tier and rules.takes_pixels and not rules.aspect_ratios:
+        return _ratio_size("1:1", rules, name, notes, tier)
+    # Defaults.
+    if rules.aspect_ratios and not rules.default:
+        return _Sizing(aspect_ratio=rules.default_aspect_ratio, resolution=tier or rules.default_resolution)
+    if rules.default and rules.default != "auto":
+        w, h = parse_size(rules.default) or (None, None)
+        return _Sizing(width=w, height=h, resolution=tier)
+    return _Sizing(resolution=tier or rules.default_resolution)
+
+
+def _pixel_size(
+    wh: tuple[int, int], given: str, rules: SizeRules, name: str, notes: list[str], tier: str | None
+) -> _Sizing:
+    width, height = wh
+    text = f"{width}x{height}"
+    if text in rules.presets:
+        return _Sizing(width=width, height=height, resolution=tier)
+    if rules.custom is not None:
+        if width <= 0 or height <= 0:
+            raise InvalidParameterError("size", given, "must have positive edges", allowed=rules.describe())
+        problems = rules.custom.problems(width, height)
+        if not problems:
+            return _Sizing(width=width, height=height, resolution=tier)
+        nearest = rules.custom.nearest(width, height)
+        raise InvalidParameterError(
+            "size", given, f"is not allowed for {name}: {'; '.join(problems)}",
+            allowed=rules.describe(),
+            fix=f"nearest valid size is {nearest[0]}x{nearest[1]}" if nearest else "pick an allowed size",
+            code="size_not_supported",
+        )
+    if rules.aspect_ratios:
+        mapped = _map_to_ratio(width, height, rules)
+        if mapped is not None:
+            ratio, mapped_tier = mapped
+            notes.append(f"size {text} mapped to aspect_ratio {ratio}" + (f", resolution {mapped_tier}" if mapped_tier else ""))
+            return _Sizing(aspect_ratio=ratio, resolution=tier or mapped_tier)
+    allowed = list(rules.presets) or [rules.describe()]
+    fix = "pick one of the allowed sizes"
+    if rules.presets:
+        best = min(rules.presets, key=lambda p: _distance(parse_size(p) or (0, 0), (width, height)))
+        fix = f"nearest allowed size is {best}"
+    elif rules.aspect_ratios:
+        fix = f"use aspect_ratio (one of {', '.join(rules.aspect_ratios)})"
+    raise InvalidParameterError(
+        "size", given, f"is not allowed for {name}", allowed=allowed, fix=fix, code="size_not_supported"
+    )
+
+
+def _ratio_size(ratio: str, rules: SizeRules, name: str, notes: list[str], tier: str | None) -> _Sizing:
+    parsed = parse_ratio(ratio)
+    if parsed is None:
+        raise InvalidParameterError(
+            "aspect_ratio", ratio, "is not a ratio", fix='write ratios as "W:H", e.g. "16:9"',
+            allowed=list(rules.aspect_ratios) or None,
+        )
+    if rules.aspect_ratios:
+        for option in rules.aspect_ratios:
+            if parse_ratio(option) == parsed or option == ratio:
+                return _Sizing(aspect_ratio=option, resolution=tier or rules.default_resolution)
+        if not rules.takes_pixels:
+            raise InvalidParameterError(
+                "aspect_ratio", ratio, f"is not allowed for {name}", allowed=list(rules.aspect_ratios),
+                fix="use the closest allowed ratio",
+            )
+    # Pixel model asked for a ratio: pick a matching preset, else build a custom size.
+    target = parsed[0] / parsed[1]
+    for preset in rules.presets:
+        w, h = parse_size(preset) or (1, 1)
+        if abs(w / h - target) / target <= 0.01 and (tier is None or max(w, h) == RESOLUTION_LONG_EDGE.get(tier)):
+            notes.append(f"aspect_ratio {ratio} mapped to size {preset}")
+            return _Sizing(width=w, height=h)
+    if rules.custom is not None:
+        long_edge = RESOLUTION_LONG_EDGE.get(tier or "", 0) or _default_long_edge(rules)
+        if target >= 1:
+            w0, h0 = long_edge, round(long_edge / target)
+        else:
+            w0, h0 = round(long_edge * target), long_edge
+        nearest = rules.custom.nearest(w0, h0)
+        if nearest is not None and abs(nearest[0] / nearest[1] - target) / target <= _RATIO_TOLERANCE:
+            notes.append(f"aspect_ratio {ratio} mapped to size {nearest[0]}x{nearest[1]}")
+            return _Sizing(width=nearest[0], height=nearest[1])
+    raise InvalidParameterError(
+        "aspect_ratio", ratio, f"cannot be produced by {name}", allowed=rules.describe(),
+        fix="use one of the allowed sizes",
+    )
+
+
+def _default_long_edge(rules: SizeRules) -> int:
+    if rules.default and rules.default != "auto":
+        w, h = parse_size(rules.default) or (1024, 1024)
+        return max(w, h)
+    if rules.presets:
+        return max(max(parse_size(p) or (1024, 1024)) for p in rules.presets)
+    return 1024
+
+
+def _map_to_ratio(width: int, height: int, rules: SizeRules) -> tuple[str, str | None] | None:
+    """Nearest declared aspect ratio (and tier) for a pixel size, if the match is honest."""
+    for key, produced in rules.ratio_sizes.items():
+        if parse_size(produced) == (width, height):
+            ratio, _, tier = key.partition("@")
+            return ratio, tier or None
+    target = width / height
+    best: tuple[float, str] | None = None
+    for option in rules.aspect_ratios:
+        w, h = parse_ratio(option) or (1, 1)
+        error = abs(w / h - target) / target
+        if best is None or error < best[0]:
+            best = (error, option)
+    if best is None or best[0] > _RATIO_TOLERANCE:
+        return None
+    tier = None
+    if rules.resolutions:
+        long_edge = max(width, height)
+        tier = min(
+            (t for t in rules.resolutions if t in RESOLUTION_LONG_EDGE),
+            key=lambda t: abs(RESOLUTION_LONG_EDGE[t] - long_edge),
+            default=None,
+        )
+    return best[1], tier
+
+
+def _distance(a: tuple[int, int], b: tuple[int, int]) -> float:
+    return abs(a[0] - b[0]) + abs(a[1] - b[1])
+
+
+def _check_images(
+    images: Sequence[InputImage],
+    mask: InputImage | None,
+    spec: ModelSpec,
+    operation: Operation,
+    name: str,
+) -> None:
+    rules: InputImageRules | None
+    if operation is Operation.GENERATE:
+        rules = spec.reference_images
+        if images and rules is None:
+            raise InvalidParameterError(
+                "images", f"{len(images)} image(s)", f"are not accepted by {name} when generating",
+                fix="use edit_image to work from an image, or remove images",
+                code="unsupported_parameter",
+            )
+        if mask is not None:
+            raise InvalidParameterError("mask", "mask", "applies to edits only", fix="use edit_image")
+        if rules is None:
+            return
+    else:
+        rules = spec.input_images
+        assert rules is not None  # guaranteed by ModelSpec validation
+        if len(images) < max(rules.min_count, 1):
+            raise InvalidParameterError(
+                "images", len(images), f"are too few for {name}",
+                allowed=f"{max(rules.min_count, 1)}–{rules.max_count} image(s)",
+                fix="pass the image to edit in images",
+            )
+    if len(images) > rules.max_count:
+        raise InvalidParameterError(
+            "images", f"{len(images)} images", f"are too many for {name}",
+            allowed=f"at most {rules.max_count}", fix=f"pass at most {rules.max_count} image(s)",
+            code="too_many_images",
+        )
+    for index, image in enumerate(images):
+        where = f"images[{index}]"
+        if image.format not in rules.formats:
+            raise InputImageError(
+                f"{where} ({image.source}) is {image.format}, which {name} does not accept",
+                parameter=where, allowed=list(rules.formats),
+                fix="convert the image to an accepted format", code="unsupported_image_format",
+            )
+        if len(image.data) > rules.max_bytes:
+            raise InputImageError(
+                f"{where} ({image.source}) is {len(image.data):,} bytes, over {name}'s limit",
+                parameter=where, allowed=f"at most {rules.max_bytes:,} bytes",
+                fix="downscale or compress the image", code="image_file_too_large",
+            )
+        if rules.must_be_square and image.width != image.height:
+            raise InputImageError(
+                f"{where} ({image.source}) is {image.width}x{image.height}; {name} needs a square image",
+                parameter=where, fix="crop or pad the image to a square", code="image_not_square",
+            )
+    if mask is None:
+        return
+    mask_rules = rules.mask
+    if mask_rules is None:
+        raise InvalidParameterError(
+            "mask", mask.source, f"is not supported by {name}",
+            fix="remove mask, or choose a model that supports masks", code="unsupported_parameter",
+        )
+    if mask.format not in mask_rules.formats:
+        raise InputImageError(
+            f"mask ({mask.source}) is {mask.format}", parameter="mask",
+            allowed=list(mask_rules.formats), fix="save the mask as PNG with an alpha channel",
+            code="mask_must_be_png",
+        )
+    if len(mask.data) > mask_rules.max_bytes:
+        raise InputImageError(
+            f"mask is {len(mask.data):,} bytes", parameter="mask",
+            allowed=f"at most {mask_rules.max_bytes:,} bytes", code="image_file_too_large",
+            fix="compress the mask",
+        )
+    if mask_rules.needs_alpha and not mask.has_alpha:
+        raise InputImageError(
+            "mask has no alpha channel", parameter="mask",
+            fix="use a PNG whose fully transparent pixels mark the area to change",
+            code="mask_needs_alpha",
+        )
+    first = images[0]
+    if mask_rules.same_size_as_first_image and (mask.width, mask.height) != (first.width, first.height):
+        raise InputImageError(
+            f"mask is {mask.width}x{mask.height} but the image is {first.width}x{first.height}",
+            parameter="mask", fix="resize the mask to the image's size", code="mask_size_mismatch",
+        )
