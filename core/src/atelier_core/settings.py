@@ -121,6 +121,9 @@ class CostSettings(_Section):
     ask_above_usd: float | None = Field(
         None, description="ask the user (MCP elicitation) before calls estimated above this"
     )
+    allow_unpriced: bool = Field(
+        False, description="with limits set, allow calls to models without a known price"
+    )
     prices: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="price overrides per canonical model id"
     )

@@ -1,0 +1,144 @@
+"""Quotes, spend limits and the ledger (domain level; MCP-level tests live in test_cost_mcp.py)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from atelier_core.cost import Ledger, Quote, SpendGuard, apply_price_override, usage_report
+from atelier_core.errors import ConfigurationError, SpendLimitError
+from atelier_core.settings import CostSettings
+from atelier_core.spec import ModelSpec, Pricing
+from atelier_core.types import ImageRequest
+from atelier_core.provider import Provider
+from atelier_core.spec import Operation
+
+
+def _ledger(tmp_path: Path) -> Ledger:
+    db = tmp_path / "state.db"
+    return Ledger(lambda: sqlite3.connect(db))
+
+
+SPEC = ModelSpec(
+    id="m",
+    pricing=Pricing(
+        per_image=0.04,
+        per_image_by_quality={"high": 0.17},
+        per_image_by_quality_size={"low@1024x1024": 0.011},
+        as_of="2026-11-01",
+        source="test table",
+    ),
+    qualities=("low", "high"),
+    n_max=10,
+)
+
+
+def _request(**kw: object) -> ImageRequest:
+    values: dict[str, object] = {"operation": Operation.GENERATE, "model": "m", "prompt": "p"}
+    values.update(kw)
+    return ImageRequest(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kw", "expected"),
+    [
+        ({}, 0.04),
+        ({"n": 3}, 0.12),
+        ({"quality": "high", "n": 2}, 0.34),
+        ({"quality": "low", "width": 1024, "height": 1024}, 0.011),
+    ],
+)
+def test_quotes_follow_the_price_table(kw: dict[str, object], expected: float) -> None:
+    assert Provider().estimate_cost(_request(**kw), SPEC) == pytest.approx(expected)
+
+
+def test_price_override_from_configuration_replaces_the_table() -> None:
+    settings = CostSettings(prices={"p/m": {"per_image": 0.5, "per_image_by_quality": {}}})
+    spec = apply_price_override(SPEC, "p/m", settings)
+    assert spec.pricing is not None
+    assert spec.pricing.as_of == "configured"
+    assert Provider().estimate_cost(_request(n=2, quality="high"), spec) == pytest.approx(1.0)
+
+
+def test_bad_price_override_is_a_configuration_error() -> None:
+    settings = CostSettings(prices={"p/m": {"per_image": "lots"}})
+    with pytest.raises(ConfigurationError, match="cost.prices"):
+        apply_price_override(SPEC, "p/m", settings)
+
+
+def test_per_call_limit_refuses_with_figures() -> None:
+    guard = SpendGuard(CostSettings(max_per_call_usd=0.10), None, run_id="r")
+    assert guard.check(Quote(estimate_usd=0.08, images=2, basis="table"), "p/m") == "ok"
+    with pytest.raises(SpendLimitError) as info:
+        guard.check(Quote(estimate_usd=0.12, images=3, basis="table"), "p/m")
+    text = str(info.value)
+    assert "$0.1200" in text and "$0.10" in text and "ATELIER_COST__MAX_PER_CALL_USD" in text
+
+
+def test_day_limit_stops_the_call_that_would_cross_it_and_lets_smaller_ones_through(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    guard = SpendGuard(CostSettings(max_per_day_usd=1.00), ledger, run_id="r1")
+    q = Quote(estimate_usd=0.40, images=1, basis="table")
+    for _ in range(2):
+        assert guard.check(q, "p/m") == "ok"
+        guard.record(provider="p", model="p/m", operation="generate", images=1, quote=q,
+                     cost_usd=0.40, status="billed", usage=None, request_id=None)
+    with pytest.raises(SpendLimitError, match="daily spend limit of \\$1.00 \\(already spent \\$0.8000\\)"):
+        guard.check(q, "p/m")
+    small = Quote(estimate_usd=0.15, images=1, basis="table")
+    assert guard.check(small, "p/m") == "ok"
+
+
+def test_run_limit_counts_only_this_run(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    q = Quote(estimate_usd=0.5, images=1, basis="table")
+    old = SpendGuard(CostSettings(), ledger, run_id="old")
+    old.record(provider="p", model="p/m", operation="generate", images=1, quote=q,
+               cost_usd=0.5, status="billed", usage=None, request_id=None)
+    guard = SpendGuard(CostSettings(max_per_run_usd=0.6), ledger, run_id="new")
+    assert guard.check(q, "p/m") == "ok"
+    guard.record(provider="p", model="p/m", operation="generate", images=1, quote=q,
+                 cost_usd=0.5, status="billed", usage=None, request_id=None)
+    with pytest.raises(SpendLimitError, match="per-run"):
+        guard.check(q, "p/m")
+
+
+def test_reservations_stop_concurrent_calls_from_overspending() -> None:
+    guard = SpendGuard(CostSettings(max_per_run_usd=1.0), None, run_id="r")
+    q = Quote(estimate_usd=0.6, images=1, basis="table")
+    with guard.reserve(q):
+        with pytest.raises(SpendLimitError):
+            guard.check(q, "p/m")
+    assert guard.check(q, "p/m") == "ok"
+
+
+def test_ask_first_threshold() -> None:
+    guard = SpendGuard(CostSettings(ask_above_usd=0.05), None, run_id="r")
+    assert guard.check(Quote(estimate_usd=0.04, images=1, basis="t"), "p/m") == "ok"
+    assert guard.check(Quote(estimate_usd=0.06, images=1, basis="t"), "p/m") == "ask"
+    assert "did not confirm" in str(guard.ask_refusal(Quote(estimate_usd=0.06, images=1, basis="t")))
+
+
+def test_unpriced_models_are_refused_only_when_limits_are_set() -> None:
+    unpriced = Quote(estimate_usd=None, images=1, basis="none")
+    assert SpendGuard(CostSettings(), None, "r").check(unpriced, "p/x") == "ok"
+    with pytest.raises(SpendLimitError, match="no known price"):
+        SpendGuard(CostSettings(max_per_day_usd=5), None, "r").check(unpriced, "p/x")
+    assert SpendGuard(CostSettings(max_per_day_usd=5, allow_unpriced=True), None, "r").check(unpriced, "p/x") == "ok"
+
+
+def test_usage_report_groups_by_day_provider_and_model(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    guard = SpendGuard(CostSettings(), ledger, run_id="r")
+    for provider, model, usd, images in [("a", "a/x", 0.1, 1), ("a", "a/y", 0.2, 2), ("b", "b/z", 0.3, 3)]:
+        guard.record(provider=provider, model=model, operation="generate", images=images,
+                     quote=Quote(estimate_usd=usd, images=images, basis="t"), cost_usd=None,
+                     status="billed", usage={"output_tokens": 10}, request_id="req")
+    report = usage_report(ledger, days=7)
+    assert report["total_usd"] == pytest.approx(0.6)
+    assert report["calls"] == 3 and report["images"] == 6
+    assert report["by_provider"] == {"a": pytest.approx(0.3), "b": pytest.approx(0.3)}
+    assert report["by_model"]["a/y"] == {"usd": pytest.approx(0.2), "images": 2, "calls": 1}
+    assert list(report["by_day"].values()) == [pytest.approx(0.6)]
