@@ -1,0 +1,589 @@
+"""Where generated images go: one output root, confined, atomic and no-clobber.
+
+:class:`OutputStore` owns one directory (the *output root*, resolved once with
+``realpath`` when the store is built). Every image is written inside it:
+
+- **Names.** Without a filename an image gets
+  ``<YYYY-MM-DD>/<HHMMSS>-<prompt slug>-<8 random hex>.<ext>`` (local date and time);
+  a clash retries with new random hex, so concurrent calls never overwrite each other.
+  A caller's filename may contain sub-folders; it is validated by :meth:`plan_path`:
+  no ``..``, no absolute path outside the root, no symlink leading out, no control,
+  bidi or zero-width characters, no Windows forms (drive letters, backslashes, UNC,
+  ``:`` streams, reserved names such as ``CON``, trailing dot or space), components
+  ≤ 255 bytes, paths ≤ 4096 bytes; the name is NFC-normalised. The extension must
+  match the image's real format (``jpg`` = ``jpeg``) and is appended when missing.
+- **Atomic, no-clobber publish.** The bytes go to a hidden temp file
+  (``.atelier-tmp-…``) in the target directory, are ``fsync``-ed, and are published with
+  ``os.link(tmp, final)`` — which fails if the name exists, so nothing is ever silently
+  replaced — then the temp is unlinked and the directory ``fsync``-ed. Where hard links
+  are unsupported (EPERM/ENOTSUP/EXDEV, e.g. FAT or some network filesystems) the name is
+  reserved with ``O_CREAT|O_EXCL`` and the temp moved over it with ``os.replace`` (there
+  the final name briefly exists as an empty file). ``overwrite=True`` uses temp +
+  ``os.replace``, which replaces a symlink at the target instead of following it.
+  A reader therefore sees either no file or the complete image, never a torn one.
+- **TOCTOU.** On POSIX every directory below the root is walked with directory file
+  descriptors opened ``O_NOFOLLOW`` and every file is created relative to them
+  (``O_EXCL|O_NOFOLLOW``), so replacing a directory by a symlink between the check and
+  the write cannot redirect the write outside the root: the swap is either not seen
+  (the write lands in the directory already opened, which is inside the root) or
+  refused (``ELOOP``). Symlinks *inside* the root that point elsewhere inside the root
+  are followed after re-resolving them; symlinks out are refused. The root itself is
+  trusted once resolved. On platforms without ``dir_fd`` support (Windows) the same
+  checks run on paths, which narrows but does not close the race.
+- **Sidecars.** ``<image>.json`` next to each image holds the metadata the router
+  passes (prompt, model, parameters, seed, request id, usage, cost) plus the file's
+  sha256, size, pixel size and creation time; keys that look like secrets are dropped.
+
+All methods are blocking filesystem work; async callers use ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import errno
+import hashlib
+import io
+import json
+import os
+import re
+import secrets
+import stat
+import time
+import unicodedata
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+import structlog
+
+from .errors import InvalidParameterError, NotFoundError, OutputPathError, StorageError, shorten
+from .images import sniff
+
+__all__ = [
+    "RESOURCE_PREFIX",
+    "TEMP_PREFIX",
+    "OutputStore",
+    "SavedImage",
+    "check_component",
+    "extension_for",
+]
+
+log = structlog.get_logger("atelier.storage")
+
+RESOURCE_PREFIX = "atelier://images/"
+TEMP_PREFIX = ".atelier-tmp-"
+MAX_COMPONENT_BYTES = 255
+MAX_PATH_BYTES = 4096
+
+_EXTENSIONS = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp", "gif": "gif"}
+_CANONICAL_EXT = {"png": "png", "jpeg": "jpg", "webp": "webp", "gif": "gif"}
+_WINDOWS_RESERVED = {
+    "CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$",
+    *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10)),
+    "COM¹", "COM²", "COM³", "LPT¹", "LPT²", "LPT³",
+}  # fmt: skip
+# Bidi controls and invisible characters that make a name display as something else.
+_INVISIBLE = set("\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff\u061c\u180e")
+_INVISIBLE |= {chr(c) for c in range(0x202A, 0x202F)} | {chr(c) for c in range(0x2066, 0x206A)}
+_SECRET_KEY = re.compile(
+    r"(^|[_-])(api[_-]?key|authorization|token|secret|password|passwd|credentials?|cookie)$", re.I
+)
+_HAS_DIR_FD = os.open in os.supports_dir_fd and os.link in os.supports_dir_fd
+_LINK_UNSUPPORTED = {errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EOPNOTSUPP, errno.EMLINK}
+_FILENAME_FIX = "pass a relative file name such as 'cats/tabby.png' (sub-folders allowed), or omit it"
+
+
+def extension_for(fmt: str) -> str:
+    """The file extension used for a format (``jpeg`` → ``jpg``)."""
+    return _CANONICAL_EXT.get(fmt, fmt)
+
+
+@dataclass(frozen=True, slots=True)
+class SavedImage:
+    """An image published in the output root."""
+
+    path: Path
+    relative: str
+    uri: str
+    resource_uri: str
+    sidecar: Path | None
+    width: int
+    height: int
+    format: str
+    bytes: int
+    sha256: str
+
+    @property
+    def mime_type(self) -> str:
+        return f"image/{self.format}"
+
+
+def _refuse(problem: str, value: Any, *, code: str = "invalid_output_path", fix: str = _FILENAME_FIX,
+            parameter: str = "filename") -> OutputPathError:
+    return OutputPathError(
+        f"{parameter}={shorten(value)} is refused: {problem}",
+        code=code,
+        parameter=parameter,
+        value=value,
+        fix=fix,
+    )
+
+
+def check_component(part: str, value: Any, *, parameter: str = "filename") -> None:
+    """Refuse one path component that is unsafe or non-portable (Windows forms too)."""
+    if part in ("", ".", ".."):
+        raise _refuse("'..' and empty segments are not allowed", value, code="output_path_outside_root",
+                      parameter=parameter)
+    if part.startswith(TEMP_PREFIX):
+        raise _refuse(f"names starting with {TEMP_PREFIX!r} are reserved", value, parameter=parameter)
+    if part.endswith((".", " ")):
+        raise _refuse("a name may not end with a dot or a space", value, parameter=parameter)
+    if part != part.strip():
+        raise _refuse("a name may not start with whitespace", value, parameter=parameter)
+    stem = part.split(".", 1)[0].rstrip(" ").upper()
+    if stem in _WINDOWS_RESERVED:
+        raise _refuse(f"{stem} is a reserved device name on Windows", value, parameter=parameter)
+    if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
+        raise _refuse(f"a path segment is longer than {MAX_COMPONENT_BYTES} bytes", value,
+                      code="name_too_long", fix="use a shorter file name", parameter=parameter)
+
+
+def _check_characters(text: str, value: Any, *, parameter: str = "filename") -> None:
+    for char in text:
+        if char in _INVISIBLE:
+            raise _refuse(f"it contains the invisible/bidi character U+{ord(char):04X}", value,
+                          parameter=parameter)
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            raise _refuse(f"it contains the control character U+{ord(char):04X}", value,
+                          parameter=parameter)
+    if "\\" in text:
+        raise _refuse("backslashes are not allowed (use '/' between folders)", value,
+                      parameter=parameter)
+    if ":" in text:
+        raise _refuse("':' is not allowed (drive letters and alternate data streams)", value,
+                      parameter=parameter)
+
+
+def _slug(prompt: Any, limit: int = 40) -> str:
+    text = unicodedata.normalize("NFKD", str(prompt or ""))
+    text = text.encode("ascii", "ignore").decode("ascii").lower()
+    text = re.sub(r"[^a-z0-9]+", "-", text).strip("-")
+    text = text[:limit].rstrip("-")
+    return text or "image"
+
+
+def _clean_metadata(value: Any) -> Any:
+    """Metadata minus anything keyed like a secret; non-JSON values as strings."""
+    if isinstance(value, Mapping):
+        return {
+            str(k): _clean_metadata(v) for k, v in value.items() if not _SECRET_KEY.search(str(k))
+        }
+    if isinstance(value, (list, tuple)):
+        return [_clean_metadata(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "model_dump"):
+        return _clean_metadata(value.model_dump(mode="json"))
+    if hasattr(value, "get_secret_value"):
+        return "[REDACTED]"
+    return str(value)
+
+
+def _image_size(data: bytes, fmt: str) -> tuple[int, int]:
+    from PIL import Image
+
+    names = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "gif": "GIF"}
+    with Image.open(io.BytesIO(data), formats=[names[fmt]]) as image:
+        return image.size
+
+
+class OutputStore:
+    """The output root and the only way images are written into it."""
+
+    def __init__(self, root: Path | str, *, file_mode: int = 0o644, dir_mode: int = 0o755) -> None:
+        path = Path(os.path.expanduser(os.fspath(root)))
+        path.mkdir(parents=True, exist_ok=True, mode=dir_mode)
+        self.root = Path(os.path.realpath(path))
+        self.file_mode = file_mode
+        self.dir_mode = dir_mode
+
+    # -- naming and confinement ----------------------------------------------------
+
+    def plan_path(self, filename: str, fmt: str, *, parameter: str = "filename") -> list[str]:
+        """Validate a caller's file name for an image of format ``fmt``; return its path
+        components relative to the root (extension appended when missing). Pure: touches
+        the filesystem only to resolve an absolute path's existing parent."""
+        value = filename
+        if not isinstance(filename, str) or not filename.strip():
+            raise _refuse("it is empty", value, parameter=parameter)
+        _check_characters(filename, value, parameter=parameter)
+        name = unicodedata.normalize("NFC", filename)
+        if name.startswith("~"):
+            name = os.path.expanduser(name)
+        if os.path.isabs(name):
+            parts = self._relative_from_absolute(name, value, parameter)
+        else:
+            parts = [p for p in name.split("/") if p not in ("", ".")]
+        if not parts:
+            raise _refuse("it names no file", value, parameter=parameter)
+        for part in parts:
+            check_component(part, value, parameter=parameter)
+        parts[-1] = self._with_extension(parts[-1], fmt, value, parameter)
+        total = len(os.fsencode(self.root)) + sum(len(p.encode()) + 1 for p in parts)
+        if total > MAX_PATH_BYTES:
+            raise _refuse(f"the full path would exceed {MAX_PATH_BYTES} bytes", value,
+                          code="name_too_long", fix="use a shorter path", parameter=parameter)
+        return parts
+
+    def _relative_from_absolute(self, name: str, value: Any, parameter: str) -> list[str]:
+        raw = [p for p in name.split("/") if p not in ("", ".")]
+        if ".." in raw:
+            raise _refuse("'..' segments are not allowed", value, code="output_path_outside_root",
+                          parameter=parameter)
+        if not raw:
+            raise _refuse("it names no file", value, parameter=parameter)
+        # Resolve the parent (the existing part through any symlinks, e.g. a symlinked
+        # root); the final name itself is never resolved, so a symlink there is not followed.
+        parent = Path(os.path.realpath("/" + "/".join(raw[:-1])))
+        try:
+            rel = parent.relative_to(self.root)  # component-wise: root-evil is not under root
+        except ValueError:
+            raise _refuse("absolute paths must lie inside the output root", value,
+                          code="output_path_outside_root",
+                          fix=f"use a path relative to the output root; {_FILENAME_FIX}",
+                          parameter=parameter) from None
+        return [*rel.parts, raw[-1]]
+
+    @staticmethod
+    def _with_extension(last: str, fmt: str, value: Any, parameter: str) -> str:
+        stem, dot, ext = last.rpartition(".")
+        wanted = extension_for(fmt)
+        if not dot or not stem:
+            return f"{last}.{wanted}"
+        actual = _EXTENSIONS.get(ext.lower())
+        if actual == fmt:
+            return last
+        if actual is None and not re.fullmatch(r"[A-Za-z0-9]{1,5}", ext):
+            return f"{last}.{wanted}"  # "v1.2-final" has no extension to speak of
+        raise OutputPathError(
+            f"{parameter}={shorten(value)} has the extension .{ext} but the image is {fmt.upper()}",
+            code="extension_mismatch",
+            parameter=parameter,
+            value=value,
+            allowed=[f".{e}" for e, f in _EXTENSIONS.items() if f == fmt],
+            fix=f"name it {stem}.{wanted}, leave the extension off, or request output_format={ext.lower()}"
+            if ext.lower() in _EXTENSIONS
+            else f"name it {stem}.{wanted} or leave the extension off",
+        )
+
+    def auto_parts(self, fmt: str, metadata: Mapping[str, Any] | None) -> list[str]:
+        """A fresh server-chosen name: ``[<date>, <time>-<slug>-<hex>.<ext>]``."""
+        now = _dt.datetime.now()
+        prompt = (metadata or {}).get("prompt")
+        name = f"{now:%H%M%S}-{_slug(prompt)}-{secrets.token_hex(4)}.{extension_for(fmt)}"
+        return [f"{now:%Y-%m-%d}", name]
+
+    def relative_uri(self, relative: str) -> str:
+        return RESOURCE_PREFIX + quote(relative, safe="/")
+
+    # -- resolving resources -------------------------------------------------------
+
+    def resolve_resource(self, uri_or_relative: str, *, parameter: str = "uri") -> Path:
+        """The file behind ``atelier://images/<relative path>`` (or a bare relative
+        path), strictly inside the root and a regular file. Raises NotFoundError
+        (``image_not_found``) or InvalidParameterError (``invalid_resource_uri``)."""
+        value = uri_or_relative
+        if not isinstance(value, str) or not value:
+            raise InvalidParameterError(parameter, value, "is not an image resource URI",
+                                        code="invalid_resource_uri",
+                                        fix=f"pass a URI like {RESOURCE_PREFIX}2026-01-31/120000-cat-1a2b3c4d.png")
+        text = value
+        if text.startswith(RESOURCE_PREFIX):
+            text = unquote(text[len(RESOURCE_PREFIX):])
+        elif "://" in text:
+            raise InvalidParameterError(parameter, value, f"is not a URI of the form {RESOURCE_PREFIX}<path>",
+                                        code="invalid_resource_uri",
+                                        fix="use a resource URI returned by this server")
+        try:
+            _check_characters(text, value, parameter=parameter)
+            parts = [p for p in text.split("/") if p not in ("", ".")]
+            if text.startswith("/") or not parts:
+                raise _refuse("it must be a path relative to the output root", value, parameter=parameter)
+            for part in parts:
+                check_component(part, value, parameter=parameter)
+        except OutputPathError as exc:
+            raise InvalidParameterError(parameter, value, f"is not a valid image resource ({exc.message})",
+                                        code="invalid_resource_uri",
+                                        fix="use a resource URI returned by this server") from None
+        candidate = os.path.realpath(os.path.join(self.root, *parts))
+        not_found = NotFoundError(
+            f"{parameter}={shorten(value)}: no such image in the output root",
+            code="image_not_found",
+            parameter=parameter,
+            value=value,
+            fix="use a resource URI or path returned by a previous call",
+        )
+        if not Path(candidate).is_relative_to(self.root):
+            raise not_found
+        try:
+            st = os.stat(candidate)
+        except OSError:
+            raise not_found from None
+        if not stat.S_ISREG(st.st_mode):
+            raise not_found
+        return Path(candidate)
+
+    # -- writing -------------------------------------------------------------------
+
+    def save(
+        self,
+        data: bytes,
+        fmt: str,
+        *,
+        filename: str | None = None,
+        overwrite: bool = False,
+        metadata: Mapping[str, Any] | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        sidecar: bool = True,
+        parameter: str = "filename",
+    ) -> SavedImage:
+        """Publish one image atomically; see the module docstring for the guarantees.
+
+        ``fmt`` is the expected format; the bytes' sniffed format wins if they differ
+        (never PNG bytes in a ``.jpg``). Pass ``width``/``height`` when already known
+        (e.g. from :func:`~atelier_core.images.verify_output`) to skip re-reading them.
+        Raises OutputPathError (refused name, ``file_exists``) or StorageError
+        (``write_failed``, naming the errno and the directory).
+        """
+        actual = sniff(data) or fmt
+        if width is None or height is None:
+            width, height = _image_size(data, actual)
+        digest = hashlib.sha256(data).hexdigest()
+        auto = filename is None
+        for attempt in range(8):
+            parts = self.auto_parts(actual, metadata) if auto else self.plan_path(
+                filename or "", actual, parameter=parameter)
+            try:
+                self._publish(parts, data, overwrite=overwrite and not auto, value=filename,
+                              parameter=parameter)
+            except FileExistsError:
+                if auto and attempt < 7:
+                    continue
+                raise OutputPathError(
+                    f"{parameter}={shorten(filename)}: a file named {'/'.join(parts)} already exists "
+                    "in the output root",
+                    code="file_exists",
+                    parameter=parameter,
+                    value=filename,
+                    fix="pass overwrite=true or another filename",
+                ) from None
+            break
+        relative = "/".join(parts)
+        path = self.root.joinpath(*parts)
+        sidecar_path: Path | None = None
+        if sidecar:
+            record = {
+                "file": parts[-1],
+                "relative": relative,
+                "format": actual,
+                "width": width,
+                "height": height,
+                "bytes": len(data),
+                "sha256": digest,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                **_clean_metadata(dict(metadata or {})),
+            }
+            body = json.dumps(record, ensure_ascii=False, indent=2, default=str).encode() + b"\n"
+            side_parts = [*parts[:-1], parts[-1] + ".json"]
+            try:
+                self._publish(side_parts, body, overwrite=True, value=filename, parameter=parameter)
+                sidecar_path = self.root.joinpath(*side_parts)
+            except (StorageError, OutputPathError) as exc:
+                # The image itself is published and complete; a missing sidecar must not
+                # turn a paid-for image into an error. Report it in the log instead.
+                log.warning("sidecar_not_written", relative=relative, code=exc.code, error=exc.message)
+        log.info("image_saved", relative=relative, bytes=len(data), format=actual)
+        return SavedImage(
+            path=path,
+            relative=relative,
+            uri=path.as_uri(),
+            resource_uri=self.relative_uri(relative),
+            sidecar=sidecar_path,
+            width=width,
+            height=height,
+            format=actual,
+            bytes=len(data),
+            sha256=digest,
+        )
+
+    def _storage_error(self, exc: OSError, directory: str) -> StorageError:
+        name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+        where = f"{self.root}/{directory}".rstrip("/")
+        hint = {
+            "ENOSPC": "free disk space",
+            "EDQUOT": "free space within your disk quota",
+            "EACCES": "make the directory writable for the server's user",
+            "EROFS": "point storage.output_dir at a writable filesystem",
+        }.get(name, "check the output directory")
+        return StorageError(
+            f"could not write the image into {where}: {name} ({os.strerror(exc.errno or 0)})",
+            code="write_failed",
+            fix=f"{hint}, or set storage.output_dir (ATELIER_STORAGE__OUTPUT_DIR) elsewhere",
+        )
+
+    @contextmanager
+    def _open_dir(self, dirs: list[str], value: Any, parameter: str) -> Iterator[int | None]:
+        """A descriptor for root/<dirs>, created as needed, never leaving the root.
+
+        Yields ``None`` where ``dir_fd`` is unsupported (callers then use full paths).
+        """
+        if not _HAS_DIR_FD:
+            target = Path(os.path.realpath(self.root.joinpath(*dirs)))
+            if not target.is_relative_to(self.root):
+                raise _refuse("a folder on the way is a link leading outside the output root", value,
+                              code="output_path_outside_root", parameter=parameter)
+            target.mkdir(parents=True, exist_ok=True, mode=self.dir_mode)
+            yield None
+            return
+        for _ in range(3):
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                for part in dirs:
+                    try:
+                        os.mkdir(part, self.dir_mode, dir_fd=fd)
+                    except FileExistsError:
+                        pass
+                    try:
+                        child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                        dir_fd=fd)
+                    except OSError as exc:
+                        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                            raise _SymlinkOnTheWay from None
+                        raise
+                    os.close(fd)
+                    fd = child
+            except _SymlinkOnTheWay:
+                os.close(fd)
+                # A symlinked folder: allowed only if it resolves inside the root; then
+                # walk the resolved (symlink-free) components instead.
+                resolved = Path(os.path.realpath(self.root.joinpath(*dirs)))
+                if not resolved.is_relative_to(self.root):
+                    raise _refuse("a folder on the way is a link leading outside the output root", value,
+                                  code="output_path_outside_root", parameter=parameter) from None
+                if not resolved.is_dir() and resolved.exists():
+                    raise _refuse("a folder on the way is a file", value, parameter=parameter) from None
+                dirs = list(resolved.relative_to(self.root).parts)
+                continue
+            except BaseException:
+                os.close(fd)
+                raise
+            try:
+                yield fd
+            finally:
+                os.close(fd)
+            return
+        raise _refuse("the folders changed while being checked", value, code="output_path_outside_root",
+                      parameter=parameter)
+
+    def _publish(self, parts: list[str], data: bytes, *, overwrite: bool, value: Any,
+                 parameter: str) -> None:
+        dirs, final = parts[:-1], parts[-1]
+        directory = "/".join(dirs)
+        try:
+            with self._open_dir(dirs, value, parameter) as dfd:
+                self._publish_in(dfd, dirs, final, data, overwrite=overwrite, value=value,
+                                 parameter=parameter)
+        except (OutputPathError, FileExistsError):
+            raise
+        except IsADirectoryError:
+            raise _refuse(f"{'/'.join(parts)} is a folder", value, parameter=parameter) from None
+        except OSError as exc:
+            if exc.errno == errno.ENOTDIR:
+                raise _refuse("a folder on the way is a file", value, parameter=parameter) from None
+            raise self._storage_error(exc, directory) from None
+
+    def _publish_in(self, dfd: int | None, dirs: list[str], final: str, data: bytes, *,
+                    overwrite: bool, value: Any, parameter: str) -> None:
+        def at(name: str) -> str:
+            return name if dfd is not None else os.path.join(self.root, *dirs, name)
+
+        tmp = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(at(tmp), flags, self.file_mode, dir_fd=dfd)
+        published = False
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if overwrite:
+                os.replace(at(tmp), at(final), src_dir_fd=dfd, dst_dir_fd=dfd)
+                published = True
+            else:
+                try:
+                    os.link(at(tmp), at(final), src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+                    published = True
+                except OSError as exc:
+                    if exc.errno not in _LINK_UNSUPPORTED or isinstance(exc, FileExistsError):
+                        raise
+                    # No hard links here: reserve the name exclusively, then move over it.
+                    reserve = os.open(at(final), flags, self.file_mode, dir_fd=dfd)
+                    os.close(reserve)
+                    try:
+                        os.replace(at(tmp), at(final), src_dir_fd=dfd, dst_dir_fd=dfd)
+                    except BaseException:
+                        os.unlink(at(final), dir_fd=dfd)
+                        raise
+                    published = True
+                if published:
+                    try:
+                        os.unlink(at(tmp), dir_fd=dfd)
+                    except FileNotFoundError:
+                        pass
+            if dfd is not None:
+                try:
+                    os.fsync(dfd)
+                except OSError as exc:  # durability only; some filesystems refuse dir fsync
+                    if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+                        raise
+        finally:
+            if not published or not overwrite:
+                try:
+                    os.unlink(at(tmp), dir_fd=dfd)
+                except FileNotFoundError:
+                    pass
+
+    # -- housekeeping --------------------------------------------------------------
+
+    def sweep_temp(self, older_than_s: float = 3600.0) -> int:
+        """Remove temp files left by a crash (older than ``older_than_s``); returns the
+        number removed. Call at startup."""
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for dirpath, _dirnames, filenames in os.walk(self.root, followlinks=False):
+            for name in filenames:
+                if not name.startswith(TEMP_PREFIX):
+                    continue
+                full = os.path.join(dirpath, name)
+                try:
+                    st = os.lstat(full)
+                    if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                        os.unlink(full)
+                        removed += 1
+                except OSError:
+                    continue
+        if removed:
+            log.info("temp_files_swept", removed=removed)
+        return removed
+
+
+class _SymlinkOnTheWay(Exception):
+    pass
