@@ -1,0 +1,279 @@
+"""The OpenAI provider: model-specific checks and the one async call per operation."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import structlog
+
+from atelier_core import (
+    CallContext,
+    ImageRequest,
+    InvalidParameterError,
+    ModelSpec,
+    Operation,
+    Provider,
+    ProviderResult,
+    UpstreamProtocolError,
+)
+
+from . import translate
+from .models import CATALOGUE, FAMILIES, RETIRED, build_spec
+from .settings import OpenAISettings
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+__all__ = ["OpenAIProvider"]
+
+log = structlog.get_logger("atelier.providers.openai")
+
+
+class OpenAIProvider(Provider):
+    """OpenAI GPT Image models through the official ``openai`` SDK (``AsyncOpenAI``)."""
+
+    name: ClassVar[str] = "openai"
+    title: ClassVar[str] = "OpenAI GPT Image"
+    settings_class = OpenAISettings
+    models = CATALOGUE
+    retired = RETIRED
+    key_env_vars: ClassVar[tuple[str, ...]] = ("OPENAI_API_KEY",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._client: AsyncOpenAI | None = None
+        self._catalog: tuple[ModelSpec, ...] = CATALOGUE
+
+    @property
+    def conf(self) -> OpenAISettings:
+        settings = self.settings
+        assert isinstance(settings, OpenAISettings)
+        return settings
+
+    # -- declaration ---------------------------------------------------------------
+
+    def configure(self, settings: Any) -> None:
+        super().configure(settings)
+        if self.conf.transparent_preview:
+            self._catalog = tuple(
+                build_spec(mid, caps, aliases, transparent_preview=True)
+                for mid, (caps, aliases) in FAMILIES.items()
+            )
+
+    def catalog(self) -> tuple[ModelSpec, ...]:
+        return self._catalog
+
+    def unavailable_reason(self, spec: ModelSpec) -> str | None:
+        if not self.settings.enabled:
+            return "provider openai is disabled (providers.openai.enabled = false)"
+        conf = self.conf
+        if conf.api_key is None or not conf.api_key.get_secret_value().strip():
+            if conf.azure:
+                return "no API key for Azure OpenAI: set AZURE_OPENAI_API_KEY or ATELIER_PROVIDERS__OPENAI__API_KEY"
+            return "no API key for openai: set OPENAI_API_KEY or ATELIER_PROVIDERS__OPENAI__API_KEY"
+        if conf.azure:
+            missing = [
+                var for var, value in (
+                    ("AZURE_OPENAI_ENDPOINT", conf.azure_endpoint or conf.base_url),
+                    ("OPENAI_API_VERSION", conf.azure_api_version),
+                ) if not value
+            ]
+            if missing:
+                return f"Azure OpenAI mode needs {' and '.join(missing)}"
+        return None
+
+    def check(self, request: ImageRequest, spec: ModelSpec) -> None:
+        """Cross-field rules the spec cannot express; all raise before any call."""
+        options = request.options
+        edit = request.operation is Operation.EDIT
+        fmt = request.output_format
+        name = f"openai/{spec.id}"
+
+        def refuse(parameter: str, value: Any, problem: str, fix: str) -> InvalidParameterError:
+            return InvalidParameterError(parameter, value, problem, fix=fix)
+
+        if edit and options.get("moderation") is not None:
+            raise refuse("options.moderation", options["moderation"],
+                         "applies to generate only: the OpenAI edits endpoint has no moderation setting",
+                         "remove options.moderation for edits")
+        if not edit and options.get("input_fidelity") is not None:
+            raise refuse("options.input_fidelity", options["input_fidelity"],
+                         "applies to edits only (it controls how closely input images are kept)",
+                         "remove it, or use edit_image")
+        if request.background == "transparent" and fmt not in ("png", "webp"):
+            raise InvalidParameterError(
+                "background", "transparent", f"needs png or webp output on {name}, not {fmt}",
+                allowed=["png", "webp"], fix="use output_format=png or webp, or background=opaque",
+            )
+        if options.get("markup"):
+            if not edit:
+                raise refuse("options.markup", True, "applies to edits only", "use edit_image")
+            if request.mask is not None:
+                raise refuse("options.markup", True, "cannot be combined with mask (OpenAI allows one or the other)",
+                             "remove mask, or drop options.markup")
+            if len(request.images) < 2:
+                raise refuse("options.markup", True,
+                             "needs at least two images: the image(s) to edit, then the markup overlay last",
+                             "append the transparent markup PNG as the last entry of images")
+            first, overlay = request.images[0], request.images[-1]
+            if overlay.format != "png" or not overlay.has_alpha:
+                raise refuse("options.markup", True,
+                             f"needs the last image to be a PNG with transparency (got {overlay.format}"
+                             f"{'' if overlay.has_alpha else ' without alpha'})",
+                             "save the markup overlay as a PNG with a transparent background")
+            if (overlay.width, overlay.height) != (first.width, first.height):
+                raise refuse("options.markup", True,
+                             f"overlay is {overlay.width}x{overlay.height} but the first image is "
+                             f"{first.width}x{first.height}",
+                             "make the markup overlay exactly the size of the first image")
+        partials = options.get("partial_images")
+        gif_opts = [k for k in ("frame_count", "frame_duration_ms") if options.get(k) is not None]
+        svg_opts = [k for k in ("svg_model", "svg_reasoning_effort") if options.get(k) is not None]
+        if gif_opts and fmt != "gif":
+            raise refuse(f"options.{gif_opts[0]}", options[gif_opts[0]], f"applies to GIF output only, not {fmt}",
+                         "set output_format=gif, or remove the GIF options")
+        if svg_opts and fmt != "svg":
+            raise refuse(f"options.{svg_opts[0]}", options[svg_opts[0]], f"applies to SVG output only, not {fmt}",
+                         "set output_format=svg, or remove the SVG options")
+        if fmt in ("gif", "svg"):
+            if partials:
+                raise refuse("options.partial_images", partials, f"cannot stream {fmt.upper()} output",
+                             "remove options.partial_images")
+            if fmt == "gif" and request.mask is not None:
+                raise refuse("mask", "mask", "cannot be used with GIF output", "remove mask or pick png/webp/jpeg")
+            if fmt == "svg" and request.n != 1:
+                raise InvalidParameterError("n", request.n, "must be 1 for SVG output", allowed="1",
+                                            fix="ask for one SVG per call")
+
+    # -- the work ------------------------------------------------------------------
+
+    def _client_for_call(self) -> AsyncOpenAI:
+        """The SDK client, created on first use and reused (closed in :meth:`aclose`)."""
+        if self._client is not None:
+            return self._client
+        import openai
+
+        conf = self.conf
+        key = conf.api_key.get_secret_value() if conf.api_key else None
+        common: dict[str, Any] = {
+            "api_key": key,
+            "organization": conf.organization,
+            "project": conf.project,
+            # The core owns the one retry layer; SDK retries would multiply attempts.
+            "max_retries": 0,
+            "timeout": conf.timeout_s,
+        }
+        if conf.azure:
+            endpoint = conf.azure_endpoint
+            self._client = openai.AsyncAzureOpenAI(
+                api_version=conf.azure_api_version,
+                **({"azure_endpoint": endpoint} if endpoint else {"base_url": conf.base_url}),
+                **common,
+            )
+        else:
+            self._client = openai.AsyncOpenAI(base_url=conf.base_url, **common)
+        return self._client
+
+    async def generate(self, request: ImageRequest, ctx: CallContext) -> ProviderResult:
+        kwargs = translate.generate_kwargs(request, self.conf, translate.partials_for(request, self.conf))
+        return await self._call(request, ctx, kwargs)
+
+    async def edit(self, request: ImageRequest, ctx: CallContext) -> ProviderResult:
+        kwargs = translate.edit_kwargs(request, self.conf, translate.partials_for(request, self.conf))
+        return await self._call(request, ctx, kwargs)
+
+    async def _call(self, request: ImageRequest, ctx: CallContext, kwargs: dict[str, Any]) -> ProviderResult:
+        client = self._client_for_call()
+        images = client.images
+        timeout = min(self.conf.timeout_s, ctx.timeout_s) if ctx.timeout_s else self.conf.timeout_s
+        method = images.edit if request.operation is Operation.EDIT else images.generate
+        raw_method = (
+            images.with_raw_response.edit if request.operation is Operation.EDIT
+            else images.with_raw_response.generate
+        )
+        log.debug("openai call", model=request.model, operation=request.operation.value,
+                  n=request.n, stream=bool(kwargs.get("stream")))
+        try:
+            if kwargs.get("stream"):
+                return await self._stream(request, ctx, method, kwargs, timeout)
+            raw = await raw_method(**kwargs, timeout=timeout)
+            request_id = raw.headers.get("x-request-id")
+            try:
+                response = raw.parse()
+            except Exception as exc:
+                error = translate.map_error(exc, model=request.model, settings=self.conf)
+                error.request_id = error.request_id or request_id
+                raise error from None
+            return await asyncio.to_thread(
+                translate.result_from_items,
+                response.data or [],
+                request,
+                max_pixels=self.conf.max_image_pixels,
+                usage=response.usage,
+                request_id=request_id,
+                applied=translate.applied_from(response),
+                texts=_svg_note(response),
+            )
+        except Exception as exc:
+            raise self._mapped(exc, request) from None
+
+    async def _stream(
+        self, request: ImageRequest, ctx: CallContext, method: Any, kwargs: dict[str, Any], timeout: float
+    ) -> ProviderResult:
+        stream = await method(**kwargs, timeout=timeout)
+        request_id = stream.response.headers.get("x-request-id")
+        partials = int(kwargs.get("partial_images") or 0)
+        finals: list[Any] = []
+        usage: Any = None
+        applied: dict[str, Any] = {}
+        try:
+            async for event in stream:
+                kind = getattr(event, "type", "")
+                if kind.endswith("partial_image"):
+                    index = int(getattr(event, "partial_image_index", 0))
+                    try:
+                        preview = translate.decode_b64(event.b64_json)
+                    except ValueError:
+                        log.warning("undecodable partial image skipped", index=index)
+                        continue
+                    await ctx.partial_image(preview, index)
+                    await ctx.progress((index + 1) / (partials + 1), f"partial image {index + 1} of {partials}")
+                elif kind.endswith("completed"):
+                    finals.append(event)
+                    usage = getattr(event, "usage", None)
+                    applied = translate.applied_from(event)
+        finally:
+            await stream.close()
+        if not finals:
+            raise UpstreamProtocolError(
+                "openai's stream ended without the final image (only partial previews arrived); "
+                "no partial image was saved",
+                provider=translate.PROVIDER, request_id=request_id, fix="try again",
+            )
+        await ctx.progress(1.0, "image received")
+        return await asyncio.to_thread(
+            translate.result_from_items, finals, request, max_pixels=self.conf.max_image_pixels,
+            usage=usage, request_id=request_id, applied=applied,
+        )
+
+    def _mapped(self, exc: BaseException, request: ImageRequest) -> Exception:
+        error = translate.map_error(
+            exc, model=request.model, settings=self.conf,
+            known=[spec.id for spec in self._catalog], retired=self.retired, operation=request.operation,
+        )
+        log.info("openai call failed", model=request.model, code=error.code, request_id=error.request_id)
+        return error
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+
+def _svg_note(response: Any) -> list[str]:
+    usage = getattr(response, "svg_usage", None)
+    if usage is None:
+        return []
+    return [f"SVG authoring by {usage.model} used {usage.total_tokens} tokens "
+            f"({usage.reasoning_tokens} reasoning), billed separately from the image tokens"]

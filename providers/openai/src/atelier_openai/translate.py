@@ -1,0 +1,487 @@
+"""Pure translation between Atelier and the OpenAI Images API.
+
+Nothing here does I/O. Requests become the keyword arguments of ``images.generate`` /
+``images.edit``; responses (``ImagesResponse`` or streamed completed events) become a
+:class:`~atelier_core.ProviderResult`; SDK exceptions become Atelier errors. The SDK is
+imported only inside :func:`map_error`, never at module import.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from atelier_core import (
+    AtelierError,
+    AuthenticationError,
+    ConfigurationError,
+    ImageRequest,
+    InputImage,
+    ItemFailure,
+    Operation,
+    ProviderImage,
+    ProviderResult,
+    QuotaExceededError,
+    RateLimitedError,
+    RetiredModel,
+    RetiredModelError,
+    SafetyRefusalError,
+    UnknownModelError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+    Usage,
+)
+from atelier_core.images import verify_output
+
+from .settings import OpenAISettings
+
+__all__ = [
+    "PROVIDER",
+    "decode_b64",
+    "edit_kwargs",
+    "generate_kwargs",
+    "image_from_b64",
+    "map_error",
+    "parse_retry_after",
+    "partials_for",
+    "redact",
+    "result_from_items",
+    "usage_from",
+]
+
+PROVIDER = "openai"
+_SAFETY_CODES = {"moderation_blocked", "content_policy_violation", "image_content_policy_violation"}
+_QUOTA_CODES = {"insufficient_quota", "billing_hard_limit_reached", "billing_not_active"}
+_B64_ALPHABET = re.compile(rb"^[A-Za-z0-9+/]*={0,2}$")
+_KEYLIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{4,}|[A-Za-z0-9]{32,})\b")
+_MAX_MESSAGE = 400
+
+
+# -- requests ------------------------------------------------------------------------
+
+
+def partials_for(request: ImageRequest, settings: OpenAISettings) -> int:
+    """How many partial previews to stream for this call (0 = plain, non-streaming call).
+
+    GIF and SVG output cannot stream ("does not support streaming, partial images"), so
+    the settings default never applies to them; an explicit option is refused in check().
+    """
+    explicit = request.options.get("partial_images")
+    if explicit is not None:
+        return int(explicit)
+    if request.output_format in ("gif", "svg"):
+        return 0
+    return settings.partial_images
+
+
+def _common(request: ImageRequest, settings: OpenAISettings, partials: int) -> dict[str, Any]:
+    options = request.options
+    kwargs: dict[str, Any] = {
+        "model": settings.upstream_model(request.model),
+        "prompt": request.prompt or "",
+        "n": request.n,
+        "size": request.size or "auto",
+    }
+    optional = {
+        "quality": request.quality,
+        "output_format": request.output_format,
+        "output_compression": request.output_compression,
+        "background": request.background,
+        "complexity": options.get("complexity"),
+        "safety_identifier": options.get("safety_identifier"),
+        "frame_count": options.get("frame_count"),
+        "frame_duration_ms": options.get("frame_duration_ms"),
+    }
+    kwargs.update({key: value for key, value in optional.items() if value is not None})
+    svg: dict[str, Any] = {}
+    if options.get("svg_model") is not None:
+        svg["model"] = options["svg_model"]
+    if options.get("svg_reasoning_effort") is not None:
+        svg["reasoning"] = {"effort": options["svg_reasoning_effort"]}
+    if svg:
+        kwargs["svg"] = svg
+    if partials > 0:
+        kwargs["stream"] = True
+        kwargs["partial_images"] = partials
+    return kwargs
+
+
+def generate_kwargs(request: ImageRequest, settings: OpenAISettings, partials: int = 0) -> dict[str, Any]:
+    """Keyword arguments for ``client.images.generate`` (every parameter mapped)."""
+    kwargs = _common(request, settings, partials)
+    if request.options.get("moderation") is not None:
+        kwargs["moderation"] = request.options["moderation"]
+    return kwargs
+
+
+def _file(image: InputImage, name: str | None = None) -> tuple[str, bytes, str]:
+    return (name or image.filename, image.data, image.mime_type)
+
+
+def edit_kwargs(request: ImageRequest, settings: OpenAISettings, partials: int = 0) -> dict[str, Any]:
+    """Keyword arguments for ``client.images.edit``: multipart files plus fields.
+
+    Several images go as the ``image[]`` array; one image as a plain ``image`` part.
+    With ``options.markup`` the last image is sent as ``markup`` instead (see models.py).
+    """
+    kwargs = _common(request, settings, partials)
+    images: Sequence[InputImage] = request.images
+    if request.options.get("markup"):
+        *images, overlay = images
+        kwargs["markup"] = _file(overlay, "markup.png")
+    files = [_file(image, _unique_name(image, index)) for index, image in enumerate(images)]
+    kwargs["image"] = files[0] if len(files) == 1 else files
+    if request.mask is not None:
+        kwargs["mask"] = _file(request.mask, "mask.png")
+    if request.options.get("input_fidelity") is not None:
+        kwargs["input_fidelity"] = request.options["input_fidelity"]
+    return kwargs
+
+
+def _unique_name(image: InputImage, index: int) -> str:
+    stem, _, ext = image.filename.rpartition(".")
+    return f"{index}-{stem or 'image'}.{ext}"
+
+
+# -- responses -----------------------------------------------------------------------
+
+
+def decode_b64(text: str) -> bytes:
+    """Strict base64: only the standard alphabet, correct padding, nothing discarded.
+
+    ``base64.b64decode`` without ``validate=True`` silently drops junk characters, which
+    would turn a corrupted answer into a plausible-looking (and wrong) file.
+    """
+    raw = text.strip().encode("ascii", errors="strict") if text.isascii() else None
+    if raw is None:
+        raise ValueError("contains non-ASCII characters")
+    raw = raw.replace(b"\n", b"").replace(b"\r", b"")
+    if not raw:
+        raise ValueError("is empty")
+    if len(raw) % 4 or not _B64_ALPHABET.match(raw):
+        raise ValueError("is not valid base64 (wrong length or characters; truncated?)")
+    try:
+        return base64.b64decode(raw, validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"is not valid base64 ({exc})") from None
+
+
+def image_from_b64(text: str | None, *, expected_format: str | None, max_pixels: int) -> ProviderImage:
+    """Decode and verify one returned image; raise UpstreamProtocolError if it is unusable."""
+    if not text:
+        raise UpstreamProtocolError("openai returned an image entry without b64_json", provider=PROVIDER)
+    try:
+        data = decode_b64(text)
+    except ValueError as exc:
+        raise UpstreamProtocolError(f"openai returned image data that {exc}", provider=PROVIDER) from None
+    if expected_format == "svg":
+        head = data[:512].lstrip().lower()
+        if not (head.startswith(b"<svg") or head.startswith(b"<?xml")) or b"</svg>" not in data[-512:].lower():
+            raise UpstreamProtocolError("openai returned SVG output that is not a complete SVG document", provider=PROVIDER)
+        return ProviderImage(data=data, mime_type="image/svg+xml")
+    info = verify_output(data, max_pixels=max_pixels, provider=PROVIDER)
+    return ProviderImage(data=data, mime_type=info.mime_type)
+
+
+def usage_from(usage: Any, images: int | None = None) -> Usage | None:
+    """SDK usage (``ImagesResponse.usage`` or a completed event's) → :class:`Usage`."""
+    if usage is None:
+        return None if images is None else Usage(images=images)
+    details = getattr(usage, "input_tokens_details", None)
+    return Usage(
+        input_tokens=getattr(usage, "input_tokens", None),
+        output_tokens=getattr(usage, "output_tokens", None),
+        total_tokens=getattr(usage, "total_tokens", None),
+        input_text_tokens=getattr(details, "text_tokens", None) if details is not None else None,
+        input_image_tokens=getattr(details, "image_tokens", None) if details is not None else None,
+        images=images,
+    )
+
+
+def result_from_items(
+    items: Iterable[Any],
+    request: ImageRequest,
+    *,
+    max_pixels: int,
+    usage: Any = None,
+    request_id: str | None = None,
+    applied: Mapping[str, Any] | None = None,
+    texts: Sequence[str] = (),
+) -> ProviderResult:
+    """Image items (anything with ``b64_json``) → result with per-item failures.
+
+    Images that decode are kept even when others fail (they were generated and billed);
+    if none decode, the call fails with :class:`UpstreamProtocolError`.
+    """
+    images: list[ProviderImage] = []
+    failures: list[ItemFailure] = []
+    seen = 0
+    for index, item in enumerate(items):
+        seen += 1
+        try:
+            image = image_from_b64(getattr(item, "b64_json", None), expected_format=request.output_format, max_pixels=max_pixels)
+        except AtelierError as exc:
+            if getattr(item, "b64_json", None) is None and getattr(item, "url", None):
+                message = "openai returned a URL instead of base64 data (not a GPT Image answer)"
+            else:
+                message = exc.message
+            failures.append(ItemFailure(index=index, code=exc.code, message=message))
+            continue
+        images.append(image.model_copy(update={"revised_prompt": getattr(item, "revised_prompt", None)}))
+    if not images:
+        if failures:
+            first = failures[0]
+            more = f" ({len(failures)} of {seen} images failed)" if seen > 1 else ""
+            raise UpstreamProtocolError(first.message + more, provider=PROVIDER, request_id=request_id,
+                                        fix="try again; nothing was saved")
+        raise UpstreamProtocolError("openai answered without any image", provider=PROVIDER,
+                                    request_id=request_id, fix="try again; nothing was saved")
+    for missing in range(seen, request.n):
+        failures.append(ItemFailure(index=missing, code="no_image_returned",
+                                    message=f"openai returned {seen} of {request.n} images"))
+    return ProviderResult(
+        images=images,
+        failures=failures,
+        usage=usage_from(usage, len(images)),
+        request_id=request_id,
+        applied={k: v for k, v in (applied or {}).items() if v is not None},
+        texts=list(texts),
+    )
+
+
+def applied_from(response: Any) -> dict[str, Any]:
+    """What OpenAI reports it used (size for ``auto``, quality, background, format)."""
+    return {
+        name: getattr(response, name, None)
+        for name in ("size", "quality", "background", "output_format")
+    }
+
+
+# -- errors --------------------------------------------------------------------------
+
+
+def redact(text: str, secret: str | None = None) -> str:
+    """Remove a key (and anything key-shaped) from an upstream message; bound its length."""
+    if secret:
+        text = text.replace(secret, "[redacted]")
+    text = _KEYLIKE.sub("[redacted]", text)
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
+
+
+def parse_retry_after(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms``, else ``retry-after`` (seconds or HTTP date).
+
+    Garbage, negative or missing values give ``None`` (the core then uses its backoff).
+    """
+    if not headers:
+        return None
+    lowered = {k.lower(): v for k, v in headers.items()}
+    ms = lowered.get("retry-after-ms")
+    if ms is not None:
+        try:
+            value = float(ms) / 1000.0
+        except ValueError:
+            value = -1.0
+        if value >= 0 and value == value:  # NaN check
+            return round(value, 3)
+    raw = lowered.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        value = when.timestamp() - (time.time() if now is None else now)
+        return round(max(0.0, value), 3)
+    if value != value or value < 0 or value == float("inf"):
+        return None
+    return round(value, 3)
+
+
+def _body_fields(exc: Any) -> tuple[str | None, str | None, str | None, str]:
+    """(code, type, param, message) from an SDK APIError."""
+    body = getattr(exc, "body", None)
+    code = getattr(exc, "code", None)
+    etype = getattr(exc, "type", None)
+    param = getattr(exc, "param", None)
+    message = None
+    if isinstance(body, Mapping):
+        message = body.get("message")
+    if not isinstance(message, str) or not message:
+        message = getattr(exc, "message", None) or type(exc).__name__
+    return code, etype, param, str(message)
+
+
+def map_error(
+    exc: BaseException,
+    *,
+    model: str,
+    settings: OpenAISettings,
+    known: Sequence[str] = (),
+    retired: Sequence[RetiredModel] = (),
+    operation: Operation = Operation.GENERATE,
+) -> AtelierError:
+    """An SDK (or decoding) exception → the Atelier error the caller should see."""
+    import openai
+
+    secret = settings.api_key.get_secret_value() if settings.api_key else None
+    if isinstance(exc, AtelierError):
+        return exc
+    if isinstance(exc, openai.APITimeoutError):
+        return UpstreamTimeoutError(
+            f"openai did not answer {model} within {settings.timeout_s:g}s; the image may still "
+            "have been generated and billed, so it was not resubmitted",
+            provider=PROVIDER,
+            fix="try again later, ask for a smaller size or lower quality, or raise "
+            "providers.openai.timeout_s",
+        )
+    if isinstance(exc, openai.APIConnectionError):
+        return UpstreamUnavailableError(
+            f"could not reach openai at {settings.base_url or 'api.openai.com'}: {redact(str(exc.__cause__ or exc), secret)}",
+            provider=PROVIDER,
+            fix="check the network and OPENAI_BASE_URL; the call is retried automatically",
+        )
+    if isinstance(exc, openai.APIResponseValidationError):
+        return UpstreamProtocolError(
+            f"openai's answer did not match the Images API schema: {redact(exc.message, secret)}",
+            provider=PROVIDER, request_id=_request_id(exc),
+        )
+    if isinstance(exc, openai.APIStatusError):
+        return _status_error(exc, model=model, settings=settings, known=known, retired=retired,
+                             secret=secret, operation=operation)
+    if isinstance(exc, openai.APIError):  # an error event inside a stream
+        code, etype, _param, message = _body_fields(exc)
+        if code in _SAFETY_CODES or (etype or "").endswith("user_error") and "safety" in message.lower():
+            return _safety(message, secret, None)
+        return UpstreamError(
+            f"openai reported an error while streaming: {redact(message, secret)}"
+            + (f" ({code})" if code else ""),
+            provider=PROVIDER, fix="try again; no image was saved",
+        )
+    if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
+        return UpstreamProtocolError(
+            "openai answered with malformed JSON", provider=PROVIDER, fix="try again; nothing was saved"
+        )
+    if isinstance(exc, openai.OpenAIError):
+        return UpstreamError(f"openai client error: {redact(str(exc), secret)}", provider=PROVIDER)
+    return UpstreamProtocolError(
+        f"openai's answer could not be read ({type(exc).__name__}: {redact(str(exc), secret)})",
+        provider=PROVIDER,
+    )
+
+
+def _request_id(exc: Any) -> str | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    value = headers.get("x-request-id")
+    return str(value) if value else None
+
+
+def _safety(message: str, secret: str | None, request_id: str | None) -> SafetyRefusalError:
+    return SafetyRefusalError(
+        f"openai's safety system refused the request: {redact(message, secret)}",
+        provider=PROVIDER,
+        request_id=request_id,
+        fix="rephrase the prompt (or change the input images) to stay within OpenAI's usage "
+        "policies; retrying unchanged will be refused again",
+    )
+
+
+def _status_error(
+    exc: Any,
+    *,
+    model: str,
+    settings: OpenAISettings,
+    known: Sequence[str],
+    retired: Sequence[RetiredModel],
+    secret: str | None,
+    operation: Operation,
+) -> AtelierError:
+    status = int(exc.status_code)
+    code, etype, param, message = _body_fields(exc)
+    request_id = getattr(exc, "request_id", None) or _request_id(exc)
+    text = redact(message, secret)
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    var = settings.key_variable
+
+    if code in _SAFETY_CODES or (status == 400 and "safety system" in message.lower()):
+        return _safety(message, secret, request_id)
+    if status == 429:
+        if code in _QUOTA_CODES or etype in _QUOTA_CODES:
+            return QuotaExceededError(
+                f"openai quota exhausted: {text}", provider=PROVIDER, request_id=request_id,
+                fix="add credit or raise the project's usage limit at platform.openai.com; waiting "
+                "will not help",
+            )
+        wait = parse_retry_after(headers)
+        return RateLimitedError(
+            f"openai rate-limited {model}: {text}", provider=PROVIDER, request_id=request_id,
+            retry_after_s=wait,
+            fix="wait and try again, ask for fewer images at once, or lower "
+            "providers.openai.max_concurrency / requests_per_minute",
+        )
+    if status == 401:
+        return AuthenticationError(
+            f"openai rejected the API key (401): {text}", provider=PROVIDER, request_id=request_id,
+            fix=f"set a valid key in {var} (or ATELIER_PROVIDERS__OPENAI__API_KEY) and restart",
+        )
+    if status == 403:
+        return AuthenticationError(
+            f"openai refused access to {model} (403): {text}", provider=PROVIDER, request_id=request_id,
+            fix=f"use a key from a project with access to {model} (organization verification may be "
+            f"required) in {var}, or choose another model",
+        )
+    if status == 404:
+        if settings.azure:
+            return ConfigurationError(
+                f"Azure OpenAI has no deployment named {settings.upstream_model(model)!r} for {model} "
+                f"(404): {text}",
+                provider=PROVIDER, request_id=request_id,
+                fix=f"set providers.openai.model_names = {{\"{model}\" = \"<deployment>\"}}",
+            )
+        for info in retired:
+            if info.id == model:
+                error: AtelierError = RetiredModelError(
+                    model, retired_on=info.retired_on, replacement=info.replacement, provider=PROVIDER
+                )
+                error.request_id = request_id
+                return error
+        error = UnknownModelError(settings.upstream_model(model), [k for k in known if k != model])
+        error.message = f"{error.message}: openai does not serve it to this key (404: {text})"
+        error.provider = PROVIDER
+        error.request_id = request_id
+        return error
+    if status >= 500 or status in (408, 409):
+        should = (headers or {}).get("x-should-retry") if headers is not None else None
+        retryable = should != "false"
+        return UpstreamUnavailableError(
+            f"openai failed with HTTP {status}: {text}", provider=PROVIDER, request_id=request_id,
+            retryable=retryable,
+            fix="try again shortly" if retryable else "openai asked not to retry this request",
+        )
+    where = f" (parameter {param})" if param else ""
+    return UpstreamError(
+        f"openai rejected the {operation.value} request for {model} (HTTP {status}){where}: {text}",
+        code="upstream_rejected",
+        parameter=param,
+        provider=PROVIDER,
+        request_id=request_id,
+        fix="change the parameter named in the message; see list_available_models for what "
+        f"{model} accepts",
+    )
