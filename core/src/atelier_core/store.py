@@ -140,7 +140,7 @@ class StateStore:
             self.path,
             timeout=BUSY_TIMEOUT_MS / 1000,
             check_same_thread=False,
-            isolation_level=None if autocommit else "",
+            isolation_level=None if autocommit else "DEFERRED",
         )
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         # FULL: a job id is handed out only after its row is on disk, power loss included.

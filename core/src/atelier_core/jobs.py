@@ -1,0 +1,852 @@
+"""Background jobs: durable, restart-safe, at most once.
+
+Every image call can run as a *job*: a row in the state database (table ``jobs``) plus
+a task in this process that runs the call. The :class:`JobManager` guarantees:
+
+- **Durable before visible.** :meth:`JobManager.submit` returns only after the row is
+  committed (``synchronous=FULL``), so a job id a client holds always resolves.
+- **Unguessable ids.** 128 random bits (``secrets.token_urlsafe(16)``).
+- **At most once, failing visibly.** A job is never re-run. When the process that owned
+  a job dies, the job ends as ``failed`` with code ``interrupted`` — at the next start
+  when the owner's pid is gone from this host, otherwise once the owner's *lease* runs
+  out. Owners renew leases by heartbeat, so a second live server process sharing the
+  database never takes over (or kills) the first one's jobs.
+- **Terminal states are final.** ``done``, ``failed`` and ``cancelled`` never change; a
+  late cancel is a no-op that says so.
+- **Cancelling** a ``queued`` job prevents the provider call; cancelling a ``running``
+  one stops waiting for it and records that the provider may still bill
+  (``may_be_billed``). A job owned by another process is cancelled by that process
+  within one heartbeat.
+- **Retention.** Finished jobs older than ``jobs.retention_days`` are pruned; their
+  image files are deleted only with ``jobs.delete_files_on_prune``.
+
+States: ``queued`` (accepted, waiting for a provider slot) → ``running`` (the provider
+call is in flight) → ``saving`` (verifying and writing files) → ``done`` | ``failed`` |
+``cancelled``. Synchronous calls run through the same machinery (origin ``call``,
+hidden from listings) so that a call still running after ``jobs.handoff_after_s`` can be
+*handed off*: the caller gets the job id while the same task keeps running — the
+request is never sent twice.
+
+The manager knows nothing of MCP or of the router: it runs a *runner* coroutine per job
+(the server passes one that calls ``Atelier.execute``) and stores what it returns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+import structlog
+from pydantic import BaseModel
+
+from .errors import AtelierError, InvalidParameterError, NotFoundError
+from .settings import JobSettings
+from .store import StateStore
+
+__all__ = [
+    "JOB_MIGRATIONS",
+    "Job",
+    "JobManager",
+    "JobRun",
+    "JobState",
+    "Runner",
+    "default_files_of",
+    "new_job_id",
+    "validate_job_ids",
+]
+
+log = structlog.get_logger("atelier.jobs")
+
+T = TypeVar("T")
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SAVING = "saving"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
+_ACTIVE_SQL = "('queued', 'running', 'saving')"
+
+Origin = Literal["job", "call", "handoff", "task"]
+
+JOB_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        operation TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        state TEXT NOT NULL,
+        message TEXT,
+        progress REAL,
+        request TEXT NOT NULL,
+        outcome TEXT,
+        error TEXT,
+        files TEXT,
+        may_be_billed INTEGER NOT NULL DEFAULT 0,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        owner TEXT NOT NULL,
+        owner_host TEXT NOT NULL,
+        owner_pid INTEGER NOT NULL,
+        lease_until REAL NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        partial BLOB,
+        partial_mime TEXT,
+        partial_index INTEGER
+    );
+    CREATE INDEX jobs_state ON jobs (state);
+    CREATE INDEX jobs_created ON jobs (created_at);
+    CREATE INDEX jobs_owner ON jobs (owner, state);
+    """,
+)
+"""The ``jobs`` component's schema history (append only)."""
+
+
+def new_job_id() -> str:
+    """A fresh job id: ``job_`` plus 128 random bits, URL-safe."""
+    return "job_" + secrets.token_urlsafe(16)
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Job(BaseModel):
+    """A snapshot of one job row."""
+
+    id: str
+    operation: str
+    origin: str
+    state: JobState
+    message: str | None = None
+    progress: float | None = None
+    request: dict[str, Any]
+    outcome: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    files: list[str] = []
+    may_be_billed: bool = False
+    cancel_requested: bool = False
+    owner: str
+    created_at: float
+    updated_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    partial: bytes | None = None
+    partial_mime: str | None = None
+    partial_index: int | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state.terminal
+
+    def summary(self) -> dict[str, Any]:
+        """The public status of the job (no result payload, no partial bytes)."""
+        out: dict[str, Any] = {
+            "job_id": self.id,
+            "state": self.state.value,
+            "operation": self.operation,
+        }
+        if self.request.get("model"):
+            out["model"] = self.request["model"]
+        if self.message:
+            out["stage"] = self.message
+        if self.progress is not None and not self.terminal:
+            out["progress"] = round(self.progress, 3)
+        out["created_at"] = _iso(self.created_at)
+        if self.finished_at is not None:
+            out["finished_at"] = _iso(self.finished_at)
+            out["elapsed_s"] = round(self.finished_at - self.created_at, 3)
+        else:
+            out["elapsed_s"] = round(time.time() - self.created_at, 3)
+        if self.error:
+            out["error"] = self.error
+        if self.may_be_billed:
+            out["may_be_billed"] = True
+        if self.partial_index is not None and not self.terminal:
+            out["partial_preview"] = {"index": self.partial_index, "available": self.partial is not None}
+        return out
+
+
+def _row_to_job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"],
+        operation=row["operation"],
+        origin=row["origin"],
+        state=JobState(row["state"]),
+        message=row["message"],
+        progress=row["progress"],
+        request=json.loads(row["request"]),
+        outcome=json.loads(row["outcome"]) if row["outcome"] else None,
+        error=json.loads(row["error"]) if row["error"] else None,
+        files=json.loads(row["files"]) if row["files"] else [],
+        may_be_billed=bool(row["may_be_billed"]),
+        cancel_requested=bool(row["cancel_requested"]),
+        owner=row["owner"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        partial=row["partial"],
+        partial_mime=row["partial_mime"],
+        partial_index=row["partial_index"],
+    )
+
+
+ProgressListener = Callable[[float | None, str], Awaitable[None]]
+
+
+class JobRun:
+    """What a runner gets for one job: its request and ways to report progress."""
+
+    def __init__(self, manager: JobManager, job_id: str, operation: str, request: dict[str, Any]) -> None:
+        self._manager = manager
+        self.job_id = job_id
+        self.operation = operation
+        self.request = request
+
+    async def progress(self, fraction: float | None, message: str) -> None:
+        """Report progress. The first report moves a queued job to ``running``."""
+        await self._manager._on_progress(self.job_id, fraction, message, None)
+
+    async def stage(self, state: JobState, message: str | None = None) -> None:
+        """Move to ``running`` (the provider call is being sent) or ``saving``."""
+        if state not in (JobState.RUNNING, JobState.SAVING):
+            raise ValueError(f"a runner may only enter running or saving, not {state}")
+        await self._manager._on_progress(self.job_id, None, message or state.value, state)
+
+    async def partial(self, data: bytes, index: int = 0) -> None:
+        """Record the latest streamed partial image (bounded; older ones are dropped)."""
+        await self._manager._on_partial(self.job_id, data, index)
+
+
+Runner = Callable[[JobRun], Awaitable[BaseModel | dict[str, Any]]]
+"""Runs one job and returns its outcome (a JSON round-trippable model or dict)."""
+
+
+@dataclass
+class _Active:
+    """This process's live view of a job it owns."""
+
+    state: JobState
+    done: anyio.Event = field(default_factory=anyio.Event)
+    scope: anyio.CancelScope | None = None
+    listeners: list[ProgressListener] = field(default_factory=list)
+    last_write: float = 0.0
+    cancel_early: bool = False
+    message: str | None = None
+    progress: float | None = None
+    dirty: bool = False  # message/progress newer than the row (writes are throttled)
+
+
+def default_files_of(outcome: dict[str, Any]) -> list[str]:
+    """The files a call outcome wrote: ``path`` and ``sidecar`` of each saved image."""
+    files: list[str] = []
+    images = outcome.get("images")
+    if isinstance(images, list):
+        for image in images:
+            if isinstance(image, dict):
+                for key in ("path", "sidecar"):
+                    value = image.get(key)
+                    if isinstance(value, str) and value:
+                        files.append(value)
+    return files
+
+
+#: Owner tokens of the managers alive in this process (several only in tests).
+_LIVE_OWNERS: set[str] = set()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+class JobManager:
+    """Runs and records background jobs. Use as ``async with manager.running(): ...``."""
+
+    #: Progress is written to the database at most this often (listeners get every update).
+    progress_write_interval_s = 0.5
+    #: How often a barrier re-reads jobs owned by other processes.
+    poll_interval_s = 0.25
+
+    def __init__(
+        self,
+        store: StateStore,
+        runner: Runner,
+        settings: JobSettings | None = None,
+        *,
+        max_active: int = 1000,
+        max_partial_bytes: int = 256 * 1024,
+        shrink_partial: Callable[[bytes], tuple[bytes, str]] | None = None,
+        files_of: Callable[[dict[str, Any]], list[str]] = default_files_of,
+    ) -> None:
+        self.store = store
+        self.settings = settings or JobSettings()
+        self._runner = runner
+        self.max_active = max_active
+        self.max_partial_bytes = max_partial_bytes
+        self._shrink_partial = shrink_partial
+        self._files_of = files_of
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.owner = f"{self.host}:{self.pid}:{secrets.token_hex(4)}"
+        self._active: dict[str, _Active] = {}
+        self._changed = anyio.Event()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._db_limiter = anyio.CapacityLimiter(1)
+        self._conn_lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        store.migrate("jobs", JOB_MIGRATIONS)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[JobManager]:
+        """Recover abandoned jobs, prune old ones, then run jobs until the block exits.
+
+        On exit every job this process still runs is cancelled and recorded as
+        ``failed: interrupted`` (the server is stopping; the job is not re-run later).
+        """
+        self._conn = self.store.connect(autocommit=True)
+        self._conn.row_factory = sqlite3.Row
+        _LIVE_OWNERS.add(self.owner)
+        try:
+            await self.recover()
+            await self.prune()
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._maintenance)
+                try:
+                    yield self
+                finally:
+                    self._tg = None
+                    with anyio.CancelScope(shield=True):
+                        await self._interrupt_own("the server stopped while this job was unfinished")
+                    tg.cancel_scope.cancel()
+        finally:
+            _LIVE_OWNERS.discard(self.owner)
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+
+    async def _maintenance(self) -> None:
+        lease = max(self.settings.lease_s, 0.3)
+        last_prune = time.monotonic()
+        while True:
+            await anyio.sleep(lease / 3)
+            try:
+                await self._heartbeat()
+                await self.recover()
+                if time.monotonic() - last_prune > 3600:
+                    last_prune = time.monotonic()
+                    await self.prune()
+            except Exception:  # keep the heartbeat alive through a transient DB error
+                log.exception("job maintenance failed; retrying at the next heartbeat")
+
+    # -- database helpers (one connection, one worker thread at a time) --------------
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(self._locked, fn, args, limiter=self._db_limiter)
+
+    def _locked(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        with self._conn_lock:
+            conn = self._conn
+            if conn is None:  # used outside running(): short-lived connection
+                conn = self.store.connect(autocommit=True)
+                conn.row_factory = sqlite3.Row
+                try:
+                    return fn(conn, *args)
+                finally:
+                    conn.close()
+            return fn(conn, *args)
+
+    @staticmethod
+    def _write(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> int:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = conn.execute(sql, args)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return cursor.rowcount
+
+    @staticmethod
+    def _select(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> list[Job]:
+        return [_row_to_job(row) for row in conn.execute(sql, args).fetchall()]
+
+    def _notify(self) -> None:
+        event, self._changed = self._changed, anyio.Event()
+        event.set()
+
+    # -- submitting and running ----------------------------------------------------
+
+    async def submit(self, operation: str, request: dict[str, Any], *, origin: Origin = "job") -> Job:
+        """Record a job durably, start it, and return it (state ``queued``)."""
+        if self._tg is None:
+            raise RuntimeError("JobManager.submit needs `async with manager.running()`")
+        if len(self._active) >= self.max_active:
+            raise AtelierError(
+                f"this server already has {len(self._active)} unfinished jobs (the limit)",
+                code="jobs_busy",
+                retryable=True,
+                retry_after_s=5.0,
+                fix="wait for some jobs to finish (get_jobs with wait_s) and submit again",
+            )
+        now = time.time()
+        job_id = new_job_id()
+        encoded = json.dumps(request, separators=(",", ":"), default=str)
+        await self._db(
+            self._write,
+            "INSERT INTO jobs (id, operation, origin, state, message, request, owner, owner_host,"
+            " owner_pid, lease_until, created_at, updated_at)"
+            " VALUES (?, ?, ?, 'queued', 'waiting for a provider slot', ?, ?, ?, ?, ?, ?, ?)",
+            (job_id, operation, origin, encoded, self.owner, self.host, self.pid,
+             now + self.settings.lease_s, now, now),
+        )
+        self._active[job_id] = _Active(state=JobState.QUEUED)
+        self._tg.start_soon(self._run, job_id, operation, request)
+        log.info("job submitted", job_id=job_id, operation=operation, origin=origin)
+        return Job(
+            id=job_id, operation=operation, origin=origin, state=JobState.QUEUED,
+            message="waiting for a provider slot", request=request, owner=self.owner,
+            created_at=now, updated_at=now,
+        )
+
+    async def _run(self, job_id: str, operation: str, request: dict[str, Any]) -> None:
+        active = self._active[job_id]
+        outcome: dict[str, Any] | None = None
+        error: dict[str, Any] | None = None
+        try:
+            with anyio.CancelScope() as scope:
+                active.scope = scope
+                if active.cancel_early:
+                    scope.cancel()
+                run = JobRun(self, job_id, operation, request)
+                try:
+                    result = await self._runner(run)
+                    outcome = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
+                except AtelierError as exc:
+                    error = exc.to_dict()
+                except Exception as exc:
+                    log.exception("job runner crashed", job_id=job_id)
+                    error = {
+                        "code": "internal_error",
+                        "message": f"the job failed unexpectedly ({type(exc).__name__}); "
+                        "see the server log",
+                        "retryable": False,
+                    }
+            with anyio.CancelScope(shield=True):
+                if outcome is not None:
+                    await self._finish(job_id, JobState.DONE, "done", outcome=outcome)
+                elif error is not None:
+                    await self._finish(job_id, JobState.FAILED, f"failed: {error['code']}", error=error)
+                # else: cancelled; cancel() already recorded the terminal state.
+        finally:
+            active.done.set()
+            self._active.pop(job_id, None)
+            self._notify()
+
+    async def _finish(
+        self,
+        job_id: str,
+        state: JobState,
+        message: str,
+        *,
+        outcome: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+        may_be_billed: bool = False,
+    ) -> bool:
+        """Move an unfinished job to a terminal state; ``False`` if it already was."""
+        now = time.time()
+        files = self._files_of(outcome) if outcome else []
+        changed = await self._db(
+            self._write,
+            "UPDATE jobs SET state = ?, message = ?, outcome = ?, error = ?, files = ?,"
+            " may_be_billed = ?, progress = NULL, partial = NULL, updated_at = ?, finished_at = ?"
+            f" WHERE id = ? AND state IN {_ACTIVE_SQL}",
+            (state.value, message, json.dumps(outcome) if outcome is not None else None,
+             json.dumps(error) if error is not None else None, json.dumps(files),
+             int(may_be_billed), now, now, job_id),
+        )
+        active = self._active.get(job_id)
+        if changed and active is not None:
+            active.state = state
+        self._notify()
+        return bool(changed)
+
+    async def _on_progress(
+        self, job_id: str, fraction: float | None, message: str, stage: JobState | None
+    ) -> None:
+        active = self._active.get(job_id)
+        if active is None or active.state.terminal:
+            return
+        new_state = stage or (JobState.RUNNING if active.state is JobState.QUEUED else active.state)
+        for listener in list(active.listeners):
+            try:
+                await listener(fraction, message)
+            except Exception:  # a broken client stream must not fail the job
+                log.debug("progress listener failed", job_id=job_id, exc_info=True)
+        active.message = message[:300]
+        if fraction is not None:
+            active.progress = fraction
+        now = time.monotonic()
+        if new_state is active.state and now - active.last_write < self.progress_write_interval_s:
+            active.dirty = True  # readers in this process see it; the heartbeat writes it
+            return
+        entering = new_state is not active.state
+        active.state = new_state
+        await self._flush(job_id, active)
+        if entering:
+            self._notify()
+
+    async def _flush(self, job_id: str, active: _Active) -> None:
+        active.last_write = time.monotonic()
+        active.dirty = False
+        wall = time.time()
+        started = wall if active.state is JobState.RUNNING else None
+        await self._db(
+            self._write,
+            "UPDATE jobs SET state = ?, message = ?, progress = ?, updated_at = ?,"
+            f" started_at = COALESCE(started_at, ?) WHERE id = ? AND state IN {_ACTIVE_SQL}",
+            (active.state.value, active.message, active.progress, wall, started, job_id),
+        )
+
+    async def _on_partial(self, job_id: str, data: bytes, index: int) -> None:
+        active = self._active.get(job_id)
+        if active is None or active.state.terminal:
+            return
+        mime: str | None = None
+        blob: bytes | None = data
+        if len(data) > self.max_partial_bytes and self._shrink_partial is not None:
+            try:
+                blob, mime = await anyio.to_thread.run_sync(self._shrink_partial, data)
+            except Exception:
+                log.debug("partial preview could not be shrunk", job_id=job_id, exc_info=True)
+                blob = None
+        if blob is not None and len(blob) > self.max_partial_bytes:
+            blob = None  # keep the row small; the index still shows progress
+        if blob is not None and mime is None:
+            mime = _sniff_mime(blob)
+        await self._db(
+            self._write,
+            "UPDATE jobs SET partial = ?, partial_mime = ?, partial_index = ?, updated_at = ?"
+            f" WHERE id = ? AND state IN {_ACTIVE_SQL}",
+            (blob, mime, index, time.time(), job_id),
+        )
+
+    # -- reading -------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job:
+        """One job; :class:`NotFoundError` if unknown, pruned or malformed."""
+        return (await self.get_many([job_id]))[0]
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[Job]:
+        """Jobs in the order asked; unknown ids raise :class:`NotFoundError`."""
+        unique = list(dict.fromkeys(job_ids))
+        if not unique:
+            return []
+        marks = ", ".join("?" * len(unique))
+        found = {
+            job.id: job
+            for job in await self._db(self._select, f"SELECT * FROM jobs WHERE id IN ({marks})", unique)
+        }
+        for job_id, job in found.items():
+            active = self._active.get(job_id)
+            if active is not None and not job.terminal and not active.state.terminal:
+                # This process runs it: its in-memory stage is fresher than the row.
+                found[job_id] = job.model_copy(update={
+                    "state": active.state,
+                    "message": active.message or job.message,
+                    "progress": active.progress if active.progress is not None else job.progress,
+                })
+        missing = [job_id for job_id in unique if job_id not in found]
+        if missing:
+            raise NotFoundError(
+                f"no job {', '.join(repr(m[:60]) for m in missing)}: it never existed on this "
+                "server or was pruned after its retention period",
+                parameter="job_ids",
+                value=missing[0],
+                fix="call get_jobs without job_ids to list recent jobs",
+            )
+        return [found[job_id] for job_id in unique]
+
+    async def recent(self, *, limit: int = 20, include_finished: bool = True) -> list[Job]:
+        """Recent jobs, newest first (synchronous calls that were not handed off excluded)."""
+        where = "origin != 'call'"
+        if not include_finished:
+            where += f" AND state IN {_ACTIVE_SQL}"
+        return await self._db(
+            self._select,
+            f"SELECT * FROM jobs WHERE {where} ORDER BY created_at DESC LIMIT ?",
+            (max(1, min(limit, 200)),),
+        )
+
+    async def wait(self, job_ids: Sequence[str], timeout_s: float) -> list[Job]:
+        """The barrier: return when every job is terminal or ``timeout_s`` has passed."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while True:
+            changed = self._changed
+            jobs = await self.get_many(job_ids)
+            remaining = deadline - time.monotonic()
+            if all(job.terminal for job in jobs) or remaining <= 0:
+                return jobs
+            foreign = any(not job.terminal and job.id not in self._active for job in jobs)
+            with anyio.move_on_after(min(remaining, self.poll_interval_s) if foreign else remaining):
+                await changed.wait()
+
+    # -- synchronous calls and hand-off --------------------------------------------
+
+    async def call(
+        self,
+        operation: str,
+        request: dict[str, Any],
+        *,
+        handoff_after_s: float | None = None,
+        on_progress: ProgressListener | None = None,
+    ) -> Job:
+        """Run a call as a hidden job and wait for it, handing it off after a while.
+
+        Returns the terminal job, or — after ``handoff_after_s`` (default
+        ``jobs.handoff_after_s``; ``0`` = wait forever) — the still-running job, now
+        listed as origin ``handoff``. If the caller is cancelled first (the client gave
+        up), the job is cancelled too.
+        """
+        limit = self.settings.handoff_after_s if handoff_after_s is None else handoff_after_s
+        job = await self.submit(operation, request, origin="call")
+        active = self._active.get(job.id)
+        if active is not None and on_progress is not None:
+            active.listeners.append(on_progress)
+        try:
+            if active is not None:
+                with anyio.move_on_after(limit if limit and limit > 0 else None):
+                    await active.done.wait()
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self.cancel(job.id)
+            raise
+        finally:
+            if active is not None and on_progress in active.listeners:
+                active.listeners.remove(on_progress)
+        job = await self.get(job.id)
+        if not job.terminal:
+            await self._db(
+                self._write,
+                "UPDATE jobs SET origin = 'handoff' WHERE id = ? AND origin = 'call'",
+                (job.id,),
+            )
+            job = job.model_copy(update={"origin": "handoff"})
+            log.info("call handed off to a background job", job_id=job.id, after_s=limit)
+        return job
+
+    # -- cancelling ----------------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> tuple[Job, str]:
+        """Cancel a job. Returns the job afterwards and a sentence saying what happened."""
+        job = await self.get(job_id)
+        if job.terminal:
+            return job, f"job {job_id} had already finished ({job.state.value}); nothing to cancel"
+        active = self._active.get(job_id)
+        if active is None:
+            if job.owner == self.owner:  # finishing right now
+                return await self.get(job_id), "the job finished while being cancelled"
+            await self._db(
+                self._write,
+                f"UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state IN {_ACTIVE_SQL}",
+                (job_id,),
+            )
+            return await self.get(job_id), (
+                "cancellation requested: another server process runs this job and stops it at its "
+                f"next heartbeat (within {self.settings.lease_s / 3:.0f} s)"
+            )
+        sent = active.state is not JobState.QUEUED
+        if sent:
+            message = (
+                "cancelled while the provider was working on it: the provider may still "
+                "bill for this request"
+            )
+        else:
+            message = "cancelled before the request was sent to the provider: nothing was billed"
+        finished = await self._finish(job_id, JobState.CANCELLED, message, may_be_billed=sent)
+        if active.scope is not None:
+            active.scope.cancel()
+        else:
+            active.cancel_early = True
+        job = await self.get(job_id)
+        if not finished:
+            return job, f"the job finished ({job.state.value}) before it could be cancelled"
+        log.info("job cancelled", job_id=job_id, may_be_billed=sent)
+        return job, message
+
+    # -- leases, recovery, pruning -------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        for job_id, active in list(self._active.items()):
+            if active.dirty and not active.state.terminal:
+                await self._flush(job_id, active)
+        now = time.time()
+        await self._db(
+            self._write,
+            f"UPDATE jobs SET lease_until = ? WHERE owner = ? AND state IN {_ACTIVE_SQL}",
+            (now + self.settings.lease_s, self.owner),
+        )
+        asked = await self._db(
+            self._select,
+            f"SELECT * FROM jobs WHERE owner = ? AND cancel_requested = 1 AND state IN {_ACTIVE_SQL}",
+            (self.owner,),
+        )
+        for job in asked:
+            await self.cancel(job.id)
+
+    def _owner_dead(self, job: Job, now: float, lease_until: float, host: str, pid: int) -> bool:
+        if job.owner in _LIVE_OWNERS:
+            return False
+        if lease_until < now:
+            return True
+        if host == self.host:
+            # Same host: a vanished pid is dead now; our own pid under an owner token not
+            # alive in this process was a previous process (containers reuse pid 1).
+            return pid == self.pid or not _pid_alive(pid)
+        return False
+
+    async def recover(self) -> int:
+        """Mark unfinished jobs whose owner is gone ``failed: interrupted``. Returns how many."""
+
+        def candidates(conn: sqlite3.Connection) -> list[tuple[Job, float, str, int]]:
+            rows = conn.execute(
+                f"SELECT * FROM jobs WHERE state IN {_ACTIVE_SQL} AND owner != ?", (self.owner,)
+            ).fetchall()
+            return [(_row_to_job(r), r["lease_until"], r["owner_host"], r["owner_pid"]) for r in rows]
+
+        now = time.time()
+        count = 0
+        for job, lease_until, host, pid in await self._db(candidates):
+            if not self._owner_dead(job, now, lease_until, host, pid):
+                continue
+            sent = job.state is not JobState.QUEUED
+            detail = (
+                "the server process running it stopped while the provider was working on it; "
+                "the provider may have billed for it, and it was not re-sent"
+                if sent
+                else "the server process stopped before the request was sent; nothing was billed"
+            )
+            error = {
+                "code": "interrupted",
+                "message": f"Job interrupted: {detail}.",
+                "retryable": True,
+                "fix": "submit the call again if you still want the image",
+            }
+            if await self._finish(job.id, JobState.FAILED, "failed: interrupted", error=error,
+                                  may_be_billed=sent):
+                count += 1
+                log.warning("job interrupted by the death of its server process",
+                            job_id=job.id, owner=job.owner, state=job.state.value)
+        return count
+
+    async def _interrupt_own(self, reason: str) -> None:
+        for job_id, active in list(self._active.items()):
+            sent = active.state is not JobState.QUEUED
+            error = {
+                "code": "interrupted",
+                "message": f"Job interrupted: {reason}"
+                + ("; the provider may have billed for it" if sent else "; nothing was billed")
+                + ", and it was not re-sent.",
+                "retryable": True,
+                "fix": "submit the call again if you still want the image",
+            }
+            try:
+                await self._finish(job_id, JobState.FAILED, "failed: interrupted", error=error,
+                                   may_be_billed=sent)
+            except Exception:
+                log.exception("could not record an interrupted job", job_id=job_id)
+
+    async def prune(self, *, now: float | None = None) -> int:
+        """Delete finished jobs past ``jobs.retention_days``. Returns how many."""
+        cutoff = (now or time.time()) - self.settings.retention_days * 86400
+        old = await self._db(
+            self._select,
+            f"SELECT * FROM jobs WHERE state NOT IN {_ACTIVE_SQL} AND COALESCE(finished_at, created_at) < ?",
+            (cutoff,),
+        )
+        if not old:
+            return 0
+        if self.settings.delete_files_on_prune:
+            for job in old:
+                for name in job.files:
+                    try:
+                        Path(name).unlink(missing_ok=True)
+                    except OSError as exc:
+                        log.warning("could not delete a pruned job's file", path=name, error=str(exc))
+        ids = [job.id for job in old]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            await self._db(
+                self._write,
+                f"DELETE FROM jobs WHERE id IN ({', '.join('?' * len(chunk))})"
+                f" AND state NOT IN {_ACTIVE_SQL}",
+                chunk,
+            )
+        log.info("pruned old jobs", count=len(ids), files_deleted=self.settings.delete_files_on_prune)
+        return len(ids)
+
+
+def _sniff_mime(data: bytes) -> str | None:
+    if data.startswith(b"\x89PNG"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def validate_job_ids(job_ids: Sequence[str], *, limit: int = 50) -> list[str]:
+    """Check ``job_ids`` as given by a client (count and shape) before any lookup."""
+    if len(job_ids) > limit:
+        raise InvalidParameterError(
+            "job_ids", f"{len(job_ids)} ids", f"is too many for one call (at most {limit})",
+            fix=f"ask for at most {limit} jobs at a time",
+        )
+    for job_id in job_ids:
+        if not isinstance(job_id, str) or not job_id.startswith("job_") or len(job_id) > 64:
+            raise NotFoundError(
+                f"no job {job_id!r}: job ids look like 'job_' followed by 22 characters",
+                parameter="job_ids",
+                value=job_id,
+                fix="use an id returned by generate_image/edit_image, or call get_jobs "
+                "without job_ids to list recent jobs",
+            )
+    return list(job_ids)
