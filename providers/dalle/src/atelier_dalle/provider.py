@@ -1,0 +1,331 @@
+"""The provider object: declares the models and makes the one upstream call per request."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import structlog
+from atelier_core import (
+    AtelierError,
+    CallContext,
+    ConfigurationError,
+    ImageRequest,
+    ItemFailure,
+    ModelSpec,
+    Operation,
+    Provider,
+    ProviderImage,
+    ProviderResult,
+    ProviderSettings,
+    UpstreamProtocolError,
+    Usage,
+)
+
+from . import convert
+from .errors import Target, cut_off, map_status, timeout_error, unreachable
+from .models import BUILTIN, Wire, build_extra
+from .settings import DalleSettings
+from .translate import Item, parse_response, request_kwargs, sniff_mime
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+__all__ = ["DalleProvider"]
+
+log = structlog.get_logger("atelier.providers.dalle")
+
+_CONVERTED_CACHE = 8  # converted uploads kept per provider (fan-out reuses them)
+
+
+class DalleProvider(Provider):
+    """The DALL·E image API shape: Azure OpenAI, LocalAI and other compatible servers."""
+
+    name: ClassVar[str] = "dalle"
+    title: ClassVar[str] = "DALL·E API shape (Azure OpenAI, LocalAI, OpenAI-compatible servers)"
+    settings_class: ClassVar[type[ProviderSettings]] = DalleSettings
+    models: ClassVar[tuple[ModelSpec, ...]] = tuple(spec for spec, _ in BUILTIN.values())
+    key_env_vars: ClassVar[tuple[str, ...]] = ("OPENAI_API_KEY",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settings: DalleSettings = DalleSettings.model_construct()
+        self._catalog: dict[str, tuple[ModelSpec, Wire]] = dict(BUILTIN)
+        self._client: AsyncOpenAI | None = None
+        self._converted: OrderedDict[tuple[int, str], tuple[bytes, bytes]] = OrderedDict()
+
+    # -- declaration ---------------------------------------------------------------
+
+    def configure(self, settings: ProviderSettings) -> None:
+        """Take the settings and build the catalogue (built-ins + configured extras). No I/O."""
+        if not isinstance(settings, DalleSettings):
+            settings = DalleSettings.model_validate(settings.model_dump())
+        if settings.azure_endpoint and settings.base_url:
+            raise ConfigurationError(
+                "providers.dalle has both base_url and azure_endpoint set "
+                f"(base_url={settings.base_url!r}, azure_endpoint={settings.azure_endpoint!r})",
+                parameter="providers.dalle.base_url",
+                fix="set base_url for an OpenAI-compatible server, or azure_endpoint for Azure OpenAI, "
+                "not both (either may come from OPENAI_BASE_URL / AZURE_OPENAI_ENDPOINT)",
+            )
+        unknown = [m for m in settings.builtin_models if m not in BUILTIN]
+        if unknown:
+            raise ConfigurationError(
+                f"providers.dalle.builtin_models names unknown models: {', '.join(unknown)}",
+                parameter="providers.dalle.builtin_models",
+                allowed=list(BUILTIN),
+                fix="list built-in ids only; declare other models under [providers.dalle.models.<id>]",
+            )
+        catalog = {m: BUILTIN[m] for m in BUILTIN if m in settings.builtin_models}
+        for model_id, raw in settings.models.items():
+            catalog[model_id] = build_extra(model_id, raw)  # replaces a built-in of that id
+        super().configure(settings)
+        self.settings = settings
+        self._catalog = catalog
+
+    def catalog(self) -> tuple[ModelSpec, ...]:
+        return tuple(spec for spec, _ in self._catalog.values())
+
+    def unavailable_reason(self, spec: ModelSpec) -> str | None:
+        settings = self.settings
+        if not settings.enabled:
+            return "provider dalle is disabled (providers.dalle.enabled = false)"
+        if settings.needs_key and settings.effective_key is None:
+            return (
+                f"no API key for dalle: set {' or '.join(settings.key_variables())}; for a "
+                "self-hosted server that takes no key set ATELIER_PROVIDERS__DALLE__NEEDS_KEY=false"
+            )
+        return None
+
+    def check(self, request: ImageRequest, spec: ModelSpec) -> None:
+        """Refuse input images no conversion can make acceptable (no decoding here)."""
+        if request.operation is Operation.GENERATE or not request.images:
+            return
+        wire = self._wire(request.model)
+        convert.quick_check(
+            request.images[0],
+            where="images[0]",
+            model=spec.id,
+            max_bytes=wire.input_max_bytes,
+            needs_transparency=(
+                request.operation is Operation.EDIT and request.mask is None and wire.edit_needs_transparency
+            ),
+        )
+        if request.mask is not None:
+            convert.quick_check(
+                request.mask, where="mask", model=spec.id, max_bytes=wire.input_max_bytes,
+                needs_transparency=False,
+            )
+
+    # -- the work ------------------------------------------------------------------
+
+    async def generate(self, request: ImageRequest, ctx: CallContext) -> ProviderResult:
+        return await self._call(request, ctx, files={})
+
+    async def edit(self, request: ImageRequest, ctx: CallContext) -> ProviderResult:
+        wire = self._wire(request.model)
+        needs_alpha = request.mask is None and wire.edit_needs_transparency
+        files = {"image": await self._upload(request, "image", wire, needs_alpha)}
+        if request.mask is not None:
+            files["mask"] = await self._upload(request, "mask", wire, False)
+        return await self._call(request, ctx, files=files)
+
+    async def variation(self, request: ImageRequest, ctx: CallContext) -> ProviderResult:
+        wire = self._wire(request.model)
+        files = {"image": await self._upload(request, "variation", wire, False)}
+        return await self._call(request, ctx, files=files)
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    # -- pieces --------------------------------------------------------------------
+
+    def _wire(self, model: str) -> Wire:
+        return self._catalog[model][1]
+
+    def _target(self, request: ImageRequest, ctx: CallContext) -> Target:
+        s = self.settings
+        wire = self._wire(request.model)
+        return Target(
+            model=f"{self.name}/{request.model}",
+            upstream_model=self._upstream_name(request.model, wire),
+            server=s.server_url,
+            is_openai_api=s.is_openai_api,
+            azure=s.azure,
+            retired_by_openai=wire.retired_by_openai,
+            key_variables=tuple(s.key_variables()),
+            timeout_s=self._timeout(ctx),
+        )
+
+    def _upstream_name(self, model: str, wire: Wire) -> str:
+        return self.settings.deployments.get(model) or wire.upstream_model
+
+    def _timeout(self, ctx: CallContext) -> float:
+        limits = [t for t in (self.settings.timeout_s, ctx.timeout_s) if t and t > 0]
+        return min(limits) if limits else 120.0
+
+    async def _upload(
+        self, request: ImageRequest, role: convert.Role, wire: Wire, needs_alpha: bool
+    ) -> tuple[str, bytes, str]:
+        image = request.mask if role == "mask" else request.images[0]
+        assert image is not None
+        key = (id(image.data), role + ("+alpha" if needs_alpha else ""))
+        cached = self._converted.get(key)
+        # Identity, not equality: the cache holds the source bytes, so ids cannot be reused.
+        if cached is not None and cached[0] is image.data:
+            data = cached[1]
+        else:
+            data = await asyncio.to_thread(
+                convert.to_upload,
+                image,
+                role=role,
+                where="mask" if role == "mask" else "images[0]",
+                model=request.model,
+                max_bytes=wire.input_max_bytes,
+                needs_transparency=needs_alpha,
+            )
+            self._converted[key] = (image.data, data)
+            while len(self._converted) > _CONVERTED_CACHE:
+                self._converted.popitem(last=False)
+        return ("mask.png" if role == "mask" else "image.png", data, "image/png")
+
+    def _client_for(self) -> AsyncOpenAI:
+        if self._client is None:
+            import openai
+
+            s = self.settings
+            key = s.effective_key.get_secret_value() if s.effective_key is not None else "unused"
+            if s.azure:
+                self._client = openai.AsyncAzureOpenAI(
+                    azure_endpoint=s.azure_endpoint or "",
+                    api_version=s.azure_api_version,
+                    api_key=key,
+                    max_retries=0,  # the core owns the one retry layer
+                    timeout=s.timeout_s,
+                )
+            else:
+                self._client = openai.AsyncOpenAI(
+                    api_key=key, base_url=s.server_url, max_retries=0, timeout=s.timeout_s
+                )
+        return self._client
+
+    async def _call(
+        self, request: ImageRequest, ctx: CallContext, *, files: dict[str, tuple[str, bytes, str]]
+    ) -> ProviderResult:
+        import httpx2
+        import openai
+
+        wire = self._wire(request.model)
+        target = self._target(request, ctx)
+        response_format = wire.response_format or self.settings.response_format
+        kwargs = request_kwargs(
+            request, wire, response_format=response_format, upstream_model=target.upstream_model
+        )
+        kwargs.update(files)
+        timeout = target.timeout_s
+        headers: dict[str, Any] = {}
+        if self.settings.effective_key is None:
+            headers["Authorization"] = openai.Omit()  # no key: send no Authorization header
+        client = self._client_for().images.with_streaming_response
+        method: Any = {
+            Operation.GENERATE: client.generate,
+            Operation.EDIT: client.edit,
+            Operation.VARIATION: client.create_variation,
+        }[request.operation]
+        await ctx.progress(0.05, f"asking {target.server} for {request.n} image(s)")
+        request_id: str | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                async with method(**kwargs, timeout=timeout, extra_headers=headers) as response:
+                    request_id = response.headers.get("x-request-id")
+                    try:
+                        body = await response.read()
+                    except httpx2.TimeoutException:
+                        raise timeout_error(target) from None
+                    except httpx2.HTTPError as exc:
+                        # Headers arrived, so the request was accepted and may be billed.
+                        raise cut_off(target, type(exc).__name__, request_id) from None
+        except TimeoutError:
+            raise timeout_error(target) from None
+        except openai.APIStatusError as exc:
+            raise map_status(exc, target) from None
+        except openai.APITimeoutError:
+            raise timeout_error(target) from None
+        except openai.APIConnectionError as exc:
+            raise unreachable(target, type(exc.__cause__ or exc).__name__) from None
+        except openai.OpenAIError as exc:
+            raise UpstreamProtocolError(
+                f"{target.model}: unexpected answer from {target.server} ({type(exc).__name__})",
+                provider=self.name,
+                request_id=request_id,
+            ) from None
+        await ctx.progress(0.8, "reading the images")
+        items = parse_response(body, model=target.model, base_url=target.server, provider=self.name)
+        return await self._result(items, request, ctx, target, request_id)
+
+    async def _result(
+        self, items: list[Item], request: ImageRequest, ctx: CallContext, target: Target,
+        request_id: str | None,
+    ) -> ProviderResult:
+        items = items[: request.n]  # never hand back more than was asked (and quoted)
+        hosts = self._download_hosts()
+        fetched = await asyncio.gather(*(self._materialise(item, ctx, hosts) for item in items))
+        images: list[ProviderImage] = []
+        failures: list[ItemFailure] = []
+        errors: list[AtelierError] = []
+        for item, outcome in zip(items, fetched, strict=True):
+            if isinstance(outcome, AtelierError):
+                errors.append(outcome)
+                failures.append(ItemFailure(index=item.index, code=outcome.code, message=str(outcome)))
+                continue
+            images.append(
+                ProviderImage(data=outcome, mime_type=sniff_mime(outcome), revised_prompt=item.revised_prompt)
+            )
+        for index in range(len(items), request.n):
+            failures.append(
+                ItemFailure(
+                    index=index, code="no_image_returned",
+                    message=f"the server returned {len(items)} of {request.n} images",
+                )
+            )
+        if not images:
+            # Nothing usable: the whole call failed, with the first reason.
+            raise errors[0] if errors else UpstreamProtocolError(
+                f"{target.model}: the server returned no image", code="no_image_returned",
+                provider=self.name, request_id=request_id,
+            )
+        if failures:
+            log.warning("partial result", model=target.model, images=len(images), failed=len(failures))
+        applied: dict[str, Any] = {}
+        if target.upstream_model != request.model:
+            applied["upstream_model"] = target.upstream_model
+        return ProviderResult(
+            images=images,
+            failures=failures,
+            usage=Usage(images=len(images)),
+            request_id=request_id,
+            applied=applied,
+        )
+
+    def _download_hosts(self) -> list[str]:
+        host = self.settings.server_host
+        return [h for h in (host, *self.settings.download_hosts) if h]
+
+    async def _materialise(
+        self, item: Item, ctx: CallContext, hosts: list[str]
+    ) -> bytes | AtelierError:
+        """The item's bytes (downloaded when the server gave a URL), or why there are none."""
+        if item.problem is not None:
+            return UpstreamProtocolError(
+                f"image {item.index}: {item.problem}", code="invalid_image_data", provider=self.name
+            )
+        if item.data is not None:
+            return item.data
+        assert item.url is not None
+        try:
+            return await ctx.download(item.url, hosts)
+        except AtelierError as exc:
+            return exc
