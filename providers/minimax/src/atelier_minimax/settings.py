@@ -62,10 +62,11 @@ class MiniMaxSettings(ProviderSettings):
 
 
 def _normalise_url(value: str, setting: str) -> str:
-    text = value.strip().rstrip("/")
+    text = value.strip()
     if "://" not in text:
         text = f"https://{text}"  # MINIMAX_API_HOST is often given as a bare host
     parts = urlsplit(text)
+    text = text.rstrip("/")
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ConfigurationError(
             f"{setting}={value!r} is not an http(s) URL",

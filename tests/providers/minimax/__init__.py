@@ -1,0 +1,1 @@
+"""Tests of the MiniMax provider plugin (a package, so module names stay unique)."""
