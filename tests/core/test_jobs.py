@@ -109,13 +109,14 @@ async def test_submit_returns_after_the_row_is_committed(tmp_path: Path) -> None
 async def test_twenty_jobs_finish_in_about_one_latency(tmp_path: Path) -> None:
     work = FakeWork(latency_s=0.5)
     async with manager(tmp_path, work) as jobs:
-        started = time.monotonic()
         ids = [(await jobs.submit("generate", {"prompt": f"p{i}"})).id for i in range(20)]
         finished = await jobs.wait(ids, 10)
-        elapsed = time.monotonic() - started
     assert [job.state for job in finished] == [JobState.DONE] * 20
     assert len(work.calls) == 20
-    assert elapsed < 2 * work.latency_s, elapsed
+    # Submissions are serial durable commits (an fsync each); the work itself overlaps:
+    # from the first provider call to the last finish is about one latency.
+    span = max(j.finished_at or 0 for j in finished) - min(j.started_at or 0 for j in finished)
+    assert span < 1.5 * work.latency_s, span
 
 
 async def test_the_barrier_returns_on_timeout_with_per_job_states(tmp_path: Path) -> None:

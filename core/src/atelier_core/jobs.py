@@ -394,7 +394,10 @@ class JobManager:
             return fn(conn, *args)
 
     @staticmethod
-    def _write(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> int:
+    def _write(conn: sqlite3.Connection, sql: str, args: Sequence[Any], durable: bool = True) -> int:
+        # FULL syncs the commit to disk (creation, terminal states); NORMAL, for
+        # progress, is still crash-safe in WAL mode and only a power loss can undo it.
+        conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         conn.execute("BEGIN IMMEDIATE")
         try:
             cursor = conn.execute(sql, args)
@@ -543,6 +546,7 @@ class JobManager:
             "UPDATE jobs SET state = ?, message = ?, progress = ?, updated_at = ?,"
             f" started_at = COALESCE(started_at, ?) WHERE id = ? AND state IN {_ACTIVE_SQL}",
             (active.state.value, active.message, active.progress, wall, started, job_id),
+            False,
         )
 
     async def _on_partial(self, job_id: str, data: bytes, index: int) -> None:
@@ -566,6 +570,7 @@ class JobManager:
             "UPDATE jobs SET partial = ?, partial_mime = ?, partial_index = ?, updated_at = ?"
             f" WHERE id = ? AND state IN {_ACTIVE_SQL}",
             (blob, mime, index, time.time(), job_id),
+            False,
         )
 
     # -- reading -------------------------------------------------------------------
@@ -722,6 +727,7 @@ class JobManager:
             self._write,
             f"UPDATE jobs SET lease_until = ? WHERE owner = ? AND state IN {_ACTIVE_SQL}",
             (now + self.settings.lease_s, self.owner),
+            False,
         )
         asked = await self._db(
             self._select,
