@@ -5,16 +5,23 @@
 - :func:`configured`: configure a provider instance from keyword settings.
 - :class:`FakeUpstream`: a scriptable fake vendor HTTP server on 127.0.0.1 (queue replies
   and faults, assert on what reached it).
+- :class:`FakeProvider`, :class:`Outcome`, :func:`fake_spec`: a scripted provider that
+  is its own plugin, for tests of everything above the provider.
+- :func:`build_test_atelier`, :func:`build_test_registry`, :func:`isolated_settings`:
+  an isolated service with exactly the plugins given; :func:`connect`: an in-memory MCP
+  client connected to it.
 - :func:`make_image`, :func:`make_mask`, :func:`read_image`: real images in memory.
 
-``ProviderContract`` and ``configured`` need pytest, so they are imported on first use;
-the rest of this package works without it.
+``ProviderContract`` and ``configured`` need pytest and ``connect`` needs the MCP SDK,
+so they are imported on first use; the rest works without either.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .fakes import FakeCall, FakeProvider, Outcome, fake_spec
+from .harness import build_test_atelier, build_test_registry, connect, isolated_settings, plugin_pairs
 from .samples import SampleInfo, make_image, make_mask, read_image
 from .upstream import FakeUpstream, Recorded, Reply
 
@@ -22,14 +29,23 @@ if TYPE_CHECKING:
     from .contract import ProviderContract, configured
 
 __all__ = [
+    "FakeCall",
+    "FakeProvider",
     "FakeUpstream",
+    "Outcome",
     "ProviderContract",
     "Recorded",
     "Reply",
     "SampleInfo",
+    "build_test_atelier",
+    "build_test_registry",
     "configured",
+    "connect",
+    "fake_spec",
+    "isolated_settings",
     "make_image",
     "make_mask",
+    "plugin_pairs",
     "read_image",
 ]
 

@@ -108,7 +108,7 @@ class ProviderContract:
     Example (a complete test module)::
 
         import pytest
-        from atelier_core.testing import FakeUpstream, ProviderContract, configured, make_image
+        from atelier_core.testing import FakeUpstream, ProviderContract, Reply, configured, make_image
 
         import atelier_pixelart
         from atelier_pixelart import PixelArtProvider
@@ -212,20 +212,7 @@ class ProviderContract:
     def test_plugin_module_imports_no_vendor_sdk(self, plugin: object) -> None:
         """Importing the plugin (fresh interpreter) pulls in no vendor SDK."""
         module = plugin.__name__ if inspect.ismodule(plugin) else type(plugin).__module__
-        script = (
-            "import json, sys\n"
-            "import atelier_core, atelier_core.registry, atelier_core.validation\n"
-            "before = set(sys.modules)\n"
-            f"import {module}\n"
-            "print(json.dumps(sorted(set(sys.modules) - before)))\n"
-        )
-        done = subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-        )
-        assert done.returncode == 0, f"importing {module} failed:\n{done.stderr[-2000:]}"
-        new = _third_party(set(json.loads(done.stdout.strip().splitlines()[-1])))
-        new -= self._own_packages(plugin)
+        new = _third_party(_modules_imported_by(module)) - self._own_packages(plugin)
         assert not new, (
             f"importing {module} imports {', '.join(sorted(new))}; import vendor SDKs inside "
             f"the provider's methods (or list light helpers in {type(self).__name__}.allowed_imports)"
@@ -414,8 +401,13 @@ class _Case:
 def _cases(spec: ModelSpec, operation: Operation) -> list[_Case]:
     """A few calls that cover the declared sizes, formats and batch size of ``spec``."""
     op = operation
-    cases = [_Case(op, "defaults")]
     rules = spec.sizes
+    if op is Operation.GENERATE:
+        cases = [_Case(op, "defaults")]
+    else:
+        # Edits send input images: the smallest preset keeps them (and the test) small.
+        smallest = min(rules.presets, key=lambda p: _area(parse_size(p)), default=None)
+        cases = [_Case(op, f"size {smallest}" if smallest else "defaults", size=smallest)]
     if op is Operation.GENERATE:
         presets = [p for p in rules.presets if p != rules.default]
         if presets:
@@ -435,8 +427,18 @@ def _cases(spec: ModelSpec, operation: Operation) -> list[_Case]:
         cases.append(_Case(op, "n=2", n=2))
     rules_in = spec.input_images if op is not Operation.GENERATE else None
     if rules_in is not None and rules_in.mask is not None:
-        cases.append(_Case(op, "with mask", mask=True))
+        cases.append(_Case(op, "with mask", size=cases[0].size, mask=True))
+    if op is not Operation.GENERATE:
+        cases[1:] = [c if c.size or c.mask else _with_size(c, cases[0].size) for c in cases[1:]]
     return cases
+
+
+def _with_size(case: _Case, size: str | None) -> _Case:
+    return _Case(case.operation, case.label, size, case.aspect_ratio, case.output_format, case.n, case.mask)
+
+
+def _area(size: tuple[int, int] | None) -> int:
+    return size[0] * size[1] if size else 0
 
 
 def _input_size(spec: ModelSpec, request_size: tuple[int, int] | None) -> tuple[int, int]:
@@ -739,7 +741,33 @@ def _secrets(settings: ProviderSettings) -> list[str]:
     return out
 
 
-def _third_party(modules: set[str]) -> set[str]:
+_IMPORTED: dict[str, frozenset[str]] = {}
+
+
+def _modules_imported_by(module: str) -> frozenset[str]:
+    """Modules a fresh interpreter adds when importing ``module`` after atelier_core.
+
+    Cached per process: the answer cannot change while the test session runs.
+    """
+    if module not in _IMPORTED:
+        script = (
+            "import json, sys\n"
+            "import atelier_core, atelier_core.registry, atelier_core.validation\n"
+            "before = set(sys.modules)\n"
+            f"import {module}\n"
+            "print(json.dumps(sorted(set(sys.modules) - before)))\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        )
+        if done.returncode != 0:
+            pytest.fail(f"importing {module} failed:\n{done.stderr[-2000:]}", pytrace=False)
+        _IMPORTED[module] = frozenset(json.loads(done.stdout.strip().splitlines()[-1]))
+    return _IMPORTED[module]
+
+
+def _third_party(modules: set[str] | frozenset[str]) -> set[str]:
     tops = {name.split(".")[0] for name in modules}
     return {
         top for top in tops

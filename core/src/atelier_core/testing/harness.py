@@ -1,0 +1,135 @@
+"""Isolated Atelier instances for tests: settings, registry, service and an MCP client.
+
+Everything is built from arguments, never from the environment or a config file, so a
+test sees only the plugins it names::
+
+    async def test_my_model(tmp_path):
+        atelier = build_test_atelier(tmp_path, plugins=[my_plugin], cost={"max_per_call_usd": 1})
+        async with connect(atelier) as client:
+            result = await client.call_tool("generate_image", {"prompt": "a fox", "model": "mine/x"})
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+
+from ..provider import Provider
+from ..registry import Registry, build_registry
+from ..settings import Settings
+
+if TYPE_CHECKING:
+    from mcp import Client
+
+    from ..router import Atelier
+
+__all__ = [
+    "PluginLike",
+    "build_test_atelier",
+    "build_test_registry",
+    "connect",
+    "isolated_settings",
+    "plugin_pairs",
+]
+
+PluginLike = object
+"""A plugin (module or object with ``@hookimpl register_providers``) or a ``(name, plugin)`` pair."""
+
+
+class _IsolatedSettings(Settings):
+    """Settings from keyword arguments only: no ``ATELIER_*`` variables, no TOML file."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def isolated_settings(tmp_path: Path | None = None, **overrides: Any) -> Settings:
+    """Settings for a test: data and images under ``tmp_path``, plus ``overrides``.
+
+    ``overrides`` use the settings' own shape, e.g. ``cost={"max_per_call_usd": 1}`` or
+    ``providers={"mine": {"api_key": "k", "base_url": url}}``. The environment and the
+    config file are ignored.
+    """
+    values: dict[str, Any] = {}
+    if tmp_path is not None:
+        values["data_dir"] = tmp_path / "data"
+        values["storage"] = {"output_dir": tmp_path / "images"}
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(values.get(key), Mapping):
+            values[key] = {**values[key], **value}
+        else:
+            values[key] = value
+    return _IsolatedSettings(**values)
+
+
+def plugin_pairs(plugins: Iterable[PluginLike]) -> list[tuple[str, object]]:
+    """Name each plugin: a pair keeps its name, a provider its slug, a module its name."""
+    pairs: list[tuple[str, object]] = []
+    for plugin in plugins:
+        if isinstance(plugin, tuple) and len(plugin) == 2 and isinstance(plugin[0], str):
+            pairs.append((plugin[0], plugin[1]))
+        elif isinstance(plugin, Provider):
+            pairs.append((plugin.name, plugin))
+        elif inspect.ismodule(plugin):
+            pairs.append((plugin.__name__.removeprefix("atelier_"), plugin))
+        else:
+            pairs.append((type(plugin).__name__.lower(), plugin))
+    return pairs
+
+
+def build_test_registry(
+    plugins: Iterable[PluginLike] = (), *, settings: Settings | None = None, **overrides: Any
+) -> Registry:
+    """A registry holding exactly ``plugins`` (no entry points)."""
+    settings = settings or isolated_settings(**overrides)
+    return build_registry(settings, plugins=plugin_pairs(plugins), entry_points=False)
+
+
+def build_test_atelier(
+    tmp_path: Path,
+    plugins: Iterable[PluginLike] = (),
+    *,
+    entry_points: bool = False,
+    **overrides: Any,
+) -> Atelier:
+    """The full service with exactly ``plugins``, its files under ``tmp_path``.
+
+    ``overrides`` are settings (see :func:`isolated_settings`). ``entry_points=True`` also
+    loads installed plugins, as the real server does.
+    """
+    from ..router import Atelier
+
+    settings = isolated_settings(tmp_path, **overrides)
+    return Atelier.build(settings, plugins=plugin_pairs(plugins), entry_points=entry_points)
+
+
+@asynccontextmanager
+async def connect(atelier: Atelier, **client_options: Any) -> AsyncIterator[Client]:
+    """An in-memory MCP client connected to ``build_server(atelier)``.
+
+    ``client_options`` go to :class:`mcp.Client` (``mode="legacy"``,
+    ``logging_callback=...``, ``elicitation_callback=...``). The server's lifespan closes
+    ``atelier`` when the block ends.
+    """
+    # The one place in atelier_core.testing that touches the MCP SDK directly: the client
+    # side has no Atelier wrapper (server.py owns the server side).
+    from mcp import Client
+
+    from ..server import build_server
+
+    server = build_server(atelier, configure_logs=False)
+    async with Client(server, **client_options) as client:
+        yield client
