@@ -133,7 +133,9 @@ BUILTIN: dict[str, tuple[ModelSpec, Wire]] = {
     ),
     "dall-e-2": (
         DALL_E_2,
-        Wire("dall-e-2", edit_needs_transparency=True, retired_by_openai=True),
+        # OpenAI's dall-e-2 edited the transparent area when no mask was given; the servers
+        # that serve this shape now differ, so an opaque image is passed on, not refused.
+        Wire("dall-e-2", retired_by_openai=True),
     ),
 }
 

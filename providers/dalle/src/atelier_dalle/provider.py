@@ -19,6 +19,7 @@ from atelier_core import (
     ProviderImage,
     ProviderResult,
     ProviderSettings,
+    UpstreamError,
     UpstreamProtocolError,
     Usage,
 )
@@ -328,4 +329,17 @@ class DalleProvider(Provider):
         try:
             return await ctx.download(item.url, hosts)
         except AtelierError as exc:
-            return exc
+            fix = "retry; if it persists, set providers.dalle.response_format = \"b64_json\""
+            if exc.code == "url_not_allowed":
+                fix = (
+                    "the server linked the image on a host not allowed for downloads: add that host "
+                    "to providers.dalle.download_hosts if you trust it, or set "
+                    "providers.dalle.response_format = \"b64_json\""
+                )
+            return UpstreamError(
+                f"image {item.index}: the server returned a URL that could not be downloaded: "
+                f"{exc.message}",
+                code=exc.code,
+                fix=fix,
+                provider=self.name,
+            )
