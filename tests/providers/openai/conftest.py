@@ -3,7 +3,7 @@ registries whose provider points the real SDK at it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,9 +12,7 @@ import atelier_openai
 from atelier_core.registry import Registry, build_registry
 from atelier_core.settings import Settings
 from atelier_core.testing import FakeUpstream
-from openai_support import KEY
-
-RegistryFactory = Callable[..., Registry]
+from openai_support import KEY, RegistryFactory
 
 
 @pytest.fixture

@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Callable
 from typing import Any
 
 from PIL import Image
 
 from atelier_core import CallContext, InputImage, Operation
-from atelier_core.registry import ModelEntry
+from atelier_core.registry import ModelEntry, Registry
 from atelier_core.types import ImageCall
 from atelier_core.validation import Validated, validate_call
 
 KEY = "sk-test-CANARY-0123456789abcdef"
+
+#: make_registry(**settings) -> Registry with only the OpenAI plugin, aimed at the fake.
+RegistryFactory = Callable[..., Registry]
 GEN = "/v1/images/generations"
 EDIT = "/v1/images/edits"
 
