@@ -13,6 +13,17 @@ from atelier_minimax import MiniMaxProvider
 from ._support import KEY
 
 
+@pytest.fixture(autouse=True)
+def _anyio_backend_requested(anyio_backend: str) -> str:
+    """Ask for ``anyio_backend`` at collection time.
+
+    The suite marks plain ``async def`` tests for anyio after collection; anyio then
+    rebuilds each such item *without* its ``parametrize`` values unless the test already
+    depends on ``anyio_backend``. Depending on it here keeps parametrized async tests whole.
+    """
+    return anyio_backend
+
+
 @pytest.fixture
 def upstream() -> Iterator[FakeUpstream]:
     with FakeUpstream() as up:
