@@ -135,6 +135,25 @@ def test_input_fidelity_choices() -> None:
         mini.model_validate({"input_fidelity": "high"})
 
 
+def test_svg_is_opt_in() -> None:
+    from atelier_openai.models import build_spec
+
+    assert "svg" not in SPECS["gpt-image-2.6-flare"].output_formats
+    assert "gif" in SPECS["gpt-image-2.6-flare"].output_formats
+    opted = build_spec("gpt-image-2.6-flare", caps_for("gpt-image-2.6-flare"), svg_output=True)
+    assert "svg" in opted.output_formats and opted.options is not None
+    assert "svg_model" in opted.options.model_fields
+    # models that cannot author SVG never get it
+    assert "svg" not in build_spec("gpt-image-2", caps_for("gpt-image-2"), svg_output=True).output_formats
+
+
+def test_transparent_preview_setting_adds_transparent_to_gpt_image_2() -> None:
+    from atelier_openai.models import build_spec
+
+    spec = build_spec("gpt-image-2", caps_for("gpt-image-2"), transparent_preview=True)
+    assert "transparent" in spec.backgrounds
+
+
 def test_gif_options_bounds() -> None:
     options = SPECS["gpt-image-2.6-flare"].options
     assert options is not None

@@ -132,7 +132,7 @@ def test_gif_and_svg_parameters(model_id: str) -> None:
     kwargs = translate.generate_kwargs(gif, _conf(partial_images=2), translate.partials_for(gif, _conf(partial_images=2)))
     assert kwargs["output_format"] == "gif" and kwargs["frame_count"] == 4 and kwargs["frame_duration_ms"] == 120
     assert "stream" not in kwargs  # the streaming default never applies to GIF
-    svg = validated(_entry(model_id), output_format="svg",
+    svg = validated(_entry(model_id, svg_output=True), output_format="svg",
                     options={"svg_model": "gpt-5", "svg_reasoning_effort": "low"}).request
     kwargs = translate.generate_kwargs(svg, _conf())
     assert kwargs["svg"] == {"model": "gpt-5", "reasoning": {"effort": "low"}}

@@ -132,7 +132,7 @@ async def test_gif_and_svg_reach_the_wire(upstream: FakeUpstream, make_registry:
     upstream.reply("POST", GEN, json={"created": 1, "data": [{"b64_json": b64(svg)}],
                                       "svg_usage": {"input_tokens": 1, "model": "gpt-5", "output_tokens": 2,
                                                     "reasoning_tokens": 3, "total_tokens": 6}})
-    entry = make_registry(partial_images=2).resolve("gpt-image-2.6-flare")
+    entry = make_registry(partial_images=2, svg_output=True).resolve("gpt-image-2.6-flare")
     gif = await run(entry, output_format="gif", options={"frame_count": 2, "frame_duration_ms": 100})
     svg_result = await run(entry, output_format="svg", options={"svg_model": "gpt-5"})
     gif_body, svg_body = (r.json() for r in upstream.requests)

@@ -173,7 +173,7 @@ _GPT25 = Caps(
 _GPT26 = Caps(
     family="gpt-image-2.6",
     title="GPT Image 2.6",
-    description="GPT Image 2.6: everything in 2.5 plus animated GIF and SVG output and "
+    description="GPT Image 2.6: everything in 2.5 plus animated GIF (and opt-in SVG) output and "
     "complexity control.",
     custom_sizes=True,
     qualities=TOP_QUALITIES,
@@ -237,7 +237,7 @@ class _OptionsBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _options_model(model_id: str, caps: Caps, *, transparent_preview: bool) -> type[BaseModel]:
+def _options_model(model_id: str, caps: Caps, *, svg: bool) -> type[BaseModel]:
     """The model-specific ``options`` a caller may pass, as a pydantic model."""
     fields: dict[str, Any] = {
         "moderation": (
@@ -289,7 +289,7 @@ def _options_model(model_id: str, caps: Caps, *, transparent_preview: bool) -> t
             int | None,
             Field(None, ge=10, le=655_350, description="GIF output only: delay per frame in ms (default 200)"),
         )
-    if caps.svg:
+    if svg:
         fields["svg_model"] = (
             str | None,
             Field(None, min_length=1, max_length=128, description="SVG output only: the SVG author model"),
@@ -303,9 +303,23 @@ def _options_model(model_id: str, caps: Caps, *, transparent_preview: bool) -> t
     return model
 
 
-def build_spec(model_id: str, caps: Caps, aliases: tuple[str, ...] = (), *, transparent_preview: bool = False) -> ModelSpec:
-    """One :class:`ModelSpec` from a capability row."""
-    formats = RASTER_FORMATS + (("gif",) if caps.gif else ()) + (("svg",) if caps.svg else ())
+def build_spec(
+    model_id: str,
+    caps: Caps,
+    aliases: tuple[str, ...] = (),
+    *,
+    transparent_preview: bool = False,
+    svg_output: bool = False,
+) -> ModelSpec:
+    """One :class:`ModelSpec` from a capability row.
+
+    ``transparent_preview`` adds ``background=transparent`` to gpt-image-2 (a preview
+    there); ``svg_output`` adds ``svg`` to the models that can author SVG. SVG is opt-in:
+    OpenAI requires project access for it, and it is a vector document, not a raster
+    image the rest of the pipeline can preview (see docs/providers/openai.md).
+    """
+    svg = caps.svg and svg_output
+    formats = RASTER_FORMATS + (("gif",) if caps.gif else ()) + (("svg",) if svg else ())
     transparent = caps.transparent or transparent_preview
     return ModelSpec(
         id=model_id,
@@ -328,7 +342,7 @@ def build_spec(model_id: str, caps: Caps, aliases: tuple[str, ...] = (), *, tran
         prompt_max_chars=32_000,
         prompt_required_for=frozenset({Operation.GENERATE, Operation.EDIT}),
         input_images=EDIT_INPUTS,
-        options=_options_model(model_id, caps, transparent_preview=transparent_preview),
+        options=_options_model(model_id, caps, svg=svg),
         pricing=caps.pricing,
         streams_partial_images=True,
         returns_revised_prompt=False,

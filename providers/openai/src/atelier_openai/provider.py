@@ -55,9 +55,11 @@ class OpenAIProvider(Provider):
 
     def configure(self, settings: Any) -> None:
         super().configure(settings)
-        if self.conf.transparent_preview:
+        conf = self.conf
+        if conf.transparent_preview or conf.svg_output:
             self._catalog = tuple(
-                build_spec(mid, caps, aliases, transparent_preview=True)
+                build_spec(mid, caps, aliases, transparent_preview=conf.transparent_preview,
+                           svg_output=conf.svg_output)
                 for mid, (caps, aliases) in FAMILIES.items()
             )
 

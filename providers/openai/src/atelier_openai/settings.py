@@ -56,6 +56,11 @@ class OpenAISettings(ProviderSettings):
         False,
         description="offer background=transparent on gpt-image-2 (OpenAI calls it a preview there)",
     )
+    svg_output: bool = Field(
+        False,
+        description="offer output_format=svg on the models that author SVG (needs OpenAI project "
+        "access; SVG files are saved as documents, without a raster preview)",
+    )
     model_names: dict[str, str] = Field(
         default_factory=dict,
         validation_alias=_env("model_names"),
