@@ -232,15 +232,18 @@ class JobRun:
         self.operation = operation
         self.request = request
 
-    async def progress(self, fraction: float | None, message: str) -> None:
-        """Report progress. The first report moves a queued job to ``running``."""
-        await self._manager._on_progress(self.job_id, fraction, message, None)
+    async def progress(
+        self, fraction: float | None, message: str, *, stage: JobState | None = None
+    ) -> None:
+        """Report progress, optionally entering a new ``stage`` (see :meth:`stage`)."""
+        if stage is not None and stage not in (JobState.RUNNING, JobState.SAVING):
+            raise ValueError(f"a runner may only enter running or saving, not {stage}")
+        await self._manager._on_progress(self.job_id, fraction, message, stage)
 
     async def stage(self, state: JobState, message: str | None = None) -> None:
-        """Move to ``running`` (the provider call is being sent) or ``saving``."""
-        if state not in (JobState.RUNNING, JobState.SAVING):
-            raise ValueError(f"a runner may only enter running or saving, not {state}")
-        await self._manager._on_progress(self.job_id, None, message or state.value, state)
+        """Enter ``running`` (a request is being sent: from now on the provider may bill)
+        or ``saving`` (verifying and writing files). A job stays ``queued`` until then."""
+        await self.progress(None, message or state.value, stage=state)
 
     async def partial(self, data: bytes, index: int = 0) -> None:
         """Record the latest streamed partial image (bounded; older ones are dropped)."""
@@ -517,7 +520,9 @@ class JobManager:
         active = self._active.get(job_id)
         if active is None or active.state.terminal:
             return
-        new_state = stage or (JobState.RUNNING if active.state is JobState.QUEUED else active.state)
+        # Stages only move forward (queued → running → saving).
+        order = (JobState.QUEUED, JobState.RUNNING, JobState.SAVING)
+        new_state = stage if stage is not None and order.index(stage) > order.index(active.state) else active.state
         for listener in list(active.listeners):
             try:
                 await listener(fraction, message)
