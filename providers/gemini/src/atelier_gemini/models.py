@@ -78,12 +78,6 @@ def _tiered(base: dict[str, str], tiers: dict[str, int]) -> dict[str, str]:
 
 
 _GEMINI_3_SIZES = _tiered(_GEMINI_3_SIZES_1K, {"1K": 1, "2K": 2, "4K": 4})
-_IMAGEN_SIZES = {
-    "1:1@1K": "1024x1024", "3:4@1K": "896x1280", "4:3@1K": "1280x896",
-    "9:16@1K": "768x1408", "16:9@1K": "1408x768",
-    "1:1@2K": "2048x2048", "3:4@2K": "1792x2560", "4:3@2K": "2560x1792",
-    "9:16@2K": "1536x2816", "16:9@2K": "2816x1536",
-}
 
 
 class GeminiImageOptions(BaseModel):
@@ -124,8 +118,10 @@ class ImagenOptions(BaseModel):
 class ImagenEditOptions(ImagenOptions):
     """Extra options for Imagen edits (the capability model)."""
 
-    edit_mode: Literal["inpaint_insertion", "inpaint_removal", "outpaint", "bgswap"] = Field(
-        "inpaint_insertion", description="what to do in the masked area"
+    edit_mode: Literal["inpaint_insertion", "inpaint_removal", "outpaint", "bgswap"] | None = Field(
+        None,
+        description="what to do in the masked area (default inpaint_insertion with a mask; "
+        "without a mask or mask_mode the whole image is edited from the prompt)",
     )
     mask_mode: Literal["user_provided", "background", "foreground"] | None = Field(
         None,
@@ -190,7 +186,7 @@ def _gemini_price(per_image: float, by_tier: dict[str, float], text_in: float, i
     )
 
 
-_FLASH_25_PRICE = _gemini_price(0.039, {"1K": 0.039}, 0.30, 0.30, 30.0)
+_FLASH_25_PRICE = _gemini_price(0.039, {}, 0.30, 0.30, 30.0)
 _PRO_3_PRICE = _gemini_price(0.134, {"1K": 0.134, "2K": 0.134, "4K": 0.24}, 2.0, 2.0, 120.0)
 _FLASH_31_PRICE = _gemini_price(0.067, {"1K": 0.067, "2K": 0.101, "4K": 0.151}, 0.50, 0.50, 60.0)
 
@@ -274,7 +270,8 @@ def _imagen(
             default_aspect_ratio="1:1",
             resolutions=resolutions,
             default_resolution=None,
-            ratio_sizes={k: v for k, v in _IMAGEN_SIZES.items() if k.split("@")[1] in resolutions},
+            # Imagen's outputs (e.g. 896x1280 for 3:4) are more than 3 % off the nominal
+            # ratio, so no exact ratio_sizes are declared: a WxH maps by nominal ratio.
         ),
         output_formats=("png", "jpeg"),
         default_output_format="png",

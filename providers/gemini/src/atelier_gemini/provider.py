@@ -8,7 +8,9 @@ closed by :meth:`GeminiProvider.aclose`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import warnings
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
@@ -20,7 +22,6 @@ from atelier_core import (
     ImageRequest,
     InvalidParameterError,
     ModelSpec,
-    Operation,
     Provider,
     ProviderResult,
     ProviderSettings,
@@ -90,11 +91,6 @@ class GeminiProvider(Provider):
     key_env_vars: ClassVar[tuple[str, ...]] = ("GOOGLE_API_KEY", "GEMINI_API_KEY")
     needs_key: ClassVar[bool] = False  # Vertex AI may use application default credentials
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._client: Client | None = None
-        self._lock = asyncio.Lock()
-
     @property
     def conf(self) -> GeminiSettings:
         settings = self.settings
@@ -159,19 +155,11 @@ class GeminiProvider(Provider):
                 "seed", request.seed, f"cannot be combined with options.add_watermark=true on {name}",
                 fix="drop the seed, or leave add_watermark unset (a seed turns the watermark off)",
             )
-        if request.operation is Operation.EDIT:
-            if request.mask is None and options.get("mask_mode") in (None, "user_provided"):
-                raise InvalidParameterError(
-                    "mask", None, f"is required for {name} edits",
-                    allowed="a PNG mask whose transparent pixels mark the area to change, or "
-                    "options.mask_mode=background|foreground for an automatic mask",
-                    fix="pass mask, or set options.mask_mode",
-                )
-            if request.mask is not None and options.get("mask_mode") not in (None, "user_provided"):
-                raise InvalidParameterError(
-                    "options.mask_mode", options["mask_mode"], f"conflicts with the mask given to {name}",
-                    fix="drop the mask or options.mask_mode",
-                )
+        if request.mask is not None and options.get("mask_mode") not in (None, "user_provided"):
+            raise InvalidParameterError(
+                "options.mask_mode", options["mask_mode"], f"conflicts with the mask given to {name}",
+                fix="drop the mask or options.mask_mode",
+            )
 
     # -- cost ----------------------------------------------------------------------
 
@@ -226,11 +214,18 @@ class GeminiProvider(Provider):
                 fix="run gcloud auth application-default login, or use an express-mode key in GOOGLE_API_KEY",
             ) from None
 
-    async def _get_client(self) -> Client:
-        async with self._lock:
-            if self._client is None:
-                self._client = self._build_client()
-            return self._client
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[Client]:
+        """A client for one call, closed after it.
+
+        Image calls take seconds, so a fresh connection per call costs little, and it
+        ties no pooled socket to an event loop that may end (tests, job workers).
+        """
+        client = self._build_client()
+        try:
+            yield client
+        finally:
+            await client.aio.aclose()
 
     def _secrets(self) -> list[str]:
         key = self.settings.api_key
@@ -263,14 +258,14 @@ class GeminiProvider(Provider):
 
     async def _gemini(self, request: ImageRequest, ctx: CallContext) -> ProviderResult:
         spec = self._spec(request.model)
-        client = await self._get_client()
         contents = translate.gemini_contents(request)
         config = translate.gemini_config(request, spec, vertex=self.vertex)
         await ctx.progress(0.05, f"asking {spec.id}")
         try:
-            response = await client.aio.models.generate_content(
-                model=spec.id, contents=contents, config=config  # type: ignore[arg-type]
-            )
+            async with self._session() as client:
+                response = await client.aio.models.generate_content(
+                    model=spec.id, contents=contents, config=config  # type: ignore[arg-type]
+                )
         except Exception as exc:
             raise self._error(exc, spec.id, imagen=False) from None
         result = translate.parse_gemini(response, request, model=f"gemini/{spec.id}")
@@ -281,18 +276,18 @@ class GeminiProvider(Provider):
 
     async def _imagen_generate(self, request: ImageRequest, ctx: CallContext) -> ProviderResult:
         spec = self._spec(request.model)
-        client = await self._get_client()
         config, applied = translate.imagen_generate_config(request, spec)
         await ctx.progress(0.05, f"asking {spec.id}")
         try:
-            with warnings.catch_warnings():
-                # The SDK marks generate_images deprecated with a once-per-process warning,
-                # raised synchronously when the coroutine is created (not awaited).
-                warnings.simplefilter("ignore")
-                pending = client.aio.models.generate_images(
-                    model=spec.id, prompt=request.prompt or "", config=config  # type: ignore[arg-type]
-                )
-            response = await pending
+            async with self._session() as client:
+                with warnings.catch_warnings():
+                    # The SDK marks generate_images deprecated with a once-per-process
+                    # warning, raised when the coroutine is created (not awaited).
+                    warnings.simplefilter("ignore")
+                    pending = client.aio.models.generate_images(
+                        model=spec.id, prompt=request.prompt or "", config=config  # type: ignore[arg-type]
+                    )
+                response = await pending
         except Exception as exc:
             raise self._error(exc, spec.id, imagen=True) from None
         result = translate.parse_imagen(response, request, model=f"gemini/{spec.id}")
@@ -303,7 +298,6 @@ class GeminiProvider(Provider):
         from google.genai import types
 
         spec = self._spec(request.model)
-        client = await self._get_client()
         config, mask_config, applied = translate.imagen_edit_config(request)
         source = request.images[0]
         references: list[Any] = [
@@ -312,28 +306,32 @@ class GeminiProvider(Provider):
                 reference_image=types.Image(image_bytes=source.data, mime_type=source.mime_type),
             )
         ]
-        mask_image = None
-        if request.mask is not None:
-            data = await asyncio.to_thread(translate.imagen_mask, request.mask.data)
-            mask_image = types.Image(image_bytes=data, mime_type="image/png")
-        references.append(
-            types.MaskReferenceImage(
-                reference_id=2,
-                reference_image=mask_image,
-                config=types.MaskReferenceConfig(**{k: v for k, v in mask_config.items() if v is not None}),
+        if mask_config.get("mask_mode"):
+            # A mask reference: the caller's mask (converted to Imagen's white-means-edit
+            # convention) or an automatic background/foreground segmentation.
+            mask_image = None
+            if request.mask is not None:
+                data = await asyncio.to_thread(translate.imagen_mask, request.mask.data)
+                mask_image = types.Image(image_bytes=data, mime_type="image/png")
+            references.append(
+                types.MaskReferenceImage(
+                    reference_id=2,
+                    reference_image=mask_image,
+                    config=types.MaskReferenceConfig(**{k: v for k, v in mask_config.items() if v is not None}),
+                )
             )
-        )
         await ctx.progress(0.05, f"asking {spec.id}")
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                pending = client.aio.models.edit_image(
-                    model=spec.id,
-                    prompt=request.prompt or "",
-                    reference_images=references,
-                    config=config,  # type: ignore[arg-type]
-                )
-            response = await pending
+            async with self._session() as client:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    pending = client.aio.models.edit_image(
+                        model=spec.id,
+                        prompt=request.prompt or "",
+                        reference_images=references,
+                        config=config,  # type: ignore[arg-type]
+                    )
+                response = await pending
         except Exception as exc:
             raise self._error(exc, spec.id, imagen=True) from None
         result = translate.parse_imagen(response, request, model=f"gemini/{spec.id}")
@@ -341,6 +339,4 @@ class GeminiProvider(Provider):
         return result
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aio.aclose()
+        """Nothing to release: each call closes its own client."""

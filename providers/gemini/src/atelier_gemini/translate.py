@@ -342,8 +342,12 @@ def imagen_edit_config(request: ImageRequest) -> tuple[dict[str, Any], dict[str,
     """``EditImageConfig`` dict, mask reference settings, and applied parameters."""
     config, applied = _imagen_common(request)
     options = request.options
-    config["edit_mode"] = _EDIT_MODES[options.get("edit_mode") or "inpaint_insertion"]
     mask_mode = options.get("mask_mode") or ("user_provided" if request.mask is not None else None)
+    if mask_mode or options.get("edit_mode"):
+        config["edit_mode"] = _EDIT_MODES[options.get("edit_mode") or "inpaint_insertion"]
+    else:
+        # No mask and no mode: a mask-free edit of the whole image from the prompt.
+        config["edit_mode"] = "EDIT_MODE_DEFAULT"
     mask: dict[str, Any] = {"mask_mode": _MASK_MODES[mask_mode] if mask_mode else None}
     if options.get("mask_dilation") is not None:
         mask["mask_dilation"] = options["mask_dilation"]
