@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import warnings
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -239,8 +240,13 @@ class DalleProvider(Provider):
         await ctx.progress(0.05, f"asking {target.server} for {request.n} image(s)")
         request_id: str | None = None
         try:
+            with warnings.catch_warnings():
+                # The SDK flags create_variation deprecated (OpenAI retired the endpoint);
+                # the servers this plugin talks to still implement it.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pending = method(**kwargs, timeout=timeout, extra_headers=headers)
             async with asyncio.timeout(timeout):
-                async with method(**kwargs, timeout=timeout, extra_headers=headers) as response:
+                async with pending as response:
                     request_id = response.headers.get("x-request-id")
                     try:
                         body = await response.read()
