@@ -68,11 +68,17 @@ __all__ = [
     "Prepared",
     "Progress",
     "PartialSink",
+    "SAVING_FRACTION",
+    "SENT_FRACTION",
 ]
 
 log = structlog.get_logger("atelier.router")
 
 Progress = Callable[[float, str], Awaitable[None]]
+#: Progress above this means a request has been sent upstream (a limiter slot was held):
+#: from then on the provider may bill. At or above ``SAVING_FRACTION``: verifying and saving.
+SENT_FRACTION = 0.1
+SAVING_FRACTION = 0.85
 PartialSink = Callable[[bytes, int], Awaitable[None]]
 Guard = Callable[["Prepared"], Awaitable[None]]
 Recorder = Callable[["Prepared", "CallOutcome"], Awaitable[None]]
@@ -130,6 +136,9 @@ class CallOutcome(BaseModel):
     request_id: str | None = None
     elapsed_s: float = 0.0
     dry_run: bool = False
+    job: dict[str, Any] | None = Field(
+        None, description="set when the call continues as a background job: its id and state"
+    )
 
 
 @dataclass(slots=True)
@@ -387,11 +396,16 @@ class Atelier:
             download=self._download,
         )
 
+        async def _sent(batch: _Batch) -> ProviderResult:
+            # Runs with a limiter slot held: report it, so jobs can tell queued from sent.
+            await batch_progress(0.01, f"sent to {entry.canonical_id}")
+            return await provider.run(batch.request, ctx)
+
         async def run(batch: _Batch) -> None:
             nonlocal done
             try:
                 batch.result = await call_with_retries(
-                    lambda: provider.run(batch.request, ctx),
+                    lambda: _sent(batch),
                     policy=policy, limiter=limiter, provider=provider.name, sleep=self._sleep,
                 )
                 if not isinstance(batch.result, ProviderResult):
@@ -413,11 +427,11 @@ class Atelier:
             finally:
                 done += 1
 
-        await _report(progress, 0.1, f"calling {entry.canonical_id}")
+        await _report(progress, SENT_FRACTION, f"calling {entry.canonical_id}")
         async with asyncio.TaskGroup() as group:
             for batch in batches:
                 group.create_task(run(batch))
-        await _report(progress, 0.85, "verifying and saving")
+        await _report(progress, SAVING_FRACTION, "verifying and saving")
         outcome = await self._collect(prepared, batches, notes, filename, overwrite)
         await _report(progress, 1.0, f"saved {len(outcome.images)} image(s)")
         return outcome
