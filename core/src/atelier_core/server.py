@@ -262,6 +262,7 @@ class _Tools:
         negative_prompt: Annotated[str | None, Field(description="What to avoid.")] = None,
         style: str | None = None,
         options: Annotated[dict[str, Any] | None, Field(description="Model-specific extras.")] = None,
+        images: Annotated[list[str] | None, Field(description="Reference images (e.g. a subject portrait) for models that take them.")] = None,
         filename: Annotated[str | None, Field(description="Output path under the output dir.")] = None,
         overwrite: Annotated[bool, Field(description="Replace an existing file.")] = False,
         return_image: Annotated[ReturnImage | None, Field(description="Inline image: preview (default), full, none.")] = None,
@@ -270,7 +271,7 @@ class _Tools:
         args = dict(prompt=prompt, model=model, size=size, aspect_ratio=aspect_ratio,
                     resolution=resolution, quality=quality, n=n, output_format=output_format,
                     output_compression=output_compression, background=background, seed=seed,
-                    negative_prompt=negative_prompt, style=style, options=options)
+                    negative_prompt=negative_prompt, style=style, options=options, images=images)
         return await self._run(ctx, args, Operation.GENERATE, filename, overwrite, return_image, dry_run)
 
     async def edit_image(
