@@ -54,7 +54,6 @@ class DalleProvider(Provider):
         super().__init__()
         self.settings: DalleSettings = DalleSettings.model_construct()
         self._catalog: dict[str, tuple[ModelSpec, Wire]] = dict(BUILTIN)
-        self._client: AsyncOpenAI | None = None
         self._converted: OrderedDict[tuple[int, str], tuple[bytes, bytes]] = OrderedDict()
 
     # -- declaration ---------------------------------------------------------------
@@ -139,9 +138,7 @@ class DalleProvider(Provider):
         return await self._call(request, ctx, files=files)
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
+        """Nothing stays open between calls (one SDK client per call), so nothing to close."""
 
     # -- pieces --------------------------------------------------------------------
 
@@ -194,30 +191,29 @@ class DalleProvider(Provider):
                 self._converted.popitem(last=False)
         return ("mask.png" if role == "mask" else "image.png", data, "image/png")
 
-    def _client_for(self) -> AsyncOpenAI:
-        if self._client is None:
-            import openai
+    def _new_client(self) -> AsyncOpenAI:
+        """A fresh SDK client for one call (closed by the caller).
 
-            s = self.settings
-            key = s.effective_key.get_secret_value() if s.effective_key is not None else "unused"
-            if s.azure:
-                self._client = openai.AsyncAzureOpenAI(
-                    azure_endpoint=s.azure_endpoint or "",
-                    api_version=s.azure_api_version,
-                    api_key=key,
-                    max_retries=0,  # the core owns the one retry layer
-                    timeout=s.timeout_s,
-                )
-            else:
-                self._client = openai.AsyncOpenAI(
-                    api_key=key, base_url=s.server_url, max_retries=0, timeout=s.timeout_s
-                )
-        return self._client
+        One client per call costs a connection set-up, small beside an image generation,
+        and leaves nothing open between calls, whatever event loop the next call runs on.
+        """
+        import openai
+
+        s = self.settings
+        key = s.effective_key.get_secret_value() if s.effective_key is not None else "unused"
+        if s.azure:
+            return openai.AsyncAzureOpenAI(
+                azure_endpoint=s.azure_endpoint or "",
+                api_version=s.azure_api_version,
+                api_key=key,
+                max_retries=0,  # the core owns the one retry layer
+                timeout=s.timeout_s,
+            )
+        return openai.AsyncOpenAI(api_key=key, base_url=s.server_url, max_retries=0, timeout=s.timeout_s)
 
     async def _call(
         self, request: ImageRequest, ctx: CallContext, *, files: dict[str, tuple[str, bytes, str]]
     ) -> ProviderResult:
-        import httpx2
         import openai
 
         wire = self._wire(request.model)
@@ -227,34 +223,13 @@ class DalleProvider(Provider):
             request, wire, response_format=response_format, upstream_model=target.upstream_model
         )
         kwargs.update(files)
-        timeout = target.timeout_s
         headers: dict[str, Any] = {}
         if self.settings.effective_key is None:
             headers["Authorization"] = openai.Omit()  # no key: send no Authorization header
-        client = self._client_for().images.with_streaming_response
-        method: Any = {
-            Operation.GENERATE: client.generate,
-            Operation.EDIT: client.edit,
-            Operation.VARIATION: client.create_variation,
-        }[request.operation]
         await ctx.progress(0.05, f"asking {target.server} for {request.n} image(s)")
-        request_id: str | None = None
         try:
-            with warnings.catch_warnings():
-                # The SDK flags create_variation deprecated (OpenAI retired the endpoint);
-                # the servers this plugin talks to still implement it.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                pending = method(**kwargs, timeout=timeout, extra_headers=headers)
-            async with asyncio.timeout(timeout):
-                async with pending as response:
-                    request_id = response.headers.get("x-request-id")
-                    try:
-                        body = await response.read()
-                    except httpx2.TimeoutException:
-                        raise timeout_error(target) from None
-                    except httpx2.HTTPError as exc:
-                        # Headers arrived, so the request was accepted and may be billed.
-                        raise cut_off(target, type(exc).__name__, request_id) from None
+            async with self._new_client() as client:
+                body, request_id = await _send(client, request.operation, kwargs, headers, target)
         except TimeoutError:
             raise timeout_error(target) from None
         except openai.APIStatusError as exc:
@@ -267,7 +242,6 @@ class DalleProvider(Provider):
             raise UpstreamProtocolError(
                 f"{target.model}: unexpected answer from {target.server} ({type(exc).__name__})",
                 provider=self.name,
-                request_id=request_id,
             ) from None
         await ctx.progress(0.8, "reading the images")
         items = parse_response(body, model=target.model, base_url=target.server, provider=self.name)
@@ -349,3 +323,40 @@ class DalleProvider(Provider):
                 fix=fix,
                 provider=self.name,
             )
+
+
+async def _send(
+    client: AsyncOpenAI,
+    operation: Operation,
+    kwargs: dict[str, Any],
+    headers: dict[str, Any],
+    target: Target,
+) -> tuple[bytes, str | None]:
+    """Send one request; the raw body and request id. SDK errors propagate to the caller.
+
+    The streaming-response form returns once the headers arrive, so a failure while the
+    body is read is known to come *after* the server accepted (and may bill) the call.
+    """
+    import httpx2
+
+    images = client.images.with_streaming_response
+    method: Any = {
+        Operation.GENERATE: images.generate,
+        Operation.EDIT: images.edit,
+        Operation.VARIATION: images.create_variation,
+    }[operation]
+    with warnings.catch_warnings():
+        # The SDK flags create_variation deprecated (OpenAI retired the endpoint); the
+        # servers this plugin talks to still implement it.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pending = method(**kwargs, timeout=target.timeout_s, extra_headers=headers)
+    async with asyncio.timeout(target.timeout_s):  # one total deadline, body included
+        async with pending as response:
+            request_id = response.headers.get("x-request-id")
+            try:
+                body: bytes = await response.read()
+            except httpx2.TimeoutException:
+                raise timeout_error(target) from None
+            except httpx2.HTTPError as exc:
+                raise cut_off(target, type(exc).__name__, request_id) from None
+    return body, request_id
