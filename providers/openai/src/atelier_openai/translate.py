@@ -350,6 +350,16 @@ def map_error(
             "providers.openai.timeout_s",
         )
     if isinstance(exc, openai.APIConnectionError):
+        cause = f"{type(exc.__cause__).__name__}: {exc.__cause__}" if exc.__cause__ else ""
+        if "message body" in cause or "incomplete" in cause.lower():
+            # The answer had started: the image was probably generated (and billed).
+            return UpstreamError(
+                "openai's answer broke off before it was complete; the image may still have "
+                "been generated and billed, so it was not resubmitted",
+                code="upstream_incomplete_answer",
+                provider=PROVIDER,
+                fix="try again if you want a new image; nothing was saved",
+            )
         return UpstreamUnavailableError(
             f"could not reach openai at {settings.base_url or 'api.openai.com'}: {redact(str(exc.__cause__ or exc), secret)}",
             provider=PROVIDER,
