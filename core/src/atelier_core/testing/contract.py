@@ -105,6 +105,9 @@ class ProviderContract:
       or error messages;
     - ``aclose()`` can be called twice.
 
+    The call checks close the provider (``await provider.aclose()``) when they end, in
+    the event loop that opened its clients, so fixtures need no async teardown.
+
     Example (a complete test module)::
 
         import pytest
@@ -276,6 +279,12 @@ class ProviderContract:
         self, provider: Provider, refuse: Callable[[], object]
     ) -> None:
         """A safety refusal is a SafetyRefusalError, never a plain exception."""
+        try:
+            await self._check_refusals(provider, refuse)
+        finally:
+            await provider.aclose()
+
+    async def _check_refusals(self, provider: Provider, refuse: Callable[[], object]) -> None:
         secrets = _secrets(provider.settings)
         checked = 0
         for operation in (Operation.GENERATE, Operation.EDIT, Operation.VARIATION):
@@ -378,9 +387,12 @@ class ProviderContract:
             _assert_refused_before_call(provider, operation)
             return
         problems: list[str] = []
-        for spec in specs:
-            for case in _cases(spec, operation):
-                problems.extend(await _check_case(provider, spec, case))
+        try:
+            for spec in specs:
+                for case in _cases(spec, operation):
+                    problems.extend(await _check_case(provider, spec, case))
+        finally:
+            await provider.aclose()  # clients opened lazily are closed in the same loop
         _report(problems)
 
 
