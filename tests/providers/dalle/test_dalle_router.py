@@ -1,0 +1,74 @@
+"""Through the core's router: URL answers downloaded by its SafeFetcher and saved, variations
+reached by edit without a prompt, dall-e-3 fanned out for n > 1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from atelier_core import Operation
+from atelier_core.router import Atelier
+from atelier_core.testing import build_test_atelier, make_image, read_image
+from atelier_core.types import ImageCall
+from dalle_support import ImagesServer, fields
+
+import atelier_dalle
+
+
+def _atelier(tmp_path: Path, server: ImagesServer, **dalle: Any) -> Atelier:
+    inputs = tmp_path / "in"
+    inputs.mkdir(exist_ok=True)
+    settings = {"api_key": "sk-router", "base_url": f"{server.up.url}/v1", "timeout_s": 5, **dalle}
+    return build_test_atelier(
+        tmp_path, [atelier_dalle], providers={"dalle": settings}, storage={"input_dirs": [inputs]}
+    )
+
+
+async def test_url_answers_are_downloaded_and_saved(tmp_path: Path, server: ImagesServer) -> None:
+    atelier = _atelier(tmp_path, server, response_format="url")
+    try:
+        outcome = await atelier.execute(
+            ImageCall(model="dalle/dall-e-2", prompt="a fox", size="256x256", n=2), Operation.GENERATE
+        )
+    finally:
+        await atelier.aclose()
+    assert server.up.requests[0].json()["response_format"] == "url"
+    assert len(server.up.requests_to("^/files/")) == 2
+    assert len(outcome.images) == 2 and not outcome.failures
+    for record in outcome.images:
+        saved = Path(record.path)
+        assert saved.is_file() and saved.is_relative_to(tmp_path / "images")
+        assert read_image(saved.read_bytes()).size == "256x256"
+        assert not record.path.startswith("http")
+    assert outcome.cost.estimate_usd == 0.032
+
+
+async def test_edit_without_prompt_is_a_variation(tmp_path: Path, server: ImagesServer) -> None:
+    (tmp_path / "in" / "cat.png").parent.mkdir(exist_ok=True)
+    (tmp_path / "in" / "cat.png").write_bytes(make_image(64, 64, "png"))
+    atelier = _atelier(tmp_path, server)
+    try:
+        outcome = await atelier.execute(
+            ImageCall(model="dall-e-2", images=[str(tmp_path / "in" / "cat.png")], size="256x256"),
+            Operation.EDIT,
+        )
+    finally:
+        await atelier.aclose()
+    assert outcome.operation is Operation.VARIATION
+    assert "no prompt: made a variation of the input image" in outcome.notes
+    (sent,) = server.up.requests
+    assert sent.path == "/v1/images/variations" and "prompt" not in fields(sent)
+    assert len(outcome.images) == 1
+
+
+async def test_dall_e_3_n_above_one_is_fanned_out(tmp_path: Path, server: ImagesServer) -> None:
+    server.revised = "a detailed fox"
+    atelier = _atelier(tmp_path, server)
+    try:
+        outcome = await atelier.execute(ImageCall(model="dall-e-3", prompt="fox", n=2), Operation.GENERATE)
+    finally:
+        await atelier.aclose()
+    assert [r.json()["n"] for r in server.up.requests] == [1, 1]
+    assert len(outcome.images) == 2
+    assert {r.revised_prompt for r in outcome.images} == {"a detailed fox"}
+    assert outcome.cost.estimate_usd == 0.08
