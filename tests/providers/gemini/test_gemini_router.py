@@ -1,0 +1,83 @@
+"""Through the core: the router (fan-out, saving, requested vs applied, texts, cost) and
+the MCP tools, with the real google-genai SDK against the fake Gemini API."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import atelier_gemini
+from atelier_core import Operation
+from atelier_core.router import Atelier
+from atelier_core.testing import FakeUpstream, build_test_atelier, connect, make_image, read_image
+from atelier_core.types import ImageCall
+from gemini_fake import GEMINI_PATH, KEY
+
+pytestmark = pytest.mark.anyio
+
+
+def _atelier(tmp_path: Path, up: FakeUpstream, **gemini: Any) -> Atelier:
+    inputs = tmp_path / "in"
+    inputs.mkdir(exist_ok=True)
+    settings = {"api_key": KEY, "base_url": up.url, "timeout_s": 10, **gemini}
+    return build_test_atelier(
+        tmp_path, [atelier_gemini], providers={"gemini": settings}, storage={"input_dirs": [inputs]}
+    )
+
+
+async def test_pixel_size_mapped_fanned_out_saved_and_reported(tmp_path: Path, serving: FakeUpstream) -> None:
+    atelier = _atelier(tmp_path, serving)
+    try:
+        outcome = await atelier.execute(
+            ImageCall(model="nano-banana-pro", prompt="a fox", size="1920x1080", n=2), Operation.GENERATE
+        )
+    finally:
+        await atelier.aclose()
+    bodies = [r.json() for r in serving.requests]
+    assert len(bodies) == 2  # one image per call: the core fans out and reports one result
+    assert all(b["generationConfig"]["imageConfig"] == {"aspectRatio": "16:9", "imageSize": "2K"} for b in bodies)
+    assert outcome.model == "gemini/gemini-3-pro-image"
+    assert outcome.requested["size"] == "1920x1080"
+    assert outcome.applied["aspect_ratio"] == "16:9" and outcome.applied["resolution"] == "2K"
+    assert len(outcome.images) == 2 and not outcome.failures
+    for record in outcome.images:
+        assert read_image(Path(record.path).read_bytes()).size == "2752x1536"
+    assert "Here is your picture." in outcome.texts
+    assert outcome.cost.estimate_usd == pytest.approx(0.268)
+
+
+async def test_multi_image_composition_through_mcp(tmp_path: Path, serving: FakeUpstream) -> None:
+    paths = []
+    for i, color in enumerate([(200, 0, 0), (0, 200, 0), (0, 0, 200)]):
+        path = tmp_path / "in" / f"part{i}.png"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(make_image(64, 64, "png", color=color))
+        paths.append(str(path))
+    atelier = _atelier(tmp_path, serving)
+    async with connect(atelier) as client:
+        result = await client.call_tool("edit_image", {
+            "images": paths, "prompt": "put all three on one shelf", "model": "nano-banana-2",
+            "aspect_ratio": "3:2",
+        })
+    assert not result.is_error, result
+    (sent,) = serving.requests_to(GEMINI_PATH)
+    assert sent.path == "/v1/models/gemini-3.1-flash-image:generateContent"
+    parts = sent.json()["contents"][0]["parts"]
+    assert parts[0] == {"text": "put all three on one shelf"}
+    assert [base64.urlsafe_b64decode(p["inlineData"]["data"]) for p in parts[1:]] == [
+        Path(p).read_bytes() for p in paths]
+    assert sent.headers["x-goog-api-key"] == KEY and not sent.query
+
+
+async def test_refusal_through_mcp_is_a_tool_error(tmp_path: Path, serving: FakeUpstream) -> None:
+    serving.reply("POST", GEMINI_PATH, json={"candidates": [{"content": {"parts": []}, "finishReason": "IMAGE_SAFETY"}]})
+    atelier = _atelier(tmp_path, serving)
+    async with connect(atelier) as client:
+        result = await client.call_tool("generate_image", {"prompt": "x", "model": "nano-banana"})
+    assert result.is_error
+    text = " ".join(getattr(c, "text", "") for c in result.content)
+    assert "IMAGE_SAFETY" in text and KEY not in text
+    assert len(serving.requests) == 1  # refusals are never retried
