@@ -66,6 +66,7 @@ __all__ = [
     "JobState",
     "Runner",
     "default_files_of",
+    "iso_utc",
     "new_job_id",
     "validate_job_ids",
 ]
@@ -133,7 +134,8 @@ def new_job_id() -> str:
     return "job_" + secrets.token_urlsafe(16)
 
 
-def _iso(ts: float | None) -> str | None:
+def iso_utc(ts: float | None) -> str | None:
+    """A Unix time as an ISO 8601 UTC string with milliseconds (``None`` stays ``None``)."""
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -180,9 +182,9 @@ class Job(BaseModel):
             out["stage"] = self.message
         if self.progress is not None and not self.terminal:
             out["progress"] = round(self.progress, 3)
-        out["created_at"] = _iso(self.created_at)
+        out["created_at"] = iso_utc(self.created_at)
         if self.finished_at is not None:
-            out["finished_at"] = _iso(self.finished_at)
+            out["finished_at"] = iso_utc(self.finished_at)
             out["elapsed_s"] = round(self.finished_at - self.created_at, 3)
         else:
             out["elapsed_s"] = round(time.time() - self.created_at, 3)
@@ -343,6 +345,9 @@ class JobManager:
         On exit every job this process still runs is cancelled and recorded as
         ``failed: interrupted`` (the server is stopping; the job is not re-run later).
         """
+        if self._tg is not None:  # already running (a second MCP session): share it
+            yield self
+            return
         self._conn = self.store.connect(autocommit=True)
         self._conn.row_factory = sqlite3.Row
         _LIVE_OWNERS.add(self.owner)

@@ -21,32 +21,56 @@ import base64
 import copy
 import hmac
 import ipaddress
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import structlog
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.extension import Extension, MethodBinding
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp_types import CallToolResult, ImageContent, ResourceLink, TextContent, ToolAnnotations
+from mcp.shared.exceptions import MCPError
+from mcp_types import (
+    CallToolRequestParams,
+    CallToolResult,
+    ImageContent,
+    RequestParams,
+    ResourceLink,
+    TextContent,
+    ToolAnnotations,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__
 from . import images as imaging
-from .errors import AtelierError, ConfigurationError
+from .errors import AtelierError, ConfigurationError, NotFoundError
 from .logging import configure_logging
-from .router import Atelier, CallOutcome, ImageRecord
+from .jobs import Job, JobManager, JobRun, JobState, Runner, iso_utc, validate_job_ids
+from .router import SAVING_FRACTION, SENT_FRACTION, Atelier, CallOutcome, ImageRecord
 from .settings import Settings
 from .spec import Operation
 from .storage import RESOURCE_PREFIX
+from .store import StateStore
 from .types import ImageCall
 
-__all__ = ["build_server", "compact_schema", "compact_tool", "serve_http", "serve_stdio"]
+__all__ = [
+    "TasksExtension",
+    "build_jobs",
+    "build_server",
+    "compact_schema",
+    "compact_tool",
+    "job_runner",
+    "serve_http",
+    "serve_stdio",
+]
 
 log = structlog.get_logger("atelier.server")
 
@@ -224,18 +248,23 @@ async def render(outcome: CallOutcome, mode: ReturnImage, settings: Settings) ->
 @dataclass(slots=True)
 class _Tools:
     atelier: Atelier
+    jobs: JobManager | None = None
 
     async def _run(self, ctx: Context, call_args: dict[str, Any], operation: Operation,
                    filename: str | None, overwrite: bool, return_image: ReturnImage | None,
-                   dry_run: bool) -> CallToolResult:
+                   dry_run: bool, as_job: bool = False) -> CallToolResult:
         settings = self.atelier.settings
         mode: ReturnImage = return_image or settings.preview.default
 
-        async def progress(fraction: float, message: str) -> None:
-            await ctx.report_progress(fraction, 1.0, message)
+        async def progress(fraction: float | None, message: str) -> None:
+            await ctx.report_progress(fraction or 0.0, 1.0, message)
 
         try:
             call = ImageCall(**{k: v for k, v in call_args.items() if v is not None})
+            if self.jobs is not None and not dry_run:
+                # Through the job machinery: a long call is handed off, never re-sent.
+                return await self._run_job(call, operation, filename, overwrite, mode, as_job,
+                                           progress)
             outcome = await self.atelier.execute(
                 call, operation, filename=filename, overwrite=overwrite, progress=progress,
                 dry_run=dry_run,
@@ -267,12 +296,14 @@ class _Tools:
         overwrite: Annotated[bool, Field(description="Replace an existing file.")] = False,
         return_image: Annotated[ReturnImage | None, Field(description="Inline image: preview (default), full, none.")] = None,
         dry_run: Annotated[bool, Field(description="Validate and price only; nothing sent.")] = False,
+        as_job: Annotated[bool, Field(description=_AS_JOB_DOC)] = False,
     ) -> Annotated[CallToolResult, CallOutcome]:
         args = dict(prompt=prompt, model=model, size=size, aspect_ratio=aspect_ratio,
                     resolution=resolution, quality=quality, n=n, output_format=output_format,
                     output_compression=output_compression, background=background, seed=seed,
                     negative_prompt=negative_prompt, style=style, options=options, images=images)
-        return await self._run(ctx, args, Operation.GENERATE, filename, overwrite, return_image, dry_run)
+        return await self._run(ctx, args, Operation.GENERATE, filename, overwrite, return_image, dry_run,
+                               as_job)
 
     async def edit_image(
         self,
@@ -297,13 +328,111 @@ class _Tools:
         overwrite: bool = False,
         return_image: ReturnImage | None = None,
         dry_run: bool = False,
+        as_job: bool = False,
     ) -> Annotated[CallToolResult, CallOutcome]:
         args = dict(prompt=prompt, images=images, mask=mask, model=model, size=size,
                     aspect_ratio=aspect_ratio, resolution=resolution, quality=quality, n=n,
                     output_format=output_format, output_compression=output_compression,
                     background=background, seed=seed, negative_prompt=negative_prompt,
                     style=style, options=options)
-        return await self._run(ctx, args, Operation.EDIT, filename, overwrite, return_image, dry_run)
+        return await self._run(ctx, args, Operation.EDIT, filename, overwrite, return_image, dry_run,
+                               as_job)
+
+    # -- background jobs --------------------------------------------------------------
+
+    async def _run_job(self, call: ImageCall, operation: Operation, filename: str | None,
+                       overwrite: bool, mode: ReturnImage, as_job: bool,
+                       progress: Callable[[float | None, str], Awaitable[None]]) -> CallToolResult:
+        assert self.jobs is not None
+        request = {"call": call.model_dump(mode="json", exclude_defaults=True),
+                   "filename": filename, "overwrite": overwrite, "return_image": mode}
+        slot = _task_slot.get()
+        if as_job or slot is not None:
+            # Refuse a bad call now, before a job exists; the job validates again when it runs.
+            prepared = await self.atelier.prepare(call, operation)
+            if filename is not None:
+                self.atelier.check_filename(prepared, filename, overwrite)
+            job = await self.jobs.submit(operation.value, request,
+                                         origin="task" if slot is not None else "job")
+            if slot is not None:
+                slot.job = job
+            ticket = CallOutcome(
+                model=prepared.entry.canonical_id, provider=prepared.entry.provider_name,
+                operation=prepared.operation, requested=prepared.validated.requested,
+                applied=prepared.validated.applied, notes=prepared.notes, cost=prepared.cost,
+            )
+            return _job_ticket(job, ticket, handed_off=False)
+        job = await self.jobs.call(operation.value, request, on_progress=progress)
+        if job.terminal:
+            return await self._finished(job, mode)
+        entry = self.atelier.resolve(call.model)
+        ticket = CallOutcome(model=entry.canonical_id, provider=entry.provider_name,
+                             operation=operation, requested=call.requested())
+        return _job_ticket(job, ticket, handed_off=True,
+                           after_s=self.atelier.settings.jobs.handoff_after_s)
+
+    async def _finished(self, job: Job, mode: ReturnImage) -> CallToolResult:
+        """A terminal job as the synchronous call would have answered."""
+        if job.state is JobState.DONE and job.outcome is not None:
+            return await render(CallOutcome.model_validate(job.outcome), mode, self.atelier.settings)
+        raise ToolError(_job_error_text(job))
+
+    def _require_jobs(self) -> JobManager:
+        if self.jobs is None:
+            raise ToolError("background jobs are not enabled on this server")
+        return self.jobs
+
+    async def get_jobs(
+        self,
+        job_ids: Annotated[list[str] | None, Field(description="Omit to list recent jobs.")] = None,
+        wait_s: Annotated[float, Field(ge=0, description="Wait up to this long (max 45 s) for all to finish.")] = 0,
+    ) -> CallToolResult:
+        jobs = self._require_jobs()
+        settings = self.atelier.settings
+        try:
+            if not job_ids:
+                recent = await jobs.recent(limit=20)
+                lines = [_job_line(job) for job in recent] or ["No jobs yet."]
+                return CallToolResult(content=[TextContent(type="text", text="\n".join(lines))],
+                                      structured_content={"jobs": [j.summary() for j in recent]})
+            ids = validate_job_ids(job_ids)
+            limit = settings.jobs.handoff_after_s or _MAX_WAIT_S
+            found = await jobs.wait(ids, min(wait_s, limit, _MAX_WAIT_S))
+        except AtelierError as exc:
+            raise ToolError(str(exc)) from None
+        content: list[Any] = []
+        entries: list[dict[str, Any]] = []
+        budget = settings.preview.max_full_inline_bytes  # inline images over all jobs
+        for job in found:
+            entry = job.summary()
+            content.append(TextContent(type="text", text=_job_line(job)))
+            if job.state is JobState.DONE and job.outcome is not None:
+                wanted = job.request.get("return_image") or settings.preview.default
+                mode: ReturnImage = wanted if budget > 0 else "none"
+                rendered = await render(CallOutcome.model_validate(job.outcome), mode, settings)
+                for block in rendered.content:
+                    if isinstance(block, ImageContent):
+                        budget -= len(block.data)
+                content.extend(rendered.content)
+                entry["result"] = job.outcome
+            elif not job.terminal and job.partial and job.partial_mime and budget > len(job.partial):
+                data = base64.b64encode(job.partial).decode()
+                budget -= len(data)
+                content.append(ImageContent(type="image", data=data, mime_type=job.partial_mime))
+            entries.append(entry)
+        pending = [job.id for job in found if not job.terminal]
+        return CallToolResult(content=content, structured_content={
+            "jobs": entries, "all_finished": not pending, "pending": pending})
+
+    async def cancel_job(self, job_id: str) -> CallToolResult:
+        jobs = self._require_jobs()
+        try:
+            (job_id,) = validate_job_ids([job_id])
+            job, message = await jobs.cancel(job_id)
+        except AtelierError as exc:
+            raise ToolError(str(exc)) from None
+        return CallToolResult(content=[TextContent(type="text", text=f"{job_id}: {message}")],
+                              structured_content={**job.summary(), "message": message})
 
     async def list_available_models(
         self,
@@ -337,14 +466,23 @@ _EDIT_DOC = (
     "Edit images (mask inpainting, composing several, restyling) with any model that can "
     "edit. Options and result as generate_image. No prompt: a variation, where supported."
 )
+_AS_JOB_DOC = "Return a job id at once; collect with get_jobs."
+_GET_JOBS_DOC = (
+    "Status and results of background jobs (as_job, or calls still running after 45 s). "
+    "Finished jobs return images like a direct call. The barrier: wait_s waits for all."
+)
+_CANCEL_JOB_DOC = (
+    "Cancel a background job. A queued job is never sent; a running one is abandoned, but "
+    "the provider may still bill it."
+)
 _LIST_DOC = (
     "List models: availability (or why not), operations, sizes, qualities, formats, limits, "
     "options, prices; and plugins that failed to load."
 )
 
 
-def _tools(atelier: Atelier) -> list[Tool]:
-    tools = _Tools(atelier)
+def _tools(atelier: Atelier, jobs: JobManager | None = None) -> list[Tool]:
+    tools = _Tools(atelier, jobs)
     writes = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
                              open_world_hint=True)
     return [
@@ -358,11 +496,197 @@ def _tools(atelier: Atelier) -> list[Tool]:
                      description=_LIST_DOC,
                      annotations=ToolAnnotations(title="List models", read_only_hint=True,
                                                  open_world_hint=False)),
+        *([] if jobs is None else [
+            compact_tool(tools.get_jobs, name="get_jobs", description=_GET_JOBS_DOC,
+                         annotations=ToolAnnotations(title="Get jobs", read_only_hint=True,
+                                                     open_world_hint=False)),
+            compact_tool(tools.cancel_job, name="cancel_job", description=_CANCEL_JOB_DOC,
+                         annotations=ToolAnnotations(title="Cancel job", read_only_hint=False,
+                                                     destructive_hint=True, idempotent_hint=True,
+                                                     open_world_hint=False)),
+        ]),
     ]
 
 
 def _hints(annotations: ToolAnnotations) -> dict[str, Any]:
     return annotations.model_dump(exclude={"title"}, exclude_none=True)
+
+
+# -- background jobs and MCP tasks ------------------------------------------------------
+
+TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
+_TASK_TOOLS = frozenset({"generate_image", "edit_image"})
+_MAX_WAIT_S = 45.0
+_POLL_INTERVAL_MS = 1000
+
+
+@dataclass(slots=True)
+class _TaskSlot:
+    """Set while a task-capable client's tools/call runs: the tool submits a job here."""
+
+    job: Job | None = None
+
+
+_task_slot: ContextVar[_TaskSlot | None] = ContextVar("atelier_task_slot", default=None)
+
+
+def job_runner(atelier: Atelier) -> Runner:
+    """The runner for stored jobs: the router's ``execute``, its progress mapped to stages."""
+
+    async def run(job: JobRun) -> CallOutcome:
+        stored = job.request
+
+        async def progress(fraction: float, message: str) -> None:
+            stage = (JobState.SAVING if fraction >= SAVING_FRACTION
+                     else JobState.RUNNING if fraction > SENT_FRACTION else None)
+            await job.progress(fraction, message, stage=stage)
+
+        return await atelier.execute(
+            ImageCall.model_validate(stored["call"]), Operation(job.operation),
+            filename=stored.get("filename"), overwrite=bool(stored.get("overwrite")),
+            progress=progress, partial=job.partial,
+        )
+
+    return run
+
+
+def _job_error_text(job: Job) -> str:
+    if job.state is JobState.CANCELLED:
+        return f"job {job.id} was cancelled: {job.message}"
+    error = job.error or {}
+    return str(error.get("message") or f"job {job.id} failed")
+
+
+def _job_line(job: Job) -> str:
+    parts = [f"{job.id}: {job.state.value}"]
+    model = job.request.get("call", {}).get("model")
+    if model:
+        parts.append(f"({model})")
+    if job.state is JobState.FAILED or job.state is JobState.CANCELLED:
+        parts.append(f"- {_job_error_text(job)}")
+    elif not job.terminal and job.message:
+        share = f" {job.progress:.0%}" if job.progress is not None else ""
+        parts.append(f"- {job.message}{share}")
+    if job.may_be_billed:
+        parts.append("(the provider may have billed it)")
+    return " ".join(parts)
+
+
+def _job_ticket(job: Job, outcome: CallOutcome, *, handed_off: bool,
+                after_s: float = 0.0) -> CallToolResult:
+    """The answer when a call continues as a job: its id and how to collect the result."""
+    collect = f'get_jobs(job_ids=["{job.id}"], wait_s=30)'
+    if handed_off:
+        text = (f"Still running after {after_s:g} s, so it continues in the background as job "
+                f"{job.id} ({outcome.model}); it will not be sent again. Collect the result "
+                f"with {collect}; cancel with cancel_job.")
+    else:
+        text = (f"Started background job {job.id} ({outcome.model}). Collect the result with "
+                f"{collect}; cancel with cancel_job.")
+    outcome = outcome.model_copy(update={"job": {**job.summary(), "handed_off": handed_off,
+                                                 "collect_with": collect}})
+    return CallToolResult(content=[TextContent(type="text", text=text)],
+                          structured_content=outcome.model_dump(mode="json"))
+
+
+class TaskIdParams(RequestParams):
+    task_id: str = Field(alias="taskId")
+
+
+class TasksExtension(Extension):
+    """SEP-2663 tasks (``io.modelcontextprotocol/tasks``, 2026-07-28 era) on the job store.
+
+    When a request declares the extension, ``generate_image``/``edit_image`` answer with a
+    task handle (``resultType: "task"``) once the job row is committed; ``tasks/get``
+    reports it (the final ``CallToolResult`` inlined when completed), ``tasks/cancel``
+    cancels it, ``tasks/update`` is acknowledged (these tasks never ask for input).
+    Clients that do not declare it get ordinary results.
+    """
+
+    identifier = TASKS_EXTENSION
+
+    def __init__(self, tools: _Tools) -> None:
+        self._tools = tools
+
+    def methods(self) -> Sequence[MethodBinding]:
+        return [
+            MethodBinding("tasks/get", TaskIdParams, self._get),
+            MethodBinding("tasks/cancel", TaskIdParams, self._cancel),
+            MethodBinding("tasks/update", TaskIdParams, self._update),
+        ]
+
+    @staticmethod
+    def _declared(ctx: ServerRequestContext[Any, Any]) -> bool:
+        caps = ctx.session.client_capabilities
+        return (ctx.protocol_version in MODERN_PROTOCOL_VERSIONS and caps is not None
+                and bool(caps.extensions) and TASKS_EXTENSION in (caps.extensions or {}))
+
+    async def intercept_tool_call(self, params: CallToolRequestParams,
+                                  ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if params.name not in _TASK_TOOLS or self._tools.jobs is None or not self._declared(ctx):
+            return await call_next(ctx)
+        slot = _TaskSlot()
+        token = _task_slot.set(slot)
+        try:
+            result = await call_next(ctx)
+        finally:
+            _task_slot.reset(token)
+        if slot.job is None:  # refused before a job existed (or a dry run): answer directly
+            return result
+        return {"resultType": "task", **self._task(slot.job)}
+
+    async def _job(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> Job:
+        if not self._declared(ctx):
+            raise MCPError(-32021, "Missing required client capability",
+                           {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}})
+        jobs = self._tools.jobs
+        try:
+            if jobs is None:
+                raise NotFoundError("background jobs are not enabled")
+            (task_id,) = validate_job_ids([params.task_id])
+            return await jobs.get(task_id)
+        except AtelierError:
+            raise MCPError(-32602, "Failed to retrieve task: Task not found") from None
+
+    def _task(self, job: Job) -> dict[str, Any]:
+        status = {JobState.DONE: "completed", JobState.CANCELLED: "cancelled"}.get(job.state, "working")
+        if job.state is JobState.FAILED:
+            # An Atelier error is a tool result (completed, isError); a lost process is not.
+            code = (job.error or {}).get("code")
+            status = "failed" if code in ("interrupted", "internal_error") else "completed"
+        retention_ms = int(self._tools.atelier.settings.jobs.retention_days * 86_400_000)
+        task: dict[str, Any] = {
+            "taskId": job.id, "status": status, "createdAt": iso_utc(job.created_at),
+            "lastUpdatedAt": iso_utc(job.updated_at), "ttlMs": retention_ms,
+            "pollIntervalMs": _POLL_INTERVAL_MS,
+        }
+        message = _job_line(job).split(": ", 1)[1]
+        task["statusMessage"] = message
+        if status == "failed":
+            task["error"] = {"code": -32603, "message": _job_error_text(job)}
+        return task
+
+    async def _get(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> dict[str, Any]:
+        job = await self._job(ctx, params)
+        task = self._task(job)
+        if task["status"] == "completed":
+            mode = job.request.get("return_image") or self._tools.atelier.settings.preview.default
+            try:
+                result = await self._tools._finished(job, mode)
+            except ToolError as exc:
+                result = CallToolResult(content=[TextContent(type="text", text=str(exc))], is_error=True)
+            task["result"] = result.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return {"resultType": "complete", **task}
+
+    async def _cancel(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> dict[str, Any]:
+        job = await self._job(ctx, params)
+        assert self._tools.jobs is not None
+        await self._tools.jobs.cancel(job.id)
+        return {"resultType": "complete"}
+
+    async def _update(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> dict[str, Any]:
+        await self._job(ctx, params)  # known task; no input is ever outstanding: ignore
+        return {"resultType": "complete"}
 
 
 # -- server ---------------------------------------------------------------------------
@@ -389,11 +713,14 @@ def build_server(atelier: Atelier, *, configure_logs: bool = True) -> MCPServer[
     if configure_logs:
         configure_logging(atelier.settings.logging, secrets=_secrets(atelier.settings, atelier))
 
+    jobs = build_jobs(atelier)
+
     @asynccontextmanager
     async def lifespan(_: MCPServer[Atelier]) -> AsyncIterator[Atelier]:
         log.debug("server session starting", models=len(atelier.registry.models))
         try:
-            yield atelier
+            async with jobs.running():  # background jobs live as long as the server
+                yield atelier
         finally:
             await atelier.aclose()
 
@@ -402,12 +729,27 @@ def build_server(atelier: Atelier, *, configure_logs: bool = True) -> MCPServer[
         title="Atelier",
         version=__version__,
         instructions=INSTRUCTIONS,
-        tools=_tools(atelier),
+        tools=_tools(atelier, jobs),
+        extensions=[TasksExtension(_Tools(atelier, jobs))],
         lifespan=lifespan,
         log_level=atelier.settings.logging.level,
     )
     _add_image_resources(server, atelier)
     return server
+
+
+def build_jobs(atelier: Atelier) -> JobManager:
+    """The job manager on the state database in the data directory."""
+    settings = atelier.settings
+    preview = settings.preview
+
+    def shrink(data: bytes) -> tuple[bytes, str]:
+        small = imaging.make_preview(data, max_edge=preview.max_edge, max_bytes=preview.max_bytes,
+                                     fmt=preview.format)
+        return small.data, small.mime_type
+
+    return JobManager(StateStore.open(settings.resolved_data_dir), job_runner(atelier),
+                      settings.jobs, max_partial_bytes=preview.max_bytes, shrink_partial=shrink)
 
 
 def _add_image_resources(server: MCPServer[Atelier], atelier: Atelier) -> None:
