@@ -19,6 +19,7 @@ from . import hookspecs
 from .errors import (
     AtelierError,
     ConfigurationError,
+    InvalidParameterError,
     MissingCredentialsError,
     RetiredModelError,
     UnknownModelError,
@@ -133,14 +134,19 @@ class Registry:
         target = self.aliases.get(lowered)
         if target:
             return self.models[target]
-        if "/" in lowered:  # "provider/alias"
+        if "/" in lowered:  # "provider/alias": scoped, so an alias shared across providers works
             prefix, _, rest = lowered.partition("/")
-            target = self.aliases.get(rest)
-            if target and target.startswith(prefix + "/"):
-                return self.models[target]
+            for entry in self.models.values():
+                if entry.provider_name.lower() == prefix and rest in {
+                    a.lower() for a in (entry.spec.id, *entry.spec.aliases)
+                }:
+                    return entry
         if target == "":
             holders = [c for c, e in self.models.items() if lowered in {a.lower() for a in (e.spec.id, *e.spec.aliases)}]
-            raise UnknownModelError(name, holders)
+            raise InvalidParameterError(
+                "model", name, f"is ambiguous: it names {' and '.join(holders)}",
+                allowed=holders, fix="use the canonical id (provider/model)", code="ambiguous_model",
+            )
         retired = self.retired.get(key) or self.retired.get(lowered)
         if retired:
             provider, info = retired
