@@ -416,3 +416,28 @@ def test_mask_rules_reach_the_core() -> None:
     with pytest.raises(Exception, match="square"):
         _validated(provider, "dall-e-2", Operation.EDIT, [wide], None, prompt="p")
     assert set(BUILTIN) == {"dall-e-2", "dall-e-3"}
+
+
+# -- the docs' examples load -------------------------------------------------------------
+
+
+def test_docs_toml_examples_load(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+    from pathlib import Path
+
+    from atelier_core.registry import build_registry
+
+    page = Path(__file__).parents[3] / "docs" / "providers" / "dalle.md"
+    blocks = re.findall(r"```toml\n(.*?)```", page.read_text(), flags=re.S)
+    assert len(blocks) == 2
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", "az-key")
+    loaded = []
+    for index, block in enumerate(blocks):
+        config = tmp_path / f"atelier-{index}.toml"
+        config.write_text(block)
+        monkeypatch.setenv("ATELIER_CONFIG", str(config))
+        registry = build_registry(Settings(), plugins=[("dalle", atelier_dalle)], entry_points=False)
+        assert registry.plugins[0].status == "loaded", registry.plugins[0].error
+        available = sorted(e.canonical_id for e in registry.entries() if e.unavailable_reason() is None)
+        loaded.append(available)
+    assert loaded == [["dalle/flux-schnell", "dalle/stablediffusion"], ["dalle/dall-e-3"]]

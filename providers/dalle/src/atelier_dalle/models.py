@@ -41,6 +41,7 @@ INPUT_MAX_BYTES = 4 * 1024 * 1024  # "a square PNG less than 4MB", after our con
 # and is checked after conversion; this only bounds the work.
 _INTAKE_MAX_BYTES = 20 * 1024 * 1024
 _INTAKE_FORMATS = ("png", "jpeg", "webp", "gif")
+OutputFormat = Literal["png", "jpeg", "webp"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +170,7 @@ class ExtraModel(BaseModel):
     n_max: int = Field(1, ge=1, le=100)
     n_native_max: int | None = Field(None, ge=1, le=100)
     prompt_max_chars: int | None = Field(None, ge=1)
-    output_formats: list[Literal["png", "jpeg", "webp"]] = Field(default_factory=lambda: ["png"])
+    output_formats: list[OutputFormat] = ["png"]  # pydantic copies mutable defaults
     response_format: ResponseFormat | None = None
     returns_revised_prompt: bool = False
     mask: bool = True
