@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from atelier_core.cost import Ledger, Quote, SpendGuard, apply_price_override, usage_report
 from atelier_core.errors import ConfigurationError, SpendLimitError
 from atelier_core.settings import CostSettings
+from atelier_core.store import StateStore
 from atelier_core.spec import ModelSpec, Pricing
 from atelier_core.types import ImageRequest
 from atelier_core.provider import Provider
@@ -17,8 +17,7 @@ from atelier_core.spec import Operation
 
 
 def _ledger(tmp_path: Path) -> Ledger:
-    db = tmp_path / "state.db"
-    return Ledger(lambda: sqlite3.connect(db))
+    return Ledger(StateStore.open(tmp_path))
 
 
 SPEC = ModelSpec(
@@ -142,3 +141,100 @@ def test_usage_report_groups_by_day_provider_and_model(tmp_path: Path) -> None:
     assert report["by_provider"] == {"a": pytest.approx(0.3), "b": pytest.approx(0.3)}
     assert report["by_model"]["a/y"] == {"usd": pytest.approx(0.2), "images": 2, "calls": 1}
     assert list(report["by_day"].values()) == [pytest.approx(0.6)]
+
+
+# -- through the router ---------------------------------------------------------------
+
+from atelier_core.errors import SafetyRefusalError, UpstreamTimeoutError, UpstreamUnavailableError  # noqa: E402
+from atelier_core.testing.fakes import FakeProvider, Outcome  # noqa: E402
+from atelier_core.testing.harness import build_test_atelier  # noqa: E402
+from atelier_core.types import ImageCall  # noqa: E402
+
+
+def test_admit_is_atomic_under_concurrency() -> None:
+    guard = SpendGuard(CostSettings(max_per_run_usd=1.0), None, run_id="r")
+    q = Quote(estimate_usd=0.6, images=1, basis="table")
+    verdict, hold = guard.admit(q, "p/m")
+    assert verdict == "ok"
+    with pytest.raises(SpendLimitError):
+        guard.admit(q, "p/m")
+    guard.release(hold)
+    assert guard.admit(q, "p/m")[0] == "ok"
+
+
+async def test_ledger_totals_after_successes_refusals_and_failures(tmp_path: Path) -> None:
+    fake = FakeProvider(script=[
+        Outcome(),                                               # billed: 2 images x 0.01
+        Outcome(error=SafetyRefusalError("blocked")),            # refused upstream: not billed
+        Outcome(error=UpstreamUnavailableError("503")),          # failed: not billed (retries off)
+        Outcome(fail=[1]),                                       # partial: 1 of 2 billed
+        Outcome(error=UpstreamTimeoutError("hung")),             # may have been billed: counted
+    ])
+    atelier = build_test_atelier(tmp_path, [fake], providers={"fake": {"max_retries": 0}})
+    call = ImageCall(model="fake/fake-image", prompt="p", n=2)
+    assert len((await atelier.execute(call, Operation.GENERATE)).images) == 2
+    for expected in (SafetyRefusalError, UpstreamUnavailableError):
+        with pytest.raises(expected):
+            await atelier.execute(call, Operation.GENERATE)
+    partial = await atelier.execute(call, Operation.GENERATE)
+    assert len(partial.images) == 1 and partial.failures
+    with pytest.raises(UpstreamTimeoutError):
+        await atelier.execute(call, Operation.GENERATE)
+    report = usage_report(atelier.ledger, days=1)
+    assert report["calls"] == 3
+    assert report["images"] == 3
+    assert report["total_usd"] == pytest.approx(0.02 + 0.01 + 0.02)
+    statuses = sorted(row["status"] for row in atelier.ledger.rows(since_day="2000-01-01"))
+    assert statuses == ["billed", "maybe_billed", "partial"]
+    await atelier.aclose()
+
+
+async def test_day_limit_through_the_router_refuses_before_the_provider_is_called(tmp_path: Path) -> None:
+    fake = FakeProvider()
+    atelier = build_test_atelier(tmp_path, [fake], cost={"max_per_day_usd": 0.05})
+    call = ImageCall(model="fake/fake-image", prompt="p", n=2, quality="medium")  # 0.02 a call
+    for _ in range(2):
+        await atelier.execute(call, Operation.GENERATE)
+    with pytest.raises(SpendLimitError, match="daily spend limit of \\$0.05"):
+        await atelier.execute(call, Operation.GENERATE)
+    assert len(fake.calls) == 2
+    small = ImageCall(model="fake/fake-image", prompt="p", n=1, quality="low")  # 0.005
+    await atelier.execute(small, Operation.GENERATE)
+    assert len(fake.calls) == 3
+    await atelier.aclose()
+
+
+async def test_dry_run_quotes_from_the_table_and_spends_nothing(tmp_path: Path) -> None:
+    fake = FakeProvider()
+    atelier = build_test_atelier(tmp_path, [fake], cost={"max_per_call_usd": 0.05})
+    outcome = await atelier.execute(
+        ImageCall(model="fake/fake-image", prompt="p", n=3, quality="high"), Operation.GENERATE, dry_run=True
+    )
+    assert outcome.dry_run and outcome.cost.estimate_usd == pytest.approx(0.12)
+    assert any("would be refused" in note for note in outcome.notes)
+    assert fake.calls == []
+    assert usage_report(atelier.ledger, days=1)["calls"] == 0
+    await atelier.aclose()
+
+
+async def test_ask_first_uses_the_confirm_callback(tmp_path: Path) -> None:
+    fake = FakeProvider()
+    atelier = build_test_atelier(tmp_path, [fake], cost={"ask_above_usd": 0.015})
+    call = ImageCall(model="fake/fake-image", prompt="p", n=2)  # 0.02
+    asked: list[str] = []
+
+    async def yes(message: str) -> bool:
+        asked.append(message)
+        return True
+
+    async def no(message: str) -> bool:
+        return False
+
+    await atelier.execute(call, Operation.GENERATE, confirm=yes)
+    assert "$0.0200" in asked[0]
+    with pytest.raises(SpendLimitError, match="did not confirm"):
+        await atelier.execute(call, Operation.GENERATE, confirm=no)
+    with pytest.raises(SpendLimitError, match="cannot ask the user"):
+        await atelier.execute(call, Operation.GENERATE)
+    assert len(fake.calls) == 1
+    await atelier.aclose()

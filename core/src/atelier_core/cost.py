@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from .errors import ConfigurationError, SpendLimitError
 from .settings import CostSettings
 from .spec import ModelSpec, Pricing
+from .store import StateStore
 
 __all__ = [
     "Ledger",
@@ -91,8 +92,9 @@ class LedgerEntry:
     job_id: str | None = None
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS ledger (
+# Schema history of the ledger component (append only; see store.py).
+_MIGRATIONS = ["""
+CREATE TABLE ledger (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,
     day TEXT NOT NULL,
@@ -108,23 +110,22 @@ CREATE TABLE IF NOT EXISTS ledger (
     request_id TEXT,
     job_id TEXT
 );
-CREATE INDEX IF NOT EXISTS ledger_day ON ledger(day);
-CREATE INDEX IF NOT EXISTS ledger_run ON ledger(run_id);
-"""
+CREATE INDEX ledger_day ON ledger(day);
+CREATE INDEX ledger_run ON ledger(run_id);
+"""]
 
 
 class Ledger:
     """Billed calls, in the state database (table ``ledger``)."""
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
-        self._connect = connect
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
         self._lock = threading.Lock()
-        with self._conn() as conn:
-            conn.executescript(_SCHEMA)
+        store.migrate("ledger", _MIGRATIONS)
 
     @contextmanager
     def _conn(self) -> Iterator[sqlite3.Connection]:
-        conn = self._connect()
+        conn = self._store.connect()
         try:
             with conn:
                 yield conn
@@ -211,13 +212,22 @@ class SpendGuard:
     :class:`SpendLimitError`. ``reserve`` holds a quote while its call runs.
     """
 
-    def __init__(self, settings: CostSettings, ledger: Ledger | None, run_id: str) -> None:
+    def __init__(
+        self, settings: CostSettings, ledger: Ledger | Callable[[], Ledger] | None, run_id: str
+    ) -> None:
         self.settings = settings
-        self.ledger = ledger
+        self._ledger = ledger
         self.run_id = run_id
         self._pending: dict[int, float] = {}
         self._next = 0
         self._lock = threading.Lock()
+
+    @property
+    def ledger(self) -> Ledger | None:
+        """The ledger (opened on first use when given as a factory)."""
+        if self._ledger is not None and not isinstance(self._ledger, Ledger):
+            self._ledger = self._ledger()
+        return self._ledger
 
     @property
     def limited(self) -> bool:
@@ -269,13 +279,28 @@ class SpendGuard:
             "or ask for fewer/cheaper images (dry_run=true shows the quote)",
         )
 
-    def ask_refusal(self, quote: Quote) -> SpendLimitError:
+    def ask_refusal(self, quote: Quote, *, asked: bool = True) -> SpendLimitError:
         threshold = self.settings.ask_above_usd or 0.0
+        why = "the user did not confirm" if asked else "this client cannot ask the user (no elicitation)"
         return SpendLimitError(
             f"refused before sending: the estimate ${quote.estimate_usd or 0:.4f} is above the "
-            f"ask-first threshold ${threshold:.2f} and the user did not confirm",
+            f"ask-first threshold ${threshold:.2f} and {why}",
             fix="confirm when asked, or raise cost.ask_above_usd (ATELIER_COST__ASK_ABOVE_USD)",
         )
+
+    def admit(self, quote: Quote, model: str) -> tuple[Verdict, int]:
+        """Check ``quote`` and, if allowed, hold it until :meth:`release` (atomically, so
+        concurrent calls cannot pass the same check and overspend together)."""
+        with self._lock:
+            verdict = self.check(quote, model)
+            self._next += 1
+            token = self._next
+            self._pending[token] = quote.estimate_usd or 0.0
+        return verdict, token
+
+    def release(self, token: int) -> None:
+        with self._lock:
+            self._pending.pop(token, None)
 
     @contextmanager
     def reserve(self, quote: Quote) -> Iterator[None]:
@@ -286,8 +311,7 @@ class SpendGuard:
         try:
             yield
         finally:
-            with self._lock:
-                self._pending.pop(token, None)
+            self.release(token)
 
     def record(
         self,

@@ -49,6 +49,7 @@ from .errors import (
     UpstreamUnavailableError,
     shorten,
 )
+from .cost import Ledger, Quote, SpendGuard, apply_price_override
 from .fetch import SafeFetcher
 from .inputs import InputIntake
 from .limits import LimiterPool, RetryPolicy, Sleep, call_with_retries
@@ -57,6 +58,7 @@ from .registry import ModelEntry, Registry, build_registry
 from .settings import Settings
 from .spec import Operation
 from .storage import OutputStore
+from .store import StateStore
 from .types import ImageCall, ImageRequest, InputImage, ItemFailure, ProviderResult, Usage
 from .validation import Validated, validate_call
 
@@ -75,6 +77,8 @@ __all__ = [
 log = structlog.get_logger("atelier.router")
 
 Progress = Callable[[float, str], Awaitable[None]]
+Confirm = Callable[[str], Awaitable[bool]]
+"""Asks the user to confirm a call (MCP elicitation); True means go ahead."""
 #: Progress above this means a request has been sent upstream (a limiter slot was held):
 #: from then on the provider may bill. At or above ``SAVING_FRACTION``: verifying and saving.
 SENT_FRACTION = 0.1
@@ -152,6 +156,14 @@ class Prepared:
     cost: CostInfo
     notes: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
+    confirm: Confirm | None = None
+
+    @property
+    def quote(self) -> Quote:
+        return Quote(
+            estimate_usd=self.cost.estimate_usd, images=self.request.n, basis=self.cost.basis,
+            pricing_as_of=self.cost.pricing_as_of,
+        )
 
     @property
     def request(self) -> ImageRequest:
@@ -217,6 +229,25 @@ class Atelier:
         self._sleep = sleep
         self.guards: list[Guard] = []
         self.recorders: list[Recorder] = []
+        self._state: StateStore | None = None
+        self._ledger: Ledger | None = None
+        self.spend = SpendGuard(settings.cost, self._get_ledger, run_id=_run_id())
+
+    @property
+    def state(self) -> StateStore:
+        """The state database (jobs, sessions, ledger), opened on first use."""
+        if self._state is None:
+            self._state = StateStore.open(self.settings.resolved_data_dir)
+        return self._state
+
+    def _get_ledger(self) -> Ledger:
+        if self._ledger is None:
+            self._ledger = Ledger(self.state)
+        return self._ledger
+
+    @property
+    def ledger(self) -> Ledger:
+        return self._get_ledger()
 
     @classmethod
     def build(
@@ -262,6 +293,7 @@ class Atelier:
         progress: Progress | None = None,
         partial: PartialSink | None = None,
         dry_run: bool = False,
+        confirm: Confirm | None = None,
     ) -> CallOutcome:
         """Run one generate/edit/variation call end to end.
 
@@ -275,14 +307,66 @@ class Atelier:
         await _report(progress, 0.05, f"validated for {prepared.entry.canonical_id}")
         if dry_run:
             return self.dry_run_outcome(prepared)
+        prepared.confirm = confirm
         for guard in self.guards:
             await guard(prepared)
-        outcome = await self.perform(
-            prepared, filename=filename, overwrite=overwrite, progress=progress, partial=partial
-        )
-        for recorder in self.recorders:
-            await recorder(prepared, outcome)
+        hold = await self.admit(prepared)
+        try:
+            try:
+                outcome = await self.perform(
+                    prepared, filename=filename, overwrite=overwrite, progress=progress,
+                    partial=partial,
+                )
+            except UpstreamTimeoutError as exc:
+                self.account(prepared, None, request_id=exc.request_id)
+                raise
+            self.account(prepared, outcome)
+            for recorder in self.recorders:
+                await recorder(prepared, outcome)
+        finally:
+            self.spend.release(hold)
         return outcome
+
+    async def admit(self, prepared: Prepared) -> int:
+        """Apply the spend limits; ask the user first above the threshold. Holds the quote."""
+        quote = prepared.quote
+        verdict, hold = self.spend.admit(quote, prepared.entry.canonical_id)
+        if verdict == "ask":
+            confirmed = False
+            if prepared.confirm is not None:
+                message = (
+                    f"Generate {prepared.request.n} image(s) with {prepared.entry.canonical_id} "
+                    f"for an estimated ${quote.estimate_usd or 0:.4f}?"
+                )
+                try:
+                    confirmed = await prepared.confirm(message)
+                except Exception as exc:  # a client that fails to answer has not confirmed
+                    log.warning("confirmation failed", error=type(exc).__name__)
+            if not confirmed:
+                self.spend.release(hold)
+                raise self.spend.ask_refusal(quote, asked=prepared.confirm is not None)
+        return hold
+
+    def account(self, prepared: Prepared, outcome: CallOutcome | None, *, request_id: str | None = None) -> None:
+        """Record a billed (or possibly billed) call in the ledger. Unbilled failures are not."""
+        entry = prepared.entry
+        if outcome is None:  # timed out: the provider may have billed it
+            images, cost, status, usage = 0, prepared.cost.estimate_usd, "maybe_billed", None
+        elif outcome.images:
+            images, cost = len(outcome.images), outcome.cost.cost_usd
+            status = "partial" if outcome.failures else "billed"
+            usage = outcome.usage.model_dump(exclude_none=True) if outcome.usage else None
+            request_id = outcome.request_id
+        else:
+            return
+        try:
+            self.spend.record(
+                provider=entry.provider_name, model=entry.canonical_id,
+                operation=prepared.operation.value, images=images, quote=prepared.quote,
+                cost_usd=cost, status=status, usage=usage, request_id=request_id,
+            )
+        except Exception as exc:  # the images are saved; a ledger failure must not lose them
+            log.error("ledger write failed", error=f"{type(exc).__name__}: {exc}")
 
     def resolve(self, model: str | None) -> ModelEntry:
         """The model entry for ``model`` or the configured default model."""
@@ -341,8 +425,9 @@ class Atelier:
 
     def quote(self, entry: ModelEntry, request: ImageRequest) -> CostInfo:
         """Price estimate before the call, from the provider's price table."""
-        pricing = entry.spec.pricing
-        estimate = entry.provider.estimate_cost(request, entry.spec)
+        spec = apply_price_override(entry.spec, entry.canonical_id, self.settings.cost)
+        pricing = spec.pricing
+        estimate = entry.provider.estimate_cost(request, spec)
         return CostInfo(
             estimate_usd=estimate,
             basis="price table" if estimate is not None else "unpriced",
@@ -351,13 +436,19 @@ class Atelier:
 
     def dry_run_outcome(self, prepared: Prepared) -> CallOutcome:
         """What a dry run returns: the quote and the parameters, no images, no spend."""
+        notes = [*prepared.notes, "dry run: nothing was sent to the provider"]
+        try:
+            if self.spend.check(prepared.quote, prepared.entry.canonical_id) == "ask":
+                notes.append("a real call would ask the user to confirm (cost.ask_above_usd)")
+        except AtelierError as exc:
+            notes.append(f"a real call would be refused: {exc}")
         return CallOutcome(
             model=prepared.entry.canonical_id,
             provider=prepared.entry.provider_name,
             operation=prepared.operation,
             requested=prepared.validated.requested,
             applied=prepared.validated.applied,
-            notes=[*prepared.notes, "dry run: nothing was sent to the provider"],
+            notes=notes,
             cost=prepared.cost,
             elapsed_s=round(time.perf_counter() - prepared.started, 4),
             dry_run=True,
@@ -722,3 +813,11 @@ def _most_meaningful(
         provider=entry.provider_name,
         fix="try again; if it persists, change the prompt or the model",
     )
+
+
+def _run_id() -> str:
+    """Identifies this server run in the ledger (for the per-run spend limit)."""
+    import os
+    import secrets
+
+    return f"{os.getpid()}-{secrets.token_hex(6)}"
