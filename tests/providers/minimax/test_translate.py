@@ -287,10 +287,19 @@ def test_one_undecodable_item_is_an_item_failure() -> None:
     payload = answer([jpeg(), jpeg(64, 64, 1)])
     payload["data"]["image_base64"][0] = payload["data"]["image_base64"][0][:-3]  # cut short
     result = _parse(payload, requested=2)
-    assert len(result.images) == 1
+    assert [i.data for i in result.images] == [jpeg(64, 64, 1)]
     (item,) = result.failures
-    assert item.index == 0 and item.code == "upstream_protocol_error"
-    assert "base64" in item.message
+    # Failures are numbered after the images that arrived (the core's convention).
+    assert item.index == 1 and item.code == "upstream_protocol_error"
+    assert "image 1" in item.message and "base64" in item.message
+
+
+def test_decode_and_missing_failures_are_both_reported() -> None:
+    payload = answer([jpeg(), jpeg(64, 64, 1)], success=2, failed=1)
+    payload["data"]["image_base64"][0] = "%%%"
+    result = _parse(payload, requested=3)
+    assert len(result.images) == 1
+    assert [(f.index, f.code) for f in result.failures] == [(1, "upstream_protocol_error"), (2, "not_generated")]
 
 
 def test_extra_images_beyond_n_are_ignored() -> None:

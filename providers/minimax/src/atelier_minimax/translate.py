@@ -475,30 +475,34 @@ def parse_answer(
         )
 
     images: list[ProviderImage] = []
-    failures: list[ItemFailure] = []
-    for index, item in enumerate(items[:requested]):
+    problems: list[tuple[str, str]] = []  # (code, message) per image that did not arrive
+    for position, item in enumerate(items[:requested]):
         try:
             data_bytes = decode_image(item)
         except ValueError as exc:
-            failures.append(ItemFailure(index=index, code="upstream_protocol_error", message=f"MiniMax {exc}"))
+            problems.append(("upstream_protocol_error", f"MiniMax image {position + 1}: {exc}"))
             continue
         images.append(ProviderImage(data=data_bytes, mime_type=_mime(data_bytes)))
     if not images:
-        first = failures[0].message if failures else "no image decoded"
+        first = problems[0][1] if problems else "no image decoded"
         raise UpstreamProtocolError(
             f"none of MiniMax's {len(items)} image(s) could be decoded: {first}",
             fix="retry; the answer was probably truncated in transit",
             provider=PROVIDER, request_id=request_id,
         )
-    for index in range(len(items), requested):
-        failures.append(
-            ItemFailure(
-                index=index,
-                code="not_generated",
-                message=f"MiniMax returned {len(items)} of {requested} images ({counts}); "
-                "it gives no per-image reason (often its output moderation)",
-            )
+    missing = requested - min(len(items), requested)
+    problems += [
+        (
+            "not_generated",
+            f"MiniMax returned {len(items)} of {requested} images ({counts}); "
+            "it gives no per-image reason (often its output moderation)",
         )
+    ] * missing
+    # The core numbers a result's images 0..k-1 and its failures after them.
+    failures = [
+        ItemFailure(index=len(images) + offset, code=code, message=message)
+        for offset, (code, message) in enumerate(problems)
+    ]
     return ProviderResult(
         images=images,
         failures=failures,
