@@ -198,15 +198,13 @@ async def test_bytes_are_read_once_and_returned_exactly(store: OutputStore, layo
     """I8: the file changes after it was read; the validated bytes are what we return."""
     target = layout["extra"] / "swap.png"
     target.write_bytes(PNG)
-    import atelier_core.inputs as inputs_module
-
-    real_inspect = inputs_module.inspect_image
+    from atelier_core.images import inspect_image as real_inspect
 
     def inspect_then_swap(data: bytes, **kwargs: Any) -> Any:
         target.write_bytes(encode(color="blue", size=(30, 30)))
         return real_inspect(data, **kwargs)
 
-    monkeypatch.setattr(inputs_module, "inspect_image", inspect_then_swap)
+    monkeypatch.setattr("atelier_core.inputs.inspect_image", inspect_then_swap)
     image = await intake(store, layout).load("swap.png")
     assert image.data == PNG and (image.width, image.height) == (12, 8)
 
@@ -322,12 +320,10 @@ async def test_bad_base64(store: OutputStore, layout: dict[str, Path], ref: str,
 
 async def test_huge_base64_refused_from_length_alone(store: OutputStore, layout: dict[str, Path],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    import atelier_core.inputs as inputs_module
-
     def never(*args: Any, **kwargs: Any) -> bytes:
         raise AssertionError("decoded")
 
-    monkeypatch.setattr(inputs_module.base64, "b64decode", never)
+    monkeypatch.setattr("atelier_core.inputs.base64.b64decode", never)
     huge = "iVBORw0KGgo" + "A" * 2_000_000
     await expect("image_file_too_large", intake(store, layout), huge)
     await expect("image_file_too_large", intake(store, layout), "data:image/png;base64," + huge)
@@ -371,25 +367,22 @@ def test_property_any_reference_gives_image_or_domain_error(tmp_path: Path, ref:
     anyio.run(run)
 
 
-async def test_concurrent_loads_run_in_threads(store: OutputStore, layout: dict[str, Path]) -> None:
+async def test_concurrent_loads_run_in_threads(store: OutputStore, layout: dict[str, Path],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     import anyio
+
+    from atelier_core.images import inspect_image as real
 
     (layout["extra"] / "c.png").write_bytes(encode(size=(64, 64)))
     loader = intake(store, layout)
     threads: set[int] = set()
-    import atelier_core.inputs as inputs_module
-
-    real = inputs_module.inspect_image
 
     def record(*args: Any, **kwargs: Any) -> Any:
         threads.add(threading.get_ident())
         return real(*args, **kwargs)
 
-    inputs_module.inspect_image = record  # type: ignore[assignment]
-    try:
-        async with anyio.create_task_group() as tg:
-            for _ in range(4):
-                tg.start_soon(loader.load, "c.png")
-    finally:
-        inputs_module.inspect_image = real
-    assert threading.get_ident() not in threads
+    monkeypatch.setattr("atelier_core.inputs.inspect_image", record)
+    async with anyio.create_task_group() as tg:
+        for _ in range(4):
+            tg.start_soon(loader.load, "c.png")
+    assert threads and threading.get_ident() not in threads

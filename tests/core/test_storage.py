@@ -17,7 +17,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from atelier_core import storage as storage_module
 from atelier_core.errors import InvalidParameterError, NotFoundError, OutputPathError, StorageError
 from atelier_core.storage import TEMP_PREFIX, OutputStore
 
@@ -95,12 +94,14 @@ def test_hundred_concurrent_auto_names_same_prompt(store: OutputStore) -> None:
 
 def test_auto_name_collision_retries(store: OutputStore, monkeypatch: pytest.MonkeyPatch) -> None:
     tokens = iter(["aaaaaaaa", "aaaaaaaa", "bbbbbbbb"] + [f"{i:016x}" for i in range(10)])
-    real = storage_module.secrets.token_hex
+    import secrets
+
+    real = secrets.token_hex
 
     def fake(n: int) -> str:
         return next(tokens)[: n * 2] if n == 4 else real(n)
 
-    monkeypatch.setattr(storage_module.secrets, "token_hex", fake)
+    monkeypatch.setattr("atelier_core.storage.secrets.token_hex", fake)
     first = store.save(PNG, "png", sidecar=False)
     second = store.save(PNG, "png", sidecar=False)
     assert first.relative.endswith("-aaaaaaaa.png") and second.relative.endswith("-bbbbbbbb.png")
