@@ -1,0 +1,422 @@
+"""Multi-turn edit sessions: provider-agnostic, branchable, restart-safe.
+
+A session is a tree of turns. Turn 0 is either a generation from a prompt or an
+existing image; every later turn edits an earlier turn's output (by default the
+session's head, the latest turn) with any model that can edit. Continuing from an
+older turn creates a branch; no turn is ever lost. Sessions and turns live in the
+state database, so they survive restarts; an LRU cap and an idle TTL end old ones
+(their files stay on disk).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from .errors import InputImageError, InvalidParameterError, NotFoundError, RequestError
+from .spec import Operation
+from .types import ImageCall
+
+if TYPE_CHECKING:
+    from .router import Atelier
+
+__all__ = ["SessionManager", "SessionTurn", "SessionView"]
+
+log = structlog.get_logger("atelier.sessions")
+
+# Schema history of the sessions component (append only; see store.py).
+_MIGRATIONS = ["""
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    last_used REAL NOT NULL,
+    status TEXT NOT NULL,            -- open | ended
+    ended_reason TEXT,
+    head INTEGER,
+    defaults TEXT NOT NULL
+);
+CREATE TABLE session_turns (
+    session_id TEXT NOT NULL REFERENCES sessions(id),
+    turn INTEGER NOT NULL,
+    parent INTEGER,
+    created_at REAL NOT NULL,
+    operation TEXT NOT NULL,
+    prompt TEXT,
+    model TEXT,
+    parameters TEXT NOT NULL,
+    image_path TEXT NOT NULL,
+    resource_uri TEXT,
+    sha256 TEXT NOT NULL,
+    outcome TEXT,
+    PRIMARY KEY (session_id, turn)
+);
+CREATE INDEX sessions_last_used ON sessions(last_used);
+"""]
+
+# Parameters a session carries from turn to turn unless the caller changes them.
+CARRIED = ("size", "aspect_ratio", "resolution", "quality", "output_format", "background")
+
+
+
+@dataclass(slots=True)
+class SessionTurn:
+    turn: int
+    parent: int | None
+    created_at: float
+    operation: str
+    prompt: str | None
+    model: str | None
+    parameters: dict[str, Any]
+    image_path: str
+    resource_uri: str | None
+    sha256: str
+    outcome: dict[str, Any] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "turn": self.turn,
+            "parent": self.parent,
+            "operation": self.operation,
+            "prompt": self.prompt,
+            "model": self.model,
+            "parameters": self.parameters,
+            "path": self.image_path,
+            "resource_uri": self.resource_uri,
+        }
+
+
+@dataclass(slots=True)
+class SessionView:
+    id: str
+    status: str
+    created_at: float
+    last_used: float
+    head: int | None
+    defaults: dict[str, Any]
+    ended_reason: str | None = None
+    turns: list[SessionTurn] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "session_id": self.id,
+            "status": self.status,
+            "ended_reason": self.ended_reason,
+            "head": self.head,
+            "turns": len(self.turns),
+            "defaults": self.defaults,
+            "created_at": self.created_at,
+            "last_used": self.last_used,
+        }
+
+
+class SessionManager:
+    """Sessions of one :class:`~atelier_core.router.Atelier` service, in its state database."""
+
+    def __init__(self, atelier: Atelier, *, clock: Callable[[], float] = time.time) -> None:
+        self._atelier = atelier
+        self._store = atelier.state
+        self._execute = atelier.execute
+        self._registry = atelier.registry
+        self._settings = atelier.settings.sessions
+        self._clock = clock
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._db_lock = threading.Lock()
+        self._store.migrate("sessions", _MIGRATIONS)
+
+    @contextmanager
+    def _conn(self) -> Iterator[sqlite3.Connection]:
+        conn = self._store.connect()
+        conn.row_factory = sqlite3.Row
+        try:
+            with conn:
+                yield conn
+        finally:
+            conn.close()
+
+    # -- queries -------------------------------------------------------------------
+
+    def get(self, session_id: str, *, with_turns: bool = True) -> SessionView:
+        self.evict()
+        with self._conn() as conn:
+            row = conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            if row is None:
+                raise NotFoundError(
+                    f"unknown session {session_id!r}",
+                    parameter="session_id",
+                    value=session_id,
+                    fix="start one with action=start (sessions persist across restarts, "
+                    "so this id never existed or was pruned)",
+                    code="session_not_found",
+                )
+            turns = []
+            if with_turns:
+                for t in conn.execute(
+                    "SELECT * FROM session_turns WHERE session_id = ? ORDER BY turn", (session_id,)
+                ):
+                    turns.append(_turn(t))
+        return SessionView(
+            id=row["id"], status=row["status"], created_at=row["created_at"],
+            last_used=row["last_used"], head=row["head"], defaults=json.loads(row["defaults"]),
+            ended_reason=row["ended_reason"], turns=turns,
+        )
+
+    def list(self, *, include_ended: bool = False, limit: int = 50) -> list[SessionView]:
+        self.evict()
+        query = "SELECT id FROM sessions"
+        if not include_ended:
+            query += " WHERE status = 'open'"
+        query += " ORDER BY last_used DESC LIMIT ?"
+        with self._conn() as conn:
+            ids = [r["id"] for r in conn.execute(query, (limit,))]
+        return [self.get(i) for i in ids]
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def evict(self) -> list[str]:
+        """End sessions idle past the TTL and those beyond the LRU cap."""
+        now = self._clock()
+        ended: list[str] = []
+        with self._db_lock, self._conn() as conn:
+            ttl = self._settings.idle_ttl_s
+            if ttl and ttl > 0:
+                rows = conn.execute(
+                    "SELECT id FROM sessions WHERE status = 'open' AND last_used < ?", (now - ttl,)
+                ).fetchall()
+                for r in rows:
+                    conn.execute(
+                        "UPDATE sessions SET status='ended', ended_reason=? WHERE id=?",
+                        (f"idle for more than {ttl:g} s (sessions.idle_ttl_s)", r["id"]),
+                    )
+                    ended.append(r["id"])
+            cap = self._settings.max_sessions
+            if cap and cap > 0:
+                rows = conn.execute(
+                    "SELECT id FROM sessions WHERE status = 'open' ORDER BY last_used DESC"
+                ).fetchall()
+                for r in rows[cap:]:
+                    conn.execute(
+                        "UPDATE sessions SET status='ended', ended_reason=? WHERE id=?",
+                        (f"evicted: more than {cap} open sessions (sessions.max_sessions)", r["id"]),
+                    )
+                    ended.append(r["id"])
+        for session_id in ended:
+            log.info("session ended by eviction", session=session_id)
+        return ended
+
+    def end(self, session_id: str) -> SessionView:
+        view = self.get(session_id, with_turns=False)
+        if view.status == "open":
+            with self._conn() as conn:
+                conn.execute(
+                    "UPDATE sessions SET status='ended', ended_reason='ended by request', last_used=? "
+                    "WHERE id=?",
+                    (self._clock(), session_id),
+                )
+        return self.get(session_id)
+
+    def _lock(self, session_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(session_id, asyncio.Lock())
+
+    async def start(
+        self,
+        *,
+        prompt: str | None,
+        image: str | None,
+        call: ImageCall,
+        **execute_kwargs: Any,
+    ) -> tuple[SessionView, Any]:
+        """Start from a prompt (turn 0 generates) or from an existing image (turn 0 is it)."""
+        if (prompt is None) == (image is None):
+            raise InvalidParameterError(
+                "prompt", prompt, "and image: give exactly one to start a session",
+                fix="start from a prompt (generates the first image) or from an image",
+            )
+        defaults = {k: v for k, v in call.model_dump(include=set(CARRIED)).items() if v is not None}
+        if call.model:
+            defaults["model"] = call.model
+        session_id = "ses_" + secrets.token_urlsafe(18)
+        now = self._clock()
+        outcome: Any = None
+        if prompt is not None:
+            outcome = await self._execute(call.model_copy(update={"prompt": prompt, "n": 1}), Operation.GENERATE, **execute_kwargs)
+            first = outcome.images[0]
+            turn = SessionTurn(
+                turn=0, parent=None, created_at=now, operation="generate", prompt=prompt,
+                model=outcome.model, parameters=dict(outcome.applied), image_path=str(first.path),
+                resource_uri=first.resource_uri, sha256=first.sha256,
+                outcome=outcome.model_dump(mode="json"),
+            )
+            defaults.setdefault("model", outcome.model)
+        else:
+            assert image is not None
+            path, resource_uri = await self._import(image)
+            turn = SessionTurn(
+                turn=0, parent=None, created_at=now, operation="import", prompt=None, model=None,
+                parameters={}, image_path=str(path), resource_uri=resource_uri,
+                sha256=_sha256(path),
+            )
+        with self._conn() as conn:
+            conn.execute(
+                "INSERT INTO sessions (id, created_at, last_used, status, head, defaults)"
+                " VALUES (?, ?, ?, 'open', 0, ?)",
+                (session_id, now, now, json.dumps(defaults)),
+            )
+            _insert_turn(conn, session_id, turn)
+        self.evict()
+        return self.get(session_id), outcome
+
+    async def _import(self, reference: str) -> tuple[Path, str]:
+        """Turn 0 from an existing image: read it like any input, keep a copy in the output
+        root (so later turns never depend on a file outside it)."""
+        image = await self._atelier.intake.load(reference, parameter="image")
+        saved = await asyncio.to_thread(
+            self._atelier.store.save, image.data, image.format,
+            metadata={"operation": "session import", "source": image.source},
+        )
+        return saved.path, saved.resource_uri
+
+    async def continue_(
+        self,
+        session_id: str,
+        *,
+        call: ImageCall,
+        from_turn: int | None = None,
+        **execute_kwargs: Any,
+    ) -> tuple[SessionView, Any]:
+        """Edit the head (or ``from_turn``) with ``call.prompt``; the result becomes the head."""
+        async with self._lock(session_id):
+            view = self.get(session_id)
+            if view.status != "open":
+                last = view.turns[view.head].resource_uri if view.head is not None and view.turns else None
+                raise RequestError(
+                    f"session {session_id} has ended ({view.ended_reason})",
+                    parameter="session_id", value=session_id, code="session_ended",
+                    fix="start a new session"
+                    + (f" from its last image: action=start image={last}" if last else ""),
+                )
+            base_index = view.head if from_turn is None else from_turn
+            by_index = {t.turn: t for t in view.turns}
+            if base_index not in by_index:
+                raise InvalidParameterError(
+                    "from_turn", from_turn, f"is not a turn of session {session_id}",
+                    allowed=f"0–{len(view.turns) - 1}", fix="see action=history for the turns",
+                )
+            base = by_index[base_index]
+            path = Path(base.image_path)
+            if not path.is_file() or _sha256(path) != base.sha256:
+                raise InputImageError(
+                    f"turn {base.turn}'s image changed or was deleted on disk since it was made",
+                    parameter="from_turn", value=base.turn, code="session_image_changed",
+                    fix="continue from another turn, or start a new session from the current file",
+                )
+            model = call.model or view.defaults.get("model")
+            if not model:
+                raise InvalidParameterError("model", None, "is needed: this session has no model yet",
+                                            fix="pass model (any model with the edit capability)")
+            entry = self._registry.resolve(model)
+            if Operation.EDIT not in entry.spec.operations:
+                able = [e.canonical_id for e in self._registry.entries(capability="edit")]
+                raise InvalidParameterError(
+                    "model", model, "cannot edit, so it cannot continue a session",
+                    allowed=able[:8], fix="pick a model with the edit capability",
+                    code="unsupported_capability",
+                )
+            carried, notes = _carry(view.defaults, call, entry.spec)
+            reference = base.resource_uri or str(path)
+            edit_call = call.model_copy(
+                update={**carried, "model": entry.canonical_id, "images": [reference, *call.images], "n": 1}
+            )
+            outcome = await self._execute(edit_call, Operation.EDIT, **execute_kwargs)
+            if notes:
+                outcome.notes.extend(notes)
+            image = outcome.images[0]
+            now = self._clock()
+            turn = SessionTurn(
+                turn=len(view.turns), parent=base.turn, created_at=now, operation="edit",
+                prompt=call.prompt, model=outcome.model, parameters=dict(outcome.applied),
+                image_path=str(image.path), resource_uri=image.resource_uri, sha256=image.sha256,
+                outcome=outcome.model_dump(mode="json"),
+            )
+            defaults = dict(view.defaults)
+            defaults["model"] = outcome.model
+            for key in CARRIED:
+                value = getattr(call, key)
+                if value is not None:
+                    defaults[key] = value
+            with self._conn() as conn:
+                _insert_turn(conn, session_id, turn)
+                conn.execute(
+                    "UPDATE sessions SET head=?, last_used=?, defaults=? WHERE id=?",
+                    (turn.turn, now, json.dumps(defaults), session_id),
+                )
+        return self.get(session_id), outcome
+
+
+def _carry(defaults: dict[str, Any], call: ImageCall, spec: Any) -> tuple[dict[str, Any], list[str]]:
+    """Defaults the new turn inherits: only those the target model accepts."""
+    carried: dict[str, Any] = {}
+    notes: list[str] = []
+    for key in CARRIED:
+        if getattr(call, key) is not None or key not in defaults:
+            continue
+        value = defaults[key]
+        ok = True
+        if key == "quality":
+            ok = value in spec.qualities
+        elif key == "output_format":
+            ok = value in spec.output_formats
+        elif key == "background":
+            ok = value in spec.backgrounds
+        elif key == "resolution":
+            ok = value in spec.sizes.resolutions
+        elif key == "aspect_ratio":
+            ok = bool(spec.sizes.aspect_ratios) or spec.sizes.custom is not None
+        elif key == "size":
+            ok = spec.sizes.takes_pixels or bool(spec.sizes.aspect_ratios)
+        if ok:
+            carried[key] = value
+        else:
+            notes.append(f"session default {key}={value} not supported by {spec.id}; not applied")
+    return carried, notes
+
+
+def _turn(row: sqlite3.Row) -> SessionTurn:
+    return SessionTurn(
+        turn=row["turn"], parent=row["parent"], created_at=row["created_at"],
+        operation=row["operation"], prompt=row["prompt"], model=row["model"],
+        parameters=json.loads(row["parameters"]), image_path=row["image_path"],
+        resource_uri=row["resource_uri"], sha256=row["sha256"],
+        outcome=json.loads(row["outcome"]) if row["outcome"] else None,
+    )
+
+
+def _insert_turn(conn: sqlite3.Connection, session_id: str, turn: SessionTurn) -> None:
+    conn.execute(
+        "INSERT INTO session_turns (session_id, turn, parent, created_at, operation, prompt, model,"
+        " parameters, image_path, resource_uri, sha256, outcome) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            session_id, turn.turn, turn.parent, turn.created_at, turn.operation, turn.prompt,
+            turn.model, json.dumps(turn.parameters), turn.image_path, turn.resource_uri,
+            turn.sha256, json.dumps(turn.outcome) if turn.outcome else None,
+        ),
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
