@@ -168,46 +168,44 @@ def _request(n: int = 1, fmt: str = "png") -> ImageRequest:
 
 def test_partial_success_keeps_good_images_and_lists_failures() -> None:
     good = png_bytes()
-    truncated_png = b64(good[: len(good) - 20])
-    items = [_item(good), _item(raw=truncated_png), _item(raw=b64(good)[:-2]), _item(url="https://x/y.png"), _item(good)]
+    not_an_image = b64(b"GIF? no: plain text")
+    items = [_item(good), _item(raw=not_an_image), _item(raw=b64(good)[:-2]), _item(url="https://x/y.png"), _item(good)]
     usage = SimpleNamespace(input_tokens=1, output_tokens=2, total_tokens=3,
                             input_tokens_details=SimpleNamespace(text_tokens=1, image_tokens=0))
-    result = translate.result_from_items(items, _request(n=5), max_pixels=10_000, usage=usage, request_id="req_9")
+    result = translate.result_from_items(items, _request(n=5), usage=usage, request_id="req_9")
     assert len(result.images) == 2 and all(i.data == good for i in result.images)
     assert [f.index for f in result.failures] == [1, 2, 3]
-    assert [f.code for f in result.failures] == [
-        "upstream_invalid_image", "upstream_protocol_error", "upstream_protocol_error",
-    ]
-    assert "truncated" in result.failures[0].message and "base64" in result.failures[1].message
+    assert [f.code for f in result.failures] == ["upstream_protocol_error"] * 3
+    assert "not a PNG" in result.failures[0].message and "base64" in result.failures[1].message
     assert "URL" in result.failures[2].message
     assert result.usage is not None and result.usage.images == 2 and result.usage.output_tokens == 2
     assert result.request_id == "req_9"
 
 
 def test_fewer_images_than_asked_are_listed() -> None:
-    result = translate.result_from_items([_item(png_bytes())], _request(n=3), max_pixels=10_000)
+    result = translate.result_from_items([_item(png_bytes())], _request(n=3))
     assert [(f.index, f.code) for f in result.failures] == [(1, "no_image_returned"), (2, "no_image_returned")]
 
 
 def test_all_items_broken_is_a_protocol_error() -> None:
     with pytest.raises(UpstreamProtocolError, match="2 of 2"):
-        translate.result_from_items([_item(raw="@@@@"), _item(raw="")], _request(n=2), max_pixels=10_000,
+        translate.result_from_items([_item(raw="@@@@"), _item(raw="")], _request(n=2),
                                     request_id="req_x")
     with pytest.raises(UpstreamProtocolError, match="without any image"):
-        translate.result_from_items([], _request(), max_pixels=10_000)
+        translate.result_from_items([], _request())
 
 
 def test_not_an_image_is_refused() -> None:
     with pytest.raises(UpstreamProtocolError):
-        translate.image_from_b64(b64(b"hello world, not a png"), expected_format="png", max_pixels=10_000)
+        translate.image_from_b64(b64(b"hello world, not a png"), expected_format="png")
 
 
 def test_svg_output_is_checked_as_svg() -> None:
     svg = b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 1 1"></svg>'
-    image = translate.image_from_b64(b64(svg), expected_format="svg", max_pixels=10)
+    image = translate.image_from_b64(b64(svg), expected_format="svg")
     assert image.mime_type == "image/svg+xml" and image.data == svg
     with pytest.raises(UpstreamProtocolError):
-        translate.image_from_b64(b64(svg[:30]), expected_format="svg", max_pixels=10)
+        translate.image_from_b64(b64(svg[:30]), expected_format="svg")
 
 
 def test_usage_mapping_handles_missing_details() -> None:

@@ -211,7 +211,6 @@ class OpenAIProvider(Provider):
                 translate.result_from_items,
                 response.data or [],
                 request,
-                max_pixels=self.conf.max_image_pixels,
                 usage=response.usage,
                 request_id=request_id,
                 applied=translate.applied_from(response),
@@ -255,8 +254,7 @@ class OpenAIProvider(Provider):
             )
         await ctx.progress(1.0, "image received")
         return await asyncio.to_thread(
-            translate.result_from_items, finals, request, max_pixels=self.conf.max_image_pixels,
-            usage=usage, request_id=request_id, applied=applied,
+            translate.result_from_items, finals, request, usage=usage, request_id=request_id, applied=applied,
         )
 
     def _mapped(self, exc: BaseException, request: ImageRequest) -> Exception:

@@ -75,9 +75,6 @@ class OpenAISettings(ProviderSettings):
         None, validation_alias=_env("azure_api_version", "OPENAI_API_VERSION"),
         description="Azure OpenAI API version, e.g. 2025-04-01-preview",
     )
-    max_image_pixels: int = Field(
-        40_000_000, gt=0, description="refuse returned images declaring more pixels than this"
-    )
 
     def upstream_model(self, model_id: str) -> str:
         """The name sent as ``model`` (an Azure deployment or a gateway's name)."""

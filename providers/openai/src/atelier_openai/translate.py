@@ -39,8 +39,6 @@ from atelier_core import (
     UpstreamUnavailableError,
     Usage,
 )
-from atelier_core.images import verify_output
-
 from .settings import OpenAISettings
 
 __all__ = [
@@ -174,8 +172,14 @@ def decode_b64(text: str) -> bytes:
         raise ValueError(f"is not valid base64 ({exc})") from None
 
 
-def image_from_b64(text: str | None, *, expected_format: str | None, max_pixels: int) -> ProviderImage:
-    """Decode and verify one returned image; raise UpstreamProtocolError if it is unusable."""
+def image_from_b64(text: str | None, *, expected_format: str | None) -> ProviderImage:
+    """Decode one returned image strictly and check it is an image at all.
+
+    Full verification (complete decode, truncation, pixel cap) is the core's job: the
+    router verifies every image before anything is stored (see ``atelier_core.images``),
+    so it is not done twice here. This catches what only the provider can tell apart:
+    a missing field, broken base64, bytes that are no image format at all.
+    """
     if not text:
         raise UpstreamProtocolError("openai returned an image entry without b64_json", provider=PROVIDER)
     try:
@@ -187,8 +191,14 @@ def image_from_b64(text: str | None, *, expected_format: str | None, max_pixels:
         if not (head.startswith(b"<svg") or head.startswith(b"<?xml")) or b"</svg>" not in data[-512:].lower():
             raise UpstreamProtocolError("openai returned SVG output that is not a complete SVG document", provider=PROVIDER)
         return ProviderImage(data=data, mime_type="image/svg+xml")
-    info = verify_output(data, max_pixels=max_pixels, provider=PROVIDER)
-    return ProviderImage(data=data, mime_type=info.mime_type)
+    from atelier_core.images import sniff  # Pillow-free, but keep import time minimal
+
+    fmt = sniff(data)
+    if fmt is None:
+        raise UpstreamProtocolError(
+            "openai returned data that is not a PNG, JPEG, WebP or GIF image", provider=PROVIDER
+        )
+    return ProviderImage(data=data, mime_type=f"image/{fmt}")
 
 
 def usage_from(usage: Any, images: int | None = None) -> Usage | None:
@@ -210,7 +220,6 @@ def result_from_items(
     items: Iterable[Any],
     request: ImageRequest,
     *,
-    max_pixels: int,
     usage: Any = None,
     request_id: str | None = None,
     applied: Mapping[str, Any] | None = None,
@@ -227,7 +236,7 @@ def result_from_items(
     for index, item in enumerate(items):
         seen += 1
         try:
-            image = image_from_b64(getattr(item, "b64_json", None), expected_format=request.output_format, max_pixels=max_pixels)
+            image = image_from_b64(getattr(item, "b64_json", None), expected_format=request.output_format)
         except AtelierError as exc:
             if getattr(item, "b64_json", None) is None and getattr(item, "url", None):
                 message = "openai returned a URL instead of base64 data (not a GPT Image answer)"
