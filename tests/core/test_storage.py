@@ -479,7 +479,7 @@ _piece = st.one_of(
 
 @given(parts=st.lists(_piece, min_size=1, max_size=6), sep=st.sampled_from(["/", "\\", "//"]),
        absolute=st.booleans())
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
 def test_property_refused_or_inside_root(tmp_path: Path, parts: list[str], sep: str, absolute: bool) -> None:
     base = tmp_path / "prop"
     store = OutputStore(base / "root")
