@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 from typing import Any
 
 from atelier_core import Provider
@@ -21,6 +22,12 @@ def _model_of(path: str) -> str:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+@functools.lru_cache(maxsize=64)
+def _picture(width: int, height: int, fmt: str) -> str:
+    """Base64 of a solid test picture (cached: the contract asks for the same sizes often)."""
+    return _b64(make_image(width, height, fmt))
 
 
 def gemini_reply(request: Recorded) -> Reply:
@@ -43,7 +50,7 @@ def gemini_reply(request: Recorded) -> Reply:
         "candidates": [{
             "content": {"role": "model", "parts": [
                 {"text": "Here is your picture."},
-                {"inlineData": {"mimeType": mime, "data": _b64(make_image(w, h, fmt))}},
+                {"inlineData": {"mimeType": mime, "data": _picture(w, h, fmt)}},
             ]},
             "finishReason": "STOP",
         }],
@@ -67,9 +74,9 @@ def imagen_reply(request: Recorded) -> Reply:
     w, h = (int(v) for v in size.split("x"))
     mime = params.get("outputOptions", {}).get("mimeType", "image/png")
     fmt = mime.split("/")[1]
-    image = make_image(w, h, fmt)
+    image = _picture(w, h, fmt)
     return Reply(json={"predictions": [
-        {"bytesBase64Encoded": _b64(image), "mimeType": mime} for _ in range(params.get("sampleCount", 1))
+        {"bytesBase64Encoded": image, "mimeType": mime} for _ in range(params.get("sampleCount", 1))
     ]})
 
 

@@ -72,6 +72,7 @@ def test_developer_client_sends_key_header_and_timeout_in_ms() -> None:
     assert api._http_options.headers["x-goog-api-key"] == "k1"
     assert api._http_options.retry_options is None  # google-genai then makes exactly one attempt
     assert api._http_options.base_url == "https://generativelanguage.googleapis.com/"
+    assert api._async_httpx_client._transport._pool._max_keepalive_connections == 0
 
 
 def test_vertex_adc_client_uses_project_and_location_without_loading_credentials() -> None:
@@ -194,3 +195,15 @@ def test_estimates_by_tier() -> None:
         assert provider.estimate_cost(request, _spec(provider, model)) == pytest.approx(expected), model
     lite = _validate(provider, "gemini-3.1-flash-lite-image").request
     assert provider.estimate_cost(lite, _spec(provider, "gemini-3.1-flash-lite-image")) is None
+
+
+async def test_one_client_per_event_loop_and_aclose_twice() -> None:
+    provider = _provider(api_key="k")
+    async with provider._session() as first:
+        pass
+    async with provider._session() as second:
+        pass
+    assert first is second
+    await provider.aclose()
+    await provider.aclose()
+    assert provider._client is None

@@ -91,6 +91,11 @@ class GeminiProvider(Provider):
     key_env_vars: ClassVar[tuple[str, ...]] = ("GOOGLE_API_KEY", "GEMINI_API_KEY")
     needs_key: ClassVar[bool] = False  # Vertex AI may use application default credentials
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._client: Client | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+
     @property
     def conf(self) -> GeminiSettings:
         settings = self.settings
@@ -184,10 +189,15 @@ class GeminiProvider(Provider):
         settings = self.conf
         # HttpOptions.timeout is in milliseconds. No retry_options: google-genai then makes
         # exactly one attempt, and the core's single retry layer decides about retries.
+        import httpx2
+
         http = types.HttpOptions(
             timeout=max(1, int(settings.timeout_s * 1000)),
             base_url=settings.base_url or None,
             api_version=settings.api_version or None,
+            # No idle keep-alive connections: an image call takes seconds, so a new
+            # connection costs little, and nothing stays bound to a finished event loop.
+            async_client_args={"limits": httpx2.Limits(max_keepalive_connections=0)},
         )
         key = settings.api_key.get_secret_value() if settings.api_key is not None else None
         try:
@@ -216,16 +226,17 @@ class GeminiProvider(Provider):
 
     @contextlib.asynccontextmanager
     async def _session(self) -> AsyncIterator[Client]:
-        """A client for one call, closed after it.
+        """The client for calls on the running event loop.
 
-        Image calls take seconds, so a fresh connection per call costs little, and it
-        ties no pooled socket to an event loop that may end (tests, job workers).
+        Building a google-genai client costs ~0.1–0.4 s (it makes a sync and an async
+        HTTP client, each with its own TLS context), so one is kept per event loop. It
+        keeps no idle connections (see ``_build_client``), so a loop that ends (a test,
+        a worker thread) leaves no open socket behind.
         """
-        client = self._build_client()
-        try:
-            yield client
-        finally:
-            await client.aio.aclose()
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            self._client, self._client_loop = self._build_client(), loop
+        yield self._client
 
     def _secrets(self) -> list[str]:
         key = self.settings.api_key
@@ -339,4 +350,10 @@ class GeminiProvider(Provider):
         return result
 
     async def aclose(self) -> None:
-        """Nothing to release: each call closes its own client."""
+        """Close the client (idempotent)."""
+        client, self._client, self._client_loop = self._client, None, None
+        if client is not None:
+            try:
+                await client.aio.aclose()
+            except RuntimeError:  # built on an event loop that has since closed
+                log.debug("gemini client closed on another loop")
