@@ -376,3 +376,19 @@ async def test_total_deadline_stops_a_slow_drip() -> None:
         await server.wait_closed()
     assert info.value.code == "remote_timeout"
     assert loop.time() - started < 2.0
+
+
+@pytest.mark.parametrize(
+    ("url", "dialled"),
+    [("https://[2606:4700::1111]/x.png", "2606:4700::1111"),
+     ("https://1572395042/x.png", PUBLIC),
+     ("https://0x5db8d822/x.png", PUBLIC),
+     ("https://IMAGES.Example./x.png", PUBLIC)],
+)
+async def test_public_literals_and_host_spellings_dial_the_checked_address(url: str, dialled: str) -> None:
+    spy = SpyBackend()
+    resolver = StubResolver({"images.example": [[PUBLIC]]})
+    with pytest.raises(InputImageError) as info:
+        await fetcher(spy, resolver).fetch(url)
+    assert info.value.code == "failed_to_download_image"  # only because the spy never connects
+    assert spy.dials == [(dialled, 443)]

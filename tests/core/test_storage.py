@@ -510,3 +510,10 @@ def test_sidecar_failure_keeps_the_published_image(store: OutputStore, monkeypat
     assert not (store.root / "kept.png.json").exists()
     monkeypatch.undo()
     assert temp_leftovers(store.root) == []
+
+
+def test_root_that_cannot_be_created(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"x")
+    with pytest.raises(StorageError) as info:
+        OutputStore(tmp_path / "file" / "images")
+    assert info.value.code == "write_failed" and "storage.output_dir" in str(info.value)

@@ -175,7 +175,10 @@ def decode_image(
     try:
         with warnings.catch_warnings():
             # Pillow warns above Image.MAX_IMAGE_PIXELS and raises above twice that;
-            # both must become our error, never a stray warning or a decode.
+            # both must become our error, never a stray warning or a decode. (The filter
+            # change is process-wide and not thread-safe before Python 3.14; a race can
+            # only let the warning through as a warning, and our own max_pixels check
+            # below still applies.)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=[_PILLOW_FORMAT[fmt]])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -205,7 +205,15 @@ class OutputStore:
 
     def __init__(self, root: Path | str, *, file_mode: int = 0o644, dir_mode: int = 0o755) -> None:
         path = Path(os.path.expanduser(os.fspath(root)))
-        path.mkdir(parents=True, exist_ok=True, mode=dir_mode)
+        try:
+            path.mkdir(parents=True, exist_ok=True, mode=dir_mode)
+        except OSError as exc:
+            name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+            raise StorageError(
+                f"the output folder {path} cannot be created: {name} ({os.strerror(exc.errno or 0)})",
+                code="write_failed",
+                fix="set storage.output_dir (ATELIER_STORAGE__OUTPUT_DIR) to a writable folder",
+            ) from None
         self.root = Path(os.path.realpath(path))
         self.file_mode = file_mode
         self.dir_mode = dir_mode
