@@ -770,8 +770,7 @@ def _modules_imported_by(module: str) -> frozenset[str]:
             "print(json.dumps(sorted(set(sys.modules) - before)))\n"
         )
         done = subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
         )
         if done.returncode != 0:
             pytest.fail(f"importing {module} failed:\n{done.stderr[-2000:]}", pytrace=False)
