@@ -67,6 +67,7 @@ IMAGE_BLOCK_REASONS = frozenset(
         "IMAGE_RECITATION",
         "IMAGE_OTHER",
         "NO_IMAGE",
+        "MODEL_ARMOR",
     }
 )
 _REPHRASE = "rephrase the prompt (or change the input images); refusals are not retried"
