@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 from typing import Any
 
 from atelier_core import CallContext
@@ -19,6 +20,17 @@ def fields(recorded: Recorded) -> dict[str, Any]:
     return body
 
 
+@functools.lru_cache(maxsize=32)
+def picture(width: int, height: int, index: int = 0) -> bytes:
+    """A PNG of the given size (cached: encoding large PNGs dominates these tests' time)."""
+    return make_image(width, height, "png", color=(10 * index % 250, 100, 150))
+
+
+def route(operation: str) -> str:
+    """The fake's path pattern for an images endpoint (OpenAI-style and Azure-style)."""
+    return f"^(/v1|/openai/deployments/[^/]+|/openai)/images/{operation}$"
+
+
 class ImagesServer:
     """Answers /images/* like the DALL·E API: n images of the requested size.
 
@@ -31,9 +43,18 @@ class ImagesServer:
         self.mode = "auto"  # answer in the response_format asked for (default url, as the API)
         self.revised: str | None = None
         self.files: dict[str, bytes] = {}
-        for path in ("generations", "edits", "variations"):
-            upstream.handle("POST", f"^(/v1|/openai/deployments/[^/]+|/openai)/images/{path}$", self.answer)
+        for operation in ("generations", "edits", "variations"):
+            upstream.handle("POST", route(operation), self.answer)
         upstream.handle("GET", "^/files/.*$", self.serve_file)
+
+    def refuse_next(self) -> None:
+        """The next call to any images endpoint is refused by the "safety system"."""
+        body = {"error": {
+            "code": "content_policy_violation", "type": "invalid_request_error",
+            "message": "Your request was rejected as a result of our safety system.",
+        }}
+        for operation in ("generations", "edits", "variations"):
+            self.up.reply("POST", route(operation), status=400, json=body)
 
     def answer(self, recorded: Recorded) -> Reply:
         params = fields(recorded)
@@ -43,7 +64,7 @@ class ImagesServer:
         mode = self.mode if self.mode != "auto" else str(params.get("response_format") or "url")
         data = []
         for index in range(n):
-            image = make_image(width, height, "png", color=(10 * index, 100, 150))
+            image = picture(width, height, index)
             entry: dict[str, Any]
             if mode == "b64_json":
                 entry = {"b64_json": base64.b64encode(image).decode()}

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 from atelier_core import Provider
-from atelier_core.testing import FakeUpstream, ProviderContract, configured
+from atelier_core.testing import ProviderContract, configured
 from dalle_support import ImagesServer
 
 import atelier_dalle
@@ -31,14 +31,5 @@ class TestDalleContract(ProviderContract):
         )
 
     @pytest.fixture
-    def refuse(self, upstream: FakeUpstream) -> Callable[[], object]:
-        def next_call_refused() -> None:
-            body = {"error": {
-                "code": "content_policy_violation", "type": "invalid_request_error",
-                "message": "Your request was rejected as a result of our safety system.",
-            }}
-            for route in ("generations", "edits", "variations"):
-                upstream.reply("POST", f"^(/v1|/openai/deployments/[^/]+|/openai)/images/{route}$",
-                               status=400, json=body)
-
-        return next_call_refused
+    def refuse(self, server: ImagesServer) -> Callable[[], object]:
+        return server.refuse_next

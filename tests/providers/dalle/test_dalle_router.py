@@ -72,3 +72,39 @@ async def test_dall_e_3_n_above_one_is_fanned_out(tmp_path: Path, server: Images
     assert len(outcome.images) == 2
     assert {r.revised_prompt for r in outcome.images} == {"a detailed fox"}
     assert outcome.cost.estimate_usd == 0.08
+
+
+# -- through MCP ---------------------------------------------------------------------
+
+
+async def test_generate_edit_and_variation_through_mcp(tmp_path: Path, server: ImagesServer) -> None:
+    from atelier_core.router import CallOutcome
+    from atelier_core.testing import connect, make_mask
+
+    source = tmp_path / "in" / "room.jpg"
+    source.parent.mkdir(exist_ok=True)
+    source.write_bytes(make_image(64, 64, "jpeg"))
+    mask = tmp_path / "in" / "mask.png"
+    mask.write_bytes(make_mask(64, 64))
+    atelier = _atelier(tmp_path, server, response_format="url")
+    async with connect(atelier) as client:
+        generated = await client.call_tool(
+            "generate_image", {"prompt": "a lighthouse", "model": "dalle/dall-e-2", "size": "256x256"}
+        )
+        assert not generated.is_error, generated.content
+        edited = await client.call_tool("edit_image", {
+            "prompt": "add a lamp", "images": [str(source)], "mask": str(mask), "model": "dalle/dall-e-2",
+            "size": "256x256",
+        })
+        assert not edited.is_error, edited.content
+        varied = await client.call_tool("edit_image", {"images": [str(source)], "model": "dalle/dall-e-2"})
+        assert not varied.is_error, varied.content
+        server.refuse_next()
+        refused = await client.call_tool("generate_image", {"prompt": "x", "model": "dalle/dall-e-2"})
+    operations = [CallOutcome.model_validate(r.structured_content).operation for r in (generated, edited, varied)]
+    assert operations == ["generate", "edit", "variation"]
+    assert [r.path for r in server.up.requests if r.method == "POST"] == [
+        "/v1/images/generations", "/v1/images/edits", "/v1/images/variations", "/v1/images/generations",
+    ]
+    assert "mask" in fields(server.up.requests_to("/edits$")[0])
+    assert refused.is_error and "safety system" in str(refused.content)
