@@ -177,6 +177,11 @@ def test_imagen_checks() -> None:
     with pytest.raises(InvalidParameterError, match="mask_mode"):
         _validate(vertex, "imagen-3.0-capability-001", Operation.EDIT, images=(image,), mask=mask,
                   options={"mask_mode": "background"})
+    with pytest.raises(InvalidParameterError, match="needs a mask"):
+        _validate(vertex, "imagen-3.0-capability-001", Operation.EDIT, images=(image,),
+                  options={"mask_mode": "user_provided"})
+    _validate(vertex, "imagen-3.0-capability-001", Operation.EDIT, images=(image,),
+              options={"mask_mode": "foreground", "edit_mode": "inpaint_removal"})
 
 
 # -- cost ----------------------------------------------------------------------------

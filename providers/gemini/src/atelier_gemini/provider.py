@@ -148,7 +148,8 @@ class GeminiProvider(Provider):
                     parameter,
                     value,
                     f"is only supported in Vertex AI mode for {name} (google-genai refuses it on the "
-                    "Gemini Developer API, which returns PNG)",
+                    "Gemini Developer API"
+                    + (", which returns PNG)" if parameter.startswith("output_") else ")"),
                     fix="remove it, or configure Vertex AI (GOOGLE_GENAI_USE_VERTEXAI=true)",
                     code="unsupported_parameter",
                 )
@@ -159,6 +160,11 @@ class GeminiProvider(Provider):
             raise InvalidParameterError(
                 "seed", request.seed, f"cannot be combined with options.add_watermark=true on {name}",
                 fix="drop the seed, or leave add_watermark unset (a seed turns the watermark off)",
+            )
+        if request.mask is None and options.get("mask_mode") == "user_provided":
+            raise InvalidParameterError(
+                "options.mask_mode", "user_provided", f"needs a mask on {name}",
+                fix="pass mask (transparent pixels mark the area to change), or use background/foreground",
             )
         if request.mask is not None and options.get("mask_mode") not in (None, "user_provided"):
             raise InvalidParameterError(
@@ -296,7 +302,7 @@ class GeminiProvider(Provider):
                     # warning, raised when the coroutine is created (not awaited).
                     warnings.simplefilter("ignore")
                     pending = client.aio.models.generate_images(
-                        model=spec.id, prompt=request.prompt or "", config=config  # type: ignore[arg-type]
+                        model=spec.id, prompt=request.prompt or "", config=config
                     )
                 response = await pending
         except Exception as exc:
@@ -340,7 +346,7 @@ class GeminiProvider(Provider):
                         model=spec.id,
                         prompt=request.prompt or "",
                         reference_images=references,
-                        config=config,  # type: ignore[arg-type]
+                        config=config,
                     )
                 response = await pending
         except Exception as exc:
