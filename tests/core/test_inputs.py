@@ -386,3 +386,12 @@ async def test_concurrent_loads_run_in_threads(store: OutputStore, layout: dict[
         for _ in range(4):
             tg.start_soon(loader.load, "c.png")
     assert threads and threading.get_ident() not in threads
+
+
+async def test_data_url_case_and_missing_input_dirs(store: OutputStore, layout: dict[str, Path],
+                                                    tmp_path: Path) -> None:
+    loader = InputIntake(roots=[store.root, tmp_path / "does-not-exist"], store=store, fetcher=None,
+                         allow_remote=False, max_bytes=1_000_000, max_pixels=1_000_000)
+    assert loader.roots == (store.root,)
+    assert (await loader.load("DATA:IMAGE/PNG;BASE64," + B64)).data == PNG
+    await expect("url_not_allowed", loader, "file:///x.png?download=1")
