@@ -33,7 +33,7 @@ import structlog
 
 from .settings import LoggingSettings
 
-__all__ = ["REDACTED", "add_secret", "configure_logging", "redact", "reset_logging"]
+__all__ = ["REDACTED", "add_secret", "configure_logging", "redact", "reset_logging", "scrub"]
 
 REDACTED = "[REDACTED]"
 MAX_STRING = 512
@@ -100,6 +100,12 @@ def _redact_text(text: str, limit: int = MAX_STRING) -> str:
     if len(text) > limit:
         text = f"{text[:limit]}…(+{len(text) - limit} chars)"
     return text
+
+
+def scrub(text: str) -> str:
+    """``text`` with every registered secret and secret-looking token masked, untruncated
+    (for messages shown to clients, e.g. a provider error that echoes the key)."""
+    return _redact_text(text, limit=sys.maxsize)
 
 
 def redact(value: Any, *, _depth: int = 0) -> Any:

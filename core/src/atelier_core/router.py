@@ -53,6 +53,7 @@ from .cost import Ledger, Quote, SpendGuard, apply_price_override
 from .fetch import SafeFetcher
 from .inputs import InputIntake
 from .limits import LimiterPool, RetryPolicy, Sleep, call_with_retries
+from .logging import add_secret, scrub
 from .provider import CallContext
 from .registry import ModelEntry, Registry, build_registry
 from .settings import Settings
@@ -261,6 +262,10 @@ class Atelier:
         """Build the service from settings (default: environment + config file)."""
         settings = settings or Settings()
         registry = build_registry(settings, plugins=plugins, entry_points=entry_points)
+        for provider in registry.providers.values():
+            for value in dict(provider.settings).values():
+                if hasattr(value, "get_secret_value"):
+                    add_secret(value)  # masked wherever errors and log lines go
         storage = settings.storage
         store = OutputStore(settings.output_dir)
         fetcher = SafeFetcher(timeout_s=storage.remote_timeout_s, max_bytes=storage.remote_max_bytes)
@@ -505,7 +510,7 @@ class Atelier:
                         provider=provider.name,
                     )
             except AtelierError as exc:
-                batch.error = exc
+                batch.error = _scrubbed(exc)
             except Exception:
                 # A provider bug: keep the details in the server log (they may hold
                 # anything), tell the caller only that it happened.
@@ -792,6 +797,20 @@ def _split(request: ImageRequest, batch: int) -> list[_Batch]:
             update["seed"] = request.seed + start
         out.append(_Batch(start, request.model_copy(update=update)))
     return out
+
+
+def _scrubbed(error: AtelierError) -> AtelierError:
+    """Mask secrets in a provider's error (vendors echo keys: "Incorrect API key provided:
+    sk-…") before it reaches a result, a job record or a log line."""
+    error.message = scrub(error.message)
+    if error.fix:
+        error.fix = scrub(error.fix)
+    if isinstance(error.value, str):
+        error.value = scrub(error.value)
+    if isinstance(error.allowed, str):
+        error.allowed = scrub(error.allowed)
+    error.args = (error.message,)
+    return error
 
 
 def _numbered(filename: str, index: int) -> str:

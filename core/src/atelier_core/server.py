@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import functools
+import json
 import hmac
 import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -52,7 +54,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from . import __version__
 from . import images as imaging
 from .errors import AtelierError, ConfigurationError, NotFoundError
-from .logging import configure_logging
+from .logging import add_secret, configure_logging, scrub
 from .jobs import Job, JobManager, JobRun, JobState, Runner, iso_utc, validate_job_ids
 from .router import SAVING_FRACTION, SENT_FRACTION, Atelier, CallOutcome, ImageRecord
 from .settings import Settings
@@ -141,6 +143,34 @@ def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _scrub_result(result: Any) -> Any:
+    """Mask secrets in a tool result's text and structured content (defence in depth: a
+    provider error that echoes the key must not reach the client)."""
+    if not isinstance(result, CallToolResult):
+        return result
+    for block in result.content:
+        if isinstance(block, TextContent):
+            block.text = scrub(block.text)
+    if result.structured_content is not None:
+        result.structured_content = json.loads(scrub(json.dumps(result.structured_content)))
+    return result
+
+
+def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a tool body: Atelier errors become tool errors, and nothing that leaves the
+    server carries a secret."""
+
+    @functools.wraps(fn)
+    async def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = await fn(*args, **kwargs)
+        except (ToolError, AtelierError) as exc:
+            raise ToolError(scrub(str(exc))) from None
+        return _scrub_result(result)
+
+    return guarded
+
+
 def compact_tool(
     fn: Callable[..., Any],
     *,
@@ -154,7 +184,7 @@ def compact_tool(
     ``output_schema`` replaces the schema derived from the return annotation; results
     are still validated against the annotated model.
     """
-    tool = Tool.from_function(fn, name=name, description=description, annotations=annotations)
+    tool = Tool.from_function(_guarded(fn), name=name, description=description, annotations=annotations)
     tool.parameters = compact_schema(tool.parameters)
     if output_schema is not None:
         tool.fn_metadata.output_schema = output_schema
@@ -449,8 +479,6 @@ class _Tools:
                 " Details in structured content.")
         if "plugin_problems" in data:
             text += " Some plugins failed to load (see plugin_problems)."
-        import json
-
         return CallToolResult(
             content=[TextContent(type="text", text=text + "\n" + json.dumps(data, separators=(",", ":")))],
             structured_content=data,
@@ -712,6 +740,8 @@ def build_server(atelier: Atelier, *, configure_logs: bool = True) -> MCPServer[
     ``basicConfig`` is then a no-op and every log line goes through our redaction)."""
     if configure_logs:
         configure_logging(atelier.settings.logging, secrets=_secrets(atelier.settings, atelier))
+    for secret in _secrets(atelier.settings, atelier):
+        add_secret(secret)  # results are scrubbed even when logging is configured elsewhere
 
     jobs = build_jobs(atelier)
 
