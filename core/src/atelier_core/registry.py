@@ -237,11 +237,12 @@ def build_plugin_manager(trace: bool = False) -> pluggy.PluginManager:
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     if trace:
+        # Trace lines log at info: plugins.trace alone must show them (no DEBUG needed).
         def before(hook_name: str, methods: Any, kwargs: Any) -> None:
-            log.debug("hook call", hook=hook_name, plugins=[m.plugin_name for m in methods])
+            log.info("hook call", hook=hook_name, plugins=[m.plugin_name for m in methods])
 
         def after(outcome: Any, hook_name: str, methods: Any, kwargs: Any) -> None:
-            log.debug("hook done", hook=hook_name, failed=outcome.exception is not None)
+            log.info("hook done", hook=hook_name, failed=outcome.exception is not None)
 
         pm.add_hookcall_monitoring(before, after)
     return pm
@@ -311,7 +312,8 @@ def build_registry(
         finally:
             record.seconds = time.perf_counter() - started
             if conf.trace:
-                log.debug("plugin", plugin=name, status=record.status, seconds=record.seconds)
+                log.info("plugin", plugin=name, source=source, status=record.status,
+                         providers=record.providers, seconds=round(record.seconds, 4))
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
@@ -343,7 +345,15 @@ def _collect(
     hookimpls = [h for h in pm.hook.register_providers.get_hookimpls() if h.plugin is plugin]
     if impl is None or not hookimpls:
         return  # a plugin may implement other hooks only
+    # Called per plugin (not through pm.hook) so each provider is attributed to its
+    # plugin; the trace therefore logs this call itself.
+    trace = settings.plugins.trace
+    if trace:
+        log.info("hook call", hook="register_providers", plugin=name)
     hookimpls[0].function(register=register)
+    if trace:
+        log.info("hook done", hook="register_providers", plugin=name,
+                 offered=[type(p).__name__ for p in offered])
     # Stage first, then commit: a plugin whose second provider fails adds nothing.
     staged: list[str] = []
     try:
