@@ -234,9 +234,10 @@ async def test_hang_ends_at_our_timeout_and_is_not_retryable(upstream: FakeUpstr
 
 
 async def test_connection_refused_is_unavailable(provider_for: Factory) -> None:
-    provider = provider_for(base_url="http://127.0.0.1:1/v1")
-    with pytest.raises(UpstreamUnavailableError, match="could not reach"):
+    provider = provider_for(base_url="http://user:url-secret@127.0.0.1:1/v1?token=q-secret")
+    with pytest.raises(UpstreamUnavailableError, match=r"could not reach http://127\.0\.0\.1:1/v1 ") as caught:
         await provider.run(_request(provider, "dall-e-2", prompt="p"), _ctx())
+    assert caught.value.retryable and "secret" not in str(caught.value.to_dict())
     await provider.aclose()
 
 

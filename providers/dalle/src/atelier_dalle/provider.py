@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import warnings
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -26,7 +27,7 @@ from atelier_core import (
 )
 
 from . import convert
-from .errors import Target, cut_off, map_status, timeout_error, unreachable
+from .errors import PROVIDER, Target, cut_off, map_status, timeout_error, unreachable
 from .models import BUILTIN, Wire, build_extra
 from .settings import DalleSettings
 from .translate import Item, parse_response, request_kwargs, sniff_mime
@@ -64,8 +65,7 @@ class DalleProvider(Provider):
             settings = DalleSettings.model_validate(settings.model_dump())
         if settings.azure_endpoint and settings.base_url:
             raise ConfigurationError(
-                "providers.dalle has both base_url and azure_endpoint set "
-                f"(base_url={settings.base_url!r}, azure_endpoint={settings.azure_endpoint!r})",
+                "providers.dalle has both base_url and azure_endpoint set",
                 parameter="providers.dalle.base_url",
                 fix="set base_url for an OpenAI-compatible server, or azure_endpoint for Azure OpenAI, "
                 "not both (either may come from OPENAI_BASE_URL / AZURE_OPENAI_ENDPOINT)",
@@ -151,7 +151,7 @@ class DalleProvider(Provider):
         return Target(
             model=f"{self.name}/{request.model}",
             upstream_model=self._upstream_name(request.model, wire),
-            server=s.server_url,
+            server=s.server_label,
             is_openai_api=s.is_openai_api,
             azure=s.azure,
             retired_by_openai=wire.retired_by_openai,
@@ -227,22 +227,20 @@ class DalleProvider(Provider):
         if self.settings.effective_key is None:
             headers["Authorization"] = openai.Omit()  # no key: send no Authorization header
         await ctx.progress(0.05, f"asking {target.server} for {request.n} image(s)")
+        started = time.perf_counter()
         try:
             async with self._new_client() as client:
                 body, request_id = await _send(client, request.operation, kwargs, headers, target)
-        except TimeoutError:
-            raise timeout_error(target) from None
-        except openai.APIStatusError as exc:
-            raise map_status(exc, target) from None
-        except openai.APITimeoutError:
-            raise timeout_error(target) from None
-        except openai.APIConnectionError as exc:
-            raise unreachable(target, type(exc.__cause__ or exc).__name__) from None
-        except openai.OpenAIError as exc:
-            raise UpstreamProtocolError(
-                f"{target.model}: unexpected answer from {target.server} ({type(exc).__name__})",
-                provider=self.name,
-            ) from None
+        except Exception as exc:
+            log.debug(
+                "upstream call failed", model=target.model, operation=request.operation.value,
+                error=type(exc).__name__, elapsed_s=round(time.perf_counter() - started, 3),
+            )
+            raise _mapped(exc, target) from None
+        log.debug(
+            "upstream call", model=target.model, operation=request.operation.value, n=request.n,
+            request_id=request_id, bytes=len(body), elapsed_s=round(time.perf_counter() - started, 3),
+        )
         await ctx.progress(0.8, "reading the images")
         items = parse_response(body, model=target.model, base_url=target.server, provider=self.name)
         return await self._result(items, request, ctx, target, request_id)
@@ -360,3 +358,23 @@ async def _send(
             except httpx2.HTTPError as exc:
                 raise cut_off(target, type(exc).__name__, request_id) from None
     return body, request_id
+
+
+def _mapped(exc: Exception, target: Target) -> Exception:
+    """The Atelier error for whatever the SDK call raised (Atelier errors pass through)."""
+    import openai
+
+    if isinstance(exc, AtelierError):
+        return exc
+    if isinstance(exc, TimeoutError | openai.APITimeoutError):
+        return timeout_error(target)
+    if isinstance(exc, openai.APIStatusError):
+        return map_status(exc, target)
+    if isinstance(exc, openai.APIConnectionError):
+        return unreachable(target, type(exc.__cause__ or exc).__name__)
+    if isinstance(exc, openai.OpenAIError):
+        return UpstreamProtocolError(
+            f"{target.model}: unexpected answer from {target.server} ({type(exc).__name__})",
+            provider=PROVIDER,
+        )
+    return exc  # a bug, not an upstream failure: let it surface as itself

@@ -8,7 +8,7 @@ self-hosted server or an Azure resource gets its own.
 from __future__ import annotations
 
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from atelier_core import ProviderSettings
 from pydantic import AliasChoices, Field, SecretStr
@@ -81,6 +81,16 @@ class DalleSettings(ProviderSettings):
         if self.azure_endpoint:
             return self.azure_endpoint
         return self.base_url or f"https://{OPENAI_API_HOST}/v1"
+
+    @property
+    def server_label(self) -> str:
+        """``server_url`` as shown in messages: no user:password, query or fragment."""
+        parts = urlsplit(self.server_url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
     @property
     def server_host(self) -> str:
