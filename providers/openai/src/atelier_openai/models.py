@@ -263,7 +263,7 @@ def _options_model(model_id: str, caps: Caps, *, svg: bool) -> type[BaseModel]:
     if caps.input_fidelity:
         choices = tuple(caps.input_fidelity)
         fields["input_fidelity"] = (
-            Literal[choices] | None,  # type: ignore[valid-type]
+            Literal[choices] | None,  # a Literal built from data (one per model family)
             Field(None, description=f"edit only: how closely to keep input features ({', '.join(choices)})"),
         )
     if caps.complexity:
