@@ -1,9 +1,8 @@
-"""Suite-wide fixtures: async tests on anyio/asyncio, an isolated environment, and a
+"""Suite-wide fixtures: async tests on anyio/asyncio (anyio_mode = "auto" in pyproject), an isolated environment, and a
 network guard that fails any test trying to reach a non-loopback address."""
 
 from __future__ import annotations
 
-import inspect
 import ipaddress
 import socket
 from collections.abc import Iterator
@@ -57,13 +56,6 @@ def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
 socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
 socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
 socket.getaddrinfo = _guarded_getaddrinfo
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        function = getattr(item, "function", None)
-        if function is not None and inspect.iscoroutinefunction(function):
-            item.add_marker(pytest.mark.anyio)
 
 
 @pytest.fixture

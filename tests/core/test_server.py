@@ -24,7 +24,8 @@ from atelier_core.testing import make_mask
 
 pytestmark = pytest.mark.anyio
 
-TOOLS = {"generate_image", "edit_image", "list_available_models", "get_jobs", "cancel_job"}
+TOOLS = {"generate_image", "edit_image", "list_available_models", "get_jobs", "cancel_job",
+         "edit_session", "get_usage"}
 
 
 class Broken:

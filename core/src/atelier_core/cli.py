@@ -88,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--json", action="store_true", help="print the whole outcome as JSON")
 
     sub.add_parser("doctor", help="check settings, plugins and providers (spends nothing)")
+    usage = sub.add_parser("usage", help="spend by day, provider and model (from the ledger)")
+    usage.add_argument("--days", type=int, default=30, help="how many UTC days back (default 30)")
+    usage.add_argument("--json", action="store_true", help="print the report as JSON")
     demo = sub.add_parser("demo", help="run an offline end-to-end demo over stdio")
     demo.add_argument("--keep-quiet", action="store_true", help=argparse.SUPPRESS)
     return parser
@@ -115,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_one_off(settings, args, command))
         if command == "doctor":
             return asyncio.run(_doctor(settings))
+        if command == "usage":
+            return _usage(settings, args)
     except AtelierError as exc:
         print(f"atelier-mcp {command}: {exc}", file=sys.stderr)
         return 1
@@ -148,6 +153,32 @@ def _build(settings: Settings) -> Any:
     from .router import Atelier
 
     return Atelier.build(settings)
+
+
+# -- usage ---------------------------------------------------------------------------------
+
+
+def _usage(settings: Settings, args: argparse.Namespace) -> int:
+    from .cost import Ledger, usage_report
+    from .store import StateStore
+
+    report = usage_report(Ledger(StateStore.open(settings.resolved_data_dir)), days=max(1, args.days))
+    limits = settings.cost.model_dump(exclude={"prices"}, exclude_none=True)
+    if args.json:
+        print(json.dumps({**report, "limits": limits}, indent=2))
+        return 0
+    print(f"Spend since {report['since']} (UTC): ${report['total_usd']:.4f} on "
+          f"{report['images']} image(s) in {report['calls']} call(s)")
+    for title, rows in (("By day", report["by_day"]), ("By provider", report["by_provider"])):
+        print(f"{title}:")
+        for key, usd in rows.items():
+            print(f"  {key:<24} ${usd:.4f}")
+    print("By model:")
+    for model, row in report["by_model"].items():
+        print(f"  {model:<32} ${row['usd']:.4f}  {row['images']} image(s), {row['calls']} call(s)")
+    shown = {k: v for k, v in limits.items() if k != "allow_unpriced" or v}
+    print("Limits: " + (", ".join(f"{k}={v}" for k, v in shown.items()) or "none configured"))
+    return 0
 
 
 # -- serve ---------------------------------------------------------------------------------

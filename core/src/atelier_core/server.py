@@ -48,15 +48,17 @@ from mcp_types import (
     ToolAnnotations,
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import Field
+from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__
 from . import images as imaging
-from .errors import AtelierError, ConfigurationError, NotFoundError
+from .errors import AtelierError, ConfigurationError, InvalidParameterError, NotFoundError
 from .logging import add_secret, configure_logging, scrub
+from .cost import usage_report
 from .jobs import Job, JobManager, JobRun, JobState, Runner, iso_utc, validate_job_ids
 from .router import SAVING_FRACTION, SENT_FRACTION, Atelier, CallOutcome, ImageRecord
+from .sessions import SessionManager, SessionView
 from .settings import Settings
 from .spec import Operation
 from .storage import RESOURCE_PREFIX
@@ -275,10 +277,60 @@ async def render(outcome: CallOutcome, mode: ReturnImage, settings: Settings) ->
 # -- the tools ------------------------------------------------------------------------
 
 
+async def _approved(message: str) -> bool:
+    """A confirmation already given by the user (before the call became a job)."""
+    return True
+
+
+async def _ask_user(ctx: Context, message: str) -> bool | None:
+    """Ask the user to confirm through MCP elicitation; None when the client cannot ask."""
+    caps = ctx.client_capabilities
+    if caps is None or caps.elicitation is None:
+        return None
+    answer = await ctx.elicit(message, _Confirmation)
+    return answer.action == "accept" and bool(getattr(answer.data, "confirm", False))
+
+
+def _live_confirm(ctx: Context) -> Callable[[str], Awaitable[bool]] | None:
+    """A confirm callback for calls made within this request (None if the client cannot ask)."""
+    caps = ctx.client_capabilities
+    if caps is None or caps.elicitation is None:
+        return None
+
+    async def confirm(message: str) -> bool:
+        return bool(await _ask_user(ctx, message))
+
+    return confirm
+
+
+class _Confirmation(BaseModel):
+    confirm: bool = Field(description="Go ahead with this paid call?")
+
+
 @dataclass(slots=True)
 class _Tools:
     atelier: Atelier
     jobs: JobManager | None = None
+    sessions: SessionManager | None = None
+
+    async def _confirm_spend(self, ctx: Context, call: ImageCall, operation: Operation) -> bool:
+        """Ask first when the quote is above cost.ask_above_usd; raise if the user says no.
+
+        Returns True when the user confirmed (the call may then run unattended, e.g. as a
+        job). Hard limits are enforced again by the router when the call is sent.
+        """
+        atelier = self.atelier
+        if atelier.settings.cost.ask_above_usd is None:
+            return False
+        prepared = await atelier.prepare(call, operation)
+        if atelier.spend.check(prepared.quote, prepared.entry.canonical_id) != "ask":
+            return False
+        message = (f"Generate {prepared.request.n} image(s) with {prepared.entry.canonical_id} "
+                   f"for an estimated ${prepared.quote.estimate_usd or 0:.4f}?")
+        answer = await _ask_user(ctx, message)
+        if not answer:
+            raise atelier.spend.ask_refusal(prepared.quote, asked=answer is not None)
+        return True
 
     async def _run(self, ctx: Context, call_args: dict[str, Any], operation: Operation,
                    filename: str | None, overwrite: bool, return_image: ReturnImage | None,
@@ -291,13 +343,14 @@ class _Tools:
 
         try:
             call = ImageCall(**{k: v for k, v in call_args.items() if v is not None})
+            confirmed = False if dry_run else await self._confirm_spend(ctx, call, operation)
             if self.jobs is not None and not dry_run:
                 # Through the job machinery: a long call is handed off, never re-sent.
                 return await self._run_job(call, operation, filename, overwrite, mode, as_job,
-                                           progress)
+                                           progress, confirmed)
             outcome = await self.atelier.execute(
                 call, operation, filename=filename, overwrite=overwrite, progress=progress,
-                dry_run=dry_run,
+                dry_run=dry_run, confirm=_approved if confirmed else None,
             )
         except AtelierError as exc:
             log.info("tool call refused", operation=operation.value, code=exc.code)
@@ -372,10 +425,12 @@ class _Tools:
 
     async def _run_job(self, call: ImageCall, operation: Operation, filename: str | None,
                        overwrite: bool, mode: ReturnImage, as_job: bool,
-                       progress: Callable[[float | None, str], Awaitable[None]]) -> CallToolResult:
+                       progress: Callable[[float | None, str], Awaitable[None]],
+                       confirmed: bool = False) -> CallToolResult:
         assert self.jobs is not None
         request = {"call": call.model_dump(mode="json", exclude_defaults=True),
-                   "filename": filename, "overwrite": overwrite, "return_image": mode}
+                   "filename": filename, "overwrite": overwrite, "return_image": mode,
+                   "confirmed": confirmed}
         slot = _task_slot.get()
         if as_job or slot is not None:
             # Refuse a bad call now, before a job exists; the job validates again when it runs.
@@ -464,6 +519,97 @@ class _Tools:
         return CallToolResult(content=[TextContent(type="text", text=f"{job_id}: {message}")],
                               structured_content={**job.summary(), "message": message})
 
+    # -- edit sessions ------------------------------------------------------------------
+
+    async def edit_session(
+        self,
+        ctx: Context,
+        action: Annotated[Literal["start", "continue", "history", "list", "end"], Field(description=_SESSION_ACTION_DOC)],
+        session_id: str | None = None,
+        prompt: str | None = None,
+        image: Annotated[str | None, Field(description="start from this image instead of a prompt")] = None,
+        from_turn: Annotated[int | None, Field(description="continue from this turn (branch); default the latest")] = None,
+        model: Annotated[str | None, Field(description="switch model (any that can edit)")] = None,
+        images: Annotated[list[str] | None, Field(description="extra reference images")] = None,
+        mask: str | None = None,
+        size: str | None = None,
+        quality: str | None = None,
+        output_format: str | None = None,
+        options: dict[str, Any] | None = None,
+        return_image: ReturnImage | None = None,
+    ) -> CallToolResult:
+        sessions = self.sessions
+        if sessions is None:
+            raise ToolError("edit sessions are not enabled on this server")
+        settings = self.atelier.settings
+        mode: ReturnImage = return_image or settings.preview.default
+        call = ImageCall(**{k: v for k, v in dict(
+            model=model, prompt=prompt, images=images or [], mask=mask, size=size,
+            quality=quality, output_format=output_format, options=options or {},
+        ).items() if v is not None})
+        try:
+            if action in ("continue", "history", "end") and not session_id:
+                raise InvalidParameterError("session_id", None, f"is required for action={action}",
+                                            fix="pass the session_id returned by action=start")
+            if action == "list":
+                views = sessions.list(include_ended=True, limit=20)
+                lines = [_session_line(v) for v in views] or ["No sessions yet."]
+                return CallToolResult(content=[TextContent(type="text", text="\n".join(lines))],
+                                      structured_content={"sessions": [v.summary() for v in views]})
+            if action == "history":
+                assert session_id is not None
+                return await _history(sessions.get(session_id), settings)
+            if action == "end":
+                assert session_id is not None
+                view = sessions.end(session_id)
+                text = f"{_session_line(view)}. Its files stay in the output directory."
+                return CallToolResult(content=[TextContent(type="text", text=text)],
+                                      structured_content={"session": view.summary()})
+            confirm = _live_confirm(ctx)  # sessions run in this request: ask when needed
+            if action == "start":
+                view, outcome = await sessions.start(prompt=prompt, image=image, call=call, confirm=confirm)
+            else:
+                assert session_id is not None
+                view, outcome = await sessions.continue_(session_id, call=call, from_turn=from_turn,
+                                                         confirm=confirm)
+        except AtelierError as exc:
+            raise ToolError(str(exc)) from None
+        head = view.turns[view.head] if view.head is not None else None
+        line = (f"Session {view.id}: turn {head.turn if head else 0}"
+                + (f" (from turn {head.parent})" if head and head.parent is not None else "")
+                + f"; continue with edit_session(action=\"continue\", session_id=\"{view.id}\", prompt=...).")
+        if outcome is None:  # started from an existing image: nothing generated yet
+            assert head is not None
+            return CallToolResult(
+                content=[TextContent(type="text", text=line + f" Turn 0 is {head.image_path}."),
+                         ResourceLink(type="resource_link", uri=head.resource_uri or "", name=Path(head.image_path).name)],
+                structured_content={"session": view.summary(), "turn": head.summary()})
+        rendered = await render(outcome, mode, settings)
+        rendered.content.insert(0, TextContent(type="text", text=line))
+        rendered.structured_content = {"session": view.summary(), "turn": head.summary() if head else None,
+                                       "outcome": rendered.structured_content}
+        return rendered
+
+    # -- cost ---------------------------------------------------------------------------
+
+    async def get_usage(
+        self, days: Annotated[int, Field(ge=1, le=366, description="Days back (UTC).")] = 30,
+    ) -> CallToolResult:
+        atelier = self.atelier
+        report = await asyncio.to_thread(usage_report, atelier.ledger, days=days)
+        limits = atelier.settings.cost.model_dump(exclude={"prices"}, exclude_none=True)
+        report["limits"] = limits
+        report["spent_this_run_usd"] = round(await asyncio.to_thread(
+            atelier.ledger.spent, run_id=atelier.spend.run_id), 6)
+        lines = [f"Spent ${report['total_usd']:.4f} on {report['images']} image(s) in "
+                 f"{report['calls']} call(s) over the last {days} day(s) (estimates where the "
+                 "provider reports no cost)."]
+        lines += [f"  {model}: ${v['usd']:.4f}, {v['images']} image(s)" for model, v in report["by_model"].items()]
+        if limits:
+            lines.append("Limits: " + ", ".join(f"{k}={v}" for k, v in limits.items()))
+        return CallToolResult(content=[TextContent(type="text", text="\n".join(lines))],
+                              structured_content=report)
+
     async def list_available_models(
         self,
         provider: Annotated[str | None, Field(description="Only this provider.")] = None,
@@ -479,6 +625,7 @@ class _Tools:
                 " Details in structured content.")
         if "plugin_problems" in data:
             text += " Some plugins failed to load (see plugin_problems)."
+
         return CallToolResult(
             content=[TextContent(type="text", text=text + "\n" + json.dumps(data, separators=(",", ":")))],
             structured_content=data,
@@ -509,8 +656,50 @@ _LIST_DOC = (
 )
 
 
-def _tools(atelier: Atelier, jobs: JobManager | None = None) -> list[Tool]:
-    tools = _Tools(atelier, jobs)
+_SESSION_DOC = (
+    "Multi-turn editing with any model that can edit, kept across restarts. start (prompt, or "
+    "image) then continue with short prompts: each turn edits the latest output, or from_turn "
+    "to branch. Also history, list, end. Defaults (size, quality, format) carry over."
+)
+_SESSION_ACTION_DOC = "start | continue | history | list | end"
+_USAGE_DOC = "Spend so far (USD) by day, provider and model, and the configured limits."
+
+
+def _session_line(view: SessionView) -> str:
+    state = view.status if view.status == "open" else f"ended ({view.ended_reason})"
+    model = view.defaults.get("model", "?")
+    return f"{view.id}: {state}, {len(view.turns)} turn(s), model {model}"
+
+
+async def _history(view: SessionView, settings: Settings) -> CallToolResult:
+    """Each turn: prompt, model, parameters, resource link and (within budget) a thumbnail."""
+    content: list[Any] = [TextContent(type="text", text=_session_line(view))]
+    budget = settings.preview.max_full_inline_bytes
+    for turn in reversed(view.turns):  # newest first: the budget favours recent turns
+        text = (f"turn {turn.turn}" + (f" (from {turn.parent})" if turn.parent is not None else "")
+                + f": {turn.operation} {turn.model or ''} {turn.prompt or ''}".rstrip())
+        content.append(TextContent(type="text", text=text))
+        if budget > 0 and Path(turn.image_path).is_file():
+            try:
+                thumb = await asyncio.to_thread(
+                    imaging.make_preview, Path(turn.image_path).read_bytes(),
+                    max_edge=min(256, settings.preview.max_edge), max_bytes=30_000, fmt=settings.preview.format)
+                encoded = base64.b64encode(thumb.data).decode()
+                if len(encoded) <= budget:
+                    budget -= len(encoded)
+                    content.append(ImageContent(type="image", data=encoded, mime_type=thumb.mime_type))
+            except AtelierError:
+                content.append(TextContent(type="text", text=f"(no preview: {turn.image_path} unreadable)"))
+        if turn.resource_uri:
+            content.append(ResourceLink(type="resource_link", uri=turn.resource_uri,
+                                        name=Path(turn.image_path).name))
+    return CallToolResult(content=content, structured_content={
+        "session": view.summary(), "turns": [t.summary() for t in view.turns]})
+
+
+def _tools(atelier: Atelier, jobs: JobManager | None = None,
+           sessions: SessionManager | None = None) -> list[Tool]:
+    tools = _Tools(atelier, jobs, sessions)
     writes = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
                              open_world_hint=True)
     return [
@@ -533,6 +722,13 @@ def _tools(atelier: Atelier, jobs: JobManager | None = None) -> list[Tool]:
                                                      destructive_hint=True, idempotent_hint=True,
                                                      open_world_hint=False)),
         ]),
+        *([] if sessions is None else [
+            compact_tool(tools.edit_session, name="edit_session", description=_SESSION_DOC,
+                         annotations=ToolAnnotations(title="Edit session", **_hints(writes))),
+        ]),
+        compact_tool(tools.get_usage, name="get_usage", description=_USAGE_DOC,
+                     annotations=ToolAnnotations(title="Usage and spend", read_only_hint=True,
+                                                 open_world_hint=False)),
     ]
 
 
@@ -573,6 +769,7 @@ def job_runner(atelier: Atelier) -> Runner:
             ImageCall.model_validate(stored["call"]), Operation(job.operation),
             filename=stored.get("filename"), overwrite=bool(stored.get("overwrite")),
             progress=progress, partial=job.partial,
+            confirm=_approved if stored.get("confirmed") else None,
         )
 
     return run
@@ -744,6 +941,7 @@ def build_server(atelier: Atelier, *, configure_logs: bool = True) -> MCPServer[
         add_secret(secret)  # results are scrubbed even when logging is configured elsewhere
 
     jobs = build_jobs(atelier)
+    sessions = SessionManager(atelier)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[Atelier]) -> AsyncIterator[Atelier]:
@@ -759,8 +957,8 @@ def build_server(atelier: Atelier, *, configure_logs: bool = True) -> MCPServer[
         title="Atelier",
         version=__version__,
         instructions=INSTRUCTIONS,
-        tools=_tools(atelier, jobs),
-        extensions=[TasksExtension(_Tools(atelier, jobs))],
+        tools=_tools(atelier, jobs, sessions),
+        extensions=[TasksExtension(_Tools(atelier, jobs, sessions))],
         lifespan=lifespan,
         log_level=atelier.settings.logging.level,
     )
