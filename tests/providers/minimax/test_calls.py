@@ -401,3 +401,14 @@ async def test_key_is_not_logged(upstream: FakeUpstream, provider: MiniMaxProvid
     assert KEY not in repr(logs)
     captured = capsys.readouterr()
     assert KEY not in captured.out + captured.err
+
+
+async def test_an_oversized_answer_is_refused(upstream: FakeUpstream, provider: MiniMaxProvider,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import atelier_minimax.client
+
+    monkeypatch.setattr(atelier_minimax.client, "MAX_ANSWER_BYTES", 1024)
+    upstream.reply("POST", PATH, json=answer([jpeg(64, 64, i) for i in range(3)]), headers={"Trace-Id": "big"})
+    with pytest.raises(UpstreamProtocolError) as caught:
+        await provider.run(validated(provider, n=3), context())
+    assert "exceeds" in str(caught.value) and caught.value.request_id == "big"

@@ -35,7 +35,7 @@ def test_region_cn_selects_the_mainland_host(monkeypatch: pytest.MonkeyPatch) ->
 @pytest.mark.parametrize(("given", "host"), [("china", "cn"), ("Mainland", "cn"), ("international", "global"),
                                               ("GLOBAL", "global"), ("intl", "global")])
 def test_region_spellings(given: str, host: str) -> None:
-    assert resolve_base_url(MiniMaxSettings(region=given)) == HOSTS[host]  # type: ignore[arg-type]
+    assert resolve_base_url(MiniMaxSettings(region=given)) == HOSTS[host]
 
 
 def test_unknown_region_is_refused_at_load(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,7 +128,7 @@ def test_configure_accepts_plain_provider_settings() -> None:
     from atelier_core import ProviderSettings
 
     provider = MiniMaxProvider()
-    provider.configure(ProviderSettings(api_key="k", requests_per_minute=4))  # type: ignore[arg-type]
+    provider.configure(ProviderSettings(api_key="k", requests_per_minute=4))
     assert isinstance(provider.settings, MiniMaxSettings)
     assert provider.settings.requests_per_minute == 4
     assert provider.base_url == HOSTS["global"]

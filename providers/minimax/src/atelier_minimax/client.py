@@ -128,7 +128,7 @@ class MiniMaxClient:
                 size += len(chunk)
                 if size > MAX_ANSWER_BYTES:
                     raise UpstreamProtocolError(
-                        f"MiniMax's answer exceeds {MAX_ANSWER_BYTES // (1024 * 1024)} MB; refused",
+                        f"MiniMax's answer exceeds {MAX_ANSWER_BYTES:,} bytes; refused",
                         fix="ask for fewer images per call",
                         provider=PROVIDER,
                         request_id=trace,

@@ -441,7 +441,8 @@ def parse_answer(
                 rate_limit_wait_s=rate_limit_wait_s,
             )
 
-    metadata = payload.get("metadata") if isinstance(payload.get("metadata"), dict) else {}
+    raw_metadata = payload.get("metadata")
+    metadata: dict[str, Any] = raw_metadata if isinstance(raw_metadata, dict) else {}
     success_count = _int_or_none(metadata.get("success_count"))
     failed_count = _int_or_none(metadata.get("failed_count"))
     counts = f"success_count {success_count}, failed_count {failed_count}"
