@@ -111,7 +111,7 @@ def test_a_corrupt_file_is_moved_aside_and_a_fresh_database_started(tmp_path: Pa
 
 def test_other_modules_keep_their_tables_in_the_same_file(tmp_path: Path) -> None:
     store = StateStore.open(tmp_path)
-    ledger = Ledger(store.connect)
+    ledger = Ledger(store)
     entry = LedgerEntry(
         at=1.0, day="2026-11-21", run_id="r", provider="p", model="p/m", operation="generate",
         images=1, estimate_usd=0.04, cost_usd=0.05, status="billed",
