@@ -34,13 +34,12 @@ def route(operation: str) -> str:
 class ImagesServer:
     """Answers /images/* like the DALL·E API: n images of the requested size.
 
-    ``mode`` is ``b64_json`` or ``url`` (served from ``/files/<n>.png`` on the same
-    server, and downloaded from there); ``revised`` adds a revised prompt.
+    It answers in the ``response_format`` asked for (``url`` when none, as the API did):
+    URLs point at ``/files/<n>.png`` on the same server. ``revised`` adds a revised prompt.
     """
 
     def __init__(self, upstream: FakeUpstream) -> None:
         self.up = upstream
-        self.mode = "auto"  # answer in the response_format asked for (default url, as the API)
         self.revised: str | None = None
         self.files: dict[str, bytes] = {}
         for operation in ("generations", "edits", "variations"):
@@ -61,7 +60,7 @@ class ImagesServer:
         size = str(params.get("size") or "1024x1024")
         width, height = (int(v) for v in size.split("x"))
         n = int(params.get("n") or 1)
-        mode = self.mode if self.mode != "auto" else str(params.get("response_format") or "url")
+        mode = str(params.get("response_format") or "url")
         data = []
         for index in range(n):
             image = picture(width, height, index)

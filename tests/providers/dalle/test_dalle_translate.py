@@ -384,6 +384,13 @@ def test_missing_model_messages() -> None:
     assert "Azure deployment 'dalle3-prod'" in str(azure) and "deployments" in str(azure)
     route = map_status(_status(404, {"message": "Not Found"}), TARGET)
     assert route.code == "endpoint_not_found"
+    deprecated = map_status(_status(400, {"message": "The model dall-e-2 has been deprecated"}),
+                            dataclasses.replace(TARGET, is_openai_api=True))
+    assert isinstance(deprecated, RetiredModelError)
+    localai = map_status(_status(500, {"message": "model stablediffusion not found"}), TARGET)
+    assert localai.code == "model_not_found" and not localai.retryable
+    assert isinstance(map_status(_status(500, {"message": "could not load model: OOM"}), TARGET),
+                      UpstreamUnavailableError)
 
 
 @pytest.mark.parametrize(
@@ -441,3 +448,23 @@ def test_docs_toml_examples_load(tmp_path: Any, monkeypatch: pytest.MonkeyPatch)
         available = sorted(e.canonical_id for e in registry.entries() if e.unavailable_reason() is None)
         loaded.append(available)
     assert loaded == [["dalle/flux-schnell", "dalle/stablediffusion"], ["dalle/dall-e-3"]]
+
+
+def test_extra_model_declared_in_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ATELIER_PROVIDERS__DALLE__BASE_URL", "http://127.0.0.1:8080/v1")
+    monkeypatch.setenv("ATELIER_PROVIDERS__DALLE__NEEDS_KEY", "false")
+    monkeypatch.setenv("ATELIER_PROVIDERS__DALLE__BUILTIN_MODELS", "[]")
+    monkeypatch.setenv("ATELIER_PROVIDERS__DALLE__MODELS__SD__SIZES", "256x256, 512x512")
+    monkeypatch.setenv("ATELIER_PROVIDERS__DALLE__MODELS__SD__N_MAX", "3")
+    monkeypatch.setenv("ATELIER_PROVIDERS__DALLE__MODELS__SD__OPERATIONS", "generate,variation")
+    monkeypatch.setenv("ATELIER_PROVIDERS__DALLE__DEPLOYMENTS__SD", "sd-v1.5")
+    monkeypatch.setenv("ATELIER_PROVIDERS__DALLE__DOWNLOAD_HOSTS", '["cdn.local", "img.local"]')
+    registry = build_test_registry([atelier_dalle], settings=Settings())
+    entry = registry.resolve("dalle/sd")
+    assert entry.unavailable_reason() is None and list(registry.models) == ["dalle/sd"]
+    assert entry.spec.sizes.presets == ("256x256", "512x512") and entry.spec.n_max == 3
+    assert entry.spec.operations == {Operation.GENERATE, Operation.VARIATION}
+    provider = registry.providers["dalle"]
+    assert isinstance(provider, DalleProvider)
+    assert provider._upstream_name("sd", provider._wire("sd")) == "sd-v1.5"
+    assert provider._download_hosts() == ["127.0.0.1", "cdn.local", "img.local"]

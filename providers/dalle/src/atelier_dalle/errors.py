@@ -31,6 +31,7 @@ from .translate import is_safety
 __all__ = ["Target", "map_status", "model_missing", "parse_retry_after", "timeout_error", "unreachable"]
 
 PROVIDER = "dalle"
+_MISSING_CODES = {"model_not_found", "DeploymentNotFound"}
 GPT_IMAGE_REPLACEMENT = "openai/gpt-image-2"
 
 
@@ -137,10 +138,18 @@ def map_status(exc: Any, target: Target) -> AtelierError:
             fix=f"set {variables} to a key valid for {target.server}",
             **common,
         )
-    if status == 404 or code in {"model_not_found", "DeploymentNotFound"}:
-        if code in {"model_not_found", "DeploymentNotFound"} or "model" in message.lower() or (
-            "deployment" in message.lower()
-        ):
+    lowered = message.lower()
+    if target.is_openai_api and target.retired_by_openai and status in (400, 404) and (
+        code == "model_not_found" or any(w in lowered for w in ("deprecated", "retired", "does not exist"))
+    ):
+        return model_missing(target, said, request_id)
+    if code in _MISSING_CODES or (status >= 500 and "model" in lowered and any(
+        w in lowered for w in ("not found", "does not exist", "no such model")
+    )):
+        # Some self-hosted servers answer an unknown model with a 500; retrying cannot help.
+        return model_missing(target, said, request_id)
+    if status == 404:
+        if "model" in lowered or "deployment" in lowered:
             return model_missing(target, said, request_id)
         return UpstreamError(
             f"{target.model}: {target.server} has no such endpoint ({said}); the server may not "

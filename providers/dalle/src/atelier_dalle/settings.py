@@ -7,11 +7,12 @@ self-hosted server or an Azure resource gets its own.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from atelier_core import ProviderSettings
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 
 __all__ = ["DalleSettings", "ResponseFormat", "OPENAI_API_HOST"]
 
@@ -62,6 +63,20 @@ class DalleSettings(ProviderSettings):
     azure_api_key: SecretStr | None = Field(
         None, validation_alias=_alias("azure_api_key", "AZURE_OPENAI_API_KEY")
     )
+
+    @field_validator("builtin_models", "download_hosts", "deployments", "models", mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        # The core hands variables over as text: accept JSON, and "a, b" for lists.
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text[:1] in "[{":
+            try:
+                return json.loads(text)
+            except ValueError:
+                return value  # pydantic then names the field and the problem
+        return [part for part in text.replace(",", " ").split() if part]
 
     @property
     def azure(self) -> bool:
