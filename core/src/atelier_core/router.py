@@ -32,10 +32,12 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import images as imaging
+from .cost import Ledger, Quote, SpendGuard, apply_price_override
 from .errors import (
     AtelierError,
     AuthenticationError,
     ConfigurationError,
+    InputImageError,
     InvalidParameterError,
     OutputPathError,
     QuotaExceededError,
@@ -49,7 +51,6 @@ from .errors import (
     UpstreamUnavailableError,
     shorten,
 )
-from .cost import Ledger, Quote, SpendGuard, apply_price_override
 from .fetch import SafeFetcher
 from .inputs import InputIntake
 from .limits import LimiterPool, RetryPolicy, Sleep, call_with_retries
@@ -267,7 +268,7 @@ class Atelier:
                 if hasattr(value, "get_secret_value"):
                     add_secret(value)  # masked wherever errors and log lines go
         storage = settings.storage
-        store = OutputStore(settings.output_dir)
+        store = OutputStore(settings.output_dir, file_mode=storage.file_mode)
         fetcher = SafeFetcher(timeout_s=storage.remote_timeout_s, max_bytes=storage.remote_max_bytes)
         intake = InputIntake(
             roots=[settings.output_dir, *storage.input_dirs],
@@ -533,7 +534,14 @@ class Atelier:
         return outcome
 
     async def _download(self, url: str, allowed_hosts: Sequence[str]) -> bytes:
-        return await self.fetcher.fetch(url, allowed_hosts=list(allowed_hosts), parameter="provider image URL")
+        """Fetch an image URL a provider returned (its host only, size and time capped)."""
+        try:
+            return await self.fetcher.fetch(url, allowed_hosts=list(allowed_hosts), parameter="provider image URL")
+        except InputImageError as exc:  # the provider's answer is at fault, not the caller
+            raise UpstreamProtocolError(
+                f"could not download the image the provider returned: {exc.message}",
+                code=exc.code, fix=exc.fix,
+            ) from None
 
     async def _collect(
         self,

@@ -946,10 +946,13 @@ def build_server(atelier: Atelier, *, configure_logs: bool = True) -> MCPServer[
     @asynccontextmanager
     async def lifespan(_: MCPServer[Atelier]) -> AsyncIterator[Atelier]:
         log.debug("server session starting", models=len(atelier.registry.models))
+        # Temp files a crash left behind: swept off the event loop, never blocking start-up.
+        sweep = asyncio.get_running_loop().run_in_executor(None, atelier.store.sweep_temp)
         try:
             async with jobs.running():  # background jobs live as long as the server
                 yield atelier
         finally:
+            await sweep
             await atelier.aclose()
 
     server: MCPServer[Atelier] = MCPServer(
