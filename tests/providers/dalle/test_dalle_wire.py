@@ -150,16 +150,17 @@ async def test_configured_extra_model_on_the_wire(server: ImagesServer, provider
     provider = provider_for(models={"sd": {
         "upstream_model": "stablediffusion", "sizes": ["512x512"], "n_max": 2,
         "response_format": "url", "extra_body": {"step": 25}, "operations": "generate edit",
+        "qualities": ["fast", "fine"], "default_quality": "fast",
     }})
     result = await provider.run(_request(provider, "sd", prompt="a fox", n=2), fetching_context(server.up))
     body = server.up.requests[0].json()
     assert body == {"model": "stablediffusion", "prompt": "a fox", "n": 2, "size": "512x512",
-                    "response_format": "url", "step": 25}
+                    "response_format": "url", "quality": "fast", "step": 25}
     assert len(result.images) == 2 and result.applied == {"upstream_model": "stablediffusion"}
-    edit = _request(provider, "sd", Operation.EDIT, [_input(64)], None, prompt="hat")
+    edit = _request(provider, "sd", Operation.EDIT, [_input(64)], None, prompt="hat", quality="fine")
     await provider.run(edit, fetching_context(server.up))
     form = fields(server.up.requests_to("/edits$")[0])
-    assert form["model"] == "stablediffusion" and form["step"] == "25"
+    assert (form["model"], form["step"], form["quality"]) == ("stablediffusion", "25", "fine")
     await provider.aclose()
 
 

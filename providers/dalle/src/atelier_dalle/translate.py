@@ -48,11 +48,12 @@ def request_kwargs(
         kwargs["size"] = request.size
     if response_format != "omit":
         kwargs["response_format"] = response_format
-    if request.operation is Operation.GENERATE:
-        if wire.send_quality and request.quality:
-            kwargs["quality"] = request.quality
-        if wire.send_style and request.style:
-            kwargs["style"] = request.style
+    # The API takes quality on generations and edits, style on generations only; the
+    # variations endpoint takes neither.
+    if wire.send_quality and request.quality and request.operation is not Operation.VARIATION:
+        kwargs["quality"] = request.quality
+    if wire.send_style and request.style and request.operation is Operation.GENERATE:
+        kwargs["style"] = request.style
     if wire.send_output_format and request.output_format:
         kwargs["output_format"] = request.output_format
     if wire.extra_body:
