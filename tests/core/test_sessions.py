@@ -156,3 +156,18 @@ async def test_clear_errors(tmp_path: Path) -> None:
         await sessions.continue_(view.id, call=ImageCall(prompt="x"))
     assert ended.value.code == "session_ended"
     await atelier.aclose()
+
+
+async def test_concurrent_turns_on_one_session_are_serialised(tmp_path: Path) -> None:
+    import asyncio
+
+    atelier = _atelier(tmp_path)
+    sessions = SessionManager(atelier)
+    view, _ = await sessions.start(prompt="p", image=None, call=ImageCall(model="placeholder", size="256x256"))
+    await asyncio.gather(
+        sessions.continue_(view.id, call=ImageCall(prompt="one")),
+        sessions.continue_(view.id, call=ImageCall(prompt="two")),
+    )
+    turns = sessions.get(view.id).turns
+    assert [t.parent for t in turns] == [None, 0, 1]  # the second built on the first: no lost update
+    await atelier.aclose()
