@@ -115,3 +115,59 @@ def test_a_misspelled_key_in_a_section_is_refused(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("ATELIER_CONFIG", str(config))
     with pytest.raises(ValidationError, match="output_dirr"):
         Settings()
+
+
+# -- the documented example stays complete and valid ---------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "config" / "atelier.example.toml"
+
+
+def _documented_keys(text: str) -> set[str]:
+    """Every ``key =`` in the example, commented out or not."""
+    keys = set()
+    for line in text.splitlines():
+        stripped = line.lstrip("# ").strip()
+        if "=" in stripped and not stripped.startswith("["):
+            keys.add(stripped.split("=", 1)[0].strip().strip('"'))
+    return keys
+
+
+def test_example_config_documents_every_core_setting() -> None:
+    keys = _documented_keys(EXAMPLE.read_text())
+    text = EXAMPLE.read_text()
+    for name, field in Settings.model_fields.items():
+        if name == "providers":
+            continue
+        annotation = field.annotation
+        if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+            assert f"[{name}]" in text, f"section [{name}] missing from {EXAMPLE.name}"
+            missing = set(annotation.model_fields) - keys
+            assert not missing, f"[{name}] settings missing from {EXAMPLE.name}: {sorted(missing)}"
+        else:
+            assert name in keys, f"{name} missing from {EXAMPLE.name}"
+
+
+def test_example_config_documents_every_provider_setting() -> None:
+    from atelier_core.provider import ProviderSettings
+    from atelier_core.registry import build_registry
+
+    keys = _documented_keys(EXAMPLE.read_text())
+    text = EXAMPLE.read_text()
+    assert not set(ProviderSettings.model_fields) - keys
+    registry = build_registry(Settings())
+    for name, provider in registry.providers.items():
+        assert f"[providers.{name}]" in text, f"[providers.{name}] missing from {EXAMPLE.name}"
+        missing = set(provider.settings_class.model_fields) - keys
+        assert not missing, f"providers.{name} settings missing from {EXAMPLE.name}: {sorted(missing)}"
+
+
+def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    from atelier_core.registry import build_registry
+
+    monkeypatch.setenv("ATELIER_CONFIG", str(EXAMPLE))
+    settings = Settings()
+    registry = build_registry(settings)
+    failed = [r for r in registry.plugins if r.status == "failed" and "settings" in (r.error or "")]
+    assert failed == []
+    assert settings.preview.max_edge == 512 and settings.http.host == "127.0.0.1"
