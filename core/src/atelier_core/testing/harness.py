@@ -91,10 +91,22 @@ def plugin_pairs(plugins: Iterable[PluginLike]) -> list[tuple[str, object]]:
 
 
 def build_test_registry(
-    plugins: Iterable[PluginLike] = (), *, settings: Settings | None = None, **overrides: Any
+    plugins: Iterable[PluginLike] = (),
+    *,
+    settings: Settings | None = None,
+    plugin_settings: Mapping[str, Any] | None = None,
+    **overrides: Any,
 ) -> Registry:
-    """A registry holding exactly ``plugins`` (no entry points)."""
-    settings = settings or isolated_settings(**overrides)
+    """A registry holding exactly ``plugins`` (no entry points).
+
+    ``overrides`` are settings (see :func:`isolated_settings`); the ``[plugins]`` section
+    goes in ``plugin_settings`` (e.g. ``{"strict": True, "trace": True}``) because
+    ``plugins`` names the plugins themselves.
+    """
+    if settings is None:
+        if plugin_settings is not None:
+            overrides["plugins"] = dict(plugin_settings)
+        settings = isolated_settings(**overrides)
     return build_registry(settings, plugins=plugin_pairs(plugins), entry_points=False)
 
 
@@ -103,15 +115,19 @@ def build_test_atelier(
     plugins: Iterable[PluginLike] = (),
     *,
     entry_points: bool = False,
+    plugin_settings: Mapping[str, Any] | None = None,
     **overrides: Any,
 ) -> Atelier:
     """The full service with exactly ``plugins``, its files under ``tmp_path``.
 
-    ``overrides`` are settings (see :func:`isolated_settings`). ``entry_points=True`` also
-    loads installed plugins, as the real server does.
+    ``overrides`` are settings (see :func:`isolated_settings`); the ``[plugins]`` section
+    goes in ``plugin_settings``. ``entry_points=True`` also loads installed plugins, as
+    the real server does.
     """
     from ..router import Atelier
 
+    if plugin_settings is not None:
+        overrides["plugins"] = dict(plugin_settings)
     settings = isolated_settings(tmp_path, **overrides)
     return Atelier.build(settings, plugins=plugin_pairs(plugins), entry_points=entry_points)
 
