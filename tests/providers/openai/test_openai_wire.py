@@ -198,9 +198,10 @@ async def test_stream_error_event_is_mapped(upstream: FakeUpstream, make_registr
 
     upstream.reply("POST", GEN, sse=[{"type": "error", "error": {
         "code": "moderation_blocked", "message": "Your request was rejected by the safety system.",
-        "type": "image_generation_user_error"}}])
-    with pytest.raises(SafetyRefusalError, match="safety system"):
+        "type": "image_generation_user_error"}}], headers={"x-request-id": "req_sse"})
+    with pytest.raises(SafetyRefusalError, match="safety system") as caught:
         await run(make_registry().resolve("gpt-image-2"), options={"partial_images": 1})
+    assert caught.value.request_id == "req_sse" and not caught.value.retryable
 
 
 async def test_settings_default_turns_streaming_on(upstream: FakeUpstream, make_registry: RegistryFactory) -> None:

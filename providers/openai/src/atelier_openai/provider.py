@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import structlog
 
 from atelier_core import (
+    AtelierError,
     CallContext,
     ImageRequest,
     InvalidParameterError,
@@ -244,6 +245,11 @@ class OpenAIProvider(Provider):
                     finals.append(event)
                     usage = getattr(event, "usage", None)
                     applied = translate.applied_from(event)
+        except Exception as exc:
+            error = self._mapped(exc, request)  # an error event, or the stream broke off
+            if isinstance(error, AtelierError) and error.request_id is None:
+                error.request_id = request_id
+            raise error from None
         finally:
             await stream.close()
         if not finals:
