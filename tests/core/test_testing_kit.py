@@ -32,8 +32,10 @@ from atelier_core.testing import (
     FakeProvider,
     Outcome,
     ProviderContract,
+    build_test_atelier,
     build_test_registry,
     configured,
+    connect,
     fake_spec,
     isolated_settings,
     make_image,
@@ -506,3 +508,59 @@ def test_contract_leaves_out_refusal_check_when_disabled() -> None:
 
     assert NoRefusals.test_refusal_raises_safety_refusal_error is None
     assert callable(ProviderContract.test_refusal_raises_safety_refusal_error)
+
+
+# -- the service and an MCP client ----------------------------------------------------------
+
+
+async def test_build_test_atelier_runs_calls_through_the_fake(tmp_path: Path) -> None:
+    from atelier_core.types import ImageCall
+
+    fake = FakeProvider().script(Outcome(error=RateLimitedError("busy", retry_after_s=0.01)))
+    atelier = build_test_atelier(tmp_path, [fake, atelier_placeholder_module()])
+    try:
+        assert set(atelier.registry.providers) == {"fake", "placeholder"}
+        outcome = await atelier.execute(ImageCall(model="fake/fake-image", prompt="a fox", size="512x512"), Operation.GENERATE)
+    finally:
+        await atelier.aclose()
+    assert len(fake.calls) == 2  # the rate-limited call was retried by the core
+    (image,) = outcome.images
+    assert Path(image.path).is_relative_to(tmp_path / "images")
+    assert read_image(Path(image.path).read_bytes()).size == "512x512"
+    assert fake.closed == 1
+
+
+async def test_build_test_atelier_plugin_settings(tmp_path: Path) -> None:
+    class Broken:
+        @hookimpl
+        def register_providers(self, register: Callable[[Provider], None]) -> None:
+            raise RuntimeError("boom")
+
+    from atelier_core import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="boom"):
+        build_test_atelier(tmp_path, [("broken", Broken())], plugin_settings={"strict": True})
+    lenient = build_test_atelier(tmp_path, [("broken", Broken()), FakeProvider()])
+    assert [p.status for p in lenient.registry.plugins] == ["failed", "loaded"]
+    await lenient.aclose()
+
+
+async def test_connect_gives_an_in_memory_mcp_client(tmp_path: Path) -> None:
+    fake = FakeProvider()
+    atelier = build_test_atelier(tmp_path, [fake])
+    async with connect(atelier) as client:
+        listed = await client.call_tool("list_available_models", {})
+        assert [m["id"] for m in listed.structured_content["models"]] == ["fake/fake-image"]
+        result = await client.call_tool("generate_image", {"prompt": "a fox", "model": "fake-image", "size": "256x256"})
+        assert not result.is_error, result.content
+        fake.script(Outcome(error=SafetyRefusalError("refused: not allowed", provider="fake")))
+        refused = await client.call_tool("generate_image", {"prompt": "a fox", "model": "fake-image"})
+        assert refused.is_error and "refused: not allowed" in refused.content[0].text
+    assert result.structured_content["images"][0]["width"] == 256
+    assert fake.closed >= 1  # the server's lifespan closed the service
+
+
+def atelier_placeholder_module() -> object:
+    import atelier_placeholder
+
+    return atelier_placeholder
