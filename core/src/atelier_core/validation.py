@@ -410,7 +410,8 @@ def _check_images(
         if images and rules is None:
             raise InvalidParameterError(
                 "images", f"{len(images)} image(s)", f"are not accepted by {name} when generating",
-                fix="use edit_image to work from an image, or remove images",
+                fix="remove images, pick a model that takes reference images "
+                "(list_available_models), or use edit_image to change an image",
                 code="unsupported_parameter",
             )
         if mask is not None:
