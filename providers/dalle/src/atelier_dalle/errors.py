@@ -28,7 +28,16 @@ from atelier_core.errors import shorten
 from .models import OPENAI_RETIRED_ON
 from .translate import is_safety
 
-__all__ = ["Target", "map_status", "model_missing", "parse_retry_after", "timeout_error", "unreachable"]
+__all__ = [
+    "PROVIDER",
+    "Target",
+    "cut_off",
+    "map_status",
+    "model_missing",
+    "parse_retry_after",
+    "timeout_error",
+    "unreachable",
+]
 
 PROVIDER = "dalle"
 _MISSING_CODES = {"model_not_found", "DeploymentNotFound"}
