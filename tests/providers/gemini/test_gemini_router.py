@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 import atelier_gemini
-from atelier_core import Operation
+from atelier_core import Operation, UpstreamUnavailableError
 from atelier_core.router import Atelier
-from atelier_core.testing import FakeUpstream, build_test_atelier, connect, make_image, read_image
+from atelier_core.testing import FakeUpstream, Reply, build_test_atelier, connect, make_image, read_image
 from atelier_core.types import ImageCall
-from gemini_fake import GEMINI_PATH, KEY
+from gemini_fake import GEMINI_PATH, KEY, PREDICT_PATH
 
 pytestmark = pytest.mark.anyio
 
@@ -81,3 +81,41 @@ async def test_refusal_through_mcp_is_a_tool_error(tmp_path: Path, serving: Fake
     text = " ".join(getattr(c, "text", "") for c in result.content)
     assert "IMAGE_SAFETY" in text and KEY not in text
     assert len(serving.requests) == 1  # refusals are never retried
+
+
+async def test_one_retry_layer_429_then_success(tmp_path: Path, serving: FakeUpstream) -> None:
+    serving.reply("POST", GEMINI_PATH, status=429, headers={"retry-after": "0"},
+                  json={"error": {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED"}})
+    atelier = _atelier(tmp_path, serving, max_retries=2, backoff_base_s=0.01)
+    try:
+        outcome = await atelier.execute(ImageCall(model="nano-banana", prompt="a fox"), Operation.GENERATE)
+    finally:
+        await atelier.aclose()
+    assert len(outcome.images) == 1
+    assert len(serving.requests) == 2  # the core retried once; google-genai added nothing
+
+
+async def test_persistent_503_attempts_equal_the_budget(tmp_path: Path, upstream: FakeUpstream) -> None:
+    upstream.handle("POST", GEMINI_PATH, lambda _r: Reply(status=503, json={"error": {"code": 503, "message": "busy"}}))
+    atelier = _atelier(tmp_path, upstream, max_retries=2, backoff_base_s=0.01)
+    try:
+        with pytest.raises(UpstreamUnavailableError):
+            await atelier.execute(ImageCall(model="nano-banana", prompt="a fox"), Operation.GENERATE)
+    finally:
+        await atelier.aclose()
+    assert len(upstream.requests) == 3
+
+
+async def test_imagen_on_vertex_partial_success_is_saved_and_reported(tmp_path: Path, upstream: FakeUpstream) -> None:
+    png = base64.b64encode(make_image(64, 64)).decode()
+    upstream.reply("POST", PREDICT_PATH, json={"predictions": [
+        {"bytesBase64Encoded": png, "mimeType": "image/png"}, {"raiFilteredReason": "violence"}]})
+    atelier = _atelier(tmp_path, upstream, vertexai=True)
+    try:
+        outcome = await atelier.execute(ImageCall(model="imagen-4", prompt="a fox", n=2), Operation.GENERATE)
+    finally:
+        await atelier.aclose()
+    (sent,) = upstream.requests
+    assert sent.path == "/v1beta1/publishers/google/models/imagen-4.0-generate-001:predict"
+    assert len(outcome.images) == 1 and Path(outcome.images[0].path).is_file()
+    assert [(f.index, f.code) for f in outcome.failures] == [(1, "safety_refusal")]
