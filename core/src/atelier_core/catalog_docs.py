@@ -162,8 +162,8 @@ def _provider_section(provider: Provider, registry: Registry) -> list[str]:
 def _key_text(provider: Provider) -> str:
     if not provider.needs_key:
         if provider.key_env_vars:
-            names = " or ".join(f"`{n}`" for n in provider.key_env_vars)
-            return f"Credentials: {names}, or another mode the provider supports."
+            listed = " or ".join(f"`{n}`" for n in provider.key_env_vars)
+            return f"Credentials: {listed}, or another mode the provider supports."
         return "No key needed."
     names = [*provider.key_env_vars, f"ATELIER_PROVIDERS__{provider.name.upper()}__API_KEY"]
     return "Key: " + " or ".join(f"`{n}`" for n in names) + "."
@@ -220,7 +220,8 @@ def _price(pricing: Pricing | None) -> str:
 
 
 def _option_type(schema: dict[str, Any]) -> str:
-    variants = schema.get("anyOf") if isinstance(schema.get("anyOf"), list) else [schema]
+    any_of = schema.get("anyOf")
+    variants: list[Any] = any_of if isinstance(any_of, list) else [schema]
     names: list[str] = []
     optional = False
     for variant in variants:

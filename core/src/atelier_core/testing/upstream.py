@@ -81,7 +81,8 @@ class Recorded:
         for part in message.iter_parts():
             name = part.get_param("name", header="content-disposition")
             filename = part.get_filename()
-            payload = part.get_payload(decode=True) or b""
+            raw = part.get_payload(decode=True)
+            payload = raw if isinstance(raw, bytes) else b""
             value: Any = (
                 (filename, part.get_content_type(), payload)
                 if filename is not None
@@ -140,6 +141,7 @@ class FakeUpstream:
     def url(self) -> str:
         assert self._server is not None, "start() first"
         host, port = self._server.server_address[:2]
+        assert isinstance(host, str)  # AF_INET: always text
         return f"http://{host}:{port}"
 
     def start(self) -> FakeUpstream:
