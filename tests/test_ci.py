@@ -41,3 +41,12 @@ def test_ci_script_runs_the_readme_test_command(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert f"+ {TESTS}" in done.stdout
     assert record.read_text().splitlines() == ["python -m pip install uv", "python -m uv run pytest"]
+
+
+def test_documentation_links_resolve() -> None:
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            assert (page.parent / target).exists(), f"{page.relative_to(ROOT)} links to missing {target}"

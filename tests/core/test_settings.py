@@ -171,3 +171,26 @@ def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     failed = [r for r in registry.plugins if r.status == "failed" and "settings" in (r.error or "")]
     assert failed == []
     assert settings.preview.max_edge == 512 and settings.http.host == "127.0.0.1"
+
+
+def test_configuration_doc_names_every_setting_and_variable() -> None:
+    from atelier_core.provider import ProviderSettings
+    from atelier_core.registry import build_registry
+
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    for name, field in Settings.model_fields.items():
+        if name == "providers":
+            continue
+        annotation = field.annotation
+        if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+            for key in annotation.model_fields:
+                assert f"`{key}`" in doc, f"{name}.{key} is not documented"
+                assert f"`ATELIER_{name.upper()}__{key.upper()}`" in doc, f"variable for {name}.{key}"
+        else:
+            assert f"`ATELIER_{name.upper()}`" in doc
+    for key in ProviderSettings.model_fields:
+        assert f"`{key}`" in doc
+    for provider_name, provider in build_registry(Settings()).providers.items():
+        assert f"[providers.{provider_name}]" in doc
+        for key in provider.settings_class.model_fields:
+            assert f"`{key}`" in doc, f"providers.{provider_name}.{key} is not documented"
