@@ -140,7 +140,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Jittered exponential delay before retry number ``attempt`` (0-based), capped."""
-        delay = self.backoff_base_s * (2**attempt) * (0.5 + random.random())
+        delay: float = self.backoff_base_s * float(2**attempt) * (0.5 + random.random())
         return min(delay, self.retry_after_cap_s) if self.retry_after_cap_s else delay
 
 
