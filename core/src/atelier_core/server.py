@@ -700,7 +700,9 @@ async def _history(view: SessionView, settings: Settings) -> CallToolResult:
 def _tools(atelier: Atelier, jobs: JobManager | None = None,
            sessions: SessionManager | None = None) -> list[Tool]:
     tools = _Tools(atelier, jobs, sessions)
-    writes = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
+    # Not read-only (writes files, may spend money); destructive only with overwrite=true,
+    # but the hint says "may", so it is set; open world: calls external providers.
+    writes = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False,
                              open_world_hint=True)
     return [
         compact_tool(tools.generate_image, name="generate_image", description=_GENERATE_DOC,
