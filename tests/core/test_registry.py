@@ -243,3 +243,18 @@ def test_entries_filter_by_provider_and_capability() -> None:
     assert [e.canonical_id for e in registry.entries(provider="x")] == ["x/gen-only"]
 
 
+
+
+def test_provider_settings_from_variables_decode_json_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import Field
+
+    from atelier_core import ProviderSettings
+    from atelier_core.testing.fakes import FakeProvider
+
+    class ListSettings(ProviderSettings):
+        hosts: list[str] = Field(default_factory=list)
+
+    monkeypatch.setenv("ATELIER_PROVIDERS__FAKE__HOSTS", '["a.example", "b.example"]')
+    provider = FakeProvider(settings_class=ListSettings)
+    build_registry(Settings(), plugins=[("fake", provider)], entry_points=False)
+    assert provider.settings.hosts == ["a.example", "b.example"]  # type: ignore[attr-defined]

@@ -230,3 +230,15 @@ def test_the_providers_own_check_runs_last(entries: dict[str, ModelEntry]) -> No
     check(entries, prompt="fine")
     assert Checked.checked[-1].prompt == "fine"
     assert "model rule" in refused(InvalidParameterError, entries, prompt="provider says no")
+
+
+def test_an_aspect_ratio_maps_to_the_closest_preset_within_tolerance() -> None:
+    from atelier_core.testing.fakes import FakeProvider, fake_spec
+
+    spec = fake_spec("presets", sizes=SizeRules(presets=("1024x1024", "1792x1024", "1024x1792")))
+    registry = build_registry(Settings(), plugins=[("f", FakeProvider(models=[spec]))], entry_points=False)
+    validated = validate_call(ImageCall(prompt="p", aspect_ratio="16:9"), registry.resolve("fake/presets"), Operation.GENERATE)
+    assert validated.request.size == "1792x1024"  # 1.75 vs 1.78: within 3 %
+    assert any("16:9" in note and "1792x1024" in note for note in validated.notes)
+    with pytest.raises(InvalidParameterError, match="aspect_ratio"):
+        validate_call(ImageCall(prompt="p", aspect_ratio="21:9"), registry.resolve("fake/presets"), Operation.GENERATE)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -215,8 +216,18 @@ def _availability_fix(entry: ModelEntry, registry: Registry) -> str:
     return f"configure the provider and restart the server{hint}"
 
 
+def _decoded(value: Any) -> Any:
+    """A value from an environment variable: JSON lists/objects arrive as text."""
+    if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _provider_settings(provider: Provider, settings: Settings) -> ProviderSettings:
-    values = settings.provider_values(provider.name)
+    values = {key: _decoded(value) for key, value in settings.provider_values(provider.name).items()}
     prefix = f"ATELIER_PROVIDERS__{provider.name.upper()}__"
     try:
         return provider.settings_class(_env_prefix=prefix, **values)

@@ -337,11 +337,16 @@ def _ratio_size(ratio: str, rules: SizeRules, name: str, notes: list[str], tier:
             )
     # Pixel model asked for a ratio: pick a matching preset, else build a custom size.
     target = parsed[0] / parsed[1]
+    candidates = []
     for preset in rules.presets:
         w, h = parse_size(preset) or (1, 1)
-        if abs(w / h - target) / target <= 0.01 and (tier is None or max(w, h) == RESOLUTION_LONG_EDGE.get(tier)):
-            notes.append(f"aspect_ratio {ratio} mapped to size {preset}")
-            return _Sizing(width=w, height=h)
+        error = abs(w / h - target) / target
+        if error <= _RATIO_TOLERANCE and (tier is None or max(w, h) == RESOLUTION_LONG_EDGE.get(tier)):
+            candidates.append((error, -w * h, preset, w, h))
+    if candidates:  # the closest shape, then the largest
+        _, _, preset, w, h = min(candidates)
+        notes.append(f"aspect_ratio {ratio} mapped to size {preset}")
+        return _Sizing(width=w, height=h)
     if rules.custom is not None:
         long_edge = RESOLUTION_LONG_EDGE.get(tier or "", 0) or _default_long_edge(rules)
         if target >= 1:
