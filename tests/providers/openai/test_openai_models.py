@@ -187,3 +187,21 @@ def test_every_family_row_is_used() -> None:
         "gpt-image-2", "gpt-image-2.5", "gpt-image-2.6", "gpt-image-1.5", "gpt-image-1-mini",
         "chatgpt-image-latest",
     }
+
+
+@pytest.mark.parametrize("model_id", IDS)
+def test_price_table_covers_every_quality_and_preset(model_id: str) -> None:
+    spec = SPECS[model_id]
+    pricing = spec.pricing
+    assert pricing is not None and pricing.as_of == "2026-11-21"
+    assert pricing.output_image_per_mtok and pricing.input_text_per_mtok and pricing.input_image_per_mtok
+    for quality in spec.qualities:
+        for size in spec.sizes.presets:
+            price = pricing.image_price(quality, size)
+            assert price is not None and 0 < price < 1
+    # estimates never rank a better tier cheaper than a lower one
+    for size in spec.sizes.presets:
+        prices = [pricing.image_price(q, size) or 0 for q in ("low", "medium", "high")]
+        assert prices == sorted(prices)
+    if "xhigh" in spec.qualities:
+        assert pricing.image_price("max", None) == pricing.image_price("high", None)

@@ -92,7 +92,7 @@ def _token_pricing(
         per_image=per_image.get("medium@1024x1024"),
         per_image_by_quality_size=per_image,
         per_image_by_quality={
-            q: per_image[f"{q}@1024x1024"] for q in ("low", "medium", "high")
+            q: per_image[f"{q}@1024x1024"] for q in ("low", "medium", "high", "xhigh", "max")
             if f"{q}@1024x1024" in per_image
         },
         input_text_per_mtok=text_in,
@@ -105,12 +105,17 @@ def _token_pricing(
 
 
 def _grid(square: tuple[float, float, float], wide: tuple[float, float, float]) -> dict[str, float]:
-    """Per-image prices by quality for the square and the two oblong presets."""
+    """Per-image prices by quality for the square and the two oblong presets.
+
+    xhigh and max have no published per-image figure; they are estimated at the high
+    price (a lower bound) and priced from the reported tokens after the call.
+    """
     out: dict[str, float] = {}
     for quality, sq, ob in zip(("low", "medium", "high"), square, wide, strict=True):
-        out[f"{quality}@1024x1024"] = sq
-        out[f"{quality}@1536x1024"] = ob
-        out[f"{quality}@1024x1536"] = ob
+        for tier in (quality, "xhigh", "max") if quality == "high" else (quality,):
+            out[f"{tier}@1024x1024"] = sq
+            out[f"{tier}@1536x1024"] = ob
+            out[f"{tier}@1024x1536"] = ob
     return out
 
 
