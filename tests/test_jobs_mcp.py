@@ -266,6 +266,21 @@ async def test_a_slow_call_is_handed_off_and_completes_without_being_resent(tmp_
     assert any("sent to" in message for message in progress)
 
 
+async def test_a_client_giving_up_on_a_plain_call_cancels_its_job(tmp_path: Path) -> None:
+    fake = FakeProvider(latency_s=5)
+    async for client in _connect(make_atelier(tmp_path, fake)):
+        with anyio.move_on_after(0.5):
+            await client.call_tool("generate_image", {"prompt": "abandoned", "size": "256x256"})
+        await anyio.sleep(0.3)
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "data" / "state.sqlite3")
+    rows = conn.execute("SELECT state, may_be_billed FROM jobs").fetchall()
+    conn.close()
+    assert rows == [("cancelled", 1)]  # abandoned, never handed off, never re-sent
+    assert len(fake.calls) == 1
+
+
 # -- MCP tasks (SEP-2663) ------------------------------------------------------------------
 
 

@@ -339,7 +339,8 @@ class _Tools:
         mode: ReturnImage = return_image or settings.preview.default
 
         async def progress(fraction: float | None, message: str) -> None:
-            await ctx.report_progress(fraction or 0.0, 1.0, message)
+            if fraction is not None:  # stage-only updates carry no fraction
+                await ctx.report_progress(fraction, 1.0, message)
 
         try:
             call = ImageCall(**{k: v for k, v in call_args.items() if v is not None})
