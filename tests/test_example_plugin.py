@@ -105,6 +105,21 @@ def test_entry_point_is_installed(fresh_venv: tuple[Path, float]) -> None:
     assert {"pixelart", "placeholder"} <= set(json.loads(found.stdout))
 
 
+def test_doctor_and_trace_show_the_plugin(fresh_venv: tuple[Path, float], tmp_path: Path) -> None:
+    """The tutorial's debugging commands, in the fresh environment."""
+    venv, _ = fresh_venv
+    env = {
+        "PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
+        "ATELIER_CONFIG": str(tmp_path / "no-config.toml"), "ATELIER_DATA_DIR": str(tmp_path / "data"),
+        "ATELIER_PLUGINS__TRACE": "true",
+    }
+    done = _run([str(_bin(venv, "atelier-mcp")), "doctor"], env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "pixelart: loaded (entry point atelier-pixelart 0.1.0) providers=pixelart" in done.stdout
+    assert "pixelart/pixel-1: unavailable: no API key for pixelart: set PIXELART_API_KEY" in done.stdout
+    assert "hook call" in done.stderr and "plugin=pixelart" in done.stderr
+
+
 def test_example_suite_passes_in_the_fresh_environment(fresh_venv: tuple[Path, float]) -> None:
     """The example's tests (translation, calls, the provider contract) as its author runs them."""
     venv, _ = fresh_venv
