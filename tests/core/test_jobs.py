@@ -378,3 +378,24 @@ async def test_too_many_unfinished_jobs_are_refused_as_busy(tmp_path: Path) -> N
         assert getattr(caught.value, "code", None) == "jobs_busy"
         assert caught.value.retryable  # type: ignore[attr-defined]
         work.gate.set()
+
+
+async def test_a_job_that_cannot_be_recorded_is_refused_with_a_storage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from atelier_core.errors import StorageError
+
+    work = FakeWork()
+    async with manager(tmp_path, work) as jobs:
+        real = JobManager._write
+
+        def failing(conn: sqlite3.Connection, sql: str, args: Any, durable: bool = True) -> int:
+            if sql.startswith("INSERT"):
+                raise sqlite3.OperationalError("database or disk is full")
+            return real(conn, sql, args, durable)
+
+        monkeypatch.setattr(JobManager, "_write", staticmethod(failing))
+        with pytest.raises(StorageError) as caught:
+            await jobs.submit("generate", {"prompt": "x"})
+    assert "disk is full" in str(caught.value) and "nothing was sent" in str(caught.value)
+    assert work.calls == []

@@ -54,7 +54,7 @@ import anyio.to_thread
 import structlog
 from pydantic import BaseModel
 
-from .errors import AtelierError, InvalidParameterError, NotFoundError
+from .errors import AtelierError, InvalidParameterError, NotFoundError, StorageError
 from .settings import JobSettings
 from .store import StateStore
 
@@ -440,14 +440,21 @@ class JobManager:
         now = time.time()
         job_id = new_job_id()
         encoded = json.dumps(request, separators=(",", ":"), default=str)
-        await self._db(
-            self._write,
-            "INSERT INTO jobs (id, operation, origin, state, message, request, owner, owner_host,"
-            " owner_pid, lease_until, created_at, updated_at)"
-            " VALUES (?, ?, ?, 'queued', 'waiting for a provider slot', ?, ?, ?, ?, ?, ?, ?)",
-            (job_id, operation, origin, encoded, self.owner, self.host, self.pid,
-             now + self.settings.lease_s, now, now),
-        )
+        try:
+            await self._db(
+                self._write,
+                "INSERT INTO jobs (id, operation, origin, state, message, request, owner, owner_host,"
+                " owner_pid, lease_until, created_at, updated_at)"
+                " VALUES (?, ?, ?, 'queued', 'waiting for a provider slot', ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, operation, origin, encoded, self.owner, self.host, self.pid,
+                 now + self.settings.lease_s, now, now),
+            )
+        except sqlite3.Error as exc:  # nothing was sent: say why the job could not be kept
+            raise StorageError(
+                f"could not record the job in {self.store.path}: {exc}; nothing was sent",
+                fix="check that the data directory is writable and on a local disk with free "
+                "space (ATELIER_DATA_DIR)",
+            ) from None
         self._active[job_id] = _Active(state=JobState.QUEUED)
         self._tg.start_soon(self._run, job_id, operation, request)
         log.info("job submitted", job_id=job_id, operation=operation, origin=origin)
