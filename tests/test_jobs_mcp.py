@@ -266,6 +266,39 @@ async def test_a_slow_call_is_handed_off_and_completes_without_being_resent(tmp_
     assert any("sent to" in message for message in progress)
 
 
+class StreamingFake(FakeProvider):
+    """Streams one partial image, then keeps working for ``hold_s``."""
+
+    hold_s = 1.0
+
+    async def _perform(self, request: Any, ctx: Any, outcome: Outcome) -> Any:
+        from atelier_core.testing.samples import make_image
+
+        await ctx.partial_image(make_image(64, 64, "png"), 0)
+        await ctx.progress(0.5, "partial 1 of 2")
+        await asyncio.sleep(self.hold_s)
+        return await super()._perform(request, ctx, Outcome(delay_s=0))
+
+
+async def test_job_status_shows_the_stage_and_the_latest_partial_preview(tmp_path: Path) -> None:
+    fake = StreamingFake()
+    async for client in _connect(make_atelier(tmp_path, fake)):
+        job = await submit(client, "streams")
+        with anyio.fail_after(5):
+            while True:
+                status = await get_jobs(client, [job])
+                entry = (status.structured_content or {})["jobs"][0]
+                if entry.get("partial_preview", {}).get("available"):
+                    break
+                await anyio.sleep(0.05)
+        done = await get_jobs(client, [job], wait_s=5)
+    assert entry["state"] == "running" and entry["stage"] == "partial 1 of 2"
+    assert 0.1 < entry["progress"] < 0.85
+    assert [type(b).__name__ for b in status.content] == ["TextContent", "ImageContent"]
+    assert "partial 1 of 2" in text_of(status)
+    assert states(done) == ["done"] and "partial_preview" not in (done.structured_content or {})["jobs"][0]
+
+
 async def test_a_client_giving_up_on_a_plain_call_cancels_its_job(tmp_path: Path) -> None:
     fake = FakeProvider(latency_s=5)
     async for client in _connect(make_atelier(tmp_path, fake)):
