@@ -104,15 +104,18 @@ def _token_pricing(
     )
 
 
-def _grid(square: tuple[float, float, float], wide: tuple[float, float, float]) -> dict[str, float]:
+def _grid(
+    square: tuple[float, float, float], wide: tuple[float, float, float], *, top: bool = False
+) -> dict[str, float]:
     """Per-image prices by quality for the square and the two oblong presets.
 
-    xhigh and max have no published per-image figure; they are estimated at the high
-    price (a lower bound) and priced from the reported tokens after the call.
+    With ``top``, xhigh and max (no published per-image figure) are estimated at the high
+    price — a lower bound — and priced from the reported tokens after the call.
     """
     out: dict[str, float] = {}
     for quality, sq, ob in zip(("low", "medium", "high"), square, wide, strict=True):
-        for tier in (quality, "xhigh", "max") if quality == "high" else (quality,):
+        tiers = (quality, "xhigh", "max") if top and quality == "high" else (quality,)
+        for tier in tiers:
             out[f"{tier}@1024x1024"] = sq
             out[f"{tier}@1536x1024"] = ob
             out[f"{tier}@1024x1536"] = ob
@@ -120,11 +123,14 @@ def _grid(square: tuple[float, float, float], wide: tuple[float, float, float]) 
 
 
 # $5 text in / $8 image in / $30 image out per 1M tokens for gpt-image-2, 2.5 and 2.6.
-_GPT2_PRICING = _token_pricing(
-    5.0, 8.0, 30.0, _grid((0.006, 0.053, 0.211), (0.005, 0.041, 0.165)),
+_GPT2_NOTES = (
     "token-billed; per-image figures are OpenAI's 1024-px estimates; custom sizes, "
-    "xhigh/max and complexity are priced from reported tokens after the call",
+    "xhigh/max and complexity are priced from reported tokens after the call"
 )
+_GPT2_SQUARE, _GPT2_WIDE = (0.006, 0.053, 0.211), (0.005, 0.041, 0.165)
+_GPT2_PRICING = _token_pricing(5.0, 8.0, 30.0, _grid(_GPT2_SQUARE, _GPT2_WIDE), _GPT2_NOTES)
+# 2.5 and 2.6 keep gpt-image-2's token prices; their xhigh/max tiers get lower-bound estimates.
+_GPT25_PRICING = _token_pricing(5.0, 8.0, 30.0, _grid(_GPT2_SQUARE, _GPT2_WIDE, top=True), _GPT2_NOTES)
 _GPT15_PRICING = _token_pricing(
     5.0, 8.0, 32.0, _grid((0.009, 0.034, 0.133), (0.013, 0.05, 0.2)),
     "token-billed; per-image figures from OpenAI's gpt-image-1.5 table",
@@ -170,6 +176,7 @@ _GPT25 = Caps(
     custom_sizes=True,
     qualities=TOP_QUALITIES,
     markup=True,  # markup: "Supports GPT Image 2.5. Cannot be combined with mask."
+    pricing=_GPT25_PRICING,
 )
 # gpt-image-2.6-*: the SDK lists the ids (ImageModel, images.generate/edit `model`, and the
 # Responses image tool's default) but its per-feature docstrings still name only 2.5. The
@@ -186,6 +193,7 @@ _GPT26 = Caps(
     complexity=True,
     gif=True,
     svg=True,
+    pricing=_GPT25_PRICING,
 )
 _GPT15 = Caps(
     family="gpt-image-1.5",
