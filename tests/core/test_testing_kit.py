@@ -392,9 +392,11 @@ def test_contract_catches_undated_and_future_prices() -> None:
     bad = FakeProvider(models=[
         fake_spec("x", pricing=Pricing(per_image=0.1, as_of="soon")),
         fake_spec("y", pricing=Pricing(per_image=0.1, as_of="2999-01-01")),
-        fake_spec("z", pricing=Pricing(per_image_by_quality={"ultra": 1.0}, as_of="2026-01-01")),
+        fake_spec("z", pricing=Pricing(per_image_by_quality={"ultra": 1.0, "low": 0.1}, as_of="2026-01-01")),
+        fake_spec("w", pricing=Pricing(per_image_by_quality_size={"low@big": 1.0}, per_image=1.0, as_of="2026-01-01")),
     ])
-    with _fails(r"not a YYYY-MM-DD date[\s\S]*in the future[\s\S]*'ultra' is not a declared quality"):
+    with _fails(r"not a YYYY-MM-DD date[\s\S]*in the future[\s\S]*quality 'medium' has no price"
+                r"[\s\S]*'low@big' must be"):
         CONTRACT.test_declared_capabilities_are_consistent(bad)
 
 

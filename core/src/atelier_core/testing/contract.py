@@ -27,10 +27,10 @@ from pydantic import SecretStr
 from ..errors import AtelierError, SafetyRefusalError, UnsupportedCapabilityError
 from ..provider import CallContext, Provider, ProviderSettings
 from ..registry import ModelEntry, build_plugin_manager, build_registry
-from ..settings import Settings
 from ..spec import ModelSpec, Operation, parse_ratio, parse_size
 from ..types import ImageCall, ImageRequest, InputImage, ProviderResult
 from ..validation import validate_call
+from .harness import isolated_settings
 from .samples import make_image, make_mask, read_image
 
 __all__ = ["ProviderContract", "configured"]
@@ -223,7 +223,7 @@ class ProviderContract:
 
     def test_registry_loads_plugin(self, plugin: object, provider: Provider) -> None:
         """The core's registry loads the plugin in isolation without problems."""
-        registry = build_registry(Settings(), plugins=[("contract-plugin", plugin)], entry_points=False)
+        registry = build_registry(isolated_settings(), plugins=[("contract-plugin", plugin)], entry_points=False)
         (record,) = registry.plugins
         assert record.status == "loaded", f"plugin failed to load: {record.error}"
         assert not registry.problems, f"registry problems: {registry.problems}"
@@ -329,7 +329,7 @@ class ProviderContract:
         for name in list(os.environ):
             if name in provider.key_env_vars or name.upper().startswith(prefix):
                 monkeypatch.delenv(name, raising=False)
-        registry = build_registry(Settings(), plugins=[("contract-plugin", plugin)], entry_points=False)
+        registry = build_registry(isolated_settings(), plugins=[("contract-plugin", plugin)], entry_points=False)
         fresh = registry.providers[provider.name]
         entries = registry.entries(provider=provider.name)
         assert entries, f"{provider.name} offers no models without configuration"
@@ -453,12 +453,6 @@ def _area(size: tuple[int, int] | None) -> int:
     return size[0] * size[1] if size else 0
 
 
-def _input_size(spec: ModelSpec, request_size: tuple[int, int] | None) -> tuple[int, int]:
-    if request_size is not None:
-        return request_size
-    return (256, 256)
-
-
 def _input_images(spec: ModelSpec, case: _Case, size: tuple[int, int]) -> tuple[list[InputImage], InputImage | None]:
     if case.operation is Operation.GENERATE:
         return [], None
@@ -504,7 +498,7 @@ def _validated(provider: Provider, spec: ModelSpec, case: _Case) -> ImageRequest
     if case.operation is Operation.GENERATE:
         return request
     wanted = (request.width, request.height) if request.width and request.height else None
-    images, mask = _input_images(spec, case, _input_size(spec, wanted))
+    images, mask = _input_images(spec, case, wanted or (256, 256))
     return validate_call(call, entry, case.operation, images, mask).request
 
 
@@ -710,16 +704,22 @@ def _pricing_problems(spec: ModelSpec, unpriced: frozenset[str]) -> Iterator[str
     )
     if not has_price:
         yield "pricing declares no price at all"
-    for quality in pricing.per_image_by_quality:
-        if quality not in spec.qualities:
-            yield f"pricing.per_image_by_quality key {quality!r} is not a declared quality"
+    # A price table may be shared by a model family, so keys for qualities this model
+    # lacks are fine; a declared quality without any price is not (a typo, usually).
+    priced_qualities = set(pricing.per_image_by_quality) | {
+        key.partition("@")[0] for key in pricing.per_image_by_quality_size
+    }
+    if priced_qualities and pricing.per_image is None:
+        for quality in spec.qualities:
+            if quality != "auto" and quality not in priced_qualities:
+                yield f"quality {quality!r} has no price in the by-quality tables (and no per_image)"
     for key in pricing.per_image_by_size:
         if parse_size(key) is None and key not in spec.sizes.resolutions:
             yield f"pricing.per_image_by_size key {key!r} is neither WxH nor a declared resolution"
     for key in pricing.per_image_by_quality_size:
         quality, _, size = key.partition("@")
-        if quality not in spec.qualities or not size:
-            yield f"pricing.per_image_by_quality_size key {key!r} must be '<quality>@<size>'"
+        if not quality or not size or not (parse_size(size) or size in spec.sizes.resolutions):
+            yield f"pricing.per_image_by_quality_size key {key!r} must be '<quality>@<WxH or resolution>'"
     values = [
         pricing.per_image, *pricing.per_image_by_quality.values(), *pricing.per_image_by_size.values(),
         *pricing.per_image_by_quality_size.values(), pricing.input_text_per_mtok,
