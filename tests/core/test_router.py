@@ -76,6 +76,7 @@ class Scripted(Provider):
         self.calls: list[ImageRequest] = []
         self.in_flight = 0
         self.peak = 0
+        self.delay = 0.005
 
     async def generate(self, request: ImageRequest, ctx: CallContext) -> ProviderResult:
         self.calls.append(request)
@@ -84,7 +85,7 @@ class Scripted(Provider):
         self.peak = max(self.peak, self.in_flight)
         try:
             step = self.steps.pop(0) if self.steps else None
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(self.delay)
             if isinstance(step, Exception):
                 raise step
             if step == "hang":
@@ -362,6 +363,7 @@ async def test_fan_out_part_failure_is_partial(tmp_path: Path) -> None:
 @pytest.mark.parametrize("cap", [1, 2])
 async def test_concurrency_cap_per_provider(tmp_path: Path, cap: int) -> None:
     fake = Scripted()
+    fake.delay = 0.2  # long enough that all four calls are waiting even on a loaded machine
     atelier = build(tmp_path, fake, fake={"max_concurrency": cap})
     await asyncio.gather(*(
         atelier.execute(ImageCall(model="one", prompt="x", n=2), Operation.GENERATE) for _ in range(4)
