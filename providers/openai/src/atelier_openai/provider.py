@@ -246,8 +246,8 @@ class OpenAIProvider(Provider):
                     usage = getattr(event, "usage", None)
                     applied = translate.applied_from(event)
         except Exception as exc:
-            error = self._mapped(exc, request)  # an error event, or the stream broke off
-            if isinstance(error, AtelierError) and error.request_id is None:
+            error = self._mapped(exc, request, log_it=False)  # an error event, or a broken stream
+            if error.request_id is None:
                 error.request_id = request_id
             raise error from None
         finally:
@@ -263,12 +263,13 @@ class OpenAIProvider(Provider):
             translate.result_from_items, finals, request, usage=usage, request_id=request_id, applied=applied,
         )
 
-    def _mapped(self, exc: BaseException, request: ImageRequest) -> Exception:
+    def _mapped(self, exc: BaseException, request: ImageRequest, *, log_it: bool = True) -> AtelierError:
         error = translate.map_error(
             exc, model=request.model, settings=self.conf,
             known=[spec.id for spec in self._catalog], retired=self.retired, operation=request.operation,
         )
-        log.info("openai call failed", model=request.model, code=error.code, request_id=error.request_id)
+        if log_it:  # once per call, at the outermost handler; never the message (may quote input)
+            log.info("openai call failed", model=request.model, code=error.code, request_id=error.request_id)
         return error
 
     async def aclose(self) -> None:
