@@ -36,10 +36,12 @@ class ProviderSettings(BaseSettings):
     """Settings every provider has. Subclass it to add your own.
 
     Values come from ``ATELIER_PROVIDERS__<NAME>__<FIELD>`` variables and the
-    ``[providers.<name>]`` table of the config file (the core passes both in), and from
-    the vendor's usual variables where a field declares them as aliases, e.g.
-    ``api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("api_key",
-    "OPENAI_API_KEY"))``.
+    ``[providers.<name>]`` table of the config file (the core passes both in by field
+    name, and they win), and from the vendor's usual variables where a field declares
+    them as aliases, e.g. ``api_key: SecretStr | None = Field(None,
+    validation_alias=AliasChoices("OPENAI_API_KEY"))``. Do not list the bare field name
+    (``"api_key"``) as an alias: pydantic-settings would then also read a generic
+    ``API_KEY`` variable from the environment.
     """
 
     model_config = SettingsConfigDict(
