@@ -254,3 +254,32 @@ async def test_list_available_models_with_filters_and_plugin_problems(client: Cl
     assert [m["id"] for m in filtered.structured_content["models"]] == ["placeholder/placeholder"]  # type: ignore[index]
     bad = await client.call_tool("list_available_models", {"provider": "nobody"})
     assert bad.is_error and "provider=nobody" in bad.content[0].text  # type: ignore[union-attr]
+
+
+async def test_a_provider_error_echoing_the_key_is_masked(tmp_path: Path) -> None:
+    from atelier_core import CallContext, ImageRequest, ModelSpec, ProviderResult
+    from atelier_core.errors import AuthenticationError
+
+    secret = "sk-leaky-secret-4242424242"
+
+    class Leaky(Provider):
+        name = "leaky"
+        models = (ModelSpec(id="m"),)
+
+        async def generate(self, request: ImageRequest, ctx: CallContext) -> ProviderResult:
+            raise AuthenticationError(f"Incorrect API key provided: {secret}", fix=f"replace {secret}")
+
+    class LeakyPlugin:
+        @hookimpl
+        def register_providers(self, register: Callable[[Provider], None]) -> None:
+            register(Leaky())
+
+    atelier = Atelier.build(
+        Settings(storage={"output_dir": str(tmp_path / "out")}, providers={"leaky": {"api_key": secret}}),
+        plugins=[("leaky", LeakyPlugin())], entry_points=False,
+    )
+    async with Client(build_server(atelier, configure_logs=False)) as client:
+        result = await client.call_tool("generate_image", {"prompt": "x", "model": "leaky/m"})
+    assert result.is_error
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert "Incorrect API key provided" in text and secret not in text and "[REDACTED]" in text
