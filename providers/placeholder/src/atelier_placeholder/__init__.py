@@ -146,6 +146,9 @@ def repaint(source: object, mask: object | None, prompt: str, seed: int, extras:
     width, height = base.size
     rng = _rng("edit", prompt, width, height, seed)
     colour, accent = _palette(rng)
+    named = _named_colour(prompt)
+    if named is not None:  # "add a red door" paints the area red: edits are easy to see
+        colour = named
     paint = Image.new("RGBA", base.size, colour + (255,))
     pd = ImageDraw.Draw(paint)
     for x in range(-height, width, 18):
@@ -155,7 +158,6 @@ def repaint(source: object, mask: object | None, prompt: str, seed: int, extras:
         thumb = extra.convert("RGBA")
         thumb.thumbnail((max(16, width // 4), max(16, height // 4)))
         paint.alpha_composite(thumb, (8 + index * (width // 4 + 4) % max(1, width - 8), 8))
-    pd.text((8, height // 2), prompt[:60], fill=(255, 255, 255, 255))
     if mask is not None:
         assert isinstance(mask, Image.Image)
         alpha = mask.convert("RGBA").getchannel("A")
@@ -163,7 +165,24 @@ def repaint(source: object, mask: object | None, prompt: str, seed: int, extras:
     else:
         region = Image.new("L", base.size, 0)
         ImageDraw.Draw(region).rectangle([0, height // 3, width, 2 * height // 3], fill=255)
+    box = region.getbbox() or (0, 0, width, height)
+    pd.text((box[0] + 6, box[1] + 6), prompt[:60], fill=(255, 255, 255, 255))
     return Image.composite(paint, base, region)
+
+
+_COLOURS = {
+    "red": (200, 30, 30), "green": (30, 160, 60), "blue": (30, 70, 200), "yellow": (235, 200, 30),
+    "orange": (235, 130, 20), "purple": (130, 50, 170), "pink": (235, 110, 170),
+    "black": (20, 20, 20), "white": (240, 240, 240), "brown": (120, 75, 35), "grey": (128, 128, 128),
+    "gray": (128, 128, 128),
+}
+
+
+def _named_colour(prompt: str) -> tuple[int, int, int] | None:
+    for word in prompt.lower().replace(",", " ").split():
+        if word in _COLOURS:
+            return _COLOURS[word]
+    return None
 
 
 class PlaceholderProvider(Provider):
