@@ -238,3 +238,17 @@ async def test_ask_first_uses_the_confirm_callback(tmp_path: Path) -> None:
         await atelier.execute(call, Operation.GENERATE)
     assert len(fake.calls) == 1
     await atelier.aclose()
+
+
+async def test_dry_run_prices_a_provider_that_is_not_configured(tmp_path: Path) -> None:
+    from atelier_core.errors import MissingCredentialsError
+
+    fake = FakeProvider(needs_key=True, key_env_vars=["FAKE_API_KEY"])
+    atelier = build_test_atelier(tmp_path, [fake])
+    call = ImageCall(model="fake/fake-image", prompt="p", n=2)
+    outcome = await atelier.execute(call, Operation.GENERATE, dry_run=True)
+    assert outcome.cost.estimate_usd == pytest.approx(0.02)
+    assert any("FAKE_API_KEY" in note for note in outcome.notes)
+    with pytest.raises(MissingCredentialsError, match="FAKE_API_KEY"):
+        await atelier.execute(call, Operation.GENERATE)
+    await atelier.aclose()

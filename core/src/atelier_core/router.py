@@ -307,7 +307,7 @@ class Atelier:
         with ``failures`` when only some images came back.
         """
         progress = _Monotonic(progress) if progress is not None else None
-        prepared = await self.prepare(call, operation)
+        prepared = await self.prepare(call, operation, require_available=not dry_run)
         if filename is not None:
             self.check_filename(prepared, filename, overwrite)
         await _report(progress, 0.05, f"validated for {prepared.entry.canonical_id}")
@@ -389,7 +389,9 @@ class Atelier:
             )
         return self.registry.resolve(name)
 
-    async def prepare(self, call: ImageCall, operation: Operation) -> Prepared:
+    async def prepare(
+        self, call: ImageCall, operation: Operation, *, require_available: bool = True
+    ) -> Prepared:
         """Resolve, read inputs, validate and quote. Spends nothing, sends nothing."""
         entry = self.resolve(call.model)
         notes: list[str] = []
@@ -402,7 +404,12 @@ class Atelier:
             notes.append("no prompt: made a variation of the input image")
         images, mask = await self._load_inputs(call)
         validated = validate_call(call, entry, operation, images, mask)
-        self.registry.require_available(entry)
+        if require_available:
+            self.registry.require_available(entry)
+        else:  # a dry run may price a provider that is not configured yet
+            reason = entry.unavailable_reason()
+            if reason is not None:
+                notes.append(f"a real call would be refused now: {reason}")
         cost = self.quote(entry, validated.request)
         return Prepared(
             call=call, operation=operation, entry=entry, validated=validated, cost=cost,
