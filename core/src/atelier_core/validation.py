@@ -286,11 +286,12 @@ def _pixel_size(
 ) -> _Sizing:
     width, height = wh
     text = f"{width}x{height}"
+    if width <= 0 or height <= 0:  # before any ratio arithmetic ("0x0" on a ratio model)
+        raise InvalidParameterError("size", given, "must have positive edges", allowed=rules.describe(),
+                                    fix='write sizes as "WIDTHxHEIGHT" with positive edges, e.g. "1024x1024"')
     if text in rules.presets:
         return _Sizing(width=width, height=height, resolution=tier)
     if rules.custom is not None:
-        if width <= 0 or height <= 0:
-            raise InvalidParameterError("size", given, "must have positive edges", allowed=rules.describe())
         problems = rules.custom.problems(width, height)
         if not problems:
             return _Sizing(width=width, height=height, resolution=tier)
