@@ -187,7 +187,12 @@ def compact_tool(
     are still validated against the annotated model.
     """
     tool = Tool.from_function(_guarded(fn), name=name, description=description, annotations=annotations)
-    tool.parameters = compact_schema(tool.parameters)
+    # Unknown arguments are refused, not silently dropped (MCP hardening checklist): a
+    # misspelt parameter, or an "api_key" the model tries to pass, must not be ignored.
+    strict = type(tool.fn_metadata.arg_model.__name__, (tool.fn_metadata.arg_model,),
+                  {"model_config": {**tool.fn_metadata.arg_model.model_config, "extra": "forbid"}})
+    tool.fn_metadata.arg_model = strict
+    tool.parameters = {**compact_schema(tool.parameters), "additionalProperties": False}
     if output_schema is not None:
         tool.fn_metadata.output_schema = output_schema
     return tool
