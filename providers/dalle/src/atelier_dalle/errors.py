@@ -7,6 +7,7 @@ Takes the openai SDK's exceptions duck-typed (``status_code``, ``body``, ``code`
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -107,7 +108,15 @@ def _body_parts(exc: Any) -> tuple[str, str, str]:
         message = body
     if not message:
         message = str(getattr(exc, "message", "") or "")
-    return str(code), str(kind), shorten(message.strip(), 300)
+    return str(code), str(kind), shorten(_without_keys(message.strip()), 300)
+
+
+# Servers echo the key they were sent ("Incorrect API key provided: sk-…"); never repeat it.
+_KEY_ECHO = re.compile(r"(?i)(api key provided:\s*)\S+|\b(sk-[A-Za-z0-9_*\-]{4,})")
+
+
+def _without_keys(message: str) -> str:
+    return _KEY_ECHO.sub(lambda m: (m.group(1) or "") + "[redacted]", message)
 
 
 def map_status(exc: Any, target: Target) -> AtelierError:
