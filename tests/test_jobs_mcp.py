@@ -88,10 +88,10 @@ async def test_as_job_returns_a_durable_id_at_once_and_results_match_a_direct_ca
         started = time.monotonic()
         ticket = await client.call_tool("generate_image", {"prompt": "a fox", "as_job": True})
         assert time.monotonic() - started < 0.35  # did not wait for the 0.4 s call
-        job = ticket.structured_content["job"]  # type: ignore[index]
+        job = ticket.structured_content["job"]
         assert job["state"] == "queued" and job["job_id"].startswith("job_")
-        assert ticket.structured_content["model"] == MODEL  # type: ignore[index]
-        assert ticket.structured_content["cost"]["estimate_usd"] is not None  # type: ignore[index]
+        assert ticket.structured_content["model"] == MODEL
+        assert ticket.structured_content["cost"]["estimate_usd"] is not None
         assert f'get_jobs(job_ids=["{job["job_id"]}"]' in text_of(ticket)
         # Durable before the answer: the row is in the database file already.
         import sqlite3
@@ -106,7 +106,7 @@ async def test_as_job_returns_a_durable_id_at_once_and_results_match_a_direct_ca
     kinds = [type(block).__name__ for block in done.content]
     assert kinds == ["TextContent", "TextContent", "ImageContent", "ResourceLink"]
     assert [type(b).__name__ for b in direct.content] == kinds[1:]  # same content as a call
-    result = done.structured_content["jobs"][0]["result"]  # type: ignore[index]
+    result = done.structured_content["jobs"][0]["result"]
     assert result["model"] == MODEL and len(result["images"]) == 1
     assert Path(result["images"][0]["path"]).is_file()
     assert len(fake.calls) == 2
@@ -242,10 +242,10 @@ async def test_a_failed_job_reports_the_error_like_a_call(tmp_path: Path) -> Non
 async def test_a_slow_call_is_handed_off_and_completes_without_being_resent(tmp_path: Path) -> None:
     fake = FakeProvider(latency_s=0.8)
     atelier = make_atelier(tmp_path, fake, handoff_after_s=0.3)
-    progress: list[str] = []
+    messages: list[str] = []
 
-    async def on_progress(value: float, total: float | None, message: str | None) -> None:
-        progress.append(message or "")
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        messages.append(message or "")
 
     async for client in _connect(atelier):
         started = time.monotonic()
@@ -263,7 +263,7 @@ async def test_a_slow_call_is_handed_off_and_completes_without_being_resent(tmp_
                 pass
     assert any(isinstance(block, ImageContent) for block in done.content)
     assert len(fake.calls) == 1  # continued, never re-sent
-    assert any("sent to" in message for message in progress)
+    assert any("sent to" in message for message in messages)
 
 
 class StreamingFake(FakeProvider):
