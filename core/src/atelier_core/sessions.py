@@ -11,6 +11,7 @@ state database, so they survive restarts; an LRU cap and an idle TTL end old one
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import json
 import secrets
@@ -172,7 +173,7 @@ class SessionManager:
             ended_reason=row["ended_reason"], turns=turns,
         )
 
-    def list(self, *, include_ended: bool = False, limit: int = 50) -> list[SessionView]:
+    def list(self, *, include_ended: bool = False, limit: int = 50) -> builtins.list[SessionView]:
         self.evict()
         query = "SELECT id FROM sessions"
         if not include_ended:
@@ -184,7 +185,7 @@ class SessionManager:
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def evict(self) -> list[str]:
+    def evict(self) -> builtins.list[str]:
         """End sessions idle past the TTL and those beyond the LRU cap."""
         now = self._clock()
         ended: list[str] = []

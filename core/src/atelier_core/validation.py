@@ -377,8 +377,8 @@ def _map_to_ratio(width: int, height: int, rules: SizeRules) -> tuple[str, str |
     """Nearest declared aspect ratio (and tier) for a pixel size, if the match is honest."""
     for key, produced in rules.ratio_sizes.items():
         if parse_size(produced) == (width, height):
-            ratio, _, tier = key.partition("@")
-            return ratio, tier or None
+            ratio, _, named_tier = key.partition("@")
+            return ratio, named_tier or None
     target = width / height
     best: tuple[float, str] | None = None
     for option in rules.aspect_ratios:
@@ -388,7 +388,7 @@ def _map_to_ratio(width: int, height: int, rules: SizeRules) -> tuple[str, str |
             best = (error, option)
     if best is None or best[0] > _RATIO_TOLERANCE:
         return None
-    tier = None
+    tier: str | None = None
     if rules.resolutions:
         long_edge = max(width, height)
         tier = min(

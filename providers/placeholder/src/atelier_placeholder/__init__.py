@@ -13,6 +13,7 @@ import hashlib
 import io
 import random
 import textwrap
+from collections.abc import Sequence
 from typing import ClassVar
 
 from atelier_core import (
@@ -133,7 +134,7 @@ def draw(prompt: str, width: int, height: int, seed: int, style: str | None, tra
     return base
 
 
-def repaint(source: object, mask: object | None, prompt: str, seed: int, extras: list[object]) -> object:
+def repaint(source: object, mask: object | None, prompt: str, seed: int, extras: Sequence[object]) -> object:
     """Repaint the transparent area of ``mask`` (or a central band without a mask).
 
     Pixels outside the area are copied unchanged. Extra input images are pasted as
