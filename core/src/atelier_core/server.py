@@ -62,7 +62,6 @@ from .sessions import SessionManager, SessionView
 from .settings import Settings
 from .spec import Operation
 from .storage import RESOURCE_PREFIX
-from .store import StateStore
 from .types import ImageCall
 
 __all__ = [
@@ -987,7 +986,7 @@ def build_jobs(atelier: Atelier) -> JobManager:
                                      fmt=preview.format)
         return small.data, small.mime_type
 
-    return JobManager(StateStore.open(settings.resolved_data_dir), job_runner(atelier),
+    return JobManager(atelier.state, job_runner(atelier),
                       settings.jobs, max_partial_bytes=preview.max_bytes, shrink_partial=shrink)
 
 
