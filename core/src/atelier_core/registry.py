@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -307,11 +309,14 @@ def build_registry(
             continue
         started = time.perf_counter()
         try:
-            plugin = target.load() if isinstance(target, importlib.metadata.EntryPoint) else target
-            if pm.is_registered(plugin) or pm.has_plugin(name):
-                raise ConfigurationError(f"plugin {name} is registered twice")
-            pm.register(plugin, name=name)
-            _collect(pm, name, plugin, registry, settings, record)
+            # A plugin that prints while importing or registering must not corrupt a
+            # stdio MCP stream (or `models --json`): its stdout goes to stderr.
+            with contextlib.redirect_stdout(sys.stderr):
+                plugin = target.load() if isinstance(target, importlib.metadata.EntryPoint) else target
+                if pm.is_registered(plugin) or pm.has_plugin(name):
+                    raise ConfigurationError(f"plugin {name} is registered twice")
+                pm.register(plugin, name=name)
+                _collect(pm, name, plugin, registry, settings, record)
         except Exception as exc:
             record.status = "failed"
             record.error = f"{type(exc).__name__}: {_first_line(exc)}"
