@@ -141,18 +141,28 @@ async def test_twenty_jobs_run_concurrently_in_about_one_latency(tmp_path: Path)
     assert last - submitted < 1.5 * latency  # once submitted, done in about one latency
 
 
-async def test_a_burst_respects_the_concurrency_cap_and_shows_queued_jobs(tmp_path: Path) -> None:
-    fake = FakeProvider(latency_s=0.3)
-    atelier = make_atelier(tmp_path, fake, provider={"max_concurrency": 3})
+async def test_a_burst_of_fifty_is_queued_and_runs_as_fast_as_the_cap_allows(tmp_path: Path) -> None:
+    latency, cap = 0.1, 5
+    fake = FakeProvider(latency_s=latency)
+    atelier = make_atelier(tmp_path, fake, provider={"max_concurrency": cap})
     async for client in _connect(atelier):
-        ids = [await submit(client, f"p{i}") for i in range(9)]
-        await anyio.sleep(0.1)
+        started = time.monotonic()
+        ids = [await submit(client, f"p{i}") for i in range(50)]
+        submitting = time.monotonic() - started
         early = await get_jobs(client, ids)
-        assert states(early).count("queued") >= 5  # waiting for one of the 3 slots
-        assert states(early).count("running") <= 3
-        done = await get_jobs(client, ids, wait_s=10)
-    assert states(done) == ["done"] * 9
-    assert fake.max_in_flight == 3
+        assert states(early).count("queued") >= 30  # accepted at once, waiting for a slot
+        assert states(early).count("running") + states(early).count("saving") <= cap
+        done = await get_jobs(client, ids, wait_s=20)
+    assert states(done) == ["done"] * 50
+    first = min(call.started for call in fake.calls)
+    last = max(call.finished or 0 for call in fake.calls)
+    waves = 50 / cap
+    print(f"burst of 50, cap {cap}, latency {latency} s: provider span {last - first:.2f} s "
+          f"({waves:.0f} waves = {waves * latency:.1f} s minimum), max in flight {fake.max_in_flight}")
+    assert fake.max_in_flight == cap  # never faster
+    assert last - first >= waves * latency * 0.95
+    # About as fast as allowed (or as the 50 submissions arrived, on a loaded machine).
+    assert last - first < max(waves * latency, submitting) * 2
 
 
 async def test_a_rate_limit_is_respected_under_a_burst(tmp_path: Path) -> None:
