@@ -165,3 +165,22 @@ async def test_moderation_block_through_mcp_is_a_tool_error(tmp_path: Path, upst
     assert "safety_violations=[violence]" in text and KEY not in text
     assert len(upstream.requests) == 1
     assert SafetyRefusalError.code in text or "safety" in text
+
+
+async def test_gateway_url_answers_are_downloaded_from_the_gateway_host_only(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    image = png_bytes(16, 16)
+    upstream.reply("GET", "/files/a.png", body=image, content_type="image/png")
+    upstream.reply("POST", GEN, json={"created": 1, "data": [
+        {"url": upstream.url + "/files/a.png"},
+        {"url": "http://203.0.113.9/elsewhere.png"},  # another host: never fetched
+    ]})
+    atelier = make_atelier(tmp_path, upstream)
+    try:
+        outcome = await atelier.execute(ImageCall(model="openai/gpt-image-2", prompt="a fox", n=2), Operation.GENERATE)
+    finally:
+        await atelier.aclose()
+    assert len(outcome.images) == 1 and Path(outcome.images[0].path).read_bytes() == image
+    assert [f.index for f in outcome.failures] == [1]
+    assert [r.path for r in upstream.requests] == ["/v1/images/generations", "/files/a.png"]

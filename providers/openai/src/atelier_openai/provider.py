@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -208,9 +211,10 @@ class OpenAIProvider(Provider):
                 error = translate.map_error(exc, model=request.model, settings=self.conf)
                 error.request_id = error.request_id or request_id
                 raise error from None
+            items = await self._fetch_url_items(response.data or [], ctx)
             return await asyncio.to_thread(
                 translate.result_from_items,
-                response.data or [],
+                items,
                 request,
                 usage=response.usage,
                 request_id=request_id,
@@ -219,6 +223,32 @@ class OpenAIProvider(Provider):
             )
         except Exception as exc:
             raise self._mapped(exc, request) from None
+
+    async def _fetch_url_items(self, items: list[Any], ctx: CallContext) -> list[Any]:
+        """Gateways (LiteLLM and others) may answer with image URLs instead of base64.
+
+        Those are downloaded through the core's capped fetcher, and only from the
+        configured base URL's host; OpenAI itself always answers GPT Image calls with
+        base64, so without a custom base URL a URL item stays a listed failure.
+        """
+        host = urlsplit(self.conf.base_url).hostname if self.conf.base_url else None
+        if host is None or not any(getattr(i, "url", None) and not getattr(i, "b64_json", None) for i in items):
+            return items
+        fetched: list[Any] = []
+        for item in items:
+            url = getattr(item, "url", None)
+            if getattr(item, "b64_json", None) or not url:
+                fetched.append(item)
+                continue
+            try:
+                data = await ctx.download(url, [host])
+            except AtelierError as exc:
+                log.warning("gateway image URL not downloaded", code=exc.code)
+                fetched.append(item)  # becomes a listed failure, the others are kept
+                continue
+            fetched.append(SimpleNamespace(b64_json=base64.b64encode(data).decode(),
+                                           revised_prompt=getattr(item, "revised_prompt", None)))
+        return fetched
 
     async def _stream(
         self, request: ImageRequest, ctx: CallContext, method: Any, kwargs: dict[str, Any], timeout: float
