@@ -268,6 +268,7 @@ class _Active:
     cancel_early: bool = False
     message: str | None = None
     progress: float | None = None
+    started_at: float | None = None
     dirty: bool = False  # message/progress newer than the row (writes are throttled)
 
 
@@ -330,6 +331,7 @@ class JobManager:
         self.owner = f"{self.host}:{self.pid}:{secrets.token_hex(4)}"
         self._active: dict[str, _Active] = {}
         self._changed = anyio.Event()
+        self._flush_wanted = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
         self._db_limiter = anyio.CapacityLimiter(1)
         self._conn_lock = threading.Lock()
@@ -357,6 +359,7 @@ class JobManager:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self._maintenance)
+                tg.start_soon(self._flusher)
                 try:
                     yield self
                 finally:
@@ -543,21 +546,34 @@ class JobManager:
         active.message = message[:300]
         if fraction is not None:
             active.progress = fraction
-        now = time.monotonic()
-        if new_state is active.state and now - active.last_write < self.progress_write_interval_s:
-            active.dirty = True  # readers in this process see it; the heartbeat writes it
-            return
         entering = new_state is not active.state
         active.state = new_state
-        await self._flush(job_id, active)
+        if entering and new_state is JobState.RUNNING:
+            active.started_at = time.time()
+        active.dirty = True
+        # The row is written by the flusher task, not here: a runner never waits for the
+        # database before calling the provider. Readers in this process see the live state.
+        if entering or time.monotonic() - active.last_write >= self.progress_write_interval_s:
+            self._flush_wanted.set()
         if entering:
             self._notify()
+
+    async def _flusher(self) -> None:
+        while True:
+            await self._flush_wanted.wait()
+            self._flush_wanted = anyio.Event()
+            for job_id, active in list(self._active.items()):
+                if active.dirty and not active.state.terminal:
+                    try:
+                        await self._flush(job_id, active)
+                    except Exception:  # the heartbeat retries; the job itself is unaffected
+                        log.exception("could not record job progress", job_id=job_id)
 
     async def _flush(self, job_id: str, active: _Active) -> None:
         active.last_write = time.monotonic()
         active.dirty = False
         wall = time.time()
-        started = wall if active.state is JobState.RUNNING else None
+        started = active.started_at
         await self._db(
             self._write,
             "UPDATE jobs SET state = ?, message = ?, progress = ?, updated_at = ?,"
