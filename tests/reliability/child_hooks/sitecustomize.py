@@ -58,13 +58,18 @@ if _point:
         _real_link = os.link
 
         def _link(src: object, dst: object, *args: object, **kwargs: object) -> None:
-            is_image = str(src).startswith(_TEMP) and not str(dst).endswith(".json")
+            is_image = os.path.basename(str(src)).startswith(_TEMP) and not str(dst).endswith(".json")
             if is_image and _point == "before_link" and _due():
                 os._exit(137)
             _real_link(src, dst, *args, **kwargs)  # type: ignore[arg-type]
             if is_image and _point == "after_link" and _due():
                 os._exit(137)
 
+        # Keep the capability sets truthful, or storage would fall back from its dir-fd
+        # (TOCTOU-safe) code path and the test would crash a different code path.
+        for _caps in (os.supports_dir_fd, os.supports_follow_symlinks):
+            if _real_link in _caps:
+                _caps.add(_link)
         os.link = _link  # type: ignore[assignment]
 
 if os.environ.get("ATELIER_TEST_NOISY"):
