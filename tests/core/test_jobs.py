@@ -400,3 +400,23 @@ async def test_a_job_that_cannot_be_recorded_is_refused_with_a_storage_error(
             await jobs.submit("generate", {"prompt": "x"})
     assert "disk is full" in str(caught.value) and "nothing was sent" in str(caught.value)
     assert work.calls == []
+
+
+async def test_plain_calls_leave_no_row_and_inline_data_is_not_recorded(tmp_path: Path) -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def run(run: JobRun) -> dict[str, Any]:
+        seen.append(run.request)
+        return {"images": []}
+
+    big = "data:image/png;base64," + "A" * 100_000
+    jobs = JobManager(StateStore.open(tmp_path), run, _settings())
+    async with jobs.running():
+        answered = await jobs.call("edit", {"call": {"images": [big], "model": "fake/x"}})
+        job = await jobs.submit("edit", {"call": {"images": [big], "model": "fake/x"}})
+        (done,) = await jobs.wait([job.id], 5)
+    assert answered.state is JobState.DONE
+    assert _raw(tmp_path, "SELECT id FROM jobs WHERE id = ?", answered.id) == []  # served, gone
+    assert seen[0]["call"]["images"] == [big] and seen[1]["call"]["images"] == [big]
+    assert done.request["call"]["images"] == ["<100022 characters, not recorded>"]
+    assert done.summary()["model"] == "fake/x"

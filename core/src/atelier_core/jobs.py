@@ -176,8 +176,10 @@ class Job(BaseModel):
             "state": self.state.value,
             "operation": self.operation,
         }
-        if self.request.get("model"):
-            out["model"] = self.request["model"]
+        call = self.request.get("call")
+        model = self.request.get("model") or (call.get("model") if isinstance(call, dict) else None)
+        if model:
+            out["model"] = model
         if self.message:
             out["stage"] = self.message
         if self.progress is not None and not self.terminal:
@@ -442,7 +444,9 @@ class JobManager:
             )
         now = time.time()
         job_id = new_job_id()
-        encoded = json.dumps(request, separators=(",", ":"), default=str)
+        # The record keeps the request for people to read; inline image data (base64 or data:
+        # URLs, possibly megabytes) is not copied into it. The runner gets the full request.
+        encoded = json.dumps(_for_record(request), separators=(",", ":"), default=str)
         try:
             await self._db(
                 self._write,
@@ -700,7 +704,11 @@ class JobManager:
             if active is not None and on_progress in active.listeners:
                 active.listeners.remove(on_progress)
         job = await self.get(job.id)
-        if not job.terminal:
+        if job.terminal:
+            # Answered in time: nobody holds this id, so the row has served its purpose.
+            await self._db(self._write, "DELETE FROM jobs WHERE id = ? AND origin = 'call'",
+                           (job.id,), False)
+        else:
             await self._db(
                 self._write,
                 "UPDATE jobs SET origin = 'handoff' WHERE id = ? AND origin = 'call'",
@@ -860,6 +868,20 @@ class JobManager:
             )
         log.info("pruned old jobs", count=len(ids), files_deleted=self.settings.delete_files_on_prune)
         return len(ids)
+
+
+_MAX_RECORDED_CHARS = 2000
+
+
+def _for_record(value: Any) -> Any:
+    """``value`` with every string longer than 2000 characters replaced by a note."""
+    if isinstance(value, str) and len(value) > _MAX_RECORDED_CHARS:
+        return f"<{len(value)} characters, not recorded>"
+    if isinstance(value, dict):
+        return {key: _for_record(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_for_record(item) for item in value]
+    return value
 
 
 def _sniff_mime(data: bytes) -> str | None:
