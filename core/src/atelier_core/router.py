@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -70,6 +71,7 @@ __all__ = [
     "CostInfo",
     "ImageRecord",
     "Prepared",
+    "PreviewCache",
     "Progress",
     "PartialSink",
     "SAVING_FRACTION",
@@ -234,6 +236,9 @@ class Atelier:
         self._state: StateStore | None = None
         self._ledger: Ledger | None = None
         self.spend = SpendGuard(settings.cost, self._get_ledger, run_id=_run_id())
+        #: Previews made while verifying new images (one decode per image), keyed by
+        #: (path, sha256); the MCP layer takes them instead of decoding the file again.
+        self.previews = PreviewCache()
 
     @property
     def state(self) -> StateStore:
@@ -324,9 +329,10 @@ class Atelier:
                     partial=partial,
                 )
             except UpstreamTimeoutError as exc:
-                self.account(prepared, None, request_id=exc.request_id)
+                await asyncio.to_thread(self.account, prepared, None, request_id=exc.request_id)
                 raise
-            self.account(prepared, outcome)
+            # A ledger write is a SQLite commit (synced to disk): never on the event loop.
+            await asyncio.to_thread(self.account, prepared, outcome)
             for recorder in self.recorders:
                 await recorder(prepared, outcome)
         finally:
@@ -598,13 +604,10 @@ class Atelier:
                     f"{batch.request.n} requested image(s) without saying why",
                 ))
         request_id = ", ".join(dict.fromkeys(request_ids)) or None
-        max_pixels = self.settings.storage.max_input_pixels
         saved_count = 0
         for index, image in pending:
             try:
-                info = await asyncio.to_thread(
-                    imaging.verify_output, image.data, max_pixels=max_pixels, provider=entry.provider_name
-                )
+                info, preview = await asyncio.to_thread(self._verify, image.data, entry.provider_name)
             except AtelierError as exc:
                 log.warning("provider returned an invalid image", provider=entry.provider_name,
                             index=index, error=exc.code)
@@ -623,6 +626,8 @@ class Atelier:
                 errors.append(exc)
                 continue
             saved_count += 1
+            if preview is not None:
+                self.previews.put(str(saved.path), saved.sha256, preview)
             records.append(ImageRecord(
                 path=str(saved.path), uri=saved.uri, resource_uri=saved.resource_uri,
                 width=saved.width, height=saved.height, format=saved.format, bytes=saved.bytes,
@@ -651,6 +656,24 @@ class Atelier:
             request_id=request_id,
             elapsed_s=round(time.perf_counter() - prepared.started, 4),
         )
+
+    def _verify(self, data: bytes, provider: str) -> tuple[imaging.ImageInfo, imaging.Preview | None]:
+        """Verify a returned image and make its default preview from the same decode
+        (runs in a worker thread: decoding a 4K PNG takes a third of a second)."""
+        decoded = imaging.decode_image(
+            data, max_pixels=self.settings.storage.max_input_pixels, upstream=True, provider=provider
+        )
+        try:
+            preview = None
+            settings = self.settings.preview
+            try:
+                preview = imaging.make_preview(decoded, max_edge=settings.max_edge,
+                                               max_bytes=settings.max_bytes, fmt=settings.format)
+            except Exception as exc:  # a preview is a convenience; the MCP layer retries from the file
+                log.warning("preview failed", provider=provider, error=type(exc).__name__)
+            return decoded.info, preview
+        finally:
+            decoded.image.close()
 
     def settle(
         self, prepared: Prepared, usage: Usage | None, provider_cost: float | None, delivered: int
@@ -775,6 +798,26 @@ def describe_entry(entry: ModelEntry) -> dict[str, Any]:
         }
         out["price_usd"] = price
     return out
+
+
+class PreviewCache:
+    """The default previews of recently saved images, until the MCP layer renders them.
+
+    Bounded (oldest dropped first); :meth:`take` removes the entry, so a preview is held
+    only between saving an image and answering the call (or a job's first collection).
+    """
+
+    def __init__(self, limit: int = 32) -> None:
+        self.limit = limit
+        self._items: OrderedDict[tuple[str, str], imaging.Preview] = OrderedDict()
+
+    def put(self, path: str, sha256: str, preview: imaging.Preview) -> None:
+        self._items[(path, sha256)] = preview
+        while len(self._items) > self.limit:
+            self._items.popitem(last=False)
+
+    def take(self, path: str, sha256: str) -> imaging.Preview | None:
+        return self._items.pop((path, sha256), None)
 
 
 class _Monotonic:

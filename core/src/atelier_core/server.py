@@ -57,7 +57,7 @@ from .errors import AtelierError, ConfigurationError, InvalidParameterError, Not
 from .logging import add_secret, configure_logging, scrub
 from .cost import usage_report
 from .jobs import Job, JobManager, JobRun, JobState, Runner, iso_utc, validate_job_ids
-from .router import SAVING_FRACTION, SENT_FRACTION, Atelier, CallOutcome, ImageRecord
+from .router import SAVING_FRACTION, SENT_FRACTION, Atelier, CallOutcome, ImageRecord, PreviewCache
 from .sessions import SessionManager, SessionView
 from .settings import Settings
 from .spec import Operation
@@ -250,13 +250,22 @@ def _inline(record: ImageRecord, mode: ReturnImage, settings: Settings) -> tuple
                         mime_type=small.mime_type), note
 
 
-async def render(outcome: CallOutcome, mode: ReturnImage, settings: Settings) -> CallToolResult:
-    """A CallOutcome as a tool result: text, inline image(s), resource links, structured data."""
+async def render(outcome: CallOutcome, mode: ReturnImage, settings: Settings,
+                 previews: PreviewCache | None = None) -> CallToolResult:
+    """A CallOutcome as a tool result: text, inline image(s), resource links, structured data.
+
+    ``previews``: previews the router made while verifying the images; a preview found
+    there is used as is (the file is not read and decoded a second time).
+    """
     content: list[Any] = []
     notes: list[str] = []
     blocks: list[Any] = []
     for record in outcome.images:
-        if mode != "none":
+        cached = previews.take(record.path, record.sha256) if previews is not None else None
+        if mode == "preview" and cached is not None:
+            blocks.append(ImageContent(type="image", data=base64.b64encode(cached.data).decode(),
+                                       mime_type=cached.mime_type))
+        elif mode != "none":
             try:
                 image, note = await asyncio.to_thread(_inline, record, mode, settings)
                 blocks.append(image)
@@ -360,7 +369,7 @@ class _Tools:
         except AtelierError as exc:
             log.info("tool call refused", operation=operation.value, code=exc.code)
             raise ToolError(str(exc)) from None
-        return await render(outcome, mode, settings)
+        return await render(outcome, mode, settings, self.atelier.previews)
 
     async def generate_image(
         self,
@@ -464,7 +473,8 @@ class _Tools:
     async def _finished(self, job: Job, mode: ReturnImage) -> CallToolResult:
         """A terminal job as the synchronous call would have answered."""
         if job.state is JobState.DONE and job.outcome is not None:
-            return await render(CallOutcome.model_validate(job.outcome), mode, self.atelier.settings)
+            return await render(CallOutcome.model_validate(job.outcome), mode, self.atelier.settings,
+                                self.atelier.previews)
         raise ToolError(_job_error_text(job))
 
     def _require_jobs(self) -> JobManager:
@@ -499,7 +509,8 @@ class _Tools:
             if job.state is JobState.DONE and job.outcome is not None:
                 wanted = job.request.get("return_image") or settings.preview.default
                 mode: ReturnImage = wanted if budget > 0 else "none"
-                rendered = await render(CallOutcome.model_validate(job.outcome), mode, settings)
+                rendered = await render(CallOutcome.model_validate(job.outcome), mode, settings,
+                                        self.atelier.previews)
                 for block in rendered.content:
                     if isinstance(block, ImageContent):
                         budget -= len(block.data)
@@ -589,7 +600,7 @@ class _Tools:
                 content=[TextContent(type="text", text=line + f" Turn 0 is {head.image_path}."),
                          ResourceLink(type="resource_link", uri=head.resource_uri or "", name=Path(head.image_path).name)],
                 structured_content={"session": view.summary(), "turn": head.summary()})
-        rendered = await render(outcome, mode, settings)
+        rendered = await render(outcome, mode, settings, self.atelier.previews)
         rendered.content.insert(0, TextContent(type="text", text=line))
         rendered.structured_content = {"session": view.summary(), "turn": head.summary() if head else None,
                                        "outcome": rendered.structured_content}
