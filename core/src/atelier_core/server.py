@@ -188,8 +188,11 @@ def compact_tool(
     tool = Tool.from_function(_guarded(fn), name=name, description=description, annotations=annotations)
     # Unknown arguments are refused, not silently dropped (MCP hardening checklist): a
     # misspelt parameter, or an "api_key" the model tries to pass, must not be ignored.
+    # Argument errors name the argument but never echo its value (it may be a secret,
+    # and these errors are raised before our own scrubbing runs).
     strict = type(tool.fn_metadata.arg_model.__name__, (tool.fn_metadata.arg_model,),
-                  {"model_config": {**tool.fn_metadata.arg_model.model_config, "extra": "forbid"}})
+                  {"model_config": {**tool.fn_metadata.arg_model.model_config, "extra": "forbid",
+                                    "hide_input_in_errors": True}})
     tool.fn_metadata.arg_model = strict
     tool.parameters = {**compact_schema(tool.parameters), "additionalProperties": False}
     if output_schema is not None:
