@@ -457,3 +457,19 @@ async def test_get_jobs_refuses_malformed_ids_and_bounds_waits(tmp_path: Path) -
     assert many.is_error and "at most 50" in text_of(many)
     assert negative.is_error
     assert json.dumps(bad.model_dump(mode="json"))  # serialisable, no internals
+
+
+async def test_a_result_recorded_by_another_release_is_reported_not_crashed_on(tmp_path: Path) -> None:
+    import sqlite3
+
+    async for client in _connect(make_atelier(tmp_path, FakeProvider())):
+        job = await submit(client, "from the past")
+        assert states(await get_jobs(client, [job], wait_s=5)) == ["done"]
+        drifted = {"model": MODEL, "images": [], "field_from_the_future": 1}
+        conn = sqlite3.connect(tmp_path / "data" / "state.sqlite3")
+        with conn:
+            conn.execute("UPDATE jobs SET outcome = ? WHERE id = ?", (json.dumps(drifted), job))
+        conn.close()
+        result = await get_jobs(client, [job])
+    assert "recorded by another Atelier version" in text_of(result)
+    assert (result.structured_content or {})["jobs"][0]["result"] == drifted

@@ -48,7 +48,7 @@ from mcp_types import (
     ToolAnnotations,
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__
@@ -445,7 +445,9 @@ class _Tools:
                        progress: Callable[[float | None, str], Awaitable[None]],
                        confirmed: bool = False) -> CallToolResult:
         assert self.jobs is not None
-        request = {"call": call.model_dump(mode="json", exclude_defaults=True),
+        entry = self.atelier.resolve(call.model)
+        request = {"model": entry.canonical_id,
+                   "call": call.model_dump(mode="json", exclude_defaults=True),
                    "filename": filename, "overwrite": overwrite, "return_image": mode,
                    "confirmed": confirmed}
         slot = _task_slot.get()
@@ -467,7 +469,6 @@ class _Tools:
         job = await self.jobs.call(operation.value, request, on_progress=progress)
         if job.terminal:
             return await self._finished(job, mode)
-        entry = self.atelier.resolve(call.model)
         ticket = CallOutcome(model=entry.canonical_id, provider=entry.provider_name,
                              operation=operation, requested=call.requested())
         return _job_ticket(job, ticket, handed_off=True,
@@ -476,8 +477,17 @@ class _Tools:
     async def _finished(self, job: Job, mode: ReturnImage) -> CallToolResult:
         """A terminal job as the synchronous call would have answered."""
         if job.state is JobState.DONE and job.outcome is not None:
-            return await render(CallOutcome.model_validate(job.outcome), mode, self.atelier.settings,
-                                self.atelier.previews)
+            try:
+                outcome = CallOutcome.model_validate(job.outcome)
+            except ValidationError:
+                # Recorded by another Atelier release: report what is known, do not fail.
+                log.warning("stored job result does not match this release", job_id=job.id)
+                files = "\n".join(job.files) or "none recorded"
+                return CallToolResult(
+                    content=[TextContent(type="text", text=f"{job.id} finished (recorded by another "
+                                         f"Atelier version; no preview). Files:\n{files}")],
+                    structured_content=job.outcome)
+            return await render(outcome, mode, self.atelier.settings, self.atelier.previews)
         raise ToolError(_job_error_text(job))
 
     def _require_jobs(self) -> JobManager:
@@ -512,8 +522,7 @@ class _Tools:
             if job.state is JobState.DONE and job.outcome is not None:
                 wanted = job.request.get("return_image") or settings.preview.default
                 mode: ReturnImage = wanted if budget > 0 else "none"
-                rendered = await render(CallOutcome.model_validate(job.outcome), mode, settings,
-                                        self.atelier.previews)
+                rendered = await self._finished(job, mode)
                 for block in rendered.content:
                     if isinstance(block, ImageContent):
                         budget -= len(block.data)
@@ -805,7 +814,7 @@ def _job_error_text(job: Job) -> str:
 
 def _job_line(job: Job) -> str:
     parts = [f"{job.id}: {job.state.value}"]
-    model = job.request.get("call", {}).get("model")
+    model = job.request.get("model") or job.request.get("call", {}).get("model")
     if model:
         parts.append(f"({model})")
     if job.state is JobState.FAILED or job.state is JobState.CANCELLED:
