@@ -151,7 +151,6 @@ async def test_a_burst_of_fifty_is_queued_and_runs_as_fast_as_the_cap_allows(tmp
         submitting = time.monotonic() - started
         early = await get_jobs(client, ids)
         assert states(early).count("queued") >= 10  # accepted at once, waiting for a slot
-        assert states(early).count("running") + states(early).count("saving") <= cap
         done = await get_jobs(client, ids, wait_s=20)
     assert states(done) == ["done"] * 50
     first = min(call.started for call in fake.calls)
