@@ -62,6 +62,7 @@ class Config:
     model: str = "gpt-image-2"
     max_concurrency: int = 64  # Atelier's openai limiter for the run (default is 4)
     timeout_s: float = 180.0
+    atelier_env: dict[str, str] = field(default_factory=dict)  # extra variables (experiments)
 
 
 @dataclass
@@ -161,6 +162,7 @@ def server_specs(cfg: Config, port: int, work: Path) -> dict[str, ServerSpec]:
         # The default (4) would queue 16 of the 20 concurrent calls: the benchmark measures
         # Atelier's overhead, not the limiter. See docs/performance.md.
         "ATELIER_PROVIDERS__OPENAI__MAX_CONCURRENCY": str(cfg.max_concurrency),
+        **cfg.atelier_env,
     }
     floor_env = {**common, "FLOOR_OUTPUT_DIR": str(work / "floor-out")}
     (work / "floor-out").mkdir(parents=True, exist_ok=True)
@@ -443,12 +445,16 @@ def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     parser.add_argument("--no-history", action="store_true", help="do not keep a timestamped copy")
     parser.add_argument("--label", default="", help="stored in the JSON (e.g. 'before', 'after')")
+    parser.add_argument("--atelier-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment variable for the Atelier server (repeatable)")
+    parser.add_argument("--concurrency", type=int)
     args = parser.parse_args(argv)
     cfg = Config()
     if args.quick:
         cfg = Config(rounds=1, cold_starts=1, warmup=1, calls=1, concurrency=3, concurrent_delay_ms=50,
                      large_calls=1, scale=0.125, timeout_s=60.0)
-    for key in ("rounds", "cold_starts", "calls"):
+    cfg.atelier_env = dict(item.split("=", 1) for item in args.atelier_env)
+    for key in ("rounds", "cold_starts", "calls", "concurrency"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
     return cfg, args
