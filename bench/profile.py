@@ -63,6 +63,8 @@ async def workload(cfg: Config, params: StdioServerParameters, spec_args: object
     with open(Path(tempfile.gettempdir()) / "atelier-profile-server.log", "w") as errlog:
         async with Client(stdio_client(params, errlog=errlog), mode="legacy", cache=None) as client:
             await client.list_tools()
+            if calls == 0:  # --calls 0: profile start-up only
+                return 0.0
             await call(client, spec, "warm-up", size, cfg.timeout_s)  # type: ignore[arg-type]
             start = time.perf_counter()
             for i in range(0, calls, concurrency):
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("mcp").setLevel(logging.CRITICAL)
     cfg = Config(size=args.size, large_size=args.size)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"profile-{args.size}.txt"
+    out = RESULTS / (f"profile-{args.size}.txt" if args.calls else "profile-startup.txt")
     with tempfile.TemporaryDirectory(prefix="atelier-profile-") as tmp, fake_upstream(cfg) as port:
         spec = server_specs(cfg, port, Path(tmp))["atelier"]
         inner = spec.params

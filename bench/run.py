@@ -210,6 +210,43 @@ def interleaved(i: int, names: list[str]) -> list[str]:
     return names if i % 2 == 0 else names[::-1]
 
 
+VENDOR_SDKS = ("openai", "google.genai", "anthropic", "replicate", "fal_client")
+
+
+async def import_check(spec: ServerSpec, work: Path, timeout_s: float) -> dict[str, Any]:
+    """Start the server with ``-X importtime`` (PYTHONPROFILEIMPORTTIME), answer
+    initialize, tools/list and list_available_models; report which vendor SDKs got
+    imported (none should be) and the slowest top-level imports."""
+    log_path = work / f"importtime-{spec.name}.log"
+    params = spec.params.model_copy(update={"env": {**(spec.params.env or {}), "PYTHONPROFILEIMPORTTIME": "1"}})
+    with open(log_path, "w") as errlog:
+        async with asyncio.timeout(timeout_s):
+            async with Client(stdio_client(params, errlog=errlog), mode="legacy", cache=None) as client:
+                tools = await client.list_tools()
+                if any(tool.name == "list_available_models" for tool in tools.tools):
+                    await client.call_tool("list_available_models", {})
+    modules: dict[str, int] = {}
+    for line in log_path.read_text(errors="replace").splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        head, _cumulative, name = (part.strip() for part in line.split("|"))
+        self_us = head.split(":", 1)[1].strip()
+        if self_us.isdigit():
+            modules[name] = int(self_us)
+    vendor = sorted({m for m in modules for sdk in VENDOR_SDKS if m == sdk or m.startswith(sdk + ".")})
+    by_package: dict[str, int] = {}
+    for name, self_us in modules.items():
+        top = name.split(".")[0]
+        by_package[top] = by_package.get(top, 0) + self_us
+    slowest = sorted(by_package.items(), key=lambda kv: -kv[1])[:12]
+    return {
+        "modules_imported": len(modules),
+        "vendor_sdk_modules": vendor,
+        "vendor_sdk_imported": bool(vendor),
+        "import_self_ms_by_package": {k: round(v / 1000, 1) for k, v in slowest},
+    }
+
+
 # -- one round -------------------------------------------------------------------------
 
 
@@ -418,6 +455,10 @@ async def run(cfg: Config, log: Callable[[str], None]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="atelier-bench-") as tmp, fake_upstream(cfg) as port:
         work = Path(tmp)
         specs = server_specs(cfg, port, work)
+        imports = {name: await import_check(spec, work, cfg.timeout_s) for name, spec in specs.items()}
+        log("  vendor SDK imported at start-up or by list_available_models: "
+            + ", ".join(f"{n} {'YES ' + str(i['vendor_sdk_modules'][:3]) if i['vendor_sdk_imported'] else 'no'}"
+                        for n, i in imports.items()))
         with open(work / "servers.log", "w") as errlog:
             for index in range(cfg.rounds):
                 log(f"round {index + 1}/{cfg.rounds}")
@@ -433,6 +474,7 @@ async def run(cfg: Config, log: Callable[[str], None]) -> dict[str, Any]:
                     "loadavg_after": [round(v, 2) for v in os.getloadavg()]},
         "config": asdict(cfg),
         "metrics": summarize(cfg, samples),
+        "imports": imports,
     }
 
 

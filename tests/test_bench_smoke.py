@@ -43,6 +43,11 @@ def test_quick_benchmark_writes_a_table_and_well_formed_json(tmp_path: Path) -> 
     assert metrics["tools_list_bytes"]["floor_tools"] == 1
     assert metrics["large_rss_rise"]["decoded_copy_mb"] > 0
     assert isinstance(metrics["large_rss_rise"]["met"], bool)
+    # Start-up imports no vendor SDK, also not for list_available_models (checked with
+    # python -X importtime on the real server).
+    imports = report["imports"]["atelier"]
+    assert imports["modules_imported"] > 100
+    assert imports["vendor_sdk_imported"] is False, imports["vendor_sdk_modules"]
     # The table names every metric.
     for item in metrics.values():
         assert item["label"] in done.stdout
