@@ -28,9 +28,13 @@ import struct
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from PIL import Image, ImageOps
+if TYPE_CHECKING:
+    from PIL import Image
+
+# Pillow is imported inside the functions that decode or encode: the server imports this
+# module at start-up, and Pillow's import (~15-30 ms) belongs to the first image instead.
 
 from .errors import AtelierError, InputImageError, UpstreamProtocolError, shorten
 
@@ -160,6 +164,8 @@ def decode_image(
             f"{parameter}: {message}", code=code, parameter=parameter, allowed=allowed, fix=fix
         )
 
+    from PIL import Image
+
     allowed_names = [f for f in formats if f in _PILLOW_FORMAT]
     if not data:
         raise fail("empty_image_file", "the image is empty (0 bytes)", fix="send a non-empty image")
@@ -272,6 +278,8 @@ _EXIF_ORIENTATION = 0x0112
 def _shrunk(frame: Image.Image, edge: int) -> Image.Image:
     """``frame`` fitted into ``edge`` x ``edge`` (aspect kept, like ``thumbnail``), as a
     new image; ``frame`` itself is never copied at full size."""
+    from PIL import Image
+
     width, height = frame.size
     scale = min(1.0, edge / max(width, height))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -300,6 +308,8 @@ def make_preview(
     :func:`decode_image` so each image is decoded once. The source image is not modified.
     JPEG has no alpha: transparent areas are flattened onto white.
     """
+    from PIL import Image, ImageOps
+
     if fmt not in ("webp", "jpeg"):
         raise ValueError(f"preview format must be 'webp' or 'jpeg', not {fmt!r}")
     if isinstance(source, DecodedImage):
