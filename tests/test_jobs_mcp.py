@@ -165,8 +165,8 @@ async def test_a_burst_of_fifty_is_queued_and_runs_as_fast_as_the_cap_allows(tmp
 
 
 async def test_a_rate_limit_is_respected_under_a_burst(tmp_path: Path) -> None:
-    # Time runs 120x faster for the limiter: its 60 s window is 0.5 s of real time.
-    scale = 120.0
+    # Time runs 60x faster for the limiter: its 60 s window is 1 s of real time.
+    scale = 60.0
     rpm = 4
 
     def clock() -> float:
@@ -189,7 +189,8 @@ async def test_a_rate_limit_is_respected_under_a_burst(tmp_path: Path) -> None:
     gaps = [starts[i + rpm] - starts[i] for i in range(len(starts) - rpm)]
     print(f"{rpm}/min burst of 11: windows of {rpm + 1} starts span >= "
           f"{min(gaps):.1f} limiter-seconds (60 required)")
-    # Never more than rpm starts in any 60 s window (10% allowed for timer jitter at 120x).
+    # Never more than rpm starts in any 60 s window, as the provider saw them (10% allowed
+    # for the jitter between admission and the provider's clock: a durable write sits there).
     assert min(gaps) >= 60 * 0.9
 
 

@@ -420,3 +420,19 @@ async def test_plain_calls_leave_no_row_and_inline_data_is_not_recorded(tmp_path
     assert seen[0]["call"]["images"] == [big] and seen[1]["call"]["images"] == [big]
     assert done.request["call"]["images"] == ["<100022 characters, not recorded>"]
     assert done.summary()["model"] == "fake/x"
+
+
+async def test_running_is_on_disk_before_the_provider_is_called(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    async def run(run: JobRun) -> dict[str, Any]:
+        await run.stage(JobState.RUNNING, "sent")
+        # What a restarted process would read if this one died right now:
+        seen.append(_raw(tmp_path, "SELECT state FROM jobs WHERE id = ?", run.job_id)[0]["state"])
+        return {"images": []}
+
+    jobs = JobManager(StateStore.open(tmp_path), run, _settings())
+    async with jobs.running():
+        job = await jobs.submit("generate", {"prompt": "x"})
+        await jobs.wait([job.id], 5)
+    assert seen == ["running"]

@@ -555,9 +555,15 @@ class JobManager:
         if entering and new_state is JobState.RUNNING:
             active.started_at = time.time()
         active.dirty = True
-        # The row is written by the flusher task, not here: a runner never waits for the
-        # database before calling the provider. Readers in this process see the live state.
-        if entering or time.monotonic() - active.last_write >= self.progress_write_interval_s:
+        if entering and new_state is JobState.RUNNING:
+            # Recorded before the request goes out, so that after a crash the job never
+            # claims "nothing was billed" for a request the provider may have received.
+            # NORMAL sync (survives a process crash, not an instant power loss): an fsync
+            # here would sit between the rate limiter and the provider and skew its spacing.
+            await self._flush(job_id, active)
+        elif entering or time.monotonic() - active.last_write >= self.progress_write_interval_s:
+            # Other progress is written by the flusher task; the runner does not wait for
+            # it. Readers in this process see the live state anyway.
             self._flush_wanted.set()
         if entering:
             self._notify()
@@ -573,7 +579,7 @@ class JobManager:
                     except Exception:  # the heartbeat retries; the job itself is unaffected
                         log.exception("could not record job progress", job_id=job_id)
 
-    async def _flush(self, job_id: str, active: _Active) -> None:
+    async def _flush(self, job_id: str, active: _Active, *, durable: bool = False) -> None:
         active.last_write = time.monotonic()
         active.dirty = False
         wall = time.time()
@@ -583,7 +589,7 @@ class JobManager:
             "UPDATE jobs SET state = ?, message = ?, progress = ?, updated_at = ?,"
             f" started_at = COALESCE(started_at, ?) WHERE id = ? AND state IN {_ACTIVE_SQL}",
             (active.state.value, active.message, active.progress, wall, started, job_id),
-            False,
+            durable,
         )
 
     async def _on_partial(self, job_id: str, data: bytes, index: int) -> None:
