@@ -19,6 +19,7 @@ Every answer below copies the shape the vendor really sends (see
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import os
 import sqlite3
@@ -41,6 +42,7 @@ __all__ = [
     "UpstreamShape",
     "assert_no_canary",
     "build_stack",
+    "queue",
     "files_under",
     "image_files",
     "temp_leftovers",
@@ -293,6 +295,13 @@ def database_bytes(data_dir: Path) -> bytes:
     for path in db_files:
         out += path.read_bytes()
     return out
+
+
+def queue(upstream: FakeUpstream, route: str, *replies: Reply) -> None:
+    """Queue ready-made :class:`Reply` objects on a route, in order (FakeUpstream.reply
+    takes the same fields as keyword arguments)."""
+    for reply in replies:
+        upstream.reply("POST", route, **{f.name: getattr(reply, f.name) for f in dataclasses.fields(reply)})
 
 
 def request_mentions(requests: list[Recorded], needle: bytes) -> bool:

@@ -29,6 +29,7 @@ from reliability_kit import (
     assert_no_canary,
     database_bytes,
     files_under,
+    queue,
 )
 from stdio_kit import child_env, server_params
 
@@ -63,7 +64,7 @@ async def test_the_canary_never_leaves_the_configuration(isolated_env: Path, tmp
         # Each provider: its key echo first, then (for the second call) a good answer.
         for name, route in (("openai", OPENAI_ROUTE), ("gemini", GEMINI_ROUTE), ("minimax", MINIMAX_ROUTE)):
             shape = PROVIDERS[name]
-            upstream._route("POST", route)[2].extend([shape.auth_echo(), shape.ok()])
+            queue(upstream, route, shape.auth_echo(), shape.ok())
         upstream.reply("POST", OPENAI_ROUTE, status=500,
                        json={"error": {"message": f"upstream exploded; key={CANARY}", "type": "server_error"}})
         upstream.reply("POST", OPENAI_ROUTE, status=401, json=PROVIDERS["openai"].auth_echo().json)

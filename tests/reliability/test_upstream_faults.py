@@ -28,6 +28,7 @@ from atelier_core import (
 from atelier_core.router import Atelier
 from atelier_core.testing import FakeUpstream, Reply
 from atelier_core.types import ImageCall
+import reliability_kit
 from reliability_kit import CANARY, PROVIDERS, build_stack, image_files, temp_leftovers, verify_image_file
 
 pytestmark = pytest.mark.anyio
@@ -49,9 +50,7 @@ def assert_clean(tmp_path: Path) -> None:
 
 
 def queue(upstream: FakeUpstream, provider: str, *replies: Reply) -> None:
-    route = PROVIDERS[provider].route
-    for reply in replies:
-        upstream._route("POST", route)[2].append(reply)  # same queue FakeUpstream.reply fills
+    reliability_kit.queue(upstream, PROVIDERS[provider].route, *replies)
 
 
 @pytest.mark.parametrize("provider", NAMES)
