@@ -607,15 +607,19 @@ class Atelier:
         saved_count = 0
         for index, image in pending:
             try:
-                info, preview = await asyncio.to_thread(self._verify, image.data, entry.provider_name)
+                decoded = await asyncio.to_thread(self._verify, image.data, entry.provider_name)
             except AtelierError as exc:
                 log.warning("provider returned an invalid image", provider=entry.provider_name,
                             index=index, error=exc.code)
                 failures.append(ItemFailure(index=index, code=exc.code, message=str(exc)))
                 errors.append(exc)
                 continue
+            info = decoded.info
             metadata = self._metadata(prepared, image, index, request_id, usage)
             name = _numbered(filename, saved_count) if filename else None
+            # Verified: the file is written while another thread makes the preview from
+            # the same decode (both release the GIL for most of their work).
+            shrinking = asyncio.ensure_future(asyncio.to_thread(self._preview, decoded, entry.provider_name))
             try:
                 saved = await asyncio.to_thread(
                     self.store.save, image.data, info.format, filename=name, overwrite=overwrite,
@@ -625,6 +629,9 @@ class Atelier:
                 failures.append(ItemFailure(index=index, code=exc.code, message=str(exc)))
                 errors.append(exc)
                 continue
+            finally:
+                preview = await shrinking  # never raises: a failed preview is None
+                decoded.image.close()
             saved_count += 1
             if preview is not None:
                 self.previews.put(str(saved.path), saved.sha256, preview)
@@ -657,23 +664,23 @@ class Atelier:
             elapsed_s=round(time.perf_counter() - prepared.started, 4),
         )
 
-    def _verify(self, data: bytes, provider: str) -> tuple[imaging.ImageInfo, imaging.Preview | None]:
-        """Verify a returned image and make its default preview from the same decode
-        (runs in a worker thread: decoding a 4K PNG takes a third of a second)."""
-        decoded = imaging.decode_image(
+    def _verify(self, data: bytes, provider: str) -> imaging.DecodedImage:
+        """Fully decode a returned image (worker thread: a 4K PNG takes a third of a
+        second); raises UpstreamProtocolError when it is not a complete image. The caller
+        makes the preview from this decode and closes it."""
+        return imaging.decode_image(
             data, max_pixels=self.settings.storage.max_input_pixels, upstream=True, provider=provider
         )
+
+    def _preview(self, decoded: imaging.DecodedImage, provider: str) -> imaging.Preview | None:
+        """The default preview from an existing decode (worker thread); None if it fails."""
+        settings = self.settings.preview
         try:
-            preview = None
-            settings = self.settings.preview
-            try:
-                preview = imaging.make_preview(decoded, max_edge=settings.max_edge,
-                                               max_bytes=settings.max_bytes, fmt=settings.format)
-            except Exception as exc:  # a preview is a convenience; the MCP layer retries from the file
-                log.warning("preview failed", provider=provider, error=type(exc).__name__)
-            return decoded.info, preview
-        finally:
-            decoded.image.close()
+            return imaging.make_preview(decoded, max_edge=settings.max_edge,
+                                        max_bytes=settings.max_bytes, fmt=settings.format)
+        except Exception as exc:  # a preview is a convenience; the MCP layer retries from the file
+            log.warning("preview failed", provider=provider, error=type(exc).__name__)
+            return None
 
     def settle(
         self, prepared: Prepared, usage: Usage | None, provider_cost: float | None, delivered: int
