@@ -99,3 +99,25 @@ def test_every_stdout_line_is_json_rpc(tmp_path: Path) -> None:
     stderr = (tmp_path / "stderr.log").read_text()
     assert "noisy plugin: generating" in stderr  # what the plugin printed went to stderr
     assert "frobnicator" in stderr  # the broken plugin is reported, on stderr
+
+
+def test_garbage_and_lone_surrogates_on_stdin_do_not_stop_the_server(tmp_path: Path) -> None:
+    """P9 / robustness: a line that is not JSON, and a JSON string with a lone surrogate
+    escape (``"\\ud800"``, which the MCP SDK's strict parser rejects as invalid JSON), are
+    dropped by the transport; the server keeps answering and stdout stays clean."""
+    server = RawStdio(child_env(), tmp_path / "stderr.log")
+    try:
+        server.initialize()
+        assert server.process.stdin is not None
+        server.process.stdin.write(b"this is not json\n")
+        server.process.stdin.write(b'{"jsonrpc": "2.0", "id": 99, "method": "tools/call", "params": {"name": '
+                                   b'"generate_image", "arguments": {"prompt": "\\ud800 fox", "model": "placeholder"}}}\n')
+        server.process.stdin.flush()
+        answer = server.request("tools/call", {"name": "generate_image", "arguments": {
+            "prompt": "still here", "model": "placeholder", "size": "256x256"}})
+        assert answer["result"].get("isError") is not True, answer
+    finally:
+        code = server.close()
+    assert code == 0
+    for line in server.stdout_lines:
+        assert json.loads(line).get("jsonrpc") == "2.0", line[:200]
