@@ -37,15 +37,19 @@ import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 import anyio
-import httpcore2
 import httpx2
 import structlog
 
 from .errors import InputImageError, shorten
+
+if TYPE_CHECKING:
+    import httpcore2
+
+    from ._pinned import PinnedBackend
 
 __all__ = [
     "AddressPolicy",
@@ -176,55 +180,10 @@ async def _default_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-class _PinnedBackend(httpcore2.AsyncNetworkBackend):
-    """The connection layer: dials only (host, port) pairs validated for this fetch,
-    always to the validated address; it never resolves a name."""
-
-    def __init__(self, inner: httpcore2.AsyncNetworkBackend) -> None:
-        self.inner = inner
-        self.pins: dict[tuple[str, int], str] = {}
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore2.AsyncNetworkStream:
-        address = self.pins.get((host.strip("[]").lower(), port))
-        if address is None:
-            raise httpcore2.ConnectError(f"connection to unvalidated host {host!r} refused")
-        return await self.inner.connect_tcp(
-            address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
-        )
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore2.AsyncNetworkStream:
-        raise httpcore2.ConnectError("unix sockets are not allowed")
-
-    async def sleep(self, seconds: float) -> None:
-        await self.inner.sleep(seconds)
-
-
 @functools.lru_cache(maxsize=1)
 def _ssl_context() -> ssl.SSLContext:
     # Loading the CA bundle costs tens of milliseconds; one verifying context is shared.
     return httpx2.create_ssl_context(trust_env=False)
-
-
-class _PinnedTransport(httpx2.AsyncHTTPTransport):
-    def __init__(self, backend: _PinnedBackend) -> None:
-        ssl_context = _ssl_context()
-        super().__init__(verify=ssl_context, trust_env=False, http1=True, http2=False)
-        # httpx2's transport has no network_backend parameter; the pool it wraps does.
-        self._pool = httpcore2.AsyncConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=1,
-            max_keepalive_connections=0,
-            network_backend=backend,
-        )
 
 
 class SafeFetcher:
@@ -267,12 +226,17 @@ class SafeFetcher:
         code ``url_not_allowed``, ``failed_to_download_image``, ``image_file_too_large``
         or ``remote_timeout``."""
         allowed = None if allowed_hosts is None else {self._host_entry(h) for h in allowed_hosts}
-        backend = _PinnedBackend(self._backend or httpcore2.AnyIOBackend())
+        # httpcore2/h11 load here, on the first fetch, not at server start-up.
+        import httpcore2
+
+        from ._pinned import PinnedBackend, PinnedTransport
+
+        backend = PinnedBackend(self._backend or httpcore2.AnyIOBackend())
         shown = _display(url)
         try:
             with anyio.fail_after(self.timeout_s):
                 async with httpx2.AsyncClient(
-                    transport=_PinnedTransport(backend),
+                    transport=PinnedTransport(backend),
                     trust_env=False,
                     follow_redirects=False,
                     timeout=httpx2.Timeout(self.timeout_s),
@@ -366,7 +330,7 @@ class SafeFetcher:
     async def _fetch(
         self,
         client: httpx2.AsyncClient,
-        backend: _PinnedBackend,
+        backend: PinnedBackend,
         url: str,
         allowed: set[str] | None,
         parameter: str,
