@@ -156,3 +156,27 @@ async def test_sigkill_while_the_provider_holds_the_request(isolated_env: Path, 
         time.sleep(0.3)  # give a (wrong) automatic re-send the chance to show up
         assert len(upstream.requests) == 2  # the interrupted call was never resubmitted
     assert len(image_files(images)) == 1
+
+
+async def test_crash_after_two_of_four_images_keeps_the_two(isolated_env: Path, tmp_path: Path) -> None:
+    """PF3: a job asked for 4 images dies right after publishing the second. After the
+    restart the two published files are intact, the job is interrupted, nothing is torn."""
+    images = isolated_env / "data" / "images"
+    pidfile = tmp_path / "pid"
+    errlog = tmp_path / "stderr.log"
+    crashing = child_env({"ATELIER_TEST_PIDFILE": str(pidfile), "ATELIER_TEST_FAILPOINT": "after_link",
+                          "ATELIER_TEST_FAILPOINT_SKIP": "2", "ATELIER_DEFAULT_MODEL": "placeholder"})
+    with errlog.open("w") as errors:
+        with contextlib.suppress(Exception):
+            async with Client(stdio_client(server_params(crashing), errlog=errors)) as client:
+                with anyio.fail_after(60):
+                    done_id = await _submit(client, **SIZE)  # image 1 of the run passes
+                    assert (await _jobs(client, [done_id], wait_s=20))[done_id]["state"] == "done"
+                    crashed_id = await _submit(client, n=4, **SIZE)  # 2nd of these 4 is the last
+                    await _wait_dead(int(pidfile.read_text()))
+    published = image_files(images)
+    assert len(published) == 3  # the finished job's image + two of the four
+    await _restart_and_check(child_env({"ATELIER_DEFAULT_MODEL": "placeholder"}), errlog, done_id, crashed_id)
+    assert image_files(images) == published
+    for path in published:
+        verify_image_file(path)
