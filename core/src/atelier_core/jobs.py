@@ -33,6 +33,7 @@ The manager knows nothing of MCP or of the router: it runs a *runner* coroutine 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -54,7 +55,14 @@ import anyio.to_thread
 import structlog
 from pydantic import BaseModel
 
-from .errors import AtelierError, InvalidParameterError, NotFoundError, StorageError
+from .errors import (
+    AtelierError,
+    InvalidParameterError,
+    NotFoundError,
+    RequestError,
+    StorageError,
+    shorten,
+)
 from .settings import JobSettings
 from .store import StateStore
 
@@ -125,8 +133,21 @@ JOB_MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_created ON jobs (created_at);
     CREATE INDEX jobs_owner ON jobs (owner, state);
     """,
+    # v2: idempotency keys — a repeated call with the same key gets the same job.
+    """
+    ALTER TABLE jobs ADD COLUMN idempotency_key TEXT;
+    ALTER TABLE jobs ADD COLUMN fingerprint TEXT;
+    CREATE UNIQUE INDEX jobs_idempotency ON jobs (idempotency_key) WHERE idempotency_key IS NOT NULL;
+    """,
 )
 """The ``jobs`` component's schema history (append only)."""
+
+
+def _fingerprint(operation: str, request: dict[str, Any]) -> str:
+    """What makes two requests "the same" for an idempotency key (presentation aside)."""
+    significant = {k: v for k, v in request.items() if k not in ("return_image", "confirmed")}
+    encoded = json.dumps([operation, significant], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(encoded.encode()).hexdigest()
 
 
 def new_job_id() -> str:
@@ -164,6 +185,7 @@ class Job(BaseModel):
     partial: bytes | None = None
     partial_mime: str | None = None
     partial_index: int | None = None
+    reused: bool = False  # returned for a repeated idempotency key: nothing new was sent
 
     @property
     def terminal(self) -> bool:
@@ -184,6 +206,8 @@ class Job(BaseModel):
             out["stage"] = self.message
         if self.progress is not None and not self.terminal:
             out["progress"] = round(self.progress, 3)
+        if self.reused:
+            out["reused"] = True
         out["created_at"] = iso_utc(self.created_at)
         if self.finished_at is not None:
             out["finished_at"] = iso_utc(self.finished_at)
@@ -430,10 +454,27 @@ class JobManager:
 
     # -- submitting and running ----------------------------------------------------
 
-    async def submit(self, operation: str, request: dict[str, Any], *, origin: Origin = "job") -> Job:
-        """Record a job durably, start it, and return it (state ``queued``)."""
+    async def submit(
+        self,
+        operation: str,
+        request: dict[str, Any],
+        *,
+        origin: Origin = "job",
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Record a job durably, start it, and return it (state ``queued``).
+
+        With ``idempotency_key``, a key seen before with the same request returns that
+        earlier job (``job.reused``) and sends nothing; with a different request it is
+        refused (``idempotency_conflict``). Keys are remembered as long as their job.
+        """
         if self._tg is None:
             raise RuntimeError("JobManager.submit needs `async with manager.running()`")
+        fingerprint = _fingerprint(operation, request) if idempotency_key else None
+        if idempotency_key:
+            earlier = await self._by_key(idempotency_key, operation, fingerprint)
+            if earlier is not None:
+                return earlier
         if len(self._active) >= self.max_active:
             raise AtelierError(
                 f"this server already has {len(self._active)} unfinished jobs (the limit)",
@@ -451,11 +492,17 @@ class JobManager:
             await self._db(
                 self._write,
                 "INSERT INTO jobs (id, operation, origin, state, message, request, owner, owner_host,"
-                " owner_pid, lease_until, created_at, updated_at)"
-                " VALUES (?, ?, ?, 'queued', 'waiting for a provider slot', ?, ?, ?, ?, ?, ?, ?)",
+                " owner_pid, lease_until, created_at, updated_at, idempotency_key, fingerprint)"
+                " VALUES (?, ?, ?, 'queued', 'waiting for a provider slot', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (job_id, operation, origin, encoded, self.owner, self.host, self.pid,
-                 now + self.settings.lease_s, now, now),
+                 now + self.settings.lease_s, now, now, idempotency_key, fingerprint),
             )
+        except sqlite3.IntegrityError:
+            # Another call with the same key committed first (the unique index decided).
+            earlier = await self._by_key(idempotency_key or "", operation, fingerprint)
+            if earlier is None:
+                raise
+            return earlier
         except sqlite3.Error as exc:  # nothing was sent: say why the job could not be kept
             raise StorageError(
                 f"could not record the job in {self.store.path}: {exc}; nothing was sent",
@@ -470,6 +517,27 @@ class JobManager:
             message="waiting for a provider slot", request=request, owner=self.owner,
             created_at=now, updated_at=now,
         )
+
+    async def _by_key(self, key: str, operation: str, fingerprint: str | None) -> Job | None:
+        rows = await self._db(
+            lambda conn: conn.execute(
+                "SELECT id, fingerprint FROM jobs WHERE idempotency_key = ?", (key,)
+            ).fetchall()
+        )
+        if not rows:
+            return None
+        job_id, stored = rows[0][0], rows[0][1]
+        if stored != fingerprint:
+            raise RequestError(
+                f"idempotency_key {shorten(key)!s} was already used for a different request "
+                f"(job {job_id})",
+                code="idempotency_conflict", parameter="idempotency_key", value=key,
+                fix="use a new idempotency_key for a new request, or repeat the original "
+                "request exactly to get its result",
+            )
+        job = await self.get(job_id)
+        log.info("idempotent repeat: returning the earlier job", job_id=job_id)
+        return job.model_copy(update={"reused": True})
 
     async def _run(self, job_id: str, operation: str, request: dict[str, Any]) -> None:
         active = self._active[job_id]
@@ -685,6 +753,7 @@ class JobManager:
         *,
         handoff_after_s: float | None = None,
         on_progress: ProgressListener | None = None,
+        idempotency_key: str | None = None,
     ) -> Job:
         """Run a call as a hidden job and wait for it, handing it off after a while.
 
@@ -694,7 +763,8 @@ class JobManager:
         up), the job is cancelled too.
         """
         limit = self.settings.handoff_after_s if handoff_after_s is None else handoff_after_s
-        job = await self.submit(operation, request, origin="call")
+        job = await self.submit(operation, request, origin="call", idempotency_key=idempotency_key)
+        owned = not job.reused  # a repeat waits for the earlier job but never cancels it
         active = self._active.get(job.id)
         if active is not None and on_progress is not None:
             active.listeners.append(on_progress)
@@ -703,17 +773,20 @@ class JobManager:
                 with anyio.move_on_after(limit if limit and limit > 0 else None):
                     await active.done.wait()
         except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                await self.cancel(job.id)
+            if owned:
+                with anyio.CancelScope(shield=True):
+                    await self.cancel(job.id)
             raise
         finally:
             if active is not None and on_progress in active.listeners:
                 active.listeners.remove(on_progress)
-        job = await self.get(job.id)
+        reused = job.reused
+        job = (await self.get(job.id)).model_copy(update={"reused": reused})
         if job.terminal:
-            # Answered in time: nobody holds this id, so the row has served its purpose.
-            await self._db(self._write, "DELETE FROM jobs WHERE id = ? AND origin = 'call'",
-                           (job.id,), False)
+            # Answered in time: nobody holds this id (unless an idempotency key does, so
+            # a repeat still finds it), so the row has served its purpose.
+            await self._db(self._write, "DELETE FROM jobs WHERE id = ? AND origin = 'call' "
+                           "AND idempotency_key IS NULL", (job.id,), False)
         else:
             await self._db(
                 self._write,

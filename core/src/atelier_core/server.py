@@ -350,7 +350,8 @@ class _Tools:
 
     async def _run(self, ctx: Context, call_args: dict[str, Any], operation: Operation,
                    filename: str | None, overwrite: bool, return_image: ReturnImage | None,
-                   dry_run: bool, as_job: bool = False) -> CallToolResult:
+                   dry_run: bool, as_job: bool = False,
+                   idempotency_key: str | None = None) -> CallToolResult:
         settings = self.atelier.settings
         mode: ReturnImage = return_image or settings.preview.default
 
@@ -364,7 +365,7 @@ class _Tools:
             if self.jobs is not None and not dry_run:
                 # Through the job machinery: a long call is handed off, never re-sent.
                 return await self._run_job(call, operation, filename, overwrite, mode, as_job,
-                                           progress, confirmed)
+                                           progress, confirmed, idempotency_key)
             outcome = await self.atelier.execute(
                 call, operation, filename=filename, overwrite=overwrite, progress=progress,
                 dry_run=dry_run, confirm=_approved if confirmed else None,
@@ -397,13 +398,14 @@ class _Tools:
         return_image: Annotated[ReturnImage | None, Field(description="Inline image: preview (default), full, none.")] = None,
         dry_run: Annotated[bool, Field(description="Validate and price only; nothing sent.")] = False,
         as_job: Annotated[bool, Field(description=_AS_JOB_DOC)] = False,
+        idempotency_key: Annotated[str | None, Field(max_length=200, description=_IDEMPOTENCY_DOC)] = None,
     ) -> Annotated[CallToolResult, CallOutcome]:
         args = dict(prompt=prompt, model=model, size=size, aspect_ratio=aspect_ratio,
                     resolution=resolution, quality=quality, n=n, output_format=output_format,
                     output_compression=output_compression, background=background, seed=seed,
                     negative_prompt=negative_prompt, style=style, options=options, images=images)
         return await self._run(ctx, args, Operation.GENERATE, filename, overwrite, return_image, dry_run,
-                               as_job)
+                               as_job, idempotency_key)
 
     async def edit_image(
         self,
@@ -429,6 +431,7 @@ class _Tools:
         return_image: ReturnImage | None = None,
         dry_run: bool = False,
         as_job: bool = False,
+        idempotency_key: Annotated[str | None, Field(max_length=200)] = None,
     ) -> Annotated[CallToolResult, CallOutcome]:
         args = dict(prompt=prompt, images=images, mask=mask, model=model, size=size,
                     aspect_ratio=aspect_ratio, resolution=resolution, quality=quality, n=n,
@@ -436,14 +439,14 @@ class _Tools:
                     background=background, seed=seed, negative_prompt=negative_prompt,
                     style=style, options=options)
         return await self._run(ctx, args, Operation.EDIT, filename, overwrite, return_image, dry_run,
-                               as_job)
+                               as_job, idempotency_key)
 
     # -- background jobs --------------------------------------------------------------
 
     async def _run_job(self, call: ImageCall, operation: Operation, filename: str | None,
                        overwrite: bool, mode: ReturnImage, as_job: bool,
                        progress: Callable[[float | None, str], Awaitable[None]],
-                       confirmed: bool = False) -> CallToolResult:
+                       confirmed: bool = False, idempotency_key: str | None = None) -> CallToolResult:
         assert self.jobs is not None
         entry = self.atelier.resolve(call.model)
         request = {"model": entry.canonical_id,
@@ -457,7 +460,8 @@ class _Tools:
             if filename is not None:
                 self.atelier.check_filename(prepared, filename, overwrite)
             job = await self.jobs.submit(operation.value, request,
-                                         origin="task" if slot is not None else "job")
+                                         origin="task" if slot is not None else "job",
+                                         idempotency_key=idempotency_key)
             if slot is not None:
                 slot.job = job
             ticket = CallOutcome(
@@ -466,7 +470,8 @@ class _Tools:
                 applied=prepared.validated.applied, notes=prepared.notes, cost=prepared.cost,
             )
             return _job_ticket(job, ticket, handed_off=False)
-        job = await self.jobs.call(operation.value, request, on_progress=progress)
+        job = await self.jobs.call(operation.value, request, on_progress=progress,
+                                   idempotency_key=idempotency_key)
         if job.terminal:
             return await self._finished(job, mode)
         ticket = CallOutcome(model=entry.canonical_id, provider=entry.provider_name,
@@ -487,6 +492,9 @@ class _Tools:
                     content=[TextContent(type="text", text=f"{job.id} finished (recorded by another "
                                          f"Atelier version; no preview). Files:\n{files}")],
                     structured_content=job.outcome)
+            if job.reused:
+                outcome.notes.append(f"idempotency_key matched job {job.id}: this is its result; "
+                                     "nothing was sent again")
             return await render(outcome, mode, self.atelier.settings, self.atelier.previews)
         raise ToolError(_job_error_text(job))
 
@@ -669,6 +677,7 @@ _EDIT_DOC = (
     "Edit images (mask inpainting, composing several, restyling) with any model that can "
     "edit. Options and result as generate_image. No prompt: a variation, where supported."
 )
+_IDEMPOTENCY_DOC = "Same key + same request = the earlier result, never billed twice."
 _AS_JOB_DOC = "Return a job id at once; collect with get_jobs."
 _GET_JOBS_DOC = (
     "Status and results of background jobs (as_job, or calls still running after 45 s). "
