@@ -25,6 +25,7 @@ from .errors import (
     UpstreamProtocolError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
+    retry_after_from_headers,
 )
 from .hookspecs import hookimpl
 from .provider import CallContext, Provider, ProviderSettings
@@ -89,4 +90,5 @@ __all__ = [
     "UpstreamUnavailableError",
     "Usage",
     "hookimpl",
+    "retry_after_from_headers",
 ]

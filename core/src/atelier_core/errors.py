@@ -29,8 +29,11 @@ nothing else ever reaches the client, so no stack trace and no secret can leak.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from difflib import get_close_matches
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 __all__ = [
@@ -56,6 +59,7 @@ __all__ = [
     "UpstreamTimeoutError",
     "UpstreamUnavailableError",
     "closest",
+    "retry_after_from_headers",
     "shorten",
 ]
 
@@ -82,6 +86,43 @@ def closest(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
         if lowered and lowered in candidate.lower() and candidate not in hits:
             hits.append(candidate)
     return hits[:n]
+
+
+def retry_after_from_headers(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
+    """Seconds a rate-limited caller should wait, from HTTP response headers.
+
+    Reads ``retry-after-ms`` first, then ``retry-after`` (seconds or an HTTP date; a date
+    in the past gives ``0``). Header names are matched case-insensitively. Missing,
+    negative, infinite or unparseable values give ``None``: the core then uses its own
+    backoff. Use it for :class:`RateLimitedError`'s ``retry_after_s``.
+    """
+    if not headers:
+        return None
+    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
+    raw_ms = lowered.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            value = float(raw_ms) / 1000.0
+        except ValueError:
+            value = -1.0
+        if math.isfinite(value) and value >= 0:
+            return round(value, 3)
+    raw = lowered.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        return round(max(0.0, when.timestamp() - (time.time() if now is None else now)), 3)
+    if not math.isfinite(value) or value < 0:
+        return None
+    return round(value, 3)
 
 
 class AtelierError(Exception):

@@ -276,7 +276,8 @@ def _details(*items: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("exc", "kind", "retry_after"), [
     (APIError(429, headers={"retry-after": "4"}), RateLimitedError, 4.0),
-    (APIError(429, headers={"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"}), RateLimitedError, None),
+    # An HTTP date is honoured (the core's shared parser); one in the past means "now".
+    (APIError(429, headers={"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"}), RateLimitedError, 0.0),
     (APIError(429, details=_details({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "12.5s"})),
      RateLimitedError, 12.5),
     (APIError(429, details=_details({"@type": "type.googleapis.com/google.rpc.QuotaFailure",

@@ -6,9 +6,7 @@ Takes the openai SDK's exceptions duck-typed (``status_code``, ``body``, ``code`
 
 from __future__ import annotations
 
-import email.utils
 import re
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +21,7 @@ from atelier_core import (
     UpstreamProtocolError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
+    retry_after_from_headers,
 )
 from atelier_core.errors import shorten
 
@@ -59,31 +58,8 @@ class Target:
     timeout_s: float
 
 
-def parse_retry_after(headers: Any, now: float | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` / ``retry-after`` (seconds or HTTP date)."""
-    if headers is None:
-        return None
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            value = float(raw_ms) / 1000
-            return value if value >= 0 else None
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        value = float(raw)
-        return value if value >= 0 else None
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    delta = when.timestamp() - (time.time() if now is None else now)
-    return max(0.0, round(delta, 3))
+# Retry-After parsing is the core's (shared by every provider).
+parse_retry_after = retry_after_from_headers
 
 
 def _body_parts(exc: Any) -> tuple[str, str, str]:

@@ -31,6 +31,7 @@ from atelier_core import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
     Usage,
+    retry_after_from_headers,
 )
 
 __all__ = [
@@ -442,19 +443,12 @@ def _names(exc: BaseException) -> set[str]:
 
 def retry_after_seconds(headers: Any, details: Any) -> float | None:
     """``Retry-After`` (seconds) or Google's ``RetryInfo.retryDelay`` ("31s"), if any."""
-    value = None
-    if headers is not None:
-        try:
-            value = headers.get("retry-after")
-        except Exception:  # a header container we do not know: no hint
-            value = None
-    if value is not None:
-        try:
-            seconds = float(str(value).strip())
-        except ValueError:
-            seconds = -1.0  # an HTTP date or garbage: fall back to the core's backoff
-        if seconds >= 0:
-            return seconds
+    try:
+        seconds = retry_after_from_headers(headers)
+    except Exception:  # a header container we do not know: no hint
+        seconds = None
+    if seconds is not None:
+        return seconds
     for item in _detail_items(details):
         if str(item.get("@type", "")).endswith("google.rpc.RetryInfo"):
             match = _DURATION.match(str(item.get("retryDelay", "")))

@@ -11,9 +11,7 @@ from __future__ import annotations
 import binascii
 import json
 import re
-import time
 from collections.abc import Iterable, Mapping, Sequence
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 from atelier_core import (
@@ -37,6 +35,7 @@ from atelier_core import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
     Usage,
+    retry_after_from_headers,
 )
 from .settings import OpenAISettings
 
@@ -288,39 +287,8 @@ def redact(text: str, secret: str | None = None) -> str:
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
 
 
-def parse_retry_after(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms``, else ``retry-after`` (seconds or HTTP date).
-
-    Garbage, negative or missing values give ``None`` (the core then uses its backoff).
-    """
-    if not headers:
-        return None
-    lowered = {k.lower(): v for k, v in headers.items()}
-    ms = lowered.get("retry-after-ms")
-    if ms is not None:
-        try:
-            value = float(ms) / 1000.0
-        except ValueError:
-            value = -1.0
-        if value >= 0 and value == value:  # NaN check
-            return round(value, 3)
-    raw = lowered.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(raw)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when is None:
-            return None
-        value = when.timestamp() - (time.time() if now is None else now)
-        return round(max(0.0, value), 3)
-    if value != value or value < 0 or value == float("inf"):
-        return None
-    return round(value, 3)
+# Retry-After parsing is the core's (shared by every provider).
+parse_retry_after = retry_after_from_headers
 
 
 def _body_fields(exc: Any) -> tuple[str | None, str | None, str | None, str]:
