@@ -176,7 +176,13 @@ async def test_crash_after_two_of_four_images_keeps_the_two(isolated_env: Path, 
                     await _wait_dead(int(pidfile.read_text()))
     published = image_files(images)
     assert len(published) == 3  # the finished job's image + two of the four
-    await _restart_and_check(child_env({"ATELIER_DEFAULT_MODEL": "placeholder"}), errlog, done_id, crashed_id)
+    crashed = await _restart_and_check(child_env({"ATELIER_DEFAULT_MODEL": "placeholder"}), errlog, done_id, crashed_id)
     assert image_files(images) == published
+    # The job recorded each file it finished publishing: the caller learns what it has and
+    # needs to ask only for the rest (the second file was linked, then the process died
+    # before it could be recorded, so at least the first one is reported).
+    recorded = crashed["error"]["saved"]
+    assert recorded and set(recorded) <= {str(p) for p in published}
+    assert "were saved before it stopped" in crashed["error"]["message"]
     for path in published:
         verify_image_file(path)

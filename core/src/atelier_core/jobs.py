@@ -143,6 +143,13 @@ JOB_MIGRATIONS: tuple[str, ...] = (
 """The ``jobs`` component's schema history (append only)."""
 
 
+def _saved_before(files: Sequence[str]) -> str:
+    images = [f for f in files if not f.endswith(".json")]
+    if not images:
+        return ""
+    return f" {len(images)} image(s) were saved before it stopped: {', '.join(images)}."
+
+
 def _fingerprint(operation: str, request: dict[str, Any]) -> str:
     """What makes two requests "the same" for an idempotency key (presentation aside)."""
     significant = {k: v for k, v in request.items() if k not in ("return_image", "confirmed")}
@@ -276,6 +283,16 @@ class JobRun:
     async def partial(self, data: bytes, index: int = 0) -> None:
         """Record the latest streamed partial image (bounded; older ones are dropped)."""
         await self._manager._on_partial(self.job_id, data, index)
+
+    async def saved(self, path: str) -> None:
+        """Record a file the job has published (durably), so a crash later in the same
+        job still reports it instead of asking for the whole call again."""
+        await self._manager._db(
+            self._manager._write,
+            "UPDATE jobs SET files = json_insert(COALESCE(files, '[]'), '$[#]', ?), updated_at = ?"
+            " WHERE id = ?",
+            (path, time.time(), self.job_id),
+        )
 
 
 Runner = Callable[[JobRun], Awaitable[BaseModel | dict[str, Any]]]
@@ -585,14 +602,17 @@ class JobManager:
     ) -> bool:
         """Move an unfinished job to a terminal state; ``False`` if it already was."""
         now = time.time()
-        files = self._files_of(outcome) if outcome else []
+        # Without an outcome, keep the files the job recorded as it saved them.
+        files = self._files_of(outcome) if outcome else None
         changed = await self._db(
             self._write,
-            "UPDATE jobs SET state = ?, message = ?, outcome = ?, error = ?, files = ?,"
+            "UPDATE jobs SET state = ?, message = ?, outcome = ?, error = ?,"
+            " files = COALESCE(?, files),"
             " may_be_billed = ?, progress = NULL, partial = NULL, updated_at = ?, finished_at = ?"
             f" WHERE id = ? AND state IN {_ACTIVE_SQL}",
             (state.value, message, json.dumps(outcome) if outcome is not None else None,
-             json.dumps(error) if error is not None else None, json.dumps(files),
+             json.dumps(error) if error is not None else None,
+             json.dumps(files) if files is not None else None,
              int(may_be_billed), now, now, job_id),
         )
         active = self._active.get(job_id)
@@ -883,18 +903,23 @@ class JobManager:
             if not self._owner_dead(job, now, lease_until, host, pid):
                 continue
             sent = job.state is not JobState.QUEUED
-            detail = (
-                "the server process running it stopped while the provider was working on it; "
-                "the provider may have billed for it, and it was not re-sent"
-                if sent
-                else "the server process stopped before the request was sent; nothing was billed"
-            )
+            if not sent:
+                detail = "the server process stopped before the request was sent; nothing was billed"
+            elif job.state is JobState.SAVING:
+                detail = ("the server process stopped while saving the images; the provider has "
+                          "billed for them, and it was not re-sent")
+            else:
+                detail = ("the server process running it stopped while the provider was working "
+                          "on it; the provider may have billed for it, and it was not re-sent")
             error = {
                 "code": "interrupted",
-                "message": f"Job interrupted: {detail}.",
+                "message": f"Job interrupted: {detail}." + _saved_before(job.files),
                 "retryable": True,
-                "fix": "submit the call again if you still want the image",
+                "fix": "submit the call again for the images you still need"
+                if job.files else "submit the call again if you still want the image",
             }
+            if job.files:
+                error["saved"] = [f for f in job.files if not f.endswith(".json")]
             if await self._finish(job.id, JobState.FAILED, "failed: interrupted", error=error,
                                   may_be_billed=sent):
                 count += 1

@@ -161,6 +161,7 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     confirm: Confirm | None = None
+    on_saved: Callable[[str], Awaitable[None]] | None = None
 
     @property
     def quote(self) -> Quote:
@@ -305,6 +306,7 @@ class Atelier:
         partial: PartialSink | None = None,
         dry_run: bool = False,
         confirm: Confirm | None = None,
+        saved: Callable[[str], Awaitable[None]] | None = None,
     ) -> CallOutcome:
         """Run one generate/edit/variation call end to end.
 
@@ -319,6 +321,7 @@ class Atelier:
         if dry_run:
             return self.dry_run_outcome(prepared)
         prepared.confirm = confirm
+        prepared.on_saved = saved  # told each file's path as soon as it is published
         for guard in self.guards:
             await guard(prepared)
         hold = await self.admit(prepared)
@@ -633,6 +636,8 @@ class Atelier:
                 preview = await shrinking  # never raises: a failed preview is None
                 decoded.image.close()
             saved_count += 1
+            if prepared.on_saved is not None:
+                await prepared.on_saved(str(saved.path))
             if preview is not None:
                 self.previews.put(str(saved.path), saved.sha256, preview)
             records.append(ImageRecord(

@@ -807,7 +807,7 @@ def job_runner(atelier: Atelier) -> Runner:
         return await atelier.execute(
             ImageCall.model_validate(stored["call"]), Operation(job.operation),
             filename=stored.get("filename"), overwrite=bool(stored.get("overwrite")),
-            progress=progress, partial=job.partial,
+            progress=progress, partial=job.partial, saved=job.saved,
             confirm=_approved if stored.get("confirmed") else None,
         )
 
