@@ -22,11 +22,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
-
 from .provider import Provider
 from .registry import Registry, build_registry
-from .settings import Settings
+from .settings import ExplicitSettings
 from .spec import ModelSpec, Operation, Pricing
 
 __all__ = ["REGENERATE", "builtin_plugins", "catalog_registry", "main", "providers_markdown"]
@@ -34,21 +32,6 @@ __all__ = ["REGENERATE", "builtin_plugins", "catalog_registry", "main", "provide
 REGENERATE = "python -m atelier_core.catalog_docs --write docs/providers.md"
 HOST_DISTRIBUTION = "atelier-mcp"
 _ENTRY_POINT_GROUP = "atelier"
-
-
-class _DefaultSettings(Settings):
-    """Defaults only: the page must not depend on the machine that generates it."""
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)
 
 
 def builtin_plugins(host: str = HOST_DISTRIBUTION) -> list[str]:
@@ -66,7 +49,7 @@ def builtin_plugins(host: str = HOST_DISTRIBUTION) -> list[str]:
 def catalog_registry(plugins: Iterable[str] | None = None) -> Registry:
     """The registry the page documents: ``plugins`` (default: the built-ins), strictly."""
     allow = sorted(plugins) if plugins is not None else builtin_plugins()
-    settings = _DefaultSettings(plugins={"allow": allow, "strict": True})
+    settings = ExplicitSettings(plugins={"allow": allow, "strict": True})
     return build_registry(settings, entry_points=True)
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "PluginSettings",
     "PreviewSettings",
     "SessionSettings",
+    "ExplicitSettings",
     "Settings",
     "StorageSettings",
     "config_path",
@@ -177,3 +178,21 @@ class Settings(BaseSettings):
     def provider_values(self, name: str) -> dict[str, Any]:
         """The raw ``providers.<name>`` table (env merged over TOML)."""
         return dict(self.providers.get(name.lower(), {}))
+
+
+class ExplicitSettings(Settings):
+    """Settings from keyword arguments only: no ``ATELIER_*`` variables, no config file.
+
+    For tests and generated documentation, which must not depend on the machine.
+    """
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)

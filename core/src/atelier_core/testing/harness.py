@@ -17,11 +17,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
-
 from ..provider import Provider
 from ..registry import Registry, build_registry
-from ..settings import Settings
+from ..settings import ExplicitSettings, Settings
 
 if TYPE_CHECKING:
     from mcp import Client
@@ -41,21 +39,6 @@ PluginLike = object
 """A plugin (module or object with ``@hookimpl register_providers``) or a ``(name, plugin)`` pair."""
 
 
-class _IsolatedSettings(Settings):
-    """Settings from keyword arguments only: no ``ATELIER_*`` variables, no TOML file."""
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)
-
-
 def isolated_settings(tmp_path: Path | None = None, **overrides: Any) -> Settings:
     """Settings for a test: data and images under ``tmp_path``, plus ``overrides``.
 
@@ -72,7 +55,7 @@ def isolated_settings(tmp_path: Path | None = None, **overrides: Any) -> Setting
             values[key] = {**values[key], **value}
         else:
             values[key] = value
-    return _IsolatedSettings(**values)
+    return ExplicitSettings(**values)
 
 
 def plugin_pairs(plugins: Iterable[PluginLike]) -> list[tuple[str, object]]:
