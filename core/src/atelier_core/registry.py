@@ -11,7 +11,7 @@ import importlib.metadata
 import json
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -390,7 +390,3 @@ def _remove_provider(registry: Registry, name: str) -> None:
         del registry.models[canonical]
     for alias in [a for a, c in registry.aliases.items() if c.startswith(name + "/")]:
         del registry.aliases[alias]
-
-
-def iter_model_ids(registry: Registry) -> Iterable[str]:
-    return iter(registry.models)

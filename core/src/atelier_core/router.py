@@ -3,16 +3,14 @@
 :class:`Atelier` is the service every front end (MCP server, CLI, jobs, sessions) uses.
 Build it with :meth:`Atelier.build`; there is no module-level instance.
 
-``execute`` runs a call in small, separately callable steps so later features can wrap
-it without reaching inside:
+``execute`` runs a call in small, separately callable steps:
 
 1. :meth:`Atelier.prepare` — resolve the model, read input images, validate, quote. Nothing
    is sent upstream; every refusal happens here.
-2. ``guards`` — callables run with the :class:`Prepared` call before anything is spent
-   (spend limits plug in here); they raise to refuse.
+2. :meth:`Atelier.admit` — the spend limits (and ask-first confirmation); the quote is
+   held while the call runs.
 3. :meth:`Atelier.perform` — limits, the one retry layer, fan-out, verification, storage.
-4. ``recorders`` — callables run with the :class:`Prepared` call and its
-   :class:`CallOutcome` (the cost ledger plugs in here).
+4. :meth:`Atelier.account` — the cost ledger records what was billed.
 
 Routing rule: ``edit`` with no prompt on a model that supports ``variation`` becomes a
 variation (the input image re-imagined without instructions).
@@ -88,8 +86,6 @@ Confirm = Callable[[str], Awaitable[bool]]
 SENT_FRACTION = 0.1
 SAVING_FRACTION = 0.85
 PartialSink = Callable[[bytes, int], Awaitable[None]]
-Guard = Callable[["Prepared"], Awaitable[None]]
-Recorder = Callable[["Prepared", "CallOutcome"], Awaitable[None]]
 
 
 # -- results -----------------------------------------------------------------------
@@ -232,8 +228,6 @@ class Atelier:
         self.fetcher = fetcher
         self.limits = limits
         self._sleep = sleep
-        self.guards: list[Guard] = []
-        self.recorders: list[Recorder] = []
         self._state: StateStore | None = None
         self._ledger: Ledger | None = None
         self.spend = SpendGuard(settings.cost, self._get_ledger, run_id=_run_id())
@@ -322,8 +316,6 @@ class Atelier:
             return self.dry_run_outcome(prepared)
         prepared.confirm = confirm
         prepared.on_saved = saved  # told each file's path as soon as it is published
-        for guard in self.guards:
-            await guard(prepared)
         hold = await self.admit(prepared)
         try:
             try:
@@ -336,8 +328,6 @@ class Atelier:
                 raise
             # A ledger write is a SQLite commit (synced to disk): never on the event loop.
             await asyncio.to_thread(self.account, prepared, outcome)
-            for recorder in self.recorders:
-                await recorder(prepared, outcome)
         finally:
             self.spend.release(hold)
         return outcome
