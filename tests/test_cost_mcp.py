@@ -90,8 +90,8 @@ async def test_clients_without_elicitation_are_refused_above_the_threshold(tmp_p
 def test_usage_command_reports_the_ledger(tmp_path: Path) -> None:
     import asyncio
 
-    from atelier_core.spec import Operation
-    from atelier_core.types import ImageCall
+    from atelier_core.plugin.spec import Operation
+    from atelier_core.plugin.types import ImageCall
 
     data_dir = tmp_path / "data"
     atelier = build_test_atelier(tmp_path, [FakeProvider()])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from atelier_core.router import Atelier
+from atelier_core.engine.pipeline import Atelier
 from atelier_core.settings import Settings
 from atelier_core.testing.harness import connect
 

@@ -30,10 +30,10 @@ from mcp_types import (
 )
 from pydantic import ConfigDict, Field
 
-from atelier_core.errors import SafetyRefusalError
-from atelier_core.limits import LimiterPool
-from atelier_core.router import Atelier
-from atelier_core.server import TASKS_EXTENSION, build_server
+from atelier_core.plugin.errors import SafetyRefusalError
+from atelier_core.engine.throttle import LimiterPool
+from atelier_core.engine.pipeline import Atelier
+from atelier_core.mcp.server import TASKS_EXTENSION, build_server
 from atelier_core.testing.fakes import FakeProvider, Outcome
 from atelier_core.testing.harness import build_test_atelier
 

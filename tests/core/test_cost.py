@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from atelier_core.cost import Ledger, Quote, SpendGuard, apply_price_override, usage_report
-from atelier_core.errors import ConfigurationError, SpendLimitError
+from atelier_core.engine.cost import Ledger, Quote, SpendGuard, apply_price_override, usage_report
+from atelier_core.plugin.errors import ConfigurationError, SpendLimitError
 from atelier_core.settings import CostSettings
-from atelier_core.store import StateStore
-from atelier_core.spec import ModelSpec, Pricing
-from atelier_core.types import ImageRequest
-from atelier_core.provider import Provider
-from atelier_core.spec import Operation
+from atelier_core.state.database import StateStore
+from atelier_core.plugin.spec import ModelSpec, Pricing
+from atelier_core.plugin.types import ImageRequest
+from atelier_core.plugin.provider import Provider
+from atelier_core.plugin.spec import Operation
 
 
 def _ledger(tmp_path: Path) -> Ledger:
@@ -145,10 +145,10 @@ def test_usage_report_groups_by_day_provider_and_model(tmp_path: Path) -> None:
 
 # -- through the router ---------------------------------------------------------------
 
-from atelier_core.errors import SafetyRefusalError, UpstreamTimeoutError, UpstreamUnavailableError  # noqa: E402
+from atelier_core.plugin.errors import SafetyRefusalError, UpstreamTimeoutError, UpstreamUnavailableError  # noqa: E402
 from atelier_core.testing.fakes import FakeProvider, Outcome  # noqa: E402
 from atelier_core.testing.harness import build_test_atelier  # noqa: E402
-from atelier_core.types import ImageCall  # noqa: E402
+from atelier_core.plugin.types import ImageCall  # noqa: E402
 
 
 def test_admit_is_atomic_under_concurrency() -> None:
@@ -241,7 +241,7 @@ async def test_ask_first_uses_the_confirm_callback(tmp_path: Path) -> None:
 
 
 async def test_dry_run_prices_a_provider_that_is_not_configured(tmp_path: Path) -> None:
-    from atelier_core.errors import MissingCredentialsError
+    from atelier_core.plugin.errors import MissingCredentialsError
 
     fake = FakeProvider(needs_key=True, key_env_vars=["FAKE_API_KEY"])
     atelier = build_test_atelier(tmp_path, [fake])

@@ -18,8 +18,8 @@ import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atelier_core.errors import InputImageError
-from atelier_core.fetch import SafeFetcher, is_public_address, parse_host
+from atelier_core.plugin.errors import InputImageError
+from atelier_core.media.fetch import SafeFetcher, is_public_address, parse_host
 from atelier_core.testing import FakeUpstream
 
 # Module-level marker: anyio then parametrizes async tests at collection time, which keeps

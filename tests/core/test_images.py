@@ -9,8 +9,8 @@ import zlib
 import pytest
 from PIL import Image
 
-from atelier_core.errors import InputImageError, UpstreamProtocolError
-from atelier_core.images import (
+from atelier_core.plugin.errors import InputImageError, UpstreamProtocolError
+from atelier_core.media.images import (
     decode_image,
     inspect_image,
     make_preview,

@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from atelier_core.errors import InputImageError
-from atelier_core.fetch import SafeFetcher
-from atelier_core.inputs import InputIntake, decode_base64_image
-from atelier_core.storage import OutputStore
+from atelier_core.plugin.errors import InputImageError
+from atelier_core.media.fetch import SafeFetcher
+from atelier_core.media.inputs import InputIntake, decode_base64_image
+from atelier_core.media.storage import OutputStore
 
 pytestmark = pytest.mark.anyio  # keeps parametrize ids for async tests (see test_fetch)
 
@@ -198,13 +198,13 @@ async def test_bytes_are_read_once_and_returned_exactly(store: OutputStore, layo
     """I8: the file changes after it was read; the validated bytes are what we return."""
     target = layout["extra"] / "swap.png"
     target.write_bytes(PNG)
-    from atelier_core.images import inspect_image as real_inspect
+    from atelier_core.media.images import inspect_image as real_inspect
 
     def inspect_then_swap(data: bytes, **kwargs: Any) -> Any:
         target.write_bytes(encode(color="blue", size=(30, 30)))
         return real_inspect(data, **kwargs)
 
-    monkeypatch.setattr("atelier_core.inputs.inspect_image", inspect_then_swap)
+    monkeypatch.setattr("atelier_core.media.inputs.inspect_image", inspect_then_swap)
     image = await intake(store, layout).load("swap.png")
     assert image.data == PNG and (image.width, image.height) == (12, 8)
 
@@ -323,7 +323,7 @@ async def test_huge_base64_refused_from_length_alone(store: OutputStore, layout:
     def never(*args: Any, **kwargs: Any) -> bytes:
         raise AssertionError("decoded")
 
-    monkeypatch.setattr("atelier_core.inputs.base64.b64decode", never)
+    monkeypatch.setattr("atelier_core.media.inputs.base64.b64decode", never)
     huge = "iVBORw0KGgo" + "A" * 2_000_000
     await expect("image_file_too_large", intake(store, layout), huge)
     await expect("image_file_too_large", intake(store, layout), "data:image/png;base64," + huge)
@@ -371,7 +371,7 @@ async def test_concurrent_loads_run_in_threads(store: OutputStore, layout: dict[
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     import anyio
 
-    from atelier_core.images import inspect_image as real
+    from atelier_core.media.images import inspect_image as real
 
     (layout["extra"] / "c.png").write_bytes(encode(size=(64, 64)))
     loader = intake(store, layout)
@@ -381,7 +381,7 @@ async def test_concurrent_loads_run_in_threads(store: OutputStore, layout: dict[
         threads.add(threading.get_ident())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("atelier_core.inputs.inspect_image", record)
+    monkeypatch.setattr("atelier_core.media.inputs.inspect_image", record)
     async with anyio.create_task_group() as tg:
         for _ in range(4):
             tg.start_soon(loader.load, "c.png")

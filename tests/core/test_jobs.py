@@ -18,8 +18,8 @@ from typing import Any
 import anyio
 import pytest
 
-from atelier_core.errors import InvalidParameterError, NotFoundError
-from atelier_core.jobs import (
+from atelier_core.plugin.errors import InvalidParameterError, NotFoundError
+from atelier_core.state.jobs import (
     Job,
     JobManager,
     JobRun,
@@ -28,7 +28,7 @@ from atelier_core.jobs import (
     validate_job_ids,
 )
 from atelier_core.settings import JobSettings
-from atelier_core.store import StateStore
+from atelier_core.state.database import StateStore
 
 
 class FakeWork:
@@ -384,7 +384,7 @@ async def test_too_many_unfinished_jobs_are_refused_as_busy(tmp_path: Path) -> N
 async def test_a_job_that_cannot_be_recorded_is_refused_with_a_storage_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from atelier_core.errors import StorageError
+    from atelier_core.plugin.errors import StorageError
 
     work = FakeWork()
     async with manager(tmp_path, work) as jobs:

@@ -6,15 +6,15 @@ import asyncio
 
 import pytest
 
-from atelier_core.errors import (
+from atelier_core.plugin.errors import (
     AuthenticationError,
     RateLimitedError,
     SafetyRefusalError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from atelier_core.limits import LimiterPool, ProviderLimiter, RetryPolicy, call_with_retries
-from atelier_core.provider import ProviderSettings
+from atelier_core.engine.throttle import LimiterPool, ProviderLimiter, RetryPolicy, call_with_retries
+from atelier_core.plugin.provider import ProviderSettings
 
 pytestmark = pytest.mark.anyio
 

@@ -28,7 +28,8 @@ from structlog.testing import capture_logs
 
 import atelier_core
 import atelier_core.testing
-from atelier_core import ConfigurationError, Provider, hookimpl, hookspecs
+from atelier_core import ConfigurationError, Provider, hookimpl
+from atelier_core.plugin import hookspecs
 from atelier_core.testing import FakeProvider, build_test_registry, fake_spec, isolated_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -276,7 +277,7 @@ def test_tutorial_files_are_the_example_files() -> None:
 
 
 def test_providers_doc_matches_the_registry() -> None:
-    from atelier_core.catalog_docs import REGENERATE, builtin_plugins, catalog_registry, providers_markdown
+    from atelier_core.engine.catalog_docs import REGENERATE, builtin_plugins, catalog_registry, providers_markdown
 
     builtins = builtin_plugins()
     assert {"placeholder", "openai", "dalle", "gemini", "minimax"} <= set(builtins)
@@ -296,7 +297,7 @@ def test_providers_doc_matches_the_registry() -> None:
 
 
 def test_providers_doc_generator_covers_every_model() -> None:
-    from atelier_core.catalog_docs import providers_markdown
+    from atelier_core.engine.catalog_docs import providers_markdown
 
     registry = build_test_registry([FakeProvider("one"), FakeProvider("two", models=[fake_spec("x", aliases=("ex",))])])
     page = providers_markdown(registry)
@@ -307,7 +308,7 @@ def test_providers_doc_generator_covers_every_model() -> None:
 
 
 def test_providers_doc_check_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from atelier_core import catalog_docs
+    from atelier_core.engine import catalog_docs
 
     stale = tmp_path / "providers.md"
     stale.write_text("old\n")
@@ -350,7 +351,7 @@ def test_plugins_trace_reads_the_environment(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_plugins_trace_monitors_hooks_called_through_pluggy() -> None:
-    from atelier_core.registry import build_plugin_manager
+    from atelier_core.engine.registry import build_plugin_manager
 
     pm = build_plugin_manager(trace=True)
     pm.register(_TwoProviders(), name="two")

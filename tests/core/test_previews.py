@@ -13,7 +13,7 @@ from mcp_types import ImageContent
 from PIL import Image
 
 import atelier_placeholder
-from atelier_core import images
+from atelier_core.media import images
 from atelier_core.testing import build_test_atelier, connect
 
 

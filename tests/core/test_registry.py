@@ -11,14 +11,14 @@ import pytest
 
 import atelier_placeholder
 from atelier_core import ModelSpec, Provider, RetiredModel, hookimpl
-from atelier_core.errors import (
+from atelier_core.plugin.errors import (
     ConfigurationError,
     InvalidParameterError,
     MissingCredentialsError,
     RetiredModelError,
     UnknownModelError,
 )
-from atelier_core.registry import build_registry
+from atelier_core.engine.registry import build_registry
 from atelier_core.settings import Settings
 
 BUILT_IN = {"placeholder", "openai", "dalle", "gemini", "minimax"}

@@ -26,7 +26,7 @@ from atelier_core import (
     Usage,
     hookimpl,
 )
-from atelier_core.errors import (
+from atelier_core.plugin.errors import (
     InvalidParameterError,
     OutputPathError,
     RateLimitedError,
@@ -36,10 +36,10 @@ from atelier_core.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from atelier_core.router import Atelier, CallOutcome
+from atelier_core.engine.pipeline import Atelier, CallOutcome
 from atelier_core.settings import Settings
 from atelier_core.testing import make_image, make_mask
-from atelier_core.types import ImageCall, ItemFailure
+from atelier_core.plugin.types import ImageCall, ItemFailure
 
 pytestmark = pytest.mark.anyio
 
@@ -441,7 +441,7 @@ async def test_unavailable_model_is_listed_with_reason_and_refused(tmp_path: Pat
     atelier = build(tmp_path, Keyed())
     (model,) = atelier.describe_models(provider="fake")["models"]
     assert model["available"] is False and "FAKE_API_KEY" in model["reason"]
-    from atelier_core.errors import MissingCredentialsError
+    from atelier_core.plugin.errors import MissingCredentialsError
 
     with pytest.raises(MissingCredentialsError, match="FAKE_API_KEY"):
         await atelier.execute(ImageCall(model="one", prompt="x"), Operation.GENERATE)

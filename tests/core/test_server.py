@@ -17,8 +17,8 @@ from PIL import Image
 
 import atelier_placeholder
 from atelier_core import Provider, hookimpl
-from atelier_core.router import Atelier, CallOutcome
-from atelier_core.server import build_server, compact_schema
+from atelier_core.engine.pipeline import Atelier, CallOutcome
+from atelier_core.mcp.server import build_server, compact_schema
 from atelier_core.settings import Settings
 from atelier_core.testing import make_mask
 
@@ -258,7 +258,7 @@ async def test_list_available_models_with_filters_and_plugin_problems(client: Cl
 
 async def test_a_provider_error_echoing_the_key_is_masked(tmp_path: Path) -> None:
     from atelier_core import CallContext, ImageRequest, ModelSpec, ProviderResult
-    from atelier_core.errors import AuthenticationError
+    from atelier_core.plugin.errors import AuthenticationError
 
     secret = "sk-leaky-secret-4242424242"
 

@@ -9,12 +9,12 @@ import pytest
 from PIL import Image, ImageDraw
 
 import atelier_placeholder
-from atelier_core.errors import InputImageError, InvalidParameterError, NotFoundError, RequestError
-from atelier_core.sessions import SessionManager
-from atelier_core.spec import Operation
+from atelier_core.plugin.errors import InputImageError, InvalidParameterError, NotFoundError, RequestError
+from atelier_core.engine.sessions import SessionManager
+from atelier_core.plugin.spec import Operation
 from atelier_core.testing.fakes import FakeProvider, fake_spec
 from atelier_core.testing.harness import build_test_atelier
-from atelier_core.types import ImageCall
+from atelier_core.plugin.types import ImageCall
 
 SIZE = 256
 

@@ -149,8 +149,8 @@ def test_example_config_documents_every_core_setting() -> None:
 
 
 def test_example_config_documents_every_provider_setting() -> None:
-    from atelier_core.provider import ProviderSettings
-    from atelier_core.registry import build_registry
+    from atelier_core.plugin.provider import ProviderSettings
+    from atelier_core.engine.registry import build_registry
 
     keys = _documented_keys(EXAMPLE.read_text())
     text = EXAMPLE.read_text()
@@ -163,7 +163,7 @@ def test_example_config_documents_every_provider_setting() -> None:
 
 
 def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
-    from atelier_core.registry import build_registry
+    from atelier_core.engine.registry import build_registry
 
     monkeypatch.setenv("ATELIER_CONFIG", str(EXAMPLE))
     settings = Settings()
@@ -174,8 +174,8 @@ def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_configuration_doc_names_every_setting_and_variable() -> None:
-    from atelier_core.provider import ProviderSettings
-    from atelier_core.registry import build_registry
+    from atelier_core.plugin.provider import ProviderSettings
+    from atelier_core.engine.registry import build_registry
 
     doc = (ROOT / "docs" / "configuration.md").read_text()
     for name, field in Settings.model_fields.items():

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from atelier_core.errors import InvalidParameterError, NotFoundError, OutputPathError, StorageError
-from atelier_core.storage import TEMP_PREFIX, OutputStore
+from atelier_core.plugin.errors import InvalidParameterError, NotFoundError, OutputPathError, StorageError
+from atelier_core.media.storage import TEMP_PREFIX, OutputStore
 
 
 def encode(fmt: str = "PNG", size: tuple[int, int] = (8, 6), color: str = "red") -> bytes:
@@ -101,7 +101,7 @@ def test_auto_name_collision_retries(store: OutputStore, monkeypatch: pytest.Mon
     def fake(n: int) -> str:
         return next(tokens)[: n * 2] if n == 4 else real(n)
 
-    monkeypatch.setattr("atelier_core.storage.secrets.token_hex", fake)
+    monkeypatch.setattr("atelier_core.media.storage.secrets.token_hex", fake)
     first = store.save(PNG, "png", sidecar=False)
     second = store.save(PNG, "png", sidecar=False)
     assert first.relative.endswith("-aaaaaaaa.png") and second.relative.endswith("-bbbbbbbb.png")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from atelier_core.cost import Ledger, LedgerEntry
-from atelier_core.errors import ConfigurationError
-from atelier_core.store import DB_FILENAME, StateStore
+from atelier_core.engine.cost import Ledger, LedgerEntry
+from atelier_core.plugin.errors import ConfigurationError
+from atelier_core.state.database import DB_FILENAME, StateStore
 
 
 def test_open_creates_the_file_in_wal_mode_with_durable_pragmas(tmp_path: Path) -> None:

@@ -516,7 +516,7 @@ def test_contract_leaves_out_refusal_check_when_disabled() -> None:
 
 
 async def test_build_test_atelier_runs_calls_through_the_fake(tmp_path: Path) -> None:
-    from atelier_core.types import ImageCall
+    from atelier_core.plugin.types import ImageCall
 
     fake = FakeProvider().script(Outcome(error=RateLimitedError("busy", retry_after_s=0.01)))
     atelier = build_test_atelier(tmp_path, [fake, atelier_placeholder_module()])

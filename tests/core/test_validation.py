@@ -20,15 +20,15 @@ from atelier_core import (
     SizeRules,
     hookimpl,
 )
-from atelier_core.errors import (
+from atelier_core.plugin.errors import (
     InputImageError,
     InvalidParameterError,
     UnsupportedCapabilityError,
 )
-from atelier_core.registry import ModelEntry, build_registry
+from atelier_core.engine.registry import ModelEntry, build_registry
 from atelier_core.settings import Settings
-from atelier_core.types import ImageCall
-from atelier_core.validation import validate_call
+from atelier_core.plugin.types import ImageCall
+from atelier_core.engine.validation import validate_call
 
 
 class Opts(BaseModel):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from atelier_core.router import Atelier
+from atelier_core.engine.pipeline import Atelier
 from atelier_core.testing import FakeUpstream
 from reliability_kit import build_stack
 

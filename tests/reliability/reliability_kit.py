@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from atelier_core.router import Atelier
-from atelier_core.storage import TEMP_PREFIX
+from atelier_core.engine.pipeline import Atelier
+from atelier_core.media.storage import TEMP_PREFIX
 from atelier_core.testing import FakeUpstream, Recorded, Reply, build_test_atelier, make_image
 
 __all__ = [

@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from atelier_core import Operation
-from atelier_core.errors import InputImageError, OutputPathError, RequestError
+from atelier_core.plugin.errors import InputImageError, OutputPathError, RequestError
 from atelier_core.testing import FakeProvider, build_test_atelier, make_image
-from atelier_core.types import ImageCall
+from atelier_core.plugin.types import ImageCall
 
 PROPERTY = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

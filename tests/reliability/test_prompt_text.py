@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from atelier_core import Operation
-from atelier_core.router import Atelier
+from atelier_core.engine.pipeline import Atelier
 from atelier_core.testing import FakeUpstream, Reply
-from atelier_core.types import ImageCall
+from atelier_core.plugin.types import ImageCall
 from reliability_kit import OPENAI_ROUTE, openai_ok
 
 pytestmark = pytest.mark.anyio

@@ -22,9 +22,9 @@ import anyio
 import pytest
 
 from atelier_core import Operation, UpstreamTimeoutError
-from atelier_core.limits import LimiterPool
+from atelier_core.engine.throttle import LimiterPool
 from atelier_core.testing import FakeUpstream, Reply, connect, make_image
-from atelier_core.types import ImageCall
+from atelier_core.plugin.types import ImageCall
 from reliability_kit import GEMINI_ROUTE, OPENAI_ROUTE, build_stack, gemini_ok, openai_ok
 
 pytestmark = pytest.mark.anyio

@@ -25,9 +25,9 @@ from atelier_core import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from atelier_core.router import Atelier
+from atelier_core.engine.pipeline import Atelier
 from atelier_core.testing import FakeUpstream, Reply
-from atelier_core.types import ImageCall
+from atelier_core.plugin.types import ImageCall
 import reliability_kit
 from reliability_kit import CANARY, PROVIDERS, build_stack, image_files, temp_leftovers, verify_image_file
 

@@ -19,13 +19,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from atelier_core import InvalidParameterError, Operation, RequestError
-from atelier_core.errors import AtelierError
-from atelier_core.registry import Registry
-from atelier_core.router import Atelier
-from atelier_core.spec import parse_size
+from atelier_core.plugin.errors import AtelierError
+from atelier_core.engine.registry import Registry
+from atelier_core.engine.pipeline import Atelier
+from atelier_core.plugin.spec import parse_size
 from atelier_core.testing import FakeUpstream, build_test_registry, connect, make_image
-from atelier_core.types import ImageCall
-from atelier_core.validation import validate_call
+from atelier_core.plugin.types import ImageCall
+from atelier_core.engine.validation import validate_call
 from reliability_kit import image_files
 
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -3,7 +3,7 @@
 Everything a plugin author needs is importable from here; other modules are internal.
 """
 
-from .errors import (
+from atelier_core.plugin.errors import (
     AtelierError,
     AuthenticationError,
     ConfigurationError,
@@ -27,9 +27,9 @@ from .errors import (
     UpstreamUnavailableError,
     retry_after_from_headers,
 )
-from .hookspecs import hookimpl
-from .provider import CallContext, Provider, ProviderSettings
-from .spec import (
+from atelier_core.plugin.hookspecs import hookimpl
+from atelier_core.plugin.provider import CallContext, Provider, ProviderSettings
+from atelier_core.plugin.spec import (
     CustomSizeRule,
     InputImageRules,
     MaskRules,
@@ -39,7 +39,7 @@ from .spec import (
     RetiredModel,
     SizeRules,
 )
-from .types import (
+from atelier_core.plugin.types import (
     ImageRequest,
     InputImage,
     ItemFailure,

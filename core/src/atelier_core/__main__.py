@@ -1,5 +1,5 @@
 """``python -m atelier_core`` is ``atelier-mcp``."""
 
-from .cli import main
+from atelier_core.cli import main
 
 raise SystemExit(main())

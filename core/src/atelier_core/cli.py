@@ -27,11 +27,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import AtelierError
-from .settings import Settings, config_path
-from .spec import Operation
-from .types import ImageCall
+from atelier_core import __version__
+from atelier_core.plugin.errors import AtelierError
+from atelier_core.settings import Settings, config_path
+from atelier_core.plugin.spec import Operation
+from atelier_core.plugin.types import ImageCall
 
 __all__ = ["main"]
 
@@ -133,7 +133,7 @@ def _first_lines(exc: BaseException) -> str:
 
 
 def _configure_logs(settings: Settings) -> None:
-    from .logging import configure_logging
+    from atelier_core.logging import configure_logging
 
     configure_logging(settings.logging, secrets=_secret_values(settings))
 
@@ -150,7 +150,7 @@ def _secret_values(settings: Settings) -> list[str]:
 
 
 def _build(settings: Settings) -> Any:
-    from .router import Atelier
+    from atelier_core.engine.pipeline import Atelier
 
     return Atelier.build(settings)
 
@@ -159,8 +159,8 @@ def _build(settings: Settings) -> Any:
 
 
 def _usage(settings: Settings, args: argparse.Namespace) -> int:
-    from .cost import Ledger, usage_report
-    from .store import StateStore
+    from atelier_core.engine.cost import Ledger, usage_report
+    from atelier_core.state.database import StateStore
 
     report = usage_report(Ledger(StateStore.open(settings.resolved_data_dir)), days=max(1, args.days))
     limits = settings.cost.model_dump(exclude={"prices"}, exclude_none=True)
@@ -185,7 +185,7 @@ def _usage(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from .server import serve_http, serve_stdio
+    from atelier_core.mcp.server import serve_http, serve_stdio
 
     atelier = _build(settings)
     if getattr(args, "http", False):

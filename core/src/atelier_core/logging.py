@@ -31,7 +31,7 @@ from typing import Any
 
 import structlog
 
-from .settings import LoggingSettings
+from atelier_core.settings import LoggingSettings
 
 __all__ = ["REDACTED", "add_secret", "configure_logging", "redact", "reset_logging", "scrub"]
 

@@ -91,7 +91,7 @@ def make_provider(**settings: Any) -> DalleProvider:
 
 def fetching_context(upstream: FakeUpstream, *, timeout_s: float = 5.0) -> CallContext:
     """A CallContext whose download fetches from the fake through the core's SafeFetcher."""
-    from atelier_core.fetch import SafeFetcher
+    from atelier_core.media.fetch import SafeFetcher
 
     fetcher = SafeFetcher(timeout_s=timeout_s, max_bytes=10 * 1024 * 1024)
 

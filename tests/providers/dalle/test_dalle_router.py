@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from atelier_core import Operation
-from atelier_core.router import Atelier
+from atelier_core.engine.pipeline import Atelier
 from atelier_core.testing import build_test_atelier, make_image, read_image
-from atelier_core.types import ImageCall
+from atelier_core.plugin.types import ImageCall
 from dalle_support import ImagesServer, fields
 
 import atelier_dalle
@@ -78,7 +78,7 @@ async def test_dall_e_3_n_above_one_is_fanned_out(tmp_path: Path, server: Images
 
 
 async def test_generate_edit_and_variation_through_mcp(tmp_path: Path, server: ImagesServer) -> None:
-    from atelier_core.router import CallOutcome
+    from atelier_core.engine.pipeline import CallOutcome
     from atelier_core.testing import connect, make_mask
 
     source = tmp_path / "in" / "room.jpg"

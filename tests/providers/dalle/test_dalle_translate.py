@@ -22,11 +22,11 @@ from atelier_core import (
     UpstreamProtocolError,
     UpstreamUnavailableError,
 )
-from atelier_core.registry import ModelEntry
-from atelier_core.types import ImageCall
+from atelier_core.engine.registry import ModelEntry
+from atelier_core.plugin.types import ImageCall
 from atelier_core.settings import Settings
 from atelier_core.testing import build_test_registry, make_image, make_mask
-from atelier_core.validation import validate_call
+from atelier_core.engine.validation import validate_call
 
 import atelier_dalle
 from atelier_dalle import DALL_E_2, DALL_E_3, DalleProvider, DalleSettings
@@ -432,7 +432,7 @@ def test_docs_toml_examples_load(tmp_path: Any, monkeypatch: pytest.MonkeyPatch)
     import re
     from pathlib import Path
 
-    from atelier_core.registry import build_registry
+    from atelier_core.engine.registry import build_registry
 
     page = Path(__file__).parents[3] / "docs" / "providers" / "dalle.md"
     blocks = re.findall(r"```toml\n(.*?)```", page.read_text(), flags=re.S)

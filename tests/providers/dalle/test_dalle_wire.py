@@ -26,10 +26,10 @@ from atelier_core import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from atelier_core.registry import ModelEntry
+from atelier_core.engine.registry import ModelEntry
 from atelier_core.testing import FakeUpstream, make_image, make_mask, read_image
-from atelier_core.types import ImageCall
-from atelier_core.validation import validate_call
+from atelier_core.plugin.types import ImageCall
+from atelier_core.engine.validation import validate_call
 from dalle_support import ImagesServer, fetching_context, fields
 from PIL import Image
 

@@ -8,11 +8,11 @@ import pytest
 
 import atelier_gemini
 from atelier_core import InputImage, InvalidParameterError, Operation
-from atelier_core.registry import ModelEntry, build_registry
+from atelier_core.engine.registry import ModelEntry, build_registry
 from atelier_core.settings import Settings
 from atelier_core.testing import configured, make_image, make_mask
-from atelier_core.types import ImageCall
-from atelier_core.validation import validate_call
+from atelier_core.plugin.types import ImageCall
+from atelier_core.engine.validation import validate_call
 from atelier_gemini import GeminiProvider
 
 

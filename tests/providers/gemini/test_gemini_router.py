@@ -11,9 +11,9 @@ import pytest
 
 import atelier_gemini
 from atelier_core import Operation, UpstreamUnavailableError
-from atelier_core.router import Atelier
+from atelier_core.engine.pipeline import Atelier
 from atelier_core.testing import FakeUpstream, Reply, build_test_atelier, connect, make_image, read_image
-from atelier_core.types import ImageCall
+from atelier_core.plugin.types import ImageCall
 from gemini_fake import GEMINI_PATH, KEY, PREDICT_PATH
 
 pytestmark = pytest.mark.anyio

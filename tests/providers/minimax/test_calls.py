@@ -154,7 +154,7 @@ async def test_the_client_targets_the_chosen_host(chosen: dict[str, str], host: 
 async def test_env_host_reaches_the_fake(upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch) -> None:
     # MINIMAX_API_HOST drives the real client end to end (the fake stands in for the host).
     import atelier_minimax
-    from atelier_core.registry import build_registry
+    from atelier_core.engine.registry import build_registry
     from atelier_core.settings import Settings
 
     monkeypatch.setenv("MINIMAX_API_KEY", KEY)
@@ -367,7 +367,7 @@ async def test_well_padded_but_truncated_jpeg_is_left_to_core_verification(
 ) -> None:
     # Base64 of a cut JPEG is valid base64: the provider passes the bytes on and the core's
     # verify_output (which decodes every image before saving) rejects them.
-    from atelier_core.images import verify_output
+    from atelier_core.media.images import verify_output
 
     cut = jpeg()[:300]
     payload = answer()

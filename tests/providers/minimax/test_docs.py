@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import atelier_minimax
-from atelier_core.cost import apply_price_override
-from atelier_core.registry import build_registry
+from atelier_core.engine.cost import apply_price_override
+from atelier_core.engine.registry import build_registry
 from atelier_core.settings import Settings
 from atelier_minimax import IMAGE_01, IMAGE_01_LIVE
 from atelier_minimax.models import RATIO_SIZES, STYLE_TYPES

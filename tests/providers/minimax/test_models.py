@@ -12,8 +12,8 @@ import pytest
 
 from atelier_core import AtelierError, InputImage, InputImageError, InvalidParameterError, Operation
 from atelier_core.testing import configured
-from atelier_core.types import ImageCall
-from atelier_core.validation import validate_call
+from atelier_core.plugin.types import ImageCall
+from atelier_core.engine.validation import validate_call
 from atelier_minimax import IMAGE_01, IMAGE_01_LIVE, MODELS, MiniMaxProvider
 from atelier_minimax.models import RATIO_SIZES, SEED_MAX
 

@@ -22,11 +22,11 @@ from atelier_core import (
     UpstreamProtocolError,
     UpstreamTimeoutError,
 )
-from atelier_core.limits import LimiterPool
-from atelier_core.router import Atelier
+from atelier_core.engine.throttle import LimiterPool
+from atelier_core.engine.pipeline import Atelier
 from atelier_core.testing import FakeUpstream, read_image
 from atelier_core.testing.harness import build_test_atelier
-from atelier_core.types import ImageCall
+from atelier_core.plugin.types import ImageCall
 
 from ._support import KEY, PATH, answer, b64, draw, failure, jpeg
 

@@ -6,7 +6,7 @@ import pytest
 
 import atelier_minimax
 from atelier_core import ConfigurationError
-from atelier_core.registry import build_registry
+from atelier_core.engine.registry import build_registry
 from atelier_core.settings import Settings
 from atelier_minimax import HOSTS, MiniMaxProvider, MiniMaxSettings, resolve_base_url
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import atelier_openai
-from atelier_core.registry import Registry, build_registry
+from atelier_core.engine.registry import Registry, build_registry
 from atelier_core.settings import Settings
 from atelier_core.testing import FakeUpstream
 from openai_support import KEY, RegistryFactory

@@ -13,9 +13,9 @@ from typing import Any
 from PIL import Image
 
 from atelier_core import CallContext, InputImage, Operation
-from atelier_core.registry import ModelEntry, Registry
-from atelier_core.types import ImageCall
-from atelier_core.validation import Validated, validate_call
+from atelier_core.engine.registry import ModelEntry, Registry
+from atelier_core.plugin.types import ImageCall
+from atelier_core.engine.validation import Validated, validate_call
 
 KEY = "sk-test-CANARY-0123456789abcdef"
 

@@ -8,7 +8,7 @@ import pytest
 
 import atelier_openai
 from atelier_core import InvalidParameterError, MissingCredentialsError, Operation
-from atelier_core.registry import ModelEntry, build_registry
+from atelier_core.engine.registry import ModelEntry, build_registry
 from atelier_core.settings import Settings, PluginSettings
 from atelier_openai.models import CATALOGUE
 from openai_support import KEY, input_image, validated

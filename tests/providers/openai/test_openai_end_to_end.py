@@ -11,11 +11,11 @@ from mcp import Client
 
 import atelier_openai
 from atelier_core import Operation, RateLimitedError, SafetyRefusalError, UpstreamProtocolError
-from atelier_core.router import Atelier
-from atelier_core.server import build_server
+from atelier_core.engine.pipeline import Atelier
+from atelier_core.mcp.server import build_server
 from atelier_core.settings import Settings
 from atelier_core.testing import FakeUpstream
-from atelier_core.types import ImageCall
+from atelier_core.plugin.types import ImageCall
 from openai_support import GEN, KEY, b64, images_json, png_bytes
 
 pytestmark = pytest.mark.usefixtures("anyio_backend")

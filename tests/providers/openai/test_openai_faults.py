@@ -23,8 +23,8 @@ from atelier_core import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from atelier_core.limits import ProviderLimiter, RetryPolicy, call_with_retries
-from atelier_core.registry import ModelEntry
+from atelier_core.engine.throttle import ProviderLimiter, RetryPolicy, call_with_retries
+from atelier_core.engine.registry import ModelEntry
 from atelier_core.testing import FakeUpstream
 from openai_support import GEN, KEY, Recorder, RegistryFactory, b64, images_json, png_bytes, validated
 

@@ -10,7 +10,7 @@ import pytest
 
 import atelier_openai
 from atelier_core import ImageRequest, Operation, UpstreamProtocolError
-from atelier_core.registry import ModelEntry, build_registry
+from atelier_core.engine.registry import ModelEntry, build_registry
 from atelier_core.settings import Settings
 from atelier_openai import translate
 from atelier_openai.models import CATALOGUE

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from atelier_core import Operation, ProviderResult
-from atelier_core.registry import ModelEntry
+from atelier_core.engine.registry import ModelEntry
 from atelier_core.testing import FakeUpstream
 from atelier_openai.models import CATALOGUE
 from openai_support import (
@@ -257,7 +257,7 @@ async def test_vendor_environment_variables_are_honoured(
     upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import atelier_openai
-    from atelier_core.registry import build_registry
+    from atelier_core.engine.registry import build_registry
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env-123456")
     monkeypatch.setenv("OPENAI_BASE_URL", upstream.url + "/v1")

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .fakes import FakeCall, FakeProvider, Outcome, fake_spec
-from .harness import build_test_atelier, build_test_registry, connect, isolated_settings, plugin_pairs
-from .samples import SampleInfo, make_image, make_mask, read_image
-from .upstream import FakeUpstream, Recorded, Reply
+from atelier_core.testing.fakes import FakeCall, FakeProvider, Outcome, fake_spec
+from atelier_core.testing.harness import build_test_atelier, build_test_registry, connect, isolated_settings, plugin_pairs
+from atelier_core.testing.samples import SampleInfo, make_image, make_mask, read_image
+from atelier_core.testing.upstream import FakeUpstream, Recorded, Reply
 
 if TYPE_CHECKING:
-    from .contract import ProviderContract, configured
+    from atelier_core.testing.contract import ProviderContract, configured
 
 __all__ = [
     "FakeCall",
@@ -54,7 +54,7 @@ _NEEDS_PYTEST = {"ProviderContract", "configured"}
 
 def __getattr__(name: str) -> Any:
     if name in _NEEDS_PYTEST:
-        from . import contract
+        from atelier_core.testing import contract
 
         return getattr(contract, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,14 +24,14 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import SecretStr
 
-from ..errors import AtelierError, SafetyRefusalError, UnsupportedCapabilityError
-from ..provider import CallContext, Provider, ProviderSettings
-from ..registry import ModelEntry, build_plugin_manager, build_registry
-from ..spec import ModelSpec, Operation, parse_ratio, parse_size
-from ..types import ImageCall, ImageRequest, InputImage, ProviderResult
-from ..validation import validate_call
-from .harness import isolated_settings
-from .samples import make_image, make_mask, read_image
+from atelier_core.plugin.errors import AtelierError, SafetyRefusalError, UnsupportedCapabilityError
+from atelier_core.plugin.provider import CallContext, Provider, ProviderSettings
+from atelier_core.engine.registry import ModelEntry, build_plugin_manager, build_registry
+from atelier_core.plugin.spec import ModelSpec, Operation, parse_ratio, parse_size
+from atelier_core.plugin.types import ImageCall, ImageRequest, InputImage, ProviderResult
+from atelier_core.engine.validation import validate_call
+from atelier_core.testing.harness import isolated_settings
+from atelier_core.testing.samples import make_image, make_mask, read_image
 
 __all__ = ["ProviderContract", "configured"]
 
@@ -94,7 +94,7 @@ class ProviderContract:
       options models that forbid extra keys and describe each field, input rules for
       edit/variation, an implementation for every declared operation;
     - generate, edit and variation (where declared) go through the core's real path
-      (:func:`~atelier_core.validation.validate_call`, then ``provider.run``) and return
+      (:func:`~atelier_core.engine.validation.validate_call`, then ``provider.run``) and return
       :class:`~atelier_core.ProviderResult` images that decode fully, are in the
       requested format and, for fixed sizes, the requested size; undeclared operations
       are refused before the provider is called;
@@ -764,7 +764,7 @@ def _modules_imported_by(module: str) -> frozenset[str]:
     if module not in _IMPORTED:
         script = (
             "import json, sys\n"
-            "import atelier_core, atelier_core.registry, atelier_core.validation\n"
+            "import atelier_core, atelier_core.engine.registry, atelier_core.engine.validation\n"
             "before = set(sys.modules)\n"
             f"import {module}\n"
             "print(json.dumps(sorted(set(sys.modules) - before)))\n"

@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..hookspecs import hookimpl
-from ..provider import CallContext, Provider, ProviderSettings
-from ..spec import (
+from atelier_core.plugin.hookspecs import hookimpl
+from atelier_core.plugin.provider import CallContext, Provider, ProviderSettings
+from atelier_core.plugin.spec import (
     CustomSizeRule,
     InputImageRules,
     MaskRules,
@@ -30,8 +30,8 @@ from ..spec import (
     Pricing,
     SizeRules,
 )
-from ..types import ImageRequest, ItemFailure, ProviderImage, ProviderResult, Usage
-from .samples import make_image
+from atelier_core.plugin.types import ImageRequest, ItemFailure, ProviderImage, ProviderResult, Usage
+from atelier_core.testing.samples import make_image
 
 __all__ = ["FakeCall", "FakeProvider", "Outcome", "fake_spec"]
 

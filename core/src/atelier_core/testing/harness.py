@@ -17,14 +17,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..provider import Provider
-from ..registry import Registry, build_registry
-from ..settings import ExplicitSettings, Settings
+from atelier_core.plugin.provider import Provider
+from atelier_core.engine.registry import Registry, build_registry
+from atelier_core.settings import ExplicitSettings, Settings
 
 if TYPE_CHECKING:
     from mcp import Client
 
-    from ..router import Atelier
+    from atelier_core.engine.pipeline import Atelier
 
 __all__ = [
     "PluginLike",
@@ -107,7 +107,7 @@ def build_test_atelier(
     goes in ``plugin_settings``. ``entry_points=True`` also loads installed plugins, as
     the real server does.
     """
-    from ..router import Atelier
+    from atelier_core.engine.pipeline import Atelier
 
     if plugin_settings is not None:
         overrides["plugins"] = dict(plugin_settings)
@@ -127,7 +127,7 @@ async def connect(atelier: Atelier, **client_options: Any) -> AsyncIterator[Clie
     # side has no Atelier wrapper (server.py owns the server side).
     from mcp import Client
 
-    from ..server import build_server
+    from atelier_core.mcp.server import build_server
 
     server = build_server(atelier, configure_logs=False)
     async with Client(server, **client_options) as client:

@@ -23,7 +23,7 @@ from atelier_core import (
     UpstreamUnavailableError,
     retry_after_from_headers,
 )
-from atelier_core.errors import shorten
+from atelier_core.plugin.errors import shorten
 
 from .models import OPENAI_RETIRED_ON
 from .translate import is_safety

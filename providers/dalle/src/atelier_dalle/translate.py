@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 from atelier_core import ImageRequest, Operation, SafetyRefusalError, UpstreamProtocolError
-from atelier_core.errors import shorten
+from atelier_core.plugin.errors import shorten
 
 from .models import Wire
 from .settings import ResponseFormat

@@ -3,7 +3,7 @@
 No I/O here: :func:`build_body` turns an :class:`~atelier_core.ImageRequest` into the
 JSON MiniMax expects; :func:`parse_answer` turns MiniMax's answer (HTTP status, headers,
 raw body) into a :class:`~atelier_core.ProviderResult` or raises the right
-:mod:`atelier_core.errors` type.
+:mod:`atelier_core.plugin.errors` type.
 
 MiniMax answers HTTP 200 even for API errors: the outcome is ``base_resp.status_code``
 (0 = success), so every answer is read through :func:`error_for_status`.

@@ -177,7 +177,7 @@ def image_from_b64(text: str | None, *, expected_format: str | None) -> Provider
     """Decode one returned image strictly and check it is an image at all.
 
     Full verification (complete decode, truncation, pixel cap) is the core's job: the
-    router verifies every image before anything is stored (see ``atelier_core.images``),
+    router verifies every image before anything is stored (see ``atelier_core.media.images``),
     so it is not done twice here. This catches what only the provider can tell apart:
     a missing field, broken base64, bytes that are no image format at all.
     """
@@ -192,7 +192,7 @@ def image_from_b64(text: str | None, *, expected_format: str | None) -> Provider
         if not (head.startswith(b"<svg") or head.startswith(b"<?xml")) or b"</svg>" not in data[-512:].lower():
             raise UpstreamProtocolError("openai returned SVG output that is not a complete SVG document", provider=PROVIDER)
         return ProviderImage(data=data, mime_type="image/svg+xml")
-    from atelier_core.images import sniff  # Pillow-free, but keep import time minimal
+    from atelier_core.media.images import sniff  # Pillow-free, but keep import time minimal
 
     fmt = sniff(data)
     if fmt is None:

@@ -1,7 +1,7 @@
 """Requests and results that cross the boundary between the core and a provider.
 
 ``ImageCall`` is what a caller asked for, as given. The core validates it against the
-model's :class:`~atelier_core.spec.ModelSpec` and hands the provider an
+model's :class:`~atelier_core.plugin.spec.ModelSpec` and hands the provider an
 :class:`ImageRequest`: normalised, complete, with input images already read and checked.
 The provider answers with a :class:`ProviderResult` holding raw image bytes; the core
 verifies, stores and reports them.
@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .spec import Operation
+from atelier_core.plugin.spec import Operation
 
 __all__ = [
     "ImageCall",

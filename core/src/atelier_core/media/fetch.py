@@ -44,12 +44,12 @@ import anyio
 import httpx2
 import structlog
 
-from .errors import InputImageError, shorten
+from atelier_core.plugin.errors import InputImageError, shorten
 
 if TYPE_CHECKING:
     import httpcore2
 
-    from ._pinned import PinnedBackend
+    from atelier_core.media._pinned import PinnedBackend
 
 __all__ = [
     "AddressPolicy",
@@ -229,7 +229,7 @@ class SafeFetcher:
         # httpcore2/h11 load here, on the first fetch, not at server start-up.
         import httpcore2
 
-        from ._pinned import PinnedBackend, PinnedTransport
+        from atelier_core.media._pinned import PinnedBackend, PinnedTransport
 
         backend = PinnedBackend(self._backend or httpcore2.AnyIOBackend())
         shown = _display(url)

@@ -21,10 +21,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from .errors import ConfigurationError, SpendLimitError
-from .settings import CostSettings
-from .spec import ModelSpec, Pricing
-from .store import StateStore
+from atelier_core.plugin.errors import ConfigurationError, SpendLimitError
+from atelier_core.settings import CostSettings
+from atelier_core.plugin.spec import ModelSpec, Pricing
+from atelier_core.state.database import StateStore
 
 __all__ = [
     "Ledger",

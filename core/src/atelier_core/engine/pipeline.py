@@ -30,9 +30,9 @@ from typing import Any
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import images as imaging
-from .cost import Ledger, Quote, SpendGuard, apply_price_override
-from .errors import (
+from atelier_core.media import images as imaging
+from atelier_core.engine.cost import Ledger, Quote, SpendGuard, apply_price_override
+from atelier_core.plugin.errors import (
     AtelierError,
     AuthenticationError,
     ConfigurationError,
@@ -50,18 +50,18 @@ from .errors import (
     UpstreamUnavailableError,
     shorten,
 )
-from .fetch import SafeFetcher
-from .inputs import InputIntake
-from .limits import LimiterPool, RetryPolicy, Sleep, call_with_retries
-from .logging import add_secret, scrub
-from .provider import CallContext
-from .registry import ModelEntry, Registry, build_registry
-from .settings import Settings
-from .spec import Operation
-from .storage import OutputStore
-from .store import StateStore
-from .types import ImageCall, ImageRequest, InputImage, ItemFailure, ProviderResult, Usage
-from .validation import Validated, validate_call
+from atelier_core.media.fetch import SafeFetcher
+from atelier_core.media.inputs import InputIntake
+from atelier_core.engine.throttle import LimiterPool, RetryPolicy, Sleep, call_with_retries
+from atelier_core.logging import add_secret, scrub
+from atelier_core.plugin.provider import CallContext
+from atelier_core.engine.registry import ModelEntry, Registry, build_registry
+from atelier_core.settings import Settings
+from atelier_core.plugin.spec import Operation
+from atelier_core.media.storage import OutputStore
+from atelier_core.state.database import StateStore
+from atelier_core.plugin.types import ImageCall, ImageRequest, InputImage, ItemFailure, ProviderResult, Usage
+from atelier_core.engine.validation import Validated, validate_call
 
 __all__ = [
     "Atelier",

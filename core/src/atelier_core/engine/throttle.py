@@ -20,8 +20,8 @@ from typing import TypeVar
 
 import structlog
 
-from .errors import AtelierError, RateLimitedError, UpstreamTimeoutError
-from .provider import ProviderSettings
+from atelier_core.plugin.errors import AtelierError, RateLimitedError, UpstreamTimeoutError
+from atelier_core.plugin.provider import ProviderSettings
 
 __all__ = ["LimiterPool", "ProviderLimiter", "RetryPolicy", "call_with_retries"]
 

@@ -18,8 +18,8 @@ from typing import Any
 import pluggy
 import structlog
 
-from . import hookspecs
-from .errors import (
+from atelier_core.plugin import hookspecs
+from atelier_core.plugin.errors import (
     AtelierError,
     ConfigurationError,
     InvalidParameterError,
@@ -27,9 +27,9 @@ from .errors import (
     RetiredModelError,
     UnknownModelError,
 )
-from .provider import Provider, ProviderSettings
-from .settings import Settings
-from .spec import ModelSpec, RetiredModel
+from atelier_core.plugin.provider import Provider, ProviderSettings
+from atelier_core.settings import Settings
+from atelier_core.plugin.spec import ModelSpec, RetiredModel
 
 __all__ = ["ModelEntry", "PluginRecord", "Registry", "build_plugin_manager", "build_registry"]
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from .provider import Provider
+    from atelier_core.plugin.provider import Provider
 
 __all__ = ["PROJECT", "hookimpl", "hookspec", "register_providers"]
 

@@ -1,4 +1,4 @@
-"""The pinned connection layer of :mod:`atelier_core.fetch`, imported on the first fetch.
+"""The pinned connection layer of :mod:`atelier_core.media.fetch`, imported on the first fetch.
 
 httpcore2 and h11 cost ~30 ms to import and most server runs never download a URL, so
 they stay out of start-up (see docs/performance.md).
@@ -12,7 +12,7 @@ from typing import Any
 import httpcore2
 import httpx2
 
-from .fetch import _ssl_context
+from atelier_core.media.fetch import _ssl_context
 
 __all__ = ["PinnedBackend", "PinnedTransport"]
 

@@ -55,7 +55,7 @@ import anyio.to_thread
 import structlog
 from pydantic import BaseModel
 
-from .errors import (
+from atelier_core.plugin.errors import (
     AtelierError,
     InvalidParameterError,
     NotFoundError,
@@ -63,8 +63,8 @@ from .errors import (
     StorageError,
     shorten,
 )
-from .settings import JobSettings
-from .store import StateStore
+from atelier_core.settings import JobSettings
+from atelier_core.state.database import StateStore
 
 __all__ = [
     "JOB_MIGRATIONS",

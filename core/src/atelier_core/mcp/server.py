@@ -1,6 +1,6 @@
 """The MCP layer: the only module that imports the MCP SDK.
 
-:func:`build_server` turns an :class:`~atelier_core.router.Atelier` into an ``MCPServer``
+:func:`build_server` turns an :class:`~atelier_core.engine.pipeline.Atelier` into an ``MCPServer``
 with three tools (``generate_image``, ``edit_image``, ``list_available_models``) and a
 resource template that serves every saved image (``atelier://images/<path>``).
 
@@ -51,18 +51,18 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, Field, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import __version__
-from . import images as imaging
-from .errors import AtelierError, ConfigurationError, InvalidParameterError, NotFoundError
-from .logging import add_secret, configure_logging, scrub
-from .cost import usage_report
-from .jobs import Job, JobManager, JobRun, JobState, Runner, iso_utc, validate_job_ids
-from .router import SAVING_FRACTION, SENT_FRACTION, Atelier, CallOutcome, ImageRecord, PreviewCache
-from .sessions import SessionManager, SessionView
-from .settings import Settings
-from .spec import Operation
-from .storage import RESOURCE_PREFIX
-from .types import ImageCall
+from atelier_core import __version__
+from atelier_core.media import images as imaging
+from atelier_core.plugin.errors import AtelierError, ConfigurationError, InvalidParameterError, NotFoundError
+from atelier_core.logging import add_secret, configure_logging, scrub
+from atelier_core.engine.cost import usage_report
+from atelier_core.state.jobs import Job, JobManager, JobRun, JobState, Runner, iso_utc, validate_job_ids
+from atelier_core.engine.pipeline import SAVING_FRACTION, SENT_FRACTION, Atelier, CallOutcome, ImageRecord, PreviewCache
+from atelier_core.engine.sessions import SessionManager, SessionView
+from atelier_core.settings import Settings
+from atelier_core.plugin.spec import Operation
+from atelier_core.media.storage import RESOURCE_PREFIX
+from atelier_core.plugin.types import ImageCall
 
 __all__ = [
     "TasksExtension",

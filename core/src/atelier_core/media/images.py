@@ -16,8 +16,8 @@ Safety rules applied to every image, whether a user sent it or a provider return
 - The image is then **fully decoded** (first frame of an animation) to prove it is not
   truncated or corrupt; PNG, WebP and GIF files are also checked for their end marker.
 
-User inputs fail with :class:`~atelier_core.errors.InputImageError`; provider output
-fails with :class:`~atelier_core.errors.UpstreamProtocolError` (a truncated upstream
+User inputs fail with :class:`~atelier_core.plugin.errors.InputImageError`; provider output
+fails with :class:`~atelier_core.plugin.errors.UpstreamProtocolError` (a truncated upstream
 image must never be saved).
 """
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 # Pillow is imported inside the functions that decode or encode: the server imports this
 # module at start-up, and Pillow's import (~15-30 ms) belongs to the first image instead.
 
-from .errors import AtelierError, InputImageError, UpstreamProtocolError, shorten
+from atelier_core.plugin.errors import AtelierError, InputImageError, UpstreamProtocolError, shorten
 
 __all__ = [
     "DEFAULT_FORMATS",

@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from .errors import InputImageError, InvalidParameterError, NotFoundError, RequestError
-from .spec import Operation
-from .types import ImageCall
+from atelier_core.plugin.errors import InputImageError, InvalidParameterError, NotFoundError, RequestError
+from atelier_core.plugin.spec import Operation
+from atelier_core.plugin.types import ImageCall
 
 if TYPE_CHECKING:
-    from .router import Atelier
+    from atelier_core.engine.pipeline import Atelier
 
 __all__ = ["SessionManager", "SessionTurn", "SessionView"]
 
@@ -123,7 +123,7 @@ class SessionView:
 
 
 class SessionManager:
-    """Sessions of one :class:`~atelier_core.router.Atelier` service, in its state database."""
+    """Sessions of one :class:`~atelier_core.engine.pipeline.Atelier` service, in its state database."""
 
     def __init__(self, atelier: Atelier, *, clock: Callable[[], float] = time.time) -> None:
         self._atelier = atelier

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import structlog
 
-from .errors import ConfigurationError, StorageError
+from atelier_core.plugin.errors import ConfigurationError, StorageError
 
 __all__ = ["DB_FILENAME", "Migration", "StateStore"]
 

@@ -2,13 +2,13 @@
 
 A provider is a small object that *declares* (its name, settings class, model specs)
 and *translates* (async ``generate`` / ``edit`` / ``variation`` that turn an
-:class:`~atelier_core.types.ImageRequest` into a vendor call and the vendor's answer
-into a :class:`~atelier_core.types.ProviderResult`).
+:class:`~atelier_core.plugin.types.ImageRequest` into a vendor call and the vendor's answer
+into a :class:`~atelier_core.plugin.types.ProviderResult`).
 
 Rules a provider follows:
 
 - Construction does no I/O and imports no vendor SDK; import it inside the methods.
-- Raise only :mod:`atelier_core.errors` types. Map vendor errors to them: the core's
+- Raise only :mod:`atelier_core.plugin.errors` types. Map vendor errors to them: the core's
   single retry layer retries ``retryable`` errors (honouring ``retry_after_s``), so the
   vendor SDK's own retries must be off (``max_retries=0`` or equivalent).
 - Return raw encoded image bytes. The core verifies, stores, previews and reports them.
@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .errors import UnsupportedCapabilityError
-from .spec import ModelSpec, Operation, RetiredModel
-from .types import ImageRequest, ProviderResult, Usage
+from atelier_core.plugin.errors import UnsupportedCapabilityError
+from atelier_core.plugin.spec import ModelSpec, Operation, RetiredModel
+from atelier_core.plugin.types import ImageRequest, ProviderResult, Usage
 
 if TYPE_CHECKING:
     pass

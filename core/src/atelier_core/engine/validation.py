@@ -1,7 +1,7 @@
 """Validate a caller's request against a model spec, before any provider is called.
 
 :func:`validate_call` is pure: it takes the call, the model entry and the already-read
-input images, and returns the normalised :class:`~atelier_core.types.ImageRequest`
+input images, and returns the normalised :class:`~atelier_core.plugin.types.ImageRequest`
 with a record of what was requested and what will be applied. Every refusal names the
 parameter, the value, what is allowed and a fix.
 """
@@ -14,10 +14,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .errors import InputImageError, InvalidParameterError, UnsupportedCapabilityError
-from .registry import ModelEntry
-from .spec import InputImageRules, ModelSpec, Operation, SizeRules, parse_ratio, parse_size
-from .types import ImageCall, ImageRequest, InputImage
+from atelier_core.plugin.errors import InputImageError, InvalidParameterError, UnsupportedCapabilityError
+from atelier_core.engine.registry import ModelEntry
+from atelier_core.plugin.spec import InputImageRules, ModelSpec, Operation, SizeRules, parse_ratio, parse_size
+from atelier_core.plugin.types import ImageCall, ImageRequest, InputImage
 
 __all__ = ["Validated", "validate_call", "RESOLUTION_LONG_EDGE"]
 

@@ -4,7 +4,7 @@ The page is built from the providers' own model specs (loaded through entry poin
 the server loads them), so it cannot drift from the code: a test regenerates it and
 fails when the committed file differs. Regenerate with::
 
-    python -m atelier_core.catalog_docs --write docs/providers.md
+    python -m atelier_core.engine.catalog_docs --write docs/providers.md
 
 ``--check docs/providers.md`` exits 1 when the file is stale. Provider settings are the
 defaults (no config file, no ``ATELIER_*`` variables), so the page is the same on every
@@ -22,14 +22,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .provider import Provider
-from .registry import Registry, build_registry
-from .settings import ExplicitSettings
-from .spec import ModelSpec, Operation, Pricing
+from atelier_core.plugin.provider import Provider
+from atelier_core.engine.registry import Registry, build_registry
+from atelier_core.settings import ExplicitSettings
+from atelier_core.plugin.spec import ModelSpec, Operation, Pricing
 
 __all__ = ["REGENERATE", "builtin_plugins", "catalog_registry", "main", "providers_markdown"]
 
-REGENERATE = "python -m atelier_core.catalog_docs --write docs/providers.md"
+REGENERATE = "python -m atelier_core.engine.catalog_docs --write docs/providers.md"
 HOST_DISTRIBUTION = "atelier-mcp"
 _ENTRY_POINT_GROUP = "atelier"
 
@@ -58,7 +58,7 @@ def providers_markdown(registry: Registry) -> str:
     lines = [
         "# Providers and models",
         "",
-        "<!-- Generated from the model specs by atelier_core.catalog_docs; do not edit. -->",
+        "<!-- Generated from the model specs by atelier_core.engine.catalog_docs; do not edit. -->",
         f"<!-- Regenerate: {REGENERATE} -->",
         "",
         "Every model Atelier ships, generated from the providers' own model specs (the same",
@@ -232,7 +232,7 @@ def _anchor(name: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m atelier_core.catalog_docs", description="Generate docs/providers.md."
+        prog="python -m atelier_core.engine.catalog_docs", description="Generate docs/providers.md."
     )
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--write", metavar="PATH", help="write the page to PATH")

@@ -7,7 +7,7 @@
 2. ``atelier://images/<path>`` — an image this server saved (see the storage module).
 3. ``file://`` URLs — percent-decoded, then treated exactly like a local path.
 4. ``https://`` URLs — only with ``storage.allow_remote_inputs`` on, through
-   :class:`~atelier_core.fetch.SafeFetcher` (public addresses only, capped, timed).
+   :class:`~atelier_core.media.fetch.SafeFetcher` (public addresses only, capped, timed).
    ``http://`` and every other scheme are refused.
 5. Raw base64 — recognised by the encoded signature of a PNG/JPEG/WebP/GIF
    (``iVBORw0KGgo``, ``/9j/``, ``UklGR``, ``R0lGOD``) or by a length no path can have.
@@ -22,7 +22,7 @@
    ``fstat`` before reading; the bytes are read once, and exactly those bytes are
    validated and returned.
 
-Every image is then checked by :func:`~atelier_core.images.inspect_image` (format by
+Every image is then checked by :func:`~atelier_core.media.images.inspect_image` (format by
 content, pixel cap before decoding, full decode). Errors echo the reference as the
 caller gave it (shortened) and never list directories or reveal paths outside the roots.
 """
@@ -40,11 +40,11 @@ from urllib.parse import unquote, urlsplit
 
 import anyio.to_thread
 
-from .errors import InputImageError, NotFoundError, RequestError, shorten
-from .fetch import SafeFetcher
-from .images import DEFAULT_FORMATS, inspect_image
-from .storage import RESOURCE_PREFIX, OutputStore
-from .types import InputImage
+from atelier_core.plugin.errors import InputImageError, NotFoundError, RequestError, shorten
+from atelier_core.media.fetch import SafeFetcher
+from atelier_core.media.images import DEFAULT_FORMATS, inspect_image
+from atelier_core.media.storage import RESOURCE_PREFIX, OutputStore
+from atelier_core.plugin.types import InputImage
 
 __all__ = ["InputIntake", "decode_base64_image"]
 

@@ -59,8 +59,8 @@ from urllib.parse import quote, unquote
 
 import structlog
 
-from .errors import InvalidParameterError, NotFoundError, OutputPathError, StorageError, shorten
-from .images import sniff
+from atelier_core.plugin.errors import InvalidParameterError, NotFoundError, OutputPathError, StorageError, shorten
+from atelier_core.media.images import sniff
 
 __all__ = [
     "RESOURCE_PREFIX",
@@ -363,7 +363,7 @@ class OutputStore:
 
         ``fmt`` is the expected format; the bytes' sniffed format wins if they differ
         (never PNG bytes in a ``.jpg``). Pass ``width``/``height`` when already known
-        (e.g. from :func:`~atelier_core.images.verify_output`) to skip re-reading them.
+        (e.g. from :func:`~atelier_core.media.images.verify_output`) to skip re-reading them.
         Raises OutputPathError (refused name, ``file_exists``) or StorageError
         (``write_failed``, naming the errno and the directory).
         """

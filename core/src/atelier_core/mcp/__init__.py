@@ -1,0 +1,1 @@
+"""The MCP layer: the only code that imports the MCP SDK."""

@@ -1,0 +1,1 @@
+"""Media: image decoding and previews, input intake, guarded remote fetch, output storage."""

@@ -1,0 +1,1 @@
+"""The plugin face: what provider plugins import (hookspecs, Provider, model specs, request/result types, errors)."""

@@ -1,0 +1,1 @@
+"""State: the database access layer (jobs, sessions, ledger, idempotency)."""
