@@ -206,3 +206,100 @@ async def test_a_429_pauses_the_provider_for_concurrent_callers() -> None:
 
     assert await call_with_retries(other, policy=_policy(), limiter=limiter, provider="p", sleep=t.sleep) == "ok"
     assert seen == [9.0]
+
+
+# -- the adaptive gate -------------------------------------------------------------------
+
+
+async def _burst(limiter: ProviderLimiter, calls: int, outcome: object = None) -> int:
+    """Start ``calls`` slots at once; how many got in before any finished.
+
+    Then every slot ends with ``outcome`` raised inside it (an error), or cleanly.
+    """
+    release = asyncio.Event()
+
+    async def one() -> None:
+        try:
+            async with limiter.slot():
+                await release.wait()
+                if isinstance(outcome, Exception):
+                    raise outcome
+        except RateLimitedError:
+            pass
+
+    tasks = [asyncio.create_task(one()) for _ in range(calls)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    admitted = limiter.in_flight
+    release.set()
+    await asyncio.gather(*tasks)
+    assert limiter.in_flight == 0
+    return admitted
+
+
+async def test_without_a_cap_every_call_goes_out_at_once() -> None:
+    limiter = ProviderLimiter(max_concurrency=None, requests_per_minute=None)
+    assert await _burst(limiter, 100) == 100
+    assert limiter.in_flight == 0
+
+
+async def test_a_configured_cap_still_holds() -> None:
+    limiter = ProviderLimiter(max_concurrency=3, requests_per_minute=None)
+    assert await _burst(limiter, 20) == 3
+    for _ in range(10):
+        limiter.succeeded()
+    assert limiter.limit == 3  # success never widens past the cap
+
+
+async def test_a_429_halves_the_calls_in_flight_once_per_wave_then_success_grows_it_back() -> None:
+    limiter = ProviderLimiter(max_concurrency=None, requests_per_minute=None)
+    # 20 calls in flight all get 429: the limit is cut once (to 10), not twenty times.
+    await _burst(limiter, 20, RateLimitedError("slow"))
+    assert limiter.limit == 10
+    # The next burst is held to 10 at once; a 429 from it cuts again (those calls started after the cut).
+    assert await _burst(limiter, 10, RateLimitedError("slow")) == 10
+    assert limiter.limit == 5
+    # Each success lets one more in.
+    assert await _burst(limiter, 30) == 5
+    assert limiter.limit == 35
+    assert await _burst(limiter, 30) == 30
+
+
+async def test_a_429_never_cuts_below_one_and_a_cap_bounds_the_regrowth() -> None:
+    limiter = ProviderLimiter(max_concurrency=4, requests_per_minute=None)
+    for _ in range(5):
+        await _burst(limiter, 1, RateLimitedError("slow"))
+    assert limiter.limit == 1
+    assert await _burst(limiter, 6) == 1
+    assert limiter.limit == 4
+    assert await _burst(limiter, 6) == 4
+    assert limiter.limit == 4
+
+
+async def test_a_cancelled_waiter_gives_its_place_back() -> None:
+    limiter = ProviderLimiter(max_concurrency=1, requests_per_minute=None)
+    held = asyncio.Event()
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with limiter.slot():
+            held.set()
+            await release.wait()
+
+    first = asyncio.create_task(holder())
+    await held.wait()
+    waiting = asyncio.create_task(holder())
+    await asyncio.sleep(0)
+    waiting.cancel()
+    release.set()
+    await first
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert limiter.in_flight == 0
+    async with limiter.slot():
+        assert limiter.in_flight == 1
+
+
+def test_the_default_has_no_fixed_cap() -> None:
+    limiter = LimiterPool().get("a", ProviderSettings())
+    assert limiter.max_concurrency is None and limiter.limit == float("inf")

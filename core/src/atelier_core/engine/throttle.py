@@ -1,15 +1,22 @@
 """Per-provider concurrency and rate limits, and the one retry layer.
 
-Every provider call goes through a :class:`ProviderLimiter` (a concurrency semaphore
-plus a requests-per-minute window shared by every caller of that provider) and
-:func:`call_with_retries` (retries only errors marked ``retryable``). A 429's
-``Retry-After`` pauses the provider's limiter for everyone, not just the caller that
-saw it, so a burst of concurrent calls does not hammer a provider that asked for quiet.
+Every provider call goes through a :class:`ProviderLimiter` (an adaptive concurrency
+gate plus a requests-per-minute window shared by every caller of that provider) and
+:func:`call_with_retries` (retries only errors marked ``retryable``).
+
+The concurrency gate is adaptive (additive increase, multiplicative decrease, as TCP
+does): it starts wide — every call goes out at once, up to ``max_concurrency`` when one
+is configured — halves the number of calls in flight when the provider answers 429, and
+lets one more call in after each success until it is wide again. A 429's
+``Retry-After`` also pauses the provider's limiter for everyone, not just the caller
+that saw it, so a burst of concurrent calls does not hammer a provider that asked for
+quiet. A configured ``max_concurrency`` and ``requests_per_minute`` always hold.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections import deque
@@ -33,7 +40,13 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 class ProviderLimiter:
-    """Concurrency cap + sliding-window requests-per-minute limit for one provider.
+    """Adaptive concurrency + sliding-window requests-per-minute limit for one provider.
+
+    ``max_concurrency`` is a hard cap (``None``: no cap). The current limit
+    (:attr:`limit`) starts at the cap (unbounded without one); a :class:`RateLimitedError`
+    from a call started since the last cut halves it (never below 1; 429s from calls that
+    were already in flight when it was cut do not cut it again), and every call that
+    succeeds raises it by one, back up to the cap.
 
     ``requests_per_minute`` of ``r`` allows at most ``max(1, floor(r))`` call starts in
     any window of ``60 s`` (for ``r < 1``: one start per ``60/r`` s). ``None`` = no limit.
@@ -42,17 +55,21 @@ class ProviderLimiter:
     def __init__(
         self,
         *,
-        max_concurrency: int,
+        max_concurrency: int | None,
         requests_per_minute: float | None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        name: str = "",
     ) -> None:
-        self.max_concurrency = max(1, max_concurrency)
-        self._semaphore = asyncio.Semaphore(self.max_concurrency)
+        self.max_concurrency = None if max_concurrency is None else max(1, max_concurrency)
+        self.limit: float = math.inf if self.max_concurrency is None else float(self.max_concurrency)
+        self.name = name
         self._clock = clock
         self._sleep = sleep
         self._starts: deque[float] = deque()
         self._lock = asyncio.Lock()  # FIFO admission through the rate window
+        self._waiting: deque[asyncio.Future[None]] = deque()  # FIFO admission through the gate
+        self._generation = 0  # bumped at every cut; a 429 from an older call does not cut again
         self._paused_until = 0.0
         if requests_per_minute is not None and requests_per_minute > 0:
             self._capacity: int | None = max(1, int(requests_per_minute))
@@ -70,6 +87,58 @@ class ProviderLimiter:
     @property
     def paused_for(self) -> float:
         return max(0.0, self._paused_until - self._clock())
+
+    # -- the adaptive gate -----------------------------------------------------------
+
+    def rate_limited(self, generation: int | None = None) -> None:
+        """The provider answered 429: halve the calls in flight (at most once per wave)."""
+        if generation is not None and generation != self._generation:
+            return  # started before the last cut: that cut already answered this wave
+        before = self.limit
+        current = min(self.limit, float(max(1, self.in_flight)))
+        self.limit = max(1.0, math.floor(current / 2))
+        self._generation += 1
+        log.info("provider rate limited: fewer calls at once", provider=self.name,
+                 limit_before=None if math.isinf(before) else int(before), limit=int(self.limit))
+
+    def succeeded(self) -> None:
+        """A call went through: let one more in, up to the cap."""
+        if math.isinf(self.limit):
+            return
+        cap = math.inf if self.max_concurrency is None else float(self.max_concurrency)
+        self.limit = min(cap, self.limit + 1)
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiting and self.in_flight < self.limit:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self.in_flight += 1  # handed over: the waiter owns this place now
+
+    async def _enter(self) -> None:
+        if not self._waiting and self.in_flight < self.limit:
+            self.in_flight += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._leave()  # admitted and cancelled at once: give the place back
+            else:
+                try:
+                    self._waiting.remove(waiter)
+                except ValueError:
+                    pass
+            raise
+
+    def _leave(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    # -- the rate window -------------------------------------------------------------
 
     async def _admit(self) -> None:
         async with self._lock:
@@ -89,14 +158,23 @@ class ProviderLimiter:
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        """Hold one concurrency slot and one rate-window start for a provider call."""
-        async with self._semaphore:
+        """Hold one place in the gate and one rate-window start for a provider call.
+
+        The outcome steers the gate: a :class:`RateLimitedError` leaving the block cuts
+        the limit, a clean exit widens it.
+        """
+        await self._enter()
+        try:
             await self._admit()
-            self.in_flight += 1
-            try:
-                yield
-            finally:
-                self.in_flight -= 1
+            generation = self._generation
+            yield
+        except RateLimitedError:
+            self.rate_limited(generation)
+            raise
+        else:
+            self.succeeded()
+        finally:
+            self._leave()
 
 
 class LimiterPool:
@@ -115,6 +193,7 @@ class LimiterPool:
                 requests_per_minute=settings.requests_per_minute,
                 clock=self._clock,
                 sleep=self._sleep,
+                name=provider,
             )
             self._limiters[provider] = limiter
         return limiter

@@ -55,7 +55,7 @@ class ProviderSettings(BaseSettings):
     max_retries: int = 2
     retry_after_cap_s: float = 60.0
     backoff_base_s: float = 0.5
-    max_concurrency: int = 4
+    max_concurrency: int | None = None  # a hard cap; unset = adaptive, no cap (engine.throttle)
     requests_per_minute: float | None = None
 
 
