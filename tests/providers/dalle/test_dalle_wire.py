@@ -292,3 +292,30 @@ async def test_partial_success_reports_each_missing_image(upstream: FakeUpstream
     assert len(result.images) == 2
     assert [(f.index, f.code) for f in result.failures] == [(1, "invalid_image_data"), (3, "no_image_returned")]
     await provider.aclose()
+
+
+async def test_one_client_is_reused_across_calls_and_closed_by_aclose(
+    server: ImagesServer, provider_for: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import openai
+
+    made: list[openai.AsyncOpenAI] = []
+
+    class Counting(openai.AsyncOpenAI):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(openai, "AsyncOpenAI", Counting)
+    provider = provider_for()
+    for _ in range(3):
+        result = await provider.run(_request(provider, "dall-e-2", prompt="a fox", size="256x256"), _ctx())
+        assert len(result.images) == 1
+    assert len(server.up.requests) == 3 and len(made) == 1
+    await provider.aclose()
+    assert made[0].is_closed()
+    # Reconfigured (a new server): a new client for the new configuration.
+    provider.configure(type(provider.settings)(**{**provider.settings.model_dump(), "timeout_s": 7}))
+    await provider.run(_request(provider, "dall-e-2", prompt="a fox", size="256x256"), _ctx())
+    assert len(made) == 2
+    await provider.aclose()

@@ -56,6 +56,8 @@ class DalleProvider(Provider):
         self.settings: DalleSettings = DalleSettings.model_construct()
         self._catalog: dict[str, tuple[ModelSpec, Wire]] = dict(BUILTIN)
         self._converted: OrderedDict[tuple[int, str], tuple[bytes, bytes]] = OrderedDict()
+        self._client: AsyncOpenAI | None = None
+        self._client_identity: tuple[Any, ...] | None = None
 
     # -- declaration ---------------------------------------------------------------
 
@@ -138,7 +140,11 @@ class DalleProvider(Provider):
         return await self._call(request, ctx, files=files)
 
     async def aclose(self) -> None:
-        """Nothing stays open between calls (one SDK client per call), so nothing to close."""
+        """Close the reused SDK client (its pooled connections)."""
+        client, self._client = self._client, None
+        self._client_identity = None
+        if client is not None:
+            await client.close()
 
     # -- pieces --------------------------------------------------------------------
 
@@ -191,25 +197,36 @@ class DalleProvider(Provider):
                 self._converted.popitem(last=False)
         return ("mask.png" if role == "mask" else "image.png", data, "image/png")
 
-    def _new_client(self) -> AsyncOpenAI:
-        """A fresh SDK client for one call (closed by the caller).
+    def _client_for_call(self) -> AsyncOpenAI:
+        """The SDK client for this configuration, made on first use and reused.
 
-        One client per call costs a connection set-up, small beside an image generation,
-        and leaves nothing open between calls, whatever event loop the next call runs on.
+        A new client per call would pay a connection and an SSL context (~50 ms) every
+        time. The client is keyed by the settings it was built from and by the running
+        event loop (its connection pool belongs to that loop): a reconfigured provider or
+        a new loop gets a new client. :meth:`aclose` closes it.
         """
         import openai
 
         s = self.settings
         key = s.effective_key.get_secret_value() if s.effective_key is not None else "unused"
+        loop = asyncio.get_running_loop()
+        identity = (loop, s.azure, s.azure_endpoint, s.azure_api_version, s.server_url, s.timeout_s,
+                    hash(key))
+        if self._client is not None and self._client_identity == identity and not loop.is_closed():
+            return self._client
+        client: AsyncOpenAI
         if s.azure:
-            return openai.AsyncAzureOpenAI(
+            client = openai.AsyncAzureOpenAI(
                 azure_endpoint=s.azure_endpoint or "",
                 api_version=s.azure_api_version,
                 api_key=key,
                 max_retries=0,  # the core owns the one retry layer
                 timeout=s.timeout_s,
             )
-        return openai.AsyncOpenAI(api_key=key, base_url=s.server_url, max_retries=0, timeout=s.timeout_s)
+        else:
+            client = openai.AsyncOpenAI(api_key=key, base_url=s.server_url, max_retries=0, timeout=s.timeout_s)
+        self._client, self._client_identity = client, identity
+        return client
 
     async def _call(
         self, request: ImageRequest, ctx: CallContext, *, files: dict[str, tuple[str, bytes, str]]
@@ -229,8 +246,7 @@ class DalleProvider(Provider):
         await ctx.progress(0.05, f"asking {target.server} for {request.n} image(s)")
         started = time.perf_counter()
         try:
-            async with self._new_client() as client:
-                body, request_id = await _send(client, request.operation, kwargs, headers, target)
+            body, request_id = await _send(self._client_for_call(), request.operation, kwargs, headers, target)
         except Exception as exc:
             log.debug(
                 "upstream call failed", model=target.model, operation=request.operation.value,
@@ -242,7 +258,13 @@ class DalleProvider(Provider):
             request_id=request_id, bytes=len(body), elapsed_s=round(time.perf_counter() - started, 3),
         )
         await ctx.progress(0.8, "reading the images")
-        items = parse_response(body, model=target.model, base_url=target.server, provider=self.name)
+        # JSON and base64 of a few MB take tens of ms: off the event loop, and the raw body
+        # is dropped as soon as it is parsed.
+        parsing = asyncio.to_thread(
+            parse_response, body, model=target.model, base_url=target.server, provider=self.name
+        )
+        del body
+        items = await parsing
         return await self._result(items, request, ctx, target, request_id)
 
     async def _result(
