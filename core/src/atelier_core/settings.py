@@ -62,6 +62,17 @@ class StorageSettings(_Section):
     max_input_bytes: int = 50 * 1024 * 1024
     max_input_pixels: int = 40_000_000
     file_mode: int = 0o644
+    url: str | None = Field(
+        None,
+        description="s3://bucket/prefix: also keep every image in an S3-compatible bucket "
+        "(credentials and region from the AWS_* variables)",
+    )
+    endpoint_url: str | None = Field(
+        None, description="the S3 endpoint for a non-AWS server (MinIO, Ceph, R2 …)"
+    )
+    presign_ttl_s: float = Field(
+        0.0, ge=0, le=7 * 86400, description="add pre-signed GET URLs to results (0 = off)"
+    )
 
 
 class PreviewSettings(_Section):
