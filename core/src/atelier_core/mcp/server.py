@@ -55,6 +55,7 @@ from atelier_core import __version__
 from atelier_core.media import images as imaging
 from atelier_core.plugin.errors import AtelierError, ConfigurationError, InvalidParameterError, NotFoundError
 from atelier_core.logging import add_secret, configure_logging, scrub
+from atelier_core.mcp.protocol import protocol_compat
 from atelier_core.engine.cost import usage_report
 from atelier_core.state.jobs import Job, JobManager, JobRun, JobState, Runner, iso_utc, validate_job_ids
 from atelier_core.engine.pipeline import SAVING_FRACTION, SENT_FRACTION, Atelier, CallOutcome, ImageRecord, PreviewCache
@@ -1003,6 +1004,7 @@ def build_server(atelier: Atelier, *, configure_logs: bool = True) -> MCPServer[
         extensions=[TasksExtension(_Tools(atelier, jobs, sessions))],
         lifespan=lifespan,
         log_level=atelier.settings.logging.level,
+        middleware=[protocol_compat],
     )
     _add_image_resources(server, atelier)
     return server

@@ -1,0 +1,59 @@
+"""Results shaped for the protocol revision the client negotiated.
+
+``resource_link`` content blocks arrived in MCP 2025-06-18. A client that negotiated an
+older revision (2024-11-05, 2025-03-26) validates tool results against a content union
+without them, and the strict ones reject the whole result — the official TypeScript SDK
+1.10.2 fails every image call with ``invalid_union … "received": "resource_link"``,
+although the image was saved and billed (which invites a paid retry).
+
+:func:`protocol_compat` is a server middleware: after a ``tools/call`` answer has been
+serialised for the wire, it replaces each ``resource_link`` block with a text line that
+carries the same facts (URI, file name, type, size) when the connection's revision is
+older than 2025-06-18. Newer clients get the result unchanged. It runs on the wire dict,
+so every tool (and any tool added later) is covered in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp_types.version import is_version_at_least
+
+__all__ = ["RESOURCE_LINK_SINCE", "downgrade_content", "protocol_compat", "speaks_resource_links"]
+
+#: The first protocol revision with ``resource_link`` content blocks.
+RESOURCE_LINK_SINCE = "2025-06-18"
+
+
+def speaks_resource_links(version: str | None) -> bool:
+    """Whether a client on ``version`` can parse ``resource_link`` content (unknown: no)."""
+    return version is not None and is_version_at_least(version, RESOURCE_LINK_SINCE)
+
+
+def _link_line(block: dict[str, Any]) -> dict[str, Any]:
+    facts = [str(block.get(key)) for key in ("mimeType", "description") if block.get(key)]
+    if isinstance(block.get("size"), int):
+        facts.append(f"{block['size']:,} bytes")
+    detail = f" ({', '.join(facts)})" if facts else ""
+    text = f"Resource: {block.get('uri')} — {block.get('name') or 'file'}{detail}; read it with resources/read."
+    return {"type": "text", "text": text}
+
+
+def downgrade_content(result: dict[str, Any]) -> dict[str, Any]:
+    """A wire ``CallToolResult`` without ``resource_link`` blocks (each becomes a text line)."""
+    content = result.get("content")
+    if not isinstance(content, list) or not any(
+        isinstance(b, dict) and b.get("type") == "resource_link" for b in content
+    ):
+        return result
+    blocks = [_link_line(b) if isinstance(b, dict) and b.get("type") == "resource_link" else b for b in content]
+    return {**result, "content": blocks}
+
+
+async def protocol_compat(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Server middleware: ``tools/call`` results fit the connection's protocol revision."""
+    result = await call_next(ctx)
+    if ctx.method == "tools/call" and isinstance(result, dict) and not speaks_resource_links(ctx.protocol_version):
+        return downgrade_content(result)
+    return result
