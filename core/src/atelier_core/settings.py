@@ -106,7 +106,17 @@ class HttpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = 8765
     path: str = "/mcp"
-    auth_token: SecretStr | None = Field(None, description="required for a non-loopback bind")
+    auth_token: SecretStr | None = Field(
+        None, description="one bearer token for every caller (principal 'default')"
+    )
+    tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="principal → bearer token (JSON in ATELIER_HTTP__TOKENS); each principal "
+        "has its own jobs, sessions, images, usage and spend limits",
+    )
+    oauth_issuer: str | None = Field(None, description="accept OAuth 2.1 JWTs from this issuer")
+    oauth_jwks_url: str | None = Field(None, description="the issuer's JWKS (signing keys) URL")
+    oauth_audience: str | None = Field(None, description="the `aud` the tokens must carry")
     allowed_hosts: list[str] = Field(default_factory=list, description="extra Host values")
     allowed_origins: list[str] = Field(default_factory=list, description="extra Origin values")
     max_body_bytes: int = 4 * 1024 * 1024
