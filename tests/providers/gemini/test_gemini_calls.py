@@ -101,7 +101,7 @@ async def test_vertex_express_gemini_sends_vertex_only_options(vertex: Any, serv
     assert sent.json()["generationConfig"]["imageConfig"] == {
         "personGeneration": "ALLOW_ADULT",
         "prominentPeople": "BLOCK_PROMINENT_PEOPLE",
-        "imageOutputOptions": {"mimeType": "image/jpeg", "compressionQuality": 70},
+        "imageOutputOptions": {"mimeType": "image/jpeg", "compressionQuality": 30},
     }
     assert read_image(result.images[0].data).format == "jpeg"
 
@@ -121,7 +121,7 @@ async def test_imagen_generate_in_vertex_express_mode(vertex: Any, serving: Fake
         "parameters": {
             "sampleCount": 3, "aspectRatio": "9:16", "guidanceScale": 12.5, "seed": 5,
             "safetySetting": "BLOCK_ONLY_HIGH", "personGeneration": "DONT_ALLOW", "includeRaiReason": True,
-            "outputOptions": {"mimeType": "image/jpeg", "compressionQuality": 90},
+            "outputOptions": {"mimeType": "image/jpeg", "compressionQuality": 10},
             "addWatermark": False, "sampleImageSize": "2K", "enhancePrompt": False,
         },
     }

@@ -82,7 +82,7 @@ def test_config_vertex_only_fields_only_in_vertex_mode() -> None:
         "person_generation": "ALLOW_NONE",
         "prominent_people": "ALLOW_PROMINENT_PEOPLE",
         "output_mime_type": "image/jpeg",
-        "output_compression_quality": 75,
+        "output_compression_quality": 25,
     }
 
 

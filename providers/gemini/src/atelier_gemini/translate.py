@@ -137,9 +137,9 @@ def gemini_config(request: ImageRequest, spec: ModelSpec, *, vertex: bool) -> di
         if request.output_format and request.output_format != "png":
             image_config["output_mime_type"] = f"image/{request.output_format}"
         if request.output_compression is not None:
-            # Atelier's output_compression is a compression level (100 = smallest file);
-            # Vertex takes a JPEG quality.
-            image_config["output_compression_quality"] = 100 - request.output_compression
+            # output_compression has OpenAI's meaning everywhere (0-100, 100 = least
+            # compression, the best quality), which is what Vertex's JPEG quality means too.
+            image_config["output_compression_quality"] = request.output_compression
     config: dict[str, Any] = {
         "response_modalities": ["TEXT", "IMAGE"] if include_text else ["IMAGE"],
     }
@@ -302,8 +302,8 @@ def _imagen_common(request: ImageRequest) -> tuple[dict[str, Any], dict[str, Any
         config["negative_prompt"] = request.negative_prompt
     if request.output_format:
         config["output_mime_type"] = f"image/{request.output_format}"
-    if request.output_compression is not None:
-        config["output_compression_quality"] = 100 - request.output_compression
+    if request.output_compression is not None:  # same scale as OpenAI's (100 = best quality)
+        config["output_compression_quality"] = request.output_compression
     for key in ("person_generation", "safety_filter_level", "guidance_scale", "enhance_prompt"):
         if options.get(key) is not None:
             config[key] = options[key]

@@ -86,10 +86,11 @@ def _encode(image: object, fmt: str, compression: int | None) -> bytes:
     assert isinstance(image, Image.Image)
     out = io.BytesIO()
     if fmt == "jpeg":
-        quality = 100 - compression if compression is not None else 90
+        # output_compression has OpenAI's meaning: 100 = least compression (best quality).
+        quality = compression if compression is not None else 90
         image.convert("RGB").save(out, "JPEG", quality=max(5, quality))
     elif fmt == "webp":
-        quality = 100 - compression if compression is not None else 90
+        quality = compression if compression is not None else 90
         image.save(out, "WEBP", quality=max(5, quality))
     else:
         image.save(out, "PNG")
