@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from atelier_core.plugin.errors import InputImageError
-from atelier_core.media.fetch import SafeFetcher, is_public_address, parse_host
+from atelier_core.media.fetch import SafeFetcher, is_public_address, origin_entry, parse_host
 from atelier_core.testing import FakeUpstream
 
 # Module-level marker: anyio then parametrizes async tests at collection time, which keeps
@@ -220,20 +220,35 @@ async def test_allowed_host_download_over_http_on_loopback() -> None:
     spy = SpyBackend(real=True)
     with FakeUpstream() as up:
         up.reply("GET", "/files/a.png", body=b"\x89PNG-bytes", content_type="image/png")
-        data = await fetcher(spy).fetch(f"{up.url}/files/a.png?sig=1", allowed_hosts=["127.0.0.1"])
+        data = await fetcher(spy).fetch(f"{up.url}/files/a.png?sig=1", allowed_hosts=[up.url])
         assert data == b"\x89PNG-bytes"
         assert up.requests[0].query == {"sig": ["1"]}
         assert up.requests[0].headers["host"] == up.url.removeprefix("http://")
     assert spy.dials == [("127.0.0.1", int(up.url.rsplit(":", 1)[1]))]
 
 
-async def test_allowed_hosts_accept_urls_and_host_port_entries() -> None:
+async def test_allow_list_entries_are_origins_scheme_host_and_port() -> None:
     spy = SpyBackend(real=True)
     with FakeUpstream() as up:
+        port = int(up.url.rsplit(":", 1)[1])
         up.reply("GET", "/a", body=b"1")
-        up.reply("GET", "/a", body=b"2")
         assert await fetcher(spy).fetch(f"{up.url}/a", allowed_hosts=[up.url + "/v1"]) == b"1"
-        assert await fetcher(spy).fetch(f"{up.url}/a", allowed_hosts=["127.0.0.1:1"]) == b"2"
+        refused = [
+            [f"http://127.0.0.1:{port + 1}"],      # same host, another port
+            [f"https://127.0.0.1:{port}"],          # same host and port, another scheme
+            ["127.0.0.1"],                          # a bare host means https on 443
+            [f"127.0.0.1:{port}"],                  # a bare host:port means https
+            ["http://127.0.0.1"],                   # http's default port is 80
+            ["ftp://127.0.0.1", "not a host"],       # not http(s) origins: allow nothing
+        ]
+        for entries in refused:
+            with pytest.raises(InputImageError) as info:
+                await fetcher(spy).fetch(f"{up.url}/a", allowed_hosts=entries)
+            assert info.value.code == "url_not_allowed", entries
+        assert len(up.requests) == 1
+    assert origin_entry("https://API.example/v1") == ("https", "api.example", 443)
+    assert origin_entry("api.example:8443") == ("https", "api.example", 8443)
+    assert origin_entry("http://[::1]/x") == ("http", "::1", 80)
 
 
 async def test_host_not_in_allow_list() -> None:
@@ -241,7 +256,7 @@ async def test_host_not_in_allow_list() -> None:
     with pytest.raises(InputImageError) as info:
         await fetcher(spy).fetch("http://127.0.0.1:9/x.png", allowed_hosts=["api.example"])
     assert info.value.code == "url_not_allowed"
-    assert info.value.allowed == ["api.example"]
+    assert info.value.allowed == ["https://api.example:443"]
     assert spy.dials == []
 
 
@@ -250,7 +265,7 @@ async def test_redirect_off_the_allow_list_is_refused() -> None:
     with FakeUpstream() as up:
         up.reply("GET", "/a", status=302, headers={"location": "http://evil.example/x.png"})
         with pytest.raises(InputImageError) as info:
-            await fetcher(spy).fetch(f"{up.url}/a", allowed_hosts=["127.0.0.1"])
+            await fetcher(spy).fetch(f"{up.url}/a", allowed_hosts=[up.url])
     assert info.value.code == "url_not_allowed"
     assert len(spy.dials) == 1
 
@@ -261,7 +276,7 @@ async def test_relative_redirect_on_allowed_host_is_followed() -> None:
         up.reply("GET", "/a", status=301, headers={"location": "/b"})
         up.reply("GET", "/b", status=307, headers={"location": f"{up.url}/c"})
         up.reply("GET", "/c", body=b"done")
-        assert await fetcher(spy).fetch(f"{up.url}/a", allowed_hosts=["127.0.0.1"]) == b"done"
+        assert await fetcher(spy).fetch(f"{up.url}/a", allowed_hosts=[up.url]) == b"done"
         assert [r.path for r in up.requests] == ["/a", "/b", "/c"]
 
 
@@ -271,7 +286,7 @@ async def test_too_many_redirects() -> None:
         up.handle("GET", "/loop", lambda r: __import__("atelier_core.testing").testing.Reply(
             status=302, headers={"location": "/loop"}))
         with pytest.raises(InputImageError) as info:
-            await fetcher(spy, max_redirects=3).fetch(f"{up.url}/loop", allowed_hosts=["127.0.0.1"])
+            await fetcher(spy, max_redirects=3).fetch(f"{up.url}/loop", allowed_hosts=[up.url])
         assert len(up.requests) == 4
     assert info.value.code == "failed_to_download_image" and "redirects" in str(info.value)
 

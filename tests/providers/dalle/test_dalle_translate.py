@@ -467,4 +467,4 @@ def test_extra_model_declared_in_variables(monkeypatch: pytest.MonkeyPatch) -> N
     provider = registry.providers["dalle"]
     assert isinstance(provider, DalleProvider)
     assert provider._upstream_name("sd", provider._wire("sd")) == "sd-v1.5"
-    assert provider._download_hosts() == ["127.0.0.1", "cdn.local", "img.local"]
+    assert provider._download_hosts() == ["http://127.0.0.1:8080/v1", "cdn.local", "img.local"]

@@ -12,9 +12,12 @@ itself. Two modes:
   normalised to the address they mean and judged as such. We ship our own range table
   rather than trust ``ipaddress.is_global`` (wrong before CVE-2024-4032's fix).
 - **Allow-list mode** (``allowed_hosts=[...]``; URLs a provider returned, e.g. image
-  links on the configured API host). The host must be listed; its addresses are then
-  not checked (loopback or private hosts are legitimate operator configuration), and
-  ``http`` is allowed.
+  links on the configured API host). Each entry is an **origin**: scheme, host and port
+  must all match (``http://127.0.0.1:8080`` allows neither ``http://127.0.0.1:8081``
+  nor ``https://127.0.0.1:8080``). An entry given as a URL keeps its scheme and port (the
+  scheme's default port when it names none); a bare ``host`` or ``host:port`` entry
+  means ``https`` on that port (443 when none). The listed origin's addresses are not
+  checked (loopback or private hosts are legitimate operator configuration).
 
 In both modes: the connection is **pinned** to the address that was validated (the
 connection layer never resolves names itself, so a DNS answer that changes between the
@@ -57,6 +60,7 @@ __all__ = [
     "Resolver",
     "SafeFetcher",
     "is_public_address",
+    "origin_entry",
     "parse_host",
 ]
 
@@ -90,7 +94,7 @@ _V6_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
 _REDIRECTS = {301, 302, 303, 307, 308}
-_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}\.?$", re.I)
+_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}\.?$", re.IGNORECASE)
 _CHUNK = 64 * 1024
 _REMOTE_FIX = (
     "download the image yourself and pass it as a local file path, a data: URL or base64"
@@ -175,6 +179,42 @@ def _display(url: str) -> str:
     return shorten(shown, 160)
 
 
+_DEFAULT_PORT = {"http": 80, "https": 443}
+
+
+def origin_entry(entry: str) -> tuple[str, str, int]:
+    """An allow-list entry as ``(scheme, host, port)``: a URL keeps its scheme and port
+    (the scheme's default when it names none) and drops any ``user:password@``; a bare
+    ``host`` or ``host:port`` is ``https`` (port 443 when none is given). Raises
+    ValueError for anything else."""
+    text = entry.strip()
+    if "://" not in text:
+        text = "https://" + text
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORT:
+        raise ValueError(f"not an http(s) origin: {_display(entry)}")
+    host = parse_host(parts.hostname or "")[0]
+    return scheme, host, parts.port or _DEFAULT_PORT[scheme]
+
+
+def _origins(entries: Iterable[str]) -> set[tuple[str, str, int]]:
+    """The valid entries of an allow-list as origins (an invalid entry allows nothing)."""
+    found: set[tuple[str, str, int]] = set()
+    for entry in entries:
+        try:
+            found.add(origin_entry(entry))
+        except (ValueError, UnicodeError):
+            log.warning("allow-list entry ignored: not an http(s) origin", entry=_display(entry))
+    return found
+
+
+def _origin_text(origin: tuple[str, str, int]) -> str:
+    scheme, host, port = origin
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}:{port}"
+
+
 async def _default_resolver(host: str, port: int) -> list[str]:
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
@@ -225,7 +265,7 @@ class SafeFetcher:
         """The body of ``url`` (after checked redirects). Raises InputImageError with
         code ``url_not_allowed``, ``failed_to_download_image``, ``image_file_too_large``
         or ``remote_timeout``."""
-        allowed = None if allowed_hosts is None else {self._host_entry(h) for h in allowed_hosts}
+        allowed = None if allowed_hosts is None else _origins(allowed_hosts)
         # httpcore2/h11 load here, on the first fetch, not at server start-up.
         import httpcore2
 
@@ -251,17 +291,6 @@ class SafeFetcher:
                 fix=_REMOTE_FIX,
             ) from None
 
-    @staticmethod
-    def _host_entry(entry: str) -> str:
-        """An allow-list entry: a host name, ``host:port`` or a URL (port ignored)."""
-        if "://" in entry:
-            host = urlsplit(entry).hostname or ""
-        elif entry.count(":") == 1:
-            host = entry.split(":", 1)[0]
-        else:
-            host = entry
-        return parse_host(host)[0]
-
     def _refuse(self, parameter: str, url: str, why: str, *, allowed: Any = None) -> InputImageError:
         return InputImageError(
             f"{parameter}: the URL {_display(url)} is not allowed: {why}",
@@ -282,7 +311,7 @@ class SafeFetcher:
         )
 
     async def _check(
-        self, url: str, allowed: set[str] | None, parameter: str
+        self, url: str, allowed: set[tuple[str, str, int]] | None, parameter: str
     ) -> tuple[str, int, str, str]:
         """Validate one hop; returns (normalised host, port, pinned address, raw host)."""
         if any(c.isspace() or ord(c) < 0x20 or c == "\\" for c in url):
@@ -303,11 +332,11 @@ class SafeFetcher:
             host, literal = parse_host(parts.hostname or "")
         except (ValueError, UnicodeError):
             raise self._refuse(parameter, url, "the host name is invalid") from None
-        port = port or (443 if scheme == "https" else 80)
-        if allowed is not None:
-            if host not in allowed:
-                raise self._refuse(parameter, url, "the host is not one this provider may serve images from",
-                                   allowed=sorted(allowed))
+        port = port or _DEFAULT_PORT[scheme]
+        if allowed is not None and (scheme, host, port) not in allowed:
+            raise self._refuse(parameter, url,
+                               "its origin (scheme, host and port) is not one this provider may serve "
+                               "images from", allowed=sorted(_origin_text(o) for o in allowed))
         if literal is not None:
             addresses = [literal]
         else:
@@ -332,7 +361,7 @@ class SafeFetcher:
         client: httpx2.AsyncClient,
         backend: PinnedBackend,
         url: str,
-        allowed: set[str] | None,
+        allowed: set[tuple[str, str, int]] | None,
         parameter: str,
     ) -> bytes:
         current = url

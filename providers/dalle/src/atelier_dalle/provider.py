@@ -312,8 +312,10 @@ class DalleProvider(Provider):
         )
 
     def _download_hosts(self) -> list[str]:
-        host = self.settings.server_host
-        return [h for h in (host, *self.settings.download_hosts) if h]
+        """Origins image URLs may come from: the API server's (scheme, host and port) and
+        ``download_hosts`` (a bare host there means https on port 443)."""
+        server = self.settings.server_url if self.settings.server_host else None
+        return [h for h in (server, *self.settings.download_hosts) if h]
 
     async def _materialise(
         self, item: Item, ctx: CallContext, hosts: list[str]

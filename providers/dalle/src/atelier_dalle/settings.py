@@ -41,7 +41,7 @@ class DalleSettings(ProviderSettings):
     )
     download_hosts: list[str] = Field(
         default_factory=list,
-        description="hosts image URLs may be downloaded from besides the API host itself",
+        description="origins (scheme://host:port; a bare host means https on 443) image URLs may be downloaded from besides the API server itself",
     )
     builtin_models: list[str] = Field(
         default_factory=lambda: ["dall-e-3", "dall-e-2"],

@@ -231,11 +231,12 @@ class OpenAIProvider(Provider):
         """Gateways (LiteLLM and others) may answer with image URLs instead of base64.
 
         Those are downloaded through the core's capped fetcher, and only from the
-        configured base URL's host; OpenAI itself always answers GPT Image calls with
-        base64, so without a custom base URL a URL item stays a listed failure.
+        configured base URL's origin (scheme, host and port); OpenAI itself always answers
+        GPT Image calls with base64, so without a custom base URL a URL item stays a
+        listed failure.
         """
-        host = urlsplit(self.conf.base_url).hostname if self.conf.base_url else None
-        if host is None or not any(getattr(i, "url", None) and not getattr(i, "b64_json", None) for i in items):
+        origin = self.conf.base_url if self.conf.base_url and urlsplit(self.conf.base_url).hostname else None
+        if origin is None or not any(getattr(i, "url", None) and not getattr(i, "b64_json", None) for i in items):
             return items
         fetched: list[Any] = []
         for item in items:
@@ -244,7 +245,7 @@ class OpenAIProvider(Provider):
                 fetched.append(item)
                 continue
             try:
-                data = await ctx.download(url, [host])
+                data = await ctx.download(url, [origin])
             except AtelierError as exc:
                 log.warning("gateway image URL not downloaded", code=exc.code)
                 fetched.append(item)  # becomes a listed failure, the others are kept
