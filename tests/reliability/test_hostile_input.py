@@ -3,6 +3,7 @@
 
 - vendor-URL allow-lists match scheme, host and port (an image link on the API host but
   another port is never fetched);
+- the HTTP transport matches Host and Origin exactly (``127.0.0.1:1@evil.com`` fails);
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 from atelier_core.testing import FakeUpstream
 from mcp import Client
 from mcp.client.stdio import stdio_client
 from reliability_kit import CANARY, OPENAI_ROUTE, image_files, openai_ok
 from stdio_kit import child_env, server_params
+from test_e2e_http import INIT, MCP_HEADERS, running
 
 pytestmark = pytest.mark.slow
 
@@ -70,3 +73,29 @@ async def test_an_image_link_on_the_api_host_but_another_port_is_never_fetched(
         assert not fetched.is_error, _text(fetched)  # the API's own origin still works
         assert [r.path for r in api.requests if r.method == "GET"] == ["/files/own.png"]
     assert len(image_files(isolated_env / "data" / "images")) == 1
+
+
+# -- 7. exact Host and Origin matching ------------------------------------------------------
+
+
+async def test_host_and_origin_are_matched_exactly_not_by_prefix(tmp_path: Path) -> None:
+    with running(tmp_path) as port:
+        url = f"http://127.0.0.1:{port}/mcp"
+        async with httpx2.AsyncClient(timeout=10) as http:
+
+            async def post(**headers: str) -> int:
+                answer = await http.post(url, json=INIT, headers={**MCP_HEADERS, **headers})
+                return answer.status_code
+
+            for host in ("127.0.0.1:1@evil.com", f"127.0.0.1:{port}@evil.com", "127.0.0.1:80/evil",
+                         "127.0.0.1:x", "127.0.0.1:99999", "localhost.evil.com", "localhost:1.evil.com",
+                         "[::1]:1]evil", "127.0.0.1 :1", ""):
+                assert await post(host=host) == 421, host
+            for origin in ("http://127.0.0.1:1@evil.com", "http://localhost:1.evil.com",
+                           "http://127.0.0.1:8/x", "http://localhost.evil.com", "null",
+                           "http://user@localhost:1", "ftp://127.0.0.1:1"):
+                assert await post(origin=origin) == 403, origin
+            # What a real local client sends still works.
+            assert await post(host=f"127.0.0.1:{port}") == 200
+            assert await post(host=f"localhost:{port}", origin=f"http://localhost:{port}") == 200
+            assert await post(host=f"[::1]:{port}", origin="http://127.0.0.1") == 200

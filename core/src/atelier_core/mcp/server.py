@@ -53,6 +53,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from atelier_core import __version__
 from atelier_core.media import images as imaging
+from atelier_core.mcp.host_check import AllowedOrigins, HostOriginCheck
 from atelier_core.plugin.errors import AtelierError, ConfigurationError, InvalidParameterError, NotFoundError
 from atelier_core.logging import add_secret, configure_logging, scrub
 from atelier_core.mcp.protocol import protocol_compat
@@ -1111,12 +1112,15 @@ def http_app(atelier: Atelier, *, host: str) -> ASGIApp:
             fix="set http.auth_token (ATELIER_HTTP__AUTH_TOKEN), or bind 127.0.0.1",
         )
     server = build_server(atelier)
+    security = transport_security(settings, host)
     app: ASGIApp = server.streamable_http_app(
         streamable_http_path=settings.http.path,
         max_request_body_size=settings.http.max_body_bytes,
-        transport_security=transport_security(settings, host),
+        transport_security=security,
         host=host,
     )
+    # The SDK's check above matches "127.0.0.1:*" as a prefix; ours is exact and runs first.
+    app = HostOriginCheck(app, AllowedOrigins.of(security.allowed_hosts, security.allowed_origins))
     if token:
         app = BearerAuth(app, token)
     return app
