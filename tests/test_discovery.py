@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from atelier_core.engine.pipeline import Atelier
+from atelier_core.engine.pipeline import Pipeline
 from atelier_core.settings import Settings
 from atelier_core.testing.harness import connect
 
@@ -56,7 +56,7 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 async def test_third_party_plugins_through_mcp(site: Path, tmp_path: Path) -> None:
-    atelier = Atelier.build(Settings(storage={"output_dir": str(tmp_path / "out")}))
+    atelier = Pipeline.build(Settings(storage={"output_dir": str(tmp_path / "out")}))
     records = {r.name: r for r in atelier.registry.plugins}
     assert records["tiny"].status == "loaded" and records["tiny"].source == "entry point atelier-tiny 1.0"
     assert records["frob"].status == "failed" and "frobnicator" in (records["frob"].error or "")

@@ -32,8 +32,9 @@ from pydantic import ConfigDict, Field
 
 from atelier_core.plugin.errors import SafetyRefusalError
 from atelier_core.engine.throttle import LimiterPool
-from atelier_core.engine.pipeline import Atelier
-from atelier_core.mcp.server import TASKS_EXTENSION, build_server
+from atelier_core.engine.pipeline import Pipeline
+from atelier_core.mcp.app import build_server
+from atelier_core.mcp.tasks import TASKS_EXTENSION
 from atelier_core.testing.fakes import FakeProvider, Outcome
 from atelier_core.testing.harness import build_test_atelier
 
@@ -41,7 +42,7 @@ MODEL = "fake/fake-image"
 
 
 def make_atelier(tmp_path: Path, fake: FakeProvider, *, provider: dict[str, Any] | None = None,
-                 **jobs: Any) -> Atelier:
+                 **jobs: Any) -> Pipeline:
     return build_test_atelier(
         tmp_path, [fake], default_model=MODEL,
         providers={"fake": {"max_concurrency": 50, "max_retries": 0, **(provider or {})}},
@@ -49,7 +50,7 @@ def make_atelier(tmp_path: Path, fake: FakeProvider, *, provider: dict[str, Any]
     )
 
 
-async def _connect(atelier: Atelier, **options: Any) -> AsyncIterator[Client]:
+async def _connect(atelier: Pipeline, **options: Any) -> AsyncIterator[Client]:
     async with Client(build_server(atelier, configure_logs=False), **options) as client:
         yield client
 

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import anyio
 
-from atelier_core.mcp.server import serve_http, serve_stdio
+from atelier_core.mcp.app import serve_stdio
+from atelier_core.mcp.http import serve_http
 from atelier_core.testing.fakes import FakeProvider, Outcome
 from atelier_core.testing.harness import build_test_atelier
 

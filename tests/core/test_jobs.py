@@ -19,14 +19,8 @@ import anyio
 import pytest
 
 from atelier_core.plugin.errors import InvalidParameterError, NotFoundError
-from atelier_core.state.jobs import (
-    Job,
-    JobManager,
-    JobRun,
-    JobState,
-    new_job_id,
-    validate_job_ids,
-)
+from atelier_core.engine.jobs import JobManager, JobRun
+from atelier_core.state.jobs import JobState, JobStore, new_job_id, validate_job_ids
 from atelier_core.settings import JobSettings
 from atelier_core.state.database import StateStore
 
@@ -388,14 +382,14 @@ async def test_a_job_that_cannot_be_recorded_is_refused_with_a_storage_error(
 
     work = FakeWork()
     async with manager(tmp_path, work) as jobs:
-        real = JobManager._write
+        real = JobStore._write
 
         def failing(conn: sqlite3.Connection, sql: str, args: Any, durable: bool = True) -> int:
             if sql.startswith("INSERT"):
                 raise sqlite3.OperationalError("database or disk is full")
             return real(conn, sql, args, durable)
 
-        monkeypatch.setattr(JobManager, "_write", staticmethod(failing))
+        monkeypatch.setattr(JobStore, "_write", staticmethod(failing))
         with pytest.raises(StorageError) as caught:
             await jobs.submit("generate", {"prompt": "x"})
     assert "disk is full" in str(caught.value) and "nothing was sent" in str(caught.value)

@@ -36,7 +36,7 @@ from atelier_core.plugin.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from atelier_core.engine.pipeline import Atelier, CallOutcome
+from atelier_core.engine.pipeline import Pipeline, CallOutcome
 from atelier_core.settings import Settings
 from atelier_core.testing import make_image, make_mask
 from atelier_core.plugin.types import ImageCall, ItemFailure
@@ -123,7 +123,7 @@ class Plugin:
         register(self.provider)
 
 
-def build(tmp_path: Path, provider: Provider | None = None, **settings: Any) -> Atelier:
+def build(tmp_path: Path, provider: Provider | None = None, **settings: Any) -> Pipeline:
     fake_settings = {"backoff_base_s": 0.001, "retry_after_cap_s": 1.0, "max_retries": 2}
     fake_settings.update(settings.pop("fake", {}))
     values: dict[str, Any] = {
@@ -134,7 +134,7 @@ def build(tmp_path: Path, provider: Provider | None = None, **settings: Any) -> 
     plugins: list[tuple[str, object]] = [("placeholder", atelier_placeholder)]
     if provider is not None:
         plugins.append(("fake", Plugin(provider)))
-    return Atelier.build(Settings(**values), plugins=plugins, entry_points=False)
+    return Pipeline.build(Settings(**values), plugins=plugins, entry_points=False)
 
 
 def image_files(root: Path) -> list[Path]:
@@ -380,7 +380,7 @@ async def test_requests_per_minute_limits_call_starts(tmp_path: Path) -> None:
     fake = Scripted()
     values = {"storage": {"output_dir": str(tmp_path / "out")},
               "providers": {"fake": {"requests_per_minute": 2}}}
-    atelier = Atelier.build(Settings(**values), plugins=[("fake", Plugin(fake))], entry_points=False,
+    atelier = Pipeline.build(Settings(**values), plugins=[("fake", Plugin(fake))], entry_points=False,
                             sleep=fake_sleep)
     # The limiter owns its own clock; give it a fake one that advances on sleep.
     now = [0.0]

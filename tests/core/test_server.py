@@ -17,8 +17,9 @@ from PIL import Image
 
 import atelier_placeholder
 from atelier_core import Provider, hookimpl
-from atelier_core.engine.pipeline import Atelier, CallOutcome
-from atelier_core.mcp.server import build_server, compact_schema
+from atelier_core.engine.pipeline import Pipeline, CallOutcome
+from atelier_core.mcp.app import build_server
+from atelier_core.mcp.schema import compact_schema
 from atelier_core.settings import Settings
 from atelier_core.testing import make_mask
 
@@ -36,10 +37,10 @@ class Broken:
         raise RuntimeError("boom in register")
 
 
-def make_atelier(tmp_path: Path, **settings: Any) -> Atelier:
+def make_atelier(tmp_path: Path, **settings: Any) -> Pipeline:
     values: dict[str, Any] = {"storage": {"output_dir": str(tmp_path / "out")}}
     values.update(settings)
-    return Atelier.build(
+    return Pipeline.build(
         Settings(**values),
         plugins=[("placeholder", atelier_placeholder), ("broken", Broken())],
         entry_points=False,
@@ -274,7 +275,7 @@ async def test_a_provider_error_echoing_the_key_is_masked(tmp_path: Path) -> Non
         def register_providers(self, register: Callable[[Provider], None]) -> None:
             register(Leaky())
 
-    atelier = Atelier.build(
+    atelier = Pipeline.build(
         Settings(storage={"output_dir": str(tmp_path / "out")}, providers={"leaky": {"api_key": secret}}),
         plugins=[("leaky", LeakyPlugin())], entry_points=False,
     )

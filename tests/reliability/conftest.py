@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from atelier_core.engine.pipeline import Atelier
+from atelier_core.engine.pipeline import Pipeline
 from atelier_core.testing import FakeUpstream
 from reliability_kit import build_stack
 
@@ -30,7 +30,7 @@ def upstream() -> Iterator[FakeUpstream]:
 
 
 @pytest.fixture
-async def stack(tmp_path: Path, upstream: FakeUpstream) -> AsyncIterator[Atelier]:
+async def stack(tmp_path: Path, upstream: FakeUpstream) -> AsyncIterator[Pipeline]:
     """OpenAI, Gemini, MiniMax and the placeholder, keyed with the canary, aimed at ``upstream``."""
     atelier = build_stack(tmp_path, upstream)
     try:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from atelier_core.engine.pipeline import Atelier
+from atelier_core.engine.pipeline import Pipeline
 from atelier_core.media.storage import TEMP_PREFIX
 from atelier_core.testing import FakeUpstream, Recorded, Reply, build_test_atelier, make_image
 
@@ -226,7 +226,7 @@ def provider_settings(upstream: FakeUpstream, **common: Any) -> dict[str, dict[s
 
 
 def build_stack(tmp_path: Path, upstream: FakeUpstream, *, per_provider: dict[str, dict[str, Any]] | None = None,
-                **overrides: Any) -> Atelier:
+                **overrides: Any) -> Pipeline:
     """The full service with the real OpenAI, Gemini, MiniMax and placeholder plugins,
     every vendor SDK aimed at ``upstream``. ``overrides`` are settings sections."""
     import atelier_gemini

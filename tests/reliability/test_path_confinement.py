@@ -1,4 +1,4 @@
-"""Guarantees 1 and 2 as properties, through the whole call path (``Atelier.execute``):
+"""Guarantees 1 and 2 as properties, through the whole call path (``Pipeline.execute``):
 for any generated ``filename`` — ``..`` segments, absolute paths, symlinks inside the
 root leading out, the ``root-evil`` prefix sibling, Windows forms and separators,
 unicode (bidi, zero-width, NFD), very long names — the call is either refused before the

@@ -25,7 +25,7 @@ from atelier_core import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from atelier_core.engine.pipeline import Atelier
+from atelier_core.engine.pipeline import Pipeline
 from atelier_core.testing import FakeUpstream, Reply
 from atelier_core.plugin.types import ImageCall
 import reliability_kit
@@ -37,7 +37,7 @@ NAMES = sorted(PROVIDERS)
 MAX_RETRIES = 2  # reliability_kit.provider_settings
 
 
-async def generate(atelier: Atelier, model: str, **extra: object):  # type: ignore[no-untyped-def]
+async def generate(atelier: Pipeline, model: str, **extra: object):  # type: ignore[no-untyped-def]
     return await atelier.execute(ImageCall(model=model, prompt="a lighthouse at dusk", **extra),  # type: ignore[arg-type]
                                  Operation.GENERATE)
 
@@ -54,7 +54,7 @@ def queue(upstream: FakeUpstream, provider: str, *replies: Reply) -> None:
 
 
 @pytest.mark.parametrize("provider", NAMES)
-async def test_a_good_answer_is_saved_complete(provider: str, stack: Atelier, upstream: FakeUpstream,
+async def test_a_good_answer_is_saved_complete(provider: str, stack: Pipeline, upstream: FakeUpstream,
                                                tmp_path: Path) -> None:
     shape = PROVIDERS[provider]
     queue(upstream, provider, shape.ok())
@@ -68,7 +68,7 @@ async def test_a_good_answer_is_saved_complete(provider: str, stack: Atelier, up
 
 
 @pytest.mark.parametrize("provider", NAMES)
-async def test_rate_limit_then_success_is_retried_once(provider: str, stack: Atelier, upstream: FakeUpstream) -> None:
+async def test_rate_limit_then_success_is_retried_once(provider: str, stack: Pipeline, upstream: FakeUpstream) -> None:
     shape = PROVIDERS[provider]
     queue(upstream, provider, shape.rate_limited(), shape.ok())
     outcome = await generate(stack, shape.model)
@@ -111,7 +111,7 @@ async def test_retry_after_over_the_cap_is_returned_not_waited(provider: str, tm
 
 @pytest.mark.parametrize("status", [500, 503])
 @pytest.mark.parametrize("provider", NAMES)
-async def test_persistent_5xx_uses_exactly_the_retry_budget(provider: str, status: int, stack: Atelier,
+async def test_persistent_5xx_uses_exactly_the_retry_budget(provider: str, status: int, stack: Pipeline,
                                                             upstream: FakeUpstream, tmp_path: Path) -> None:
     shape = PROVIDERS[provider]
     body = {"error": {"code": status, "message": "backend unavailable", "status": "UNAVAILABLE"}}
@@ -123,7 +123,7 @@ async def test_persistent_5xx_uses_exactly_the_retry_budget(provider: str, statu
 
 
 @pytest.mark.parametrize("provider", NAMES)
-async def test_connection_reset_is_retried_within_the_budget(provider: str, stack: Atelier,
+async def test_connection_reset_is_retried_within_the_budget(provider: str, stack: Pipeline,
                                                              upstream: FakeUpstream, tmp_path: Path) -> None:
     shape = PROVIDERS[provider]
     queue(upstream, provider, Reply(reset=True), shape.ok())
@@ -159,7 +159,7 @@ MALFORMED: dict[str, Callable[[], Reply]] = {
 
 @pytest.mark.parametrize("fault", sorted(MALFORMED))
 @pytest.mark.parametrize("provider", NAMES)
-async def test_malformed_answers_are_errors_and_save_nothing(provider: str, fault: str, stack: Atelier,
+async def test_malformed_answers_are_errors_and_save_nothing(provider: str, fault: str, stack: Pipeline,
                                                              upstream: FakeUpstream, tmp_path: Path) -> None:
     shape = PROVIDERS[provider]
     queue(upstream, provider, *[MALFORMED[fault]() for _ in range(3)])
@@ -176,7 +176,7 @@ async def test_malformed_answers_are_errors_and_save_nothing(provider: str, faul
 
 
 @pytest.mark.parametrize("provider", NAMES)
-async def test_truncated_base64_image_is_never_saved(provider: str, stack: Atelier, upstream: FakeUpstream,
+async def test_truncated_base64_image_is_never_saved(provider: str, stack: Pipeline, upstream: FakeUpstream,
                                                      tmp_path: Path) -> None:
     shape = PROVIDERS[provider]
     queue(upstream, provider, shape.truncated())
@@ -188,7 +188,7 @@ async def test_truncated_base64_image_is_never_saved(provider: str, stack: Ateli
 
 @pytest.mark.parametrize("provider", ["openai", "minimax"])
 async def test_one_truncated_image_of_several_is_reported_and_the_rest_saved(
-    provider: str, stack: Atelier, upstream: FakeUpstream, tmp_path: Path
+    provider: str, stack: Pipeline, upstream: FakeUpstream, tmp_path: Path
 ) -> None:
     from reliability_kit import minimax_ok, openai_ok
 
@@ -208,7 +208,7 @@ REFUSALS = [(name, label) for name in NAMES for label, _ in PROVIDERS[name].refu
 
 @pytest.mark.parametrize(("provider", "label"), REFUSALS)
 async def test_safety_refusals_are_reported_as_such_and_never_retried(
-    provider: str, label: str, stack: Atelier, upstream: FakeUpstream, tmp_path: Path
+    provider: str, label: str, stack: Pipeline, upstream: FakeUpstream, tmp_path: Path
 ) -> None:
     make = dict(PROVIDERS[provider].refusals)[label]
     queue(upstream, provider, make(), make(), make())
@@ -221,7 +221,7 @@ async def test_safety_refusals_are_reported_as_such_and_never_retried(
 
 
 @pytest.mark.parametrize("provider", NAMES)
-async def test_key_errors_are_not_retried_and_never_echo_the_key(provider: str, stack: Atelier,
+async def test_key_errors_are_not_retried_and_never_echo_the_key(provider: str, stack: Pipeline,
                                                                  upstream: FakeUpstream, tmp_path: Path) -> None:
     shape = PROVIDERS[provider]
     queue(upstream, provider, shape.auth_echo(), shape.auth_echo(), shape.auth_echo())

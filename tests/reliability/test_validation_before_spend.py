@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from atelier_core import InvalidParameterError, Operation, RequestError
 from atelier_core.plugin.errors import AtelierError
 from atelier_core.engine.registry import Registry
-from atelier_core.engine.pipeline import Atelier
+from atelier_core.engine.pipeline import Pipeline
 from atelier_core.plugin.spec import parse_size
 from atelier_core.testing import FakeUpstream, build_test_registry, connect, make_image
 from atelier_core.plugin.types import ImageCall
@@ -206,7 +206,7 @@ def _bad_calls(tmp_path: Path) -> list[tuple[str, str, dict[str, Any], str]]:
     ]
 
 
-async def test_bad_calls_through_mcp_cost_nothing(tmp_path: Path, stack: Atelier, upstream: FakeUpstream) -> None:
+async def test_bad_calls_through_mcp_cost_nothing(tmp_path: Path, stack: Pipeline, upstream: FakeUpstream) -> None:
     cases = _bad_calls(tmp_path)
     outside_bytes = (tmp_path / "outside" / "secret.png").read_bytes()
     seen: dict[str, str] = {}

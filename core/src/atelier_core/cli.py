@@ -150,9 +150,9 @@ def _secret_values(settings: Settings) -> list[str]:
 
 
 def _build(settings: Settings) -> Any:
-    from atelier_core.engine.pipeline import Atelier
+    from atelier_core.engine.pipeline import Pipeline
 
-    return Atelier.build(settings)
+    return Pipeline.build(settings)
 
 
 # -- usage ---------------------------------------------------------------------------------
@@ -185,7 +185,8 @@ def _usage(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from atelier_core.mcp.server import serve_http, serve_stdio
+    from atelier_core.mcp.app import serve_stdio
+    from atelier_core.mcp.http import serve_http
 
     atelier = _build(settings)
     if getattr(args, "http", False):

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from atelier_core import Operation
-from atelier_core.engine.pipeline import Atelier
+from atelier_core.engine.pipeline import Pipeline
 from atelier_core.testing import build_test_atelier, make_image, read_image
 from atelier_core.plugin.types import ImageCall
 from dalle_support import ImagesServer, fields
@@ -15,7 +15,7 @@ from dalle_support import ImagesServer, fields
 import atelier_dalle
 
 
-def _atelier(tmp_path: Path, server: ImagesServer, **dalle: Any) -> Atelier:
+def _atelier(tmp_path: Path, server: ImagesServer, **dalle: Any) -> Pipeline:
     inputs = tmp_path / "in"
     inputs.mkdir(exist_ok=True)
     settings = {"api_key": "sk-router", "base_url": f"{server.up.url}/v1", "timeout_s": 5, **dalle}

@@ -11,7 +11,7 @@ import pytest
 
 import atelier_gemini
 from atelier_core import Operation, UpstreamUnavailableError
-from atelier_core.engine.pipeline import Atelier
+from atelier_core.engine.pipeline import Pipeline
 from atelier_core.testing import FakeUpstream, Reply, build_test_atelier, connect, make_image, read_image
 from atelier_core.plugin.types import ImageCall
 from gemini_fake import GEMINI_PATH, KEY, PREDICT_PATH
@@ -19,7 +19,7 @@ from gemini_fake import GEMINI_PATH, KEY, PREDICT_PATH
 pytestmark = pytest.mark.anyio
 
 
-def _atelier(tmp_path: Path, up: FakeUpstream, **gemini: Any) -> Atelier:
+def _atelier(tmp_path: Path, up: FakeUpstream, **gemini: Any) -> Pipeline:
     inputs = tmp_path / "in"
     inputs.mkdir(exist_ok=True)
     settings = {"api_key": KEY, "base_url": up.url, "timeout_s": 10, **gemini}

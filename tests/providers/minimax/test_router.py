@@ -1,6 +1,6 @@
 """MiniMax through the core's router: rate limiting under a burst, retries, verified saves.
 
-These run the real path (`Atelier.execute`: validation, limiter, the one retry layer,
+These run the real path (`Pipeline.execute`: validation, limiter, the one retry layer,
 verification, storage) with the plugin loaded as the registry loads it, against a fake
 MiniMax on 127.0.0.1.
 """
@@ -23,7 +23,7 @@ from atelier_core import (
     UpstreamTimeoutError,
 )
 from atelier_core.engine.throttle import LimiterPool
-from atelier_core.engine.pipeline import Atelier
+from atelier_core.engine.pipeline import Pipeline
 from atelier_core.testing import FakeUpstream, read_image
 from atelier_core.testing.harness import build_test_atelier
 from atelier_core.plugin.types import ImageCall
@@ -35,7 +35,7 @@ SCALE = 300.0
 JITTER_S = 0.05  # request build + loopback delivery, on a shared 2-core machine
 
 
-def _atelier(tmp_path: Path, upstream: FakeUpstream, **minimax: Any) -> Atelier:
+def _atelier(tmp_path: Path, upstream: FakeUpstream, **minimax: Any) -> Pipeline:
     settings: dict[str, Any] = {"api_key": KEY, "base_url": upstream.url, "timeout_s": 5.0,
                                 "backoff_base_s": 0.01, **minimax}
     return build_test_atelier(

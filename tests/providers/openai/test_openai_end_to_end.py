@@ -11,8 +11,8 @@ from mcp import Client
 
 import atelier_openai
 from atelier_core import Operation, RateLimitedError, SafetyRefusalError, UpstreamProtocolError
-from atelier_core.engine.pipeline import Atelier
-from atelier_core.mcp.server import build_server
+from atelier_core.engine.pipeline import Pipeline
+from atelier_core.mcp.app import build_server
 from atelier_core.settings import Settings
 from atelier_core.testing import FakeUpstream
 from atelier_core.plugin.types import ImageCall
@@ -21,13 +21,13 @@ from openai_support import GEN, KEY, b64, images_json, png_bytes
 pytestmark = pytest.mark.usefixtures("anyio_backend")
 
 
-def make_atelier(tmp_path: Path, upstream: FakeUpstream | None, **openai: Any) -> Atelier:
+def make_atelier(tmp_path: Path, upstream: FakeUpstream | None, **openai: Any) -> Pipeline:
     values: dict[str, Any] = {"backoff_base_s": 0.01, "timeout_s": 5.0}
     if upstream is not None:
         values.update(api_key=KEY, base_url=upstream.url + "/v1")
     values.update(openai)
     settings = Settings(storage={"output_dir": str(tmp_path / "out")}, providers={"openai": values})
-    return Atelier.build(settings, plugins=[("openai", atelier_openai)], entry_points=False)
+    return Pipeline.build(settings, plugins=[("openai", atelier_openai)], entry_points=False)
 
 
 async def test_429_retry_after_through_the_router(tmp_path: Path, upstream: FakeUpstream) -> None:

@@ -31,7 +31,7 @@ from atelier_core.plugin.spec import Operation
 from atelier_core.plugin.types import ImageCall
 
 if TYPE_CHECKING:
-    from atelier_core.engine.pipeline import Atelier
+    from atelier_core.engine.pipeline import Pipeline
 
 __all__ = ["SessionManager", "SessionTurn", "SessionView"]
 
@@ -125,7 +125,7 @@ class SessionView:
 class SessionManager:
     """Sessions of one :class:`~atelier_core.engine.pipeline.Atelier` service, in its state database."""
 
-    def __init__(self, atelier: Atelier, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, atelier: Pipeline, *, clock: Callable[[], float] = time.time) -> None:
         self._atelier = atelier
         self._store = atelier.state
         self._execute = atelier.execute

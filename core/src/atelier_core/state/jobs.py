@@ -1,88 +1,44 @@
-"""Background jobs: durable, restart-safe, at most once.
+"""Job records: the ``jobs`` table, its schema history, and every query on it.
 
-Every image call can run as a *job*: a row in the state database (table ``jobs``) plus
-a task in this process that runs the call. The :class:`JobManager` guarantees:
-
-- **Durable before visible.** :meth:`JobManager.submit` returns only after the row is
-  committed (``synchronous=FULL``), so a job id a client holds always resolves.
-- **Unguessable ids.** 128 random bits (``secrets.token_urlsafe(16)``).
-- **At most once, failing visibly.** A job is never re-run. When the process that owned
-  a job dies, the job ends as ``failed`` with code ``interrupted`` — at the next start
-  when the owner's pid is gone from this host, otherwise once the owner's *lease* runs
-  out. Owners renew leases by heartbeat, so a second live server process sharing the
-  database never takes over (or kills) the first one's jobs.
-- **Terminal states are final.** ``done``, ``failed`` and ``cancelled`` never change; a
-  late cancel is a no-op that says so.
-- **Cancelling** a ``queued`` job prevents the provider call; cancelling a ``running``
-  one stops waiting for it and records that the provider may still bill
-  (``may_be_billed``). A job owned by another process is cancelled by that process
-  within one heartbeat.
-- **Retention.** Finished jobs older than ``jobs.retention_days`` are pruned; their
-  image files are deleted only with ``jobs.delete_files_on_prune``.
-
-States: ``queued`` (accepted, waiting for a provider slot) → ``running`` (the provider
-call is in flight) → ``saving`` (verifying and writing files) → ``done`` | ``failed`` |
-``cancelled``. Synchronous calls run through the same machinery (origin ``call``,
-hidden from listings) so that a call still running after ``jobs.handoff_after_s`` can be
-*handed off*: the caller gets the job id while the same task keeps running — the
-request is never sent twice.
-
-The manager knows nothing of MCP or of the router: it runs a *runner* coroutine per job
-(the server passes one that calls ``Atelier.execute``) and stores what it returns.
+:class:`JobStore` is the persistence half of background jobs; the other half, the
+:class:`~atelier_core.engine.jobs.JobManager` that runs them, lives in the engine and
+reaches the database only through this class. One connection, used by one worker thread
+at a time (SQLite calls never run on the event loop).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
-import socket
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import anyio
-import anyio.abc
 import anyio.to_thread
-import structlog
 from pydantic import BaseModel
 
-from atelier_core.plugin.errors import (
-    AtelierError,
-    InvalidParameterError,
-    NotFoundError,
-    RequestError,
-    StorageError,
-    shorten,
-)
-from atelier_core.settings import JobSettings
+from atelier_core.plugin.errors import InvalidParameterError, NotFoundError, StorageError
 from atelier_core.state.database import StateStore
 
 __all__ = [
     "JOB_MIGRATIONS",
     "Job",
-    "JobManager",
-    "JobRun",
     "JobState",
-    "Runner",
-    "default_files_of",
+    "JobStore",
+    "Origin",
     "iso_utc",
     "new_job_id",
+    "request_fingerprint",
     "validate_job_ids",
 ]
 
-log = structlog.get_logger("atelier.jobs")
-
 T = TypeVar("T")
-
 
 class JobState(StrEnum):
     QUEUED = "queued"
@@ -142,15 +98,7 @@ JOB_MIGRATIONS: tuple[str, ...] = (
 )
 """The ``jobs`` component's schema history (append only)."""
 
-
-def _saved_before(files: Sequence[str]) -> str:
-    images = [f for f in files if not f.endswith(".json")]
-    if not images:
-        return ""
-    return f" {len(images)} image(s) were saved before it stopped: {', '.join(images)}."
-
-
-def _fingerprint(operation: str, request: dict[str, Any]) -> str:
+def request_fingerprint(operation: str, request: dict[str, Any]) -> str:
     """What makes two requests "the same" for an idempotency key (presentation aside)."""
     significant = {k: v for k, v in request.items() if k not in ("return_image", "confirmed")}
     encoded = json.dumps([operation, significant], sort_keys=True, separators=(",", ":"), default=str)
@@ -255,190 +203,39 @@ def _row_to_job(row: sqlite3.Row) -> Job:
     )
 
 
-ProgressListener = Callable[[float | None, str], Awaitable[None]]
 
+class JobStore:
+    """Every read and write of the ``jobs`` table."""
 
-class JobRun:
-    """What a runner gets for one job: its request and ways to report progress."""
-
-    def __init__(self, manager: JobManager, job_id: str, operation: str, request: dict[str, Any]) -> None:
-        self._manager = manager
-        self.job_id = job_id
-        self.operation = operation
-        self.request = request
-
-    async def progress(
-        self, fraction: float | None, message: str, *, stage: JobState | None = None
-    ) -> None:
-        """Report progress, optionally entering a new ``stage`` (see :meth:`stage`)."""
-        if stage is not None and stage not in (JobState.RUNNING, JobState.SAVING):
-            raise ValueError(f"a runner may only enter running or saving, not {stage}")
-        await self._manager._on_progress(self.job_id, fraction, message, stage)
-
-    async def stage(self, state: JobState, message: str | None = None) -> None:
-        """Enter ``running`` (a request is being sent: from now on the provider may bill)
-        or ``saving`` (verifying and writing files). A job stays ``queued`` until then."""
-        await self.progress(None, message or state.value, stage=state)
-
-    async def partial(self, data: bytes, index: int = 0) -> None:
-        """Record the latest streamed partial image (bounded; older ones are dropped)."""
-        await self._manager._on_partial(self.job_id, data, index)
-
-    async def saved(self, path: str) -> None:
-        """Record a file the job has published (durably), so a crash later in the same
-        job still reports it instead of asking for the whole call again."""
-        await self._manager._db(
-            self._manager._write,
-            "UPDATE jobs SET files = json_insert(COALESCE(files, '[]'), '$[#]', ?), updated_at = ?"
-            " WHERE id = ?",
-            (path, time.time(), self.job_id),
-        )
-
-
-Runner = Callable[[JobRun], Awaitable[BaseModel | dict[str, Any]]]
-"""Runs one job and returns its outcome (a JSON round-trippable model or dict)."""
-
-
-@dataclass
-class _Active:
-    """This process's live view of a job it owns."""
-
-    state: JobState
-    done: anyio.Event = field(default_factory=anyio.Event)
-    scope: anyio.CancelScope | None = None
-    listeners: list[ProgressListener] = field(default_factory=list)
-    last_write: float = 0.0
-    cancel_early: bool = False
-    message: str | None = None
-    progress: float | None = None
-    started_at: float | None = None
-    dirty: bool = False  # message/progress newer than the row (writes are throttled)
-
-
-def default_files_of(outcome: dict[str, Any]) -> list[str]:
-    """The files a call outcome wrote: ``path`` and ``sidecar`` of each saved image."""
-    files: list[str] = []
-    images = outcome.get("images")
-    if isinstance(images, list):
-        for image in images:
-            if isinstance(image, dict):
-                for key in ("path", "sidecar"):
-                    value = image.get(key)
-                    if isinstance(value, str) and value:
-                        files.append(value)
-    return files
-
-
-#: Owner tokens of the managers alive in this process (several only in tests).
-_LIVE_OWNERS: set[str] = set()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-class JobManager:
-    """Runs and records background jobs. Use as ``async with manager.running(): ...``."""
-
-    #: Progress is written to the database at most this often (listeners get every update).
-    progress_write_interval_s = 0.5
-    #: How often a barrier re-reads jobs owned by other processes.
-    poll_interval_s = 0.25
-
-    def __init__(
-        self,
-        store: StateStore,
-        runner: Runner,
-        settings: JobSettings | None = None,
-        *,
-        max_active: int = 1000,
-        max_partial_bytes: int = 256 * 1024,
-        shrink_partial: Callable[[bytes], tuple[bytes, str]] | None = None,
-        files_of: Callable[[dict[str, Any]], list[str]] = default_files_of,
-    ) -> None:
+    def __init__(self, store: StateStore) -> None:
         self.store = store
-        self.settings = settings or JobSettings()
-        self._runner = runner
-        self.max_active = max_active
-        self.max_partial_bytes = max_partial_bytes
-        self._shrink_partial = shrink_partial
-        self._files_of = files_of
-        self.host = socket.gethostname()
-        self.pid = os.getpid()
-        self.owner = f"{self.host}:{self.pid}:{secrets.token_hex(4)}"
-        self._active: dict[str, _Active] = {}
-        self._changed = anyio.Event()
-        self._flush_wanted = anyio.Event()
-        self._tg: anyio.abc.TaskGroup | None = None
-        self._db_limiter = anyio.CapacityLimiter(1)
+        self._limiter = anyio.CapacityLimiter(1)
         self._conn_lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         store.migrate("jobs", JOB_MIGRATIONS)
 
-    # -- lifecycle -------------------------------------------------------------------
+    @property
+    def path(self) -> object:
+        return self.store.path
 
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[JobManager]:
-        """Recover abandoned jobs, prune old ones, then run jobs until the block exits.
+    def open(self) -> None:
+        """Hold one connection until :meth:`close` (otherwise each query opens its own)."""
+        conn = self.store.connect(autocommit=True)
+        conn.row_factory = sqlite3.Row
+        self._conn = conn
 
-        On exit every job this process still runs is cancelled and recorded as
-        ``failed: interrupted`` (the server is stopping; the job is not re-run later).
-        """
-        if self._tg is not None:  # already running (a second MCP session): share it
-            yield self
-            return
-        self._conn = self.store.connect(autocommit=True)
-        self._conn.row_factory = sqlite3.Row
-        _LIVE_OWNERS.add(self.owner)
-        try:
-            await self.recover()
-            await self.prune()
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                tg.start_soon(self._maintenance)
-                tg.start_soon(self._flusher)
-                try:
-                    yield self
-                finally:
-                    self._tg = None
-                    with anyio.CancelScope(shield=True):
-                        await self._interrupt_own("the server stopped while this job was unfinished")
-                    tg.cancel_scope.cancel()
-        finally:
-            _LIVE_OWNERS.discard(self.owner)
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
-
-    async def _maintenance(self) -> None:
-        lease = max(self.settings.lease_s, 0.3)
-        last_prune = time.monotonic()
-        while True:
-            await anyio.sleep(lease / 3)
-            try:
-                await self._heartbeat()
-                await self.recover()
-                if time.monotonic() - last_prune > 3600:
-                    last_prune = time.monotonic()
-                    await self.prune()
-            except Exception:  # keep the heartbeat alive through a transient DB error
-                log.exception("job maintenance failed; retrying at the next heartbeat")
-
-    # -- database helpers (one connection, one worker thread at a time) --------------
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
-        return await anyio.to_thread.run_sync(self._locked, fn, args, limiter=self._db_limiter)
+        return await anyio.to_thread.run_sync(self._locked, fn, args, limiter=self._limiter)
 
     def _locked(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         with self._conn_lock:
             conn = self._conn
-            if conn is None:  # used outside running(): short-lived connection
+            if conn is None:  # used outside open(): short-lived connection
                 conn = self.store.connect(autocommit=True)
                 conn.row_factory = sqlite3.Row
                 try:
@@ -465,147 +262,59 @@ class JobManager:
     def _select(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> list[Job]:
         return [_row_to_job(row) for row in conn.execute(sql, args).fetchall()]
 
-    def _notify(self) -> None:
-        event, self._changed = self._changed, anyio.Event()
-        event.set()
+    async def _run_write(self, sql: str, args: Sequence[Any], durable: bool = True) -> int:
+        return await self._db(self._write, sql, args, durable)
 
-    # -- submitting and running ----------------------------------------------------
+    # -- writes ----------------------------------------------------------------------
 
-    async def submit(
-        self,
-        operation: str,
-        request: dict[str, Any],
-        *,
-        origin: Origin = "job",
-        idempotency_key: str | None = None,
-    ) -> Job:
-        """Record a job durably, start it, and return it (state ``queued``).
-
-        With ``idempotency_key``, a key seen before with the same request returns that
-        earlier job (``job.reused``) and sends nothing; with a different request it is
-        refused (``idempotency_conflict``). Keys are remembered as long as their job.
-        """
-        if self._tg is None:
-            raise RuntimeError("JobManager.submit needs `async with manager.running()`")
-        fingerprint = _fingerprint(operation, request) if idempotency_key else None
-        if idempotency_key:
-            earlier = await self._by_key(idempotency_key, operation, fingerprint)
-            if earlier is not None:
-                return earlier
-        if len(self._active) >= self.max_active:
-            raise AtelierError(
-                f"this server already has {len(self._active)} unfinished jobs (the limit)",
-                code="jobs_busy",
-                retryable=True,
-                retry_after_s=5.0,
-                fix="wait for some jobs to finish (get_jobs with wait_s) and submit again",
-            )
-        now = time.time()
-        job_id = new_job_id()
+    async def insert(self, *, job_id: str, operation: str, origin: str, request: dict[str, Any],
+                     owner: str, host: str, pid: int, lease_until: float, now: float,
+                     idempotency_key: str | None, fingerprint: str | None) -> bool:
+        """Record a new queued job durably. ``False`` when its idempotency key is taken."""
         # The record keeps the request for people to read; inline image data (base64 or data:
         # URLs, possibly megabytes) is not copied into it. The runner gets the full request.
         encoded = json.dumps(_for_record(request), separators=(",", ":"), default=str)
         try:
-            await self._db(
-                self._write,
+            await self._run_write(
                 "INSERT INTO jobs (id, operation, origin, state, message, request, owner, owner_host,"
                 " owner_pid, lease_until, created_at, updated_at, idempotency_key, fingerprint)"
                 " VALUES (?, ?, ?, 'queued', 'waiting for a provider slot', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, operation, origin, encoded, self.owner, self.host, self.pid,
-                 now + self.settings.lease_s, now, now, idempotency_key, fingerprint),
+                (job_id, operation, origin, encoded, owner, host, pid, lease_until, now, now,
+                 idempotency_key, fingerprint),
             )
         except sqlite3.IntegrityError:
-            # Another call with the same key committed first (the unique index decided).
-            earlier = await self._by_key(idempotency_key or "", operation, fingerprint)
-            if earlier is None:
+            if idempotency_key is None:
                 raise
-            return earlier
+            return False  # another call with the same key committed first
         except sqlite3.Error as exc:  # nothing was sent: say why the job could not be kept
             raise StorageError(
                 f"could not record the job in {self.store.path}: {exc}; nothing was sent",
                 fix="check that the data directory is writable and on a local disk with free "
                 "space (ATELIER_DATA_DIR)",
             ) from None
-        self._active[job_id] = _Active(state=JobState.QUEUED)
-        self._tg.start_soon(self._run, job_id, operation, request)
-        log.info("job submitted", job_id=job_id, operation=operation, origin=origin)
-        return Job(
-            id=job_id, operation=operation, origin=origin, state=JobState.QUEUED,
-            message="waiting for a provider slot", request=request, owner=self.owner,
-            created_at=now, updated_at=now,
-        )
+        return True
 
-    async def _by_key(self, key: str, operation: str, fingerprint: str | None) -> Job | None:
+    async def by_key(self, key: str) -> tuple[str, str | None] | None:
+        """(job id, request fingerprint) of the job holding idempotency ``key``."""
         rows = await self._db(
             lambda conn: conn.execute(
                 "SELECT id, fingerprint FROM jobs WHERE idempotency_key = ?", (key,)
             ).fetchall()
         )
-        if not rows:
-            return None
-        job_id, stored = rows[0][0], rows[0][1]
-        if stored != fingerprint:
-            raise RequestError(
-                f"idempotency_key {shorten(key)!s} was already used for a different request "
-                f"(job {job_id})",
-                code="idempotency_conflict", parameter="idempotency_key", value=key,
-                fix="use a new idempotency_key for a new request, or repeat the original "
-                "request exactly to get its result",
-            )
-        job = await self.get(job_id)
-        log.info("idempotent repeat: returning the earlier job", job_id=job_id)
-        return job.model_copy(update={"reused": True})
+        return (rows[0][0], rows[0][1]) if rows else None
 
-    async def _run(self, job_id: str, operation: str, request: dict[str, Any]) -> None:
-        active = self._active[job_id]
-        outcome: dict[str, Any] | None = None
-        error: dict[str, Any] | None = None
-        try:
-            with anyio.CancelScope() as scope:
-                active.scope = scope
-                if active.cancel_early:
-                    scope.cancel()
-                run = JobRun(self, job_id, operation, request)
-                try:
-                    result = await self._runner(run)
-                    outcome = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
-                except AtelierError as exc:
-                    error = exc.to_dict()
-                except Exception as exc:
-                    log.exception("job runner crashed", job_id=job_id)
-                    error = {
-                        "code": "internal_error",
-                        "message": f"the job failed unexpectedly ({type(exc).__name__}); "
-                        "see the server log",
-                        "retryable": False,
-                    }
-            with anyio.CancelScope(shield=True):
-                if outcome is not None:
-                    await self._finish(job_id, JobState.DONE, "done", outcome=outcome)
-                elif error is not None:
-                    await self._finish(job_id, JobState.FAILED, f"failed: {error['code']}", error=error)
-                # else: cancelled; cancel() already recorded the terminal state.
-        finally:
-            active.done.set()
-            self._active.pop(job_id, None)
-            self._notify()
+    async def add_file(self, job_id: str, path: str) -> None:
+        await self._run_write(
+            "UPDATE jobs SET files = json_insert(COALESCE(files, '[]'), '$[#]', ?), updated_at = ?"
+            " WHERE id = ?",
+            (path, time.time(), job_id),
+        )
 
-    async def _finish(
-        self,
-        job_id: str,
-        state: JobState,
-        message: str,
-        *,
-        outcome: dict[str, Any] | None = None,
-        error: dict[str, Any] | None = None,
-        may_be_billed: bool = False,
-    ) -> bool:
+    async def finish(self, job_id: str, state: JobState, message: str, *, outcome: dict[str, Any] | None,
+                     error: dict[str, Any] | None, files: list[str] | None, may_be_billed: bool) -> bool:
         """Move an unfinished job to a terminal state; ``False`` if it already was."""
         now = time.time()
-        # Without an outcome, keep the files the job recorded as it saved them.
-        files = self._files_of(outcome) if outcome else None
-        changed = await self._db(
-            self._write,
+        changed = await self._run_write(
             "UPDATE jobs SET state = ?, message = ?, outcome = ?, error = ?,"
             " files = COALESCE(?, files),"
             " may_be_billed = ?, progress = NULL, partial = NULL, updated_at = ?, finished_at = ?"
@@ -615,132 +324,59 @@ class JobManager:
              json.dumps(files) if files is not None else None,
              int(may_be_billed), now, now, job_id),
         )
-        active = self._active.get(job_id)
-        if changed and active is not None:
-            active.state = state
-        self._notify()
         return bool(changed)
 
-    async def _on_progress(
-        self, job_id: str, fraction: float | None, message: str, stage: JobState | None
-    ) -> None:
-        active = self._active.get(job_id)
-        if active is None or active.state.terminal:
-            return
-        # Stages only move forward (queued → running → saving).
-        order = (JobState.QUEUED, JobState.RUNNING, JobState.SAVING)
-        new_state = stage if stage is not None and order.index(stage) > order.index(active.state) else active.state
-        for listener in list(active.listeners):
-            try:
-                await listener(fraction, message)
-            except Exception:  # a broken client stream must not fail the job
-                log.debug("progress listener failed", job_id=job_id, exc_info=True)
-        active.message = message[:300]
-        if fraction is not None:
-            active.progress = fraction
-        entering = new_state is not active.state
-        active.state = new_state
-        if entering and new_state is JobState.RUNNING:
-            active.started_at = time.time()
-        active.dirty = True
-        if entering and new_state is JobState.RUNNING:
-            # Recorded before the request goes out, so that after a crash the job never
-            # claims "nothing was billed" for a request the provider may have received.
-            # NORMAL sync (survives a process crash, not an instant power loss): an fsync
-            # here would sit between the rate limiter and the provider and skew its spacing.
-            await self._flush(job_id, active)
-        elif entering or time.monotonic() - active.last_write >= self.progress_write_interval_s:
-            # Other progress is written by the flusher task; the runner does not wait for
-            # it. Readers in this process see the live state anyway.
-            self._flush_wanted.set()
-        if entering:
-            self._notify()
-
-    async def _flusher(self) -> None:
-        while True:
-            await self._flush_wanted.wait()
-            self._flush_wanted = anyio.Event()
-            for job_id, active in list(self._active.items()):
-                if active.dirty and not active.state.terminal:
-                    try:
-                        await self._flush(job_id, active)
-                    except Exception:  # the heartbeat retries; the job itself is unaffected
-                        log.exception("could not record job progress", job_id=job_id)
-
-    async def _flush(self, job_id: str, active: _Active, *, durable: bool = False) -> None:
-        active.last_write = time.monotonic()
-        active.dirty = False
-        wall = time.time()
-        started = active.started_at
-        await self._db(
-            self._write,
+    async def progress(self, job_id: str, state: JobState, message: str | None, progress: float | None,
+                       started_at: float | None, *, durable: bool = False) -> None:
+        await self._run_write(
             "UPDATE jobs SET state = ?, message = ?, progress = ?, updated_at = ?,"
             f" started_at = COALESCE(started_at, ?) WHERE id = ? AND state IN {_ACTIVE_SQL}",
-            (active.state.value, active.message, active.progress, wall, started, job_id),
+            (state.value, message, progress, time.time(), started_at, job_id),
             durable,
         )
 
-    async def _on_partial(self, job_id: str, data: bytes, index: int) -> None:
-        active = self._active.get(job_id)
-        if active is None or active.state.terminal:
-            return
-        mime: str | None = None
-        blob: bytes | None = data
-        if len(data) > self.max_partial_bytes and self._shrink_partial is not None:
-            try:
-                blob, mime = await anyio.to_thread.run_sync(self._shrink_partial, data)
-            except Exception:
-                log.debug("partial preview could not be shrunk", job_id=job_id, exc_info=True)
-                blob = None
-        if blob is not None and len(blob) > self.max_partial_bytes:
-            blob = None  # keep the row small; the index still shows progress
-        if blob is not None and mime is None:
-            mime = _sniff_mime(blob)
-        await self._db(
-            self._write,
+    async def partial(self, job_id: str, blob: bytes | None, mime: str | None, index: int) -> None:
+        await self._run_write(
             "UPDATE jobs SET partial = ?, partial_mime = ?, partial_index = ?, updated_at = ?"
             f" WHERE id = ? AND state IN {_ACTIVE_SQL}",
             (blob, mime, index, time.time(), job_id),
             False,
         )
 
-    # -- reading -------------------------------------------------------------------
+    async def forget_answered_call(self, job_id: str) -> None:
+        """Delete a synchronous call's row once answered (unless a key must find it)."""
+        await self._run_write("DELETE FROM jobs WHERE id = ? AND origin = 'call' "
+                              "AND idempotency_key IS NULL", (job_id,), False)
 
-    async def get(self, job_id: str) -> Job:
-        """One job; :class:`NotFoundError` if unknown, pruned or malformed."""
-        return (await self.get_many([job_id]))[0]
+    async def hand_off(self, job_id: str) -> None:
+        await self._run_write("UPDATE jobs SET origin = 'handoff' WHERE id = ? AND origin = 'call'", (job_id,))
 
-    async def get_many(self, job_ids: Sequence[str]) -> list[Job]:
-        """Jobs in the order asked; unknown ids raise :class:`NotFoundError`."""
-        unique = list(dict.fromkeys(job_ids))
-        if not unique:
-            return []
-        marks = ", ".join("?" * len(unique))
-        found = {
-            job.id: job
-            for job in await self._db(self._select, f"SELECT * FROM jobs WHERE id IN ({marks})", unique)
-        }
-        for job_id, job in found.items():
-            active = self._active.get(job_id)
-            if active is not None and not job.terminal and not active.state.terminal:
-                # This process runs it: its in-memory stage is fresher than the row.
-                found[job_id] = job.model_copy(update={
-                    "state": active.state,
-                    "message": active.message or job.message,
-                    "progress": active.progress if active.progress is not None else job.progress,
-                })
-        missing = [job_id for job_id in unique if job_id not in found]
-        if missing:
-            raise NotFoundError(
-                f"no job {', '.join(repr(m[:60]) for m in missing)}: it never existed on this "
-                "server or was pruned after its retention period",
-                parameter="job_ids",
-                value=missing[0],
-                fix="call get_jobs without job_ids to list recent jobs",
+    async def request_cancel(self, job_id: str) -> None:
+        await self._run_write(
+            f"UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state IN {_ACTIVE_SQL}", (job_id,))
+
+    async def renew_leases(self, owner: str, until: float) -> None:
+        await self._run_write(
+            f"UPDATE jobs SET lease_until = ? WHERE owner = ? AND state IN {_ACTIVE_SQL}",
+            (until, owner), False)
+
+    async def delete_finished(self, ids: Sequence[str]) -> None:
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            await self._run_write(
+                f"DELETE FROM jobs WHERE id IN ({', '.join('?' * len(chunk))})"
+                f" AND state NOT IN {_ACTIVE_SQL}",
+                chunk,
             )
-        return [found[job_id] for job_id in unique]
 
-    async def recent(self, *, limit: int = 20, include_finished: bool = True) -> list[Job]:
+    # -- reads -----------------------------------------------------------------------
+
+    async def get_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        marks = ", ".join("?" * len(job_ids))
+        rows = await self._db(self._select, f"SELECT * FROM jobs WHERE id IN ({marks})", list(job_ids))
+        return {job.id: job for job in rows}
+
+    async def recent(self, *, limit: int, include_finished: bool) -> list[Job]:
         """Recent jobs, newest first (synchronous calls that were not handed off excluded)."""
         where = "origin != 'call'"
         if not include_finished:
@@ -751,227 +387,30 @@ class JobManager:
             (max(1, min(limit, 200)),),
         )
 
-    async def wait(self, job_ids: Sequence[str], timeout_s: float) -> list[Job]:
-        """The barrier: return when every job is terminal or ``timeout_s`` has passed."""
-        deadline = time.monotonic() + max(0.0, timeout_s)
-        while True:
-            changed = self._changed
-            jobs = await self.get_many(job_ids)
-            remaining = deadline - time.monotonic()
-            if all(job.terminal for job in jobs) or remaining <= 0:
-                return jobs
-            foreign = any(not job.terminal and job.id not in self._active for job in jobs)
-            with anyio.move_on_after(min(remaining, self.poll_interval_s) if foreign else remaining):
-                await changed.wait()
-
-    # -- synchronous calls and hand-off --------------------------------------------
-
-    async def call(
-        self,
-        operation: str,
-        request: dict[str, Any],
-        *,
-        handoff_after_s: float | None = None,
-        on_progress: ProgressListener | None = None,
-        idempotency_key: str | None = None,
-    ) -> Job:
-        """Run a call as a hidden job and wait for it, handing it off after a while.
-
-        Returns the terminal job, or — after ``handoff_after_s`` (default
-        ``jobs.handoff_after_s``; ``0`` = wait forever) — the still-running job, now
-        listed as origin ``handoff``. If the caller is cancelled first (the client gave
-        up), the job is cancelled too.
-        """
-        limit = self.settings.handoff_after_s if handoff_after_s is None else handoff_after_s
-        job = await self.submit(operation, request, origin="call", idempotency_key=idempotency_key)
-        owned = not job.reused  # a repeat waits for the earlier job but never cancels it
-        active = self._active.get(job.id)
-        if active is not None and on_progress is not None:
-            active.listeners.append(on_progress)
-        try:
-            if active is not None:
-                with anyio.move_on_after(limit if limit and limit > 0 else None):
-                    await active.done.wait()
-        except anyio.get_cancelled_exc_class():
-            if owned:
-                with anyio.CancelScope(shield=True):
-                    await self.cancel(job.id)
-            raise
-        finally:
-            if active is not None and on_progress in active.listeners:
-                active.listeners.remove(on_progress)
-        reused = job.reused
-        job = (await self.get(job.id)).model_copy(update={"reused": reused})
-        if job.terminal:
-            # Answered in time: nobody holds this id (unless an idempotency key does, so
-            # a repeat still finds it), so the row has served its purpose.
-            await self._db(self._write, "DELETE FROM jobs WHERE id = ? AND origin = 'call' "
-                           "AND idempotency_key IS NULL", (job.id,), False)
-        else:
-            await self._db(
-                self._write,
-                "UPDATE jobs SET origin = 'handoff' WHERE id = ? AND origin = 'call'",
-                (job.id,),
-            )
-            job = job.model_copy(update={"origin": "handoff"})
-            log.info("call handed off to a background job", job_id=job.id, after_s=limit)
-        return job
-
-    # -- cancelling ----------------------------------------------------------------
-
-    async def cancel(self, job_id: str) -> tuple[Job, str]:
-        """Cancel a job. Returns the job afterwards and a sentence saying what happened."""
-        job = await self.get(job_id)
-        if job.terminal:
-            return job, f"job {job_id} had already finished ({job.state.value}); nothing to cancel"
-        active = self._active.get(job_id)
-        if active is None:
-            if job.owner == self.owner:  # finishing right now
-                return await self.get(job_id), "the job finished while being cancelled"
-            await self._db(
-                self._write,
-                f"UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state IN {_ACTIVE_SQL}",
-                (job_id,),
-            )
-            return await self.get(job_id), (
-                "cancellation requested: another server process runs this job and stops it at its "
-                f"next heartbeat (within {self.settings.lease_s / 3:.0f} s)"
-            )
-        sent = active.state is not JobState.QUEUED
-        if sent:
-            message = (
-                "cancelled while the provider was working on it: the provider may still "
-                "bill for this request"
-            )
-        else:
-            message = "cancelled before the request was sent to the provider: nothing was billed"
-        finished = await self._finish(job_id, JobState.CANCELLED, message, may_be_billed=sent)
-        if active.scope is not None:
-            active.scope.cancel()
-        else:
-            active.cancel_early = True
-        job = await self.get(job_id)
-        if not finished:
-            return job, f"the job finished ({job.state.value}) before it could be cancelled"
-        log.info("job cancelled", job_id=job_id, may_be_billed=sent)
-        return job, message
-
-    # -- leases, recovery, pruning -------------------------------------------------
-
-    async def _heartbeat(self) -> None:
-        for job_id, active in list(self._active.items()):
-            if active.dirty and not active.state.terminal:
-                await self._flush(job_id, active)
-        now = time.time()
-        await self._db(
-            self._write,
-            f"UPDATE jobs SET lease_until = ? WHERE owner = ? AND state IN {_ACTIVE_SQL}",
-            (now + self.settings.lease_s, self.owner),
-            False,
-        )
-        asked = await self._db(
+    async def cancel_requested(self, owner: str) -> list[Job]:
+        return await self._db(
             self._select,
             f"SELECT * FROM jobs WHERE owner = ? AND cancel_requested = 1 AND state IN {_ACTIVE_SQL}",
-            (self.owner,),
+            (owner,),
         )
-        for job in asked:
-            await self.cancel(job.id)
 
-    def _owner_dead(self, job: Job, now: float, lease_until: float, host: str, pid: int) -> bool:
-        if job.owner in _LIVE_OWNERS:
-            return False
-        if lease_until < now:
-            return True
-        if host == self.host:
-            # Same host: a vanished pid is dead now; our own pid under an owner token not
-            # alive in this process was a previous process (containers reuse pid 1).
-            return pid == self.pid or not _pid_alive(pid)
-        return False
-
-    async def recover(self) -> int:
-        """Mark unfinished jobs whose owner is gone ``failed: interrupted``. Returns how many."""
+    async def unfinished_of_others(self, owner: str) -> list[tuple[Job, float, str, int]]:
+        """Unfinished jobs of other owners, with their lease end, host and pid."""
 
         def candidates(conn: sqlite3.Connection) -> list[tuple[Job, float, str, int]]:
             rows = conn.execute(
-                f"SELECT * FROM jobs WHERE state IN {_ACTIVE_SQL} AND owner != ?", (self.owner,)
+                f"SELECT * FROM jobs WHERE state IN {_ACTIVE_SQL} AND owner != ?", (owner,)
             ).fetchall()
             return [(_row_to_job(r), r["lease_until"], r["owner_host"], r["owner_pid"]) for r in rows]
 
-        now = time.time()
-        count = 0
-        for job, lease_until, host, pid in await self._db(candidates):
-            if not self._owner_dead(job, now, lease_until, host, pid):
-                continue
-            sent = job.state is not JobState.QUEUED
-            if not sent:
-                detail = "the server process stopped before the request was sent; nothing was billed"
-            elif job.state is JobState.SAVING:
-                detail = ("the server process stopped while saving the images; the provider has "
-                          "billed for them, and it was not re-sent")
-            else:
-                detail = ("the server process running it stopped while the provider was working "
-                          "on it; the provider may have billed for it, and it was not re-sent")
-            error = {
-                "code": "interrupted",
-                "message": f"Job interrupted: {detail}." + _saved_before(job.files),
-                "retryable": True,
-                "fix": "submit the call again for the images you still need"
-                if job.files else "submit the call again if you still want the image",
-            }
-            if job.files:
-                error["saved"] = [f for f in job.files if not f.endswith(".json")]
-            if await self._finish(job.id, JobState.FAILED, "failed: interrupted", error=error,
-                                  may_be_billed=sent):
-                count += 1
-                log.warning("job interrupted by the death of its server process",
-                            job_id=job.id, owner=job.owner, state=job.state.value)
-        return count
+        return await self._db(candidates)
 
-    async def _interrupt_own(self, reason: str) -> None:
-        for job_id, active in list(self._active.items()):
-            sent = active.state is not JobState.QUEUED
-            error = {
-                "code": "interrupted",
-                "message": f"Job interrupted: {reason}"
-                + ("; the provider may have billed for it" if sent else "; nothing was billed")
-                + ", and it was not re-sent.",
-                "retryable": True,
-                "fix": "submit the call again if you still want the image",
-            }
-            try:
-                await self._finish(job_id, JobState.FAILED, "failed: interrupted", error=error,
-                                   may_be_billed=sent)
-            except Exception:
-                log.exception("could not record an interrupted job", job_id=job_id)
-
-    async def prune(self, *, now: float | None = None) -> int:
-        """Delete finished jobs past ``jobs.retention_days``. Returns how many."""
-        cutoff = (now or time.time()) - self.settings.retention_days * 86400
-        old = await self._db(
+    async def finished_before(self, cutoff: float) -> list[Job]:
+        return await self._db(
             self._select,
             f"SELECT * FROM jobs WHERE state NOT IN {_ACTIVE_SQL} AND COALESCE(finished_at, created_at) < ?",
             (cutoff,),
         )
-        if not old:
-            return 0
-        if self.settings.delete_files_on_prune:
-            for job in old:
-                for name in job.files:
-                    try:
-                        Path(name).unlink(missing_ok=True)
-                    except OSError as exc:
-                        log.warning("could not delete a pruned job's file", path=name, error=str(exc))
-        ids = [job.id for job in old]
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            await self._db(
-                self._write,
-                f"DELETE FROM jobs WHERE id IN ({', '.join('?' * len(chunk))})"
-                f" AND state NOT IN {_ACTIVE_SQL}",
-                chunk,
-            )
-        log.info("pruned old jobs", count=len(ids), files_deleted=self.settings.delete_files_on_prune)
-        return len(ids)
 
 
 _MAX_RECORDED_CHARS = 2000
@@ -986,17 +425,6 @@ def _for_record(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_for_record(item) for item in value]
     return value
-
-
-def _sniff_mime(data: bytes) -> str | None:
-    if data.startswith(b"\x89PNG"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
-
 
 def validate_job_ids(job_ids: Sequence[str], *, limit: int = 50) -> list[str]:
     """Check ``job_ids`` as given by a client (count and shape) before any lookup."""

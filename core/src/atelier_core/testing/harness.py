@@ -24,7 +24,7 @@ from atelier_core.settings import ExplicitSettings, Settings
 if TYPE_CHECKING:
     from mcp import Client
 
-    from atelier_core.engine.pipeline import Atelier
+    from atelier_core.engine.pipeline import Pipeline
 
 __all__ = [
     "PluginLike",
@@ -100,23 +100,23 @@ def build_test_atelier(
     entry_points: bool = False,
     plugin_settings: Mapping[str, Any] | None = None,
     **overrides: Any,
-) -> Atelier:
+) -> Pipeline:
     """The full service with exactly ``plugins``, its files under ``tmp_path``.
 
     ``overrides`` are settings (see :func:`isolated_settings`); the ``[plugins]`` section
     goes in ``plugin_settings``. ``entry_points=True`` also loads installed plugins, as
     the real server does.
     """
-    from atelier_core.engine.pipeline import Atelier
+    from atelier_core.engine.pipeline import Pipeline
 
     if plugin_settings is not None:
         overrides["plugins"] = dict(plugin_settings)
     settings = isolated_settings(tmp_path, **overrides)
-    return Atelier.build(settings, plugins=plugin_pairs(plugins), entry_points=entry_points)
+    return Pipeline.build(settings, plugins=plugin_pairs(plugins), entry_points=entry_points)
 
 
 @asynccontextmanager
-async def connect(atelier: Atelier, **client_options: Any) -> AsyncIterator[Client]:
+async def connect(atelier: Pipeline, **client_options: Any) -> AsyncIterator[Client]:
     """An in-memory MCP client connected to ``build_server(atelier)``.
 
     ``client_options`` go to :class:`mcp.Client` (``mode="legacy"``,
@@ -124,10 +124,10 @@ async def connect(atelier: Atelier, **client_options: Any) -> AsyncIterator[Clie
     ``atelier`` when the block ends.
     """
     # The one place in atelier_core.testing that touches the MCP SDK directly: the client
-    # side has no Atelier wrapper (server.py owns the server side).
+    # side has no Atelier wrapper (atelier_core.mcp owns the server side).
     from mcp import Client
 
-    from atelier_core.mcp.server import build_server
+    from atelier_core.mcp.app import build_server
 
     server = build_server(atelier, configure_logs=False)
     async with Client(server, **client_options) as client:

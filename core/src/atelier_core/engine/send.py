@@ -1,0 +1,155 @@
+"""Send: the provider call with limits, the one retry layer and fan-out into batches."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from atelier_core.plugin.errors import (
+    AtelierError,
+    InputImageError,
+    UpstreamError,
+    UpstreamProtocolError,
+)
+from atelier_core.engine.throttle import RetryPolicy, call_with_retries
+from atelier_core.logging import scrub
+from atelier_core.plugin.provider import CallContext
+from atelier_core.plugin.types import ImageRequest, ProviderResult
+import functools
+from typing import TYPE_CHECKING
+from atelier_core.engine.outcome import CallOutcome
+from atelier_core.engine.progress import SAVING_FRACTION, SENT_FRACTION, PartialSink, Progress, report
+from atelier_core.engine.plan import Prepared
+from atelier_core.engine.receive import collect
+
+if TYPE_CHECKING:
+    from atelier_core.engine.pipeline import Pipeline
+
+log = structlog.get_logger("atelier.router")
+
+
+@dataclass(slots=True)
+class Batch:
+    """One upstream call of a fanned-out request: ``request.n`` images from ``start``."""
+
+    start: int
+    request: ImageRequest
+    result: ProviderResult | None = None
+    error: AtelierError | None = None
+
+
+async def perform(pipe: Pipeline,
+    prepared: Prepared,
+    *,
+    filename: str | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    partial: PartialSink | None = None,
+) -> CallOutcome:
+    """Call the provider (limits, retries, fan-out), verify and save every image."""
+    entry = prepared.entry
+    request = prepared.request
+    provider = entry.provider
+    notes = list(prepared.notes)
+    batches = split_batches(request, entry.spec.native_batch)
+    if len(batches) > 1:
+        notes.append(f"n={request.n} sent as {len(batches)} parallel calls of at most "
+                     f"{entry.spec.native_batch}")
+    limiter = pipe.limits.get(provider.name, provider.settings)
+    policy = RetryPolicy.from_settings(provider.settings)
+    done = 0
+
+    async def batch_progress(fraction: float, message: str) -> None:
+        # Providers report 0–1 per call; map it into the calling band (0.1–0.85).
+        await report(progress, 0.1 + 0.75 * (done + fraction) / len(batches), message)
+
+    ctx = CallContext(
+        timeout_s=policy.timeout_s,
+        progress=batch_progress,
+        partial_image=partial,
+        download=functools.partial(download, pipe),
+    )
+
+    async def _sent(batch: Batch) -> ProviderResult:
+        # Runs with a limiter slot held: report it, so jobs can tell queued from sent.
+        await batch_progress(0.01, f"sent to {entry.canonical_id}")
+        return await provider.run(batch.request, ctx)
+
+    async def run(batch: Batch) -> None:
+        nonlocal done
+        try:
+            batch.result = await call_with_retries(
+                lambda: _sent(batch),
+                policy=policy, limiter=limiter, provider=provider.name, sleep=pipe._sleep,
+            )
+            if not isinstance(batch.result, ProviderResult):
+                raise UpstreamProtocolError(
+                    f"{provider.name} returned {type(batch.result).__name__}, not a result",
+                    provider=provider.name,
+                )
+        except AtelierError as exc:
+            batch.error = scrubbed(exc)
+        except Exception:
+            # A provider bug: keep the details in the server log (they may hold
+            # anything), tell the caller only that it happened.
+            log.exception("provider raised an unexpected exception", provider=provider.name)
+            batch.error = UpstreamError(
+                f"provider {provider.name} failed unexpectedly (an internal error; details "
+                "are in the server log)",
+                code="provider_internal_error", provider=provider.name,
+            )
+        finally:
+            done += 1
+
+    await report(progress, SENT_FRACTION, f"calling {entry.canonical_id}")
+    async with asyncio.TaskGroup() as group:
+        for batch in batches:
+            group.create_task(run(batch))
+    await report(progress, SAVING_FRACTION, "verifying and saving")
+    outcome = await collect(pipe, prepared, batches, notes, filename, overwrite)
+    await report(progress, 1.0, f"saved {len(outcome.images)} image(s)")
+    return outcome
+
+
+async def download(pipe: Pipeline, url: str, allowed_hosts: Sequence[str]) -> bytes:
+    """Fetch an image URL a provider returned (its host only, size and time capped)."""
+    try:
+        return await pipe.fetcher.fetch(url, allowed_hosts=list(allowed_hosts), parameter="provider image URL")
+    except InputImageError as exc:  # the provider's answer is at fault, not the caller
+        raise UpstreamProtocolError(
+            f"could not download the image the provider returned: {exc.message}",
+            code=exc.code, fix=exc.fix,
+        ) from None
+
+
+def split_batches(request: ImageRequest, batch: int) -> list[Batch]:
+    """Split a request for ``n`` images into upstream calls of at most ``batch`` each."""
+    batch = max(1, batch)
+    if request.n <= batch:
+        return [Batch(0, request)]
+    out: list[Batch] = []
+    for start in range(0, request.n, batch):
+        update: dict[str, Any] = {"n": min(batch, request.n - start)}
+        if request.seed is not None:
+            # Distinct, reproducible seeds per part; otherwise each part repeats the first.
+            update["seed"] = request.seed + start
+        out.append(Batch(start, request.model_copy(update=update)))
+    return out
+
+
+def scrubbed(error: AtelierError) -> AtelierError:
+    """Mask secrets in a provider's error (vendors echo keys: "Incorrect API key provided:
+    sk-…") before it reaches a result, a job record or a log line."""
+    error.message = scrub(error.message)
+    if error.fix:
+        error.fix = scrub(error.fix)
+    if isinstance(error.value, str):
+        error.value = scrub(error.value)
+    if isinstance(error.allowed, str):
+        error.allowed = scrub(error.allowed)
+    error.args = (error.message,)
+    return error

@@ -1,0 +1,89 @@
+"""The MCP server: built from a pipeline, with its tools, tasks extension, resources and job manager.
+
+The ``atelier_core.mcp`` wing is the only importer of the MCP SDK."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from mcp.server.mcpserver import MCPServer
+
+from atelier_core import __version__
+from atelier_core.logging import add_secret, configure_logging
+from atelier_core.engine.jobs import build_jobs
+from atelier_core.engine.pipeline import Pipeline
+from atelier_core.engine.sessions import SessionManager
+from atelier_core.settings import Settings
+from atelier_core.mcp.protocol import protocol_compat
+from atelier_core.mcp.tools import Tools, build_tools
+from atelier_core.mcp.tasks import TasksExtension
+from atelier_core.mcp.resources import add_image_resources
+
+log = structlog.get_logger("atelier.server")
+
+INSTRUCTIONS = (
+    "Atelier generates and edits images with many providers. Call list_available_models to "
+    "see models and what each accepts; name one in model. Results are saved as files: each "
+    "image comes back as a small preview plus a resource link (atelier://images/...) that "
+    "edit_image accepts as input. The placeholder model draws placeholders, not AI images."
+)
+
+def collect_secrets(settings: Settings, atelier: Pipeline | None = None) -> list[str]:
+    """Every configured secret value, for log redaction."""
+    found: list[str] = []
+    if settings.http.auth_token is not None:
+        found.append(settings.http.auth_token.get_secret_value())
+    if atelier is not None:
+        for provider in atelier.registry.providers.values():
+            for value in provider.settings.__dict__.values():
+                if hasattr(value, "get_secret_value"):
+                    secret = value.get_secret_value()
+                    if secret:
+                        found.append(secret)
+    return found
+
+
+def build_server(atelier: Pipeline, *, configure_logs: bool = True) -> MCPServer[Pipeline]:
+    """The MCP server for ``atelier`` (logging is configured first: MCPServer's own
+    ``basicConfig`` is then a no-op and every log line goes through our redaction)."""
+    if configure_logs:
+        configure_logging(atelier.settings.logging, secrets=collect_secrets(atelier.settings, atelier))
+    for secret in collect_secrets(atelier.settings, atelier):
+        add_secret(secret)  # results are scrubbed even when logging is configured elsewhere
+
+    jobs = build_jobs(atelier)
+    sessions = SessionManager(atelier)
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[Pipeline]) -> AsyncIterator[Pipeline]:
+        log.debug("server session starting", models=len(atelier.registry.models))
+        # Temp files a crash left behind: swept off the event loop, never blocking start-up.
+        sweep = asyncio.get_running_loop().run_in_executor(None, atelier.store.sweep_temp)
+        try:
+            async with jobs.running():  # background jobs live as long as the server
+                yield atelier
+        finally:
+            await sweep
+            await atelier.aclose()
+
+    server: MCPServer[Pipeline] = MCPServer(
+        "atelier",
+        title="Atelier",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        tools=build_tools(atelier, jobs, sessions),
+        extensions=[TasksExtension(Tools(atelier, jobs, sessions))],
+        lifespan=lifespan,
+        log_level=atelier.settings.logging.level,
+        middleware=[protocol_compat],
+    )
+    add_image_resources(server, atelier)
+    return server
+
+
+def serve_stdio(atelier: Pipeline) -> None:
+    """Serve over stdio until the client disconnects."""
+    build_server(atelier).run("stdio")
