@@ -19,7 +19,7 @@ TESTS = f"{UV} && .uv/bin/uv run --system-certs pytest"
 
 
 def code_blocks(text: str) -> list[str]:
-    return [block.strip() for block in re.findall(r"^```[a-z]*\n(.*?)^```", text, re.M | re.S)]
+    return [block.strip() for block in re.findall(r"^```[a-z]*\n(.*?)^```", text, re.MULTILINE | re.DOTALL)]
 
 
 def test_readme_gives_the_two_commands_first() -> None:

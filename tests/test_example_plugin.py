@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -27,23 +26,13 @@ from typing import Any
 import pytest
 
 from atelier_core.testing import FakeUpstream, read_image
+from uv_kit import uv_command
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "atelier-example-provider"
 INSTALL_TIMEOUT_S = 300
-
-
-def _uv() -> list[str]:
-    found = shutil.which("uv")
-    if found:
-        return [found]
-    for python in ("python3", "python"):
-        exe = shutil.which(python)
-        if exe and subprocess.run([exe, "-m", "uv", "--version"], capture_output=True).returncode == 0:
-            return [exe, "-m", "uv"]
-    pytest.fail("uv is needed to build the fresh environment: install it (pip install uv)")
 
 
 def _run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -58,7 +47,7 @@ def _bin(venv: Path, name: str) -> Path:
 def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, float]]:
     """A new virtualenv with atelier-mcp and the example plugin; yields (venv, seconds)."""
     started = time.perf_counter()
-    uv = _uv()
+    uv = uv_command()
     venv = tmp_path_factory.mktemp("fresh") / "venv"
     made = _run([*uv, "venv", "--quiet", "--python", sys.executable, str(venv)])
     assert made.returncode == 0, made.stderr

@@ -35,10 +35,11 @@ from atelier_core.plugin.types import ImageCall
 
 __all__ = ["main"]
 
+# Absolute: after a plain install the repository's docs/ folder is not on the user's disk.
+CONFIGURATION_DOCS = "https://github.com/atelier-mcp/atelier/blob/main/docs/configuration.md"
 PLACEHOLDER_NOTICE = (
     "The placeholder provider draws placeholder pictures (a gradient, shapes and the prompt's "
-    "words) locally. They are NOT AI images. Configure a real provider for those: see "
-    "docs/configuration.md."
+    f"words) locally. They are NOT AI images. Configure a real provider for those: see {CONFIGURATION_DOCS}"
 )
 
 
