@@ -87,3 +87,23 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "xdg-data"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "xdg-config"))
     yield home
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """One throwaway PostgreSQL server for the session, on 127.0.0.1 in a temp folder."""
+    from pg_server import start_postgres
+
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty state database on each backend (the same suite runs on both)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state' / 'state.sqlite3'}"
+    return str(request.getfixturevalue("postgres").create_database())

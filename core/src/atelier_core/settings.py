@@ -28,6 +28,7 @@ __all__ = [
     "PluginSettings",
     "PreviewSettings",
     "SessionSettings",
+    "StateSettings",
     "ExplicitSettings",
     "Settings",
     "StorageSettings",
@@ -131,6 +132,16 @@ class JobSettings(_Section):
     lease_s: float = 30.0
 
 
+class StateSettings(_Section):
+    url: SecretStr | None = Field(
+        None,
+        description="the state database: postgresql://user:password@host/db for a team server "
+        "(several replicas share jobs, sessions, the ledger and spend limits), sqlite:///path; "
+        "default the SQLite file <data dir>/state.sqlite3",
+    )
+    pool_size: int = Field(5, ge=1, description="PostgreSQL connections kept open per process")
+
+
 class SessionSettings(_Section):
     max_sessions: int = Field(200, description="LRU cap on open sessions (0 = unlimited)")
     idle_ttl_s: float = Field(7 * 86400, description="end sessions idle this long (0 = never)")
@@ -170,6 +181,7 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
     cost: CostSettings = Field(default_factory=CostSettings)
     providers: dict[str, dict[str, Any]] = Field(default_factory=dict, repr=False)
 

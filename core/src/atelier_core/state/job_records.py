@@ -1,0 +1,337 @@
+"""Job rows: the persistence half of background jobs (the runner is ``state/jobs.py``).
+
+Every write that ends or advances a job is conditional on the job still being active
+(``state IN ('queued', 'running', 'saving')``), so terminal states are final whichever
+replica writes last. Abandoned jobs are claimed with ``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL: replicas recovering at once each take different rows, and none waits on a
+row another is ending (SQLite's write transaction already excludes other writers).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from atelier_core.state.db import Database
+from atelier_core.state.idempotency import IdempotencyKeys
+from atelier_core.state.tables import LOCAL_PRINCIPAL, idempotency_keys, jobs
+
+__all__ = ["Ending", "Job", "JobRecords", "JobState", "KeyTaken", "iso_utc"]
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SAVING = "saving"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
+ACTIVE = (JobState.QUEUED.value, JobState.RUNNING.value, JobState.SAVING.value)
+_active = jobs.c.state.in_(ACTIVE)
+
+
+def iso_utc(ts: float | None) -> str | None:
+    """A Unix time as an ISO 8601 UTC string with milliseconds (``None`` stays ``None``)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Job(BaseModel):
+    """A snapshot of one job row."""
+
+    id: str
+    operation: str
+    origin: str
+    state: JobState
+    message: str | None = None
+    progress: float | None = None
+    request: dict[str, Any]
+    outcome: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    files: list[str] = []
+    may_be_billed: bool = False
+    cancel_requested: bool = False
+    owner: str
+    principal: str = LOCAL_PRINCIPAL
+    created_at: float
+    updated_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    partial: bytes | None = None
+    partial_mime: str | None = None
+    partial_index: int | None = None
+    reused: bool = False  # returned for a repeated idempotency key: nothing new was sent
+
+    @property
+    def terminal(self) -> bool:
+        return self.state.terminal
+
+    def summary(self) -> dict[str, Any]:
+        """The public status of the job (no result payload, no partial bytes)."""
+        out: dict[str, Any] = {
+            "job_id": self.id,
+            "state": self.state.value,
+            "operation": self.operation,
+        }
+        call = self.request.get("call")
+        model = self.request.get("model") or (call.get("model") if isinstance(call, dict) else None)
+        if model:
+            out["model"] = model
+        if self.message:
+            out["stage"] = self.message
+        if self.progress is not None and not self.terminal:
+            out["progress"] = round(self.progress, 3)
+        if self.reused:
+            out["reused"] = True
+        out["created_at"] = iso_utc(self.created_at)
+        if self.finished_at is not None:
+            out["finished_at"] = iso_utc(self.finished_at)
+            out["elapsed_s"] = round(self.finished_at - self.created_at, 3)
+        else:
+            out["elapsed_s"] = round(time.time() - self.created_at, 3)
+        if self.error:
+            out["error"] = self.error
+        if self.may_be_billed:
+            out["may_be_billed"] = True
+        if self.partial_index is not None and not self.terminal:
+            out["partial_preview"] = {"index": self.partial_index, "available": self.partial is not None}
+        return out
+
+
+@dataclass(slots=True, frozen=True)
+class Lease:
+    """Who holds an active job, for deciding whether it was abandoned."""
+
+    owner: str
+    host: str
+    pid: int
+    until: float
+
+
+@dataclass(slots=True)
+class Ending:
+    """How to end a job."""
+
+    state: JobState
+    message: str
+    outcome: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    files: list[str] | None = None  # None keeps the files recorded while it saved
+    may_be_billed: bool = False
+
+
+class KeyTaken(Exception):
+    """The idempotency key was inserted by another call first."""
+
+
+def _job(row: Row[Any]) -> Job:
+    m = row._mapping
+    return Job(
+        id=m["id"], operation=m["operation"], origin=m["origin"], state=JobState(m["state"]),
+        message=m["message"], progress=m["progress"], request=m["request"], outcome=m["outcome"],
+        error=m["error"], files=m["files"] or [], may_be_billed=bool(m["may_be_billed"]),
+        cancel_requested=bool(m["cancel_requested"]), owner=m["owner"], principal=m["principal"],
+        created_at=m["created_at"], updated_at=m["updated_at"], started_at=m["started_at"],
+        finished_at=m["finished_at"], partial=m["partial"], partial_mime=m["partial_mime"],
+        partial_index=m["partial_index"],
+    )
+
+
+class JobRecords:
+    """The ``jobs`` table."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # -- writing ------------------------------------------------------------------------
+
+    async def insert(
+        self,
+        *,
+        job_id: str,
+        operation: str,
+        origin: str,
+        message: str,
+        request: dict[str, Any],
+        owner: str,
+        owner_host: str,
+        owner_pid: int,
+        lease_until: float,
+        now: float,
+        idempotency: tuple[str, str] | None = None,
+        principal: str = LOCAL_PRINCIPAL,
+    ) -> None:
+        """Record a new ``queued`` job durably (and its idempotency key, atomically).
+
+        Raises :class:`KeyTaken` when another call committed the same key first.
+        """
+        try:
+            async with self._db.write() as conn:
+                await conn.execute(insert(jobs).values(
+                    id=job_id, principal=principal, operation=operation, origin=origin,
+                    state=JobState.QUEUED.value, message=message, request=request, owner=owner,
+                    owner_host=owner_host, owner_pid=owner_pid, lease_until=lease_until,
+                    created_at=now, updated_at=now,
+                ))
+                if idempotency is not None:
+                    key, fingerprint = idempotency
+                    await IdempotencyKeys.claim(conn, key, fingerprint, job_id, now, principal=principal)
+        except IntegrityError:
+            if idempotency is None:
+                raise
+            raise KeyTaken(idempotency[0]) from None
+
+    async def add_file(self, job_id: str, path: str) -> None:
+        """Append a published file to the job (read and written in one transaction)."""
+        async with self._db.write() as conn:
+            current = (await conn.execute(
+                select(jobs.c.files).where(jobs.c.id == job_id).with_for_update()
+            )).scalar()
+            files = [*(current or []), path]
+            await conn.execute(update(jobs).where(jobs.c.id == job_id)
+                               .values(files=files, updated_at=time.time()))
+
+    async def advance(
+        self, job_id: str, *, state: JobState, message: str | None, progress: float | None,
+        started_at: float | None, durable: bool = False,
+    ) -> None:
+        """Write an active job's stage and progress."""
+        async with self._db.write(durable=durable) as conn:
+            await conn.execute(
+                update(jobs).where(jobs.c.id == job_id, _active).values(
+                    state=state.value, message=message, progress=progress, updated_at=time.time(),
+                    started_at=jobs.c.started_at if started_at is None else
+                    func.coalesce(jobs.c.started_at, started_at),
+                )
+            )
+
+    async def set_partial(self, job_id: str, data: bytes | None, mime: str | None, index: int) -> None:
+        async with self._db.write(durable=False) as conn:
+            await conn.execute(update(jobs).where(jobs.c.id == job_id, _active).values(
+                partial=data, partial_mime=mime, partial_index=index, updated_at=time.time(),
+            ))
+
+    async def finish(self, job_id: str, ending: Ending, *, now: float | None = None) -> bool:
+        """Move an active job to a terminal state; ``False`` if it already was."""
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                update(jobs).where(jobs.c.id == job_id, _active).values(**_ending_values(ending, now))
+            )
+        return bool(result.rowcount)
+
+    async def forget_call(self, job_id: str) -> None:
+        """Delete a synchronous call's row once answered (unless a key still names it)."""
+        keyed = select(idempotency_keys.c.job_id).where(idempotency_keys.c.job_id == job_id)
+        async with self._db.write(durable=False) as conn:
+            await conn.execute(delete(jobs).where(
+                jobs.c.id == job_id, jobs.c.origin == "call", jobs.c.id.not_in(keyed)
+            ))
+
+    async def hand_off(self, job_id: str) -> None:
+        async with self._db.write() as conn:
+            await conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.origin == "call")
+                               .values(origin="handoff"))
+
+    async def request_cancel(self, job_id: str) -> None:
+        async with self._db.write() as conn:
+            await conn.execute(update(jobs).where(jobs.c.id == job_id, _active)
+                               .values(cancel_requested=True))
+
+    async def renew(self, owner: str, until: float) -> None:
+        """Extend the lease of every active job ``owner`` holds (the heartbeat)."""
+        async with self._db.write(durable=False) as conn:
+            await conn.execute(update(jobs).where(jobs.c.owner == owner, _active)
+                               .values(lease_until=until))
+
+    async def recover(
+        self, *, exclude_owner: str, decide: Callable[[Job, Lease], Ending | None], limit: int = 100,
+    ) -> list[tuple[Job, Ending]]:
+        """End abandoned jobs: ``decide`` sees each active job of another owner (claimed
+        with ``FOR UPDATE SKIP LOCKED``) and returns how to end it, or ``None``."""
+        now = time.time()
+        ended: list[tuple[Job, Ending]] = []
+        async with self._db.write() as conn:
+            rows = (await conn.execute(
+                select(jobs).where(_active, jobs.c.owner != exclude_owner)
+                .order_by(jobs.c.lease_until).limit(limit).with_for_update(skip_locked=True)
+            )).all()
+            for row in rows:
+                m = row._mapping
+                job = _job(row)
+                ending = decide(job, Lease(m["owner"], m["owner_host"], m["owner_pid"], m["lease_until"]))
+                if ending is None:
+                    continue
+                result = await conn.execute(update(jobs).where(jobs.c.id == job.id, _active)
+                                            .values(**_ending_values(ending, now)))
+                if result.rowcount:
+                    ended.append((job, ending))
+        return ended
+
+    async def prune(self, cutoff: float) -> list[Job]:
+        """Delete finished jobs (and their idempotency keys) finished before ``cutoff``."""
+        finished_at = func.coalesce(jobs.c.finished_at, jobs.c.created_at)
+        async with self._db.write() as conn:
+            old = [_job(r) for r in (await conn.execute(
+                select(jobs).where(jobs.c.state.not_in(ACTIVE), finished_at < cutoff)
+            )).all()]
+            ids = [job.id for job in old]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                await conn.execute(delete(idempotency_keys).where(idempotency_keys.c.job_id.in_(chunk)))
+                await conn.execute(delete(jobs).where(jobs.c.id.in_(chunk), jobs.c.state.not_in(ACTIVE)))
+        return old
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def get_many(self, job_ids: Sequence[str], *, principal: str | None = None) -> dict[str, Job]:
+        query = select(jobs).where(jobs.c.id.in_(list(job_ids)))
+        if principal is not None:
+            query = query.where(jobs.c.principal == principal)
+        async with self._db.read() as conn:
+            return {job.id: job for job in map(_job, (await conn.execute(query)).all())}
+
+    async def recent(
+        self, *, limit: int, include_finished: bool = True, principal: str | None = None
+    ) -> list[Job]:
+        """Newest first; synchronous calls that were not handed off are left out."""
+        query = select(jobs).where(jobs.c.origin != "call")
+        if not include_finished:
+            query = query.where(_active)
+        if principal is not None:
+            query = query.where(jobs.c.principal == principal)
+        query = query.order_by(jobs.c.created_at.desc()).limit(limit)
+        async with self._db.read() as conn:
+            return [_job(r) for r in (await conn.execute(query)).all()]
+
+    async def cancel_requested(self, owner: str) -> list[Job]:
+        query = select(jobs).where(jobs.c.owner == owner, jobs.c.cancel_requested.is_(True), _active)
+        async with self._db.read() as conn:
+            return [_job(r) for r in (await conn.execute(query)).all()]
+
+
+def _ending_values(ending: Ending, now: float | None) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    values: dict[str, Any] = {
+        "state": ending.state.value, "message": ending.message, "outcome": ending.outcome,
+        "error": ending.error, "may_be_billed": ending.may_be_billed, "progress": None,
+        "partial": None, "updated_at": now, "finished_at": now,
+    }
+    if ending.files is not None:
+        values["files"] = ending.files
+    return values
