@@ -41,7 +41,8 @@ def _run_as() -> str | None:
     except KeyError:
         subprocess.run(
             ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", _USER],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
     return _USER
 
@@ -96,9 +97,11 @@ class PostgresServer:
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         result = subprocess.run(
-            [str(self.bin / "psql"), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql,
-             self.url(database)],
-            check=True, capture_output=True, text=True, timeout=30,
+            [str(self.bin / "psql"), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql, self.url(database)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         return result.stdout.strip()
 
@@ -111,7 +114,9 @@ class PostgresServer:
     def stop(self) -> None:
         subprocess.run(
             [str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"],
-            user=self.user, capture_output=True, timeout=60,
+            user=self.user,
+            capture_output=True,
+            timeout=60,
         )
         shutil.rmtree(self.data.parent, ignore_errors=True)
 
@@ -131,17 +136,33 @@ def start_postgres() -> PostgresServer:
         for path in (folder, data):
             os.chown(path, entry.pw_uid, entry.pw_gid)
     subprocess.run(
-        [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-         "--encoding=UTF8", "--no-sync", "--no-instructions"],
-        check=True, capture_output=True, user=user, timeout=120,
+        [
+            str(bin_dir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-sync",
+            "--no-instructions",
+        ],
+        check=True,
+        capture_output=True,
+        user=user,
+        timeout=120,
     )
     port = _free_port()
-    options = (f"-h 127.0.0.1 -p {port} -k '' -c fsync=off -c synchronous_commit=off "
-               "-c full_page_writes=off -c max_connections=200")
+    options = (
+        f"-h 127.0.0.1 -p {port} -k '' -c fsync=off -c synchronous_commit=off "
+        "-c full_page_writes=off -c max_connections=200"
+    )
     started = subprocess.run(
-        [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-t", "60",
-         "-o", options, "start"],
-        capture_output=True, text=True, user=user, timeout=90,
+        [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-t", "60", "-o", options, "start"],
+        capture_output=True,
+        text=True,
+        user=user,
+        timeout=90,
     )
     if started.returncode != 0:
         log = (folder / "log").read_text() if (folder / "log").exists() else ""

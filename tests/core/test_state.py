@@ -40,20 +40,38 @@ async def replica(state_url: str, tmp_path: Path, state: StateStore) -> AsyncIte
         await store.aclose()
 
 
-def _entry(usd: float, *, day: str = "2026-12-03", principal: str = "local", model: str = "p/m",
-           run_id: str = "run-1", images: int = 1, estimate: float | None = None) -> LedgerEntry:
+def _entry(
+    usd: float,
+    *,
+    day: str = "2026-12-03",
+    principal: str = "local",
+    model: str = "p/m",
+    run_id: str = "run-1",
+    images: int = 1,
+    estimate: float | None = None,
+) -> LedgerEntry:
     return LedgerEntry(
-        at=time.time(), day=day, run_id=run_id, provider=model.split("/")[0], model=model,
-        operation="generate", images=images, estimate_usd=estimate, cost_usd=usd, status="billed",
-        usage={"output_tokens": 10}, principal=principal,
+        at=time.time(),
+        day=day,
+        run_id=run_id,
+        provider=model.split("/")[0],
+        model=model,
+        operation="generate",
+        images=images,
+        estimate_usd=estimate,
+        cost_usd=usd,
+        status="billed",
+        usage={"output_tokens": 10},
+        principal=principal,
     )
 
 
 # -- schema -------------------------------------------------------------------------------
 
 
-async def test_open_migrates_to_head_and_reopens_without_migrating(state: StateStore, state_url: str,
-                                                                   tmp_path: Path) -> None:
+async def test_open_migrates_to_head_and_reopens_without_migrating(
+    state: StateStore, state_url: str, tmp_path: Path
+) -> None:
     assert await state.db.revision() == HEAD_REVISION
     again = await StateStore.open_url(state_url, tmp_path)
     try:
@@ -62,8 +80,7 @@ async def test_open_migrates_to_head_and_reopens_without_migrating(state: StateS
         await again.aclose()
 
 
-async def test_a_database_from_a_newer_release_is_refused(state: StateStore, state_url: str,
-                                                          tmp_path: Path) -> None:
+async def test_a_database_from_a_newer_release_is_refused(state: StateStore, state_url: str, tmp_path: Path) -> None:
     from sqlalchemy import text
 
     async with state.db.write() as conn:
@@ -80,9 +97,22 @@ async def test_a_database_from_a_newer_release_is_refused(state: StateStore, sta
 async def test_ledger_sums_and_usage_are_per_principal_and_aggregated_in_sql(state: StateStore) -> None:
     await state.ledger.record(_entry(0.5))
     await state.ledger.record(_entry(0.25, model="p/other", images=2))
-    await state.ledger.record(_entry(0.0, estimate=0.1) if False else LedgerEntry(
-        at=time.time(), day="2026-12-03", run_id="run-2", provider="p", model="p/m",
-        operation="edit", images=1, estimate_usd=0.125, cost_usd=None, status="maybe_billed"))
+    await state.ledger.record(
+        _entry(0.0, estimate=0.1)
+        if False
+        else LedgerEntry(
+            at=time.time(),
+            day="2026-12-03",
+            run_id="run-2",
+            provider="p",
+            model="p/m",
+            operation="edit",
+            images=1,
+            estimate_usd=0.125,
+            cost_usd=None,
+            status="maybe_billed",
+        )
+    )
     await state.ledger.record(_entry(0.5, day="2026-12-02"))
     await state.ledger.record(_entry(9.0, principal="alice"))
 
@@ -106,13 +136,13 @@ def _daily_limit(limit: float, amount: float) -> object:
     def check(spent: Spent) -> None:
         if spent.day + amount > limit + 1e-9:
             raise SpendLimitError(f"daily limit {limit} reached (spent {spent.day})")
+
     return check
 
 
 async def test_a_reservation_counts_until_released_or_recorded(state: StateStore) -> None:
     seen: list[Spent] = []
-    hold = await state.reservations.reserve(
-        2.0, day="2026-12-03", run_id="run-1", ttl_s=60, check=seen.append)
+    hold = await state.reservations.reserve(2.0, day="2026-12-03", run_id="run-1", ttl_s=60, check=seen.append)
     assert seen == [Spent(day=0.0, run=0.0)]
     assert await state.reservations.held() == 2.0
     spent = await state.reservations.spent(day="2026-12-03", run_id="run-1")
@@ -121,8 +151,7 @@ async def test_a_reservation_counts_until_released_or_recorded(state: StateStore
     await state.ledger.record(_entry(1.5), release=hold)
     assert await state.reservations.held() == 0.0
     assert await state.reservations.spent(day="2026-12-03", run_id="run-1") == Spent(1.5, 1.5)
-    other = await state.reservations.reserve(1.0, day="2026-12-03", run_id="run-1", ttl_s=60,
-                                             check=lambda s: None)
+    other = await state.reservations.reserve(1.0, day="2026-12-03", run_id="run-1", ttl_s=60, check=lambda s: None)
     await state.reservations.release(other)
     assert await state.reservations.held() == 0.0
 
@@ -146,7 +175,10 @@ async def test_racing_reservations_on_two_replicas_never_exceed_a_daily_limit(
     async def call(store: StateStore, n: int) -> None:
         try:
             hold = await store.reservations.reserve(
-                amount, day="2026-12-03", run_id=f"run-{n % 2}", ttl_s=60,
+                amount,
+                day="2026-12-03",
+                run_id=f"run-{n % 2}",
+                ttl_s=60,
                 check=_daily_limit(limit, amount),  # type: ignore[arg-type]
             )
         except SpendLimitError:
@@ -168,12 +200,22 @@ async def test_racing_reservations_on_two_replicas_never_exceed_a_daily_limit(
 # -- idempotency keys ---------------------------------------------------------------------
 
 
-def _job_fields(job_id: str, *, owner: str = "host:1:a", lease_s: float = 30.0,
-                now: float | None = None) -> dict[str, object]:
+def _job_fields(
+    job_id: str, *, owner: str = "host:1:a", lease_s: float = 30.0, now: float | None = None
+) -> dict[str, object]:
     now = time.time() if now is None else now
-    return dict(job_id=job_id, operation="generate", origin="job", message="waiting",
-                request={"call": {"model": "p/m", "prompt": "a cat"}}, owner=owner,
-                owner_host="host", owner_pid=1, lease_until=now + lease_s, now=now)
+    return dict(
+        job_id=job_id,
+        operation="generate",
+        origin="job",
+        message="waiting",
+        request={"call": {"model": "p/m", "prompt": "a cat"}},
+        owner=owner,
+        owner_host="host",
+        owner_pid=1,
+        lease_until=now + lease_s,
+        now=now,
+    )
 
 
 async def test_an_idempotency_key_is_taken_by_exactly_one_racing_replica(
@@ -206,8 +248,9 @@ async def test_an_idempotency_key_is_taken_by_exactly_one_racing_replica(
 async def test_job_rows_advance_finish_once_and_list(state: StateStore, replica: StateStore) -> None:
     await state.jobs.insert(**_job_fields("job_a"))  # type: ignore[arg-type]
     await state.jobs.insert(**_job_fields("job_b"), principal="alice")  # type: ignore[arg-type]
-    await state.jobs.advance("job_a", state=JobState.RUNNING, message="sent", progress=0.4,
-                             started_at=123.0, durable=True)
+    await state.jobs.advance(
+        "job_a", state=JobState.RUNNING, message="sent", progress=0.4, started_at=123.0, durable=True
+    )
     await state.jobs.add_file("job_a", "/out/a.png")
     await state.jobs.add_file("job_a", "/out/a.png.json")
     await state.jobs.set_partial("job_a", b"\x89PNG...", "image/png", 0)
@@ -253,8 +296,12 @@ async def test_cancel_requests_and_lease_renewal(state: StateStore, replica: Sta
 def _interrupt_expired(job: Job, lease: Lease) -> Ending | None:
     if lease.until >= time.time():
         return None
-    return Ending(JobState.FAILED, "failed: interrupted", error={"code": "interrupted"},
-                  may_be_billed=job.state is not JobState.QUEUED)
+    return Ending(
+        JobState.FAILED,
+        "failed: interrupted",
+        error={"code": "interrupted"},
+        may_be_billed=job.state is not JobState.QUEUED,
+    )
 
 
 async def test_an_expired_lease_is_ended_interrupted_by_another_replica_exactly_once(
@@ -264,8 +311,7 @@ async def test_an_expired_lease_is_ended_interrupted_by_another_replica_exactly_
     for n in range(30):  # a dead replica's jobs: leases ran out
         await state.jobs.insert(**_job_fields(f"job_dead{n}", owner="dead", lease_s=-5, now=now))  # type: ignore[arg-type]
     await state.jobs.insert(**_job_fields("job_alive", owner="alive", lease_s=60))  # type: ignore[arg-type]
-    await state.jobs.advance("job_dead0", state=JobState.RUNNING, message="sent", progress=None,
-                             started_at=now)
+    await state.jobs.advance("job_dead0", state=JobState.RUNNING, message="sent", progress=None, started_at=now)
 
     ended: list[list[str]] = []
 
@@ -283,8 +329,7 @@ async def test_an_expired_lease_is_ended_interrupted_by_another_replica_exactly_
     jobs = await state.jobs.get_many([*everything, "job_alive"])
     assert jobs["job_alive"].state is JobState.QUEUED
     assert jobs["job_dead0"].may_be_billed and not jobs["job_dead1"].may_be_billed
-    assert all(jobs[i].state is JobState.FAILED and jobs[i].error == {"code": "interrupted"}
-               for i in everything)
+    assert all(jobs[i].state is JobState.FAILED and jobs[i].error == {"code": "interrupted"} for i in everything)
 
 
 async def test_prune_deletes_old_finished_jobs_and_their_keys(state: StateStore) -> None:
@@ -301,16 +346,26 @@ async def test_prune_deletes_old_finished_jobs_and_their_keys(state: StateStore)
 
 
 def _turn(n: int, parent: int | None = None) -> TurnRecord:
-    return TurnRecord(turn=n, parent=parent, created_at=float(n), operation="edit" if n else "generate",
-                      prompt=f"turn {n}", model="p/m", parameters={"size": "1024x1024"},
-                      image_path=f"/out/{n}.png", resource_uri=None, sha256="0" * 64,
-                      outcome={"images": []} if n else None)
+    return TurnRecord(
+        turn=n,
+        parent=parent,
+        created_at=float(n),
+        operation="edit" if n else "generate",
+        prompt=f"turn {n}",
+        model="p/m",
+        parameters={"size": "1024x1024"},
+        image_path=f"/out/{n}.png",
+        resource_uri=None,
+        sha256="0" * 64,
+        outcome={"images": []} if n else None,
+    )
 
 
 async def test_sessions_keep_turns_and_evict_by_idle_time_and_count(state: StateStore) -> None:
     for n, last_used in enumerate((100.0, 200.0, 300.0)):
-        record = SessionRecord(id=f"ses_{n}", status="open", created_at=last_used,
-                               last_used=last_used, head=0, defaults={"model": "p/m"})
+        record = SessionRecord(
+            id=f"ses_{n}", status="open", created_at=last_used, last_used=last_used, head=0, defaults={"model": "p/m"}
+        )
         await state.sessions.create(record, _turn(0))
     await state.sessions.add_turn("ses_2", _turn(1, parent=0), defaults={"model": "p/x"}, now=400.0)
     view = await state.sessions.get("ses_2")

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from atelier_core.plugin.errors import ConfigurationError
 from atelier_core.settings import ExplicitSettings
 from atelier_core.state.db import DB_FILENAME, HEAD_REVISION, resolve_url
 from atelier_core.state.store import StateStore
 from atelier_core.state.tables import metadata
-from atelier_core.plugin.errors import ConfigurationError
 
 
 def test_head_revision_constant_is_the_newest_migration() -> None:
@@ -101,5 +101,9 @@ async def test_a_corrupt_file_is_moved_aside_and_a_fresh_one_started(tmp_path: P
         assert await store.db.revision() == HEAD_REVISION
     finally:
         await store.aclose()
-    moved = list(tmp_path.glob(f"{DB_FILENAME}.corrupt-*"))
-    assert len(moved) == 1 and moved[0].read_bytes().startswith(b"this is not a database")
+    moved = _moved_aside(tmp_path)
+    assert len(moved) == 1 and moved[0].startswith(b"this is not a database")
+
+
+def _moved_aside(folder: Path) -> list[bytes]:
+    return [path.read_bytes() for path in folder.glob(f"{DB_FILENAME}.corrupt-*")]

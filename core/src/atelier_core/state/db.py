@@ -153,8 +153,9 @@ class Database:
         """Hold the named lock until ``conn``'s transaction ends (PostgreSQL advisory lock;
         on SQLite the write transaction already excludes every other writer)."""
         if self.dialect == "postgresql":
-            await conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"),
-                               {"name": f"atelier:{name}"})
+            await conn.execute(
+                text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"), {"name": f"atelier:{name}"}
+            )
 
     # -- schema -------------------------------------------------------------------------
 
@@ -178,7 +179,10 @@ class Database:
 def _create_engine(url: URL, pool_size: int) -> AsyncEngine:
     if url.get_backend_name() == "postgresql":
         engine = create_async_engine(
-            url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True,
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size * 2,
+            pool_pre_ping=True,
             connect_args={"application_name": "atelier"},
         )
         return engine
@@ -241,8 +245,7 @@ def _upgrade(conn: Connection, current: str | None, where: str) -> None:
                 "Atelier release does not know: it was written by a newer release",
                 parameter="state.url",
                 value=where,
-                fix="upgrade atelier-mcp, or point ATELIER_STATE__URL (or ATELIER_DATA_DIR) "
-                "at another database",
+                fix="upgrade atelier-mcp, or point ATELIER_STATE__URL (or ATELIER_DATA_DIR) at another database",
             ) from None
     command.upgrade(config, "head")
     log.info("state schema migrated", database=where, from_revision=current, to_revision=HEAD_REVISION)

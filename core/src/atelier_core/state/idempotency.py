@@ -41,10 +41,21 @@ class IdempotencyKeys:
 
     @staticmethod
     async def claim(
-        conn: AsyncConnection, key: str, fingerprint: str, job_id: str, now: float,
-        *, principal: str = LOCAL_PRINCIPAL,
+        conn: AsyncConnection,
+        key: str,
+        fingerprint: str,
+        job_id: str,
+        now: float,
+        *,
+        principal: str = LOCAL_PRINCIPAL,
     ) -> None:
         """Insert the key inside the caller's transaction (``IntegrityError`` if taken)."""
-        await conn.execute(insert(idempotency_keys).values(
-            principal=principal, key=key, fingerprint=fingerprint, job_id=job_id, created_at=now,
-        ))
+        await conn.execute(
+            insert(idempotency_keys).values(
+                principal=principal,
+                key=key,
+                fingerprint=fingerprint,
+                job_id=job_id,
+                created_at=now,
+            )
+        )

@@ -143,12 +143,26 @@ class KeyTaken(Exception):
 def _job(row: Row[Any]) -> Job:
     m = row._mapping
     return Job(
-        id=m["id"], operation=m["operation"], origin=m["origin"], state=JobState(m["state"]),
-        message=m["message"], progress=m["progress"], request=m["request"], outcome=m["outcome"],
-        error=m["error"], files=m["files"] or [], may_be_billed=bool(m["may_be_billed"]),
-        cancel_requested=bool(m["cancel_requested"]), owner=m["owner"], principal=m["principal"],
-        created_at=m["created_at"], updated_at=m["updated_at"], started_at=m["started_at"],
-        finished_at=m["finished_at"], partial=m["partial"], partial_mime=m["partial_mime"],
+        id=m["id"],
+        operation=m["operation"],
+        origin=m["origin"],
+        state=JobState(m["state"]),
+        message=m["message"],
+        progress=m["progress"],
+        request=m["request"],
+        outcome=m["outcome"],
+        error=m["error"],
+        files=m["files"] or [],
+        may_be_billed=bool(m["may_be_billed"]),
+        cancel_requested=bool(m["cancel_requested"]),
+        owner=m["owner"],
+        principal=m["principal"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        started_at=m["started_at"],
+        finished_at=m["finished_at"],
+        partial=m["partial"],
+        partial_mime=m["partial_mime"],
         partial_index=m["partial_index"],
     )
 
@@ -183,12 +197,23 @@ class JobRecords:
         """
         try:
             async with self._db.write() as conn:
-                await conn.execute(insert(jobs).values(
-                    id=job_id, principal=principal, operation=operation, origin=origin,
-                    state=JobState.QUEUED.value, message=message, request=request, owner=owner,
-                    owner_host=owner_host, owner_pid=owner_pid, lease_until=lease_until,
-                    created_at=now, updated_at=now,
-                ))
+                await conn.execute(
+                    insert(jobs).values(
+                        id=job_id,
+                        principal=principal,
+                        operation=operation,
+                        origin=origin,
+                        state=JobState.QUEUED.value,
+                        message=message,
+                        request=request,
+                        owner=owner,
+                        owner_host=owner_host,
+                        owner_pid=owner_pid,
+                        lease_until=lease_until,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
                 if idempotency is not None:
                     key, fingerprint = idempotency
                     await IdempotencyKeys.claim(conn, key, fingerprint, job_id, now, principal=principal)
@@ -200,32 +225,48 @@ class JobRecords:
     async def add_file(self, job_id: str, path: str) -> None:
         """Append a published file to the job (read and written in one transaction)."""
         async with self._db.write() as conn:
-            current = (await conn.execute(
-                select(jobs.c.files).where(jobs.c.id == job_id).with_for_update()
-            )).scalar()
+            current = (await conn.execute(select(jobs.c.files).where(jobs.c.id == job_id).with_for_update())).scalar()
             files = [*(current or []), path]
-            await conn.execute(update(jobs).where(jobs.c.id == job_id)
-                               .values(files=files, updated_at=time.time()))
+            await conn.execute(update(jobs).where(jobs.c.id == job_id).values(files=files, updated_at=time.time()))
 
     async def advance(
-        self, job_id: str, *, state: JobState, message: str | None, progress: float | None,
-        started_at: float | None, durable: bool = False,
+        self,
+        job_id: str,
+        *,
+        state: JobState,
+        message: str | None,
+        progress: float | None,
+        started_at: float | None,
+        durable: bool = False,
     ) -> None:
         """Write an active job's stage and progress."""
         async with self._db.write(durable=durable) as conn:
             await conn.execute(
-                update(jobs).where(jobs.c.id == job_id, _active).values(
-                    state=state.value, message=message, progress=progress, updated_at=time.time(),
-                    started_at=jobs.c.started_at if started_at is None else
-                    func.coalesce(jobs.c.started_at, started_at),
+                update(jobs)
+                .where(jobs.c.id == job_id, _active)
+                .values(
+                    state=state.value,
+                    message=message,
+                    progress=progress,
+                    updated_at=time.time(),
+                    started_at=jobs.c.started_at
+                    if started_at is None
+                    else func.coalesce(jobs.c.started_at, started_at),
                 )
             )
 
     async def set_partial(self, job_id: str, data: bytes | None, mime: str | None, index: int) -> None:
         async with self._db.write(durable=False) as conn:
-            await conn.execute(update(jobs).where(jobs.c.id == job_id, _active).values(
-                partial=data, partial_mime=mime, partial_index=index, updated_at=time.time(),
-            ))
+            await conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, _active)
+                .values(
+                    partial=data,
+                    partial_mime=mime,
+                    partial_index=index,
+                    updated_at=time.time(),
+                )
+            )
 
     async def finish(self, job_id: str, ending: Ending, *, now: float | None = None) -> bool:
         """Move an active job to a terminal state; ``False`` if it already was."""
@@ -239,46 +280,55 @@ class JobRecords:
         """Delete a synchronous call's row once answered (unless a key still names it)."""
         keyed = select(idempotency_keys.c.job_id).where(idempotency_keys.c.job_id == job_id)
         async with self._db.write(durable=False) as conn:
-            await conn.execute(delete(jobs).where(
-                jobs.c.id == job_id, jobs.c.origin == "call", jobs.c.id.not_in(keyed)
-            ))
+            await conn.execute(
+                delete(jobs).where(jobs.c.id == job_id, jobs.c.origin == "call", jobs.c.id.not_in(keyed))
+            )
 
     async def hand_off(self, job_id: str) -> None:
         async with self._db.write() as conn:
-            await conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.origin == "call")
-                               .values(origin="handoff"))
+            await conn.execute(
+                update(jobs).where(jobs.c.id == job_id, jobs.c.origin == "call").values(origin="handoff")
+            )
 
     async def request_cancel(self, job_id: str) -> None:
         async with self._db.write() as conn:
-            await conn.execute(update(jobs).where(jobs.c.id == job_id, _active)
-                               .values(cancel_requested=True))
+            await conn.execute(update(jobs).where(jobs.c.id == job_id, _active).values(cancel_requested=True))
 
     async def renew(self, owner: str, until: float) -> None:
         """Extend the lease of every active job ``owner`` holds (the heartbeat)."""
         async with self._db.write(durable=False) as conn:
-            await conn.execute(update(jobs).where(jobs.c.owner == owner, _active)
-                               .values(lease_until=until))
+            await conn.execute(update(jobs).where(jobs.c.owner == owner, _active).values(lease_until=until))
 
     async def recover(
-        self, *, exclude_owner: str, decide: Callable[[Job, Lease], Ending | None], limit: int = 100,
+        self,
+        *,
+        exclude_owner: str,
+        decide: Callable[[Job, Lease], Ending | None],
+        limit: int = 100,
     ) -> list[tuple[Job, Ending]]:
         """End abandoned jobs: ``decide`` sees each active job of another owner (claimed
         with ``FOR UPDATE SKIP LOCKED``) and returns how to end it, or ``None``."""
         now = time.time()
         ended: list[tuple[Job, Ending]] = []
         async with self._db.write() as conn:
-            rows = (await conn.execute(
-                select(jobs).where(_active, jobs.c.owner != exclude_owner)
-                .order_by(jobs.c.lease_until).limit(limit).with_for_update(skip_locked=True)
-            )).all()
+            rows = (
+                await conn.execute(
+                    select(jobs)
+                    .where(_active, jobs.c.owner != exclude_owner)
+                    .order_by(jobs.c.lease_until)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
             for row in rows:
                 m = row._mapping
                 job = _job(row)
                 ending = decide(job, Lease(m["owner"], m["owner_host"], m["owner_pid"], m["lease_until"]))
                 if ending is None:
                     continue
-                result = await conn.execute(update(jobs).where(jobs.c.id == job.id, _active)
-                                            .values(**_ending_values(ending, now)))
+                result = await conn.execute(
+                    update(jobs).where(jobs.c.id == job.id, _active).values(**_ending_values(ending, now))
+                )
                 if result.rowcount:
                     ended.append((job, ending))
         return ended
@@ -287,9 +337,12 @@ class JobRecords:
         """Delete finished jobs (and their idempotency keys) finished before ``cutoff``."""
         finished_at = func.coalesce(jobs.c.finished_at, jobs.c.created_at)
         async with self._db.write() as conn:
-            old = [_job(r) for r in (await conn.execute(
-                select(jobs).where(jobs.c.state.not_in(ACTIVE), finished_at < cutoff)
-            )).all()]
+            old = [
+                _job(r)
+                for r in (
+                    await conn.execute(select(jobs).where(jobs.c.state.not_in(ACTIVE), finished_at < cutoff))
+                ).all()
+            ]
             ids = [job.id for job in old]
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
@@ -306,9 +359,7 @@ class JobRecords:
         async with self._db.read() as conn:
             return {job.id: job for job in map(_job, (await conn.execute(query)).all())}
 
-    async def recent(
-        self, *, limit: int, include_finished: bool = True, principal: str | None = None
-    ) -> list[Job]:
+    async def recent(self, *, limit: int, include_finished: bool = True, principal: str | None = None) -> list[Job]:
         """Newest first; synchronous calls that were not handed off are left out."""
         query = select(jobs).where(jobs.c.origin != "call")
         if not include_finished:
@@ -328,9 +379,15 @@ class JobRecords:
 def _ending_values(ending: Ending, now: float | None) -> dict[str, Any]:
     now = time.time() if now is None else now
     values: dict[str, Any] = {
-        "state": ending.state.value, "message": ending.message, "outcome": ending.outcome,
-        "error": ending.error, "may_be_billed": ending.may_be_billed, "progress": None,
-        "partial": None, "updated_at": now, "finished_at": now,
+        "state": ending.state.value,
+        "message": ending.message,
+        "outcome": ending.outcome,
+        "error": ending.error,
+        "may_be_billed": ending.may_be_billed,
+        "progress": None,
+        "partial": None,
+        "updated_at": now,
+        "finished_at": now,
     }
     if ending.files is not None:
         values["files"] = ending.files

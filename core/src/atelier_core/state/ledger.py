@@ -77,13 +77,24 @@ class Ledger:
     async def record(self, entry: LedgerEntry, *, release: str | None = None) -> None:
         """Add ``entry``; with ``release``, drop that reservation in the same transaction."""
         async with self._db.write() as conn:
-            await conn.execute(insert(ledger).values(
-                principal=entry.principal, at=entry.at, day=entry.day, run_id=entry.run_id,
-                provider=entry.provider, model=entry.model, operation=entry.operation,
-                images=entry.images, estimate_usd=entry.estimate_usd, cost_usd=entry.cost_usd,
-                status=entry.status, usage=entry.usage or None, request_id=entry.request_id,
-                job_id=entry.job_id,
-            ))
+            await conn.execute(
+                insert(ledger).values(
+                    principal=entry.principal,
+                    at=entry.at,
+                    day=entry.day,
+                    run_id=entry.run_id,
+                    provider=entry.provider,
+                    model=entry.model,
+                    operation=entry.operation,
+                    images=entry.images,
+                    estimate_usd=entry.estimate_usd,
+                    cost_usd=entry.cost_usd,
+                    status=entry.status,
+                    usage=entry.usage or None,
+                    request_id=entry.request_id,
+                    job_id=entry.job_id,
+                )
+            )
             if release is not None:
                 await conn.execute(delete(spend_reservations).where(spend_reservations.c.id == release))
 
@@ -97,8 +108,9 @@ class Ledger:
     async def usage(self, *, since_day: str, principal: str = LOCAL_PRINCIPAL) -> list[UsageRow]:
         """Spend, images and calls per (day, provider, model) from ``since_day`` on."""
         query = (
-            select(ledger.c.day, ledger.c.provider, ledger.c.model, func.sum(_USD),
-                   func.sum(ledger.c.images), func.count())
+            select(
+                ledger.c.day, ledger.c.provider, ledger.c.model, func.sum(_USD), func.sum(ledger.c.images), func.count()
+            )
             .where(ledger.c.principal == principal, ledger.c.day >= since_day)
             .group_by(ledger.c.day, ledger.c.provider, ledger.c.model)
         )
@@ -108,8 +120,7 @@ class Ledger:
 
     async def entries(self, *, since_day: str, principal: str = LOCAL_PRINCIPAL) -> list[dict[str, Any]]:
         """The raw rows from ``since_day`` on, oldest first (for export and tests)."""
-        query = (select(ledger).where(ledger.c.principal == principal, ledger.c.day >= since_day)
-                 .order_by(ledger.c.at))
+        query = select(ledger).where(ledger.c.principal == principal, ledger.c.day >= since_day).order_by(ledger.c.at)
         async with self._db.read() as conn:
             return [dict(row._mapping) for row in (await conn.execute(query)).all()]
 
@@ -142,14 +153,19 @@ class SpendReservations:
         token = "rsv_" + secrets.token_urlsafe(12)
         async with self._db.write() as conn:
             await self._db.lock(conn, f"spend:{principal}")
-            await conn.execute(
-                delete(spend_reservations).where(spend_reservations.c.expires_at < now)
-            )
+            await conn.execute(delete(spend_reservations).where(spend_reservations.c.expires_at < now))
             check(await self._spent(conn, principal, day, run_id))
-            await conn.execute(insert(spend_reservations).values(
-                id=token, principal=principal, day=day, run_id=run_id, amount_usd=amount_usd,
-                created_at=now, expires_at=now + ttl_s,
-            ))
+            await conn.execute(
+                insert(spend_reservations).values(
+                    id=token,
+                    principal=principal,
+                    day=day,
+                    run_id=run_id,
+                    amount_usd=amount_usd,
+                    created_at=now,
+                    expires_at=now + ttl_s,
+                )
+            )
         return token
 
     async def release(self, token: str) -> None:
@@ -171,9 +187,7 @@ class SpendReservations:
         live = (spend_reservations.c.principal == principal) & (spend_reservations.c.expires_at >= now)
         held = func.coalesce(func.sum(spend_reservations.c.amount_usd), 0.0)
         held_day = (await conn.execute(select(held).where(live, spend_reservations.c.day == day))).scalar_one()
-        held_run = (await conn.execute(
-            select(held).where(live, spend_reservations.c.run_id == run_id)
-        )).scalar_one()
+        held_run = (await conn.execute(select(held).where(live, spend_reservations.c.run_id == run_id))).scalar_one()
         return Spent(
             day=await _ledger_sum(conn, principal, day=day) + float(held_day),
             run=await _ledger_sum(conn, principal, run_id=run_id) + float(held_run),

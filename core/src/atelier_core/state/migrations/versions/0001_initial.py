@@ -32,9 +32,7 @@ def upgrade() -> None:
     inspector = sa.inspect(bind)
     legacy = inspector.has_table("schema_migrations")
     legacy_tables = [t for t in _LEGACY if legacy and inspector.has_table(t)]
-    legacy_job_columns = (
-        {c["name"] for c in inspector.get_columns("jobs")} if "jobs" in legacy_tables else set()
-    )
+    legacy_job_columns = {c["name"] for c in inspector.get_columns("jobs")} if "jobs" in legacy_tables else set()
     for name in legacy_tables:
         op.rename_table(name, f"legacy_{name}")
 
@@ -110,8 +108,9 @@ def upgrade() -> None:
         sa.Column("resource_uri", sa.Text()),
         sa.Column("sha256", sa.Text(), nullable=False),
         sa.Column("outcome", sa.JSON()),
-        sa.ForeignKeyConstraint(["session_id"], ["sessions.id"], ondelete="CASCADE",
-                                name="fk_session_turns_session_id_sessions"),
+        sa.ForeignKeyConstraint(
+            ["session_id"], ["sessions.id"], ondelete="CASCADE", name="fk_session_turns_session_id_sessions"
+        ),
         sa.PrimaryKeyConstraint("session_id", "turn", name="pk_session_turns"),
     )
 
@@ -135,7 +134,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_ledger"),
     )
     op.create_index(
-        "ix_ledger_usage", "ledger",
+        "ix_ledger_usage",
+        "ledger",
         ["principal", "day", "provider", "model", "images", "cost_usd", "estimate_usd"],
     )
     op.create_index("ix_ledger_principal_run_id", "ledger", ["principal", "run_id"])
