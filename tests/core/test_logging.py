@@ -10,7 +10,7 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from atelier_core.logging import REDACTED, add_secret, configure_logging, redact, reset_logging
+from atelier_core.logging import REDACTED, add_secret, configure_logging, redact, reset_logging, scrub
 from atelier_core.settings import LoggingSettings
 
 CANARY = "canary-secret-7f3a9c1d2e"
@@ -145,3 +145,23 @@ def test_capture_logs_still_works_for_other_tests() -> None:
     with structlog.testing.capture_logs() as logs:
         structlog.get_logger("atelier.x").info("captured", a=1)
     assert logs == [{"event": "captured", "a": 1, "log_level": "info"}]
+
+
+def test_credentials_in_any_url_are_redacted_and_nothing_else() -> None:
+    from atelier_core.logging import add_url_credentials, redact_url_credentials
+
+    cases = {
+        "http://user:pw@host/x": "http://[REDACTED]@host/x",
+        "see https://a:b@c@h.example:8/p?q=1 and ftp://tok@y": "see https://[REDACTED]@h.example:8/p?q=1 and ftp://[REDACTED]@y",
+        "postgresql+asyncpg://u:p@db/atelier": "postgresql+asyncpg://[REDACTED]@db/atelier",
+        "HTTP://U:P@H": "HTTP://[REDACTED]@H",
+        # not credentials: unchanged
+        "http://h/x@y": "http://h/x@y",
+        "mail user@example.com": "mail user@example.com",
+        "data:image/png;base64,AAAA@": "data:image/png;base64,AAAA@",
+    }
+    for given, expected in cases.items():
+        assert redact_url_credentials(given) == expected
+        assert scrub(given) == expected
+    add_url_credentials({"providers": {"x": {"base_url": "https://svc:lonely-pw-7Hq@api.example/v1"}}})
+    assert "lonely-pw-7Hq" not in scrub("the password lonely-pw-7Hq on its own")

@@ -3,6 +3,7 @@
 
 - vendor-URL allow-lists match scheme, host and port (an image link on the API host but
   another port is never fetched);
+- credentials inside a configured URL never reach doctor, logs, errors or state;
 - the HTTP transport matches Host and Origin exactly (``127.0.0.1:1@evil.com`` fails);
 """
 
@@ -17,12 +18,23 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from atelier_core.testing import FakeUpstream
 from mcp import Client
 from mcp.client.stdio import stdio_client
-from reliability_kit import CANARY, OPENAI_ROUTE, image_files, openai_ok
-from stdio_kit import child_env, server_params
-from test_e2e_http import INIT, MCP_HEADERS, running
+
+from atelier_core.testing import FakeUpstream
+from reliability_kit import (
+    CANARY,
+    MINIMAX_ROUTE,
+    OPENAI_ROUTE,
+    PROVIDERS,
+    database_bytes,
+    files_under,
+    image_files,
+    openai_ok,
+    queue,
+)
+from stdio_kit import atelier_command, child_env, server_params
+from test_e2e_http import INIT, MCP_HEADERS, free_port, running
 
 pytestmark = pytest.mark.slow
 
@@ -99,3 +111,50 @@ async def test_host_and_origin_are_matched_exactly_not_by_prefix(tmp_path: Path)
             assert await post(host=f"127.0.0.1:{port}") == 200
             assert await post(host=f"localhost:{port}", origin=f"http://localhost:{port}") == 200
             assert await post(host=f"[::1]:{port}", origin="http://127.0.0.1") == 200
+
+
+# -- 4. credentials inside a URL are redacted everywhere --------------------------------------
+
+URL_PASSWORD = "pw-urlcanary-K3r8Vd"
+
+
+async def test_credentials_in_a_base_url_never_reach_doctor_logs_errors_or_state(
+    isolated_env: Path, tmp_path: Path,
+) -> None:
+    closed = free_port()  # nothing listens there: the OpenAI call fails and says where
+    with FakeUpstream() as upstream:
+        queue(upstream, MINIMAX_ROUTE, PROVIDERS["minimax"].ok())
+        host = upstream.url.removeprefix("http://")
+        env = child_env({
+            "OPENAI_API_KEY": CANARY, "MINIMAX_API_KEY": CANARY,
+            "ATELIER_PROVIDERS__OPENAI__BASE_URL": f"http://atelier:{URL_PASSWORD}@127.0.0.1:{closed}/v1",
+            "ATELIER_PROVIDERS__OPENAI__MAX_RETRIES": "0",
+            "ATELIER_PROVIDERS__MINIMAX__BASE_URL": f"http://atelier:{URL_PASSWORD}@{host}",
+            "ATELIER_PROVIDERS__MINIMAX__MAX_RETRIES": "0",
+            "ATELIER_LOGGING__LEVEL": "DEBUG",
+        })
+        errlog = tmp_path / "stderr.log"
+        results: list[str] = []
+        async with _stdio(env, errlog) as client:
+            failed = await client.call_tool("generate_image", {"prompt": "a fox", "model": MODEL})
+            job = await client.call_tool("generate_image", {"prompt": "a fox", "model": MODEL, "as_job": True})
+            job_id = (job.structured_content or {})["job"]["job_id"]
+            waited = await client.call_tool("get_jobs", {"job_ids": [job_id], "wait_s": 20})
+            saved = await client.call_tool("generate_image", {"prompt": "a fox", "model": "minimax/image-01"})
+            results += [r.model_dump_json() for r in (failed, job, waited, saved)]
+        with anyio.fail_after(120):
+            doctor = await anyio.run_process([*atelier_command(), "doctor"], env=env, check=False)
+    assert failed.is_error and "failed" in _text(waited), _text(waited)
+    assert not saved.is_error, _text(saved)
+    assert upstream.requests, "the MiniMax call went out through the credentialed base URL"
+    assert doctor.returncode == 0, doctor.stderr.decode()
+    assert b"[REDACTED]@127.0.0.1" in doctor.stdout  # the URL is shown, its credentials not
+    outputs = {
+        "tool results": "\n".join(results).encode(),
+        "doctor stdout": doctor.stdout, "doctor stderr": doctor.stderr,
+        "server stderr (DEBUG)": errlog.read_bytes(),
+        "the state database": database_bytes(isolated_env / "data"),
+    }
+    outputs.update({str(p): p.read_bytes() for p in files_under(isolated_env)})
+    for where, blob in outputs.items():
+        assert URL_PASSWORD.encode() not in blob, f"the URL password leaked into {where}"

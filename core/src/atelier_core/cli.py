@@ -134,8 +134,9 @@ def _first_lines(exc: BaseException) -> str:
 
 
 def _configure_logs(settings: Settings) -> None:
-    from atelier_core.logging import configure_logging
+    from atelier_core.logging import add_url_credentials, configure_logging
 
+    add_url_credentials(settings.model_dump(mode="json"))
     configure_logging(settings.logging, secrets=_secret_values(settings))
 
 
@@ -324,7 +325,18 @@ def _writable(directory: Path) -> str:
         return f"NOT writable ({exc.strerror or type(exc).__name__})"
 
 
+def _print(text: str) -> None:
+    """A doctor line, through the core's one redaction (keys, URL credentials)."""
+    from atelier_core.logging import scrub
+
+    print(scrub(text))
+
+
 async def _doctor(settings: Settings) -> int:
+    from atelier_core.logging import add_url_credentials
+
+    add_url_credentials(settings.model_dump(mode="json"))
+    print = _print  # every doctor line below goes through the redaction
     path = config_path()
     print(f"atelier-mcp {__version__} on Python {sys.version.split()[0]}")
     print(f"config file: {path} ({'found' if path.is_file() else 'not found; using defaults and ATELIER_* variables'})")
@@ -350,6 +362,7 @@ async def _doctor(settings: Settings) -> int:
         print(f"  problem: {problem}")
     print("providers:")
     for name, provider in sorted(registry.providers.items()):
+        add_url_credentials(dict(provider.settings))
         shown = _show_secrets(dict(provider.settings))
         print(f"  {name}: {json.dumps(shown, default=str)}")
         for entry in registry.entries(provider=name):

@@ -16,7 +16,13 @@ has our handler). Afterwards:
   named like ``*_API_KEY``, ``*_TOKEN``, ``*_SECRET``, ``*_PASSWORD``) is replaced
   wherever it appears in any string, tracebacks included; ``sk-…`` keys, Google ``AIza…``
   keys, ``Bearer …`` credentials and ``key=``/``token=``/``sig=`` URL parameters are
-  masked; strings over 512 characters (base64 blobs) are shortened.
+  masked; credentials inside any URL (``scheme://user:password@host``) become
+  ``scheme://[REDACTED]@host`` (:func:`redact_url_credentials`, applied by every
+  function here); strings over 512 characters (base64 blobs) are shortened.
+
+:func:`scrub` is the one redaction function for text that leaves the server (results,
+errors, job records, ``doctor``); log lines get the same treatment through
+:func:`redact`.
 """
 
 from __future__ import annotations
@@ -33,7 +39,16 @@ import structlog
 
 from atelier_core.settings import LoggingSettings
 
-__all__ = ["REDACTED", "add_secret", "configure_logging", "redact", "reset_logging", "scrub"]
+__all__ = [
+    "REDACTED",
+    "add_secret",
+    "add_url_credentials",
+    "configure_logging",
+    "redact",
+    "redact_url_credentials",
+    "reset_logging",
+    "scrub",
+]
 
 REDACTED = "[REDACTED]"
 MAX_STRING = 512
@@ -64,6 +79,11 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     ),
 )
 
+# The user-info part of any URL: ``scheme://`` then everything up to the last ``@`` before
+# the host (a password may itself contain ``@`` or ``:``); never across ``/``, ``?``, ``#``
+# or whitespace. Base64 and data: URLs contain no ``://``, so image data is never touched.
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/?#\"'<>\\]*@")
+
 _lock = threading.Lock()
 _secrets: frozenset[str] = frozenset()
 _secret_pattern: re.Pattern[str] | None = None
@@ -91,10 +111,45 @@ def add_secret(value: Any) -> None:
         _secret_pattern = re.compile("|".join(re.escape(s) for s in ordered))
 
 
+def redact_url_credentials(text: str) -> str:
+    """``text`` with the credentials of every URL in it masked:
+    ``https://user:pw@host/x`` → ``https://[REDACTED]@host/x``. Nothing else changes."""
+    return _URL_USERINFO.sub(r"\1" + REDACTED + "@", text) if "://" in text else text
+
+
+def add_url_credentials(value: Any, *, _depth: int = 0) -> None:
+    """Register the user name and password of every URL in ``value`` (a string, or
+    settings as nested dicts and lists, e.g. a provider's ``base_url``) as secrets, so
+    they are masked even where they appear on their own."""
+    if hasattr(value, "get_secret_value"):
+        value = value.get_secret_value()
+    if isinstance(value, Mapping) and _depth < 8:
+        for item in value.values():
+            add_url_credentials(item, _depth=_depth + 1)
+        return
+    if isinstance(value, (list, tuple)) and _depth < 8:
+        for item in value:
+            add_url_credentials(item, _depth=_depth + 1)
+        return
+    if not isinstance(value, str) or "://" not in value or "@" not in value:
+        return
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError:
+        return
+    for part in (parts.password, parts.username):
+        if part:
+            add_secret(part)
+            add_secret(unquote(part))
+
+
 def _redact_text(text: str, limit: int = MAX_STRING) -> str:
     pattern = _secret_pattern
     if pattern is not None:
         text = pattern.sub(REDACTED, text)
+    text = redact_url_credentials(text)
     for regex, replacement in _PATTERNS:
         text = regex.sub(replacement, text)
     if len(text) > limit:

@@ -12,7 +12,7 @@ import structlog
 from mcp.server.mcpserver import MCPServer
 
 from atelier_core import __version__
-from atelier_core.logging import add_secret, configure_logging
+from atelier_core.logging import add_secret, add_url_credentials, configure_logging
 from atelier_core.engine.jobs import build_jobs
 from atelier_core.engine.pipeline import Pipeline
 from atelier_core.engine.sessions import SessionManager
@@ -53,6 +53,9 @@ def build_server(atelier: Pipeline, *, configure_logs: bool = True) -> MCPServer
         configure_logging(atelier.settings.logging, secrets=collect_secrets(atelier.settings, atelier))
     for secret in collect_secrets(atelier.settings, atelier):
         add_secret(secret)  # results are scrubbed even when logging is configured elsewhere
+    add_url_credentials(atelier.settings.model_dump(mode="json"))
+    for provider in atelier.registry.providers.values():
+        add_url_credentials(dict(provider.settings))  # e.g. a base_url with user:password@
 
     jobs = build_jobs(atelier)
     sessions = SessionManager(atelier)
