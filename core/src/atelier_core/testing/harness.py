@@ -12,19 +12,19 @@ test sees only the plugins it names::
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from atelier_core.plugin.provider import Provider
 from atelier_core.engine.registry import Registry, build_registry
+from atelier_core.plugin.provider import Provider
 from atelier_core.settings import ExplicitSettings, Settings
 
 if TYPE_CHECKING:
-    from mcp import Client
+    from contextlib import AbstractAsyncContextManager
 
     from atelier_core.engine.pipeline import Pipeline
+    from atelier_core.mcp.client import Client
 
 __all__ = [
     "PluginLike",
@@ -115,20 +115,9 @@ def build_test_atelier(
     return Pipeline.build(settings, plugins=plugin_pairs(plugins), entry_points=entry_points)
 
 
-@asynccontextmanager
-async def connect(atelier: Pipeline, **client_options: Any) -> AsyncIterator[Client]:
-    """An in-memory MCP client connected to ``build_server(atelier)``.
+def connect(atelier: Pipeline, **client_options: Any) -> AbstractAsyncContextManager[Client]:
+    """An in-memory MCP client connected to ``build_server(atelier)`` (see
+    :func:`atelier_core.mcp.client.connect`); the MCP SDK is imported on first use."""
+    from atelier_core.mcp.client import connect as connect_client
 
-    ``client_options`` go to :class:`mcp.Client` (``mode="legacy"``,
-    ``logging_callback=...``, ``elicitation_callback=...``). The server's lifespan closes
-    ``atelier`` when the block ends.
-    """
-    # The one place in atelier_core.testing that touches the MCP SDK directly: the client
-    # side has no Atelier wrapper (atelier_core.mcp owns the server side).
-    from mcp import Client
-
-    from atelier_core.mcp.app import build_server
-
-    server = build_server(atelier, configure_logs=False)
-    async with Client(server, **client_options) as client:
-        yield client
+    return connect_client(atelier, **client_options)
