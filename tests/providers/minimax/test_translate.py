@@ -457,6 +457,7 @@ def test_excerpt_is_one_line() -> None:
         ({"retry-after": "-2"}, 0.0),
         ({"retry-after": "soon"}, None),
         ({"retry-after": "nan"}, None),
+        ({"retry-after": "inf"}, None),
         ({}, None),
         ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # a date in the past
     ],

@@ -253,3 +253,26 @@ def test_cost_from_usage_and_estimates() -> None:
     assert usage is not None
     cost = entry.provider.cost_from_usage(usage, request, entry.spec, 1)
     assert cost == pytest.approx((1000 * 30 + 60 * 5 + 40 * 8) / 1_000_000)
+
+
+@pytest.mark.parametrize(
+    ("body", "refused"),
+    [
+        ({"code": "moderation_blocked", "type": "invalid_request_error", "message": "blocked"}, True),
+        ({"code": None, "type": "image_generation_user_error", "message": "Rejected by the safety system"}, True),
+        ({"code": None, "type": "image_generation_user_error", "message": "prompt too long"}, False),
+        ({"code": None, "type": "server_error", "message": "safety system unavailable"}, False),
+    ],
+)
+def test_a_streamed_error_is_a_safety_refusal_only_for_a_safety_code_or_a_user_error_about_safety(
+    body: dict[str, Any], refused: bool
+) -> None:
+    import httpx2
+    import openai
+
+    from atelier_core import SafetyRefusalError
+
+    exc = openai.APIError(body["message"], httpx2.Request("POST", "http://127.0.0.1/v1/images"), body=body)
+    exc.code, exc.type = body["code"], body["type"]
+    error = translate.map_error(exc, model="gpt-image-1", settings=OpenAISettings(api_key=KEY))
+    assert isinstance(error, SafetyRefusalError) is refused, error

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -251,7 +252,7 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
             seconds = (when - datetime.now(UTC)).total_seconds()
         except (TypeError, ValueError):
             return None
-    return max(0.0, seconds) if seconds == seconds else None  # NaN guard
+    return max(0.0, seconds) if math.isfinite(seconds) else None  # "nan" and "inf" parse as floats
 
 
 def excerpt(body: bytes, secret: str | None = None) -> str:

@@ -354,7 +354,7 @@ def map_error(
                              secret=secret, operation=operation)
     if isinstance(exc, openai.APIError):  # an error event inside a stream
         code, etype, _param, message = _body_fields(exc)
-        if code in _SAFETY_CODES or (etype or "").endswith("user_error") and "safety" in message.lower():
+        if code in _SAFETY_CODES or ((etype or "").endswith("user_error") and "safety" in message.lower()):
             return _safety(message, secret, None)
         return UpstreamError(
             f"openai reported an error while streaming: {redact(message, secret)}"
