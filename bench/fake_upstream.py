@@ -6,13 +6,14 @@ killed::
 
     python bench/fake_upstream.py --sizes 1024x1024,3840x2160 [--scale 1.0] [--port 0]
 
-``POST .../images/generations`` answers like gpt-image: ``{"data": [{"b64_json": ...}],
+``POST .../images/generations`` (and ``.../images/edits``, multipart) answers like gpt-image: ``{"data": [{"b64_json": ...}],
 "usage": ...}``. The image is a noisy PNG of the requested ``size`` (about 2.4 MB at
 1024x1024, 19 MB at 3840x2160 — realistic, incompressible payloads), built once and cached
 under ``bench/.cache``; ``--scale`` serves a smaller image than asked for (the smoke test
 uses tiny images). Latency is chosen per call by the prompt: a word ``delay_ms=2000``
-makes the answer wait two seconds, so one fake and one server process cover every
-scenario. The response bodies are prebuilt bytes: serving costs one socket write.
+makes the answer wait two seconds, and ``serve=4096x4096`` answers with an image of that
+size whatever size was asked for (the model's own size rules would not allow every size
+of the benchmark's curve), so one fake and one server process cover every scenario. The response bodies are prebuilt bytes: serving costs one socket write.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from pathlib import Path
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 _DELAY = re.compile(r"delay_ms=(\d+)")
+_SERVE = re.compile(r"serve=(\d+x\d+)")  # answer with an image of this size, whatever was asked
+_FORM_FIELD = re.compile(r'name="(prompt|size|n|quality)"\r\n(?:[^\r\n]+\r\n)*\r\n([^\r\n]*)\r\n')
 _NOISE_SIGMA = 24  # gives ~2.4 MB at 1024x1024, like a detailed photo-like PNG
 
 
@@ -80,6 +83,9 @@ class FakeImages:
 
     def body(self, request: dict[str, object]) -> bytes:
         size = str(request.get("size") or self.default)
+        served = _SERVE.search(str(request.get("prompt", "")))
+        if served:
+            size = served.group(1)
         if size not in self.items and re.fullmatch(r"\d+x\d+", size) is None:
             size = self.default
         item = self._build(size)
@@ -121,12 +127,15 @@ async def serve(images: FakeImages, port: int) -> None:
                 raw = await reader.readexactly(length) if length else b""
                 counter += 1
                 request_id = f"req_bench_{counter}"
-                if method != "POST" or not path.endswith("/images/generations"):
+                if method != "POST" or not path.endswith(("/images/generations", "/images/edits")):
                     writer.write(_response(404, b'{"error": {"message": "not faked"}}', request_id))
                     await writer.drain()
                     continue
                 try:
-                    request = json.loads(raw or b"{}")
+                    if path.endswith("/images/edits"):  # multipart: only the text fields matter
+                        request = dict(_FORM_FIELD.findall(raw.decode("latin-1")))
+                    else:
+                        request = json.loads(raw or b"{}")
                 except ValueError:
                     writer.write(_response(400, b'{"error": {"message": "bad json"}}', request_id))
                     await writer.drain()

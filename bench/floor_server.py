@@ -1,24 +1,25 @@
 """The floor: the least an MCP image server can do, written with the same mcp SDK.
 
-One tool, ``generate_image(prompt, size)``: fetch one image from the (fake) OpenAI API
-through the official ``openai`` SDK, save it, return its path. No validation, no
-preview, no sidecar, no jobs, no plugins. The SDK is imported on the first call (as a
-minimal server would), so its cold start is the SDK's own. Configured by
-``OPENAI_BASE_URL``, ``OPENAI_API_KEY`` and ``FLOOR_OUTPUT_DIR``.
+One tool, ``generate_image(prompt, size)``: ask the (fake) OpenAI Images API for one
+image over plain HTTP with ``httpx2`` (the HTTP client the mcp SDK already brings — no
+vendor SDK), decode the base64, write the file, return its path. No validation, no
+verification, no preview, no sidecar, no jobs, no plugins. One HTTP client, made on the
+first call. Configured by ``OPENAI_BASE_URL``, ``OPENAI_API_KEY`` and ``FLOOR_OUTPUT_DIR``.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import uuid
 from pathlib import Path
-from typing import Any
 
+import httpx2
 from mcp.server.mcpserver import MCPServer
 
 server = MCPServer("floor")
-_client: Any = None
+_client: httpx2.AsyncClient | None = None
 
 
 @server.tool()
@@ -26,11 +27,14 @@ async def generate_image(prompt: str, size: str = "1024x1024", model: str = "gpt
     """Generate one image and return the path of the saved PNG."""
     global _client
     if _client is None:
-        from openai import AsyncOpenAI
-
-        _client = AsyncOpenAI(max_retries=0)
-    response = await _client.images.generate(model=model, prompt=prompt, size=size)
-    data = base64.b64decode(response.data[0].b64_json)
+        _client = httpx2.AsyncClient(
+            base_url=os.environ["OPENAI_BASE_URL"].rstrip("/") + "/",
+            headers={"Authorization": f"Bearer {os.environ.get('OPENAI_API_KEY', '')}"},
+            timeout=600,
+        )
+    response = await _client.post("images/generations", json={"model": model, "prompt": prompt, "size": size})
+    response.raise_for_status()
+    data = base64.b64decode(json.loads(response.content)["data"][0]["b64_json"])
     path = Path(os.environ.get("FLOOR_OUTPUT_DIR", ".")) / f"{uuid.uuid4().hex}.png"
     path.write_bytes(data)
     return str(path)

@@ -1,21 +1,23 @@
-"""Atelier vs a bare floor, in one run: cold start, per-call time, concurrency, memory, bytes.
+"""Atelier vs a bare floor, in one run: every figure of the speed table as a ratio.
 
 Usage (from the repository root, with the project's virtualenv)::
 
-    .venv/bin/python bench/run.py                # full run, ~3-5 min on 2 busy cores
+    .venv/bin/python bench/run.py                # full run, ~6-8 min on 2 busy cores
     .venv/bin/python bench/run.py --rounds 5     # more rounds, steadier medians
-    .venv/bin/python bench/run.py --quick        # seconds: tiny images, one round (CI smoke)
+    .venv/bin/python bench/run.py --quick        # seconds: tiny images, one short round (CI smoke)
 
 Both servers run as real stdio subprocesses driven by the mcp SDK's client: Atelier is
-the installed ``atelier-mcp`` (OpenAI provider, every installed plugin loaded), the floor
-is ``bench/floor_server.py``. Both talk to ``bench/fake_upstream.py`` (a separate
-process) through the openai SDK. Each round measures both servers interleaved (A, F, F,
-A, ...), so machine noise lands on both; the ratio reported is the median over rounds
-of the per-round ratio of medians. Absolute times on a shared machine are noise; the
-ratios are the result.
+the installed ``atelier-mcp`` (default settings, every installed plugin loaded), the
+floor is ``bench/floor_server.py`` (the mcp SDK and httpx2, no vendor SDK). Both talk to
+``bench/fake_upstream.py`` (a separate process). Each round measures both servers
+interleaved (A, F, F, A, ...), so machine noise lands on both; a ratio is the median over
+rounds of the per-round ratio of medians. Every sample records the machine's 1-minute
+load average. Atelier-only figures (state queries, the dalle-shape provider) are
+repeated in every round too. Absolute times on a shared machine are noise; the ratios are
+the result.
 
 Writes ``bench/results/latest.json`` (and a timestamped copy unless ``--no-history``)
-and prints a table.
+and prints the table.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -45,23 +48,30 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 MB = 1024 * 1024
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
 class Config:
     rounds: int = 3
     cold_starts: int = 3  # per server per round
-    warmup: int = 2  # calls per server before timing (imports the SDK, fills caches)
-    calls: int = 5  # timed sequential calls per server per round
-    concurrency: int = 20
-    concurrent_delay_ms: int = 2000
-    large_calls: int = 2
+    first_call_pause_s: float = 1.0  # idle time between tools/list and the first call (a client thinking)
+    warmup: int = 2  # calls per server before timing
+    calls: int = 5  # timed sequential calls per server per round (the main size)
     size: str = "1024x1024"
-    large_size: str = "3840x2160"
+    sizes: tuple[str, ...] = ("512x512", "1024x1024", "2048x2048", "4096x4096")  # the scaling curve
+    size_calls: int = 2  # per size of the curve per server per round
+    concurrency: tuple[int, ...] = (1, 20, 100)
+    concurrent_delay_ms: int = 2000
+    settle_s: float = 5.0  # RSS is read this long after the largest burst
+    ledger_rows: tuple[int, ...] = (0, 1000, 10000)
+    session_turns: tuple[int, ...] = (1, 10, 30)
+    jobs: int = 20
+    repeat: int = 5  # repetitions of each state query per round
     scale: float = 1.0  # fake serves images this much smaller (smoke test)
     model: str = "gpt-image-2"
-    max_concurrency: int = 64  # Atelier's openai limiter for the run (default is 4)
-    timeout_s: float = 180.0
+    dalle_model: str = "dall-e-2"
+    timeout_s: float = 300.0
     atelier_env: dict[str, str] = field(default_factory=dict)  # extra variables (experiments)
 
 
@@ -70,25 +80,7 @@ class ServerSpec:
     name: str
     params: StdioServerParameters
     marker: str  # a string in the process's command line
-    args: Callable[[str, str], dict[str, Any]]  # (prompt, size) -> tools/call arguments
-
-
-@dataclass
-class Samples:
-    """Per-round samples of every metric, per server."""
-
-    cold_start_s: list[list[float]] = field(default_factory=list)
-    initialize_s: list[list[float]] = field(default_factory=list)
-    call_s: list[list[float]] = field(default_factory=list)
-    concurrent_wall_s: list[float] = field(default_factory=list)
-    concurrent_peak_rss_mb: list[float] = field(default_factory=list)
-    large_call_s: list[list[float]] = field(default_factory=list)
-    large_rss_rise_mb: list[float] = field(default_factory=list)
-    idle_rss_mb: list[float] = field(default_factory=list)
-    result_bytes: int = 0
-    result_preview_bytes: int = 0
-    tools_list_bytes: int = 0
-    tools: int = 0
+    args: Callable[..., dict[str, Any]]  # (prompt, size, **extra) -> tools/call arguments
 
 
 # -- processes -------------------------------------------------------------------------
@@ -114,6 +106,16 @@ def reset_peak(pid: int) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
 def child_pid(marker: str, exclude: set[int]) -> int:
     """The pid of our child process whose command line contains ``marker``."""
     me = os.getpid()
@@ -134,7 +136,7 @@ def child_pid(marker: str, exclude: set[int]) -> int:
 @contextlib.contextmanager
 def fake_upstream(cfg: Config) -> Iterator[int]:
     """Start the fake upstream; yield its port."""
-    sizes = ",".join(dict.fromkeys([cfg.size, cfg.large_size]))
+    sizes = ",".join(dict.fromkeys([cfg.size, *cfg.sizes]))
     proc = subprocess.Popen(
         [sys.executable, str(BENCH / "fake_upstream.py"), "--sizes", sizes, "--scale", str(cfg.scale)],
         stdout=subprocess.PIPE, text=True,
@@ -150,7 +152,7 @@ def fake_upstream(cfg: Config) -> Iterator[int]:
         proc.wait(timeout=10)
 
 
-def server_specs(cfg: Config, port: int, work: Path) -> dict[str, ServerSpec]:
+def server_specs(cfg: Config, port: int, work: Path, data_dir: str = "atelier-data") -> dict[str, ServerSpec]:
     base_url = f"http://127.0.0.1:{port}/v1"
     common = {"OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "sk-bench-not-a-real-key",
               "PYTHONDONTWRITEBYTECODE": "1"}
@@ -158,25 +160,28 @@ def server_specs(cfg: Config, port: int, work: Path) -> dict[str, ServerSpec]:
     atelier_env = {
         **common,
         "ATELIER_CONFIG": str(work / "no-config.toml"),
-        "ATELIER_DATA_DIR": str(work / "atelier-data"),
-        # The default (4) would queue 16 of the 20 concurrent calls: the benchmark measures
-        # Atelier's overhead, not the limiter. See docs/performance.md.
-        "ATELIER_PROVIDERS__OPENAI__MAX_CONCURRENCY": str(cfg.max_concurrency),
+        "ATELIER_DATA_DIR": str(work / data_dir),
         **cfg.atelier_env,
     }
     floor_env = {**common, "FLOOR_OUTPUT_DIR": str(work / "floor-out")}
     (work / "floor-out").mkdir(parents=True, exist_ok=True)
+
+    def atelier_args(prompt: str, size: str, **extra: Any) -> dict[str, Any]:
+        return {"prompt": prompt, "model": f"openai/{cfg.model}", "size": size, **extra}
+
+    def floor_args(prompt: str, size: str, **_: Any) -> dict[str, Any]:
+        return {"prompt": prompt, "size": size, "model": cfg.model}
+
     return {
         "atelier": ServerSpec(
             "atelier", StdioServerParameters(command=command, env=atelier_env, cwd=str(work)), "atelier-mcp",
-            lambda prompt, size: {"prompt": prompt, "model": f"openai/{cfg.model}", "size": size},
+            atelier_args,
         ),
         "floor": ServerSpec(
             "floor",
             StdioServerParameters(command=sys.executable, args=[str(BENCH / "floor_server.py")],
                                   env=floor_env, cwd=str(work)),
-            "floor_server.py",
-            lambda prompt, size: {"prompt": prompt, "size": size, "model": cfg.model},
+            "floor_server.py", floor_args,
         ),
     }
 
@@ -192,13 +197,18 @@ async def session(spec: ServerSpec, errlog: TextIO, known: set[int]) -> AsyncIte
             known.discard(pid)
 
 
-async def call(client: Client, spec: ServerSpec, prompt: str, size: str, timeout_s: float) -> CallToolResult:
+async def tool(client: Client, name: str, args: dict[str, Any], timeout_s: float, who: str = "") -> CallToolResult:
     async with asyncio.timeout(timeout_s):
-        result = await client.call_tool("generate_image", spec.args(prompt, size))
+        result = await client.call_tool(name, args)
     if result.is_error:
         text = " ".join(getattr(block, "text", "") for block in result.content)
-        raise RuntimeError(f"{spec.name}: tools/call failed: {text[:500]}")
+        raise RuntimeError(f"{who}: {name} failed: {text[:500]}")
     return result
+
+
+async def call(client: Client, spec: ServerSpec, prompt: str, size: str, timeout_s: float,
+               **extra: Any) -> CallToolResult:
+    return await tool(client, "generate_image", spec.args(prompt, size, **extra), timeout_s, spec.name)
 
 
 def wire_bytes(model: Any) -> int:
@@ -215,16 +225,14 @@ VENDOR_SDKS = ("openai", "google.genai", "anthropic", "replicate", "fal_client")
 
 async def import_check(spec: ServerSpec, work: Path, timeout_s: float) -> dict[str, Any]:
     """Start the server with ``-X importtime`` (PYTHONPROFILEIMPORTTIME), answer
-    initialize, tools/list and list_available_models; report which vendor SDKs got
-    imported (none should be) and the slowest top-level imports."""
+    initialize and tools/list at once and stop; report which vendor SDKs got imported
+    before tools/list was answered (none should be) and the slowest top-level imports."""
     log_path = work / f"importtime-{spec.name}.log"
     params = spec.params.model_copy(update={"env": {**(spec.params.env or {}), "PYTHONPROFILEIMPORTTIME": "1"}})
     with open(log_path, "w") as errlog:
         async with asyncio.timeout(timeout_s):
             async with Client(stdio_client(params, errlog=errlog), mode="legacy", cache=None) as client:
-                tools = await client.list_tools()
-                if any(tool.name == "list_available_models" for tool in tools.tools):
-                    await client.call_tool("list_available_models", {})
+                await client.list_tools()
     modules: dict[str, int] = {}
     for line in log_path.read_text(errors="replace").splitlines():
         if not line.startswith("import time:") or "|" not in line:
@@ -241,21 +249,42 @@ async def import_check(spec: ServerSpec, work: Path, timeout_s: float) -> dict[s
     slowest = sorted(by_package.items(), key=lambda kv: -kv[1])[:12]
     return {
         "modules_imported": len(modules),
-        "vendor_sdk_modules": vendor,
+        "vendor_sdk_modules": vendor[:20],
         "vendor_sdk_imported": bool(vendor),
         "import_self_ms_by_package": {k: round(v / 1000, 1) for k, v in slowest},
     }
 
 
+# -- samples ---------------------------------------------------------------------------
+
+
+class Samples:
+    """``name -> server -> per-round lists of (value, load)``."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, dict[str, list[list[tuple[float, float]]]]] = {}
+
+    def add(self, name: str, server: str, round_index: int, value: float) -> None:
+        rounds = self.data.setdefault(name, {}).setdefault(server, [])
+        while len(rounds) <= round_index:
+            rounds.append([])
+        rounds[round_index].append((value, load()))
+
+    def values(self, name: str, server: str) -> list[list[float]]:
+        return [[v for v, _ in r] for r in self.data.get(name, {}).get(server, [])]
+
+    def loads(self, name: str) -> list[float]:
+        return [ld for rounds in self.data.get(name, {}).values() for r in rounds for _, ld in r]
+
+
 # -- one round -------------------------------------------------------------------------
 
 
-async def one_round(cfg: Config, specs: dict[str, ServerSpec], samples: dict[str, Samples],
-                    errlog: TextIO, index: int, log: Callable[[str], None]) -> None:
+async def cold_starts(cfg: Config, specs: dict[str, ServerSpec], s: Samples, errlog: TextIO,
+                      index: int, known: set[int], extra: dict[str, Any]) -> None:
+    """Spawn → initialize → tools/list (wall and the server's CPU), then the first call
+    after a short pause (a client thinking), in the same process."""
     names = list(specs)
-    known: set[int] = set()
-    cold = {name: [] for name in names}  # type: dict[str, list[float]]
-    init = {name: [] for name in names}  # type: dict[str, list[float]]
     for i in range(cfg.cold_starts):
         for name in interleaved(i + index, names):
             spec = specs[name]
@@ -265,75 +294,198 @@ async def one_round(cfg: Config, specs: dict[str, ServerSpec], samples: dict[str
                     initialized = time.perf_counter()
                     listed = await client.list_tools()
                     done = time.perf_counter()
-            cold[name].append(done - start)
-            init[name].append(initialized - start)
-            if index == 0 and i == 0:
-                samples[name].tools_list_bytes = wire_bytes(listed)
-                samples[name].tools = len(listed.tools)
-    for name in names:
-        samples[name].cold_start_s.append(cold[name])
-        samples[name].initialize_s.append(init[name])
-    log(f"  cold start: " + ", ".join(f"{n} {statistics.median(cold[n]):.3f}s" for n in names))
+                    pid = child_pid(spec.marker, known)
+                    cpu = cpu_s(pid)
+                    s.add("cold_start", name, index, done - start)
+                    s.add("cold_start_cpu", name, index, cpu)
+                    s.add("initialize", name, index, initialized - start)
+                    if index == 0 and i == 0:
+                        extra.setdefault("tools_list_bytes", {})[name] = wire_bytes(listed)
+                        extra.setdefault("tools", {})[name] = len(listed.tools)
+                    await asyncio.sleep(cfg.first_call_pause_s)
+                    start = time.perf_counter()
+                    await call(client, spec, f"first {index}-{i}", cfg.size, cfg.timeout_s)
+                    s.add("first_call", name, index, time.perf_counter() - start)
+
+
+async def timed_calls(client: Client, spec: ServerSpec, pid: int, s: Samples, key: str, index: int,
+                      size: str, count: int, timeout_s: float, **extra: Any) -> CallToolResult | None:
+    """``count`` sequential calls answered with a ``size`` image: wall per call, and the
+    server's CPU per call. The call asks for 1024x1024 (valid for the model); the fake
+    answers with the size given."""
+    cfg_size = "1024x1024"
+    result = None
+    cpu0 = cpu_s(pid)
+    for i in range(count):
+        start = time.perf_counter()
+        result = await call(client, spec, f"a lighthouse {key} {index}-{i} serve={size}", cfg_size, timeout_s,
+                            **extra)
+        s.add(key, spec.name, index, time.perf_counter() - start)
+    s.add(key + "_cpu", spec.name, index, (cpu_s(pid) - cpu0) / max(1, count))
+    return result
+
+
+async def burst(client: Client, spec: ServerSpec, pid: int, n: int, cfg: Config) -> tuple[float, float]:
+    """``n`` calls at once at a slow upstream: wall time and peak RSS."""
+    reset_peak(pid)
+    prompt = f"a harbour delay_ms={cfg.concurrent_delay_ms}"
+    start = time.perf_counter()
+    await asyncio.gather(*(call(client, spec, f"{prompt} #{k}", cfg.size, cfg.timeout_s) for k in range(n)))
+    return time.perf_counter() - start, peak_rss_mb(pid)
+
+
+async def one_round(cfg: Config, specs: dict[str, ServerSpec], s: Samples, errlog: TextIO, index: int,
+                    log: Callable[[str], None], extra: dict[str, Any]) -> None:
+    names = list(specs)
+    known: set[int] = set()
+    await cold_starts(cfg, specs, s, errlog, index, known, extra)
+    log("  cold start: " + ", ".join(f"{n} {statistics.median(s.values('cold_start', n)[index]):.3f}s" for n in names)
+        + "; first call: " + ", ".join(f"{n} {statistics.median(s.values('first_call', n)[index]):.3f}s"
+                                      for n in names))
 
     async with contextlib.AsyncExitStack() as stack:
         sessions: dict[str, tuple[Client, int]] = {}
         for name in names:
             sessions[name] = await stack.enter_async_context(session(specs[name], errlog, known))
         for name in names:
-            samples[name].idle_rss_mb.append(rss_mb(sessions[name][1]))
+            s.add("idle_rss", name, index, rss_mb(sessions[name][1]))
         for w in range(cfg.warmup):
             for name in names:
                 await call(sessions[name][0], specs[name], f"warm-up {w}", cfg.size, cfg.timeout_s)
+        a_client, a_pid = sessions["atelier"]
+        await tool(a_client, "generate_image", {"prompt": "warm-up dalle", "model": f"dalle/{cfg.dalle_model}",
+                                                "size": cfg.size}, cfg.timeout_s, "atelier")
 
-        # Per-call time, upstream at 0 ms.
-        times = {name: [] for name in names}  # type: dict[str, list[float]]
-        for i in range(cfg.calls):
-            for name in interleaved(i, names):
-                client, _ = sessions[name]
-                start = time.perf_counter()
-                result = await call(client, specs[name], f"a lighthouse {index}-{i}", cfg.size, cfg.timeout_s)
-                times[name].append(time.perf_counter() - start)
-                if index == 0 and i == 0:
-                    samples[name].result_bytes = wire_bytes(result)
-                    samples[name].result_preview_bytes = sum(
-                        len(block.data) for block in result.content if isinstance(block, ImageContent))
-        for name in names:
-            samples[name].call_s.append(times[name])
-        log(f"  per call {cfg.size}: " + ", ".join(f"{n} {statistics.median(times[n]):.3f}s" for n in names))
-
-        # Concurrency at a slow upstream, and the peak RSS it costs.
-        for name in interleaved(index, names):
-            client, pid = sessions[name]
-            reset_peak(pid)
-            prompt = f"a harbour delay_ms={cfg.concurrent_delay_ms}"
-            start = time.perf_counter()
-            await asyncio.gather(*(call(client, specs[name], f"{prompt} #{k}", cfg.size, cfg.timeout_s)
-                                   for k in range(cfg.concurrency)))
-            samples[name].concurrent_wall_s.append(time.perf_counter() - start)
-            samples[name].concurrent_peak_rss_mb.append(peak_rss_mb(pid))
-        log(f"  {cfg.concurrency} concurrent at {cfg.concurrent_delay_ms} ms: " + ", ".join(
-            f"{n} {samples[n].concurrent_wall_s[-1]:.3f}s peak {samples[n].concurrent_peak_rss_mb[-1]:.0f} MB"
-            for n in names))
-
-        # The large image: per-call time and how far RSS rises above where it was.
-        large = {name: [] for name in names}  # type: dict[str, list[float]]
-        base: dict[str, float] = {}
-        for name in names:
-            pid = sessions[name][1]
-            reset_peak(pid)
-            base[name] = rss_mb(pid)
-        for i in range(cfg.large_calls):
+        # Per call at the main size: with the preview, and without any inline image.
+        for i in range(2):
             for name in interleaved(i + index, names):
-                client, _ = sessions[name]
+                client, pid = sessions[name]
+                if i == 0:
+                    result = await timed_calls(client, specs[name], pid, s, "call", index, cfg.size, cfg.calls,
+                                               cfg.timeout_s)
+                    if index == 0 and result is not None:
+                        extra.setdefault("result_bytes", {})[name] = wire_bytes(result)
+                        extra.setdefault("result_inline_b64", {})[name] = sum(
+                            len(b.data) for b in result.content if isinstance(b, ImageContent))
+                else:
+                    more = {"return_image": "none"} if name == "atelier" else {}
+                    await timed_calls(client, specs[name], pid, s, "call_none", index, cfg.size, cfg.calls,
+                                      cfg.timeout_s, **more)
+        log(f"  per call {cfg.size}: " + ", ".join(
+            f"{n} {statistics.median(s.values('call', n)[index]):.3f}s"
+            f" (none {statistics.median(s.values('call_none', n)[index]):.3f}s)" for n in names))
+
+        # The dalle-shape provider against the openai provider, same server, same answer.
+        for i in range(cfg.calls):
+            for model in (["openai", "dalle"] if i % 2 == 0 else ["dalle", "openai"]):
+                args = {"prompt": f"a fox {index}-{i}", "size": cfg.size,
+                        "model": f"openai/{cfg.model}" if model == "openai" else f"dalle/{cfg.dalle_model}"}
                 start = time.perf_counter()
-                await call(client, specs[name], f"a city at night {index}-{i}", cfg.large_size, cfg.timeout_s)
-                large[name].append(time.perf_counter() - start)
-        for name in names:
-            samples[name].large_call_s.append(large[name])
-            samples[name].large_rss_rise_mb.append(peak_rss_mb(sessions[name][1]) - base[name])
-        log(f"  per call {cfg.large_size}: " + ", ".join(
-            f"{n} {statistics.median(large[n]):.3f}s rise {samples[n].large_rss_rise_mb[-1]:.0f} MB"
-            for n in names))
+                await tool(a_client, "generate_image", args, cfg.timeout_s, "atelier")
+                s.add("provider_call", model, index, time.perf_counter() - start)
+        log("  provider per call: " + ", ".join(
+            f"{m} {statistics.median(s.values('provider_call', m)[index]):.3f}s" for m in ("openai", "dalle")))
+
+        # Image size curve.
+        for size in cfg.sizes:
+            for name in interleaved(index, names):
+                client, pid = sessions[name]
+                await timed_calls(client, specs[name], pid, s, f"size_{size}", index, size, cfg.size_calls,
+                                  cfg.timeout_s)
+        log("  sizes: " + "; ".join(
+            f"{size} " + "/".join(f"{statistics.median(s.values(f'size_{size}', n)[index]):.3f}" for n in names)
+            for size in cfg.sizes))
+
+        # Concurrency curve at a slow upstream; peak RSS; RSS a while after the largest burst.
+        for n in cfg.concurrency:
+            for name in interleaved(index, names):
+                client, pid = sessions[name]
+                wall, peak = await burst(client, specs[name], pid, n, cfg)
+                s.add(f"concurrent_{n}", name, index, wall)
+                s.add(f"concurrent_{n}_peak_rss", name, index, peak)
+            if n == max(cfg.concurrency):
+                await asyncio.sleep(cfg.settle_s)
+                for name in names:
+                    s.add(f"concurrent_{n}_rss_after", name, index, rss_mb(sessions[name][1]))
+            log(f"  {n} at once: " + ", ".join(
+                f"{m} {s.values(f'concurrent_{n}', m)[index][-1]:.3f}s peak "
+                f"{s.values(f'concurrent_{n}_peak_rss', m)[index][-1]:.0f} MB" for m in names))
+        top = max(cfg.concurrency)
+        log(f"  RSS {cfg.settle_s:g} s after {top}: " + ", ".join(
+            f"{m} {s.values(f'concurrent_{top}_rss_after', m)[index][-1]:.0f} MB" for m in names))
+
+        # Jobs: get_jobs for finished jobs.
+        tickets = await asyncio.gather(*(
+            tool(a_client, "generate_image", {"prompt": f"job {index}-{k}", "model": f"openai/{cfg.model}",
+                                              "size": cfg.size, "as_job": True}, cfg.timeout_s, "atelier")
+            for k in range(cfg.jobs)))
+        job_ids = [t.structured_content["job"]["job_id"] for t in tickets if t.structured_content]  # type: ignore[index]
+        await tool(a_client, "get_jobs", {"job_ids": job_ids, "wait_s": 45}, cfg.timeout_s, "atelier")
+        for _ in range(cfg.repeat):
+            start = time.perf_counter()
+            listed = await tool(a_client, "get_jobs", {"job_ids": job_ids}, cfg.timeout_s, "atelier")
+            s.add("get_jobs", "atelier", index, time.perf_counter() - start)
+        extra["get_jobs_bytes"] = wire_bytes(listed)
+        log(f"  get_jobs for {len(job_ids)}: {statistics.median(s.values('get_jobs', 'atelier')[index]) * 1000:.1f} ms")
+
+        # Sessions: history at 1/10/30 turns.
+        started = await tool(a_client, "edit_session", {"action": "start", "prompt": f"a garden {index}",
+                                                        "model": f"openai/{cfg.model}", "size": cfg.size,
+                                                        "return_image": "none"}, cfg.timeout_s, "atelier")
+        session_id = started.structured_content["session"]["session_id"]  # type: ignore[index]
+        turns = 1
+        for target in cfg.session_turns:
+            while turns < target:
+                await tool(a_client, "edit_session", {"action": "continue", "session_id": session_id,
+                                                      "prompt": f"turn {turns}", "return_image": "none"},
+                           cfg.timeout_s, "atelier")
+                turns += 1
+            for _ in range(cfg.repeat):
+                start = time.perf_counter()
+                history = await tool(a_client, "edit_session", {"action": "history", "session_id": session_id},
+                                     cfg.timeout_s, "atelier")
+                s.add(f"history_{target}", "atelier", index, time.perf_counter() - start)
+            s.add(f"history_{target}_bytes", "atelier", index, wire_bytes(history))
+        log("  history: " + ", ".join(
+            f"{t} turns {statistics.median(s.values(f'history_{t}', 'atelier')[index]) * 1000:.0f} ms "
+            f"{s.values(f'history_{t}_bytes', 'atelier')[index][-1] / 1000:.0f} KB" for t in cfg.session_turns))
+
+
+# -- the ledger ------------------------------------------------------------------------
+
+
+def seed_ledger(data_dir: Path, rows: int) -> None:
+    """``rows`` ledger entries over the last 30 days, through the state layer's own API."""
+    from atelier_core.engine.cost import Ledger, LedgerEntry
+    from atelier_core.state.database import StateStore
+
+    ledger = Ledger(StateStore.open(data_dir))
+    now = datetime.now(UTC)
+    for i in range(rows):
+        at = now - timedelta(minutes=(i * 4) % (29 * 24 * 60))
+        ledger.record(LedgerEntry(
+            at=at.timestamp(), day=at.strftime("%Y-%m-%d"), run_id=f"seed-{i % 7}", provider="openai",
+            model=("openai/gpt-image-2", "openai/gpt-image-1", "gemini/imagen-4")[i % 3], operation="generate",
+            images=1 + i % 2, estimate_usd=0.04, cost_usd=0.03 if i % 2 else None, status="billed",
+        ))
+
+
+async def ledger_queries(cfg: Config, port: int, work: Path, s: Samples, errlog: TextIO, index: int,
+                         log: Callable[[str], None]) -> None:
+    known: set[int] = set()
+    for rows in cfg.ledger_rows:
+        spec = server_specs(cfg, port, work, data_dir=f"ledger-{rows}")["atelier"]
+        async with session(spec, errlog, known) as (client, _):
+            for _ in range(cfg.repeat):
+                start = time.perf_counter()
+                report = await tool(client, "get_usage", {"days": 30}, cfg.timeout_s, "atelier")
+                s.add(f"get_usage_{rows}", "atelier", index, time.perf_counter() - start)
+            calls = (report.structured_content or {}).get("calls")
+            if calls != rows:
+                raise RuntimeError(f"get_usage saw {calls} calls, seeded {rows}")
+    log("  get_usage: " + ", ".join(
+        f"{r} rows {statistics.median(s.values(f'get_usage_{r}', 'atelier')[index]) * 1000:.1f} ms"
+        for r in cfg.ledger_rows))
 
 
 # -- summary ---------------------------------------------------------------------------
@@ -347,70 +499,86 @@ def _flat(rounds: list[list[float]]) -> list[float]:
     return [v for r in rounds for v in r]
 
 
-def summarize(cfg: Config, samples: dict[str, Samples]) -> dict[str, Any]:
-    a, f = samples["atelier"], samples["floor"]
-
-    def ratio_rows(atelier_rounds: list[Any], floor_rounds: list[Any]) -> tuple[float, list[float]]:
-        per_round = []
-        for x, y in zip(atelier_rounds, floor_rounds):
-            mx = _median(x) if isinstance(x, list) else x
-            my = _median(y) if isinstance(y, list) else y
-            per_round.append(mx / my if my else float("nan"))
-        return _median(per_round), per_round
-
-    def timed(key: str, target: float, label: str, unit: str = "s") -> dict[str, Any]:
-        xs, ys = getattr(a, key), getattr(f, key)
-        ratio, per_round = ratio_rows(xs, ys)
-        flat_x = _flat(xs) if xs and isinstance(xs[0], list) else xs
-        flat_y = _flat(ys) if ys and isinstance(ys[0], list) else ys
+def summarize(cfg: Config, s: Samples, extra: dict[str, Any]) -> dict[str, Any]:
+    def ratio(key: str, label: str, target: float | None, unit: str = "s", a: str = "atelier",
+              f: str = "floor") -> dict[str, Any]:
+        xs, ys = s.values(key, a), s.values(key, f)
+        per_round = [_median(x) / _median(y) if y and _median(y) else float("nan") for x, y in zip(xs, ys)]
+        r = _median(per_round)
+        loads = s.loads(key)
         return {
-            "label": label, "unit": unit,
-            "atelier": round(_median(flat_x), 4), "floor": round(_median(flat_y), 4),
-            "ratio": round(ratio, 3), "ratio_per_round": [round(r, 3) for r in per_round],
-            "target": f"<= {target:.2f}x", "met": ratio <= target,
-            "samples": {"atelier": xs, "floor": ys},
+            "label": label, "unit": unit, "atelier": round(_median(_flat(xs)), 4),
+            "floor": round(_median(_flat(ys)), 4), "ratio": round(r, 3),
+            "ratio_per_round": [round(v, 3) for v in per_round],
+            "target": "info" if target is None else f"<= {target:.2f}x",
+            "met": None if target is None else bool(r <= target),
+            "load": [min(loads), _median(loads), max(loads)] if loads else None,
+            "samples": {a: xs, f: ys},
         }
 
-    width, height = (int(v) for v in cfg.large_size.split("x"))
-    served = (max(16, round(width * cfg.scale)), max(16, round(height * cfg.scale)))
-    decoded_mb = served[0] * served[1] * 3 / MB  # one decoded RGB copy
-    rise_a, rise_f = _median(a.large_rss_rise_mb), _median(f.large_rss_rise_mb)
-    excess_copies = (rise_a - rise_f) / decoded_mb
-    metrics = {
-        "cold_start": timed("cold_start_s", 1.10, "cold start to tools/list (stdio)"),
-        "initialize": {**timed("initialize_s", float("inf"), "spawn to initialize answered"), "target": "info",
-                       "met": None},
-        "call": timed("call_s", 1.30, f"per call, {cfg.size}, upstream 0 ms"),
-        "concurrent": timed("concurrent_wall_s", 1.10,
-                            f"{cfg.concurrency} concurrent calls, upstream {cfg.concurrent_delay_ms} ms (wall)"),
-        "concurrent_rss": timed("concurrent_peak_rss_mb", 1.30, "peak RSS during the concurrent calls", "MB"),
-        "idle_rss": {**timed("idle_rss_mb", float("inf"), "RSS after start-up", "MB"), "target": "info",
-                     "met": None},
-        "large_call": timed("large_call_s", 1.50, f"per call, {cfg.large_size}"),
-        "large_rss_rise": {
-            "label": f"peak RSS rise for {cfg.large_size}", "unit": "MB",
-            "atelier": round(rise_a, 1), "floor": round(rise_f, 1),
-            "ratio": round(rise_a / rise_f, 3) if rise_f else None,
-            "decoded_copy_mb": round(decoded_mb, 1),
-            "excess_over_floor_in_decoded_copies": round(excess_copies, 2),
-            "target": "Atelier's extra rise over the floor <= ~4 decoded copies",
-            "met": excess_copies <= 4.0,
-            "samples": {"atelier": a.large_rss_rise_mb, "floor": f.large_rss_rise_mb},
-        },
-        "result_bytes": {
-            "label": "one tools/call result (JSON)", "unit": "B",
-            "atelier": a.result_bytes, "floor": f.result_bytes, "ratio": None,
-            "atelier_inline_image_b64": a.result_preview_bytes,
-            "target": "<= 150 KB incl. preview", "met": 0 < a.result_preview_bytes and a.result_bytes <= 150_000,
-        },
-        "tools_list_bytes": {
-            "label": "tools/list (JSON)", "unit": "B",
-            "atelier": a.tools_list_bytes, "floor": f.tools_list_bytes, "ratio": None,
-            "atelier_tools": a.tools, "floor_tools": f.tools,
-            "target": "<= 10 KB", "met": a.tools_list_bytes <= 10_000,
-        },
+    def absolute(key: str, label: str, target: float | None, unit: str = "ms") -> dict[str, Any]:
+        xs = s.values(key, "atelier")
+        scale = 1000 if unit == "ms" else 1
+        value = _median(_flat(xs)) * scale
+        loads = s.loads(key)
+        return {
+            "label": label, "unit": unit, "atelier": round(value, 2), "floor": None, "ratio": None,
+            "target": "info" if target is None else (f"<= {target / 1000:g} KB" if unit == "B"
+                                                     else f"<= {target:g} {unit}"),
+            "met": None if target is None else bool(value <= target),
+            "load": [min(loads), _median(loads), max(loads)] if loads else None,
+            "samples": {"atelier": xs},
+        }
+
+    size = cfg.size
+    top = max(cfg.concurrency)
+    m: dict[str, Any] = {
+        "cold_start": ratio("cold_start", "cold start -> tools/list (wall)", 1.10),
+        "cold_start_cpu": ratio("cold_start_cpu", "cold start -> tools/list (server CPU)", 1.10),
+        "first_call": ratio("first_call", f"first call after start ({cfg.first_call_pause_s:g} s pause)", 1.20),
+        "call": ratio("call", f"per call, {size}, upstream 0 ms, with preview (wall)", 1.60),
+        "call_cpu": ratio("call_cpu", f"per call, {size}, with preview (server CPU)", None),
+        "call_none": ratio("call_none", f"per call, {size}, return_image=none (wall)", 1.25),
+        "call_none_cpu": ratio("call_none_cpu", f"per call, {size}, return_image=none (server CPU)", None),
     }
-    return metrics
+    for n in cfg.concurrency:
+        target = {20: 1.10, top: 1.30}.get(n) if n > 1 else None
+        m[f"concurrent_{n}"] = ratio(f"concurrent_{n}", f"{n} calls at once, upstream {cfg.concurrent_delay_ms} ms",
+                                     target)
+    if 20 in cfg.concurrency:
+        m["concurrent_20_peak_rss"] = ratio("concurrent_20_peak_rss", "peak RSS, 20 at once", 1.40, "MB")
+    m[f"concurrent_{top}_peak_rss"] = ratio(f"concurrent_{top}_peak_rss", f"peak RSS, {top} at once", None, "MB")
+    m[f"concurrent_{top}_rss_after"] = ratio(f"concurrent_{top}_rss_after",
+                                             f"RSS {cfg.settle_s:g} s after a burst of {top}", 1.30, "MB")
+    m["idle_rss"] = ratio("idle_rss", "RSS after start-up", None, "MB")
+    for sz in cfg.sizes:
+        m[f"size_{sz}"] = ratio(f"size_{sz}", f"per call, {sz}", None)
+        m[f"size_{sz}_cpu"] = ratio(f"size_{sz}_cpu", f"per call, {sz} (server CPU)", None)
+    for rows in cfg.ledger_rows:
+        m[f"get_usage_{rows}"] = absolute(f"get_usage_{rows}", f"get_usage at {rows} ledger rows",
+                                          5.0 if rows == max(cfg.ledger_rows) else None)
+    for turns in cfg.session_turns:
+        last = turns == max(cfg.session_turns)
+        m[f"history_{turns}"] = absolute(f"history_{turns}", f"edit_session history at {turns} turns",
+                                         50.0 if last else None)
+        m[f"history_{turns}_bytes"] = absolute(f"history_{turns}_bytes", f"history reply at {turns} turns",
+                                               150_000 if last else None, "B")
+    m["get_jobs"] = absolute("get_jobs", f"get_jobs for {cfg.jobs} finished jobs", 5.0)
+    m["dalle_vs_openai"] = ratio("provider_call", f"dalle-shape vs openai provider per call, {size}", 1.10,
+                                 a="dalle", f="openai")
+    m["result_bytes"] = {"label": "one tools/call result (JSON)", "unit": "B",
+                         "atelier": extra.get("result_bytes", {}).get("atelier"),
+                         "floor": extra.get("result_bytes", {}).get("floor"), "ratio": None,
+                         "atelier_inline_image_b64": extra.get("result_inline_b64", {}).get("atelier", 0),
+                         "target": "info", "met": None}
+    m["tools_list_bytes"] = {"label": "tools/list (JSON)", "unit": "B",
+                             "atelier": extra.get("tools_list_bytes", {}).get("atelier"),
+                             "floor": extra.get("tools_list_bytes", {}).get("floor"), "ratio": None,
+                             "atelier_tools": extra.get("tools", {}).get("atelier"),
+                             "floor_tools": extra.get("tools", {}).get("floor"),
+                             "target": "<= 10 KB", "met": (extra.get("tools_list_bytes", {}).get("atelier") or 0)
+                             <= 10_000}
+    return m
 
 
 def _git(*args: str) -> str | None:
@@ -428,19 +596,21 @@ def table(metrics: dict[str, Any]) -> str:
             return f"{value / 1000:.1f} KB"
         if unit == "MB":
             return f"{value:.0f} MB"
+        if unit == "ms":
+            return f"{value:.1f} ms"
         return f"{value:.3f} s"
 
-    rows = [("metric", "atelier", "floor", "ratio", "target", "met")]
+    rows = [("figure", "atelier", "floor", "ratio", "target", "met", "load min/med/max")]
     for item in metrics.values():
         unit = item["unit"]
-        ratio = item.get("ratio")
+        r = item.get("ratio")
         met = item["met"]
+        ld = item.get("load")
         rows.append((
             item["label"], fmt(item["atelier"], unit), fmt(item["floor"], unit),
-            "-" if ratio is None else f"{ratio:.2f}",
-            item["target"] + (f" (excess {item['excess_over_floor_in_decoded_copies']:.1f} copies)"
-                              if "excess_over_floor_in_decoded_copies" in item else ""),
+            "-" if r is None else f"{r:.2f}", item["target"],
             "" if met is None else ("yes" if met else "NO"),
+            "-" if not ld else "/".join(f"{v:.1f}" for v in ld),
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |" for row in rows]
@@ -449,22 +619,26 @@ def table(metrics: dict[str, Any]) -> str:
 
 
 async def run(cfg: Config, log: Callable[[str], None]) -> dict[str, Any]:
-    samples = {"atelier": Samples(), "floor": Samples()}
+    s = Samples()
+    extra: dict[str, Any] = {}
     load_before = os.getloadavg()
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="atelier-bench-") as tmp, fake_upstream(cfg) as port:
         work = Path(tmp)
         specs = server_specs(cfg, port, work)
+        for rows in cfg.ledger_rows:
+            seed_ledger(work / f"ledger-{rows}", rows)
         imports = {name: await import_check(spec, work, cfg.timeout_s) for name, spec in specs.items()}
-        log("  vendor SDK imported at start-up or by list_available_models: "
+        log("  vendor SDK imported before tools/list: "
             + ", ".join(f"{n} {'YES ' + str(i['vendor_sdk_modules'][:3]) if i['vendor_sdk_imported'] else 'no'}"
                         for n, i in imports.items()))
         with open(work / "servers.log", "w") as errlog:
             for index in range(cfg.rounds):
-                log(f"round {index + 1}/{cfg.rounds}")
-                await one_round(cfg, specs, samples, errlog, index, log)
+                log(f"round {index + 1}/{cfg.rounds} (load {load()})")
+                await one_round(cfg, specs, s, errlog, index, log, extra)
+                await ledger_queries(cfg, port, work, s, errlog, index, log)
     return {
-        "schema": 1,
+        "schema": 2,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "duration_s": round(time.time() - started, 1),
         "git": {"commit": _git("rev-parse", "--short", "HEAD"),
@@ -473,7 +647,7 @@ async def run(cfg: Config, log: Callable[[str], None]) -> dict[str, Any]:
                     "cpus": os.cpu_count(), "loadavg_before": [round(v, 2) for v in load_before],
                     "loadavg_after": [round(v, 2) for v in os.getloadavg()]},
         "config": asdict(cfg),
-        "metrics": summarize(cfg, samples),
+        "metrics": summarize(cfg, s, extra),
         "imports": imports,
     }
 
@@ -489,14 +663,14 @@ def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--label", default="", help="stored in the JSON (e.g. 'before', 'after')")
     parser.add_argument("--atelier-env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment variable for the Atelier server (repeatable)")
-    parser.add_argument("--concurrency", type=int)
     args = parser.parse_args(argv)
     cfg = Config()
     if args.quick:
-        cfg = Config(rounds=1, cold_starts=1, warmup=1, calls=1, concurrency=3, concurrent_delay_ms=50,
-                     large_calls=1, scale=0.125, timeout_s=60.0)
+        cfg = Config(rounds=1, cold_starts=1, first_call_pause_s=0.2, warmup=1, calls=1, size_calls=1,
+                     sizes=("512x512", "1024x1024"), concurrency=(1, 3), concurrent_delay_ms=50, settle_s=0.2,
+                     ledger_rows=(0, 50), session_turns=(1, 3), jobs=3, repeat=1, scale=0.125, timeout_s=60.0)
     cfg.atelier_env = dict(item.split("=", 1) for item in args.atelier_env)
-    for key in ("rounds", "cold_starts", "calls", "concurrency"):
+    for key in ("rounds", "cold_starts", "calls"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
     return cfg, args

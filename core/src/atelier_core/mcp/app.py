@@ -14,6 +14,7 @@ from mcp.server.mcpserver import MCPServer
 from atelier_core import __version__
 from atelier_core.logging import add_secret, add_url_credentials, configure_logging
 from atelier_core.engine.jobs import build_jobs
+from atelier_core.engine.memory import MemoryReturner
 from atelier_core.engine.pipeline import Pipeline
 from atelier_core.engine.sessions import SessionManager
 from atelier_core.settings import Settings
@@ -65,10 +66,13 @@ def build_server(atelier: Pipeline, *, configure_logs: bool = True) -> MCPServer
         log.debug("server session starting", models=len(atelier.registry.models))
         # Temp files a crash left behind: swept off the event loop, never blocking start-up.
         sweep = asyncio.get_running_loop().run_in_executor(None, atelier.store.sweep_temp)
+        # Memory a burst of large answers leaves behind goes back to the system.
+        returner = asyncio.create_task(MemoryReturner().run())
         try:
             async with jobs.running():  # background jobs live as long as the server
                 yield atelier
         finally:
+            returner.cancel()
             await sweep
             await atelier.aclose()
 
