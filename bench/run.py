@@ -455,19 +455,36 @@ async def one_round(cfg: Config, specs: dict[str, ServerSpec], s: Samples, errlo
 
 
 def seed_ledger(data_dir: Path, rows: int) -> None:
-    """``rows`` ledger entries over the last 30 days, through the state layer's own API."""
-    from atelier_core.engine.cost import Ledger, LedgerEntry
-    from atelier_core.state.database import StateStore
+    """``rows`` ledger entries over the last 30 days, written through the ledger the
+    server itself uses (``Pipeline.ledger``; its ``record`` may be sync or async)."""
+    import importlib
+    import inspect
 
-    ledger = Ledger(StateStore.open(data_dir))
+    from atelier_core.engine.pipeline import Pipeline
+    from atelier_core.settings import ExplicitSettings
+
+    pipeline = Pipeline.build(ExplicitSettings(data_dir=data_dir), entry_points=False)
+    ledger = pipeline.ledger
+    entry_class = importlib.import_module(type(ledger).__module__).LedgerEntry
     now = datetime.now(UTC)
+    entries = []
     for i in range(rows):
         at = now - timedelta(minutes=(i * 4) % (29 * 24 * 60))
-        ledger.record(LedgerEntry(
+        entries.append(entry_class(
             at=at.timestamp(), day=at.strftime("%Y-%m-%d"), run_id=f"seed-{i % 7}", provider="openai",
             model=("openai/gpt-image-2", "openai/gpt-image-1", "gemini/imagen-4")[i % 3], operation="generate",
             images=1 + i % 2, estimate_usd=0.04, cost_usd=0.03 if i % 2 else None, status="billed",
         ))
+    if inspect.iscoroutinefunction(ledger.record):
+        async def write() -> None:
+            for entry in entries:
+                await ledger.record(entry)
+            await pipeline.aclose()
+
+        asyncio.run(write())
+    else:
+        for entry in entries:
+            ledger.record(entry)
 
 
 async def ledger_queries(cfg: Config, port: int, work: Path, s: Samples, errlog: TextIO, index: int,
