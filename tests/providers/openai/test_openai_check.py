@@ -35,9 +35,12 @@ def test_moderation_is_generate_only() -> None:
 def test_input_fidelity_is_edit_only_and_per_model() -> None:
     error = _refused(_entry("gpt-image-1.5"), options={"input_fidelity": "high"})
     assert error.parameter == "options.input_fidelity"
-    # gpt-image-2 has no input_fidelity at all ("For gpt-image-2, omit this parameter")
-    error = _refused(_entry("gpt-image-2"), Operation.EDIT, (input_image(),), options={"input_fidelity": "low"})
-    assert error.parameter == "options.input_fidelity" and "not an option" in str(error)
+    # gpt-image-2 fixes it ("For gpt-image-2, omit this parameter"): accepted, not sent, reported
+    # (the servers people migrate from ignore it there).
+    checked = validated(_entry("gpt-image-2"), Operation.EDIT, (input_image(),), options={"input_fidelity": "low"})
+    assert "input_fidelity" not in checked.request.options
+    assert checked.applied["not_applied"] == {"options.input_fidelity": "low"}
+    assert any("not applied" in note for note in checked.notes)
     error = _refused(_entry("gpt-image-1-mini"), Operation.EDIT, (input_image(),), options={"input_fidelity": "high"})
     assert error.parameter == "options.input_fidelity"
 

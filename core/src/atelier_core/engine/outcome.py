@@ -68,6 +68,9 @@ class CallOutcome(BaseModel):
     job: dict[str, Any] | None = Field(
         None, description="set when the call continues as a background job: its id and state"
     )
+    continuation: dict[str, Any] = Field(
+        default_factory=dict, description="options that continue this answer on the same model (edit sessions)"
+    )
 
 
 class PreviewCache:

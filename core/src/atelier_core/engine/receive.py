@@ -77,6 +77,7 @@ async def collect(pipe: Pipeline,
     texts: list[str] = []
     request_ids: list[str] = []
     applied = dict(prepared.validated.applied)
+    continuation: dict[str, Any] = {}
     provider_cost: float | None = None
     records: list[ImageRecord] = []
     pending: list[tuple[int, Any]] = []  # (global index, ProviderImage)
@@ -95,6 +96,7 @@ async def collect(pipe: Pipeline,
         if result.request_id:
             request_ids.append(result.request_id)
         applied.update(result.applied)
+        continuation.update(result.continuation)
         if result.cost_usd is not None:
             provider_cost = (provider_cost or 0.0) + result.cost_usd
         for failure in result.failures:
@@ -169,6 +171,7 @@ async def collect(pipe: Pipeline,
         texts=texts,
         request_id=request_id,
         elapsed_s=round(time.perf_counter() - prepared.started, 4),
+        continuation=continuation,
     )
 
 

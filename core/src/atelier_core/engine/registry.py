@@ -154,7 +154,8 @@ class Registry:
         if retired:
             provider, info = retired
             raise RetiredModelError(
-                name, retired_on=info.retired_on, replacement=info.replacement, provider=provider.name
+                name, retired_on=info.retired_on, replacement=info.replacement, provider=provider.name,
+                guide=info.guide,
             )
         raise UnknownModelError(name, [*self.models, *(a for a, t in self.aliases.items() if t)])
 

@@ -335,9 +335,11 @@ class SessionManager:
                     code="unsupported_capability",
                 )
             carried, notes = _carry(view.defaults, call, entry.spec)
+            options = _chained(base, entry.canonical_id, call.options, notes)
             reference = base.resource_uri or str(path)
             edit_call = call.model_copy(
-                update={**carried, "model": entry.canonical_id, "images": [reference, *call.images], "n": 1}
+                update={**carried, "model": entry.canonical_id, "images": [reference, *call.images], "n": 1,
+                        "options": options}
             )
             outcome = await self._execute(edit_call, Operation.EDIT, **execute_kwargs)
             if notes:
@@ -363,6 +365,19 @@ class SessionManager:
                     (turn.turn, now, json.dumps(defaults), session_id),
                 )
         return self.get(session_id), outcome
+
+
+def _chained(base: SessionTurn, model: str, options: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """The turn's options plus the base turn's continuation (a vendor's own turn chaining,
+    e.g. a response id) when the same model continues it and the caller did not choose otherwise."""
+    continuation = (base.outcome or {}).get("continuation") or {}
+    if not continuation or base.model != model:
+        return options
+    if any(key in options and options[key] != value for key, value in continuation.items()):
+        return options  # the caller chose otherwise (another route, or its own response id)
+    notes.append(f"continued turn {base.turn}'s conversation with {model} "
+                 f"({', '.join(f'options.{k}' for k in continuation)})")
+    return {**options, **continuation}
 
 
 def _carry(defaults: dict[str, Any], call: ImageCall, spec: Any) -> tuple[dict[str, Any], list[str]]:

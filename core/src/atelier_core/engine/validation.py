@@ -100,7 +100,8 @@ def validate_call(
         raise InvalidParameterError("seed", call.seed, "is out of range", allowed="a 64-bit integer")
     if call.negative_prompt and not spec.negative_prompt:
         raise _unsupported("negative_prompt", call.negative_prompt, name, "negative prompts")
-    options = _options(call.options, spec, name)
+    options, not_applied = _compat_options(call.options, spec, name, notes)
+    options = _options(options, spec, name)
     _check_images(images, mask, spec, operation, name)
 
     request = ImageRequest(
@@ -125,6 +126,8 @@ def validate_call(
     )
     entry.provider.check(request, spec)
     applied = applied_parameters(request, name)
+    if not_applied:
+        applied["not_applied"] = not_applied
     return Validated(request=request, requested=call.requested(), applied=applied, notes=notes)
 
 
@@ -206,6 +209,36 @@ def _choice(parameter: str, value: str | None, allowed: Sequence[str], name: str
         parameter, value, f"is not allowed for {name}", allowed=list(allowed),
         fix=f"use one of the allowed values for {parameter}",
     )
+
+
+def _compat_options(
+    options: dict[str, Any], spec: ModelSpec, name: str, notes: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Options other servers use: renamed ones are sent under this model's name, ignored
+    ones are dropped (the model fixes them). Both are reported, never silent."""
+    if not options or not (spec.option_renames or spec.ignored_options):
+        return options, {}
+    kept: dict[str, Any] = {}
+    not_applied: dict[str, Any] = {}
+    for key, value in options.items():
+        if key in spec.ignored_options:
+            if value is not None:
+                not_applied[f"options.{key}"] = value
+                notes.append(f"options.{key}={value} accepted but not applied: {spec.ignored_options[key]}")
+            continue
+        target = spec.option_renames.get(key)
+        if target is None:
+            kept[key] = value
+            continue
+        if options.get(target) not in (None, value):
+            raise InvalidParameterError(
+                f"options.{key}", value, f"conflicts with options.{target} ({name} sends {key} as {target})",
+                allowed=f"options.{target} alone, or both with the same value",
+                fix=f"drop options.{key} and keep options.{target}",
+            )
+        kept[target] = value
+        notes.append(f"options.{key} was sent as options.{target} ({name} takes {target} in its place)")
+    return kept, not_applied
 
 
 def _options(options: dict[str, Any], spec: ModelSpec, name: str) -> dict[str, Any]:

@@ -220,12 +220,13 @@ class UnknownModelError(RequestError):
 class RetiredModelError(RequestError):
     code = "retired_model"
 
-    def __init__(self, name: str, *, retired_on: str, replacement: str, provider: str) -> None:
+    def __init__(self, name: str, *, retired_on: str, replacement: str, provider: str, guide: str = "") -> None:
+        mapping = f" (the mapping from old model names and parameters is in {guide})" if guide else ""
         super().__init__(
             f"model {name} was retired by {provider} on {retired_on} and no longer serves requests",
             parameter="model",
             value=name,
-            fix=f"use {replacement} instead",
+            fix=f"use {replacement} instead{mapping}",
             provider=provider,
         )
         self.replacement = replacement

@@ -233,6 +233,7 @@ class RetiredModel(_Frozen):
     id: str
     retired_on: str
     replacement: str
+    guide: str = Field("", description="where the mapping from old names to current ones is documented")
 
 
 class ModelSpec(_Frozen):
@@ -275,6 +276,16 @@ class ModelSpec(_Frozen):
     options: type[BaseModel] | None = Field(
         None, description="model-specific extra options: a pydantic model with extra='forbid'"
     )
+    option_renames: dict[str, str] = Field(
+        default_factory=dict,
+        description="option names other servers use → the option they are sent as here "
+        "(e.g. user → safety_identifier); the call says so in its notes",
+    )
+    ignored_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="options accepted for compatibility but not applied on this model → why "
+        "(reported under applied.not_applied and in the notes)",
+    )
     pricing: Pricing | None = None
     streams_partial_images: bool = False
     returns_revised_prompt: bool = False
@@ -295,6 +306,11 @@ class ModelSpec(_Frozen):
             raise ValueError(f"{self.id}: default_quality not in qualities")
         if self.default_output_format and self.default_output_format not in self.output_formats:
             raise ValueError(f"{self.id}: default_output_format not in output_formats")
+        known = set(self.options.model_fields) if self.options is not None else set()
+        if not set(self.option_renames.values()) <= known:
+            raise ValueError(f"{self.id}: option_renames must point to options of the model")
+        if set(self.ignored_options) & known:
+            raise ValueError(f"{self.id}: an ignored option cannot also be an option of the model")
         if not set(self.compression_formats) <= set(self.output_formats):
             raise ValueError(f"{self.id}: compression_formats must be output formats")
         if self.n_native_max is not None and self.n_native_max > self.n_max:

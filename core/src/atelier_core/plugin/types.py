@@ -180,3 +180,8 @@ class ProviderResult(BaseModel):
     texts: list[str] = Field(default_factory=list)
     applied: dict[str, Any] = Field(default_factory=dict)
     cost_usd: float | None = Field(None, description="provider-computed cost, if it knows better")
+    continuation: dict[str, Any] = Field(
+        default_factory=dict,
+        description="options that continue this answer's conversation on the same model (a vendor's "
+        "turn chaining, e.g. a response id); edit sessions send them with the next turn",
+    )

@@ -233,6 +233,9 @@ FAMILIES: dict[str, tuple[Caps, tuple[str, ...]]] = {
     "chatgpt-image-latest": (_CHATGPT, ()),
 }
 
+#: Where old model names and other servers' parameters are mapped to Atelier's.
+MIGRATION_GUIDE = "docs/migrating.md"
+
 #: Retired upstream and kept out of the catalogue; a call naming them is told why.
 #: dall-e-2/3 (retired 2026-05-12) belong to the separate atelier-dalle plugin.
 RETIRED = (
@@ -240,8 +243,13 @@ RETIRED = (
         id="gpt-image-1",
         retired_on="2026-10-23",
         replacement="openai/gpt-image-2.5-sunburst (or openai/gpt-image-2.5-flare)",
+        guide=MIGRATION_GUIDE,
     ),
 )
+
+# "For gpt-image-2, omit this parameter" (input_fidelity docstring): the newer families
+# keep input images at high fidelity and take no setting.
+_FIXED_FIDELITY = "{model} always keeps input images at high fidelity; OpenAI takes no input_fidelity for it"
 
 _SVG_EFFORTS = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 
@@ -273,6 +281,21 @@ def _options_model(model_id: str, caps: Caps, *, svg: bool) -> type[BaseModel]:
             ),
         ),
     }
+    fields["route"] = (
+        Literal["images", "responses"] | None,
+        Field(
+            None,
+            description="images (default): the Images API; responses: the Responses API image_generation "
+            "tool (n=1; edit sessions chain its turns with previous_response_id)",
+        ),
+    )
+    fields["previous_response_id"] = (
+        str | None,
+        Field(
+            None, min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_\-]+$",
+            description="route=responses: continue this Responses API turn (edit sessions set it)",
+        ),
+    )
     if caps.input_fidelity:
         choices = tuple(caps.input_fidelity)
         fields["input_fidelity"] = (
@@ -356,6 +379,10 @@ def build_spec(
         prompt_required_for=frozenset({Operation.GENERATE, Operation.EDIT}),
         input_images=EDIT_INPUTS,
         options=_options_model(model_id, caps, svg=svg),
+        # OpenAI replaced the Images API's `user` with `safety_identifier`; callers coming
+        # from servers that still take `user` keep working (the call's notes say so).
+        option_renames={"user": "safety_identifier"},
+        ignored_options={} if caps.input_fidelity else {"input_fidelity": _FIXED_FIDELITY.format(model=model_id)},
         pricing=caps.pricing,
         streams_partial_images=True,
         returns_revised_prompt=False,

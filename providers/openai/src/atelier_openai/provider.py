@@ -133,6 +133,18 @@ class OpenAIProvider(Provider):
                              f"overlay is {overlay.width}x{overlay.height} but the first image is "
                              f"{first.width}x{first.height}",
                              "make the markup overlay exactly the size of the first image")
+        route = self.conf.route_for(spec.id, edit=edit, requested=options.get("route"))
+        if route == "responses":
+            if request.n != 1:
+                raise InvalidParameterError("n", request.n, "must be 1 on the Responses API route (one image per turn)",
+                                            allowed="1", fix="ask for one image, or use options.route=images")
+            for key in ("markup", "partial_images"):
+                if options.get(key):
+                    raise refuse(f"options.{key}", options[key], "is not available on the Responses API route",
+                                 "remove it, or use options.route=images")
+        elif options.get("previous_response_id"):
+            raise refuse("options.previous_response_id", options["previous_response_id"],
+                         "only continues a Responses API turn", "add options.route=responses, or remove it")
         partials = options.get("partial_images")
         gif_opts = [k for k in ("frame_count", "frame_duration_ms") if options.get(k) is not None]
         svg_opts = [k for k in ("svg_model", "svg_reasoning_effort") if options.get(k) is not None]
@@ -181,11 +193,19 @@ class OpenAIProvider(Provider):
             self._client = openai.AsyncOpenAI(base_url=conf.base_url, **common)
         return self._client
 
+    def _route(self, request: ImageRequest) -> str:
+        return self.conf.route_for(request.model, edit=request.operation is Operation.EDIT,
+                                   requested=request.options.get("route"))
+
     async def generate(self, request: ImageRequest, ctx: CallContext) -> ProviderResult:
+        if self._route(request) == "responses":
+            return await self._respond(request, ctx)
         kwargs = translate.generate_kwargs(request, self.conf, translate.partials_for(request, self.conf))
         return await self._call(request, ctx, kwargs)
 
     async def edit(self, request: ImageRequest, ctx: CallContext) -> ProviderResult:
+        if self._route(request) == "responses":
+            return await self._respond(request, ctx)
         kwargs = translate.edit_kwargs(request, self.conf, translate.partials_for(request, self.conf))
         return await self._call(request, ctx, kwargs)
 
@@ -224,6 +244,23 @@ class OpenAIProvider(Provider):
                 applied=translate.applied_from(response),
                 texts=_svg_note(response),
             )
+        except Exception as exc:
+            raise self._mapped(exc, request) from None
+
+    async def _respond(self, request: ImageRequest, ctx: CallContext) -> ProviderResult:
+        """One turn through the Responses API ``image_generation`` tool (``route=responses``)."""
+        client = self._client_for_call()
+        timeout = min(self.conf.timeout_s, ctx.timeout_s) if ctx.timeout_s else self.conf.timeout_s
+        kwargs = translate.responses_kwargs(request, self.conf)
+        log.debug("openai responses call", model=request.model, operation=request.operation.value,
+                  chained=bool(kwargs.get("previous_response_id")))
+        try:
+            raw = await client.responses.with_raw_response.create(**kwargs, timeout=timeout)
+            request_id = raw.headers.get("x-request-id")
+            response = raw.parse()
+            del raw
+            return await asyncio.to_thread(translate.result_from_response, response, request,
+                                           request_id=request_id, host_model=self.conf.responses_model)
         except Exception as exc:
             raise self._mapped(exc, request) from None
 

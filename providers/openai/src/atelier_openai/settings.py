@@ -66,6 +66,23 @@ class OpenAISettings(ProviderSettings):
         validation_alias=_env("model_names"),
         description="model id → name sent upstream: Azure deployment names, or a gateway's model names",
     )
+    responses_model: str = Field(
+        "gpt-4.1-mini",
+        validation_alias=_env("responses_model", "OPENAI_RESPONSES_EDIT_MODEL"),
+        description="host model of the Responses API route (route=responses): it calls the "
+        "image_generation tool; its own tokens are billed at its own price",
+    )
+    responses_edit_models: list[str] = Field(
+        default_factory=list,
+        validation_alias=_env("responses_edit_models"),
+        description="model ids whose edits use the Responses API route by default ('*' = all); "
+        "a call's options.route overrides it",
+    )
+    force_responses_edits: bool = Field(
+        False,
+        validation_alias=_env("force_responses_edits", "OPENAI_FORCE_RESPONSES_EDITS"),
+        description="every edit uses the Responses API route (as responses_edit_models = ['*'])",
+    )
     azure: bool = Field(False, description="use Azure OpenAI (AsyncAzureOpenAI) instead of api.openai.com")
     azure_endpoint: str | None = Field(
         None, validation_alias=_env("azure_endpoint", "AZURE_OPENAI_ENDPOINT"),
@@ -75,6 +92,14 @@ class OpenAISettings(ProviderSettings):
         None, validation_alias=_env("azure_api_version", "OPENAI_API_VERSION"),
         description="Azure OpenAI API version, e.g. 2025-04-01-preview",
     )
+
+    def route_for(self, model_id: str, *, edit: bool, requested: str | None) -> str:
+        """``images`` or ``responses``: the call's choice, else the configured edit route."""
+        if requested is not None:
+            return requested
+        if edit and (self.force_responses_edits or {"*", model_id} & set(self.responses_edit_models)):
+            return "responses"
+        return "images"
 
     def upstream_model(self, model_id: str) -> str:
         """The name sent as ``model`` (an Azure deployment or a gateway's name)."""

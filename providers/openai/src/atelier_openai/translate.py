@@ -11,6 +11,7 @@ from __future__ import annotations
 import binascii
 import json
 import re
+from types import SimpleNamespace
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -49,7 +50,9 @@ __all__ = [
     "parse_retry_after",
     "partials_for",
     "redact",
+    "responses_kwargs",
     "result_from_items",
+    "result_from_response",
     "usage_from",
 ]
 
@@ -139,6 +142,93 @@ def edit_kwargs(request: ImageRequest, settings: OpenAISettings, partials: int =
     if request.options.get("input_fidelity") is not None:
         kwargs["input_fidelity"] = request.options["input_fidelity"]
     return kwargs
+
+
+def _data_url(image: InputImage) -> str:
+    import base64
+
+    return f"data:{image.mime_type};base64,{base64.b64encode(image.data).decode()}"
+
+
+# Image-tool fields that mean the same as the Images API parameters of the same name.
+_TOOL_FIELDS = ("quality", "output_format", "output_compression", "background")
+_TOOL_OPTIONS = ("moderation", "input_fidelity", "complexity", "frame_count", "frame_duration_ms")
+
+
+def responses_kwargs(request: ImageRequest, settings: OpenAISettings) -> dict[str, Any]:
+    """Keyword arguments for ``client.responses.create`` with the ``image_generation`` tool.
+
+    The host model (``settings.responses_model``) is made to call the tool once. Input
+    images go as ``input_image`` data URLs, the mask as ``input_image_mask``. With
+    ``options.previous_response_id`` the turn continues that response (OpenAI keeps the
+    earlier image in the conversation), so the first image is not uploaded again unless
+    a mask must apply to it.
+    """
+    options = request.options
+    tool: dict[str, Any] = {
+        "type": "image_generation",
+        "model": settings.upstream_model(request.model),
+        "action": "edit" if request.operation is Operation.EDIT else "generate",
+        "size": request.size or "auto",
+    }
+    tool.update({k: getattr(request, k) for k in _TOOL_FIELDS if getattr(request, k) is not None})
+    tool.update({k: options[k] for k in _TOOL_OPTIONS if options.get(k) is not None})
+    previous = options.get("previous_response_id")
+    images = list(request.images)
+    if previous and images and request.mask is None:
+        images = images[1:]  # the chained conversation already holds the image being edited
+    content: list[dict[str, Any]] = [{"type": "input_text", "text": request.prompt or ""}]
+    content += [{"type": "input_image", "image_url": _data_url(image)} for image in images]
+    if request.mask is not None:
+        tool["input_image_mask"] = {"image_url": _data_url(request.mask)}
+    kwargs: dict[str, Any] = {
+        "model": settings.responses_model,
+        "input": [{"role": "user", "content": content}],
+        "tools": [tool],
+        "tool_choice": {"type": "image_generation"},
+        "store": True,  # previous_response_id needs the response kept
+    }
+    if previous:
+        kwargs["previous_response_id"] = previous
+    if options.get("safety_identifier"):
+        kwargs["safety_identifier"] = options["safety_identifier"]
+    return kwargs
+
+
+def result_from_response(response: Any, request: ImageRequest, *, request_id: str | None,
+                         host_model: str) -> ProviderResult:
+    """A Responses API answer → result: each ``image_generation_call`` is one image.
+
+    The response id comes back in ``continuation`` (edit sessions send it as
+    ``options.previous_response_id`` with the next turn). A call that failed inside the
+    tool (moderation) is a safety refusal when no image came back.
+    """
+    calls = [item for item in (getattr(response, "output", None) or [])
+             if getattr(item, "type", None) == "image_generation_call"]
+    refused = [c for c in calls if getattr(c, "error", None) is not None and not getattr(c, "result", None)]
+    items = [SimpleNamespace(b64_json=c.result, revised_prompt=getattr(c, "revised_prompt", None))
+             for c in calls if getattr(c, "result", None)]
+    if not items and refused:
+        error = refused[0].error
+        raise _safety(str(getattr(error, "message", "") or "image generation was blocked"), None, request_id)
+    if not items:
+        raise UpstreamProtocolError(
+            "openai's Responses API answered without an image_generation_call result "
+            f"(the host model {host_model} did not produce an image)",
+            provider=PROVIDER, request_id=request_id, fix="try again, or use options.route=images",
+        )
+    applied = applied_from(calls[0]) | {"route": "responses"}
+    usage = getattr(response, "usage", None)
+    texts = []
+    if usage is not None:
+        texts.append(f"the Responses API host model {host_model} used {getattr(usage, 'input_tokens', '?')} "
+                     f"input and {getattr(usage, 'output_tokens', '?')} output tokens, billed at its own "
+                     "price on top of the image (not in this cost)")
+    result = result_from_items(items, request, usage=None, request_id=request_id, applied=applied, texts=texts)
+    response_id = getattr(response, "id", None)
+    if response_id:
+        result.continuation = {"route": "responses", "previous_response_id": str(response_id)}
+    return result
 
 
 def _unique_name(image: InputImage, index: int) -> str:
@@ -447,7 +537,8 @@ def _status_error(
         for info in retired:
             if info.id == model:
                 error: AtelierError = RetiredModelError(
-                    model, retired_on=info.retired_on, replacement=info.replacement, provider=PROVIDER
+                    model, retired_on=info.retired_on, replacement=info.replacement, provider=PROVIDER,
+                    guide=info.guide,
                 )
                 error.request_id = request_id
                 return error
