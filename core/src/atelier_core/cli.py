@@ -8,89 +8,133 @@
     atelier-mcp generate PROMPT     one-off generation; prints the saved path(s)
     atelier-mcp edit IMAGE...       one-off edit; prints the saved path(s)
     atelier-mcp doctor              settings, plugins and providers; spends nothing
+    atelier-mcp usage [--days N]    spend by day, provider and model
     atelier-mcp demo                drives a real stdio server with the MCP client, offline
 
-Logs go to stderr; stdout carries only the command's output.
+Logs go to stderr; stdout carries only the command's output. On a terminal, generate/edit
+show a progress bar on stderr (rich) and a bare ``atelier-mcp`` says what it is waiting for.
+Errors name options and commands (``--model``, ``atelier-mcp models``), not MCP tool
+parameters.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import re
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from atelier_core import __version__
+from atelier_core.engine.progress import Progress
 from atelier_core.plugin.errors import AtelierError
-from atelier_core.settings import Settings, config_path
 from atelier_core.plugin.spec import Operation
 from atelier_core.plugin.types import ImageCall
+from atelier_core.settings import Settings, config_path, unknown_setting_warnings
 
 __all__ = ["main"]
 
 # Absolute: after a plain install the repository's docs/ folder is not on the user's disk.
 CONFIGURATION_DOCS = "https://github.com/atelier-mcp/atelier/blob/main/docs/configuration.md"
+STDIO_HINT = (
+    "atelier-mcp: serving MCP over stdio, waiting for an MCP client to speak on stdin (Ctrl+C stops); "
+    "to try it by hand: atelier-mcp demo, atelier-mcp generate \"a fox\" --model placeholder, atelier-mcp --help"
+)
+MAX_IMAGES = 100  # per call; each model's own limit is checked before anything is sent
+MAX_DAYS = 3650
 PLACEHOLDER_NOTICE = (
     "The placeholder provider draws placeholder pictures (a gradient, shapes and the prompt's "
     f"words) locally. They are NOT AI images. Configure a real provider for those: see {CONFIGURATION_DOCS}"
 )
 
 
+def _bounded(low: int, high: int, unit: str) -> Callable[[str], int]:
+    """An argparse type: a whole number within [low, high], or an error that says what is allowed."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number: use {low} to {high} {unit}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not allowed: use {low} to {high} {unit}")
+        return value
+
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="atelier-mcp",
-        description="Atelier: one MCP server for every image model. Without a command, serves MCP over stdio.",
+        description="Atelier: one MCP server for every image model. Without a command, serves MCP "
+        "over stdio (what MCP clients start).",
+        epilog="Settings: ATELIER_* variables or atelier.toml (atelier-mcp doctor shows them); "
+        f"every setting: {CONFIGURATION_DOCS}",
     )
     parser.add_argument("--version", action="version", version=f"atelier-mcp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="serve MCP (stdio by default)")
-    serve.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
-    serve.add_argument("--host", help="HTTP bind address (default: http.host, 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="HTTP port (default: http.port, 8765)")
+    def command(name: str, helptext: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ".")
 
-    models = sub.add_parser("models", help="list models and whether each is available")
-    models.add_argument("--json", action="store_true", help="print JSON")
-    models.add_argument("--provider", help="only this provider")
-    models.add_argument("--capability", choices=[op.value for op in Operation], help="only models that can")
+    serve = command("serve", "serve MCP over stdio (the default), or over streamable HTTP with --http")
+    serve.add_argument("--http", action="store_true",
+                       help="serve streamable HTTP instead of stdio (default address 127.0.0.1:8765/mcp)")
+    serve.add_argument("--host", help="HTTP bind address (default: the http.host setting, 127.0.0.1)")
+    serve.add_argument("--port", type=_bounded(1, 65535, "(a TCP port)"),
+                       help="HTTP port (default: the http.port setting, 8765)")
 
-    for name, helptext in (("generate", "generate image(s) from a prompt"), ("edit", "edit image(s)")):
-        command = sub.add_parser(name, help=helptext)
+    models = command("models", "list the models and whether each is available (and why not)")
+    models.add_argument("--json", action="store_true", help="print the whole catalogue as JSON")
+    models.add_argument("--provider", help="only this provider's models, e.g. openai")
+    models.add_argument("--capability", choices=[op.value for op in Operation],
+                        help="only models that can do this")
+
+    for name, helptext in (("generate", "generate image(s) from a prompt; prints the saved path(s)"),
+                           ("edit", "edit image(s), or make a variation; prints the saved path(s)")):
+        one = command(name, helptext)
         if name == "generate":
-            command.add_argument("prompt", help="what to draw")
+            one.add_argument("prompt", help="what to draw")
         else:
-            command.add_argument("images", nargs="+", help="input image(s); the first is edited")
-            command.add_argument("--prompt", help="the change (omit for a variation where supported)")
-            command.add_argument("--mask", help="PNG whose transparent pixels mark the area to change")
-        command.add_argument("--model", help="model id or alias (default: default_model)")
-        command.add_argument("--size", help="WxH, auto or W:H")
-        command.add_argument("--aspect-ratio")
-        command.add_argument("--resolution")
-        command.add_argument("--quality")
-        command.add_argument("--n", type=int, default=1, help="number of images")
-        command.add_argument("--output-format")
-        command.add_argument("--output-compression", type=int)
-        command.add_argument("--background")
-        command.add_argument("--seed", type=int)
-        command.add_argument("--negative-prompt")
-        command.add_argument("--style")
-        command.add_argument("--option", action="append", default=[], metavar="KEY=JSON",
-                             help="model-specific option (repeatable), e.g. --option moderation='\"low\"'")
-        command.add_argument("--filename", help="output path relative to the output directory")
-        command.add_argument("--overwrite", action="store_true")
-        command.add_argument("--dry-run", action="store_true", help="validate and price only")
-        command.add_argument("--json", action="store_true", help="print the whole outcome as JSON")
+            one.add_argument("images", nargs="+", metavar="IMAGE",
+                             help="input image file(s) or URL(s); the first is the one edited")
+            one.add_argument("--prompt", help="the change to make (omit for a variation, where the model offers one)")
+            one.add_argument("--mask", help="PNG of the image's size whose transparent pixels mark the area to change")
+        one.add_argument("--model", help="model id or alias, e.g. openai/gpt-image-2 (default: the "
+                         "default_model setting; `atelier-mcp models` lists them)")
+        one.add_argument("--size", help="WxH in pixels, auto, or an aspect ratio W:H")
+        one.add_argument("--aspect-ratio", help="W:H, e.g. 16:9, for models that take a ratio")
+        one.add_argument("--resolution", help="resolution class, e.g. 1K, 2K, 4K, for models that take one")
+        one.add_argument("--quality", help="e.g. low, medium, high (the model's own values)")
+        one.add_argument("--n", type=_bounded(1, MAX_IMAGES, "images"), default=1,
+                         help="number of images (default 1)")
+        one.add_argument("--output-format", help="png, jpeg or webp (the model's own values)")
+        one.add_argument("--output-compression", type=_bounded(0, 100, "(100 = least compression)"),
+                         help="JPEG/WebP compression, 0 to 100")
+        one.add_argument("--background", help="transparent, opaque or auto, for models that offer it")
+        one.add_argument("--seed", type=_bounded(0, 2**32 - 1, "(a seed)"),
+                         help="seed for reproducible results, for models that take one")
+        one.add_argument("--negative-prompt", help="what to keep out of the picture, for models that take it")
+        one.add_argument("--style", help="a named style, for models that offer styles")
+        one.add_argument("--option", action="append", default=[], metavar="KEY=JSON",
+                         help="model-specific option (repeatable), e.g. --option moderation='\"low\"'")
+        one.add_argument("--filename", help="output path relative to the output directory")
+        one.add_argument("--overwrite", action="store_true", help="replace an existing file at --filename")
+        one.add_argument("--dry-run", action="store_true",
+                         help="validate and price the call, send nothing (free)")
+        one.add_argument("--json", action="store_true", help="print the whole outcome as JSON")
 
-    sub.add_parser("doctor", help="check settings, plugins and providers (spends nothing)")
-    usage = sub.add_parser("usage", help="spend by day, provider and model (from the ledger)")
-    usage.add_argument("--days", type=int, default=30, help="how many UTC days back (default 30)")
+    command("doctor", "check settings, plugins and providers (spends nothing)")
+    usage = command("usage", "spend by day, provider and model (from the ledger)")
+    usage.add_argument("--days", type=_bounded(1, MAX_DAYS, "days"), default=30,
+                       help="how many UTC days back (default 30)")
     usage.add_argument("--json", action="store_true", help="print the report as JSON")
-    demo = sub.add_parser("demo", help="run an offline end-to-end demo over stdio")
-    demo.add_argument("--keep-quiet", action="store_true", help=argparse.SUPPRESS)
+    command("demo", "run an offline end-to-end demo: a real stdio server driven by the MCP client")
     return parser
 
 
@@ -104,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"atelier-mcp: invalid settings: {_first_lines(exc)}", file=sys.stderr)
         print(f"config file: {config_path()}", file=sys.stderr)
         return 2
+    for warning in unknown_setting_warnings():
+        print(f"atelier-mcp: warning: {warning}", file=sys.stderr)
     if command == "demo":
         return asyncio.run(_demo())
     _configure_logs(settings)
@@ -119,11 +165,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "usage":
             return _usage(settings, args)
     except AtelierError as exc:
-        print(f"atelier-mcp {command}: {exc}", file=sys.stderr)
+        print(f"atelier-mcp {command}: {_cli_words(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
     raise AssertionError(f"unhandled command {command}")  # argparse restricts the choices
+
+
+# Error messages are written for an MCP client's model (tool names, tool parameters); on the
+# command line the same advice names commands and options.
+_TOOL_WORDS = (
+    (r"Call list_available_models", "Run `atelier-mcp models`"),
+    (r"call list_available_models", "run `atelier-mcp models`"),
+    (r"\(?list_available_models capability=(\w+)\)?", r"(`atelier-mcp models --capability \1`)"),
+    (r"list_available_models", "`atelier-mcp models`"),
+    (r"\buse edit_image\b", "use `atelier-mcp edit`"),
+    (r"\bgenerate_image\b", "`atelier-mcp generate`"),
+    (r"\bedit_image\b", "`atelier-mcp edit`"),
+    (r" and restart the server", ""),
+)
+_OPTION_OF = {"options": "--option", "images": "IMAGE", "prompt": "the prompt"}
+
+
+def _cli_words(message: str) -> str:
+    """``message`` with MCP tool and parameter names replaced by commands and options."""
+    for pattern, replacement in _TOOL_WORDS:
+        message = re.sub(pattern, replacement, message)
+    for field in ImageCall.model_fields:
+        option = _OPTION_OF.get(field, "--" + field.replace("_", "-"))
+        message = re.sub(rf"(?<![\w.-]){field}=None\b", option, message)
+        message = re.sub(rf"(?<![\w.-]){field}=", f"{option} ", message)
+        message = re.sub(rf"\b(pass|remove|values for|supports) {field}\b", rf"\1 {option}", message)
+    return message
 
 
 def _first_lines(exc: BaseException) -> str:
@@ -191,6 +264,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if getattr(args, "http", False):
         asyncio.run(serve_http(atelier, host=args.host, port=args.port))
     else:
+        if sys.stdin.isatty():  # a person, not an MCP client (clients talk through a pipe)
+            print(STDIO_HINT, file=sys.stderr, flush=True)
         serve_stdio(atelier)
     return 0
 
@@ -207,12 +282,16 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
     rows = [("MODEL", "AVAILABLE", "OPERATIONS", "SIZES")]
     for model in data["models"]:
         sizes = model["sizes"]
-        shown = ", ".join(sizes.get("presets", [])[:3] or sizes.get("aspect_ratios", [])[:4]) or "-"
+        shown = _first_of([*sizes.get("presets", []), *sizes.get("aspect_ratios", [])], 3)
+        if sizes.get("custom"):
+            shown += " + custom WxH"
         rows.append((model["id"], "yes" if model["available"] else "no",
                      ",".join(model["operations"]), shown))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
+    if any("more)" in row[3] for row in rows[1:]):
+        print("(SIZES shows the first few; atelier-mcp models --json lists every size)")
     reasons: dict[str, list[str]] = {}
     for model in data["models"]:
         if not model["available"]:
@@ -226,6 +305,14 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
         for problem in problems["problems"]:
             print(f"problem: {problem}")
     return 0
+
+
+def _first_of(values: list[str], count: int) -> str:
+    """The first ``count`` values, saying how many more there are when cut short."""
+    if not values:
+        return "-"
+    shown = ", ".join(values[:count])
+    return shown if len(values) <= count else f"{shown}, … (+{len(values) - count} more)"
 
 
 # -- generate / edit ------------------------------------------------------------------------
@@ -253,11 +340,16 @@ async def _one_off(settings: Settings, args: argparse.Namespace, command: str) -
         values["prompt"] = args.prompt
         operation = Operation.GENERATE
     else:
-        # Paths given on the command line are the user's own files: allow their folders.
+        # Paths given on the command line are the user's own files, relative to the current
+        # folder: check them here, and allow their folders as input roots.
+        missing = _missing_file(args)
+        if missing:
+            print(f"atelier-mcp {command}: {missing}", file=sys.stderr)
+            return 2
         values.update(prompt=args.prompt, images=[_absolute(p) for p in args.images],
                       mask=_absolute(args.mask) if args.mask else None)
-        extra = {str(Path(p).parent) for p in values["images"] if "://" not in p and not p.startswith("data:")}
-        if values["mask"]:
+        extra = {str(Path(p).parent) for p in values["images"] if not _is_url(p)}
+        if values["mask"] and not _is_url(values["mask"]):
             extra.add(str(Path(values["mask"]).parent))
         settings = settings.model_copy(update={"storage": settings.storage.model_copy(
             update={"input_dirs": [*settings.storage.input_dirs, *map(Path, sorted(extra))]})})
@@ -265,8 +357,9 @@ async def _one_off(settings: Settings, args: argparse.Namespace, command: str) -
     call = ImageCall(**{k: v for k, v in values.items() if v is not None})
     atelier = _build(settings)
     try:
-        outcome = await atelier.execute(call, operation, filename=args.filename,
-                                        overwrite=args.overwrite, dry_run=args.dry_run)
+        with _progress_display(f"{command} {args.n} image(s)") as progress:
+            outcome = await atelier.execute(call, operation, filename=args.filename, progress=progress,
+                                            overwrite=args.overwrite, dry_run=args.dry_run)
     finally:
         await atelier.aclose()
     if args.json:
@@ -288,11 +381,45 @@ async def _one_off(settings: Settings, args: argparse.Namespace, command: str) -
     return 0
 
 
+def _missing_file(args: argparse.Namespace) -> str | None:
+    """What is wrong when an input file named on the command line does not exist."""
+    given = [("IMAGE", reference) for reference in args.images]
+    if args.mask:
+        given.append(("--mask", args.mask))
+    for what, reference in given:
+        path = Path(reference).expanduser()
+        if not _is_url(reference) and not path.is_file():
+            return f"{what} {reference}: no such file (looked for {path.absolute()})"
+    return None
+
+
+def _is_url(reference: str) -> bool:
+    return "://" in reference or reference.startswith("data:")
+
+
 def _absolute(reference: str) -> str:
-    if "://" in reference or reference.startswith("data:"):
-        return reference
-    path = Path(reference).expanduser()
-    return str(path.resolve()) if path.exists() else reference
+    return reference if _is_url(reference) else str(Path(reference).expanduser().resolve())
+
+
+@contextlib.contextmanager
+def _progress_display(title: str) -> Iterator[Progress | None]:
+    """A progress bar on stderr while a call runs, when stderr is a terminal (else nothing)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as Bar
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+               TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn())
+    with Bar(*columns, console=Console(file=sys.stderr), transient=True) as bar:
+        task = bar.add_task(title, total=1.0)
+
+        async def show(fraction: float, message: str) -> None:
+            bar.update(task, completed=fraction, description=f"{title}: {message}")
+
+        yield show
 
 
 # -- doctor --------------------------------------------------------------------------------
@@ -310,6 +437,13 @@ def _show_secrets(values: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def _needs_no_key(provider: Any) -> bool:
+    """A provider that works without a key: it reads none (placeholder), or is set up not to."""
+    if getattr(provider.settings, "needs_key", True) is False:
+        return True
+    return not provider.needs_key and not provider.key_env_vars
 
 
 def _writable(directory: Path) -> str:
@@ -361,6 +495,8 @@ async def _doctor(settings: Settings) -> int:
     for name, provider in sorted(registry.providers.items()):
         add_url_credentials(dict(provider.settings))
         shown = _show_secrets(dict(provider.settings))
+        if shown.get("api_key") == "missing" and _needs_no_key(provider):
+            shown["api_key"] = "not needed"
         print(f"  {name}: {json.dumps(shown, default=str)}")
         for entry in registry.entries(provider=name):
             reason = entry.unavailable_reason()

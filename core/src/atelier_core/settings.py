@@ -7,7 +7,9 @@ Every setting is documented in ``config/atelier.example.toml`` and docs/configur
 
 from __future__ import annotations
 
+import difflib
 import os
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +35,7 @@ __all__ = [
     "Settings",
     "StorageSettings",
     "config_path",
+    "unknown_setting_warnings",
 ]
 
 APP = "atelier"
@@ -211,6 +214,43 @@ class Settings(BaseSettings):
     def provider_values(self, name: str) -> dict[str, Any]:
         """The raw ``providers.<name>`` table (env merged over TOML)."""
         return dict(self.providers.get(name.lower(), {}))
+
+
+def _closest(name: str, known: list[str]) -> str | None:
+    found = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+    return found[0] if found else None
+
+
+def unknown_setting_warnings() -> list[str]:
+    """One line per top-level name that sets nothing and is therefore ignored.
+
+    Sections forbid unknown keys (start-up stops, naming the key), but the top level must
+    ignore them: every ``ATELIER_*`` variable lands there. So: each unknown top-level key of
+    the config file, with the closest known key; each ``ATELIER_*`` variable that looks like
+    a misspelt setting (only those: tools may set their own ``ATELIER_*`` variables).
+    """
+    known = sorted(Settings.model_fields)
+    warnings = []
+    path = config_path()
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        table = {}  # Settings() itself reports an unreadable file
+    for key in table:
+        if key not in known:
+            closest = _closest(key, known)
+            hint = f"did you mean {closest!r}?" if closest else f"known keys: {', '.join(known)}"
+            warnings.append(f"{path}: unknown key {key!r} is ignored; {hint}")
+    variables = [f"ATELIER_{key.upper()}" for key in known]
+    for name in sorted(os.environ):
+        upper = name.upper()
+        if not upper.startswith("ATELIER_") or upper == "ATELIER_CONFIG":
+            continue
+        head = upper.split("__", 1)[0]
+        closest = None if head in variables else _closest(head, variables)
+        if closest:
+            warnings.append(f"environment: {name} sets nothing and is ignored; did you mean {closest}?")
+    return warnings
 
 
 class ExplicitSettings(Settings):
