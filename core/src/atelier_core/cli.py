@@ -213,6 +213,7 @@ def _configure_logs(settings: Settings) -> None:
 def _secret_values(settings: Settings) -> list[str]:
     """Secrets known before providers are configured (for redaction)."""
     found = [settings.http.auth_token.get_secret_value()] if settings.http.auth_token else []
+    found += [token.get_secret_value() for token in settings.http.tokens.values()]
     for table in settings.providers.values():
         for key, value in table.items():
             if "key" in key.lower() or "token" in key.lower() or "secret" in key.lower():

@@ -18,6 +18,7 @@ from atelier_core.engine.memory import MemoryReturner
 from atelier_core.engine.pipeline import Pipeline
 from atelier_core.engine.sessions import SessionManager
 from atelier_core.settings import Settings
+from atelier_core.mcp.auth import principal_scope
 from atelier_core.mcp.protocol import protocol_compat
 from atelier_core.mcp.tools import Tools, build_tools
 from atelier_core.mcp.tasks import TasksExtension
@@ -37,6 +38,7 @@ def collect_secrets(settings: Settings, atelier: Pipeline | None = None) -> list
     found: list[str] = []
     if settings.http.auth_token is not None:
         found.append(settings.http.auth_token.get_secret_value())
+    found += [token.get_secret_value() for token in settings.http.tokens.values()]
     if atelier is not None:
         for provider in atelier.registry.providers.values():
             for value in provider.settings.__dict__.values():
@@ -85,7 +87,7 @@ def build_server(atelier: Pipeline, *, configure_logs: bool = True) -> MCPServer
         extensions=[TasksExtension(Tools(atelier, jobs, sessions))],
         lifespan=lifespan,
         log_level=atelier.settings.logging.level,
-        middleware=[protocol_compat],
+        middleware=[principal_scope, protocol_compat],
     )
     add_image_resources(server, atelier)
     return server

@@ -27,12 +27,32 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
+from mcp.server.auth.middleware.bearer_auth import (
+    AuthenticatedUser,
+    BearerAuthBackend,
+    RequireAuthMiddleware,
+)
 from mcp.server.auth.provider import AccessToken
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from atelier_core.identity import valid_principal
+from atelier_core.identity import LOCAL_PRINCIPAL, acting_as, valid_principal
 from atelier_core.plugin.errors import ConfigurationError
+from atelier_core.settings import Settings
 
-__all__ = ["JwksTokens", "StaticTokens"]
+__all__ = [
+    "DEFAULT_PRINCIPAL",
+    "JwksTokens",
+    "StaticTokens",
+    "principal_of",
+    "principal_scope",
+    "token_verifier",
+    "with_auth",
+]
+
+# The principal of the single ``http.auth_token``.
+DEFAULT_PRINCIPAL = "default"
 
 log = structlog.get_logger("atelier.auth")
 
@@ -179,3 +199,67 @@ class JwksTokens:
             subject=principal,
             claims={"iss": claims.get("iss")},
         )
+
+
+def token_verifier(settings: Settings) -> StaticTokens | JwksTokens | None:
+    """The verifier the HTTP settings ask for, or None when no caller needs a token.
+
+    ``http.tokens`` (principal → token) and the single ``http.auth_token`` (principal
+    ``default``) are one static map; ``http.oauth_issuer`` + ``http.oauth_jwks_url`` select
+    JWT verification instead. Both at once is refused: one deployment, one source of truth.
+    """
+    http = settings.http
+    tokens = {name: secret.get_secret_value() for name, secret in http.tokens.items()}
+    if http.auth_token is not None:
+        if DEFAULT_PRINCIPAL in tokens:
+            raise ConfigurationError(
+                f"http.auth_token and http.tokens[{DEFAULT_PRINCIPAL!r}] both name principal "
+                f"{DEFAULT_PRINCIPAL!r}. Fix: keep one of them."
+            )
+        tokens[DEFAULT_PRINCIPAL] = http.auth_token.get_secret_value()
+    oauth = http.oauth_issuer or http.oauth_jwks_url
+    if oauth and tokens:
+        raise ConfigurationError(
+            "both static tokens (http.tokens / http.auth_token) and OAuth (http.oauth_*) are "
+            "configured. Fix: choose one way to authenticate callers."
+        )
+    if oauth:
+        if not (http.oauth_issuer and http.oauth_jwks_url):
+            raise ConfigurationError(
+                "OAuth needs both http.oauth_issuer and http.oauth_jwks_url. Fix: set the "
+                "missing one (ATELIER_HTTP__OAUTH_ISSUER / ATELIER_HTTP__OAUTH_JWKS_URL)."
+            )
+        return JwksTokens(
+            issuer=http.oauth_issuer, jwks_url=http.oauth_jwks_url, audience=http.oauth_audience
+        )
+    return StaticTokens(tokens) if tokens else None
+
+
+def principal_of(request: Any) -> str:
+    """The principal an HTTP request was authenticated as (``local`` without auth)."""
+    scope = getattr(request, "scope", None)
+    user = scope.get("user") if isinstance(scope, dict) else None
+    if isinstance(user, AuthenticatedUser):
+        access = user.access_token
+        return access.subject or access.client_id
+    return LOCAL_PRINCIPAL
+
+
+async def principal_scope(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Server middleware: every request runs as the principal its HTTP request proved."""
+    with acting_as(principal_of(ctx.request)):
+        return await call_next(ctx)
+
+
+def with_auth(app: ASGIApp, verifier: StaticTokens | JwksTokens) -> ASGIApp:
+    """Every HTTP request must carry a bearer token the verifier accepts (the SDK's own
+    bearer middleware: 401 with ``WWW-Authenticate: Bearer`` otherwise)."""
+    guarded = AuthenticationMiddleware(
+        RequireAuthMiddleware(app, required_scopes=[]), backend=BearerAuthBackend(verifier)
+    )
+
+    async def authenticated(scope: Scope, receive: Receive, send: Send) -> None:
+        # Only HTTP requests carry tokens; the server's lifespan events pass straight through.
+        await (guarded if scope["type"] == "http" else app)(scope, receive, send)
+
+    return authenticated

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 
 import structlog
 from mcp.server.transport_security import TransportSecuritySettings
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from atelier_core.plugin.errors import ConfigurationError
 from atelier_core.engine.pipeline import Pipeline
 from atelier_core.settings import Settings
 from atelier_core.mcp.app import build_server
+from atelier_core.mcp.auth import token_verifier, with_auth
 from atelier_core.mcp.host_check import AllowedOrigins, HostOriginCheck
 
 log = structlog.get_logger("atelier.server")
@@ -40,36 +40,16 @@ def transport_security(settings: Settings, host: str) -> TransportSecuritySettin
                                      allowed_hosts=hosts, allowed_origins=origins)
 
 
-class BearerAuth:
-    """Require ``Authorization: Bearer <token>`` on every HTTP request (constant-time)."""
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self._expected = f"Bearer {token}".encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            given = b""
-            for key, value in scope.get("headers", ()):
-                if key == b"authorization":
-                    given = value
-            if not hmac.compare_digest(given, self._expected):
-                await send({"type": "http.response.start", "status": 401, "headers": [
-                    (b"content-type", b"text/plain"), (b"www-authenticate", b"Bearer")]})
-                await send({"type": "http.response.body", "body": b"missing or wrong bearer token"})
-                return
-        await self.app(scope, receive, send)
-
-
 def http_app(atelier: Pipeline, *, host: str) -> ASGIApp:
     """The streamable-HTTP ASGI app with Host/Origin checks, body limit and token auth."""
     settings = atelier.settings
-    token = settings.http.auth_token.get_secret_value() if settings.http.auth_token else None
-    if not is_loopback(host) and not token:
+    verifier = token_verifier(settings)
+    if not is_loopback(host) and verifier is None:
         raise ConfigurationError(
             f"refusing to listen on {host} without an auth token: anyone who can reach it "
             "could spend your provider credits",
-            fix="set http.auth_token (ATELIER_HTTP__AUTH_TOKEN), or bind 127.0.0.1",
+            fix="set http.auth_token (ATELIER_HTTP__AUTH_TOKEN), http.tokens "
+            "(ATELIER_HTTP__TOKENS) or an OAuth issuer (ATELIER_HTTP__OAUTH_*), or bind 127.0.0.1",
         )
     server = build_server(atelier)
     security = transport_security(settings, host)
@@ -81,8 +61,8 @@ def http_app(atelier: Pipeline, *, host: str) -> ASGIApp:
     )
     # The SDK's check above matches "127.0.0.1:*" as a prefix; ours is exact and runs first.
     app = HostOriginCheck(app, AllowedOrigins.of(security.allowed_hosts, security.allowed_origins))
-    if token:
-        app = BearerAuth(app, token)
+    if verifier is not None:
+        app = with_auth(app, verifier)
     return app
 
 
@@ -97,5 +77,5 @@ async def serve_http(atelier: Pipeline, *, host: str | None = None, port: int | 
     config = uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="on",
                             log_level=settings.logging.level.lower())
     log.info("serving streamable HTTP", url=f"http://{host}:{port}{settings.http.path}",
-             auth="token" if settings.http.auth_token else "none")
+             auth=type(verifier).__name__ if (verifier := token_verifier(settings)) else "none")
     await uvicorn.Server(config).serve()
