@@ -72,10 +72,29 @@ def test_client_configs_start_the_runtime_only() -> None:
         assert lines and all(" run --no-dev atelier-mcp" in line for line in lines), page
 
 
+def github_anchor(heading: str) -> str:
+    """The fragment GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[`*]|\[([^\]]*)\]\([^)]*\)", lambda m: m.group(1) or "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.MULTILINE | re.DOTALL)
+    return {github_anchor(h) for h in re.findall(r"^#{1,6} (.+)$", text, re.MULTILINE)}
+
+
 def test_documentation_links_resolve() -> None:
+    """Every relative link in README.md and docs/ points at a file that exists, and at a
+    heading of it when it names one."""
     pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    broken = []
     for page in pages:
-        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+        for target, fragment in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", page.read_text()):
             if "://" in target or target.startswith("mailto:"):
                 continue
-            assert (page.parent / target).exists(), f"{page.relative_to(ROOT)} links to missing {target}"
+            linked = (page.parent / target) if target else page
+            if not linked.exists():
+                broken.append(f"{page.relative_to(ROOT)} links to missing {target}")
+            elif fragment and linked.suffix == ".md" and fragment not in anchors(linked):
+                broken.append(f"{page.relative_to(ROOT)} links to {target or page.name}#{fragment}: no such heading")
+    assert not broken, "\n".join(broken)
