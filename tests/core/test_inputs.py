@@ -395,3 +395,28 @@ async def test_data_url_case_and_missing_input_dirs(store: OutputStore, layout: 
     assert loader.roots == (store.root,)
     assert (await loader.load("DATA:IMAGE/PNG;BASE64," + B64)).data == PNG
     await expect("url_not_allowed", loader, "file:///x.png?download=1")
+
+
+async def test_a_call_budget_refuses_the_image_that_would_cross_it_before_reading(
+    store: OutputStore, layout: dict[str, Path],
+) -> None:
+    from atelier_core.media.inputs import InputBudget
+
+    loader = intake(store, layout)
+    one = layout["extra"] / "one.png"
+    one.write_bytes(encode(size=(64, 64)))
+    size = one.stat().st_size
+    budget = InputBudget(max_bytes=2 * size + 10, max_pixels=10_000)
+    await loader.load(str(one), parameter="images[0]", budget=budget)
+    await loader.load(str(one), parameter="images[1]", budget=budget)
+    assert (budget.bytes_used, budget.pixels_used, budget.images) == (2 * size, 2 * 64 * 64, 2)
+    with pytest.raises(InputImageError) as info:
+        await loader.load(str(one), parameter="images[2]", budget=budget)
+    assert info.value.code == "call_inputs_too_large" and info.value.parameter == "images[2]"
+    assert "max_call_input_bytes" in (info.value.fix or "")
+    pixels = InputBudget(max_bytes=10**9, max_pixels=64 * 64 + 1)
+    await loader.load(str(one), parameter="images[0]", budget=pixels)
+    with pytest.raises(InputImageError) as info:
+        await loader.load(str(one), parameter="mask", budget=pixels)
+    assert info.value.code == "call_inputs_too_large" and "pixels" in str(info.value)
+    assert budget.images == 2  # a refused image is not charged

@@ -4,12 +4,15 @@
 - vendor-URL allow-lists match scheme, host and port (an image link on the API host but
   another port is never fetched);
 - credentials inside a configured URL never reach doctor, logs, errors or state;
+- a call's input images together are capped in bytes and pixels, refused before any
+  upstream call;
 - the HTTP transport matches Host and Origin exactly (``127.0.0.1:1@evil.com`` fails);
 """
 
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -158,3 +161,61 @@ async def test_credentials_in_a_base_url_never_reach_doctor_logs_errors_or_state
     outputs.update({str(p): p.read_bytes() for p in files_under(isolated_env)})
     for where, blob in outputs.items():
         assert URL_PASSWORD.encode() not in blob, f"the URL password leaked into {where}"
+
+
+# -- 3. a per-call cap on total input bytes and pixels ---------------------------------------
+
+
+def _peak_rss_kib(pid: int) -> int:
+    """The high-water mark of a live process's resident set (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmHWM for pid {pid}")
+
+
+def _noise_png(path: Path, edge: int) -> int:
+    """An RGBA PNG of random pixels (incompressible: about 4 bytes a pixel); its size."""
+    import os
+
+    from PIL import Image
+
+    Image.frombytes("RGBA", (edge, edge), os.urandom(edge * edge * 4)).save(path, compress_level=1)
+    return path.stat().st_size
+
+
+async def test_sixteen_large_inputs_are_refused_before_any_upstream_call(
+    isolated_env: Path, tmp_path: Path,
+) -> None:
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    big = inputs / "big.png"
+    size = _noise_png(big, 3000)  # ~36 MB, under the per-image cap of 50 MiB
+    assert 30_000_000 < size < 50 * 1024 * 1024
+    solid = inputs / "wide.png"  # 40 MP of one colour: a few KB, the per-image pixel cap
+    from PIL import Image
+
+    Image.new("RGB", (8000, 5000), (10, 20, 30)).save(solid)
+    pidfile = tmp_path / "pid"
+    with FakeUpstream() as upstream:
+        env = _openai_env(upstream.url, ATELIER_STORAGE__INPUT_DIRS=json.dumps([str(inputs)]),
+                          ATELIER_TEST_PIDFILE=str(pidfile))
+        async with _stdio(env, tmp_path / "stderr.log") as client:
+            pid = int(pidfile.read_text())
+            await client.call_tool("list_available_models", {"provider": "placeholder"})
+            before = _peak_rss_kib(pid)
+            by_bytes = await client.call_tool("edit_image", {
+                "prompt": "merge them", "model": MODEL, "images": [str(big)] * 16})
+            growth_mib = (_peak_rss_kib(pid) - before) / 1024
+            by_pixels = await client.call_tool("edit_image", {
+                "prompt": "merge them", "model": MODEL, "images": [str(solid)] * 4})
+        assert upstream.requests == []  # refused before any upstream call
+    assert by_bytes.is_error and by_pixels.is_error
+    bytes_text, pixels_text = _text(by_bytes), _text(by_pixels)
+    assert "images[1]" in bytes_text and "67,108,864 bytes" in bytes_text, bytes_text
+    assert "max_call_input_bytes" in bytes_text
+    assert "images[2]" in pixels_text and "100,000,000 pixels" in pixels_text, pixels_text
+    assert "max_call_input_pixels" in pixels_text
+    # The attack run saw 767 MB for 16 x 36 MB: now one image is read (and decoded once
+    # to check it), the second never is.
+    assert growth_mib < 200, f"peak RSS grew by {growth_mib:.0f} MiB"

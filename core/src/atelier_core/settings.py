@@ -65,6 +65,15 @@ class StorageSettings(_Section):
     remote_max_bytes: int = 20 * 1024 * 1024
     max_input_bytes: int = 50 * 1024 * 1024
     max_input_pixels: int = 40_000_000
+    max_call_input_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, description="total bytes of all input images (and mask) of one call"
+    )
+    max_call_input_pixels: int = Field(
+        100_000_000, ge=1, description="total pixels of all input images (and mask) of one call"
+    )
+    max_resource_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, description="resources/read refuses files larger than this"
+    )
     file_mode: int = 0o644
     url: str | None = Field(
         None,

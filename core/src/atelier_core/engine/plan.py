@@ -15,6 +15,7 @@ from atelier_core.plugin.errors import (
     shorten,
 )
 from atelier_core.engine.registry import ModelEntry
+from atelier_core.media.inputs import InputBudget
 from atelier_core.plugin.spec import Operation
 from atelier_core.plugin.types import ImageCall, ImageRequest, InputImage
 from atelier_core.engine.validation import Validated, validate_call
@@ -109,11 +110,15 @@ def check_filename(pipe: Pipeline, prepared: Prepared, filename: str, overwrite:
 
 
 async def load_inputs(pipe: Pipeline, call: ImageCall) -> tuple[list[InputImage], InputImage | None]:
+    """The call's input images and mask, one at a time, within the call's total budget
+    (``storage.max_call_input_bytes`` and ``max_call_input_pixels``)."""
+    storage = pipe.settings.storage
+    budget = InputBudget(max_bytes=storage.max_call_input_bytes, max_pixels=storage.max_call_input_pixels)
     loaded = [
-        await pipe.intake.load(reference, parameter=f"images[{index}]")
+        await pipe.intake.load(reference, parameter=f"images[{index}]", budget=budget)
         for index, reference in enumerate(call.images)
     ]
-    mask = await pipe.intake.load(call.mask, parameter="mask") if call.mask else None
+    mask = await pipe.intake.load(call.mask, parameter="mask", budget=budget) if call.mask else None
     return loaded, mask
 
 

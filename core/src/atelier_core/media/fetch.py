@@ -261,10 +261,11 @@ class SafeFetcher:
         *,
         allowed_hosts: Iterable[str] | None = None,
         parameter: str = "url",
+        max_bytes: int | None = None,
     ) -> bytes:
         """The body of ``url`` (after checked redirects). Raises InputImageError with
         code ``url_not_allowed``, ``failed_to_download_image``, ``image_file_too_large``
-        or ``remote_timeout``."""
+        or ``remote_timeout``. ``max_bytes`` lowers the fetcher's size cap for this call."""
         allowed = None if allowed_hosts is None else _origins(allowed_hosts)
         # httpcore2/h11 load here, on the first fetch, not at server start-up.
         import httpcore2
@@ -281,7 +282,8 @@ class SafeFetcher:
                     follow_redirects=False,
                     timeout=httpx2.Timeout(self.timeout_s),
                 ) as client:
-                    return await self._fetch(client, backend, url, allowed, parameter)
+                    cap = self.max_bytes if max_bytes is None else min(self.max_bytes, max_bytes)
+                    return await self._fetch(client, backend, url, allowed, parameter, cap)
         except TimeoutError:
             raise InputImageError(
                 f"{parameter}: downloading {shown} took longer than {self.timeout_s:g} s",
@@ -363,6 +365,7 @@ class SafeFetcher:
         url: str,
         allowed: set[tuple[str, str, int]] | None,
         parameter: str,
+        max_bytes: int,
     ) -> bytes:
         current = url
         for hop in range(self.max_redirects + 1):
@@ -389,21 +392,21 @@ class SafeFetcher:
                     continue
                 if response.status_code != 200:
                     raise self._failed(parameter, current, f"the server answered HTTP {response.status_code}")
-                return await self._read_body(response, current, parameter)
+                return await self._read_body(response, current, parameter, max_bytes)
             finally:
                 await response.aclose()
         raise self._failed(parameter, url, f"more than {self.max_redirects} redirects")
 
-    async def _read_body(self, response: httpx2.Response, url: str, parameter: str) -> bytes:
+    async def _read_body(self, response: httpx2.Response, url: str, parameter: str, max_bytes: int) -> bytes:
         too_large = InputImageError(
-            f"{parameter}: the image at {_display(url)} is larger than the limit of {self.max_bytes:,} bytes",
+            f"{parameter}: the image at {_display(url)} is larger than the limit of {max_bytes:,} bytes",
             code="image_file_too_large",
             parameter=parameter,
             value=_display(url),
             fix="use a smaller image, or raise storage.remote_max_bytes",
         )
         declared = response.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
             raise too_large
         encoding = response.headers.get("content-encoding", "identity").lower()
         if encoding not in ("identity", ""):
@@ -414,7 +417,7 @@ class SafeFetcher:
         try:
             async for chunk in response.aiter_raw(_CHUNK):
                 size += len(chunk)
-                if size > self.max_bytes:
+                if size > max_bytes:
                     raise too_large
                 chunks.append(chunk)
         except httpx2.TimeoutException:

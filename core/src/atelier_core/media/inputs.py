@@ -35,6 +35,7 @@ import os
 import re
 import stat
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -46,7 +47,7 @@ from atelier_core.media.images import DEFAULT_FORMATS, inspect_image
 from atelier_core.media.storage import RESOURCE_PREFIX, OutputStore
 from atelier_core.plugin.types import InputImage
 
-__all__ = ["InputIntake", "decode_base64_image"]
+__all__ = ["InputBudget", "InputIntake", "decode_base64_image"]
 
 _B64_SIGNATURES = ("iVBORw0KGgo", "/9j/", "UklGR", "R0lGOD")
 _B64_ALPHABET = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
@@ -112,6 +113,45 @@ def _too_large(parameter: str, reference: str, max_bytes: int, size: int | None 
     )
 
 
+@dataclass(slots=True)
+class InputBudget:
+    """What the input images of one call may take together: bytes and pixels.
+
+    :meth:`InputIntake.load` charges each image; a file is never read, and a header is
+    never decoded, once it would take the call past its budget. The refusal comes from
+    the plan stage, before anything is sent.
+    """
+
+    max_bytes: int
+    max_pixels: int
+    bytes_used: int = 0
+    pixels_used: int = 0
+    images: int = 0
+
+    @property
+    def bytes_left(self) -> int:
+        return max(0, self.max_bytes - self.bytes_used)
+
+    @property
+    def pixels_left(self) -> int:
+        return max(0, self.max_pixels - self.pixels_used)
+
+    def refusal(self, parameter: str, what: str) -> InputImageError:
+        if what == "bytes":
+            used, cap, setting = self.bytes_used, self.max_bytes, "storage.max_call_input_bytes"
+        else:
+            used, cap, setting = self.pixels_used, self.max_pixels, "storage.max_call_input_pixels"
+        return InputImageError(
+            f"{parameter}: the input images of one call may total at most {cap:,} {what}; the "
+            f"{self.images} image(s) before this one already take {used:,}, and {parameter} would "
+            "go past the limit. Nothing was sent.",
+            code="call_inputs_too_large",
+            parameter=parameter,
+            allowed=f"at most {cap:,} {what} for all input images and the mask together",
+            fix=f"send fewer or smaller images (downscale or recompress them), or raise {setting}",
+        )
+
+
 class InputIntake:
     """Loads input images for one server. Blocking work runs in worker threads."""
 
@@ -143,12 +183,32 @@ class InputIntake:
         *,
         parameter: str = "images[0]",
         formats: Sequence[str] = DEFAULT_FORMATS,
+        budget: InputBudget | None = None,
     ) -> InputImage:
-        """Read and check one input image; see the module docstring for the forms."""
-        data, source = await self._bytes(reference, parameter)
-        info = await anyio.to_thread.run_sync(
-            lambda: inspect_image(data, max_pixels=self.max_pixels, formats=formats, parameter=parameter)
-        )
+        """Read and check one input image; see the module docstring for the forms.
+
+        With ``budget`` (one per call) the image is also charged to the call's total,
+        and refused (``call_inputs_too_large``) before it is read or decoded past it."""
+        limit = self.max_bytes if budget is None else min(self.max_bytes, budget.bytes_left)
+        try:
+            data, source = await self._bytes(reference, parameter, limit)
+        except InputImageError as exc:
+            if budget is not None and exc.code == "image_file_too_large" and limit < self.max_bytes:
+                raise budget.refusal(parameter, "bytes") from None
+            raise
+        pixels = self.max_pixels if budget is None else min(self.max_pixels, budget.pixels_left)
+        try:
+            info = await anyio.to_thread.run_sync(
+                lambda: inspect_image(data, max_pixels=pixels, formats=formats, parameter=parameter)
+            )
+        except InputImageError as exc:
+            if budget is not None and exc.code == "image_too_many_pixels" and pixels < self.max_pixels:
+                raise budget.refusal(parameter, "pixels") from None
+            raise
+        if budget is not None:
+            budget.bytes_used += len(data)
+            budget.pixels_used += info.pixels
+            budget.images += 1
         return InputImage(
             data=data,
             format=info.format,
@@ -160,7 +220,7 @@ class InputIntake:
 
     # -- discrimination -----------------------------------------------------------
 
-    async def _bytes(self, reference: str, parameter: str) -> tuple[bytes, str]:
+    async def _bytes(self, reference: str, parameter: str, limit: int) -> tuple[bytes, str]:
         if not isinstance(reference, str) or not reference.strip():
             raise InputImageError(
                 f"{parameter}: the image reference is empty",
@@ -171,13 +231,13 @@ class InputIntake:
         text = reference.strip()
         lowered = text[:16].lower()
         if lowered.startswith("data:"):
-            return self._data_url(text, parameter), "image"
+            return self._data_url(text, parameter, limit), "image"
         if text.startswith(RESOURCE_PREFIX) or lowered.startswith("atelier:"):
-            return await self._resource(text, reference, parameter)
+            return await self._resource(text, reference, parameter, limit)
         if lowered.startswith("file:"):
-            return await self._file_url(text, reference, parameter)
+            return await self._file_url(text, reference, parameter, limit)
         if lowered.startswith("https://"):
-            return await self._remote(text, parameter)
+            return await self._remote(text, parameter, limit)
         scheme = _SCHEME.match(text)
         if scheme and not text.startswith(_B64_SIGNATURES):
             raise InputImageError(
@@ -190,11 +250,11 @@ class InputIntake:
                 fix="pass the image as a local path, a data: URL or base64",
             )
         if text.startswith(_B64_SIGNATURES) or len(text) > _MAX_PATH_CHARS:
-            data = decode_base64_image(text, max_bytes=self.max_bytes, parameter=parameter)
+            data = decode_base64_image(text, max_bytes=limit, parameter=parameter)
             return data, "image"
-        return await self._path(text, reference, parameter)
+        return await self._path(text, reference, parameter, limit)
 
-    def _data_url(self, text: str, parameter: str) -> bytes:
+    def _data_url(self, text: str, parameter: str, limit: int) -> bytes:
         header, comma, payload = text.partition(",")
         params = [p.strip().lower() for p in header[5:].split(";")]
         if not comma or "base64" not in params[1:]:
@@ -215,9 +275,9 @@ class InputIntake:
                 fix="send a PNG, JPEG, WebP or GIF image",
             )
         # The declared image type is not trusted either way: the bytes are sniffed.
-        return decode_base64_image(payload, max_bytes=self.max_bytes, parameter=parameter)
+        return decode_base64_image(payload, max_bytes=limit, parameter=parameter)
 
-    async def _resource(self, text: str, reference: str, parameter: str) -> tuple[bytes, str]:
+    async def _resource(self, text: str, reference: str, parameter: str, limit: int) -> tuple[bytes, str]:
         try:
             path = self.store.resolve_resource(text, parameter=parameter)
         except RequestError as exc:
@@ -229,10 +289,10 @@ class InputIntake:
                 fix=exc.fix,
             ) from None
         data = await anyio.to_thread.run_sync(self._read_confined, str(path), reference, parameter,
-                                              (self.store.root,))
+                                              (self.store.root,), limit)
         return data, path.name
 
-    async def _file_url(self, text: str, reference: str, parameter: str) -> tuple[bytes, str]:
+    async def _file_url(self, text: str, reference: str, parameter: str, limit: int) -> tuple[bytes, str]:
         parts = urlsplit(text)
         if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
             raise InputImageError(
@@ -242,9 +302,9 @@ class InputIntake:
                 value=_shown(reference),
                 fix="pass a file:///absolute/path URL or a plain path inside the input folders",
             )
-        return await self._path(unquote(parts.path), reference, parameter)
+        return await self._path(unquote(parts.path), reference, parameter, limit)
 
-    async def _remote(self, text: str, parameter: str) -> tuple[bytes, str]:
+    async def _remote(self, text: str, parameter: str, limit: int) -> tuple[bytes, str]:
         if not self.allow_remote or self.fetcher is None:
             raise InputImageError(
                 f"{parameter}: downloading images from URLs is turned off on this server",
@@ -253,13 +313,13 @@ class InputIntake:
                 value=_shown(text),
                 fix=_REMOTE_SETTING,
             )
-        data = await self.fetcher.fetch(text, parameter=parameter)
+        data = await self.fetcher.fetch(text, parameter=parameter, max_bytes=limit)
         name = urlsplit(text).path.rsplit("/", 1)[-1] or "image"
         return data, name
 
     # -- local files --------------------------------------------------------------
 
-    async def _path(self, text: str, reference: str, parameter: str) -> tuple[bytes, str]:
+    async def _path(self, text: str, reference: str, parameter: str, limit: int) -> tuple[bytes, str]:
         if any(ord(c) < 0x20 or c == "\x7f" for c in text):
             raise InputImageError(
                 f"{parameter}: the path contains control characters",
@@ -275,7 +335,7 @@ class InputIntake:
         else:
             # Relative paths are looked up in the input roots, never the working directory.
             candidates = [os.path.join(root, expanded) for root in self.roots]
-        data = await anyio.to_thread.run_sync(self._read_first, candidates, reference, parameter)
+        data = await anyio.to_thread.run_sync(self._read_first, candidates, reference, parameter, limit)
         return data, os.path.basename(expanded.rstrip("/")) or "image"
 
     def _roots_hint(self) -> str:
@@ -283,7 +343,7 @@ class InputIntake:
         return (f"put the image inside one of the input folders ({roots}) — storage.output_dir and "
                 "storage.input_dirs — or pass it as a data: URL or base64")
 
-    def _read_first(self, candidates: list[str], reference: str, parameter: str) -> bytes:
+    def _read_first(self, candidates: list[str], reference: str, parameter: str, limit: int) -> bytes:
         outside = 0
         for candidate in candidates:
             real = os.path.realpath(candidate)
@@ -291,7 +351,7 @@ class InputIntake:
                 outside += 1
                 continue
             if os.path.lexists(real):
-                return self._read_confined(real, reference, parameter, self.roots)
+                return self._read_confined(real, reference, parameter, self.roots, limit)
         # Decided by where the path resolves, not by whether it exists, so that the
         # answer reveals nothing about files outside the roots.
         if outside:
@@ -311,7 +371,8 @@ class InputIntake:
             f"directory; {self._roots_hint()}",
         )
 
-    def _read_confined(self, real: str, reference: str, parameter: str, roots: Sequence[Path]) -> bytes:
+    def _read_confined(self, real: str, reference: str, parameter: str, roots: Sequence[Path],
+                       limit: int) -> bytes:
         """Open ``real`` (already resolved inside ``roots``) without following a final
         symlink and without blocking, check it is a regular file of acceptable size,
         and read it once."""
@@ -346,20 +407,20 @@ class InputIntake:
                         f"{parameter}: {_shown(reference)} is outside the folders this server may read images from",
                         code="input_path_outside_root", parameter=parameter, value=_shown(reference),
                         fix=self._roots_hint())
-            if st.st_size > self.max_bytes:
-                raise _too_large(parameter, reference, self.max_bytes, st.st_size)
+            if st.st_size > limit:
+                raise _too_large(parameter, reference, limit, st.st_size)
             if st.st_size == 0:
                 raise refuse("is empty (0 bytes)", code="empty_image_file")
             chunks: list[bytes] = []
             total = 0
             while True:
-                chunk = os.read(fd, min(1 << 20, self.max_bytes + 1 - total))
+                chunk = os.read(fd, min(1 << 20, limit + 1 - total))
                 if not chunk:
                     break
                 chunks.append(chunk)
                 total += len(chunk)
-                if total > self.max_bytes:  # the file grew after fstat
-                    raise _too_large(parameter, reference, self.max_bytes)
+                if total > limit:  # the file grew after fstat
+                    raise _too_large(parameter, reference, limit)
             return b"".join(chunks)
         finally:
             os.close(fd)
