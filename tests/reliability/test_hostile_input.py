@@ -1,11 +1,15 @@
 """Hostile input, round two (issue 18): each test attacks a real ``atelier-mcp`` process
 (stdio or HTTP) and shows the bound or the refusal.
 
+- ``resources/read`` refuses files above ``storage.max_resource_bytes`` before reading
+  them, and reads off the event loop;
 - vendor-URL allow-lists match scheme, host and port (an image link on the API host but
   another port is never fetched);
 - credentials inside a configured URL never reach doctor, logs, errors or state;
 - a call's input images together are capped in bytes and pixels, refused before any
   upstream call;
+- a request that cannot be decoded (a lone surrogate) still gets a JSON-RPC error
+  answer, with its id over stdio;
 - the HTTP transport matches Host and Origin exactly (``127.0.0.1:1@evil.com`` fails);
 """
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -36,7 +41,7 @@ from reliability_kit import (
     openai_ok,
     queue,
 )
-from stdio_kit import atelier_command, child_env, server_params
+from stdio_kit import RawStdio, atelier_command, child_env, server_params
 from test_e2e_http import INIT, MCP_HEADERS, free_port, running
 
 pytestmark = pytest.mark.slow
@@ -219,3 +224,115 @@ async def test_sixteen_large_inputs_are_refused_before_any_upstream_call(
     # The attack run saw 767 MB for 16 x 36 MB: now one image is read (and decoded once
     # to check it), the second never is.
     assert growth_mib < 200, f"peak RSS grew by {growth_mib:.0f} MiB"
+
+
+# -- 1. resources/read: refused above a configured size, read off the event loop -------------
+
+
+async def test_resources_read_refuses_huge_files_and_never_stalls_other_requests(
+    isolated_env: Path, tmp_path: Path,
+) -> None:
+    import hashlib
+    import queue as queues
+    import time
+
+    out = isolated_env / "data" / "images" / "2026-01-01"
+    out.mkdir(parents=True)
+    for name, size in (("three-hundred-mb.png", 300_000_000), ("two-gb.png", 2_000_000_000)):
+        with (out / name).open("wb") as file:
+            file.truncate(size)  # sparse: costs no disk, reads as zeros
+    allowed = out / "sixty-mb.png"
+    allowed.write_bytes(os.urandom(60 * 1024 * 1024))
+    pidfile = tmp_path / "pid"
+    raw = RawStdio(child_env({"ATELIER_TEST_PIDFILE": str(pidfile)}), tmp_path / "stderr.log")
+    try:
+        raw.initialize()
+        pid = int(pidfile.read_text())
+        before = _peak_rss_kib(pid)
+        for name in ("three-hundred-mb.png", "two-gb.png"):
+            started = time.monotonic()
+            answer = raw.request("resources/read", {"uri": f"atelier://images/2026-01-01/{name}"}, timeout_s=30)
+            assert time.monotonic() - started < 5
+            assert answer["error"]["code"] == -32602, answer
+            message = answer["error"]["message"]
+            assert "storage.max_resource_bytes" in message and "67,108,864" in message, message
+        assert (_peak_rss_kib(pid) - before) / 1024 < 20  # refused from fstat: nothing read
+
+        # A 60 MB read in flight does not hold up a ping sent right after it.
+        raw.send({"jsonrpc": "2.0", "id": "big", "method": "resources/read",
+                  "params": {"uri": "atelier://images/2026-01-01/sixty-mb.png"}})
+        raw.send({"jsonrpc": "2.0", "id": "ping", "method": "ping"})
+        order: list[str] = []
+        blob = ""
+        deadline = time.monotonic() + 60
+        while len(order) < 2:
+            try:
+                line = raw._queue.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queues.Empty:
+                raise AssertionError(f"answers so far: {order}") from None
+            assert line is not None, "the server closed stdout"
+            message = json.loads(line)
+            if message.get("id") in ("big", "ping"):
+                order.append(message["id"])
+                if message["id"] == "big":
+                    blob = message["result"]["contents"][0]["blob"]
+        assert order == ["ping", "big"]
+        assert hashlib.sha256(base64.b64decode(blob)).digest() == hashlib.sha256(allowed.read_bytes()).digest()
+        growth_mib = (_peak_rss_kib(pid) - before) / 1024
+        # Atelier holds one base64 copy (80 MiB); the SDK's stdio writer then makes the JSON
+        # line, the line plus newline and its UTF-8 bytes from it (measured: +324 MiB in
+        # all). The bound that matters is the cap: nothing above 64 MiB is read at all.
+        assert growth_mib < 6 * 60, f"peak RSS grew by {growth_mib:.0f} MiB for a 60 MiB file"
+    finally:
+        assert raw.close() == 0
+
+
+# -- 6. a request that cannot be decoded still gets an answer --------------------------------
+
+
+def test_a_lone_surrogate_in_the_arguments_gets_a_json_rpc_error_answer(tmp_path: Path) -> None:
+    import time
+
+    server = RawStdio(child_env(), tmp_path / "stderr.log")
+    try:
+        server.initialize()
+        assert server.process.stdin is not None
+        for ident, arguments in ((41, b'{"prompt": "\\ud800 fox", "model": "placeholder"}'),
+                                 ("s-42", b'{"prompt": "fox", "options": {"\\udfff": 1}}')):
+            line = (b'{"jsonrpc": "2.0", "id": ' + json.dumps(ident).encode() + b', "method": "tools/call",'
+                    b' "params": {"name": "generate_image", "arguments": ' + arguments + b'}}\n')
+            started = time.monotonic()
+            server.process.stdin.write(line)
+            server.process.stdin.flush()
+            while True:  # the answer, not the client's timeout
+                assert time.monotonic() - started < 10, f"no answer to id {ident!r}"
+                got = server._queue.get(timeout=10)
+                assert got is not None
+                message = json.loads(got)
+                if message.get("id") == ident:
+                    break
+            assert message["error"]["code"] == -32602, message
+            assert "params.arguments." in message["error"]["message"], message
+            assert "not valid Unicode" in message["error"]["message"]
+        # Nothing was run, and the server keeps serving.
+        answer = server.request("tools/call", {"name": "generate_image", "arguments": {
+            "prompt": "still here", "model": "placeholder", "size": "256x256"}})
+        assert answer["result"].get("isError") is not True, answer
+    finally:
+        assert server.close() == 0
+    for line in server.stdout_lines:
+        assert json.loads(line).get("jsonrpc") == "2.0", line[:200]
+
+
+async def test_a_lone_surrogate_over_http_is_answered_not_dropped(tmp_path: Path) -> None:
+    with running(tmp_path) as port:
+        url = f"http://127.0.0.1:{port}/mcp"
+        body = (b'{"jsonrpc": "2.0", "id": 5, "method": "initialize", "params": {"protocolVersion": '
+                b'"2025-11-25", "capabilities": {}, "clientInfo": {"name": "\\ud800", "version": "0"}}}')
+        async with httpx2.AsyncClient(timeout=10) as http:
+            answer = await http.post(url, content=body, headers=MCP_HEADERS)
+            # The HTTP request itself carries the answer (the SDK's parse error, id null).
+            assert answer.status_code == 400
+            assert answer.json()["error"]["code"] == -32700
+            ok = await http.post(url, json=INIT, headers=MCP_HEADERS)
+            assert ok.status_code == 200

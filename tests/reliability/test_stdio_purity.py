@@ -102,9 +102,10 @@ def test_every_stdout_line_is_json_rpc(tmp_path: Path) -> None:
 
 
 def test_garbage_and_lone_surrogates_on_stdin_do_not_stop_the_server(tmp_path: Path) -> None:
-    """P9 / robustness: a line that is not JSON, and a JSON string with a lone surrogate
-    escape (``"\\ud800"``, which the MCP SDK's strict parser rejects as invalid JSON), are
-    dropped by the transport; the server keeps answering and stdout stays clean."""
+    """P9 / robustness: a line that is not JSON is dropped, and a JSON string with a lone
+    surrogate escape (``"\\ud800"``, which the MCP SDK's strict parser rejects) gets an
+    error answer (tests/reliability/test_hostile_input.py); the server keeps answering
+    and stdout stays clean."""
     server = RawStdio(child_env(), tmp_path / "stderr.log")
     try:
         server.initialize()

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 import structlog
 from mcp.server.mcpserver import MCPServer
 
@@ -22,7 +23,7 @@ from atelier_core.mcp.auth import principal_scope
 from atelier_core.mcp.protocol import protocol_compat
 from atelier_core.mcp.tools import Tools, build_tools
 from atelier_core.mcp.tasks import TasksExtension
-from atelier_core.mcp.resources import add_image_resources
+from atelier_core.mcp.resources import add_image_resources, install_image_reads
 
 log = structlog.get_logger("atelier.server")
 
@@ -90,9 +91,13 @@ def build_server(atelier: Pipeline, *, configure_logs: bool = True) -> MCPServer
         middleware=[principal_scope, protocol_compat],
     )
     add_image_resources(server, atelier)
+    install_image_reads(server, atelier)
     return server
 
 
 def serve_stdio(atelier: Pipeline) -> None:
-    """Serve over stdio until the client disconnects."""
-    build_server(atelier).run("stdio")
+    """Serve over stdio until the client disconnects (a request the SDK cannot decode
+    still gets an error answer when its id can be recovered: see mcp/stdio.py)."""
+    from atelier_core.mcp.stdio import run_stdio
+
+    anyio.run(run_stdio, build_server(atelier))

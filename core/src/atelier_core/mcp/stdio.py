@@ -1,0 +1,108 @@
+"""The stdio transport, with an answer for requests the SDK cannot decode.
+
+The MCP SDK's stdio transport validates each line with pydantic, which refuses a lone
+UTF-16 surrogate (``"\\ud800"``) anywhere in the JSON; the line is then handed on as an
+exception and dropped, and the client waits for its own timeout. Python's ``json``
+module still reads such a line, so when the request's ``id`` can be recovered we answer
+it at once with a JSON-RPC error that says which field holds the bad text and how to fix
+it. Lines with no recoverable id (not JSON, notifications) are left to the SDK as before.
+
+We keep the SDK's ``stdio_server`` (it also diverts fd 1 so stray prints never reach the
+wire) and only relay its inbound stream, so nothing else about the transport changes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import structlog
+from mcp.server.mcpserver import MCPServer
+from mcp.server.stdio import stdio_server
+from mcp.shared.message import SessionMessage
+from mcp_types import ErrorData, JSONRPCError
+from pydantic import ValidationError
+
+__all__ = ["run_stdio", "undecodable_answer"]
+
+log = structlog.get_logger("atelier.stdio")
+
+INVALID_REQUEST = -32600
+INVALID_PARAMS = -32602
+
+
+def _bad_text(value: Any, path: str) -> str | None:
+    """The JSON path of the first string (or key) that is not valid Unicode."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _bad_text(key, f"{path} (a key)") or _bad_text(item, f"{path}.{key}" if path else key)
+            if found:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _bad_text(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def undecodable_answer(error: BaseException) -> JSONRPCError | None:
+    """A JSON-RPC error for a request line the SDK could not decode, when the line is
+    still JSON and its ``id`` can be recovered; ``None`` otherwise."""
+    if not isinstance(error, ValidationError):
+        return None
+    details = error.errors(include_url=False)
+    line = details[0].get("input") if details else None
+    if not isinstance(line, str | bytes) or len(line) > 64 * 1024 * 1024:
+        return None
+    try:
+        message = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(message, dict) or "method" not in message:
+        return None
+    ident = message.get("id")
+    if isinstance(ident, bool) or not isinstance(ident, int | str) or _bad_text(ident, "id"):
+        return None  # a notification, or an id we could not echo back
+    where = _bad_text(message, "")
+    if where is None:
+        detail = "it is not a valid JSON-RPC request"
+        code = INVALID_REQUEST
+    else:
+        detail = (f"{where} contains text that is not valid Unicode (a lone UTF-16 surrogate such as "
+                  "\\ud800)")
+        code = INVALID_PARAMS if where.startswith("params") else INVALID_REQUEST
+    text = (f"The request could not be decoded: {detail}. Nothing was run. Fix: send valid Unicode "
+            "(surrogates only as pairs), or drop the character.")
+    return JSONRPCError(jsonrpc="2.0", id=ident, error=ErrorData(code=code, message=text))
+
+
+async def run_stdio(server: MCPServer[Any]) -> None:
+    """Serve ``server`` over stdio until stdin closes."""
+    lowlevel = server._lowlevel_server  # as MCPServer.run_stdio_async does
+    async with stdio_server() as (read_stream, write_stream):
+        inbound_send, inbound_receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+
+        async def relay() -> None:
+            async with inbound_send:
+                async for item in read_stream:
+                    if isinstance(item, Exception):
+                        answer = undecodable_answer(item)
+                        if answer is not None:
+                            log.warning("request could not be decoded; answered with an error",
+                                        id=str(answer.id)[:40], code=answer.error.code)
+                            await write_stream.send(SessionMessage(answer))
+                            continue
+                    await inbound_send.send(item)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(relay)
+            await lowlevel.run(inbound_receive, write_stream, lowlevel.create_initialization_options())
+            group.cancel_scope.cancel()
