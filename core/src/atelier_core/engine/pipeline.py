@@ -19,6 +19,7 @@ variation (the input image re-imagined without instructions).
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -31,7 +32,7 @@ from atelier_core.plugin.errors import (
 from atelier_core.media.fetch import SafeFetcher
 from atelier_core.media.inputs import InputIntake
 from atelier_core.engine.throttle import LimiterPool, Sleep
-from atelier_core.logging import add_secret
+from atelier_core.logging import add_secret, add_url_credentials
 from atelier_core.engine.registry import ModelEntry, Registry, build_registry
 from atelier_core.settings import Settings
 from atelier_core.plugin.spec import Operation
@@ -70,7 +71,7 @@ class Pipeline:
     def __init__(
         self,
         settings: Settings,
-        registry: Registry,
+        registry: Registry | Callable[[], Registry],
         *,
         store: OutputStore,
         intake: InputIntake,
@@ -79,7 +80,11 @@ class Pipeline:
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.settings = settings
-        self.registry = registry
+        # A registry, or how to build one on first use (plugins, catalogues and provider
+        # settings are not needed to answer initialize and tools/list).
+        self._registry: Registry | None = None if callable(registry) else registry
+        self._make_registry: Callable[[], Registry] | None = registry if callable(registry) else None
+        self._registry_lock = threading.Lock()  # the warm-up thread and a first call may race
         self.store = store
         self.intake = intake
         self.fetcher = fetcher
@@ -91,6 +96,39 @@ class Pipeline:
         #: Previews made while verifying new images (one decode per image), keyed by
         #: (path, sha256); the MCP layer takes them instead of decoding the file again.
         self.previews = PreviewCache()
+
+    @property
+    def registry(self) -> Registry:
+        """The model registry, built on first use (see :meth:`warm_up`)."""
+        if self._registry is None:
+            with self._registry_lock:
+                if self._registry is None:
+                    assert self._make_registry is not None
+                    self._registry = self._make_registry()
+        return self._registry
+
+    @property
+    def registry_built(self) -> bool:
+        return self._registry is not None
+
+    def warm_up(self) -> None:
+        """Build what the first call needs, ahead of it (blocking; run it in a thread).
+
+        The registry (plugins, catalogues, provider settings), then each usable
+        provider's :meth:`~atelier_core.plugin.provider.Provider.warm_up` (its vendor SDK's
+        import), then the image library. Failures are the first call's to report.
+        """
+        registry = self.registry
+        for provider in registry.providers.values():
+            if all(provider.unavailable_reason(spec) is not None for spec in provider.catalog()):
+                continue  # nothing of it can be called: its SDK can wait
+            try:
+                provider.warm_up()
+            except Exception as exc:  # a broken SDK surfaces on the call, with context
+                log.debug("provider warm-up failed", provider=provider.name, error=type(exc).__name__)
+        from atelier_core.media import images
+
+        images.warm_up()
 
     @property
     def state(self) -> StateStore:
@@ -119,11 +157,16 @@ class Pipeline:
     ) -> Pipeline:
         """Build the service from settings (default: environment + config file)."""
         settings = settings or Settings()
-        registry = build_registry(settings, plugins=plugins, entry_points=entry_points)
-        for provider in registry.providers.values():
-            for value in dict(provider.settings).values():
-                if hasattr(value, "get_secret_value"):
-                    add_secret(value)  # masked wherever errors and log lines go
+
+        def registry() -> Registry:
+            built = build_registry(settings, plugins=plugins, entry_points=entry_points)
+            for provider in built.providers.values():
+                for value in dict(provider.settings).values():
+                    if hasattr(value, "get_secret_value"):
+                        add_secret(value)  # masked wherever errors and log lines go
+                add_url_credentials(dict(provider.settings))  # e.g. a base_url with user:password@
+            return built
+
         storage = settings.storage
         store = OutputStore(settings.output_dir, file_mode=storage.file_mode)
         fetcher = SafeFetcher(timeout_s=storage.remote_timeout_s, max_bytes=storage.remote_max_bytes)
@@ -142,7 +185,8 @@ class Pipeline:
 
     async def aclose(self) -> None:
         """Close provider clients opened lazily."""
-        await self.registry.aclose()
+        if self._registry is not None:
+            await self._registry.aclose()
 
     # -- the call path ---------------------------------------------------------------
 

@@ -129,7 +129,6 @@ class SessionManager:
         self._atelier = atelier
         self._store = atelier.state
         self._execute = atelier.execute
-        self._registry = atelier.registry
         self._settings = atelier.settings.sessions
         self._clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
@@ -326,9 +325,9 @@ class SessionManager:
             if not model:
                 raise InvalidParameterError("model", None, "is needed: this session has no model yet",
                                             fix="pass model (any model with the edit capability)")
-            entry = self._registry.resolve(model)
+            entry = self._atelier.registry.resolve(model)
             if Operation.EDIT not in entry.spec.operations:
-                able = [e.canonical_id for e in self._registry.entries(capability="edit")]
+                able = [e.canonical_id for e in self._atelier.registry.entries(capability="edit")]
                 raise InvalidParameterError(
                     "model", model, "cannot edit, so it cannot continue a session",
                     allowed=able[:8], fix="pick a model with the edit capability",

@@ -16,6 +16,7 @@ quiet. A configured ``max_concurrency`` and ``requests_per_minute`` always hold.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 import time
@@ -128,10 +129,8 @@ class ProviderLimiter:
             if waiter.done() and not waiter.cancelled():
                 self._leave()  # admitted and cancelled at once: give the place back
             else:
-                try:
+                with contextlib.suppress(ValueError):
                     self._waiting.remove(waiter)
-                except ValueError:
-                    pass
             raise
 
     def _leave(self) -> None:

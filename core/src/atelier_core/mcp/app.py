@@ -23,6 +23,7 @@ from atelier_core.mcp.auth import principal_scope
 from atelier_core.mcp.protocol import protocol_compat
 from atelier_core.mcp.tools import Tools, build_tools
 from atelier_core.mcp.tasks import TasksExtension
+from atelier_core.mcp.warmup import WarmUp
 from atelier_core.mcp.resources import add_image_resources, install_image_reads
 
 log = structlog.get_logger("atelier.server")
@@ -53,20 +54,25 @@ def collect_secrets(settings: Settings, atelier: Pipeline | None = None) -> list
 def build_server(atelier: Pipeline, *, configure_logs: bool = True) -> MCPServer[Pipeline]:
     """The MCP server for ``atelier`` (logging is configured first: MCPServer's own
     ``basicConfig`` is then a no-op and every log line goes through our redaction)."""
+    # Provider secrets are registered when the registry is built (on first use, see
+    # WarmUp); a registry passed in already built is covered here.
+    built = atelier if atelier.registry_built else None
     if configure_logs:
-        configure_logging(atelier.settings.logging, secrets=collect_secrets(atelier.settings, atelier))
-    for secret in collect_secrets(atelier.settings, atelier):
+        configure_logging(atelier.settings.logging, secrets=collect_secrets(atelier.settings, built))
+    for secret in collect_secrets(atelier.settings, built):
         add_secret(secret)  # results are scrubbed even when logging is configured elsewhere
     add_url_credentials(atelier.settings.model_dump(mode="json"))
-    for provider in atelier.registry.providers.values():
-        add_url_credentials(dict(provider.settings))  # e.g. a base_url with user:password@
+    if built is not None:
+        for provider in built.registry.providers.values():
+            add_url_credentials(dict(provider.settings))  # e.g. a base_url with user:password@
 
     jobs = build_jobs(atelier)
     sessions = SessionManager(atelier)
+    warm_up = WarmUp(atelier)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[Pipeline]) -> AsyncIterator[Pipeline]:
-        log.debug("server session starting", models=len(atelier.registry.models))
+        log.debug("server session starting")
         # Temp files a crash left behind: swept off the event loop, never blocking start-up.
         sweep = asyncio.get_running_loop().run_in_executor(None, atelier.store.sweep_temp)
         # Memory a burst of large answers leaves behind goes back to the system.
@@ -77,6 +83,8 @@ def build_server(atelier: Pipeline, *, configure_logs: bool = True) -> MCPServer
         finally:
             returner.cancel()
             await sweep
+            if warm_up.task is not None:
+                await warm_up.task  # a thread cannot be cancelled; let it finish before closing
             await atelier.aclose()
 
     server: MCPServer[Pipeline] = MCPServer(
@@ -88,7 +96,7 @@ def build_server(atelier: Pipeline, *, configure_logs: bool = True) -> MCPServer
         extensions=[TasksExtension(Tools(atelier, jobs, sessions))],
         lifespan=lifespan,
         log_level=atelier.settings.logging.level,
-        middleware=[principal_scope, protocol_compat],
+        middleware=[principal_scope, protocol_compat, warm_up.middleware],
     )
     add_image_resources(server, atelier)
     install_image_reads(server, atelier)

@@ -123,9 +123,12 @@ def compact_tool(
     # misspelt parameter, or an "api_key" the model tries to pass, must not be ignored.
     # Argument errors name the argument but never echo its value (it may be a secret,
     # and these errors are raised before our own scrubbing runs).
+    # The published schema is the SDK's (built above); the strict model only validates, so
+    # its own build waits for the tool's first call (defer_build): each schema is built
+    # once at start-up, not twice.
     strict = type(tool.fn_metadata.arg_model.__name__, (tool.fn_metadata.arg_model,),
                   {"model_config": {**tool.fn_metadata.arg_model.model_config, "extra": "forbid",
-                                    "hide_input_in_errors": True}})
+                                    "hide_input_in_errors": True, "defer_build": True}})
     tool.fn_metadata.arg_model = strict
     tool.parameters = {**compact_schema(tool.parameters), "additionalProperties": False}
     if output_schema is not None:

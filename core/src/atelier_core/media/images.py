@@ -59,6 +59,13 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
+def warm_up() -> None:
+    """Import Pillow and the codecs a call uses, ahead of the first call (blocking)."""
+    from PIL import Image, ImageOps, JpegImagePlugin, PngImagePlugin, WebPImagePlugin  # noqa: F401
+
+    Image.preinit()
+
+
 def sniff(data: bytes) -> str | None:
     """The image format of ``data`` from its magic bytes: ``png``, ``jpeg``, ``webp``,
     ``gif`` — or ``None`` for anything else (including text files named ``.png``)."""

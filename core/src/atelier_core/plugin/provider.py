@@ -186,6 +186,13 @@ class Provider:
             return await self.edit(request, ctx)
         return await self.variation(request, ctx)
 
+    def warm_up(self) -> None:
+        """Import what the first call needs (the vendor SDK), ahead of it.
+
+        Called once in a worker thread soon after a client connected, so the first call
+        does not wait for the import. Blocking is fine here; open no connections.
+        """
+
     async def aclose(self) -> None:
         """Release clients opened lazily. Called at shutdown."""
 

@@ -139,6 +139,10 @@ class DalleProvider(Provider):
         files = {"image": await self._upload(request, "variation", wire, False)}
         return await self._call(request, ctx, files=files)
 
+    def warm_up(self) -> None:
+        """Import the SDK ahead of the first call (the core calls this in a worker thread)."""
+        import openai  # noqa: F401
+
     async def aclose(self) -> None:
         """Close the reused SDK client (its pooled connections)."""
         client, self._client = self._client, None

@@ -355,6 +355,10 @@ class GeminiProvider(Provider):
         result.applied.update(applied)
         return result
 
+    def warm_up(self) -> None:
+        """Import the SDK ahead of the first call (the core calls this in a worker thread)."""
+        from google.genai import types  # noqa: F401
+
     async def aclose(self) -> None:
         """Close the client (idempotent)."""
         client, self._client, self._client_loop = self._client, None, None

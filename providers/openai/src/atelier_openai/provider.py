@@ -343,6 +343,10 @@ class OpenAIProvider(Provider):
             log.info("openai call failed", model=request.model, code=error.code, request_id=error.request_id)
         return error
 
+    def warm_up(self) -> None:
+        """Import the SDK ahead of the first call (the core calls this in a worker thread)."""
+        import openai  # noqa: F401
+
     async def aclose(self) -> None:
         client, self._client = self._client, None
         if client is not None:
