@@ -1,4 +1,9 @@
-"""How tests find uv: the one running them (``uv run`` sets ``UV``), else uv on PATH or as a module."""
+"""How tests find uv: the one running them (``uv run`` sets ``UV``), else uv on PATH or as a module.
+
+Every uv a test starts trusts the machine's certificate store, as the README's commands do
+(``uv run --system-certs``): the flag is not inherited by child processes, and behind a
+TLS-inspecting proxy uv's own roots fail.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,10 @@ import pytest
 
 
 def uv_command() -> list[str]:
+    return [*_uv(), "--system-certs"]
+
+
+def _uv() -> list[str]:
     running = os.environ.get("UV")
     if running and os.path.isfile(running):
         return [running]
