@@ -495,7 +495,10 @@ def seed_ledger(data_dir: Path, rows: int) -> None:
     import importlib
     import inspect
 
-    from atelier_core.engine.pipeline import Pipeline
+    try:
+        from atelier_core.engine.pipeline import Pipeline
+    except ImportError:  # a checkout from before the rename (for before/after runs)
+        from atelier_core.engine.pipeline import Atelier as Pipeline  # type: ignore[attr-defined,no-redef]
     from atelier_core.settings import ExplicitSettings
 
     pipeline = Pipeline.build(ExplicitSettings(data_dir=data_dir), entry_points=False)

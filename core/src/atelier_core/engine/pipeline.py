@@ -37,6 +37,7 @@ from atelier_core.engine.registry import ModelEntry, Registry, build_registry
 from atelier_core.settings import Settings
 from atelier_core.plugin.spec import Operation
 from atelier_core.media.storage import OutputStore
+from atelier_core.media.thumbnails import Thumbnails
 from atelier_core.state.database import StateStore
 from atelier_core.plugin.types import ImageCall, ImageRequest
 
@@ -85,6 +86,7 @@ class Pipeline:
         self._registry: Registry | None = None if callable(registry) else registry
         self._make_registry: Callable[[], Registry] | None = registry if callable(registry) else None
         self._registry_lock = threading.Lock()  # the warm-up thread and a first call may race
+        self._thumbnails: Thumbnails | None = None
         self.store = store
         self.intake = intake
         self.fetcher = fetcher
@@ -106,6 +108,13 @@ class Pipeline:
                     assert self._make_registry is not None
                     self._registry = self._make_registry()
         return self._registry
+
+    @property
+    def thumbnails(self) -> Thumbnails:
+        """Kept renditions of saved images (history and job listings), made on first use."""
+        if self._thumbnails is None:
+            self._thumbnails = Thumbnails(self.settings.resolved_data_dir / "thumbnails")
+        return self._thumbnails
 
     @property
     def registry_built(self) -> bool:

@@ -16,6 +16,7 @@ from mcp_types import (
 )
 
 from atelier_core.media import images as imaging
+from atelier_core.media.thumbnails import Thumbnails
 from atelier_core.engine.pipeline import CallOutcome, ImageRecord, PreviewCache
 from atelier_core.settings import Settings
 
@@ -52,9 +53,15 @@ def _applied(applied: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in applied.items() if k != "model") or "defaults"
 
 
-def _inline(record: ImageRecord, mode: ReturnImage, settings: Settings) -> tuple[ImageContent, str | None]:
+def _inline(record: ImageRecord, mode: ReturnImage, settings: Settings,
+            thumbnails: Thumbnails | None = None) -> tuple[ImageContent, str | None]:
     """The inline image for one record (runs in a worker thread)."""
     preview = settings.preview
+    if mode == "preview" and thumbnails is not None:
+        small = thumbnails.get(Path(record.path), max_edge=preview.max_edge, max_bytes=preview.max_bytes,
+                               fmt=preview.format)
+        return ImageContent(type="image", data=base64.b64encode(small.data).decode(),
+                            mime_type=small.mime_type), None
     data = Path(record.path).read_bytes()
     if mode == "full" and len(data) <= preview.max_full_inline_bytes:
         return ImageContent(type="image", data=base64.b64encode(data).decode(),
@@ -74,23 +81,28 @@ def _inline(record: ImageRecord, mode: ReturnImage, settings: Settings) -> tuple
 
 
 async def render(outcome: CallOutcome, mode: ReturnImage, settings: Settings,
-                 previews: PreviewCache | None = None) -> CallToolResult:
+                 previews: PreviewCache | None = None, thumbnails: Thumbnails | None = None) -> CallToolResult:
     """A CallOutcome as a tool result: text, inline image(s), resource links, structured data.
 
     ``previews``: previews the router made while verifying the images; a preview found
-    there is used as is (the file is not read and decoded a second time).
+    there is used as is (the file is not read and decoded a second time), and kept in
+    ``thumbnails`` for later listings (a job collected again, a session's history).
     """
     content: list[Any] = []
     notes: list[str] = []
     blocks: list[Any] = []
+    preview = settings.preview
     for record in outcome.images:
         cached = previews.take(record.path, record.sha256) if previews is not None else None
+        if cached is not None and thumbnails is not None:
+            await asyncio.to_thread(thumbnails.put, Path(record.path), cached, max_edge=preview.max_edge,
+                                    max_bytes=preview.max_bytes, fmt=preview.format)
         if mode == "preview" and cached is not None:
             blocks.append(ImageContent(type="image", data=base64.b64encode(cached.data).decode(),
                                        mime_type=cached.mime_type))
         elif mode != "none":
             try:
-                image, note = await asyncio.to_thread(_inline, record, mode, settings)
+                image, note = await asyncio.to_thread(_inline, record, mode, settings, thumbnails)
                 blocks.append(image)
                 if note:
                     notes.append(note)

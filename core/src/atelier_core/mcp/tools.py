@@ -37,7 +37,7 @@ from mcp_types import (
 )
 from pydantic import BaseModel, Field, ValidationError
 
-from atelier_core.media import images as imaging
+from atelier_core.media.thumbnails import Thumbnails
 from atelier_core.plugin.errors import AtelierError, InvalidParameterError
 from atelier_core.engine.cost import usage_report
 from atelier_core.engine.jobs import JobManager
@@ -133,7 +133,8 @@ class Tools:
         except AtelierError as exc:
             log.info("tool call refused", operation=operation.value, code=exc.code)
             raise ToolError(str(exc)) from None
-        return await render(outcome, mode, settings, self.atelier.previews)
+        return await render(outcome, mode, settings, self.atelier.previews,
+                            self.atelier.thumbnails)
 
     async def generate_image(
         self,
@@ -255,7 +256,8 @@ class Tools:
             if job.reused:
                 outcome.notes.append(f"idempotency_key matched job {job.id}: this is its result; "
                                      "nothing was sent again")
-            return await render(outcome, mode, self.atelier.settings, self.atelier.previews)
+            return await render(outcome, mode, self.atelier.settings, self.atelier.previews,
+                            self.atelier.thumbnails)
         raise ToolError(job_error_text(job))
 
     def _require_jobs(self) -> JobManager:
@@ -354,7 +356,7 @@ class Tools:
                                       structured_content={"sessions": [v.summary() for v in views]})
             if action == "history":
                 assert session_id is not None
-                return await _history(sessions.get(session_id), settings)
+                return await _history(sessions.get(session_id), settings, self.atelier.thumbnails)
             if action == "end":
                 assert session_id is not None
                 view = sessions.end(session_id)
@@ -380,7 +382,8 @@ class Tools:
                 content=[TextContent(type="text", text=line + f" Turn 0 is {head.image_path}."),
                          ResourceLink(type="resource_link", uri=head.resource_uri or "", name=Path(head.image_path).name)],
                 structured_content={"session": view.summary(), "turn": head.summary()})
-        rendered = await render(outcome, mode, settings, self.atelier.previews)
+        rendered = await render(outcome, mode, settings, self.atelier.previews,
+                            self.atelier.thumbnails)
         rendered.content.insert(0, TextContent(type="text", text=line))
         rendered.structured_content = {"session": view.summary(), "turn": head.summary() if head else None,
                                        "outcome": rendered.structured_content}
@@ -468,25 +471,42 @@ def _session_line(view: SessionView) -> str:
     return f"{view.id}: {state}, {len(view.turns)} turn(s), model {model}"
 
 
-async def _history(view: SessionView, settings: Settings) -> CallToolResult:
+def _history_thumbnails(view: SessionView, settings: Settings,
+                        thumbnails: Thumbnails) -> dict[int, ImageContent | str]:
+    """Per turn (newest first, within the inline budget): its thumbnail, or why there is
+    none. One worker-thread job for the whole history; kept thumbnails are not re-made."""
+    budget = settings.preview.max_full_inline_bytes
+    found: dict[int, ImageContent | str] = {}
+    for turn in reversed(view.turns):  # newest first: the budget favours recent turns
+        path = Path(turn.image_path)
+        if budget <= 0 or not path.is_file():
+            continue
+        try:
+            thumb = thumbnails.get(path, max_edge=min(256, settings.preview.max_edge), max_bytes=30_000,
+                                   fmt=settings.preview.format)
+        except (AtelierError, OSError):
+            found[turn.turn] = f"(no preview: {turn.image_path} unreadable)"
+            continue
+        encoded = base64.b64encode(thumb.data).decode()
+        if len(encoded) <= budget:
+            budget -= len(encoded)
+            found[turn.turn] = ImageContent(type="image", data=encoded, mime_type=thumb.mime_type)
+    return found
+
+
+async def _history(view: SessionView, settings: Settings, thumbnails: Thumbnails) -> CallToolResult:
     """Each turn: prompt, model, parameters, resource link and (within budget) a thumbnail."""
     content: list[Any] = [TextContent(type="text", text=_session_line(view))]
-    budget = settings.preview.max_full_inline_bytes
-    for turn in reversed(view.turns):  # newest first: the budget favours recent turns
+    thumbs = await asyncio.to_thread(_history_thumbnails, view, settings, thumbnails)
+    for turn in reversed(view.turns):
         text = (f"turn {turn.turn}" + (f" (from {turn.parent})" if turn.parent is not None else "")
                 + f": {turn.operation} {turn.model or ''} {turn.prompt or ''}".rstrip())
         content.append(TextContent(type="text", text=text))
-        if budget > 0 and Path(turn.image_path).is_file():
-            try:
-                thumb = await asyncio.to_thread(
-                    imaging.make_preview, Path(turn.image_path).read_bytes(),
-                    max_edge=min(256, settings.preview.max_edge), max_bytes=30_000, fmt=settings.preview.format)
-                encoded = base64.b64encode(thumb.data).decode()
-                if len(encoded) <= budget:
-                    budget -= len(encoded)
-                    content.append(ImageContent(type="image", data=encoded, mime_type=thumb.mime_type))
-            except AtelierError:
-                content.append(TextContent(type="text", text=f"(no preview: {turn.image_path} unreadable)"))
+        thumb = thumbs.get(turn.turn)
+        if isinstance(thumb, str):
+            content.append(TextContent(type="text", text=thumb))
+        elif thumb is not None:
+            content.append(thumb)
         if turn.resource_uri:
             content.append(ResourceLink(type="resource_link", uri=turn.resource_uri,
                                         name=Path(turn.image_path).name))
