@@ -19,8 +19,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from obstore.store import ClientConfig
 
 from atelier_core.plugin.errors import ConfigurationError, NotFoundError, StorageError
 
@@ -80,7 +83,10 @@ class BucketStore:
             # Path-style addressing: S3-compatible servers rarely have wildcard DNS.
             config["virtual_hosted_style_request"] = False
         self._store = S3Store(
-            self.bucket, prefix=self.prefix or None, client_options=options or None, **config
+            self.bucket,
+            prefix=self.prefix or None,
+            client_options=cast("ClientConfig", options) if options else None,
+            **config,
         )
 
     def location(self, key: str) -> str:
