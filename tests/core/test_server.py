@@ -212,7 +212,7 @@ async def test_unexpected_exceptions_are_generic(tmp_path: Path) -> None:
     async def explode(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("internal detail sk-canary-123")
 
-    atelier.execute = explode  # type: ignore[method-assign]
+    atelier.run = explode  # type: ignore[method-assign]
     async with Client(build_server(atelier)) as client:
         result = await client.call_tool("generate_image", {"prompt": "x", "model": "placeholder"})
     assert result.is_error

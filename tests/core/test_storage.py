@@ -503,7 +503,7 @@ def test_property_refused_or_inside_root(tmp_path: Path, parts: list[str], sep: 
 
 
 def test_sidecar_failure_keeps_the_published_image(store: OutputStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    fail_nth(monkeypatch, "replace", 1, errno.ENOSPC)  # only the sidecar uses os.replace
+    fail_nth(monkeypatch, "link", 2, errno.ENOSPC)  # the image is linked first, then its sidecar
     saved = store.save(PNG, "png", filename="kept.png", metadata={"prompt": "p"})
     assert saved.sidecar is None
     assert saved.path.read_bytes() == PNG
@@ -517,3 +517,15 @@ def test_root_that_cannot_be_created(tmp_path: Path) -> None:
     with pytest.raises(StorageError) as info:
         OutputStore(tmp_path / "file" / "images")
     assert info.value.code == "write_failed" and "storage.output_dir" in str(info.value)
+
+
+def test_a_sidecar_never_replaces_a_file_atelier_did_not_write(store: OutputStore) -> None:
+    (store.root / "keep.png.json").write_text('{"mine": true}')
+    saved = store.save(PNG, "png", filename="keep.png", metadata={"prompt": "p"})
+    assert saved.path.read_bytes() == PNG and saved.sidecar is None
+    assert (store.root / "keep.png.json").read_text() == '{"mine": true}'
+    # Its own sidecar, on overwrite, is replaced.
+    first = store.save(PNG, "png", filename="own.png", metadata={"prompt": "one"})
+    assert first.sidecar is not None
+    again = store.save(PNG, "png", filename="own.png", overwrite=True, metadata={"prompt": "two"})
+    assert again.sidecar is not None and '"two"' in again.sidecar.read_text()

@@ -55,8 +55,7 @@ from atelier_core.settings import JobSettings
 from atelier_core.state.database import StateStore
 from atelier_core.engine.progress import SAVING_FRACTION, SENT_FRACTION
 from atelier_core.media import images as imaging
-from atelier_core.plugin.spec import Operation
-from atelier_core.plugin.types import ImageCall
+from atelier_core.engine.plan import CallPlan, Plan
 from atelier_core.state.jobs import Job, JobState, JobStore, Origin, new_job_id, request_fingerprint
 
 __all__ = [
@@ -87,11 +86,15 @@ ProgressListener = Callable[[float | None, str], Awaitable[None]]
 class JobRun:
     """What a runner gets for one job: its request and ways to report progress."""
 
-    def __init__(self, manager: JobManager, job_id: str, operation: str, request: dict[str, Any]) -> None:
+    def __init__(self, manager: JobManager, job_id: str, operation: str, request: dict[str, Any],
+                 context: object = None) -> None:
         self._manager = manager
         self.job_id = job_id
         self.operation = operation
         self.request = request
+        #: What the submitter handed over in memory with the request (the pipeline's
+        #: :class:`~atelier_core.engine.plan.Plan`, inputs already read); not stored.
+        self.context = context
 
     async def progress(
         self, fraction: float | None, message: str, *, stage: JobState | None = None
@@ -253,10 +256,11 @@ class JobManager:
     async def submit(
         self,
         operation: str,
-        request: dict[str, Any],
+        request: dict[str, Any] | BaseModel,
         *,
         origin: Origin = "job",
         idempotency_key: str | None = None,
+        context: object = None,
     ) -> Job:
         """Record a job durably, start it, and return it (state ``queued``).
 
@@ -266,6 +270,8 @@ class JobManager:
         """
         if self._tg is None:
             raise RuntimeError("JobManager.submit needs `async with manager.running()`")
+        if isinstance(request, BaseModel):
+            request = request.model_dump(mode="json")
         fingerprint = request_fingerprint(operation, request) if idempotency_key else None
         if idempotency_key:
             earlier = await self._by_key(idempotency_key, operation, fingerprint)
@@ -293,13 +299,17 @@ class JobManager:
                 raise RuntimeError("an idempotency key was taken, then vanished")
             return earlier
         self._active[job_id] = _Active(state=JobState.QUEUED)
-        self._tg.start_soon(self._run, job_id, operation, request)
+        self._tg.start_soon(self._run, job_id, operation, request, context)
         log.info("job submitted", job_id=job_id, operation=operation, origin=origin)
         return Job(
             id=job_id, operation=operation, origin=origin, state=JobState.QUEUED,
             message="waiting for a provider slot", request=request, owner=self.owner,
             created_at=now, updated_at=now,
         )
+
+    async def knows_key(self, key: str) -> bool:
+        """True when a job holds idempotency ``key`` (a repeat will get that job)."""
+        return await self.records.by_key(key) is not None
 
     async def _by_key(self, key: str, operation: str, fingerprint: str | None) -> Job | None:
         found = await self.records.by_key(key)
@@ -318,7 +328,7 @@ class JobManager:
         log.info("idempotent repeat: returning the earlier job", job_id=job_id)
         return job.model_copy(update={"reused": True})
 
-    async def _run(self, job_id: str, operation: str, request: dict[str, Any]) -> None:
+    async def _run(self, job_id: str, operation: str, request: dict[str, Any], context: object = None) -> None:
         active = self._active[job_id]
         outcome: dict[str, Any] | None = None
         error: dict[str, Any] | None = None
@@ -327,7 +337,7 @@ class JobManager:
                 active.scope = scope
                 if active.cancel_early:
                     scope.cancel()
-                run = JobRun(self, job_id, operation, request)
+                run = JobRun(self, job_id, operation, request, context)
                 try:
                     result = await self._runner(run)
                     outcome = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
@@ -497,11 +507,12 @@ class JobManager:
     async def call(
         self,
         operation: str,
-        request: dict[str, Any],
+        request: dict[str, Any] | BaseModel,
         *,
         handoff_after_s: float | None = None,
         on_progress: ProgressListener | None = None,
         idempotency_key: str | None = None,
+        context: object = None,
     ) -> Job:
         """Run a call as a hidden job and wait for it, handing it off after a while.
 
@@ -511,7 +522,8 @@ class JobManager:
         up), the job is cancelled too.
         """
         limit = self.settings.handoff_after_s if handoff_after_s is None else handoff_after_s
-        job = await self.submit(operation, request, origin="call", idempotency_key=idempotency_key)
+        job = await self.submit(operation, request, origin="call", idempotency_key=idempotency_key,
+                                context=context)
         owned = not job.reused  # a repeat waits for the earlier job but never cancels it
         active = self._active.get(job.id)
         if active is not None and on_progress is not None:
@@ -675,28 +687,24 @@ def _sniff_mime(data: bytes) -> str | None:
     return None
 
 
-async def _approved(message: str) -> bool:
-    """A confirmation the user gave before the call became a job."""
-    return True
-
-
 def pipeline_runner(pipeline: Pipeline) -> Runner:
-    """The runner for stored jobs: the pipeline's ``execute``, its progress mapped to stages."""
+    """The runner for stored jobs: the job's plan through the pipeline, its progress
+    mapped to job stages. A job submitted in this process carries its
+    :class:`~atelier_core.engine.plan.Plan` (inputs read once, outputs checked); a bare
+    stored :class:`~atelier_core.engine.plan.CallPlan` is planned again."""
 
     async def run(job: JobRun) -> CallOutcome:
-        stored = job.request
+        plan = job.context
+        if not isinstance(plan, Plan):
+            spec = CallPlan.model_validate(job.request)
+            plan = await pipeline.plan(spec.call, spec.operation, output=spec.output, confirmed=spec.confirmed)
 
         async def progress(fraction: float, message: str) -> None:
             stage = (JobState.SAVING if fraction >= SAVING_FRACTION
                      else JobState.RUNNING if fraction > SENT_FRACTION else None)
             await job.progress(fraction, message, stage=stage)
 
-        return await pipeline.execute(
-            ImageCall.model_validate(stored["call"]), Operation(job.operation),
-            filename=stored.get("filename"), overwrite=bool(stored.get("overwrite")),
-            progress=progress, partial=job.partial, saved=job.saved,
-            confirm=_approved if stored.get("confirmed") else None,
-        )
+        return await pipeline.run(plan, progress=progress, partial=job.partial, saved=job.saved)
 
     return run
 

@@ -1,16 +1,16 @@
-"""The router: one call from an :class:`ImageCall` to saved, verified files.
+"""The pipeline: one call from an :class:`ImageCall` to saved, verified, accounted files.
 
 :class:`Pipeline` is the service every front end (MCP server, CLI, jobs, sessions) uses.
 Build it with :meth:`Pipeline.build`; there is no module-level instance.
 
-``execute`` runs a call in small, separately callable steps:
+A call runs in typed stages, each in its own module, in one direction:
 
-1. :meth:`Pipeline.prepare` — resolve the model, read input images, validate, quote. Nothing
-   is sent upstream; every refusal happens here.
-2. :meth:`Pipeline.admit` — the spend limits (and ask-first confirmation); the quote is
-   held while the call runs.
-3. :meth:`Pipeline.perform` — limits, the one retry layer, fan-out, verification, storage.
-4. :meth:`Pipeline.account` — the cost ledger records what was billed.
+    plan (plan.py) → admit (here) → send (send.py) → receive (receive.py)
+         → store (save.py) → account (account.py)
+
+:meth:`Pipeline.plan` makes a :class:`~atelier_core.engine.plan.Plan` (every refusal
+happens there, before any money is spent); :meth:`Pipeline.run` takes it through the
+rest; :meth:`Pipeline.execute` does both.
 
 Routing rule: ``edit`` with no prompt on a model that supports ``variation`` becomes a
 variation (the input image re-imagined without instructions).
@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
 
 from atelier_core.engine.cost import Ledger, SpendGuard
-from atelier_core.plugin.errors import (
-    UpstreamTimeoutError,
-)
 from atelier_core.media.fetch import SafeFetcher
 from atelier_core.media.inputs import InputIntake
 from atelier_core.engine.throttle import LimiterPool, Sleep
@@ -41,18 +39,23 @@ from atelier_core.media.thumbnails import Thumbnails
 from atelier_core.state.database import StateStore
 from atelier_core.plugin.types import ImageCall, ImageRequest
 
-from atelier_core.engine.outcome import CallOutcome, CostInfo, ImageRecord, PreviewCache
-from atelier_core.engine.progress import SAVING_FRACTION, SENT_FRACTION, Confirm, Monotonic, PartialSink, Progress, report
-from atelier_core.engine.plan import Prepared, check_filename, dry_run_outcome, prepare, quote, resolve
-from atelier_core.engine.send import perform
+from atelier_core.engine.account import Charge, account, charge_of, say_billed
 from atelier_core.engine.describe import describe_models
+from atelier_core.engine.outcome import CallOutcome, CostInfo, ImageRecord, PreviewCache
+from atelier_core.engine.plan import CallPlan, OutputRequest, Plan, dry_run_outcome, make_plan, quote, resolve
+from atelier_core.engine.progress import SAVING_FRACTION, SENT_FRACTION, Confirm, Monotonic, PartialSink, Progress, report
+from atelier_core.engine.receive import Received, most_meaningful, receive
+from atelier_core.engine.save import OnSaved, Stored, store
+from atelier_core.engine.send import Sent, batches_for, send
 
 __all__ = [
     "Pipeline",
     "CallOutcome",
     "CostInfo",
+    "CallPlan",
     "ImageRecord",
-    "Prepared",
+    "OutputRequest",
+    "Plan",
     "PreviewCache",
     "Progress",
     "PartialSink",
@@ -199,6 +202,20 @@ class Pipeline:
 
     # -- the call path ---------------------------------------------------------------
 
+    async def plan(
+        self,
+        call: ImageCall,
+        operation: Operation,
+        *,
+        output: OutputRequest | None = None,
+        confirmed: bool = False,
+        require_available: bool = True,
+        check_outputs: bool = True,
+    ) -> Plan:
+        """The plan stage: every check that can refuse the call. Sends nothing, spends nothing."""
+        return await make_plan(self, call, operation, output=output, confirmed=confirmed,
+                               require_available=require_available, check_outputs=check_outputs)
+
     async def execute(
         self,
         call: ImageCall,
@@ -210,105 +227,119 @@ class Pipeline:
         partial: PartialSink | None = None,
         dry_run: bool = False,
         confirm: Confirm | None = None,
-        saved: Callable[[str], Awaitable[None]] | None = None,
+        saved: OnSaved | None = None,
     ) -> CallOutcome:
-        """Run one generate/edit/variation call end to end.
+        """Plan and run one generate/edit/variation call (see :meth:`run`)."""
+        plan = await self.plan(call, operation, output=OutputRequest(filename=filename, overwrite=overwrite),
+                               require_available=not dry_run)
+        if dry_run:
+            return dry_run_outcome(self, plan)
+        return await self.run(plan, progress=progress, partial=partial, confirm=confirm, saved=saved)
 
-        Raises an :class:`AtelierError` when nothing could be produced; returns an outcome
-        with ``failures`` when only some images came back.
+    async def run(
+        self,
+        plan: Plan,
+        *,
+        progress: Progress | None = None,
+        partial: PartialSink | None = None,
+        confirm: Confirm | None = None,
+        saved: OnSaved | None = None,
+    ) -> CallOutcome:
+        """admit → send → receive → store → account, for a plan made by :meth:`plan`.
+
+        Raises an :class:`AtelierError` when nothing could be produced (saying so when the
+        call may have been billed); returns an outcome with ``failures`` when only some
+        images came back. ``saved`` is told each file's path as soon as it is published.
         """
         progress = Monotonic(progress) if progress is not None else None
-        prepared = await prepare(self, call, operation, require_available=not dry_run)
-        if filename is not None:
-            check_filename(self, prepared, filename, overwrite)
-        await report(progress, 0.05, f"validated for {prepared.entry.canonical_id}")
-        if dry_run:
-            return dry_run_outcome(self, prepared)
-        prepared.confirm = confirm
-        prepared.on_saved = saved  # told each file's path as soon as it is published
-        hold = await self.admit(prepared)
+        await report(progress, 0.05, f"validated for {plan.entry.canonical_id}")
+        hold = await self.admit(plan, None if plan.spec.confirmed else confirm)
+        sent = batches_for(plan)
+        charge: Charge | None = None
         try:
             try:
-                outcome = await perform(self, 
-                    prepared, filename=filename, overwrite=overwrite, progress=progress,
-                    partial=partial,
-                )
-            except UpstreamTimeoutError as exc:
-                await asyncio.to_thread(self.account, prepared, None, request_id=exc.request_id)
+                await send(self, plan, sent, progress=progress, partial=partial)
+            except BaseException:
+                # Abandoned while requests were out (the client gave up, the job was
+                # cancelled): the provider may still bill them.
+                if sent.in_flight:
+                    charge = charge_of(plan, None, images=sent.in_flight)
                 raise
-            # A ledger write is a SQLite commit (synced to disk): never on the event loop.
-            await asyncio.to_thread(self.account, prepared, outcome)
+            received = await receive(self, plan, sent)
+            charge = charge_of(plan, received)
+            stored = await store(self, plan, received, on_saved=saved)
+            charge = charge_of(plan, received, stored=len(stored.records))
+            await report(progress, 1.0, f"saved {len(stored.records)} image(s)")
+            if not stored.records:
+                raise say_billed(most_meaningful([*received.errors, *stored.errors], plan.entry,
+                                                 [*received.failures, *stored.failures]), charge)
+            return self._outcome(plan, sent, received, stored)
         finally:
+            if charge is not None:
+                # Shielded: a cancelled call still records what it may have cost.
+                await asyncio.shield(account(self, plan, charge))
             self.spend.release(hold)
-        return outcome
 
-    async def admit(self, prepared: Prepared) -> int:
-        """Apply the spend limits; ask the user first above the threshold. Holds the quote."""
-        quote = prepared.quote
-        verdict, hold = self.spend.admit(quote, prepared.entry.canonical_id)
-        if verdict == "ask":
+    def _outcome(self, plan: Plan, sent: Sent, received: Received, stored: Stored) -> CallOutcome:
+        failures = sorted([*received.failures, *stored.failures], key=lambda f: f.index)
+        notes = [*plan.notes, *sent.notes, *received.notes, *stored.notes]
+        if failures:
+            notes.append(f"{len(stored.records)} of {plan.request.n} image(s) produced; {len(failures)} failed "
+                         "(see failures); the saved ones are kept — do not pay for them again")
+        if received.maybe_billed:
+            notes.append(f"{received.maybe_billed} image(s) came back unusable or not at all and may have "
+                         "been billed; recorded in get_usage")
+        return CallOutcome(
+            model=plan.entry.canonical_id,
+            provider=plan.entry.provider_name,
+            operation=plan.operation,
+            images=stored.records,
+            failures=failures,
+            requested=plan.validated.requested,
+            applied=received.applied,
+            notes=notes,
+            usage=received.usage,
+            cost=received.cost,
+            texts=received.texts,
+            request_id=received.request_id,
+            elapsed_s=round(time.perf_counter() - plan.started, 4),
+            continuation=received.continuation,
+        )
+
+    async def admit(self, plan: Plan, confirm: Confirm | None = None) -> int:
+        """The admit stage: spend limits, and ask the user first above the threshold.
+        Holds the quote until the caller releases it (``spend.release``)."""
+        quote = plan.quote
+        verdict, hold = self.spend.admit(quote, plan.entry.canonical_id)
+        if verdict == "ask" and not plan.spec.confirmed:
             confirmed = False
-            if prepared.confirm is not None:
-                message = (
-                    f"Generate {prepared.request.n} image(s) with {prepared.entry.canonical_id} "
-                    f"for an estimated ${quote.estimate_usd or 0:.4f}?"
-                )
+            if confirm is not None:
                 try:
-                    confirmed = await prepared.confirm(message)
+                    confirmed = await confirm(self.ask_message(plan))
                 except Exception as exc:  # a client that fails to answer has not confirmed
                     log.warning("confirmation failed", error=type(exc).__name__)
             if not confirmed:
                 self.spend.release(hold)
-                raise self.spend.ask_refusal(quote, asked=prepared.confirm is not None)
+                raise self.spend.ask_refusal(quote, asked=confirm is not None)
         return hold
 
-    def account(self, prepared: Prepared, outcome: CallOutcome | None, *, request_id: str | None = None) -> None:
-        """Record a billed (or possibly billed) call in the ledger. Unbilled failures are not."""
-        entry = prepared.entry
-        if outcome is None:  # timed out: the provider may have billed it
-            images, cost, status, usage = 0, prepared.cost.estimate_usd, "maybe_billed", None
-        elif outcome.images:
-            images, cost = len(outcome.images), outcome.cost.cost_usd
-            status = "partial" if outcome.failures else "billed"
-            usage = outcome.usage.model_dump(exclude_none=True) if outcome.usage else None
-            request_id = outcome.request_id
-        else:
-            return
-        try:
-            self.spend.record(
-                provider=entry.provider_name, model=entry.canonical_id,
-                operation=prepared.operation.value, images=images, quote=prepared.quote,
-                cost_usd=cost, status=status, usage=usage, request_id=request_id,
-            )
-        except Exception as exc:  # the images are saved; a ledger failure must not lose them
-            log.error("ledger write failed", error=f"{type(exc).__name__}: {exc}")
-
+    @staticmethod
+    def ask_message(plan: Plan) -> str:
+        """The question asked before a call above ``cost.ask_above_usd``."""
+        return (f"Generate {plan.request.n} image(s) with {plan.entry.canonical_id} "
+                f"for an estimated ${plan.quote.estimate_usd or 0:.4f}?")
 
     def resolve(self, model: str | None) -> ModelEntry:
         """The model entry for ``model`` or the configured default model."""
         return resolve(self, model)
 
-    async def prepare(self, call: ImageCall, operation: Operation, *, require_available: bool = True) -> Prepared:
-        """Resolve, read inputs, validate and quote. Spends nothing, sends nothing."""
-        return await prepare(self, call, operation, require_available=require_available)
-
-    def check_filename(self, prepared: Prepared, filename: str, overwrite: bool) -> None:
-        """Refuse a bad or taken output name before anything is spent."""
-        check_filename(self, prepared, filename, overwrite)
-
     def quote(self, entry: ModelEntry, request: ImageRequest) -> CostInfo:
         """Price estimate before the call, from the provider's price table."""
         return quote(self, entry, request)
 
-    def dry_run_outcome(self, prepared: Prepared) -> CallOutcome:
+    def dry_run_outcome(self, plan: Plan) -> CallOutcome:
         """What a dry run returns: the quote and the parameters, no images, no spend."""
-        return dry_run_outcome(self, prepared)
-
-    async def perform(self, prepared: Prepared, *, filename: str | None = None, overwrite: bool = False,
-                      progress: Progress | None = None, partial: PartialSink | None = None) -> CallOutcome:
-        """Call the provider (limits, retries, fan-out), verify and save every image."""
-        return await perform(self, prepared, filename=filename, overwrite=overwrite, progress=progress,
-                             partial=partial)
+        return dry_run_outcome(self, plan)
 
     def describe_models(self, provider: str | None = None, capability: str | None = None) -> dict[str, Any]:
         """Data for ``list_available_models``: every model, compactly, plus diagnostics."""

@@ -1,45 +1,80 @@
-"""Plan: resolve the model, read the inputs, validate and quote. Nothing is sent, nothing spent."""
+"""Plan: everything that can refuse a call, before anything is sent or spent.
+
+:func:`make_plan` resolves the model, reads every input once, validates the request
+against the model's spec, quotes it, and resolves every output name the call will use
+(all ``n`` of them, their sidecars, against the filesystem). The result is a
+:class:`Plan`; its :class:`CallPlan` is the typed, versioned part a job stores.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
+from pydantic import BaseModel, ConfigDict
 
 from atelier_core.engine.cost import Quote, apply_price_override
-from atelier_core.plugin.errors import (
-    AtelierError,
-    InvalidParameterError,
-    OutputPathError,
-    shorten,
-)
+from atelier_core.engine.outcome import CallOutcome, CostInfo
 from atelier_core.engine.registry import ModelEntry
+from atelier_core.engine.validation import Validated, validate_call
 from atelier_core.media.inputs import InputBudget
+from atelier_core.media.outputs import OutputSlot, plan_outputs
+from atelier_core.plugin.errors import AtelierError, InvalidParameterError
 from atelier_core.plugin.spec import Operation
 from atelier_core.plugin.types import ImageCall, ImageRequest, InputImage
-from atelier_core.engine.validation import Validated, validate_call
-from typing import TYPE_CHECKING
-from atelier_core.engine.outcome import CallOutcome, CostInfo
-from atelier_core.engine.progress import Confirm
 
 if TYPE_CHECKING:
     from atelier_core.engine.pipeline import Pipeline
 
+__all__ = ["PLAN_VERSION", "CallPlan", "OutputRequest", "Plan", "dry_run_outcome", "make_plan", "quote", "resolve"]
+
+PLAN_VERSION: Literal[1] = 1
+
+
+class OutputRequest(BaseModel):
+    """What the caller asked for the files: a name (numbered for n > 1) and overwrite."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    filename: str | None = None
+    overwrite: bool = False
+
+
+class CallPlan(BaseModel):
+    """A call as a job stores it: typed, versioned, JSON round-trippable.
+
+    ``model`` is the canonical id it resolved to; ``confirmed`` records that the user
+    already confirmed the spend (so the job does not ask again).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1] = PLAN_VERSION
+    model: str
+    operation: Operation
+    call: ImageCall
+    output: OutputRequest = OutputRequest()
+    confirmed: bool = False
+
 
 @dataclass(slots=True)
-class Prepared:
-    """A validated call, ready to send: everything decided, nothing spent."""
+class Plan:
+    """A call with everything decided and nothing spent: the input of the admit stage."""
 
-    call: ImageCall
-    operation: Operation
+    spec: CallPlan
+    operation: Operation  # what is sent (an edit without a prompt may become a variation)
     entry: ModelEntry
     validated: Validated
     cost: CostInfo
+    slots: list[OutputSlot] | None = None  # None: the store chooses the names
     notes: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
-    confirm: Confirm | None = None
-    on_saved: Callable[[str], Awaitable[None]] | None = None
+
+    @property
+    def request(self) -> ImageRequest:
+        return self.validated.request
 
     @property
     def quote(self) -> Quote:
@@ -49,8 +84,9 @@ class Prepared:
         )
 
     @property
-    def request(self) -> ImageRequest:
-        return self.validated.request
+    def planned_format(self) -> str:
+        """The format the output names were planned for."""
+        return self.request.output_format or "png"
 
 
 def resolve(pipe: Pipeline, model: str | None) -> ModelEntry:
@@ -69,10 +105,23 @@ def resolve(pipe: Pipeline, model: str | None) -> ModelEntry:
     return pipe.registry.resolve(name)
 
 
-async def prepare(pipe: Pipeline, call: ImageCall, operation: Operation, *, require_available: bool = True
-) -> Prepared:
-    """Resolve, read inputs, validate and quote. Spends nothing, sends nothing."""
+async def make_plan(
+    pipe: Pipeline,
+    call: ImageCall,
+    operation: Operation,
+    *,
+    output: OutputRequest | None = None,
+    confirmed: bool = False,
+    require_available: bool = True,
+    check_outputs: bool = True,
+) -> Plan:
+    """Resolve, read inputs (once), validate, quote and plan every output. Sends nothing.
+
+    ``check_outputs=False`` skips the output names (a plan that will not run itself: the
+    repeat of an idempotent call, answered from the earlier job)."""
+    output = output or OutputRequest()
     entry = resolve(pipe, call.model)
+    spec = CallPlan(model=entry.canonical_id, operation=operation, call=call, output=output, confirmed=confirmed)
     notes: list[str] = []
     if (
         operation is Operation.EDIT
@@ -81,7 +130,7 @@ async def prepare(pipe: Pipeline, call: ImageCall, operation: Operation, *, requ
     ):
         operation = Operation.VARIATION
         notes.append("no prompt: made a variation of the input image")
-    images, mask = await load_inputs(pipe, call)
+    images, mask = await _load_inputs(pipe, call)
     validated = validate_call(call, entry, operation, images, mask)
     if require_available:
         pipe.registry.require_available(entry)
@@ -89,27 +138,18 @@ async def prepare(pipe: Pipeline, call: ImageCall, operation: Operation, *, requ
         reason = entry.unavailable_reason()
         if reason is not None:
             notes.append(f"a real call would be refused now: {reason}")
-    cost = quote(pipe, entry, validated.request)
-    return Prepared(
-        call=call, operation=operation, entry=entry, validated=validated, cost=cost,
-        notes=[*notes, *validated.notes],
-    )
+    plan = Plan(spec=spec, operation=operation, entry=entry, validated=validated,
+                cost=quote(pipe, entry, validated.request), notes=[*notes, *validated.notes])
+    if output.filename is not None and check_outputs:
+        # Filesystem checks (lstat, reading a sidecar in the way): off the event loop.
+        plan.slots = await asyncio.to_thread(
+            plan_outputs, pipe.store, output.filename, plan.planned_format, plan.request.n,
+            overwrite=output.overwrite)
+        plan.notes.extend(slot.note for slot in plan.slots if slot.note)
+    return plan
 
 
-def check_filename(pipe: Pipeline, prepared: Prepared, filename: str, overwrite: bool) -> None:
-    """Refuse a bad or taken output name before anything is spent."""
-    fmt = prepared.request.output_format or "png"
-    parts = pipe.store.plan_path(filename, fmt)
-    if not overwrite and pipe.store.root.joinpath(*parts).exists():
-        raise OutputPathError(
-            f"filename={shorten(filename)}: a file named {'/'.join(parts)} already exists "
-            "in the output root",
-            code="file_exists", parameter="filename", value=filename,
-            fix="pass overwrite=true or another filename",
-        )
-
-
-async def load_inputs(pipe: Pipeline, call: ImageCall) -> tuple[list[InputImage], InputImage | None]:
+async def _load_inputs(pipe: Pipeline, call: ImageCall) -> tuple[list[InputImage], InputImage | None]:
     """The call's input images and mask, one at a time, within the call's total budget
     (``storage.max_call_input_bytes`` and ``max_call_input_pixels``)."""
     storage = pipe.settings.storage
@@ -134,22 +174,22 @@ def quote(pipe: Pipeline, entry: ModelEntry, request: ImageRequest) -> CostInfo:
     )
 
 
-def dry_run_outcome(pipe: Pipeline, prepared: Prepared) -> CallOutcome:
+def dry_run_outcome(pipe: Pipeline, plan: Plan) -> CallOutcome:
     """What a dry run returns: the quote and the parameters, no images, no spend."""
-    notes = [*prepared.notes, "dry run: nothing was sent to the provider"]
+    notes = [*plan.notes, "dry run: nothing was sent to the provider"]
     try:
-        if pipe.spend.check(prepared.quote, prepared.entry.canonical_id) == "ask":
+        if pipe.spend.check(plan.quote, plan.entry.canonical_id) == "ask":
             notes.append("a real call would ask the user to confirm (cost.ask_above_usd)")
     except AtelierError as exc:
         notes.append(f"a real call would be refused: {exc}")
     return CallOutcome(
-        model=prepared.entry.canonical_id,
-        provider=prepared.entry.provider_name,
-        operation=prepared.operation,
-        requested=prepared.validated.requested,
-        applied=prepared.validated.applied,
+        model=plan.entry.canonical_id,
+        provider=plan.entry.provider_name,
+        operation=plan.operation,
+        requested=plan.validated.requested,
+        applied=plan.validated.applied,
         notes=notes,
-        cost=prepared.cost,
-        elapsed_s=round(time.perf_counter() - prepared.started, 4),
+        cost=plan.cost,
+        elapsed_s=round(time.perf_counter() - plan.started, 4),
         dry_run=True,
     )

@@ -1,15 +1,20 @@
-"""Receive and store: verify every returned image (one decode), save it with its sidecar, settle the cost."""
+"""Receive: what the provider's answers hold, each image decoded once and verified.
+
+:func:`receive` turns the send stage's batches into a :class:`Received`: the usable
+images (bytes, decoded format and pixel size, and the preview made from that same
+decode), the failures, what may have been billed without a usable image, and the values
+the whole call reports (applied parameters with what actually came back, cost, usage).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from atelier_core.engine.outcome import CostInfo
 from atelier_core.media import images as imaging
 from atelier_core.plugin.errors import (
     AtelierError,
@@ -25,65 +30,70 @@ from atelier_core.plugin.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from atelier_core.engine.registry import ModelEntry
 from atelier_core.plugin.types import ItemFailure, Usage
-import functools
-from typing import TYPE_CHECKING
-from atelier_core.engine.outcome import CallOutcome, CostInfo, ImageRecord
-from atelier_core.engine.plan import Prepared
 
 if TYPE_CHECKING:
-    from atelier_core.engine.send import Batch
     from atelier_core.engine.pipeline import Pipeline
+    from atelier_core.engine.plan import Plan
+    from atelier_core.engine.registry import ModelEntry
+    from atelier_core.engine.send import Sent
+
+__all__ = ["Received", "ReceivedImage", "most_meaningful", "receive"]
 
 log = structlog.get_logger("atelier.router")
 
 
-# Most meaningful first when every part of a call failed.
-ERROR_RANK: tuple[type[AtelierError], ...] = (
-    RequestError,
-    ConfigurationError,
-    AuthenticationError,
-    QuotaExceededError,
-    SafetyRefusalError,
-    RateLimitedError,
-    UpstreamTimeoutError,
-    UpstreamUnavailableError,
-    UpstreamProtocolError,
-    StorageError,
-    UpstreamError,
-)
+@dataclass(slots=True)
+class ReceivedImage:
+    """One usable image: its bytes and what the one decode found."""
+
+    index: int
+    data: bytes
+    format: str  # sniffed and decoded: what the bytes are, whatever was asked
+    width: int
+    height: int
+    preview: imaging.Preview | None
+    seed: int | None = None
+    revised_prompt: str | None = None
 
 
-def error_rank(error: AtelierError) -> int:
-    for index, kind in enumerate(ERROR_RANK):
-        if isinstance(error, kind):
-            return index
-    return len(ERROR_RANK)
+@dataclass(slots=True)
+class Received:
+    """Everything the answers hold, ready for the store and account stages."""
+
+    images: list[ReceivedImage]
+    failures: list[ItemFailure]
+    errors: list[AtelierError]
+    applied: dict[str, Any]
+    cost: CostInfo
+    usage: Usage | None = None
+    texts: list[str] = field(default_factory=list)
+    request_id: str | None = None
+    notes: list[str] = field(default_factory=list)
+    continuation: dict[str, Any] = field(default_factory=dict)  # continues this answer (edit sessions)
+    #: Images that may have been billed although nothing usable came back for them
+    #: (a timeout after sending, an unusable answer, a corrupt image).
+    maybe_billed: int = 0
 
 
-async def collect(pipe: Pipeline,
-    prepared: Prepared,
-    batches: list[Batch],
-    notes: list[str],
-    filename: str | None,
-    overwrite: bool,
-) -> CallOutcome:
-    entry = prepared.entry
-    request = prepared.request
+async def receive(pipe: Pipeline, plan: Plan, sent: Sent) -> Received:
+    """Decode and verify every returned image once (worker threads); settle the cost."""
+    entry = plan.entry
     failures: list[ItemFailure] = []
     errors: list[AtelierError] = []
     usage: Usage | None = None
     texts: list[str] = []
     request_ids: list[str] = []
-    applied = dict(prepared.validated.applied)
+    applied = dict(plan.validated.applied)
     continuation: dict[str, Any] = {}
     provider_cost: float | None = None
-    records: list[ImageRecord] = []
     pending: list[tuple[int, Any]] = []  # (global index, ProviderImage)
-    for batch in batches:
+    maybe_billed = 0
+    for batch in sent.batches:
         if batch.error is not None:
             errors.append(batch.error)
+            if batch.may_be_billed:
+                maybe_billed += batch.request.n
             failures.extend(
                 ItemFailure(index=batch.start + i, code=batch.error.code, message=str(batch.error))
                 for i in range(batch.request.n)
@@ -110,82 +120,47 @@ async def collect(pipe: Pipeline,
                 message=f"{entry.provider_name} returned {len(result.images)} of "
                 f"{batch.request.n} requested image(s) without saying why",
             ))
-    request_id = ", ".join(dict.fromkeys(request_ids)) or None
-    saved_count = 0
-    for index, image in pending:
-        try:
-            decoded = await asyncio.to_thread(functools.partial(verify, pipe), image.data, entry.provider_name)
-        except AtelierError as exc:
+    decoded = await asyncio.gather(*(asyncio.to_thread(_decode, pipe, image, index, entry.provider_name)
+                                     for index, image in pending))
+    images: list[ReceivedImage] = []
+    for (index, _image), outcome in zip(pending, decoded, strict=True):
+        if isinstance(outcome, AtelierError):
             log.warning("provider returned an invalid image", provider=entry.provider_name,
-                        index=index, error=exc.code)
-            failures.append(ItemFailure(index=index, code=exc.code, message=str(exc)))
-            errors.append(exc)
-            continue
-        info = decoded.info
-        metadata = sidecar_metadata(pipe, prepared, image, index, request_id, usage)
-        name = numbered(filename, saved_count) if filename else None
-        # Verified: the file is written while another thread makes the preview from
-        # the same decode (both release the GIL for most of their work).
-        shrinking = asyncio.ensure_future(asyncio.to_thread(functools.partial(preview_of, pipe), decoded, entry.provider_name))
-        try:
-            saved = await asyncio.to_thread(
-                pipe.store.save, image.data, info.format, filename=name, overwrite=overwrite,
-                metadata=metadata, width=info.width, height=info.height,
-            )
-        except AtelierError as exc:
-            failures.append(ItemFailure(index=index, code=exc.code, message=str(exc)))
-            errors.append(exc)
-            continue
-        finally:
-            preview = await shrinking  # never raises: a failed preview is None
-            decoded.image.close()
-        saved_count += 1
-        if prepared.on_saved is not None:
-            await prepared.on_saved(str(saved.path))
-        if preview is not None:
-            pipe.previews.put(str(saved.path), saved.sha256, preview)
-        records.append(ImageRecord(
-            path=str(saved.path), uri=saved.uri, resource_uri=saved.resource_uri,
-            width=saved.width, height=saved.height, format=saved.format, bytes=saved.bytes,
-            sha256=saved.sha256, seed=image.seed, revised_prompt=image.revised_prompt,
-            sidecar=str(saved.sidecar) if saved.sidecar else None,
-        ))
+                        index=index, error=outcome.code)
+            failures.append(ItemFailure(index=index, code=outcome.code, message=str(outcome)))
+            errors.append(outcome)
+            maybe_billed += 1  # the provider made it; it is unusable, not unbilled
+        else:
+            images.append(outcome)
     failures.sort(key=lambda f: f.index)
-    if not records:
-        raise most_meaningful(errors, entry, request.n, failures)
-    if failures:
-        notes.append(f"{len(records)} of {request.n} image(s) produced; {len(failures)} failed "
-                     "(see failures); the saved ones are kept — do not pay for them again")
-    cost = settle(pipe, prepared, usage, provider_cost, len(records))
-    return CallOutcome(
-        model=entry.canonical_id,
-        provider=entry.provider_name,
-        operation=prepared.operation,
-        images=records,
-        failures=failures,
-        requested=prepared.validated.requested,
-        applied=applied,
-        notes=notes,
-        usage=usage,
-        cost=cost,
-        texts=texts,
-        request_id=request_id,
-        elapsed_s=round(time.perf_counter() - prepared.started, 4),
+    notes = _applied_from_images(applied, plan, images)
+    return Received(
+        images=images, failures=failures, errors=errors, applied=applied,
+        cost=settle(plan, usage, provider_cost, len(images)), usage=usage, texts=texts,
+        request_id=", ".join(dict.fromkeys(request_ids)) or None, notes=notes, maybe_billed=maybe_billed,
         continuation=continuation,
     )
 
 
-def verify(pipe: Pipeline, data: bytes, provider: str) -> imaging.DecodedImage:
-    """Fully decode a returned image (worker thread: a 4K PNG takes a third of a
-    second); raises UpstreamProtocolError when it is not a complete image. The caller
-    makes the preview from this decode and closes it."""
-    return imaging.decode_image(
-        data, max_pixels=pipe.settings.storage.max_input_pixels, upstream=True, provider=provider
-    )
+def _decode(pipe: Pipeline, image: Any, index: int, provider: str) -> ReceivedImage | AtelierError:
+    """Fully decode one returned image (a 4K PNG takes a third of a second) and make the
+    default preview from the same decode. Errors are returned, not raised."""
+    try:
+        decoded = imaging.decode_image(
+            image.data, max_pixels=pipe.settings.storage.max_input_pixels, upstream=True, provider=provider
+        )
+    except AtelierError as exc:
+        return exc
+    try:
+        info = decoded.info
+        return ReceivedImage(index=index, data=image.data, format=info.format, width=info.width,
+                             height=info.height, preview=_preview(pipe, decoded, provider),
+                             seed=image.seed, revised_prompt=image.revised_prompt)
+    finally:
+        decoded.image.close()
 
 
-def preview_of(pipe: Pipeline, decoded: imaging.DecodedImage, provider: str) -> imaging.Preview | None:
-    """The default preview from an existing decode (worker thread); None if it fails."""
+def _preview(pipe: Pipeline, decoded: imaging.DecodedImage, provider: str) -> imaging.Preview | None:
     settings = pipe.settings.preview
     try:
         return imaging.make_preview(decoded, max_edge=settings.max_edge,
@@ -195,12 +170,42 @@ def preview_of(pipe: Pipeline, decoded: imaging.DecodedImage, provider: str) -> 
         return None
 
 
-def settle(pipe: Pipeline, prepared: Prepared, usage: Usage | None, provider_cost: float | None, delivered: int
-) -> CostInfo:
+def _applied_from_images(applied: dict[str, Any], plan: Plan, images: list[ReceivedImage]) -> list[str]:
+    """Make ``applied`` say what came back (pixel size, format); a note for each difference."""
+    notes: list[str] = []
+    if not images:
+        return notes
+    sizes = sorted({(image.width, image.height) for image in images})
+    formats = sorted({image.format for image in images})
+    if len(sizes) == 1:
+        real = f"{sizes[0][0]}x{sizes[0][1]}"
+        said = applied.get("size")
+        if said is not None and said != real:
+            if isinstance(said, str) and "x" in said:
+                notes.append(f"size {said} was asked for; the provider returned {real}")
+            applied["size"] = real
+        elif said is None and plan.validated.requested.get("size") not in (None, real):
+            applied["size"] = real
+    else:
+        notes.append("the images came back in different sizes: "
+                     + ", ".join(f"{w}x{h}" for w, h in sizes) + " (see each image)")
+    asked = applied.get("output_format") or plan.request.output_format or "png"
+    if len(formats) == 1:
+        if formats[0] != asked:
+            notes.append(f"{asked.upper()} was asked for; the provider answered {formats[0].upper()}, "
+                         "saved under its own extension")
+        if "output_format" in applied or formats[0] != asked:
+            applied["output_format"] = formats[0]
+    else:
+        notes.append("the images came back in different formats: " + ", ".join(formats))
+    return notes
+
+
+def settle(plan: Plan, usage: Usage | None, provider_cost: float | None, delivered: int) -> CostInfo:
     """The cost after the call: provider's figure, else from usage, else the estimate pro rata."""
-    entry = prepared.entry
-    request = prepared.request
-    quote = prepared.cost
+    entry = plan.entry
+    request = plan.request
+    quote = plan.cost
     if provider_cost is not None:
         return quote.model_copy(update={"cost_usd": round(provider_cost, 6), "basis": "provider"})
     if usage is not None:
@@ -213,39 +218,33 @@ def settle(pipe: Pipeline, prepared: Prepared, usage: Usage | None, provider_cos
     return quote
 
 
-def sidecar_metadata(pipe: Pipeline, prepared: Prepared, image: Any, index: int, request_id: str | None, usage: Usage | None
-) -> dict[str, Any]:
-    """The sidecar written beside each image: enough to reproduce and account for it."""
-    return {
-        "model": prepared.entry.canonical_id,
-        "provider": prepared.entry.provider_name,
-        "operation": prepared.operation.value,
-        "prompt": prepared.request.prompt,
-        "requested": prepared.validated.requested,
-        "applied": prepared.validated.applied,
-        "index": index,
-        "seed": image.seed,
-        "revised_prompt": image.revised_prompt,
-        "request_id": request_id,
-        "usage": usage.model_dump(exclude_none=True) if usage else None,
-        "cost": prepared.cost.model_dump(),
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+# Most meaningful first when every part of a call failed.
+ERROR_RANK: tuple[type[AtelierError], ...] = (
+    RequestError,
+    ConfigurationError,
+    AuthenticationError,
+    QuotaExceededError,
+    SafetyRefusalError,
+    RateLimitedError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+    UpstreamProtocolError,
+    StorageError,
+    UpstreamError,
+)
 
 
-def numbered(filename: str, index: int) -> str:
-    """``cat.png`` → ``cat.png``, ``cat-2.png``, ``cat-3.png`` for a multi-image call."""
-    if index == 0:
-        return filename
-    path = Path(filename)
-    return str(path.with_name(f"{path.stem}-{index + 1}{path.suffix}"))
+def _rank(error: AtelierError) -> int:
+    for index, kind in enumerate(ERROR_RANK):
+        if isinstance(error, kind):
+            return index
+    return len(ERROR_RANK)
 
 
-def most_meaningful(
-    errors: list[AtelierError], entry: ModelEntry, n: int, failures: list[ItemFailure]
-) -> AtelierError:
+def most_meaningful(errors: list[AtelierError], entry: ModelEntry, failures: list[ItemFailure]) -> AtelierError:
+    """The error to raise when a call produced nothing."""
     if errors:
-        return min(errors, key=error_rank)
+        return min(errors, key=_rank)
     return UpstreamProtocolError(
         f"{entry.canonical_id} returned no image"
         + (f" ({failures[0].message})" if failures else ""),

@@ -1,4 +1,7 @@
-"""Send: the provider call with limits, the one retry layer and fan-out into batches."""
+"""Send: the provider call, with the limits, the one retry layer and fan-out into batches.
+
+A batch error is kept on its batch, not raised: the receive stage decides what the call
+produced, and the account stage what it may have cost."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from atelier_core.plugin.errors import (
     InputImageError,
     UpstreamError,
     UpstreamProtocolError,
+    UpstreamTimeoutError,
 )
 from atelier_core.engine.throttle import RetryPolicy, call_with_retries
 from atelier_core.logging import scrub
@@ -21,13 +25,12 @@ from atelier_core.plugin.provider import CallContext
 from atelier_core.plugin.types import ImageRequest, ProviderResult
 import functools
 from typing import TYPE_CHECKING
-from atelier_core.engine.outcome import CallOutcome
+
 from atelier_core.engine.progress import SAVING_FRACTION, SENT_FRACTION, PartialSink, Progress, report
-from atelier_core.engine.plan import Prepared
-from atelier_core.engine.receive import collect
 
 if TYPE_CHECKING:
     from atelier_core.engine.pipeline import Pipeline
+    from atelier_core.engine.plan import Plan
 
 log = structlog.get_logger("atelier.router")
 
@@ -40,25 +43,44 @@ class Batch:
     request: ImageRequest
     result: ProviderResult | None = None
     error: AtelierError | None = None
+    sent: bool = False  # a request left for the provider (it may bill from then on)
+
+    @property
+    def may_be_billed(self) -> bool:
+        """The provider answered or may have worked on it, but gave nothing usable: a
+        timeout after sending, or an answer that could not be used (bad base64, no image)."""
+        return self.sent and isinstance(self.error, (UpstreamTimeoutError, UpstreamProtocolError))
 
 
-async def perform(pipe: Pipeline,
-    prepared: Prepared,
-    *,
-    filename: str | None = None,
-    overwrite: bool = False,
-    progress: Progress | None = None,
-    partial: PartialSink | None = None,
-) -> CallOutcome:
-    """Call the provider (limits, retries, fan-out), verify and save every image."""
-    entry = prepared.entry
-    request = prepared.request
+@dataclass(slots=True)
+class Sent:
+    """What the send stage hands to receive: every batch with its result or its error."""
+
+    batches: list[Batch]
+    notes: list[str]
+
+    @property
+    def in_flight(self) -> int:
+        """Images of batches sent and not answered (the provider may bill them)."""
+        return sum(b.request.n for b in self.batches if b.sent and b.result is None and b.error is None)
+
+
+def batches_for(plan: Plan) -> Sent:
+    """The upstream calls a plan needs (the model's native batch size), not yet sent."""
+    request = plan.request
+    native = plan.entry.spec.native_batch
+    batches = split_batches(request, native)
+    notes = [f"n={request.n} sent as {len(batches)} parallel calls of at most {native}"] if len(batches) > 1 else []
+    return Sent(batches=batches, notes=notes)
+
+
+async def send(pipe: Pipeline, plan: Plan, sent: Sent, *, progress: Progress | None = None,
+               partial: PartialSink | None = None) -> None:
+    """Call the provider for every batch of ``sent``: limits, the one retry layer, in
+    parallel. Each batch keeps its result or its error."""
+    entry = plan.entry
     provider = entry.provider
-    notes = list(prepared.notes)
-    batches = split_batches(request, entry.spec.native_batch)
-    if len(batches) > 1:
-        notes.append(f"n={request.n} sent as {len(batches)} parallel calls of at most "
-                     f"{entry.spec.native_batch}")
+    batches = sent.batches
     limiter = pipe.limits.get(provider.name, provider.settings)
     policy = RetryPolicy.from_settings(provider.settings)
     done = 0
@@ -77,6 +99,7 @@ async def perform(pipe: Pipeline,
     async def _sent(batch: Batch) -> ProviderResult:
         # Runs with a limiter slot held: report it, so jobs can tell queued from sent.
         await batch_progress(0.01, f"sent to {entry.canonical_id}")
+        batch.sent = True
         return await provider.run(batch.request, ctx)
 
     async def run(batch: Batch) -> None:
@@ -110,9 +133,6 @@ async def perform(pipe: Pipeline,
         for batch in batches:
             group.create_task(run(batch))
     await report(progress, SAVING_FRACTION, "verifying and saving")
-    outcome = await collect(pipe, prepared, batches, notes, filename, overwrite)
-    await report(progress, 1.0, f"saved {len(outcome.images)} image(s)")
-    return outcome
 
 
 async def download(pipe: Pipeline, url: str, allowed_hosts: Sequence[str]) -> bytes:

@@ -69,6 +69,7 @@ def build_server(atelier: Pipeline, *, configure_logs: bool = True) -> MCPServer
     jobs = build_jobs(atelier)
     sessions = SessionManager(atelier)
     warm_up = WarmUp(atelier)
+    tools = Tools(atelier, jobs, sessions)  # one instance: the tools and the tasks extension share it
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[Pipeline]) -> AsyncIterator[Pipeline]:
@@ -92,8 +93,8 @@ def build_server(atelier: Pipeline, *, configure_logs: bool = True) -> MCPServer
         title="Atelier",
         version=__version__,
         instructions=INSTRUCTIONS,
-        tools=build_tools(atelier, jobs, sessions),
-        extensions=[TasksExtension(Tools(atelier, jobs, sessions))],
+        tools=build_tools(tools),
+        extensions=[TasksExtension(tools)],
         lifespan=lifespan,
         log_level=atelier.settings.logging.level,
         middleware=[principal_scope, protocol_compat, warm_up.middleware],

@@ -163,7 +163,7 @@ class TasksExtension(Extension):
         job = await self._job(ctx, params)
         task = self._task(job)
         if task["status"] == "completed":
-            mode = job.request.get("return_image") or self._tools.atelier.settings.preview.default
+            mode = self._tools.mode_of(job)
             try:
                 result = await self._tools._finished(job, mode)
             except ToolError as exc:

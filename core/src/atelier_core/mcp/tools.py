@@ -20,7 +20,7 @@ import asyncio
 import base64
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -42,7 +42,7 @@ from atelier_core.plugin.errors import AtelierError, InvalidParameterError
 from atelier_core.engine.cost import usage_report
 from atelier_core.engine.jobs import JobManager
 from atelier_core.state.jobs import Job, JobState, validate_job_ids
-from atelier_core.engine.pipeline import Pipeline, CallOutcome
+from atelier_core.engine.pipeline import CallOutcome, OutputRequest, Pipeline, Plan
 from atelier_core.engine.sessions import SessionManager, SessionView
 from atelier_core.settings import Settings
 from atelier_core.plugin.spec import Operation
@@ -52,11 +52,6 @@ from atelier_core.mcp.render import ReturnImage, render
 from atelier_core.mcp.tasks import MAX_WAIT_S, job_error_text, job_line, job_ticket, task_slot
 
 log = structlog.get_logger("atelier.server")
-
-async def approved(message: str) -> bool:
-    """A confirmation already given by the user (before the call became a job)."""
-    return True
-
 
 async def _ask_user(ctx: Context, message: str) -> bool | None:
     """Ask the user to confirm through MCP elicitation; None when the client cannot ask."""
@@ -85,35 +80,35 @@ class _Confirmation(BaseModel):
 
 @dataclass(slots=True)
 class Tools:
+    """The tool bodies: each translates MCP arguments into a pipeline call and back."""
+
     atelier: Pipeline
     jobs: JobManager | None = None
     sessions: SessionManager | None = None
+    modes: dict[str, ReturnImage] = field(default_factory=dict)
 
-    async def _confirm_spend(self, ctx: Context, call: ImageCall, operation: Operation) -> bool:
+    async def _confirm_spend(self, ctx: Context, plan: Plan) -> bool:
         """Ask first when the quote is above cost.ask_above_usd; raise if the user says no.
 
         Returns True when the user confirmed (the call may then run unattended, e.g. as a
-        job). Hard limits are enforced again by the router when the call is sent.
+        job). Hard limits are enforced again by the admit stage when the call runs.
         """
-        atelier = self.atelier
-        if atelier.settings.cost.ask_above_usd is None:
+        pipeline = self.atelier
+        if pipeline.settings.cost.ask_above_usd is None:
             return False
-        prepared = await atelier.prepare(call, operation)
-        if atelier.spend.check(prepared.quote, prepared.entry.canonical_id) != "ask":
+        if pipeline.spend.check(plan.quote, plan.entry.canonical_id) != "ask":
             return False
-        message = (f"Generate {prepared.request.n} image(s) with {prepared.entry.canonical_id} "
-                   f"for an estimated ${prepared.quote.estimate_usd or 0:.4f}?")
-        answer = await _ask_user(ctx, message)
+        answer = await _ask_user(ctx, pipeline.ask_message(plan))
         if not answer:
-            raise atelier.spend.ask_refusal(prepared.quote, asked=answer is not None)
+            raise pipeline.spend.ask_refusal(plan.quote, asked=answer is not None)
         return True
 
     async def _run(self, ctx: Context, call_args: dict[str, Any], operation: Operation,
                    filename: str | None, overwrite: bool, return_image: ReturnImage | None,
                    dry_run: bool, as_job: bool = False,
                    idempotency_key: str | None = None) -> CallToolResult:
-        settings = self.atelier.settings
-        mode: ReturnImage = return_image or settings.preview.default
+        pipeline = self.atelier
+        mode: ReturnImage = return_image or pipeline.settings.preview.default
 
         async def progress(fraction: float | None, message: str) -> None:
             if fraction is not None:  # stage-only updates carry no fraction
@@ -121,20 +116,24 @@ class Tools:
 
         try:
             call = ImageCall(**{k: v for k, v in call_args.items() if v is not None})
-            confirmed = False if dry_run else await self._confirm_spend(ctx, call, operation)
-            if self.jobs is not None and not dry_run:
+            # A repeat of a keyed call finds its earlier job even though its files exist now.
+            repeat = (idempotency_key is not None and self.jobs is not None
+                      and await self.jobs.knows_key(idempotency_key))
+            plan = await pipeline.plan(call, operation, output=OutputRequest(filename=filename, overwrite=overwrite),
+                                       require_available=not dry_run, check_outputs=not repeat)
+            if dry_run:
+                return await render(pipeline.dry_run_outcome(plan), mode, pipeline.settings, pipeline.previews,
+                                    pipeline.thumbnails)
+            if await self._confirm_spend(ctx, plan):
+                plan.spec.confirmed = True
+            if self.jobs is not None:
                 # Through the job machinery: a long call is handed off, never re-sent.
-                return await self._run_job(call, operation, filename, overwrite, mode, as_job,
-                                           progress, confirmed, idempotency_key)
-            outcome = await self.atelier.execute(
-                call, operation, filename=filename, overwrite=overwrite, progress=progress,
-                dry_run=dry_run, confirm=approved if confirmed else None,
-            )
+                return await self._run_job(plan, mode, as_job, progress, idempotency_key)
+            outcome = await pipeline.run(plan, progress=progress)
         except AtelierError as exc:
             log.info("tool call refused", operation=operation.value, code=exc.code)
             raise ToolError(str(exc)) from None
-        return await render(outcome, mode, settings, self.atelier.previews,
-                            self.atelier.thumbnails)
+        return await render(outcome, mode, pipeline.settings, pipeline.previews, pipeline.thumbnails)
 
     async def generate_image(
         self,
@@ -204,41 +203,40 @@ class Tools:
 
     # -- background jobs --------------------------------------------------------------
 
-    async def _run_job(self, call: ImageCall, operation: Operation, filename: str | None,
-                       overwrite: bool, mode: ReturnImage, as_job: bool,
+    async def _run_job(self, plan: Plan, mode: ReturnImage, as_job: bool,
                        progress: Callable[[float | None, str], Awaitable[None]],
-                       confirmed: bool = False, idempotency_key: str | None = None) -> CallToolResult:
+                       idempotency_key: str | None = None) -> CallToolResult:
         assert self.jobs is not None
-        entry = self.atelier.resolve(call.model)
-        request = {"model": entry.canonical_id,
-                   "call": call.model_dump(mode="json", exclude_defaults=True),
-                   "filename": filename, "overwrite": overwrite, "return_image": mode,
-                   "confirmed": confirmed}
+        operation = plan.spec.operation.value
+        ticket = CallOutcome(
+            model=plan.entry.canonical_id, provider=plan.entry.provider_name,
+            operation=plan.operation, requested=plan.validated.requested,
+            applied=plan.validated.applied, notes=plan.notes, cost=plan.cost,
+        )
         slot = task_slot.get()
         if as_job or slot is not None:
-            # Refuse a bad call now, before a job exists; the job validates again when it runs.
-            prepared = await self.atelier.prepare(call, operation)
-            if filename is not None:
-                self.atelier.check_filename(prepared, filename, overwrite)
-            job = await self.jobs.submit(operation.value, request,
-                                         origin="task" if slot is not None else "job",
-                                         idempotency_key=idempotency_key)
+            job = await self.jobs.submit(operation, plan.spec, origin="task" if slot is not None else "job",
+                                         idempotency_key=idempotency_key, context=plan)
+            self._remember_mode(job.id, mode)
             if slot is not None:
                 slot.job = job
-            ticket = CallOutcome(
-                model=prepared.entry.canonical_id, provider=prepared.entry.provider_name,
-                operation=prepared.operation, requested=prepared.validated.requested,
-                applied=prepared.validated.applied, notes=prepared.notes, cost=prepared.cost,
-            )
             return job_ticket(job, ticket, handed_off=False)
-        job = await self.jobs.call(operation.value, request, on_progress=progress,
-                                   idempotency_key=idempotency_key)
+        job = await self.jobs.call(operation, plan.spec, on_progress=progress,
+                                   idempotency_key=idempotency_key, context=plan)
         if job.terminal:
             return await self._finished(job, mode)
-        ticket = CallOutcome(model=entry.canonical_id, provider=entry.provider_name,
-                             operation=operation, requested=call.requested())
-        return job_ticket(job, ticket, handed_off=True,
-                           after_s=self.atelier.settings.jobs.handoff_after_s)
+        self._remember_mode(job.id, mode)
+        return job_ticket(job, ticket, handed_off=True, after_s=self.atelier.settings.jobs.handoff_after_s)
+
+    def _remember_mode(self, job_id: str, mode: ReturnImage) -> None:
+        """How the caller wanted images inlined, for when the job is collected (a
+        presentation choice: kept here, not in the job's plan; bounded)."""
+        self.modes[job_id] = mode
+        while len(self.modes) > 1000:
+            self.modes.pop(next(iter(self.modes)))
+
+    def mode_of(self, job: Job) -> ReturnImage:
+        return self.modes.get(job.id) or self.atelier.settings.preview.default
 
     async def _finished(self, job: Job, mode: ReturnImage) -> CallToolResult:
         """A terminal job as the synchronous call would have answered."""
@@ -290,8 +288,7 @@ class Tools:
             entry = job.summary()
             content.append(TextContent(type="text", text=job_line(job)))
             if job.state is JobState.DONE and job.outcome is not None:
-                wanted = job.request.get("return_image") or settings.preview.default
-                mode: ReturnImage = wanted if budget > 0 else "none"
+                mode: ReturnImage = self.mode_of(job) if budget > 0 else "none"
                 rendered = await self._finished(job, mode)
                 for block in rendered.content:
                     if isinstance(block, ImageContent):
@@ -514,9 +511,9 @@ async def _history(view: SessionView, settings: Settings, thumbnails: Thumbnails
         "session": view.summary(), "turns": [t.summary() for t in view.turns]})
 
 
-def build_tools(atelier: Pipeline, jobs: JobManager | None = None,
-           sessions: SessionManager | None = None) -> list[Tool]:
-    tools = Tools(atelier, jobs, sessions)
+def build_tools(tools: Tools) -> list[Tool]:
+    """The MCP tools over ``tools`` (job and session tools only when those are enabled)."""
+    jobs, sessions = tools.jobs, tools.sessions
     # Not read-only (writes files, may spend money); destructive only with overwrite=true,
     # but the hint says "may", so it is set; open world: calls external providers.
     writes = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False,

@@ -50,7 +50,7 @@ import secrets
 import stat
 import time
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +69,7 @@ __all__ = [
     "SavedImage",
     "check_component",
     "extension_for",
+    "written_by_atelier",
 ]
 
 log = structlog.get_logger("atelier.storage")
@@ -94,6 +95,18 @@ _SECRET_KEY = re.compile(
 _HAS_DIR_FD = os.open in os.supports_dir_fd and os.link in os.supports_dir_fd
 _LINK_UNSUPPORTED = {errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EOPNOTSUPP, errno.EMLINK}
 _FILENAME_FIX = "pass a relative file name such as 'cats/tabby.png' (sub-folders allowed), or omit it"
+
+
+def written_by_atelier(sidecar: Path) -> bool:
+    """True when ``sidecar`` is a JSON file Atelier wrote (it names its image and its hash)."""
+    try:
+        if sidecar.lstat().st_size > 1_000_000 or not sidecar.is_file():
+            return False
+        record = json.loads(sidecar.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(record, dict) and record.get("file") == sidecar.name.removesuffix(".json")
+            and isinstance(record.get("sha256"), str))
 
 
 def extension_for(fmt: str) -> str:
@@ -358,23 +371,35 @@ class OutputStore:
         height: int | None = None,
         sidecar: bool = True,
         parameter: str = "filename",
+        planned: Sequence[str] | None = None,
     ) -> SavedImage:
         """Publish one image atomically; see the module docstring for the guarantees.
 
         ``fmt`` is the expected format; the bytes' sniffed format wins if they differ
         (never PNG bytes in a ``.jpg``). Pass ``width``/``height`` when already known
-        (e.g. from :func:`~atelier_core.media.images.verify_output`) to skip re-reading them.
+        (e.g. from :func:`~atelier_core.media.images.decode_image`): ``fmt`` is then taken as
+        the decoded format and nothing is sniffed or read again. ``planned``: the path
+        components already planned for ``filename`` (:mod:`atelier_core.media.outputs`).
+        A sidecar never replaces a file Atelier did not write: when one is in the way the
+        image is saved without it (``SavedImage.sidecar`` is None).
         Raises OutputPathError (refused name, ``file_exists``) or StorageError
         (``write_failed``, naming the errno and the directory).
         """
-        actual = sniff(data) or fmt
         if width is None or height is None:
+            actual = sniff(data) or fmt
             width, height = _image_size(data, actual)
+        else:
+            actual = fmt
         digest = hashlib.sha256(data).hexdigest()
         auto = filename is None
+        parts: list[str] = []
         for attempt in range(8):
-            parts = self.auto_parts(actual, metadata) if auto else self.plan_path(
-                filename or "", actual, parameter=parameter)
+            if auto:
+                parts = self.auto_parts(actual, metadata)
+            elif planned is not None:
+                parts = list(planned)
+            else:
+                parts = self.plan_path(filename or "", actual, parameter=parameter)
             try:
                 self._publish(parts, data, overwrite=overwrite and not auto, value=filename,
                               parameter=parameter)
@@ -408,7 +433,13 @@ class OutputStore:
             body = json.dumps(record, ensure_ascii=False, indent=2, default=str).encode() + b"\n"
             side_parts = [*parts[:-1], parts[-1] + ".json"]
             try:
-                self._publish(side_parts, body, overwrite=True, value=filename, parameter=parameter)
+                try:
+                    self._publish(side_parts, body, overwrite=False, value=filename, parameter=parameter)
+                except FileExistsError:
+                    if not written_by_atelier(self.root.joinpath(*side_parts)):
+                        raise _refuse(f"{'/'.join(side_parts)} exists and was not written by Atelier", filename,
+                                      code="file_exists", parameter=parameter) from None
+                    self._publish(side_parts, body, overwrite=True, value=filename, parameter=parameter)
                 sidecar_path = self.root.joinpath(*side_parts)
             except (StorageError, OutputPathError) as exc:
                 # The image itself is published and complete; a missing sidecar must not

@@ -133,6 +133,10 @@ class AtelierError(Exception):
 
     code: str = "error"
     retryable: bool = False
+    #: Set by the core when the failed call may have cost money: ``"billed"`` or
+    #: ``"maybe_billed"``, with the amount recorded in the ledger (USD, when known).
+    billing: str | None = None
+    billed_usd: float | None = None
 
     def __init__(
         self,
@@ -192,6 +196,10 @@ class AtelierError(Exception):
             out["provider"] = self.provider
         if self.request_id:
             out["request_id"] = self.request_id
+        if self.billing:
+            out["billing"] = self.billing
+            if self.billed_usd is not None:
+                out["billed_usd"] = self.billed_usd
         return out
 
 

@@ -1,0 +1,123 @@
+"""Store: publish every received image atomically, its sidecar written from the outcome.
+
+The names were planned (and checked) before the call was sent. An image that arrived in
+another format than planned keeps its planned name with its real extension; a planned name
+taken in the meantime (a race, or the real extension's name) falls back to a
+server-chosen name, with a note: an image that was paid for is never thrown away because
+of its name. The sidecar holds the same applied values and cost as the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from atelier_core.engine.outcome import ImageRecord
+from atelier_core.media.outputs import OutputSlot
+from atelier_core.media.storage import SavedImage
+from atelier_core.plugin.errors import AtelierError, OutputPathError
+from atelier_core.plugin.types import ItemFailure
+
+if TYPE_CHECKING:
+    from atelier_core.engine.pipeline import Pipeline
+    from atelier_core.engine.plan import Plan
+    from atelier_core.engine.receive import Received, ReceivedImage
+
+__all__ = ["Stored", "sidecar_metadata", "store"]
+
+log = structlog.get_logger("atelier.router")
+
+OnSaved = Callable[[str], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Stored:
+    records: list[ImageRecord] = field(default_factory=list)
+    failures: list[ItemFailure] = field(default_factory=list)
+    errors: list[AtelierError] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+async def store(pipe: Pipeline, plan: Plan, received: Received, *, on_saved: OnSaved | None = None) -> Stored:
+    """Save each received image (worker thread) with its sidecar; failures are kept per image."""
+    out = Stored()
+    for image in received.images:
+        slot = plan.slots[len(out.records)] if plan.slots else None
+        metadata = sidecar_metadata(plan, received, image)
+        try:
+            saved, note = await asyncio.to_thread(_save, pipe, plan, slot, image, metadata)
+        except AtelierError as exc:
+            log.error("a received image could not be saved", index=image.index, error=exc.code)
+            out.failures.append(ItemFailure(index=image.index, code=exc.code, message=str(exc)))
+            out.errors.append(exc)
+            continue
+        if note:
+            out.notes.append(note)
+        if on_saved is not None:
+            await on_saved(str(saved.path))
+        if image.preview is not None:
+            pipe.previews.put(str(saved.path), saved.sha256, image.preview)
+        out.records.append(ImageRecord(
+            path=str(saved.path), uri=saved.uri, resource_uri=saved.resource_uri,
+            width=saved.width, height=saved.height, format=saved.format, bytes=saved.bytes,
+            sha256=saved.sha256, seed=image.seed, revised_prompt=image.revised_prompt,
+            sidecar=str(saved.sidecar) if saved.sidecar else None,
+        ))
+    return out
+
+
+def _save(pipe: Pipeline, plan: Plan, slot: OutputSlot | None, image: ReceivedImage,
+          metadata: dict[str, Any]) -> tuple[SavedImage, str | None]:
+    """Publish one image; returns it and a note when it did not go where planned."""
+    the_store = pipe.store
+    note: str | None = None
+
+    def save(target: OutputSlot | None) -> SavedImage:
+        return the_store.save(
+            image.data, image.format, filename=target.filename if target else None,
+            planned=target.parts if target else None, overwrite=plan.spec.output.overwrite and target is not None,
+            metadata=metadata, width=image.width, height=image.height,
+            sidecar=target.sidecar if target else True,
+        )
+
+    if slot is None:
+        return save(None), None
+    if image.format != plan.planned_format:
+        moved = slot.for_format(the_store, image.format)
+        note = f"{slot.relative} was planned, but the image is {image.format.upper()}: saved as {moved.relative}"
+        slot = moved
+    try:
+        saved = save(slot)
+    except OutputPathError as exc:
+        # Checked before the call; taken since (or the real extension's name is taken).
+        # The image is paid for: keep it under a fresh name rather than lose it.
+        saved = save(None)
+        note = f"{slot.relative} could not be used ({exc.message}); saved as {saved.relative} instead"
+    if slot.sidecar and saved.sidecar is None and note is None:
+        note = f"{saved.relative} has no sidecar: a file that is not Atelier's has its name"
+    return saved, note
+
+
+def sidecar_metadata(plan: Plan, received: Received, image: ReceivedImage) -> dict[str, Any]:
+    """The sidecar beside each image: the same applied values and cost as the result,
+    plus what is needed to reproduce the image."""
+    return {
+        "model": plan.entry.canonical_id,
+        "provider": plan.entry.provider_name,
+        "operation": plan.operation.value,
+        "prompt": plan.request.prompt,
+        "requested": plan.validated.requested,
+        "applied": received.applied,
+        "index": image.index,
+        "seed": image.seed,
+        "revised_prompt": image.revised_prompt,
+        "request_id": received.request_id,
+        "usage": received.usage.model_dump(exclude_none=True) if received.usage else None,
+        "cost": received.cost.model_dump(),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
