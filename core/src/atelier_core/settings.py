@@ -133,6 +133,12 @@ class HttpSettings(_Section):
     allowed_hosts: list[str] = Field(default_factory=list, description="extra Host values")
     allowed_origins: list[str] = Field(default_factory=list, description="extra Origin values")
     max_body_bytes: int = 4 * 1024 * 1024
+    stateless: bool = Field(
+        False,
+        description="answer every request on its own (no MCP session kept in memory), so any "
+        "replica behind a load balancer can take any request; the server cannot ask the user "
+        "(elicitation) in this mode",
+    )
 
 
 class JobSettings(_Section):

@@ -56,6 +56,10 @@ def http_app(atelier: Pipeline, *, host: str) -> ASGIApp:
     app: ASGIApp = server.streamable_http_app(
         streamable_http_path=settings.http.path,
         max_request_body_size=settings.http.max_body_bytes,
+        # Stateless: each POST is served by a fresh transport, nothing kept between requests,
+        # so no session affinity is needed behind a load balancer. Costs: no server-to-client
+        # requests (elicitation: calls above cost.ask_above_usd are refused), no GET stream.
+        stateless_http=settings.http.stateless,
         transport_security=security,
         host=host,
     )
