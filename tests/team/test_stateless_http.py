@@ -7,7 +7,6 @@ from pathlib import Path
 
 import httpx2
 import pytest
-
 from replica_kit import call_tool, replicas, rpc
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -32,8 +31,9 @@ async def test_requests_without_a_session_reach_either_replica(tmp_path: Path) -
             (entry,) = fetched["structuredContent"]["jobs"]
             assert entry["state"] == "done"
             (image,) = entry["result"]["images"]
-            assert Path(image["path"]).is_file()
+            saved = Path(image["path"])
             listed = await call_tool(http, b, "get_jobs", {})
             assert job_id in {job["job_id"] for job in listed["structuredContent"]["jobs"]}
+    assert saved.is_file()
     for replica in running.values():
         assert "Traceback" not in replica.log_text()
