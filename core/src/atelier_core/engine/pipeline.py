@@ -26,41 +26,48 @@ from typing import Any
 
 import structlog
 
-from atelier_core.engine.cost import Ledger, SpendGuard
-from atelier_core.media.fetch import SafeFetcher
-from atelier_core.media.inputs import InputIntake
-from atelier_core.engine.throttle import LimiterPool, Sleep
-from atelier_core.logging import add_secret, add_url_credentials
-from atelier_core.engine.registry import ModelEntry, Registry, build_registry
-from atelier_core.settings import Settings
-from atelier_core.plugin.spec import Operation
-from atelier_core.media.storage import OutputStore
-from atelier_core.media.thumbnails import Thumbnails
-from atelier_core.state.database import StateStore
-from atelier_core.plugin.types import ImageCall, ImageRequest
-
 from atelier_core.engine.account import Charge, account, charge_of, say_billed
+from atelier_core.engine.cost import Ledger, SpendGuard
 from atelier_core.engine.describe import describe_models
 from atelier_core.engine.outcome import CallOutcome, CostInfo, ImageRecord, PreviewCache
 from atelier_core.engine.plan import CallPlan, OutputRequest, Plan, dry_run_outcome, make_plan, quote, resolve
-from atelier_core.engine.progress import SAVING_FRACTION, SENT_FRACTION, Confirm, Monotonic, PartialSink, Progress, report
+from atelier_core.engine.progress import (
+    SAVING_FRACTION,
+    SENT_FRACTION,
+    Confirm,
+    Monotonic,
+    PartialSink,
+    Progress,
+    report,
+)
 from atelier_core.engine.receive import Received, most_meaningful, receive
+from atelier_core.engine.registry import ModelEntry, Registry, build_registry
 from atelier_core.engine.save import OnSaved, Stored, store
 from atelier_core.engine.send import Sent, batches_for, send
+from atelier_core.engine.throttle import LimiterPool, Sleep
+from atelier_core.logging import add_secret, add_url_credentials
+from atelier_core.media.fetch import SafeFetcher
+from atelier_core.media.inputs import InputIntake
+from atelier_core.media.storage import OutputStore
+from atelier_core.media.thumbnails import Thumbnails
+from atelier_core.plugin.spec import Operation
+from atelier_core.plugin.types import ImageCall, ImageRequest
+from atelier_core.settings import Settings
+from atelier_core.state.database import StateStore
 
 __all__ = [
-    "Pipeline",
+    "SAVING_FRACTION",
+    "SENT_FRACTION",
     "CallOutcome",
-    "CostInfo",
     "CallPlan",
+    "CostInfo",
     "ImageRecord",
     "OutputRequest",
+    "PartialSink",
+    "Pipeline",
     "Plan",
     "PreviewCache",
     "Progress",
-    "PartialSink",
-    "SAVING_FRACTION",
-    "SENT_FRACTION",
 ]
 
 log = structlog.get_logger("atelier.router")

@@ -6,12 +6,16 @@ produced, and the account stage what it may have cost."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from atelier_core.engine.progress import SAVING_FRACTION, SENT_FRACTION, PartialSink, Progress, report
+from atelier_core.engine.throttle import RetryPolicy, call_with_retries
+from atelier_core.logging import scrub
 from atelier_core.plugin.errors import (
     AtelierError,
     InputImageError,
@@ -19,14 +23,8 @@ from atelier_core.plugin.errors import (
     UpstreamProtocolError,
     UpstreamTimeoutError,
 )
-from atelier_core.engine.throttle import RetryPolicy, call_with_retries
-from atelier_core.logging import scrub
 from atelier_core.plugin.provider import CallContext
 from atelier_core.plugin.types import ImageRequest, ProviderResult
-import functools
-from typing import TYPE_CHECKING
-
-from atelier_core.engine.progress import SAVING_FRACTION, SENT_FRACTION, PartialSink, Progress, report
 
 if TYPE_CHECKING:
     from atelier_core.engine.pipeline import Pipeline

@@ -37,19 +37,19 @@ from mcp_types import (
 )
 from pydantic import BaseModel, Field, ValidationError
 
-from atelier_core.media.thumbnails import Thumbnails
-from atelier_core.plugin.errors import AtelierError, InvalidParameterError
 from atelier_core.engine.cost import usage_report
 from atelier_core.engine.jobs import JobManager
-from atelier_core.state.jobs import Job, JobState, validate_job_ids
 from atelier_core.engine.pipeline import CallOutcome, OutputRequest, Pipeline, Plan
 from atelier_core.engine.sessions import SessionManager, SessionView
-from atelier_core.settings import Settings
+from atelier_core.mcp.render import ReturnImage, render
+from atelier_core.mcp.schema import OUTCOME_SCHEMA, compact_tool, hints
+from atelier_core.mcp.tasks import MAX_WAIT_S, job_error_text, job_line, job_ticket, task_slot
+from atelier_core.media.thumbnails import Thumbnails
+from atelier_core.plugin.errors import AtelierError, InvalidParameterError
 from atelier_core.plugin.spec import Operation
 from atelier_core.plugin.types import ImageCall
-from atelier_core.mcp.schema import OUTCOME_SCHEMA, compact_tool, hints
-from atelier_core.mcp.render import ReturnImage, render
-from atelier_core.mcp.tasks import MAX_WAIT_S, job_error_text, job_line, job_ticket, task_slot
+from atelier_core.settings import Settings
+from atelier_core.state.jobs import Job, JobState, validate_job_ids
 
 log = structlog.get_logger("atelier.server")
 
