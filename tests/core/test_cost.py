@@ -107,9 +107,11 @@ def test_run_limit_counts_only_this_run(tmp_path: Path) -> None:
 def test_reservations_stop_concurrent_calls_from_overspending() -> None:
     guard = SpendGuard(CostSettings(max_per_run_usd=1.0), None, run_id="r")
     q = Quote(estimate_usd=0.6, images=1, basis="table")
-    with guard.reserve(q):
-        with pytest.raises(SpendLimitError):
-            guard.check(q, "p/m")
+    verdict, hold = guard.admit(q, "p/m")
+    assert verdict == "ok"
+    with pytest.raises(SpendLimitError):
+        guard.admit(q, "p/m")  # the first call's quote is held while it runs
+    guard.release(hold)
     assert guard.check(q, "p/m") == "ok"
 
 

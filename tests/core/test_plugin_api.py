@@ -350,17 +350,6 @@ def test_plugins_trace_reads_the_environment(monkeypatch: pytest.MonkeyPatch) ->
     assert Settings().plugins.trace is True
 
 
-def test_plugins_trace_monitors_hooks_called_through_pluggy() -> None:
-    from atelier_core.engine.registry import build_plugin_manager
-
-    pm = build_plugin_manager(trace=True)
-    pm.register(_TwoProviders(), name="two")
-    with capture_logs() as logs:
-        pm.hook.register_providers(register=lambda provider: None)
-    assert [e["event"] for e in logs] == ["hook call", "hook done"]
-    assert logs[0]["plugins"] == ["two"] and logs[1]["failed"] is False
-
-
 def test_testing_kit_imports_neither_pytest_nor_mcp_until_asked() -> None:
     # Plugin packages import atelier_core.testing in tests only, but it must stay light:
     # ProviderContract pulls in pytest and connect() the MCP SDK only when used.

@@ -204,22 +204,10 @@ def _first_lines(exc: BaseException) -> str:
 
 
 def _configure_logs(settings: Settings) -> None:
-    from atelier_core.logging import add_url_credentials, configure_logging
+    from atelier_core.logging import add_url_credentials, configure_logging, secrets_of
 
     add_url_credentials(settings.model_dump(mode="json"))
-    configure_logging(settings.logging, secrets=_secret_values(settings))
-
-
-def _secret_values(settings: Settings) -> list[str]:
-    """Secrets known before providers are configured (for redaction)."""
-    found = [settings.http.auth_token.get_secret_value()] if settings.http.auth_token else []
-    found += [token.get_secret_value() for token in settings.http.tokens.values()]
-    for table in settings.providers.values():
-        for key, value in table.items():
-            if "key" in key.lower() or "token" in key.lower() or "secret" in key.lower():
-                if isinstance(value, str) and value:
-                    found.append(value)
-    return found
+    configure_logging(settings.logging, secrets=secrets_of(settings))
 
 
 def _build(settings: Settings) -> Any:

@@ -33,11 +33,14 @@ import re
 import sys
 import threading
 from collections.abc import Iterable, Mapping, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from atelier_core.settings import LoggingSettings
+
+if TYPE_CHECKING:
+    from atelier_core.settings import Settings
 
 __all__ = [
     "REDACTED",
@@ -48,6 +51,7 @@ __all__ = [
     "redact_url_credentials",
     "reset_logging",
     "scrub",
+    "secrets_of",
 ]
 
 REDACTED = "[REDACTED]"
@@ -115,6 +119,28 @@ def redact_url_credentials(text: str) -> str:
     """``text`` with the credentials of every URL in it masked:
     ``https://user:pw@host/x`` → ``https://[REDACTED]@host/x``. Nothing else changes."""
     return _URL_USERINFO.sub(r"\1" + REDACTED + "@", text) if "://" in text else text
+
+
+def secrets_of(settings: Settings, provider_settings: Iterable[Any] = ()) -> list[str]:
+    """Every secret value the configuration holds, for redaction: the HTTP tokens, the
+    key-like entries of the ``[providers.*]`` tables, and the ``SecretStr`` fields of
+    configured providers' settings (``provider_settings``). The one place secrets are found."""
+    found: list[str] = []
+    if settings.http.auth_token is not None:
+        found.append(settings.http.auth_token.get_secret_value())
+    found += [token.get_secret_value() for token in settings.http.tokens.values()]
+    for table in settings.providers.values():
+        for key, value in table.items():
+            if _SECRET_KEY_WORDS.search(key) and isinstance(value, str) and value:
+                found.append(value)
+    for values in provider_settings:
+        for value in dict(values).values():
+            if hasattr(value, "get_secret_value") and value.get_secret_value():
+                found.append(value.get_secret_value())
+    return found
+
+
+_SECRET_KEY_WORDS = re.compile(r"key|token|secret", re.IGNORECASE)
 
 
 def add_url_credentials(value: Any, *, _depth: int = 0) -> None:

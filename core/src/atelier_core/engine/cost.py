@@ -209,7 +209,7 @@ class SpendGuard:
     """Enforces the spend limits of :class:`~atelier_core.settings.CostSettings`.
 
     ``check`` returns ``"ok"`` or ``"ask"`` (above the ask-first threshold) or raises
-    :class:`SpendLimitError`. ``reserve`` holds a quote while its call runs.
+    :class:`SpendLimitError`. ``admit`` checks a quote and holds it until ``release``.
     """
 
     def __init__(
@@ -301,17 +301,6 @@ class SpendGuard:
     def release(self, token: int) -> None:
         with self._lock:
             self._pending.pop(token, None)
-
-    @contextmanager
-    def reserve(self, quote: Quote) -> Iterator[None]:
-        with self._lock:
-            self._next += 1
-            token = self._next
-            self._pending[token] = quote.estimate_usd or 0.0
-        try:
-            yield
-        finally:
-            self.release(token)
 
     def record(
         self,

@@ -45,7 +45,7 @@ from atelier_core.engine.registry import ModelEntry, Registry, build_registry
 from atelier_core.engine.save import OnSaved, Stored, store
 from atelier_core.engine.send import Sent, batches_for, send
 from atelier_core.engine.throttle import LimiterPool, Sleep
-from atelier_core.logging import add_secret, add_url_credentials
+from atelier_core.logging import add_secret, add_url_credentials, secrets_of
 from atelier_core.media.fetch import SafeFetcher
 from atelier_core.media.inputs import InputIntake
 from atelier_core.media.storage import OutputStore
@@ -179,10 +179,9 @@ class Pipeline:
 
         def registry() -> Registry:
             built = build_registry(settings, plugins=plugins, entry_points=entry_points)
+            for secret in secrets_of(settings, [p.settings for p in built.providers.values()]):
+                add_secret(secret)  # masked wherever errors and log lines go
             for provider in built.providers.values():
-                for value in dict(provider.settings).values():
-                    if hasattr(value, "get_secret_value"):
-                        add_secret(value)  # masked wherever errors and log lines go
                 add_url_credentials(dict(provider.settings))  # e.g. a base_url with user:password@
             return built
 

@@ -247,18 +247,11 @@ def _first_line(exc: BaseException) -> str:
     return " ".join(line.strip() for line in text[:3])[:400]
 
 
-def build_plugin_manager(trace: bool = False) -> pluggy.PluginManager:
+def build_plugin_manager() -> pluggy.PluginManager:
+    """The plugin manager with Atelier's hook specs. Hooks are called per plugin (see
+    :func:`_collect`), which is where ``plugins.trace`` logs them."""
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    if trace:
-        # Trace lines log at info: plugins.trace alone must show them (no DEBUG needed).
-        def before(hook_name: str, methods: Any, kwargs: Any) -> None:
-            log.info("hook call", hook=hook_name, plugins=[m.plugin_name for m in methods])
-
-        def after(outcome: Any, hook_name: str, methods: Any, kwargs: Any) -> None:
-            log.info("hook done", hook=hook_name, failed=outcome.exception is not None)
-
-        pm.add_hookcall_monitoring(before, after)
     return pm
 
 
@@ -289,7 +282,7 @@ def build_registry(
     """
     settings = settings or Settings()
     conf = settings.plugins
-    pm = build_plugin_manager(trace=conf.trace)
+    pm = build_plugin_manager()
     registry = Registry()
     allow = {name.lower() for name in conf.allow} if conf.allow is not None else None
     block = {name.lower() for name in conf.block}

@@ -13,12 +13,11 @@ import structlog
 from mcp.server.mcpserver import MCPServer
 
 from atelier_core import __version__
-from atelier_core.logging import add_secret, add_url_credentials, configure_logging
+from atelier_core.logging import add_secret, add_url_credentials, configure_logging, secrets_of
 from atelier_core.engine.jobs import build_jobs
 from atelier_core.engine.memory import MemoryReturner
 from atelier_core.engine.pipeline import Pipeline
 from atelier_core.engine.sessions import SessionManager
-from atelier_core.settings import Settings
 from atelier_core.mcp.auth import principal_scope
 from atelier_core.mcp.protocol import protocol_compat
 from atelier_core.mcp.tools import Tools, build_tools
@@ -35,31 +34,16 @@ INSTRUCTIONS = (
     "edit_image accepts as input. The placeholder model draws placeholders, not AI images."
 )
 
-def collect_secrets(settings: Settings, atelier: Pipeline | None = None) -> list[str]:
-    """Every configured secret value, for log redaction."""
-    found: list[str] = []
-    if settings.http.auth_token is not None:
-        found.append(settings.http.auth_token.get_secret_value())
-    found += [token.get_secret_value() for token in settings.http.tokens.values()]
-    if atelier is not None:
-        for provider in atelier.registry.providers.values():
-            for value in provider.settings.__dict__.values():
-                if hasattr(value, "get_secret_value"):
-                    secret = value.get_secret_value()
-                    if secret:
-                        found.append(secret)
-    return found
-
-
 def build_server(atelier: Pipeline, *, configure_logs: bool = True) -> MCPServer[Pipeline]:
     """The MCP server for ``atelier`` (logging is configured first: MCPServer's own
     ``basicConfig`` is then a no-op and every log line goes through our redaction)."""
     # Provider secrets are registered when the registry is built (on first use, see
     # WarmUp); a registry passed in already built is covered here.
     built = atelier if atelier.registry_built else None
+    secrets = secrets_of(atelier.settings, [p.settings for p in built.registry.providers.values()] if built else ())
     if configure_logs:
-        configure_logging(atelier.settings.logging, secrets=collect_secrets(atelier.settings, built))
-    for secret in collect_secrets(atelier.settings, built):
+        configure_logging(atelier.settings.logging, secrets=secrets)
+    for secret in secrets:
         add_secret(secret)  # results are scrubbed even when logging is configured elsewhere
     add_url_credentials(atelier.settings.model_dump(mode="json"))
     if built is not None:

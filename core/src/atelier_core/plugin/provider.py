@@ -17,7 +17,7 @@ Rules a provider follows:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,9 +25,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from atelier_core.plugin.errors import UnsupportedCapabilityError
 from atelier_core.plugin.spec import ModelSpec, Operation, RetiredModel
 from atelier_core.plugin.types import ImageRequest, ProviderResult, Usage
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["CallContext", "Provider", "ProviderSettings"]
 
@@ -111,14 +108,12 @@ class Provider:
 
     def __init__(self) -> None:
         self.settings: ProviderSettings = self.settings_class.model_construct()
-        self._configured = False
 
     # -- declaration ---------------------------------------------------------------
 
     def configure(self, settings: ProviderSettings) -> None:
         """Receive settings. Called by the core once, before any other method. No I/O."""
         self.settings = settings
-        self._configured = True
 
     def catalog(self) -> tuple[ModelSpec, ...]:
         """The models offered. Override to add models from settings (after configure)."""
