@@ -247,3 +247,38 @@ def test_preview_from_decoded_image_decodes_once() -> None:
 def test_preview_rejects_unknown_format() -> None:
     with pytest.raises(ValueError):
         make_preview(png(), fmt="png")
+
+
+def test_provider_images_must_end_where_their_structure_ends() -> None:
+    import os
+
+    from atelier_core.media.images import image_length, verify_output
+
+    for fmt, mode in (("PNG", "RGBA"), ("JPEG", "RGB"), ("WEBP", "RGB"), ("GIF", "RGB")):
+        source = Image.frombytes(mode, (48, 32), os.urandom(48 * 32 * len(mode)))
+        out = io.BytesIO()
+        source.save(out, fmt, **({"progressive": True} if fmt == "JPEG" else {}))
+        data = out.getvalue()
+        name = fmt.lower()
+        assert image_length(name, data) == len(data), fmt
+        assert image_length(name, data[:-7]) is None, fmt
+        assert verify_output(data, max_pixels=10_000).format == name
+        with pytest.raises(UpstreamProtocolError) as info:
+            verify_output(data + b"\0", max_pixels=10_000)
+        assert "1 bytes that are not part of the image" in str(info.value), fmt
+        with pytest.raises(UpstreamProtocolError):  # (a GIF's own tail check may say it first)
+            verify_output(data + b"junk" * 1000, max_pixels=10_000)
+
+
+def test_the_answer_cap_follows_the_requested_pixels_and_format() -> None:
+    from atelier_core.plugin.types import ImageRequest
+    from atelier_core.plugin.spec import Operation
+
+    def cap(**fields: object) -> int:
+        return ImageRequest(operation=Operation.GENERATE, model="m", **fields).max_image_bytes()
+
+    assert cap(width=1024, height=1024) < cap(width=2048, height=2048)
+    assert cap(width=1024, height=1024, output_format="jpeg") < cap(width=1024, height=1024, output_format="png")
+    assert cap(resolution="1K") < cap(resolution="4K") <= cap() + 2 * 4096 * 4096 * 5
+    # A 1024x1024 RGBA PNG of pure noise (the largest it can be) still fits.
+    assert cap(width=1024, height=1024) > 1024 * 1024 * 4 * 1.01

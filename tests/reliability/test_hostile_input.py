@@ -6,6 +6,8 @@
 - vendor-URL allow-lists match scheme, host and port (an image link on the API host but
   another port is never fetched);
 - credentials inside a configured URL never reach doctor, logs, errors or state;
+- a vendor answer is bounded by what the requested size and format can take before it
+  is decoded, and the saved file is exactly the image (no trailing junk);
 - a call's input images together are capped in bytes and pixels, refused before any
   upstream call;
 - a request that cannot be decoded (a lone surrogate) still gets a JSON-RPC error
@@ -336,3 +338,35 @@ async def test_a_lone_surrogate_over_http_is_answered_not_dropped(tmp_path: Path
             assert answer.json()["error"]["code"] == -32700
             ok = await http.post(url, json=INIT, headers=MCP_HEADERS)
             assert ok.status_code == 200
+
+
+# -- 2. vendor answers: bounded before decoding, saved exactly -------------------------------
+
+
+async def test_a_valid_image_with_junk_appended_is_never_saved(isolated_env: Path, tmp_path: Path) -> None:
+    import hashlib
+
+    png = base64.b64decode(openai_ok()["data"][0]["b64_json"])
+    huge = base64.b64encode(png + os.urandom(40 * 1024 * 1024)).decode()   # the attack: 40 MB of junk
+    tail = base64.b64encode(png + b"\0" * 3 + b"junk").decode()             # a few bytes after IEND
+    good = base64.b64encode(png).decode()
+    pidfile = tmp_path / "pid"
+    with FakeUpstream() as upstream:
+        for b64 in (huge, tail, good):
+            upstream.reply("POST", OPENAI_ROUTE, json={"created": 1, "data": [{"b64_json": b64}]})
+        env = _openai_env(upstream.url, ATELIER_PROVIDERS__OPENAI__MAX_RETRIES="2",
+                          ATELIER_TEST_PIDFILE=str(pidfile))
+        async with _stdio(env, tmp_path / "stderr.log") as client:
+            call = {"prompt": "a fox", "model": MODEL, "size": "1024x1024"}
+            too_big = await client.call_tool("generate_image", call)
+            junk_tail = await client.call_tool("generate_image", call)
+            saved = await client.call_tool("generate_image", call)
+        assert len(upstream.requests) == 3  # each answer was billed once, never retried
+    assert too_big.is_error
+    assert "more than the" in _text(too_big) and "not decoded" in _text(too_big), _text(too_big)
+    assert junk_tail.is_error and "not part of the image" in _text(junk_tail), _text(junk_tail)
+    assert not saved.is_error, _text(saved)
+    (record,) = (saved.structured_content or {})["images"]
+    files = image_files(isolated_env / "data" / "images")
+    assert [str(p) for p in files] == [record["path"]]  # only the clean answer was saved
+    assert hashlib.sha256(files[0].read_bytes()).hexdigest() == hashlib.sha256(png).hexdigest()

@@ -120,7 +120,8 @@ async def receive(pipe: Pipeline, plan: Plan, sent: Sent) -> Received:
                 message=f"{entry.provider_name} returned {len(result.images)} of "
                 f"{batch.request.n} requested image(s) without saying why",
             ))
-    decoded = await asyncio.gather(*(asyncio.to_thread(_decode, pipe, image, index, entry.provider_name)
+    cap = plan.request.max_image_bytes()
+    decoded = await asyncio.gather(*(asyncio.to_thread(_decode, pipe, image, index, entry.provider_name, cap)
                                      for index, image in pending))
     images: list[ReceivedImage] = []
     for (index, _image), outcome in zip(pending, decoded, strict=True):
@@ -142,9 +143,24 @@ async def receive(pipe: Pipeline, plan: Plan, sent: Sent) -> Received:
     )
 
 
-def _decode(pipe: Pipeline, image: Any, index: int, provider: str) -> ReceivedImage | AtelierError:
+def _too_large(size: int, cap: int, provider: str) -> UpstreamProtocolError:
+    return UpstreamProtocolError(
+        f"{provider} returned {size:,} bytes for one image, more than an image of the requested "
+        f"size and format can take ({cap:,} bytes); it was not decoded or saved",
+        code="upstream_answer_too_large", provider=provider, retryable=False,
+        fix="do not retry blindly (the call may have been billed); report it to the provider, "
+        "or ask for a smaller size",
+    )
+
+
+def _decode(pipe: Pipeline, image: Any, index: int, provider: str, cap: int) -> ReceivedImage | AtelierError:
     """Fully decode one returned image (a 4K PNG takes a third of a second) and make the
-    default preview from the same decode. Errors are returned, not raised."""
+    default preview from the same decode. Errors are returned, not raised.
+
+    First, before anything is decoded, the answer is held to what the request can
+    produce (``cap``: :meth:`ImageRequest.max_image_bytes`, requested pixels and format)."""
+    if len(image.data) > cap:
+        return _too_large(len(image.data), cap, provider)
     try:
         decoded = imaging.decode_image(
             image.data, max_pixels=pipe.settings.storage.max_input_pixels, upstream=True, provider=provider

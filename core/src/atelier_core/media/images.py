@@ -15,6 +15,9 @@ Safety rules applied to every image, whether a user sent it or a provider return
   allocating its pixels. Pillow's own ``DecompressionBomb*`` signals become our error.
 - The image is then **fully decoded** (first frame of an animation) to prove it is not
   truncated or corrupt; PNG, WebP and GIF files are also checked for their end marker.
+- A provider's image must **end exactly where its own structure ends**
+  (:func:`image_length`): trailing bytes make it unusable, so a saved file is the image
+  byte for byte as received and nothing else.
 
 User inputs fail with :class:`~atelier_core.plugin.errors.InputImageError`; provider output
 fails with :class:`~atelier_core.plugin.errors.UpstreamProtocolError` (a truncated upstream
@@ -44,6 +47,7 @@ __all__ = [
     "ImageInfo",
     "Preview",
     "decode_image",
+    "image_length",
     "inspect_image",
     "make_preview",
     "mime_type",
@@ -140,6 +144,90 @@ def _tail_problem(fmt: str, data: bytes) -> str | None:
             return f"the WebP declares {riff_size + 8} bytes but has only {len(data)} (file truncated)"
     if fmt == "gif" and b";" not in data[-64:]:
         return "the GIF has no trailer byte (file truncated)"
+    return None
+
+
+def image_length(fmt: str, data: bytes) -> int | None:
+    """Where the image in ``data`` ends, by its own structure (PNG chunks up to IEND,
+    the WebP RIFF size, GIF blocks up to the trailer, JPEG segments and entropy-coded
+    data up to EOI), or ``None`` when the structure is cut off or broken. Bytes after
+    that point are not part of the image."""
+    try:
+        if fmt == "png":
+            position = len(_PNG_SIGNATURE)
+            while position + 12 <= len(data):
+                (length,) = struct.unpack(">I", data[position: position + 4])
+                kind = data[position + 4: position + 8]
+                position += 12 + length
+                if kind == b"IEND":
+                    return position if position <= len(data) else None
+            return None
+        if fmt == "webp":
+            (riff_size,) = struct.unpack("<I", data[4:8])
+            end = 8 + riff_size + (riff_size & 1)
+            return end if end <= len(data) else None
+        if fmt == "gif":
+            return _gif_length(data)
+        if fmt == "jpeg":
+            return _jpeg_length(data)
+    except (struct.error, IndexError):
+        return None
+    return None
+
+
+def _gif_sub_blocks(data: bytes, position: int) -> int:
+    while True:
+        size = data[position]
+        position += 1 + size
+        if size == 0:
+            return position
+
+
+def _gif_length(data: bytes) -> int | None:
+    flags = data[10]
+    position = 13 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0)
+    while position < len(data):
+        block = data[position]
+        if block == 0x3B:  # trailer
+            return position + 1
+        if block == 0x21:  # extension: label, then sub-blocks
+            position = _gif_sub_blocks(data, position + 2)
+        elif block == 0x2C:  # image: descriptor, local colour table, LZW code size, data
+            local = data[position + 9]
+            position += 10 + (3 * 2 ** ((local & 7) + 1) if local & 0x80 else 0)
+            position = _gif_sub_blocks(data, position + 1)
+        else:
+            return None
+    return None
+
+
+def _jpeg_length(data: bytes) -> int | None:
+    position = 2  # after SOI
+    size = len(data)
+    while position + 1 < size:
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker == 0xD9:  # EOI
+            return position + 2
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # no length
+            position += 2
+            continue
+        (length,) = struct.unpack(">H", data[position + 2: position + 4])
+        position += 2 + length
+        if marker == 0xDA:  # start of scan: entropy-coded data up to the next real marker
+            while True:
+                position = data.find(b"\xff", position)
+                if position < 0 or position + 1 >= size:
+                    return None
+                following = data[position + 1]
+                if following == 0x00 or 0xD0 <= following <= 0xD7 or following == 0xFF:
+                    position += 1 if following == 0xFF else 2
+                    continue
+                break
     return None
 
 
@@ -240,6 +328,16 @@ def decode_image(
     if problem is not None:
         image.close()
         raise fail("image_parse_error", problem, fix="send a valid, complete image file")
+    if upstream:
+        # The saved file is exactly the image: anything after its end (junk appended to
+        # a valid image) makes the answer unusable, never a file with a tail.
+        end = image_length(fmt, data)
+        if end is None or end != len(data):
+            image.close()
+            problem = (f"the {fmt.upper()} structure is cut off or broken" if end is None else
+                       f"{len(data) - end:,} bytes that are not part of the image follow the "
+                       f"{fmt.upper()}'s end (at byte {end:,})")
+            raise fail("image_parse_error", problem)
     info = ImageInfo(format=fmt, width=width, height=height, has_alpha=_has_alpha(image))
     return DecodedImage(info=info, image=image)
 

@@ -84,6 +84,16 @@ class InputImage:
         return f"{self.source.rsplit('/', 1)[-1].rsplit('.', 1)[0] or 'image'}.{ext}"
 
 
+#: The largest image any shipped model returns (4096 x 4096): the pixel bound for ``auto``.
+LARGEST_OUTPUT_PIXELS = 4096 * 4096
+#: The most an image of each format takes per pixel: 8-bit RGBA is 4 bytes raw, and
+#: PNG/WebP add filter bytes and block overhead on incompressible pixels; JPEG stores
+#: three channels; GIF one palette index (LZW can grow noise a little).
+BYTES_PER_PIXEL = {"png": 4.25, "webp": 4.25, "jpeg": 3.5, "jpg": 3.5, "gif": 1.5}
+#: Room for metadata an image may carry (C2PA manifests, ICC profiles, EXIF).
+ANSWER_METADATA_BYTES = 2 * 1024 * 1024
+
+
 class ImageRequest(BaseModel):
     """A validated, normalised request for one provider call.
 
@@ -120,6 +130,22 @@ class ImageRequest(BaseModel):
         if self.width and self.height:
             return f"{self.width}x{self.height}"
         return None
+
+    def max_image_bytes(self) -> int:
+        """The most bytes one returned image can plausibly take: the requested pixels
+        (twice over, for a vendor that rounds a size up; the largest output any model
+        makes when the size is ``auto``) times the most an image of the requested format
+        takes a pixel, plus room for metadata. The core refuses a larger image before
+        decoding it; a provider may check base64 text against it before decoding."""
+        if self.width and self.height:
+            pixels = 2 * self.width * self.height
+        elif self.resolution and self.resolution[:-1].isdigit() and self.resolution[-1:].upper() == "K":
+            edge = int(self.resolution[:-1]) * 1024
+            pixels = 2 * edge * edge
+        else:
+            pixels = LARGEST_OUTPUT_PIXELS
+        per_pixel = BYTES_PER_PIXEL.get((self.output_format or "png").lower(), max(BYTES_PER_PIXEL.values()))
+        return int(pixels * per_pixel) + ANSWER_METADATA_BYTES
 
 
 class Usage(BaseModel):

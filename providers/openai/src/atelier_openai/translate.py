@@ -263,7 +263,7 @@ def decode_b64(text: str) -> bytes:
         raise ValueError(f"is not valid base64 ({exc}; wrong length or characters? truncated?)") from None
 
 
-def image_from_b64(text: str | None, *, expected_format: str | None) -> ProviderImage:
+def image_from_b64(text: str | None, *, expected_format: str | None, max_bytes: int | None = None) -> ProviderImage:
     """Decode one returned image strictly and check it is an image at all.
 
     Full verification (complete decode, truncation, pixel cap) is the core's job: the
@@ -273,6 +273,14 @@ def image_from_b64(text: str | None, *, expected_format: str | None) -> Provider
     """
     if not text:
         raise UpstreamProtocolError("openai returned an image entry without b64_json", provider=PROVIDER)
+    if max_bytes is not None and len(text) > 4 * -(-max_bytes // 3) + 4:
+        # Bounded before decoding: the core's cap for the requested size and format.
+        raise UpstreamProtocolError(
+            f"openai returned {len(text):,} characters of base64 for one image, more than the "
+            f"{max_bytes:,} bytes an image of the requested size and format can take; not decoded",
+            code="upstream_answer_too_large", provider=PROVIDER, retryable=False,
+            fix="do not retry blindly (the call may have been billed); ask for a smaller size",
+        )
     try:
         data = decode_b64(text)
     except ValueError as exc:
@@ -327,7 +335,8 @@ def result_from_items(
     for index, item in enumerate(items):
         seen += 1
         try:
-            image = image_from_b64(getattr(item, "b64_json", None), expected_format=request.output_format)
+            image = image_from_b64(getattr(item, "b64_json", None), expected_format=request.output_format,
+                                   max_bytes=request.max_image_bytes())
         except AtelierError as exc:
             if getattr(item, "b64_json", None) is None and getattr(item, "url", None):
                 message = "openai returned a URL instead of base64 data (not a GPT Image answer)"
@@ -341,7 +350,7 @@ def result_from_items(
             first = failures[0]
             more = f" ({len(failures)} of {seen} images failed)" if seen > 1 else ""
             raise UpstreamProtocolError(first.message + more, provider=PROVIDER, request_id=request_id,
-                                        fix="try again; nothing was saved")
+                                        code=first.code, fix="try again; nothing was saved")
         raise UpstreamProtocolError("openai answered without any image", provider=PROVIDER,
                                     request_id=request_id, fix="try again; nothing was saved")
     for missing in range(seen, request.n):
