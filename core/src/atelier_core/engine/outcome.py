@@ -30,6 +30,8 @@ class ImageRecord(BaseModel):
     seed: int | None = None
     revised_prompt: str | None = None
     sidecar: str | None = None
+    object_uri: str | None = Field(None, description="s3:// address of the image in the bucket (storage.url)")
+    url: str | None = Field(None, description="pre-signed GET URL (storage.presign_ttl_s)")
 
 
 class CostInfo(BaseModel):

@@ -22,7 +22,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -54,6 +54,9 @@ from atelier_core.plugin.spec import Operation
 from atelier_core.plugin.types import ImageCall, ImageRequest
 from atelier_core.settings import Settings
 from atelier_core.state.database import StateStore
+
+if TYPE_CHECKING:
+    from atelier_core.media.objects import BucketStore
 
 __all__ = [
     "SAVING_FRACTION",
@@ -98,6 +101,7 @@ class Pipeline:
         self._registry_lock = threading.Lock()  # the warm-up thread and a first call may race
         self._thumbnails: Thumbnails | None = None
         self.store = store
+        self._bucket: BucketStore | None = None
         self.intake = intake
         self.fetcher = fetcher
         self.limits = limits
@@ -125,6 +129,17 @@ class Pipeline:
         if self._thumbnails is None:
             self._thumbnails = Thumbnails(self.settings.resolved_data_dir / "thumbnails")
         return self._thumbnails
+
+    @property
+    def bucket(self) -> BucketStore | None:
+        """The S3-compatible bucket every image is also kept in (``storage.url``), or None."""
+        storage = self.settings.storage
+        if self._bucket is None and storage.url:
+            from atelier_core.media.objects import BucketStore
+
+            self._bucket = BucketStore(storage.url, endpoint_url=storage.endpoint_url,
+                                       presign_ttl_s=storage.presign_ttl_s)
+        return self._bucket
 
     @property
     def registry_built(self) -> bool:

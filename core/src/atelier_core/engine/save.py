@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from atelier_core.engine.mirror import Mirrored, mirror
 from atelier_core.engine.outcome import ImageRecord
 from atelier_core.media.outputs import OutputSlot
 from atelier_core.media.storage import SavedImage
@@ -62,11 +63,15 @@ async def store(pipe: Pipeline, plan: Plan, received: Received, *, on_saved: OnS
             await on_saved(str(saved.path))
         if image.preview is not None:
             pipe.previews.put(str(saved.path), saved.sha256, image.preview)
+        mirrored = Mirrored() if pipe.bucket is None else await mirror(pipe.bucket, pipe.store, saved, metadata)
+        if mirrored.note:
+            out.notes.append(mirrored.note)
         out.records.append(ImageRecord(
             path=str(saved.path), uri=saved.uri, resource_uri=saved.resource_uri,
             width=saved.width, height=saved.height, format=saved.format, bytes=saved.bytes,
             sha256=saved.sha256, seed=image.seed, revised_prompt=image.revised_prompt,
             sidecar=str(saved.sidecar) if saved.sidecar else None,
+            object_uri=mirrored.object_uri, url=mirrored.url,
         ))
     return out
 

@@ -38,6 +38,8 @@ def _summary(outcome: CallOutcome) -> str:
                 f"[{index}] {image.width}x{image.height} {image.format} {image.path} "
                 f"({image.resource_uri})"
             )
+            if image.object_uri:
+                lines.append(f"    stored at {image.object_uri}" + (f"; download: {image.url}" if image.url else ""))
             if image.revised_prompt:
                 lines.append(f"    revised prompt: {image.revised_prompt}")
         for failure in outcome.failures:

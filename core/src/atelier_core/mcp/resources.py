@@ -26,6 +26,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import anyio.to_thread
 from mcp.server.mcpserver import MCPServer
@@ -110,6 +111,36 @@ def read_base64(path: Path, uri: str, max_bytes: int) -> str:
         os.close(fd)
 
 
+async def read_bucket_base64(atelier: Pipeline, uri: str, max_bytes: int) -> str:
+    """The base64 text of the image behind ``uri`` in the bucket (``storage.url``), streamed
+    and encoded chunk by chunk; refused above ``max_bytes`` from the object's size, before
+    any byte is read. The key is the current principal's, so nobody reads another's."""
+    assert atelier.bucket is not None
+    key = atelier.store.key_of(unquote(uri[len(RESOURCE_PREFIX):]))
+    try:
+        info, chunks = await atelier.bucket.stream(key)
+    except NotFoundError:
+        raise NotFoundError(f"uri={uri}: no such image in the output root or the bucket", code="image_not_found",
+                            parameter="uri", fix="use a resource URI returned by this server") from None
+    if info.size > max_bytes:
+        raise ResourceTooLarge(
+            f"uri={uri}: the image is {info.size:,} bytes, above the limit of {max_bytes:,} bytes "
+            "for resources/read (storage.max_resource_bytes); nothing was read",
+            code="resource_too_large", parameter="uri", allowed=f"images of at most {max_bytes:,} bytes",
+            fix="fetch it with the pre-signed URL in the result (storage.presign_ttl_s), or raise "
+            "storage.max_resource_bytes",
+        )
+    out = bytearray()
+    carry = b""
+    async for chunk in chunks:
+        data = carry + chunk
+        whole = len(data) - len(data) % 3  # encode whole 3-byte groups; the rest waits
+        out += binascii.b2a_base64(data[:whole], newline=False)
+        carry = data[whole:]
+    out += binascii.b2a_base64(carry, newline=False) if carry else b""
+    return out.decode("ascii")
+
+
 def install_image_reads(server: MCPServer[Pipeline], atelier: Pipeline) -> None:
     """Answer ``resources/read`` of ``atelier://images/…`` within bounds (see the module
     docstring); any other URI goes to the SDK's own handler, which stays in place.
@@ -133,8 +164,15 @@ def install_image_reads(server: MCPServer[Pipeline], atelier: Pipeline) -> None:
                 raise NotFoundError(f"uri={uri}: not an image resource", code="image_not_found",
                                     parameter="uri", allowed=sorted(_MIME_BY_EXT),
                                     fix="use a resource URI returned by this server")
-            path = atelier.store.resolve_resource(uri)
-            blob = await anyio.to_thread.run_sync(read_base64, path, uri, limit)
+            try:
+                path = atelier.store.resolve_resource(uri)
+            except NotFoundError:
+                if atelier.bucket is None:
+                    raise
+                # Made by another replica: its disk is not ours, the bucket is shared.
+                blob = await read_bucket_base64(atelier, uri, limit)
+            else:
+                blob = await anyio.to_thread.run_sync(read_base64, path, uri, limit)
         except AtelierError as exc:
             code = _INVALID_PARAMS if isinstance(exc, RequestError) else _INTERNAL_ERROR
             raise MCPError(code=code, message=str(exc), data={"uri": uri, "code": exc.code}) from None

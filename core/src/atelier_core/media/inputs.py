@@ -170,12 +170,21 @@ class InputIntake:
             real = Path(os.path.realpath(os.path.expanduser(os.fspath(root))))
             if real.is_dir() and real not in resolved:
                 resolved.append(real)
-        self.roots = tuple(resolved)
+        self._roots = tuple(resolved)
         self.store = store
         self.fetcher = fetcher
         self.allow_remote = allow_remote
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
+
+    @property
+    def roots(self) -> tuple[Path, ...]:
+        """The input roots of the current principal: the output folder stands for that
+        principal's own part of it (see :class:`~atelier_core.media.storage.OutputStore`)."""
+        own = self.store.root
+        if own == self.store.base:
+            return self._roots
+        return tuple(own if root == self.store.base else root for root in self._roots)
 
     async def load(
         self,

@@ -59,6 +59,8 @@ from urllib.parse import quote, unquote
 
 import structlog
 
+from atelier_core.identity import LOCAL_PRINCIPAL, current_principal
+
 from atelier_core.plugin.errors import InvalidParameterError, NotFoundError, OutputPathError, StorageError, shorten
 from atelier_core.media.images import sniff
 
@@ -213,8 +215,29 @@ def _image_size(data: bytes, fmt: str) -> tuple[int, int]:
         return image.size
 
 
+PRINCIPALS_DIR = "principals"
+
+
+def principal_folder(principal: str) -> str | None:
+    """The folder (below ``principals/``) of a principal's images; ``None`` for the local one.
+
+    Readable and collision-free: a slug of the name plus a hash of the whole name (names
+    such as OAuth subjects may hold ``/`` or ``|``)."""
+    if principal == LOCAL_PRINCIPAL:
+        return None
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", principal).strip("._-")[:48] or "p"
+    return f"{slug}-{hashlib.sha256(principal.encode()).hexdigest()[:10]}"
+
+
 class OutputStore:
-    """The output root and the only way images are written into it."""
+    """The output root and the only way images are written into it.
+
+    Each principal has its own root: the local principal (stdio, the machine's user) the
+    configured folder itself, every other principal (an HTTP caller) the folder
+    ``principals/<name>-<hash>/`` below it, created on first use. ``root`` is the current
+    principal's (read from :func:`~atelier_core.identity.current_principal`), so names,
+    resource URIs and input paths of one principal never reach another's files.
+    """
 
     def __init__(self, root: Path | str, *, file_mode: int = 0o644, dir_mode: int = 0o755) -> None:
         path = Path(os.path.expanduser(os.fspath(root)))
@@ -227,9 +250,28 @@ class OutputStore:
                 code="write_failed",
                 fix="set storage.output_dir (ATELIER_STORAGE__OUTPUT_DIR) to a writable folder",
             ) from None
-        self.root = Path(os.path.realpath(path))
+        self.base = Path(os.path.realpath(path))
         self.file_mode = file_mode
         self.dir_mode = dir_mode
+        self._made: set[str] = set()
+
+    @property
+    def root(self) -> Path:
+        """The output root of the principal the running call acts for."""
+        folder = principal_folder(current_principal())
+        if folder is None:
+            return self.base
+        path = self.base / PRINCIPALS_DIR / folder
+        if folder not in self._made:
+            path.mkdir(parents=True, exist_ok=True, mode=self.dir_mode)
+            self._made.add(folder)
+        return path
+
+    def key_of(self, relative: str) -> str:
+        """The path of ``relative`` (to the current principal's root) from the base folder:
+        the object key of the image in a bucket."""
+        prefix = self.root.relative_to(self.base).as_posix()
+        return relative if prefix == "." else f"{prefix}/{relative}"
 
     # -- naming and confinement ----------------------------------------------------
 
