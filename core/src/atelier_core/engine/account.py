@@ -9,10 +9,11 @@ but may have cost money raises an error that says so and how much.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+import anyio.to_thread
 import structlog
 
 from atelier_core.plugin.errors import AtelierError
@@ -80,12 +81,12 @@ async def account(pipe: Pipeline, plan: Plan, charge: Charge | None) -> None:
         return
     entry = plan.entry
     try:
-        await asyncio.to_thread(
+        await anyio.to_thread.run_sync(functools.partial(
             pipe.spend.record,
             provider=entry.provider_name, model=entry.canonical_id, operation=plan.operation.value,
             images=charge.images, quote=plan.quote, cost_usd=charge.cost_usd, status=charge.status,
             usage=charge.usage, request_id=charge.request_id,
-        )
+        ))
     except Exception as exc:  # the images are saved; a ledger failure must not lose them
         log.error("ledger write failed", error=f"{type(exc).__name__}: {exc}")
 

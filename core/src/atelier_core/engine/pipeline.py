@@ -18,12 +18,12 @@ variation (the input image re-imagined without instructions).
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import structlog
 
 from atelier_core.engine.account import Charge, account, charge_of, say_billed
@@ -91,7 +91,7 @@ class Pipeline:
         intake: InputIntake,
         fetcher: SafeFetcher,
         limits: LimiterPool,
-        sleep: Sleep = asyncio.sleep,
+        sleep: Sleep = anyio.sleep,
     ) -> None:
         self.settings = settings
         # A registry, or how to build one on first use (plugins, catalogues and provider
@@ -187,7 +187,7 @@ class Pipeline:
         *,
         plugins: Sequence[tuple[str, object]] | None = None,
         entry_points: bool = True,
-        sleep: Sleep = asyncio.sleep,
+        sleep: Sleep = anyio.sleep,
     ) -> Pipeline:
         """Build the service from settings (default: environment + config file)."""
         settings = settings or Settings()
@@ -298,7 +298,8 @@ class Pipeline:
         finally:
             if charge is not None:
                 # Shielded: a cancelled call still records what it may have cost.
-                await asyncio.shield(account(self, plan, charge))
+                with anyio.CancelScope(shield=True):
+                    await account(self, plan, charge)
             self.spend.release(hold)
 
     def _outcome(self, plan: Plan, sent: Sent, received: Received, stored: Stored) -> CallOutcome:

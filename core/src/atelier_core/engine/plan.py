@@ -8,11 +8,12 @@ against the model's spec, quotes it, and resolves every output name the call wil
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+import anyio.to_thread
 from pydantic import BaseModel, ConfigDict
 
 from atelier_core.engine.cost import Quote, apply_price_override
@@ -142,9 +143,9 @@ async def make_plan(
                 cost=quote(pipe, entry, validated.request), notes=[*notes, *validated.notes])
     if output.filename is not None and check_outputs:
         # Filesystem checks (lstat, reading a sidecar in the way): off the event loop.
-        plan.slots = await asyncio.to_thread(
+        plan.slots = await anyio.to_thread.run_sync(functools.partial(
             plan_outputs, pipe.store, output.filename, plan.planned_format, plan.request.n,
-            overwrite=output.overwrite)
+            overwrite=output.overwrite))
         plan.notes.extend(slot.note for slot in plan.slots if slot.note)
     return plan
 

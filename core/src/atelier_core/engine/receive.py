@@ -8,10 +8,11 @@ the whole call reports (applied parameters with what actually came back, cost, u
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import anyio
+import anyio.to_thread
 import structlog
 
 from atelier_core.engine.outcome import CostInfo
@@ -121,10 +122,17 @@ async def receive(pipe: Pipeline, plan: Plan, sent: Sent) -> Received:
                 f"{batch.request.n} requested image(s) without saying why",
             ))
     cap = plan.request.max_image_bytes()
-    decoded = await asyncio.gather(*(asyncio.to_thread(_decode, pipe, image, index, entry.provider_name, cap)
-                                     for index, image in pending))
+    decoded: list[ReceivedImage | AtelierError | None] = [None] * len(pending)
+
+    async def decode(slot: int, index: int, image: Any) -> None:
+        decoded[slot] = await anyio.to_thread.run_sync(_decode, pipe, image, index, entry.provider_name, cap)
+
+    async with anyio.create_task_group() as group:  # worker threads: the decodes overlap
+        for slot, (index, image) in enumerate(pending):
+            group.start_soon(decode, slot, index, image)
     images: list[ReceivedImage] = []
     for (index, _image), outcome in zip(pending, decoded, strict=True):
+        assert outcome is not None
         if isinstance(outcome, AtelierError):
             log.warning("provider returned an invalid image", provider=entry.provider_name,
                         index=index, error=outcome.code)

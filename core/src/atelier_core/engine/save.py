@@ -9,12 +9,12 @@ of its name. The sidecar holds the same applied values and cost as the result.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import anyio.to_thread
 import structlog
 
 from atelier_core.engine.mirror import Mirrored, mirror
@@ -51,7 +51,7 @@ async def store(pipe: Pipeline, plan: Plan, received: Received, *, on_saved: OnS
         slot = plan.slots[len(out.records)] if plan.slots else None
         metadata = sidecar_metadata(plan, received, image)
         try:
-            saved, note = await asyncio.to_thread(_save, pipe, plan, slot, image, metadata)
+            saved, note = await anyio.to_thread.run_sync(_save, pipe, plan, slot, image, metadata)
         except AtelierError as exc:
             log.error("a received image could not be saved", index=image.index, error=exc.code)
             out.failures.append(ItemFailure(index=image.index, code=exc.code, message=str(exc)))

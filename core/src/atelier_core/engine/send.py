@@ -5,12 +5,12 @@ produced, and the account stage what it may have cost."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import structlog
 
 from atelier_core.engine.progress import SAVING_FRACTION, SENT_FRACTION, PartialSink, Progress, report
@@ -127,9 +127,9 @@ async def send(pipe: Pipeline, plan: Plan, sent: Sent, *, progress: Progress | N
             done += 1
 
     await report(progress, SENT_FRACTION, f"calling {entry.canonical_id}")
-    async with asyncio.TaskGroup() as group:
+    async with anyio.create_task_group() as group:
         for batch in batches:
-            group.create_task(run(batch))
+            group.start_soon(run, batch)
     await report(progress, SAVING_FRACTION, "verifying and saving")
 
 
