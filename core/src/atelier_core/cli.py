@@ -365,8 +365,6 @@ async def _one_off(settings: Settings, args: argparse.Namespace, command: str) -
         print(f"image {failure.index} failed ({failure.code}): {failure.message}", file=sys.stderr)
     for note in outcome.notes:
         print(f"note: {note}", file=sys.stderr)
-    if outcome.provider == "placeholder" and not outcome.dry_run:
-        print(f"note: {PLACEHOLDER_NOTICE}", file=sys.stderr)
     return 0
 
 

@@ -87,6 +87,7 @@ async def receive(pipe: Pipeline, plan: Plan, sent: Sent) -> Received:
     request_ids: list[str] = []
     applied = dict(plan.validated.applied)
     continuation: dict[str, Any] = {}
+    provider_notes: list[str] = []
     provider_cost: float | None = None
     pending: list[tuple[int, Any]] = []  # (global index, ProviderImage)
     maybe_billed = 0
@@ -104,6 +105,7 @@ async def receive(pipe: Pipeline, plan: Plan, sent: Sent) -> Received:
         assert result is not None
         usage = result.usage.merged(usage) if result.usage else usage
         texts.extend(result.texts)
+        provider_notes.extend(note for note in result.notes if note not in provider_notes)
         if result.request_id:
             request_ids.append(result.request_id)
         applied.update(result.applied)
@@ -142,7 +144,7 @@ async def receive(pipe: Pipeline, plan: Plan, sent: Sent) -> Received:
         else:
             images.append(outcome)
     failures.sort(key=lambda f: f.index)
-    notes = _applied_from_images(applied, plan, images)
+    notes = [*provider_notes, *_applied_from_images(applied, plan, images)]
     return Received(
         images=images, failures=failures, errors=errors, applied=applied,
         cost=settle(plan, usage, provider_cost, len(images)), usage=usage, texts=texts,

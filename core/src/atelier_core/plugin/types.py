@@ -196,7 +196,9 @@ class ProviderResult(BaseModel):
     ``images`` may be fewer than requested: each missing one should be listed in
     ``failures`` with a reason (the core adds generic failures for any unaccounted).
     ``applied`` records parameters the provider chose or changed (e.g. the real size
-    for ``auto``). ``texts`` are text parts the model returned beside the images.
+    for ``auto``). ``texts`` are text parts the model returned beside the images;
+    ``notes`` are what the provider itself wants the caller to know (added to the result's
+    notes).
     """
 
     images: list[ProviderImage] = Field(default_factory=list)
@@ -204,6 +206,7 @@ class ProviderResult(BaseModel):
     usage: Usage | None = None
     request_id: str | None = None
     texts: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
     applied: dict[str, Any] = Field(default_factory=dict)
     cost_usd: float | None = Field(None, description="provider-computed cost, if it knows better")
     continuation: dict[str, Any] = Field(

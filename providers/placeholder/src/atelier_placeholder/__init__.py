@@ -35,6 +35,12 @@ from atelier_core import (
 __all__ = ["PlaceholderProvider", "register_providers"]
 
 _FORMATS = ("png", "jpeg", "webp")
+#: Said with every result, so nobody mistakes a placeholder for a generated image.
+NOTICE = (
+    "The placeholder provider draws placeholder pictures (a gradient, shapes and the prompt's words) "
+    "locally. They are NOT AI images. Configure a real provider for those: see "
+    "https://github.com/atelier-mcp/atelier/blob/main/docs/configuration.md"
+)
 
 PLACEHOLDER = ModelSpec(
     id="placeholder",
@@ -212,7 +218,8 @@ class PlaceholderProvider(Provider):
             data = await asyncio.to_thread(_encode, picture, fmt, request.output_compression)
             images.append(ProviderImage(data=data, mime_type=f"image/{fmt}", seed=seed + index))
         return ProviderResult(
-            images=images, applied={"size": f"{width}x{height}"}, request_id=f"placeholder-{seed}"
+            images=images, applied={"size": f"{width}x{height}"}, request_id=f"placeholder-{seed}",
+            notes=[NOTICE],
         )
 
     async def edit(self, request: ImageRequest, ctx: CallContext) -> ProviderResult:
@@ -238,7 +245,7 @@ class PlaceholderProvider(Provider):
             result = await asyncio.to_thread(repaint, source, mask, request.prompt or "", seed + index, extras)
             data = await asyncio.to_thread(_encode, result, fmt, request.output_compression)
             images.append(ProviderImage(data=data, mime_type=f"image/{fmt}", seed=seed + index))
-        return ProviderResult(images=images, applied={"size": f"{source.width}x{source.height}"})
+        return ProviderResult(images=images, applied={"size": f"{source.width}x{source.height}"}, notes=[NOTICE])
 
     async def variation(self, request: ImageRequest, ctx: CallContext) -> ProviderResult:
         from PIL import Image
@@ -255,7 +262,7 @@ class PlaceholderProvider(Provider):
             images.append(
                 ProviderImage(data=_encode(tinted, fmt, request.output_compression), mime_type=f"image/{fmt}")
             )
-        return ProviderResult(images=images)
+        return ProviderResult(images=images, notes=[NOTICE])
 
 
 @hookimpl
