@@ -389,6 +389,7 @@ async def test_requests_per_minute_limits_call_starts(tmp_path: Path) -> None:
         sleeps.append(seconds)
         now[0] += seconds
 
+    _ = atelier.registry  # built lazily; the provider's settings are configured then
     limiter = atelier.limits.get("fake", fake.settings)
     limiter._clock = lambda: now[0]  # noqa: SLF001 - test seam
     limiter._sleep = tick  # noqa: SLF001

@@ -157,9 +157,10 @@ async def test_a_reservation_counts_until_released_or_recorded(state: StateStore
 
 
 async def test_an_expired_reservation_no_longer_holds_the_budget(state: StateStore) -> None:
-    await state.reservations.reserve(5.0, day="2026-12-03", run_id="r", ttl_s=0.05, check=lambda s: None)
+    # Long enough that a loaded machine still sees the hold before it lapses.
+    await state.reservations.reserve(5.0, day="2026-12-03", run_id="r", ttl_s=1.5, check=lambda s: None)
     assert await state.reservations.held() == 5.0
-    await anyio.sleep(0.1)
+    await anyio.sleep(1.6)
     assert await state.reservations.held() == 0.0  # its process died: the hold lapsed
     check = _daily_limit(5.0, 5.0)
     await state.reservations.reserve(5.0, day="2026-12-03", run_id="r", ttl_s=60, check=check)  # type: ignore[arg-type]

@@ -112,7 +112,10 @@ def build_test_atelier(
     if plugin_settings is not None:
         overrides["plugins"] = dict(plugin_settings)
     settings = isolated_settings(tmp_path, **overrides)
-    return Pipeline.build(settings, plugins=plugin_pairs(plugins), entry_points=entry_points)
+    pipeline = Pipeline.build(settings, plugins=plugin_pairs(plugins), entry_points=entry_points)
+    # The server builds its registry lazily; a test wants plugin problems at once.
+    _ = pipeline.registry
+    return pipeline
 
 
 def connect(atelier: Pipeline, **client_options: Any) -> AbstractAsyncContextManager[Client]:
