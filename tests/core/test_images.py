@@ -11,6 +11,7 @@ from PIL import Image
 
 from atelier_core.plugin.errors import InputImageError, UpstreamProtocolError
 from atelier_core.media.images import (
+    check_png_structure,
     decode_image,
     inspect_image,
     make_preview,
@@ -282,3 +283,50 @@ def test_the_answer_cap_follows_the_requested_pixels_and_format() -> None:
     assert cap(resolution="1K") < cap(resolution="4K") <= cap() + 2 * 4096 * 4096 * 5
     # A 1024x1024 RGBA PNG of pure noise (the largest it can be) still fits.
     assert cap(width=1024, height=1024) > 1024 * 1024 * 4 * 1.01
+
+
+def _png(mode: str = "RGB", size: tuple[int, int] = (40, 30)) -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, size, "red" if mode != "P" else 1).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_png_structure_check_reads_size_and_alpha_without_decoding() -> None:
+    info = check_png_structure(_png(), max_pixels=10_000)
+    assert (info.format, info.width, info.height, info.has_alpha) == ("png", 40, 30, False)
+    assert check_png_structure(_png("RGBA"), max_pixels=10_000).has_alpha
+
+
+@pytest.mark.parametrize("where", [8, 20, 40, -20, -5])
+def test_png_structure_check_catches_any_flipped_byte(where: int) -> None:
+    data = bytearray(_png())
+    data[where] ^= 0x10
+    with pytest.raises(UpstreamProtocolError) as caught:
+        check_png_structure(bytes(data), max_pixels=10_000)
+    assert caught.value.code == "upstream_invalid_image"
+
+
+@pytest.mark.parametrize("cut", [0, 8, 30, -13, -1])
+def test_png_structure_check_catches_truncation_and_trailing_bytes(cut: int) -> None:
+    data = _png()
+    with pytest.raises(UpstreamProtocolError, match="truncated|signature|IEND|unexpected"):
+        check_png_structure(data[:cut] if cut else b"", max_pixels=10_000)
+    with pytest.raises(UpstreamProtocolError, match="after its IEND"):
+        check_png_structure(data + b"junk", max_pixels=10_000)
+
+
+def test_png_structure_check_refuses_too_many_pixels_and_a_bad_header() -> None:
+    with pytest.raises(UpstreamProtocolError, match="above the limit"):
+        check_png_structure(_png(size=(200, 200)), max_pixels=10_000)
+    data = bytearray(_png())
+    data[24] = 3  # bit depth 3 is not a PNG bit depth; fix the IHDR CRC so only the value is wrong
+    struct.pack_into(">I", data, 29, zlib.crc32(bytes(data[12:29])))
+    with pytest.raises(UpstreamProtocolError, match="header is invalid"):
+        check_png_structure(bytes(data), max_pixels=10_000)
+
+
+def test_auto_previews_are_jpeg_when_opaque_and_webp_with_transparency() -> None:
+    opaque = make_preview(_png("RGB", (300, 200)), max_edge=64, fmt="auto")
+    assert opaque.mime_type == "image/jpeg" and sniff(opaque.data) == "jpeg" and opaque.width == 64
+    clear = make_preview(_png("RGBA", (300, 200)), max_edge=64, fmt="auto")
+    assert clear.mime_type == "image/webp" and sniff(clear.data) == "webp"

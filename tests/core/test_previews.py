@@ -45,7 +45,7 @@ async def test_each_returned_image_is_decoded_once_and_previewed_once(
     assert decodes == ["bytes", "bytes"]  # the verification decode, once per image
     assert previews == ["DecodedImage", "DecodedImage"]  # made from that decode, not the file
     for block in inline:
-        assert block.mime_type == "image/webp"
+        assert block.mime_type == "image/webp"  # the placeholder has transparency: auto keeps WebP
         with Image.open(io.BytesIO(base64.b64decode(block.data))) as preview:
             assert max(preview.size) <= atelier.settings.preview.max_edge
     assert not atelier.previews._items  # taken once: nothing is held after the answer

@@ -446,3 +446,26 @@ async def test_unavailable_model_is_listed_with_reason_and_refused(tmp_path: Pat
 
     with pytest.raises(MissingCredentialsError, match="FAKE_API_KEY"):
         await atelier.execute(ImageCall(model="one", prompt="x"), Operation.GENERATE)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped byte", "garbage"])
+async def test_without_a_preview_a_corrupt_png_is_still_never_a_file(tmp_path: Path, damage: str) -> None:
+    # return_image=none: the PNG is checked by its structure and checksums, not decoded.
+    middle = len(PNG) // 2
+    bad = {
+        "truncated": PNG[:middle],
+        "flipped byte": PNG[:middle] + bytes([PNG[middle] ^ 0x01]) + PNG[middle + 1:],
+        "garbage": b"\x89PNG\r\n\x1a\nnot really",
+    }[damage]
+
+    def answer(request: ImageRequest) -> ProviderResult:
+        return ProviderResult(images=[ProviderImage(data=PNG), ProviderImage(data=bad)])
+
+    atelier = build(tmp_path, Scripted(answer))
+    plan = await atelier.plan(ImageCall(model="one", prompt="x", n=2), Operation.GENERATE)
+    plan.want_preview = False
+    outcome = await atelier.run(plan)
+    assert len(outcome.images) == 1 and [f.index for f in outcome.failures] == [1]
+    assert outcome.failures[0].code == "upstream_invalid_image"
+    assert image_files(tmp_path / "out") == [Path(outcome.images[0].path)]
+    assert atelier.previews.take(outcome.images[0].path, outcome.images[0].sha256) is None  # none made

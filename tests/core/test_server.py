@@ -121,7 +121,7 @@ async def test_generate_returns_preview_link_and_structured_outcome(client: Clie
     result = await _generate(client, size="1024x1024")
     text, image, link = result.content
     assert isinstance(text, TextContent) and "placeholder/placeholder" in text.text
-    assert isinstance(image, ImageContent) and image.mime_type == "image/webp"
+    assert isinstance(image, ImageContent) and image.mime_type == "image/webp"  # has alpha: auto = WebP
     preview = base64.b64decode(image.data)
     assert len(preview) <= 150_000
     with Image.open(io.BytesIO(preview)) as shown:

@@ -529,3 +529,26 @@ def test_a_sidecar_never_replaces_a_file_atelier_did_not_write(store: OutputStor
     assert first.sidecar is not None
     again = store.save(PNG, "png", filename="own.png", overwrite=True, metadata={"prompt": "two"})
     assert again.sidecar is not None and '"two"' in again.sidecar.read_text()
+
+
+def test_image_and_sidecar_are_synced_with_one_directory_fsync(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import stat
+
+    import atelier_core.media.storage as storage
+
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real(fd)
+
+    monkeypatch.setattr(storage.os, "fsync", fsync)
+    store = OutputStore(tmp_path / "out")
+    saved = store.save(PNG, "png", metadata={})
+    assert saved.sidecar is not None and saved.sidecar.is_file() and saved.path.read_bytes() == PNG
+    assert synced == ["file", "file", "dir"]  # image, sidecar, then one directory fsync for both
+    synced.clear()
+    store.save(PNG, "png", metadata={}, sidecar=False)
+    assert synced == ["file", "dir"]

@@ -91,7 +91,7 @@ class StorageSettings(_Section):
 class PreviewSettings(_Section):
     max_edge: int = Field(512, ge=16, le=4096)
     max_bytes: int = Field(150_000, ge=4_000)
-    format: Literal["webp", "jpeg"] = "webp"
+    format: Literal["auto", "webp", "jpeg"] = "auto"  # auto: JPEG, or WebP when there is transparency
     default: Literal["preview", "full", "none"] = "preview"
     max_full_inline_bytes: int = Field(
         750_000, description="'full' inline images above this are downscaled (client limits)"

@@ -211,10 +211,13 @@ class Pipeline:
             max_bytes=storage.max_input_bytes,
             max_pixels=storage.max_input_pixels,
         )
-        return cls(
+        pipeline = cls(
             settings, registry, store=store, intake=intake, fetcher=fetcher,
             limits=LimiterPool(sleep=sleep), sleep=sleep,
         )
+        if settings.plugins.strict:
+            pipeline.registry  # noqa: B018 - strict plugins: a broken one stops the start, not a call
+        return pipeline
 
     async def aclose(self) -> None:
         """Close provider clients opened lazily."""

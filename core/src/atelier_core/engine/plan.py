@@ -72,6 +72,10 @@ class Plan:
     slots: list[OutputSlot] | None = None  # None: the store chooses the names
     notes: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
+    #: False when the caller inlines no image (return_image=none): no preview is made,
+    #: and a PNG is verified by its structure and checksums instead of a full decode.
+    #: Not stored: a job planned again after a restart makes its previews.
+    want_preview: bool = True
 
     @property
     def request(self) -> ImageRequest:

@@ -127,7 +127,8 @@ async def receive(pipe: Pipeline, plan: Plan, sent: Sent) -> Received:
     decoded: list[ReceivedImage | AtelierError | None] = [None] * len(pending)
 
     async def decode(slot: int, index: int, image: Any) -> None:
-        decoded[slot] = await anyio.to_thread.run_sync(_decode, pipe, image, index, entry.provider_name, cap)
+        decoded[slot] = await anyio.to_thread.run_sync(_decode, pipe, image, index, entry.provider_name, cap,
+                                                        plan.want_preview)
 
     async with anyio.create_task_group() as group:  # worker threads: the decodes overlap
         for slot, (index, image) in enumerate(pending):
@@ -163,14 +164,26 @@ def _too_large(size: int, cap: int, provider: str) -> UpstreamProtocolError:
     )
 
 
-def _decode(pipe: Pipeline, image: Any, index: int, provider: str, cap: int) -> ReceivedImage | AtelierError:
+def _decode(pipe: Pipeline, image: Any, index: int, provider: str, cap: int,
+            want_preview: bool = True) -> ReceivedImage | AtelierError:
     """Fully decode one returned image (a 4K PNG takes a third of a second) and make the
     default preview from the same decode. Errors are returned, not raised.
 
     First, before anything is decoded, the answer is held to what the request can
-    produce (``cap``: :meth:`ImageRequest.max_image_bytes`, requested pixels and format)."""
+    produce (``cap``: :meth:`ImageRequest.max_image_bytes`, requested pixels and format).
+    Without a preview to make, a PNG is verified by its structure and checksums
+    (:func:`~atelier_core.media.images.check_png_structure`, a fraction of a decode)."""
     if len(image.data) > cap:
         return _too_large(len(image.data), cap, provider)
+    if not want_preview and imaging.sniff(image.data) == "png":
+        try:
+            info = imaging.check_png_structure(
+                image.data, max_pixels=pipe.settings.storage.max_input_pixels, provider=provider)
+        except AtelierError as exc:
+            return exc
+        return ReceivedImage(index=index, data=image.data, format=info.format, width=info.width,
+                             height=info.height, preview=None, seed=image.seed,
+                             revised_prompt=image.revised_prompt)
     try:
         decoded = imaging.decode_image(
             image.data, max_pixels=pipe.settings.storage.max_input_pixels, upstream=True, provider=provider

@@ -124,6 +124,7 @@ class Tools:
             if dry_run:
                 return await render(pipeline.dry_run_outcome(plan), mode, pipeline.settings, pipeline.previews,
                                     pipeline.thumbnails)
+            plan.want_preview = mode != "none"  # nothing inlined: no preview to make
             if await self._confirm_spend(ctx, plan):
                 plan.spec.confirmed = True
             if self.jobs is not None:

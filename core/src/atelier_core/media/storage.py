@@ -116,6 +116,14 @@ def extension_for(fmt: str) -> str:
     return _CANONICAL_EXT.get(fmt, fmt)
 
 
+def _fsync_dir(dfd: int) -> None:
+    try:
+        os.fsync(dfd)
+    except OSError as exc:  # durability only; some filesystems refuse dir fsync
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+
+
 @dataclass(frozen=True, slots=True)
 class SavedImage:
     """An image published in the output root."""
@@ -443,8 +451,9 @@ class OutputStore:
             else:
                 parts = self.plan_path(filename or "", actual, parameter=parameter)
             try:
+                # With a sidecar, one directory fsync after it covers both names.
                 self._publish(parts, data, overwrite=overwrite and not auto, value=filename,
-                              parameter=parameter)
+                              parameter=parameter, sync_dir=not sidecar)
             except FileExistsError:
                 if auto and attempt < 7:
                     continue
@@ -487,6 +496,10 @@ class OutputStore:
                 # The image itself is published and complete; a missing sidecar must not
                 # turn a paid-for image into an error. Report it in the log instead.
                 log.warning("sidecar_not_written", relative=relative, code=exc.code, error=exc.message)
+                try:
+                    self._sync_dir(parts[:-1], filename, parameter)  # the image's name, then
+                except StorageError as synced:
+                    log.warning("directory_not_synced", relative=relative, error=synced.message)
         log.info("image_saved", relative=relative, bytes=len(data), format=actual)
         return SavedImage(
             path=path,
@@ -571,13 +584,13 @@ class OutputStore:
                       parameter=parameter)
 
     def _publish(self, parts: list[str], data: bytes, *, overwrite: bool, value: Any,
-                 parameter: str) -> None:
+                 parameter: str, sync_dir: bool = True) -> None:
         dirs, final = parts[:-1], parts[-1]
         directory = "/".join(dirs)
         try:
             with self._open_dir(dirs, value, parameter) as dfd:
                 self._publish_in(dfd, dirs, final, data, overwrite=overwrite, value=value,
-                                 parameter=parameter)
+                                 parameter=parameter, sync_dir=sync_dir)
         except (OutputPathError, FileExistsError):
             raise
         except IsADirectoryError:
@@ -587,8 +600,17 @@ class OutputStore:
                 raise _refuse("a folder on the way is a file", value, parameter=parameter) from None
             raise self._storage_error(exc, directory) from None
 
+    def _sync_dir(self, dirs: list[str], value: Any, parameter: str) -> None:
+        """fsync a directory of the output root (durability of the names published in it)."""
+        try:
+            with self._open_dir(dirs, value, parameter) as dfd:
+                if dfd is not None:
+                    _fsync_dir(dfd)
+        except OSError as exc:
+            raise self._storage_error(exc, "/".join(dirs)) from None
+
     def _publish_in(self, dfd: int | None, dirs: list[str], final: str, data: bytes, *,
-                    overwrite: bool, value: Any, parameter: str) -> None:
+                    overwrite: bool, value: Any, parameter: str, sync_dir: bool = True) -> None:
         def at(name: str) -> str:
             return name if dfd is not None else os.path.join(self.root, *dirs, name)
 
@@ -629,12 +651,8 @@ class OutputStore:
                         os.unlink(at(tmp), dir_fd=dfd)
                     except FileNotFoundError:
                         pass
-            if dfd is not None:
-                try:
-                    os.fsync(dfd)
-                except OSError as exc:  # durability only; some filesystems refuse dir fsync
-                    if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-                        raise
+            if dfd is not None and sync_dir:
+                _fsync_dir(dfd)
         finally:
             if not published or not overwrite:
                 try:
