@@ -65,6 +65,7 @@ def test_tool_results_fit_the_negotiated_revision(version: str, tmp_path: Path) 
         results: dict[str, dict[str, Any]] = {}
         results["generate"] = client.call(
             "generate_image", {"prompt": "a harbour", "model": "placeholder", "size": "256x256"}, token="g")
+        before_result = len(raw.notifications)
         uri = results["generate"]["structuredContent"]["images"][0]["resource_uri"]
         results["edit"] = client.call("edit_image", {"prompt": "add a boat", "model": "placeholder", "images": [uri]})
         results["session"] = client.call("edit_session", {"action": "start", "image": uri})
@@ -81,5 +82,12 @@ def test_tool_results_fit_the_negotiated_revision(version: str, tmp_path: Path) 
                 # The link's facts survive as a text line a model (or a person) can act on.
                 assert "Resource: atelier://images/" in texts, (name, texts)
         assert any(b["type"] == "image" for b in results["generate"]["content"])
+        # Progress: rounded, never going back, and all of it before the result.
+        progress = [n["params"] for n in raw.notifications if n.get("method") == "notifications/progress"
+                    and n["params"].get("progressToken") == "g"]
+        values = [p["progress"] for p in progress]
+        assert values and values == sorted(values) and all(round(v, 3) == v for v in values), values
+        assert len(progress) == len([n for n in raw.notifications[:before_result]
+                                     if n.get("params", {}).get("progressToken") == "g"])
     finally:
         raw.close()

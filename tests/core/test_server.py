@@ -26,7 +26,7 @@ from atelier_core.testing import make_mask
 pytestmark = pytest.mark.anyio
 
 TOOLS = {"generate_image", "edit_image", "list_available_models", "get_jobs", "cancel_job",
-         "edit_session", "get_usage"}
+         "edit_session", "get_usage", "health"}
 
 
 class Broken:
@@ -72,7 +72,8 @@ async def test_tools_are_listed_small_and_truthfully_annotated(client: Client) -
     assert listing is not None and listing.read_only_hint is True
     for name in ("generate_image", "edit_image"):
         hints = by_name[name].annotations
-        assert hints is not None and hints.read_only_hint is False and hints.open_world_hint is True
+        # readOnlyHint false is the protocol default, so it is left out (bytes in every tools/list)
+        assert hints is not None and not hints.read_only_hint and hints.open_world_hint is True
         schema = by_name[name].input_schema
         text = json.dumps(schema)
         assert '"null"' not in text and "anyOf" not in text and '"title"' not in text
@@ -217,7 +218,8 @@ async def test_unexpected_exceptions_are_generic(tmp_path: Path) -> None:
         result = await client.call_tool("generate_image", {"prompt": "x", "model": "placeholder"})
     assert result.is_error
     text = result.content[0].text  # type: ignore[union-attr]
-    assert "sk-canary" not in text and "internal detail" not in text and "generate_image" in text
+    assert "sk-canary" not in text and "internal detail" not in text and "failed unexpectedly" in text
+    assert (result.structured_content or {})["error"]["code"] == "internal_error"
 
 
 async def test_resource_outside_the_root_or_missing_is_refused(client: Client) -> None:

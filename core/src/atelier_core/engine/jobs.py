@@ -50,12 +50,12 @@ import anyio.to_thread
 import structlog
 from pydantic import BaseModel
 
+from atelier_core.engine.plan import CallPlan, Plan
+from atelier_core.engine.progress import SAVING_FRACTION, SENT_FRACTION
+from atelier_core.media import images as imaging
 from atelier_core.plugin.errors import AtelierError, NotFoundError, RequestError, shorten
 from atelier_core.settings import JobSettings
 from atelier_core.state.database import StateStore
-from atelier_core.engine.progress import SAVING_FRACTION, SENT_FRACTION
-from atelier_core.media import images as imaging
-from atelier_core.engine.plan import CallPlan, Plan
 from atelier_core.state.jobs import Job, JobState, JobStore, Origin, new_job_id, request_fingerprint
 
 __all__ = [
@@ -70,6 +70,7 @@ __all__ = [
 if TYPE_CHECKING:
     from atelier_core.engine.outcome import CallOutcome
     from atelier_core.engine.pipeline import Pipeline
+    from atelier_core.engine.sessions import SessionManager
 
 log = structlog.get_logger("atelier.jobs")
 
@@ -261,18 +262,22 @@ class JobManager:
         origin: Origin = "job",
         idempotency_key: str | None = None,
         context: object = None,
+        identity: dict[str, Any] | None = None,
     ) -> Job:
         """Record a job durably, start it, and return it (state ``queued``).
 
         With ``idempotency_key``, a key seen before with the same request returns that
         earlier job (``job.reused``) and sends nothing; with a different request it is
         refused (``idempotency_conflict``). Keys are remembered as long as their job.
+        ``identity``: what makes two requests "the same" when it is not the stored request
+        itself (an edit-session turn: the caller's arguments, not the resolved plan, which
+        changes once the earlier turn has been recorded).
         """
         if self._tg is None:
             raise RuntimeError("JobManager.submit needs `async with manager.running()`")
         if isinstance(request, BaseModel):
             request = request.model_dump(mode="json")
-        fingerprint = request_fingerprint(operation, request) if idempotency_key else None
+        fingerprint = request_fingerprint(operation, identity or request) if idempotency_key else None
         if idempotency_key:
             earlier = await self._by_key(idempotency_key, operation, fingerprint)
             if earlier is not None:
@@ -513,6 +518,7 @@ class JobManager:
         on_progress: ProgressListener | None = None,
         idempotency_key: str | None = None,
         context: object = None,
+        identity: dict[str, Any] | None = None,
     ) -> Job:
         """Run a call as a hidden job and wait for it, handing it off after a while.
 
@@ -523,7 +529,7 @@ class JobManager:
         """
         limit = self.settings.handoff_after_s if handoff_after_s is None else handoff_after_s
         job = await self.submit(operation, request, origin="call", idempotency_key=idempotency_key,
-                                context=context)
+                                context=context, identity=identity)
         owned = not job.reused  # a repeat waits for the earlier job but never cancels it
         active = self._active.get(job.id)
         if active is not None and on_progress is not None:
@@ -687,11 +693,12 @@ def _sniff_mime(data: bytes) -> str | None:
     return None
 
 
-def pipeline_runner(pipeline: Pipeline) -> Runner:
+def pipeline_runner(pipeline: Pipeline, sessions: SessionManager | None = None) -> Runner:
     """The runner for stored jobs: the job's plan through the pipeline, its progress
     mapped to job stages. A job submitted in this process carries its
     :class:`~atelier_core.engine.plan.Plan` (inputs read once, outputs checked); a bare
-    stored :class:`~atelier_core.engine.plan.CallPlan` is planned again."""
+    stored :class:`~atelier_core.engine.plan.CallPlan` is planned again. A plan that is an
+    edit-session turn is recorded in its session when it has run."""
 
     async def run(job: JobRun) -> CallOutcome:
         plan = job.context
@@ -704,12 +711,16 @@ def pipeline_runner(pipeline: Pipeline) -> Runner:
                      else JobState.RUNNING if fraction > SENT_FRACTION else None)
             await job.progress(fraction, message, stage=stage)
 
-        return await pipeline.run(plan, progress=progress, partial=job.partial, saved=job.saved)
+        outcome = await pipeline.run(plan, progress=progress, partial=job.partial, saved=job.saved)
+        if plan.spec.session is not None and sessions is not None:
+            view = await sessions.record(plan.spec.session, outcome)
+            outcome.notes.insert(0, f"session {view.id}: this is turn {view.head}")
+        return outcome
 
     return run
 
 
-def build_jobs(pipeline: Pipeline) -> JobManager:
+def build_jobs(pipeline: Pipeline, sessions: SessionManager | None = None) -> JobManager:
     """The job manager on the state database in the data directory, running the pipeline."""
     settings = pipeline.settings
     preview = settings.preview
@@ -719,5 +730,5 @@ def build_jobs(pipeline: Pipeline) -> JobManager:
                                      fmt=preview.format)
         return small.data, small.mime_type
 
-    return JobManager(pipeline.state, pipeline_runner(pipeline),
+    return JobManager(pipeline.state, pipeline_runner(pipeline, sessions),
                       settings.jobs, max_partial_bytes=preview.max_bytes, shrink_partial=shrink)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio.to_thread
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from atelier_core.engine.cost import Quote, apply_price_override
 from atelier_core.engine.outcome import CallOutcome, CostInfo
@@ -58,6 +58,9 @@ class CallPlan(BaseModel):
     call: ImageCall
     output: OutputRequest = OutputRequest()
     confirmed: bool = False
+    session: dict[str, Any] | None = Field(
+        None, description="an edit-session turn: recorded in that session once the call has run "
+        "(see SessionManager.turn_ref)")
 
 
 @dataclass(slots=True)

@@ -33,7 +33,7 @@ from atelier_core.plugin.types import ImageCall
 if TYPE_CHECKING:
     from atelier_core.engine.pipeline import Pipeline
 
-__all__ = ["SessionManager", "SessionTurn", "SessionView"]
+__all__ = ["SessionManager", "SessionTurn", "SessionView", "new_session_id"]
 
 log = structlog.get_logger("atelier.sessions")
 
@@ -235,9 +235,12 @@ class SessionManager:
         prompt: str | None,
         image: str | None,
         call: ImageCall,
+        session_id: str | None = None,
         **execute_kwargs: Any,
     ) -> tuple[SessionView, Any]:
-        """Start from a prompt (turn 0 generates) or from an existing image (turn 0 is it)."""
+        """Start from a prompt (turn 0 generates) or from an existing image (turn 0 is it).
+
+        ``session_id``: an id made earlier with :func:`new_session_id`."""
         if (prompt is None) == (image is None):
             raise InvalidParameterError(
                 "prompt", prompt, "and image: give exactly one to start a session",
@@ -246,7 +249,7 @@ class SessionManager:
         defaults = {k: v for k, v in call.model_dump(include=set(CARRIED)).items() if v is not None}
         if call.model:
             defaults["model"] = call.model
-        session_id = "ses_" + secrets.token_urlsafe(18)
+        session_id = session_id or new_session_id()
         now = self._clock()
         outcome: Any = None
         if prompt is not None:
@@ -287,6 +290,101 @@ class SessionManager:
         )
         return saved.path, saved.resource_uri
 
+    def plan_turn(
+        self, session_id: str, *, call: ImageCall, from_turn: int | None = None
+    ) -> tuple[SessionView, SessionTurn, ImageCall, builtins.list[str]]:
+        """The edit a ``continue`` turn would send (session checked, defaults carried, the
+        vendor's turn chaining applied): ``(view, base turn, call, notes)``. Sends nothing."""
+        view = self.get(session_id)
+        if view.status != "open":
+            last = view.turns[view.head].resource_uri if view.head is not None and view.turns else None
+            raise RequestError(
+                f"session {session_id} has ended ({view.ended_reason})",
+                parameter="session_id", value=session_id, code="session_ended",
+                fix="start a new session"
+                + (f" from its last image: action=start image={last}" if last else ""),
+            )
+        base_index = view.head if from_turn is None else from_turn
+        by_index = {t.turn: t for t in view.turns}
+        if base_index not in by_index:
+            raise InvalidParameterError(
+                "from_turn", from_turn, f"is not a turn of session {session_id}",
+                allowed=f"0–{len(view.turns) - 1}", fix="see action=history for the turns",
+            )
+        base = by_index[base_index]
+        path = Path(base.image_path)
+        if not path.is_file() or _sha256(path) != base.sha256:
+            raise InputImageError(
+                f"turn {base.turn}'s image changed or was deleted on disk since it was made",
+                parameter="from_turn", value=base.turn, code="session_image_changed",
+                fix="continue from another turn, or start a new session from the current file",
+            )
+        model = call.model or view.defaults.get("model")
+        if not model:
+            raise InvalidParameterError("model", None, "is needed: this session has no model yet",
+                                        fix="pass model (any model with the edit capability)")
+        entry = self._atelier.registry.resolve(model)
+        if Operation.EDIT not in entry.spec.operations:
+            able = [e.canonical_id for e in self._atelier.registry.entries(capability="edit")]
+            raise InvalidParameterError(
+                "model", model, "cannot edit, so it cannot continue a session",
+                allowed=able[:8], fix="pick a model with the edit capability",
+                code="unsupported_capability",
+            )
+        carried, notes = _carry(view.defaults, call, entry.spec)
+        options = _chained(base, entry.canonical_id, call.options, notes)
+        reference = base.resource_uri or str(path)
+        edit_call = call.model_copy(
+            update={**carried, "model": entry.canonical_id, "images": [reference, *call.images], "n": 1,
+                    "options": options}
+        )
+        return view, base, edit_call, notes
+
+    def turn_ref(self, session_id: str, call: ImageCall, *, start: bool = False,
+                 parent: int | None = None, view: SessionView | None = None) -> dict[str, Any]:
+        """What :meth:`record` needs to add a turn once its call has run (a job stores it):
+        the session, the parent turn, the prompt and the session's defaults after the turn."""
+        defaults = dict(view.defaults) if view is not None else {}
+        for key in CARRIED:
+            value = getattr(call, key)
+            if value is not None:
+                defaults[key] = value
+        if call.model:
+            defaults["model"] = call.model
+        return {"session_id": session_id, "start": start, "parent": parent, "prompt": call.prompt,
+                "defaults": defaults}
+
+    async def record(self, ref: dict[str, Any], outcome: Any) -> SessionView:
+        """Add the turn a call made (its first image) to the session ``ref`` names: turn 0
+        of a new session, or a child of ``ref["parent"]`` that becomes the head."""
+        session_id = ref["session_id"]
+        image = outcome.images[0]
+        now = self._clock()
+        defaults = {**ref["defaults"], "model": outcome.model}
+        async with self._lock(session_id):
+            with self._conn() as conn:
+                if ref["start"]:
+                    turn_no = 0
+                    conn.execute(
+                        "INSERT INTO sessions (id, created_at, last_used, status, head, defaults)"
+                        " VALUES (?, ?, ?, 'open', 0, ?)", (session_id, now, now, json.dumps(defaults)))
+                else:
+                    row = conn.execute("SELECT COUNT(*) FROM session_turns WHERE session_id = ?",
+                                       (session_id,)).fetchone()
+                    turn_no = int(row[0])
+                turn = SessionTurn(
+                    turn=turn_no, parent=ref["parent"], created_at=now,
+                    operation="generate" if ref["start"] else "edit", prompt=ref["prompt"], model=outcome.model,
+                    parameters=dict(outcome.applied), image_path=str(image.path), resource_uri=image.resource_uri,
+                    sha256=image.sha256, outcome=outcome.model_dump(mode="json"),
+                )
+                _insert_turn(conn, session_id, turn)
+                if not ref["start"]:
+                    conn.execute("UPDATE sessions SET head=?, last_used=?, defaults=? WHERE id=?",
+                                 (turn_no, now, json.dumps(defaults), session_id))
+        self.evict()
+        return self.get(session_id)
+
     async def continue_(
         self,
         session_id: str,
@@ -297,49 +395,7 @@ class SessionManager:
     ) -> tuple[SessionView, Any]:
         """Edit the head (or ``from_turn``) with ``call.prompt``; the result becomes the head."""
         async with self._lock(session_id):
-            view = self.get(session_id)
-            if view.status != "open":
-                last = view.turns[view.head].resource_uri if view.head is not None and view.turns else None
-                raise RequestError(
-                    f"session {session_id} has ended ({view.ended_reason})",
-                    parameter="session_id", value=session_id, code="session_ended",
-                    fix="start a new session"
-                    + (f" from its last image: action=start image={last}" if last else ""),
-                )
-            base_index = view.head if from_turn is None else from_turn
-            by_index = {t.turn: t for t in view.turns}
-            if base_index not in by_index:
-                raise InvalidParameterError(
-                    "from_turn", from_turn, f"is not a turn of session {session_id}",
-                    allowed=f"0–{len(view.turns) - 1}", fix="see action=history for the turns",
-                )
-            base = by_index[base_index]
-            path = Path(base.image_path)
-            if not path.is_file() or _sha256(path) != base.sha256:
-                raise InputImageError(
-                    f"turn {base.turn}'s image changed or was deleted on disk since it was made",
-                    parameter="from_turn", value=base.turn, code="session_image_changed",
-                    fix="continue from another turn, or start a new session from the current file",
-                )
-            model = call.model or view.defaults.get("model")
-            if not model:
-                raise InvalidParameterError("model", None, "is needed: this session has no model yet",
-                                            fix="pass model (any model with the edit capability)")
-            entry = self._atelier.registry.resolve(model)
-            if Operation.EDIT not in entry.spec.operations:
-                able = [e.canonical_id for e in self._atelier.registry.entries(capability="edit")]
-                raise InvalidParameterError(
-                    "model", model, "cannot edit, so it cannot continue a session",
-                    allowed=able[:8], fix="pick a model with the edit capability",
-                    code="unsupported_capability",
-                )
-            carried, notes = _carry(view.defaults, call, entry.spec)
-            options = _chained(base, entry.canonical_id, call.options, notes)
-            reference = base.resource_uri or str(path)
-            edit_call = call.model_copy(
-                update={**carried, "model": entry.canonical_id, "images": [reference, *call.images], "n": 1,
-                        "options": options}
-            )
+            view, base, edit_call, notes = self.plan_turn(session_id, call=call, from_turn=from_turn)
             outcome = await self._execute(edit_call, Operation.EDIT, **execute_kwargs)
             if notes:
                 outcome.notes.extend(notes)
@@ -377,6 +433,11 @@ def _chained(base: SessionTurn, model: str, options: dict[str, Any], notes: list
     notes.append(f"continued turn {base.turn}'s conversation with {model} "
                  f"({', '.join(f'options.{k}' for k in continuation)})")
     return {**options, **continuation}
+
+
+def new_session_id() -> str:
+    """A fresh, unguessable session id."""
+    return "ses_" + secrets.token_urlsafe(18)
 
 
 def _carry(defaults: dict[str, Any], call: ImageCall, spec: Any) -> tuple[dict[str, Any], list[str]]:

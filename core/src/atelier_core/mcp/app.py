@@ -19,11 +19,13 @@ from atelier_core.engine.memory import MemoryReturner
 from atelier_core.engine.pipeline import Pipeline
 from atelier_core.engine.sessions import SessionManager
 from atelier_core.mcp.auth import principal_scope
-from atelier_core.mcp.protocol import protocol_compat
-from atelier_core.mcp.tools import Tools, build_tools
-from atelier_core.mcp.tasks import TasksExtension
-from atelier_core.mcp.warmup import WarmUp
+from atelier_core.mcp.prompts import add_prompts
+from atelier_core.mcp.protocol import error_codes, protocol_compat
 from atelier_core.mcp.resources import add_image_resources, install_image_reads
+from atelier_core.mcp.tasks import TasksExtension
+from atelier_core.mcp.tools import Tools, build_tools
+from atelier_core.mcp.warmup import WarmUp
+from atelier_core.settings import Settings
 
 log = structlog.get_logger("atelier.server")
 
@@ -50,8 +52,8 @@ def build_server(atelier: Pipeline, *, configure_logs: bool = True) -> MCPServer
         for provider in built.registry.providers.values():
             add_url_credentials(dict(provider.settings))  # e.g. a base_url with user:password@
 
-    jobs = build_jobs(atelier)
     sessions = SessionManager(atelier)
+    jobs = build_jobs(atelier, sessions)
     warm_up = WarmUp(atelier)
     tools = Tools(atelier, jobs, sessions)  # one instance: the tools and the tasks extension share it
 
@@ -81,10 +83,11 @@ def build_server(atelier: Pipeline, *, configure_logs: bool = True) -> MCPServer
         extensions=[TasksExtension(tools)],
         lifespan=lifespan,
         log_level=atelier.settings.logging.level,
-        middleware=[principal_scope, protocol_compat, warm_up.middleware],
+        middleware=[principal_scope, protocol_compat, error_codes, warm_up.middleware],
     )
     add_image_resources(server, atelier)
     install_image_reads(server, atelier)
+    add_prompts(server)
     return server
 
 

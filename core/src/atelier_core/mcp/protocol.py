@@ -20,7 +20,8 @@ from typing import Any
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp_types.version import is_version_at_least
 
-__all__ = ["RESOURCE_LINK_SINCE", "downgrade_content", "protocol_compat", "speaks_resource_links"]
+__all__ = ["RESOURCE_LINK_SINCE", "downgrade_content", "error_codes", "protocol_compat", "speaks_resource_links",
+           "with_error_code"]
 
 #: The first protocol revision with ``resource_link`` content blocks.
 RESOURCE_LINK_SINCE = "2025-06-18"
@@ -49,6 +50,25 @@ def downgrade_content(result: dict[str, Any]) -> dict[str, Any]:
         return result
     blocks = [_link_line(b) if isinstance(b, dict) and b.get("type") == "resource_link" else b for b in content]
     return {**result, "content": blocks}
+
+
+def with_error_code(result: dict[str, Any]) -> dict[str, Any]:
+    """Every error result carries ``structuredContent.error.code``: the tools set it
+    themselves; this covers the SDK's own errors (an unknown tool, a crash)."""
+    if not result.get("isError") or isinstance((result.get("structuredContent") or {}).get("error"), dict):
+        return result
+    texts = [b.get("text", "") for b in result.get("content") or [] if isinstance(b, dict) and b.get("type") == "text"]
+    message = texts[0] if texts else "the tool failed"
+    code = "unknown_tool" if message.startswith("Unknown tool") else "internal_error"
+    return {**result, "structuredContent": {"error": {"code": code, "message": message, "retryable": False}}}
+
+
+async def error_codes(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Server middleware: every ``tools/call`` error result has a machine-readable code."""
+    result = await call_next(ctx)
+    if ctx.method == "tools/call" and isinstance(result, dict):
+        return with_error_code(result)
+    return result
 
 
 async def protocol_compat(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +26,6 @@ from typing import Annotated, Any, Literal
 
 import structlog
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import (
     CallToolResult,
@@ -38,11 +37,14 @@ from mcp_types import (
 from pydantic import BaseModel, Field, ValidationError
 
 from atelier_core.engine.cost import usage_report
+from atelier_core.engine.health import health_report
 from atelier_core.engine.jobs import JobManager
 from atelier_core.engine.pipeline import CallOutcome, OutputRequest, Pipeline, Plan
-from atelier_core.engine.sessions import SessionManager, SessionView
+from atelier_core.engine.sessions import CARRIED, SessionManager, SessionView, new_session_id
+from atelier_core.mcp.catalogue import catalogue_text, health_text, summarize_model
 from atelier_core.mcp.render import ReturnImage, render
-from atelier_core.mcp.schema import OUTCOME_SCHEMA, compact_tool, hints
+from atelier_core.mcp.reporting import ProgressReporter
+from atelier_core.mcp.schema import OUTCOME_SCHEMA, CodedToolError, compact_tool, hints
 from atelier_core.mcp.tasks import MAX_WAIT_S, job_error_text, job_line, job_ticket, task_slot
 from atelier_core.media.thumbnails import Thumbnails
 from atelier_core.plugin.errors import AtelierError, InvalidParameterError
@@ -53,6 +55,10 @@ from atelier_core.state.jobs import Job, JobState, validate_job_ids
 
 log = structlog.get_logger("atelier.server")
 
+#: How often a get_jobs barrier reports progress while it waits.
+_BARRIER_TICK_S = 5.0
+
+
 async def _ask_user(ctx: Context, message: str) -> bool | None:
     """Ask the user to confirm through MCP elicitation; None when the client cannot ask."""
     caps = ctx.client_capabilities
@@ -60,18 +66,6 @@ async def _ask_user(ctx: Context, message: str) -> bool | None:
         return None
     answer = await ctx.elicit(message, _Confirmation)
     return answer.action == "accept" and bool(getattr(answer.data, "confirm", False))
-
-
-def _live_confirm(ctx: Context) -> Callable[[str], Awaitable[bool]] | None:
-    """A confirm callback for calls made within this request (None if the client cannot ask)."""
-    caps = ctx.client_capabilities
-    if caps is None or caps.elicitation is None:
-        return None
-
-    async def confirm(message: str) -> bool:
-        return bool(await _ask_user(ctx, message))
-
-    return confirm
 
 
 class _Confirmation(BaseModel):
@@ -109,11 +103,7 @@ class Tools:
                    idempotency_key: str | None = None) -> CallToolResult:
         pipeline = self.atelier
         mode: ReturnImage = return_image or pipeline.settings.preview.default
-
-        async def progress(fraction: float | None, message: str) -> None:
-            if fraction is not None:  # stage-only updates carry no fraction
-                await ctx.report_progress(fraction, 1.0, message)
-
+        progress = ProgressReporter(ctx)
         try:
             call = ImageCall(**{k: v for k, v in call_args.items() if v is not None})
             # A repeat of a keyed call finds its earlier job even though its files exist now.
@@ -133,31 +123,33 @@ class Tools:
             outcome = await pipeline.run(plan, progress=progress)
         except AtelierError as exc:
             log.info("tool call refused", operation=operation.value, code=exc.code)
-            raise ToolError(str(exc)) from None
+            raise
+        finally:
+            await progress.close()  # every notification goes out before the result
         return await render(outcome, mode, pipeline.settings, pipeline.previews, pipeline.thumbnails)
 
     async def generate_image(
         self,
         ctx: Context,
         prompt: Annotated[str, Field(description="What to draw.")],
-        model: Annotated[str | None, Field(description="Model id or alias; see list_available_models.")] = None,
-        size: Annotated[str | None, Field(description="'WxH', 'auto', or 'W:H'.")] = None,
-        aspect_ratio: Annotated[str | None, Field(description="'W:H'.")] = None,
-        resolution: Annotated[str | None, Field(description="Tier, e.g. 1K, 2K, 4K.")] = None,
+        model: Annotated[str | None, Field(description=_MODEL_DOC)] = None,
+        size: Annotated[str | None, Field(description="WxH, auto, or W:H.")] = None,
+        aspect_ratio: Annotated[str | None, Field(description="W:H, for ratio-based models.")] = None,
+        resolution: Annotated[str | None, Field(description="Tier: 1K, 2K, 4K.")] = None,
         quality: Annotated[str | None, Field(description="e.g. low, medium, high.")] = None,
-        n: Annotated[int, Field(ge=1, description="Number of images.")] = 1,
-        output_format: Annotated[str | None, Field(description="png, jpeg, webp.")] = None,
-        output_compression: Annotated[int | None, Field(ge=0, le=100, description="jpeg/webp, 0-100.")] = None,
+        n: Annotated[int, Field(ge=1, description="Images; each is billed.")] = 1,
+        output_format: Annotated[str | None, Field(description="png, jpeg, webp…")] = None,
+        output_compression: Annotated[int | None, Field(ge=0, le=100, description=_COMPRESSION_DOC)] = None,
         background: Annotated[str | None, Field(description="auto, opaque, transparent.")] = None,
-        seed: int | None = None,
+        seed: Annotated[int | None, Field(description="Repeatable results, where supported.")] = None,
         negative_prompt: Annotated[str | None, Field(description="What to avoid.")] = None,
-        style: str | None = None,
+        style: Annotated[str | None, Field(description="A model's named style.")] = None,
         options: Annotated[dict[str, Any] | None, Field(description="Model-specific extras.")] = None,
-        images: Annotated[list[str] | None, Field(description="Reference images (e.g. a subject portrait) for models that take them.")] = None,
-        filename: Annotated[str | None, Field(description="Output path under the output dir.")] = None,
-        overwrite: Annotated[bool, Field(description="Replace an existing file.")] = False,
-        return_image: Annotated[ReturnImage | None, Field(description="Inline image: preview (default), full, none.")] = None,
-        dry_run: Annotated[bool, Field(description="Validate and price only; nothing sent.")] = False,
+        images: Annotated[list[str] | None, Field(description="Reference images, where taken.")] = None,
+        filename: Annotated[str | None, Field(description="Path under the output dir.")] = None,
+        overwrite: Annotated[bool, Field(description="Replace that file.")] = False,
+        return_image: Annotated[ReturnImage | None, Field(description="Inline image.")] = None,
+        dry_run: Annotated[bool, Field(description="Check and price; send nothing.")] = False,
         as_job: Annotated[bool, Field(description=_AS_JOB_DOC)] = False,
         idempotency_key: Annotated[str | None, Field(max_length=200, description=_IDEMPOTENCY_DOC)] = None,
     ) -> Annotated[CallToolResult, CallOutcome]:
@@ -171,28 +163,28 @@ class Tools:
     async def edit_image(
         self,
         ctx: Context,
-        images: Annotated[list[str], Field(min_length=1, description="First is edited. Path, file:// or https URL, data URL, base64, or atelier:// URI.")],
-        prompt: Annotated[str | None, Field(description="The change to make.")] = None,
-        mask: Annotated[str | None, Field(description="PNG; transparent pixels mark the area to change.")] = None,
-        model: str | None = None,
-        size: str | None = None,
-        aspect_ratio: str | None = None,
-        resolution: str | None = None,
-        quality: str | None = None,
-        n: Annotated[int, Field(ge=1)] = 1,
-        output_format: str | None = None,
-        output_compression: Annotated[int | None, Field(ge=0, le=100)] = None,
-        background: str | None = None,
-        seed: int | None = None,
-        negative_prompt: str | None = None,
-        style: str | None = None,
-        options: dict[str, Any] | None = None,
-        filename: str | None = None,
-        overwrite: bool = False,
-        return_image: ReturnImage | None = None,
-        dry_run: bool = False,
-        as_job: bool = False,
-        idempotency_key: Annotated[str | None, Field(max_length=200)] = None,
+        images: Annotated[list[str], Field(min_length=1, description=_IMAGES_DOC)],
+        prompt: Annotated[str | None, Field(description="The change; none = a variation.")] = None,
+        mask: Annotated[str | None, Field(description=_MASK_DOC)] = None,
+        model: Annotated[str | None, Field(description=_SAME)] = None,
+        size: Annotated[str | None, Field(description=_SAME)] = None,
+        aspect_ratio: Annotated[str | None, Field(description=_SAME)] = None,
+        resolution: Annotated[str | None, Field(description=_SAME)] = None,
+        quality: Annotated[str | None, Field(description=_SAME)] = None,
+        n: Annotated[int, Field(ge=1, description=_SAME)] = 1,
+        output_format: Annotated[str | None, Field(description=_SAME)] = None,
+        output_compression: Annotated[int | None, Field(ge=0, le=100, description=_SAME)] = None,
+        background: Annotated[str | None, Field(description=_SAME)] = None,
+        seed: Annotated[int | None, Field(description=_SAME)] = None,
+        negative_prompt: Annotated[str | None, Field(description=_SAME)] = None,
+        style: Annotated[str | None, Field(description=_SAME)] = None,
+        options: Annotated[dict[str, Any] | None, Field(description=_SAME)] = None,
+        filename: Annotated[str | None, Field(description=_SAME)] = None,
+        overwrite: Annotated[bool, Field(description=_SAME)] = False,
+        return_image: Annotated[ReturnImage | None, Field(description=_SAME)] = None,
+        dry_run: Annotated[bool, Field(description=_SAME)] = False,
+        as_job: Annotated[bool, Field(description=_SAME)] = False,
+        idempotency_key: Annotated[str | None, Field(max_length=200, description=_SAME)] = None,
     ) -> Annotated[CallToolResult, CallOutcome]:
         args = dict(prompt=prompt, images=images, mask=mask, model=model, size=size,
                     aspect_ratio=aspect_ratio, resolution=resolution, quality=quality, n=n,
@@ -206,7 +198,8 @@ class Tools:
 
     async def _run_job(self, plan: Plan, mode: ReturnImage, as_job: bool,
                        progress: Callable[[float | None, str], Awaitable[None]],
-                       idempotency_key: str | None = None) -> CallToolResult:
+                       idempotency_key: str | None = None,
+                       identity: dict[str, Any] | None = None) -> CallToolResult:
         assert self.jobs is not None
         operation = plan.spec.operation.value
         ticket = CallOutcome(
@@ -217,13 +210,13 @@ class Tools:
         slot = task_slot.get()
         if as_job or slot is not None:
             job = await self.jobs.submit(operation, plan.spec, origin="task" if slot is not None else "job",
-                                         idempotency_key=idempotency_key, context=plan)
+                                         idempotency_key=idempotency_key, context=plan, identity=identity)
             self._remember_mode(job.id, mode)
             if slot is not None:
                 slot.job = job
             return job_ticket(job, ticket, handed_off=False)
         job = await self.jobs.call(operation, plan.spec, on_progress=progress,
-                                   idempotency_key=idempotency_key, context=plan)
+                                   idempotency_key=idempotency_key, context=plan, identity=identity)
         if job.terminal:
             return await self._finished(job, mode)
         self._remember_mode(job.id, mode)
@@ -257,31 +250,42 @@ class Tools:
                                      "nothing was sent again")
             return await render(outcome, mode, self.atelier.settings, self.atelier.previews,
                             self.atelier.thumbnails)
-        raise ToolError(job_error_text(job))
+        error = dict(job.error or {})
+        code = "job_cancelled" if job.state is JobState.CANCELLED else str(error.pop("code", "job_failed"))
+        error.pop("message", None)
+        raise CodedToolError(job_error_text(job), code, job_id=job.id, **error)
 
     def _require_jobs(self) -> JobManager:
         if self.jobs is None:
-            raise ToolError("background jobs are not enabled on this server")
+            raise CodedToolError("background jobs are not enabled on this server", "jobs_disabled")
         return self.jobs
 
     async def get_jobs(
         self,
-        job_ids: Annotated[list[str] | None, Field(description="Omit to list recent jobs.")] = None,
-        wait_s: Annotated[float, Field(ge=0, description="Wait up to this long (max 45 s) for all to finish.")] = 0,
+        ctx: Context,
+        job_ids: Annotated[list[str] | None, Field(description="Omit: your unfinished (wait_s) or recent jobs.")] = None,
+        wait_s: Annotated[float, Field(ge=0, description=_WAIT_DOC)] = 0,
     ) -> CallToolResult:
         jobs = self._require_jobs()
         settings = self.atelier.settings
-        try:
-            if not job_ids:
-                recent = await jobs.recent(limit=20)
-                lines = [job_line(job) for job in recent] or ["No jobs yet."]
-                return CallToolResult(content=[TextContent(type="text", text="\n".join(lines))],
-                                      structured_content={"jobs": [j.summary() for j in recent]})
+        notes: list[str] = []
+        if not job_ids and not wait_s:
+            recent = await jobs.recent(limit=20)
+            lines = [job_line(job) for job in recent] or ["No jobs yet."]
+            return CallToolResult(content=[TextContent(type="text", text="\n".join(lines))],
+                                  structured_content={"jobs": [j.summary() for j in recent]})
+        if job_ids:
             ids = validate_job_ids(job_ids)
-            limit = settings.jobs.handoff_after_s or MAX_WAIT_S
-            found = await jobs.wait(ids, min(wait_s, limit, MAX_WAIT_S))
-        except AtelierError as exc:
-            raise ToolError(str(exc)) from None
+        else:  # the barrier over every job this client still has running
+            ids = [job.id for job in await jobs.recent(limit=100, include_finished=False)]
+            if not ids:
+                return CallToolResult(content=[TextContent(type="text", text="No unfinished jobs.")],
+                                      structured_content={"jobs": [], "all_finished": True, "pending": []})
+        cap = min(settings.jobs.handoff_after_s or MAX_WAIT_S, MAX_WAIT_S)
+        if wait_s > cap:
+            notes.append(f"waited at most {cap:g} s (so the answer comes before client timeouts); "
+                         "call get_jobs again to keep waiting")
+        found = await self._barrier(ctx, jobs, ids, min(wait_s, cap))
         content: list[Any] = []
         entries: list[dict[str, Any]] = []
         budget = settings.preview.max_full_inline_bytes  # inline images over all jobs
@@ -302,16 +306,30 @@ class Tools:
                 content.append(ImageContent(type="image", data=data, mime_type=job.partial_mime))
             entries.append(entry)
         pending = [job.id for job in found if not job.terminal]
+        content.extend(TextContent(type="text", text=f"Note: {note}") for note in notes)
         return CallToolResult(content=content, structured_content={
-            "jobs": entries, "all_finished": not pending, "pending": pending})
+            "jobs": entries, "all_finished": not pending, "pending": pending, "notes": notes})
 
-    async def cancel_job(self, job_id: str) -> CallToolResult:
-        jobs = self._require_jobs()
+    async def _barrier(self, ctx: Context, jobs: JobManager, ids: list[str], wait_s: float) -> list[Job]:
+        """Wait until every job in ``ids`` ends or ``wait_s`` passes, reporting the share done."""
+        progress = ProgressReporter(ctx)
+        deadline = time.monotonic() + wait_s
         try:
-            (job_id,) = validate_job_ids([job_id])
-            job, message = await jobs.cancel(job_id)
-        except AtelierError as exc:
-            raise ToolError(str(exc)) from None
+            while True:
+                found = await jobs.wait(ids, max(0.0, min(deadline - time.monotonic(), _BARRIER_TICK_S)))
+                done = sum(job.terminal for job in found)
+                await progress(done / len(found) if found else 1.0, f"{done} of {len(found)} job(s) finished")
+                if done == len(found) or time.monotonic() >= deadline:
+                    return found
+        finally:
+            await progress.close()
+
+    async def cancel_job(
+        self, job_id: Annotated[str, Field(description="From as_job, a hand-off, or get_jobs.")],
+    ) -> CallToolResult:
+        jobs = self._require_jobs()
+        (job_id,) = validate_job_ids([job_id])
+        job, message = await jobs.cancel(job_id)
         return CallToolResult(content=[TextContent(type="text", text=f"{job_id}: {message}")],
                               structured_content={**job.summary(), "message": message})
 
@@ -321,73 +339,139 @@ class Tools:
         self,
         ctx: Context,
         action: Annotated[Literal["start", "continue", "history", "list", "end"], Field(description=_SESSION_ACTION_DOC)],
-        session_id: str | None = None,
-        prompt: str | None = None,
-        image: Annotated[str | None, Field(description="start from this image instead of a prompt")] = None,
-        from_turn: Annotated[int | None, Field(description="continue from this turn (branch); default the latest")] = None,
-        model: Annotated[str | None, Field(description="switch model (any that can edit)")] = None,
-        images: Annotated[list[str] | None, Field(description="extra reference images")] = None,
-        mask: str | None = None,
-        size: str | None = None,
-        quality: str | None = None,
-        output_format: str | None = None,
-        options: dict[str, Any] | None = None,
-        return_image: ReturnImage | None = None,
+        session_id: Annotated[str | None, Field(description="From start.")] = None,
+        prompt: Annotated[str | None, Field(description="What to draw, or the change.")] = None,
+        image: Annotated[str | None, Field(description="Start from this image.")] = None,
+        from_turn: Annotated[int | None, Field(description="Branch from this turn.")] = None,
+        model: Annotated[str | None, Field(description="Switch model.")] = None,
+        images: Annotated[list[str] | None, Field(description="Extra reference images.")] = None,
+        mask: Annotated[str | None, Field(description=_TURN)] = None,
+        size: Annotated[str | None, Field(description=_TURN)] = None,
+        aspect_ratio: Annotated[str | None, Field(description=_TURN)] = None,
+        resolution: Annotated[str | None, Field(description=_TURN)] = None,
+        quality: Annotated[str | None, Field(description=_TURN)] = None,
+        output_format: Annotated[str | None, Field(description=_TURN)] = None,
+        output_compression: Annotated[int | None, Field(ge=0, le=100, description=_TURN)] = None,
+        background: Annotated[str | None, Field(description=_TURN)] = None,
+        seed: Annotated[int | None, Field(description=_TURN)] = None,
+        negative_prompt: Annotated[str | None, Field(description=_TURN)] = None,
+        style: Annotated[str | None, Field(description=_TURN)] = None,
+        options: Annotated[dict[str, Any] | None, Field(description=_TURN)] = None,
+        return_image: Annotated[ReturnImage | None, Field(description=_TURN)] = None,
+        dry_run: Annotated[bool, Field(description=_TURN)] = False,
+        as_job: Annotated[bool, Field(description=_TURN)] = False,
+        idempotency_key: Annotated[str | None, Field(max_length=200, description=_TURN)] = None,
     ) -> CallToolResult:
         sessions = self.sessions
         if sessions is None:
-            raise ToolError("edit sessions are not enabled on this server")
+            raise CodedToolError("edit sessions are not enabled on this server", "sessions_disabled")
         settings = self.atelier.settings
         mode: ReturnImage = return_image or settings.preview.default
-        call = ImageCall(**{k: v for k, v in dict(
-            model=model, prompt=prompt, images=images or [], mask=mask, size=size,
-            quality=quality, output_format=output_format, options=options or {},
-        ).items() if v is not None})
-        try:
-            if action in ("continue", "history", "end") and not session_id:
-                raise InvalidParameterError("session_id", None, f"is required for action={action}",
-                                            fix="pass the session_id returned by action=start")
-            if action == "list":
-                views = sessions.list(include_ended=True, limit=20)
-                lines = [_session_line(v) for v in views] or ["No sessions yet."]
-                return CallToolResult(content=[TextContent(type="text", text="\n".join(lines))],
-                                      structured_content={"sessions": [v.summary() for v in views]})
-            if action == "history":
-                assert session_id is not None
-                return await _history(sessions.get(session_id), settings, self.atelier.thumbnails)
-            if action == "end":
-                assert session_id is not None
-                view = sessions.end(session_id)
-                text = f"{_session_line(view)}. Its files stay in the output directory."
-                return CallToolResult(content=[TextContent(type="text", text=text)],
-                                      structured_content={"session": view.summary()})
-            confirm = _live_confirm(ctx)  # sessions run in this request: ask when needed
-            if action == "start":
-                view, outcome = await sessions.start(prompt=prompt, image=image, call=call, confirm=confirm)
-            else:
-                assert session_id is not None
-                view, outcome = await sessions.continue_(session_id, call=call, from_turn=from_turn,
-                                                         confirm=confirm)
-        except AtelierError as exc:
-            raise ToolError(str(exc)) from None
-        head = view.turns[view.head] if view.head is not None else None
-        line = (f"Session {view.id}: turn {head.turn if head else 0}"
-                + (f" (from turn {head.parent})" if head and head.parent is not None else "")
-                + f"; continue with edit_session(action=\"continue\", session_id=\"{view.id}\", prompt=...).")
-        if outcome is None:  # started from an existing image: nothing generated yet
-            assert head is not None
+        turn_args = dict(model=model, prompt=prompt, images=images or [], mask=mask, size=size,
+                         aspect_ratio=aspect_ratio, resolution=resolution, quality=quality,
+                         output_format=output_format, output_compression=output_compression,
+                         background=background, seed=seed, negative_prompt=negative_prompt, style=style,
+                         options=options or {})
+        call = ImageCall(**{k: v for k, v in turn_args.items() if v is not None})
+        if action in ("continue", "history", "end") and not session_id:
+            raise InvalidParameterError("session_id", None, f"is required for action={action}",
+                                        fix="pass the session_id returned by action=start")
+        generating = action == "continue" or (action == "start" and image is None)
+        if not generating:
+            # Starting from an image keeps the model and the carried defaults for later turns.
+            kept = {"model", *CARRIED} if action == "start" else set()
+            given = {k: v for k, v in {**turn_args, "from_turn": from_turn, "dry_run": dry_run, "as_job": as_job,
+                                       "idempotency_key": idempotency_key}.items()
+                     if v not in (None, False, [], {}) and k not in kept}
+            if given:
+                first = sorted(given)[0]
+                raise InvalidParameterError(
+                    first, given[first], f"does not apply to action={action}" + (" with image" if image else ""),
+                    allowed="action=continue (or start with a prompt) for turn parameters",
+                    fix=f"drop {', '.join(sorted(given))}, or start from a prompt / continue the session")
+        if action == "list":
+            views = sessions.list(include_ended=True, limit=20)
+            lines = [_session_line(v) for v in views] or ["No sessions yet."]
+            return CallToolResult(content=[TextContent(type="text", text="\n".join(lines))],
+                                  structured_content={"sessions": [v.summary() for v in views]})
+        if action == "history":
+            assert session_id is not None
+            return await _history(sessions.get(session_id), settings, self.atelier.thumbnails)
+        if action == "end":
+            assert session_id is not None
+            view = sessions.end(session_id)
+            text = f"{_session_line(view)}. Its files stay in the output directory."
+            return CallToolResult(content=[TextContent(type="text", text=text)],
+                                  structured_content={"session": view.summary()})
+        if action == "start" and image is not None:
+            view, _ = await sessions.start(prompt=prompt, image=image, call=call)
+            head = view.turns[0]
             return CallToolResult(
-                content=[TextContent(type="text", text=line + f" Turn 0 is {head.image_path}."),
+                content=[TextContent(type="text", text=_continue_line(view) + f" Turn 0 is {head.image_path}."),
                          ResourceLink(type="resource_link", uri=head.resource_uri or "", name=Path(head.image_path).name)],
                 structured_content={"session": view.summary(), "turn": head.summary()})
-        rendered = await render(outcome, mode, settings, self.atelier.previews,
-                            self.atelier.thumbnails)
-        rendered.content.insert(0, TextContent(type="text", text=line))
-        rendered.structured_content = {"session": view.summary(), "turn": head.summary() if head else None,
-                                       "outcome": rendered.structured_content}
-        return rendered
+        return await self._session_turn(ctx, action, session_id, call, from_turn, mode, dry_run, as_job,
+                                        idempotency_key)
 
-    # -- cost ---------------------------------------------------------------------------
+    async def _session_turn(self, ctx: Context, action: str, session_id: str | None, call: ImageCall,
+                            from_turn: int | None, mode: ReturnImage, dry_run: bool, as_job: bool,
+                            idempotency_key: str | None) -> CallToolResult:
+        """A generating turn (start from a prompt, or continue): planned and priced like
+        generate/edit, confirmed above the ask threshold, then run through the job store
+        (progress, hand-off after 45 s, as_job, idempotency_key); recorded in the session
+        once it has run."""
+        sessions = self.sessions
+        pipeline = self.atelier
+        assert sessions is not None
+        notes: list[str] = []
+        if action == "start":
+            if not (call.prompt or "").strip():
+                raise InvalidParameterError("prompt", call.prompt, "and image: give one to start a session",
+                                            fix="start from a prompt (generates the first image) or from an image")
+            session_id = new_session_id()
+            turn_call, operation = call.model_copy(update={"n": 1}), Operation.GENERATE
+            ref = sessions.turn_ref(session_id, call, start=True)
+        else:
+            assert session_id is not None
+            view, base, turn_call, notes = sessions.plan_turn(session_id, call=call, from_turn=from_turn)
+            operation = Operation.EDIT
+            ref = sessions.turn_ref(session_id, call, parent=base.turn, view=view)
+        plan = await pipeline.plan(turn_call, operation, require_available=not dry_run)
+        plan.notes.extend(notes)
+        if dry_run:
+            outcome = pipeline.dry_run_outcome(plan)
+            outcome.notes.append("dry run: no session turn was recorded")
+            return await render(outcome, mode, pipeline.settings, pipeline.previews, pipeline.thumbnails)
+        if await self._confirm_spend(ctx, plan):
+            plan.spec.confirmed = True
+        plan.spec.session = ref
+        progress = ProgressReporter(ctx)
+        try:
+            if self.jobs is not None:
+                # A repeat is the same turn asked again (same session, arguments and branch),
+                # although the session's head has moved on since.
+                identity = {"session": {"action": action, "session_id": None if action == "start" else session_id,
+                                        "from_turn": from_turn}, "call": call.model_dump(mode="json")}
+                result = await self._run_job(plan, mode, as_job, progress, idempotency_key, identity)
+            else:
+                if as_job or idempotency_key:
+                    raise CodedToolError("as_job and idempotency_key need background jobs, which are not "
+                                         "enabled on this server", "jobs_disabled")
+                outcome = await pipeline.run(plan, progress=progress)
+                await sessions.record(ref, outcome)
+                result = await render(outcome, mode, pipeline.settings, pipeline.previews, pipeline.thumbnails)
+        finally:
+            await progress.close()
+        if result.is_error or (result.structured_content or {}).get("job"):
+            return result  # a job ticket (as_job or handed off): get_jobs returns the turn
+        view = sessions.get(session_id)
+        head = view.turns[view.head] if view.head is not None else None
+        result.content.insert(0, TextContent(type="text", text=_continue_line(view)))
+        result.structured_content = {"session": view.summary(), "turn": head.summary() if head else None,
+                                     "outcome": result.structured_content}
+        return result
+
+    # -- cost and health ----------------------------------------------------------------
 
     async def get_usage(
         self, days: Annotated[int, Field(ge=1, le=366, description="Days back (UTC).")] = 30,
@@ -407,60 +491,88 @@ class Tools:
         return CallToolResult(content=[TextContent(type="text", text="\n".join(lines))],
                               structured_content=report)
 
+    async def health(self) -> CallToolResult:
+        report = await health_report(self.atelier, self.jobs)
+        return CallToolResult(content=[TextContent(type="text", text=health_text(report))],
+                              structured_content=report)
+
     async def list_available_models(
         self,
-        provider: Annotated[str | None, Field(description="Only this provider.")] = None,
-        capability: Annotated[Literal["generate", "edit", "variation"] | None, Field(description="Only models that can do this.")] = None,
+        model: Annotated[str | None, Field(description="One model in full.")] = None,
+        provider: Annotated[str | None, Field(description="Only this provider, in full.")] = None,
+        capability: Annotated[Literal["generate", "edit", "variation"] | None, Field(description="Only models that can.")] = None,
+        detail: Annotated[bool, Field(description="Full detail for all listed.")] = False,
     ) -> CallToolResult:
-        try:
-            data = self.atelier.describe_models(provider=provider, capability=capability)
-        except AtelierError as exc:
-            raise ToolError(str(exc)) from None
-        models = data["models"]
-        ready = [m["id"] for m in models if m["available"]]
-        text = (f"{len(models)} model(s), {len(ready)} available: {', '.join(ready) or 'none'}."
-                " Details in structured content.")
-        if "plugin_problems" in data:
-            text += " Some plugins failed to load (see plugin_problems)."
-
-        return CallToolResult(
-            content=[TextContent(type="text", text=text + "\n" + json.dumps(data, separators=(",", ":")))],
-            structured_content=data,
-        )
+        data = self.atelier.describe_models(provider=provider, capability=capability)
+        if model is not None:
+            entry = self.atelier.resolve(model)
+            data["models"] = [m for m in data["models"] if m["id"] == entry.canonical_id]
+        full = detail or model is not None or provider is not None
+        if not full:
+            data["models"] = [summarize_model(m) for m in data["models"]]
+            data["detail"] = "summary; full per-model detail with model=<id>, provider=<name> or detail=true"
+        return CallToolResult(content=[TextContent(type="text", text=catalogue_text(data, full=full))],
+                              structured_content=data)
 
 
+# Tool texts. Every client sends the whole tools/list to its model on every turn, so they
+# are short; tests/clients/test_tool_texts.py keeps every argument described and the whole
+# list within 10 KB. Each says what the tool does, when to use it (and not), what it
+# writes and bills, and what comes back.
+# Tool texts. Every client sends the whole tools/list to its model on every turn, so they
+# are short; tests/clients/test_tool_texts.py keeps every argument described and the whole
+# list within 10 KB. Each says what the tool does, when to use it (and not), what it
+# writes and bills, and what comes back.
 _GENERATE_DOC = (
-    "Generate images from a prompt with any model. Saves full-size files; returns per image "
-    "a small preview and a resource link, plus metadata (paths, applied parameters, cost). "
-    "Unsupported parameters are refused with the allowed values."
+    "Make images from a prompt with any model (see list_available_models). Billed per image "
+    "(dry_run prices it free); saves files with JSON sidecars. Returns previews, resource links, "
+    "paths, applied parameters, cost. Unsupported parameters are refused unbilled; calls past 45 s "
+    "become jobs. To change an image: edit_image."
 )
 _EDIT_DOC = (
-    "Edit images (mask inpainting, composing several, restyling) with any model that can "
-    "edit. Options and result as generate_image. No prompt: a variation, where supported."
+    "Change images (mask inpainting, combining, restyling) with a model that can edit; billed, "
+    "saved and returned as generate. Several rounds on one picture: edit_session."
 )
-_IDEMPOTENCY_DOC = "Same key + same request = the earlier result, never billed twice."
-_AS_JOB_DOC = "Return a job id at once; collect with get_jobs."
+_MODEL_DOC = "Model id or alias."
+_COMPRESSION_DOC = "jpeg/webp; 100 = least compressed."
+_IMAGES_DOC = "First is edited: path, URL, data URL, base64, atelier:// URI."
+_MASK_DOC = "PNG; transparent = area to change."
+_SAME = "As generate."
+_TURN = "As edit_image."
+_IDEMPOTENCY_DOC = "A repeat returns the first result, unbilled."
+_AS_JOB_DOC = "Reply at once with a job id."
+_WAIT_DOC = "Wait up to this (max 45 s) for all to end."
 _GET_JOBS_DOC = (
-    "Status and results of background jobs (as_job, or calls still running after 45 s). "
-    "Finished jobs return images like a direct call. The barrier: wait_s waits for all."
+    "Status and results of background jobs (as_job, or calls past 45 s); finished ones return "
+    "images like the call. Barrier: wait_s without job_ids waits for all your unfinished jobs. "
+    "Bills nothing."
 )
 _CANCEL_JOB_DOC = (
-    "Cancel a background job. A queued job is never sent; a running one is abandoned, but "
-    "the provider may still bill it."
+    "Cancel a background job: a queued one is never sent; a running one is abandoned but may "
+    "still be billed. Returns its state."
 )
 _LIST_DOC = (
-    "List models: availability (or why not), operations, sizes, qualities, formats, limits, "
-    "options, prices; and plugins that failed to load."
+    "Model catalogue; call before generating. Default: a summary per model (available or why not, "
+    "operations, formats, price); model, provider or detail=true: full detail. Bills nothing."
 )
-
-
 _SESSION_DOC = (
-    "Multi-turn editing with any model that can edit, kept across restarts. start (prompt, or "
-    "image) then continue with short prompts: each turn edits the latest output, or from_turn "
-    "to branch. Also history, list, end. Defaults (size, quality, format) carry over."
+    "Iterative edits of one picture, kept across restarts: start (prompt or image), then continue "
+    "with short prompts, each editing the latest turn or from_turn (a branch). Turns are billed and "
+    "saved like edit_image; size, quality, format carry over. history, list, end bill nothing."
 )
 _SESSION_ACTION_DOC = "start | continue | history | list | end"
-_USAGE_DOC = "Spend so far (USD) by day, provider and model, and the configured limits."
+_USAGE_DOC = "Spend (USD) by day, provider and model, and the limits. Bills nothing."
+_HEALTH_DOC = (
+    "Is the server ready? Usable providers and models (or why not), plugin problems, folders, "
+    "jobs, spend vs limits. Sends and bills nothing."
+)
+
+
+def _continue_line(view: SessionView) -> str:
+    head = view.turns[view.head] if view.head is not None and view.turns else None
+    return (f"Session {view.id}: turn {head.turn if head else 0}"
+            + (f" (from turn {head.parent})" if head and head.parent is not None else "")
+            + f"; continue with edit_session(action=\"continue\", session_id=\"{view.id}\", prompt=...).")
 
 
 def _session_line(view: SessionView) -> str:
@@ -516,9 +628,9 @@ def build_tools(tools: Tools) -> list[Tool]:
     """The MCP tools over ``tools`` (job and session tools only when those are enabled)."""
     jobs, sessions = tools.jobs, tools.sessions
     # Not read-only (writes files, may spend money); destructive only with overwrite=true,
-    # but the hint says "may", so it is set; open world: calls external providers.
-    writes = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False,
-                             open_world_hint=True)
+    # but the hint says "may"; open world: calls external providers. Not read-only,
+    # destructive and non-idempotent are the protocol defaults, so they cost no bytes.
+    writes = ToolAnnotations(open_world_hint=True)
     return [
         compact_tool(tools.generate_image, name="generate_image", description=_GENERATE_DOC,
                      annotations=ToolAnnotations(title="Generate image", **hints(writes)),
@@ -545,5 +657,8 @@ def build_tools(tools: Tools) -> list[Tool]:
         ]),
         compact_tool(tools.get_usage, name="get_usage", description=_USAGE_DOC,
                      annotations=ToolAnnotations(title="Usage and spend", read_only_hint=True,
+                                                 open_world_hint=False)),
+        compact_tool(tools.health, name="health", description=_HEALTH_DOC,
+                     annotations=ToolAnnotations(title="Health", read_only_hint=True,
                                                  open_world_hint=False)),
     ]
