@@ -469,3 +469,37 @@ async def test_without_a_preview_a_corrupt_png_is_still_never_a_file(tmp_path: P
     assert outcome.failures[0].code == "upstream_invalid_image"
     assert image_files(tmp_path / "out") == [Path(outcome.images[0].path)]
     assert atelier.previews.take(outcome.images[0].path, outcome.images[0].sha256) is None  # none made
+
+
+async def test_decodes_of_returned_images_are_bounded_across_calls(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # 4 calls of 4 images each arrive together: at most one decode per core (at least 2)
+    # runs at once, each holding a decoded frame; the rest wait with their encoded bytes.
+    import os
+    import threading
+    import time
+
+    from atelier_core.media import images
+
+    running = peak = 0
+    lock = threading.Lock()
+    real = images.decode_image
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        try:
+            time.sleep(0.02)  # long enough for the others to pile up
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(images, "decode_image", counting)
+    atelier = build(tmp_path, Scripted())
+    outcomes = await asyncio.gather(*(
+        atelier.execute(ImageCall(model="one", prompt="x", n=4), Operation.GENERATE) for _ in range(4)))
+    assert sum(len(o.images) for o in outcomes) == 16
+    assert 2 <= peak <= max(2, os.cpu_count() or 2)

@@ -128,7 +128,7 @@ async def receive(pipe: Pipeline, plan: Plan, sent: Sent) -> Received:
 
     async def decode(slot: int, index: int, image: Any) -> None:
         decoded[slot] = await anyio.to_thread.run_sync(_decode, pipe, image, index, entry.provider_name, cap,
-                                                        plan.want_preview)
+                                                        plan.want_preview, limiter=pipe.decode_limiter())
 
     async with anyio.create_task_group() as group:  # worker threads: the decodes overlap
         for slot, (index, image) in enumerate(pending):
