@@ -53,15 +53,22 @@ async def test_published_images_go_to_the_bucket_and_stay_their_owners(
             assert hashlib.sha256(base64.b64decode(contents["blob"])).hexdigest() == image["sha256"]
             assert contents["mimeType"] == "image/png"
 
+            # ... and takes it as an input image.
+            edited = await call_tool(http, b, "edit_image", {
+                "images": [image["resource_uri"]], "prompt": "add a tail", "model": "placeholder",
+                "return_image": "none"}, token=TOKENS["alice"])
+            assert not edited.get("isError"), edited
+
             # Bob: the same URI is "not found" on both replicas, and so is the path.
             for url in (a, b):
                 with pytest.raises(RpcError) as refused:
                     await rpc(http, url, "resources/read", {"uri": image["resource_uri"]}, token=TOKENS["bob"])
                 assert "no such image" in refused.value.error["message"]
-            stolen = await call_tool(http, a, "edit_image", {
-                "images": [str(local)], "prompt": "x", "model": "placeholder"}, token=TOKENS["bob"])
-            assert stolen.get("isError")
-            assert "a red kite" not in json.dumps(stolen)
+            for reference, url in ((str(local), a), (image["resource_uri"], b)):
+                stolen = await call_tool(http, url, "edit_image", {
+                    "images": [reference], "prompt": "x", "model": "placeholder"}, token=TOKENS["bob"])
+                assert stolen.get("isError")
+                assert "a red kite" not in json.dumps(stolen)
 
     # The object carries its metadata; the sidecar is beside it.
     store = BucketStore(f"s3://{s3_bucket}/team", endpoint_url=s3_server.endpoint)

@@ -104,6 +104,7 @@ class Pipeline:
         self._decode_limiter: tuple[object, anyio.CapacityLimiter] | None = None
         self.store = store
         self._bucket: BucketStore | None = None
+        intake.bucket = lambda: self.bucket  # inputs made by another replica
         self.intake = intake
         self.fetcher = fetcher
         self.limits = limits

@@ -34,9 +34,10 @@ import binascii
 import os
 import re
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 import anyio.to_thread
@@ -46,6 +47,9 @@ from atelier_core.media.fetch import SafeFetcher
 from atelier_core.media.images import DEFAULT_FORMATS, inspect_image
 from atelier_core.media.storage import RESOURCE_PREFIX, OutputStore
 from atelier_core.plugin.types import InputImage
+
+if TYPE_CHECKING:
+    from atelier_core.media.objects import BucketStore
 
 __all__ = ["InputBudget", "InputIntake", "decode_base64_image"]
 
@@ -172,6 +176,8 @@ class InputIntake:
                 resolved.append(real)
         self._roots = tuple(resolved)
         self.store = store
+        #: Where images other replicas made are (``storage.url``): set by the pipeline.
+        self.bucket: Callable[[], BucketStore | None] = lambda: None
         self.fetcher = fetcher
         self.allow_remote = allow_remote
         self.max_bytes = max_bytes
@@ -290,6 +296,9 @@ class InputIntake:
         try:
             path = self.store.resolve_resource(text, parameter=parameter)
         except RequestError as exc:
+            bucket = self.bucket() if isinstance(exc, NotFoundError) else None
+            if bucket is not None:  # made by another replica?
+                return await self._from_bucket(bucket, text, reference, parameter, limit)
             raise InputImageError(
                 f"{parameter}: {exc.message}",
                 code="image_file_not_found" if isinstance(exc, NotFoundError) else "invalid_image_reference",
@@ -300,6 +309,27 @@ class InputIntake:
         data = await anyio.to_thread.run_sync(self._read_confined, str(path), reference, parameter,
                                               (self.store.root,), limit)
         return data, path.name
+
+    async def _from_bucket(self, bucket: BucketStore, text: str, reference: str, parameter: str,
+                           limit: int) -> tuple[bytes, str]:
+        """An image another replica made: the current principal's key in the bucket."""
+        relative = unquote(text.removeprefix(RESOURCE_PREFIX))
+        try:
+            info, chunks = await bucket.stream(self.store.key_of(relative))
+        except NotFoundError:
+            raise InputImageError(
+                f"{parameter}: no such image in the output root or the bucket",
+                code="image_file_not_found", parameter=parameter, value=_shown(reference),
+                fix="use a resource URI or path returned by a previous call",
+            ) from None
+        if info.size > limit:
+            raise InputImageError(
+                f"{parameter}: the image is {info.size:,} bytes, above the limit of {limit:,} bytes",
+                code="image_file_too_large", parameter=parameter, value=_shown(reference),
+                fix="use a smaller image, or raise storage.max_input_bytes",
+            )
+        data = b"".join([chunk async for chunk in chunks])
+        return data, relative.rsplit("/", 1)[-1]
 
     async def _file_url(self, text: str, reference: str, parameter: str, limit: int) -> tuple[bytes, str]:
         parts = urlsplit(text)
