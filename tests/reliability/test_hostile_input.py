@@ -13,6 +13,8 @@
 - a request that cannot be decoded (a lone surrogate) still gets a JSON-RPC error
   answer, with its id over stdio;
 - the HTTP transport matches Host and Origin exactly (``127.0.0.1:1@evil.com`` fails);
+- after a crash, start-up sweeps temp files at once, attaches a published image to its
+  interrupted job and rebuilds missing sidecars from the job records.
 """
 
 from __future__ import annotations
@@ -370,3 +372,62 @@ async def test_a_valid_image_with_junk_appended_is_never_saved(isolated_env: Pat
     files = image_files(isolated_env / "data" / "images")
     assert [str(p) for p in files] == [record["path"]]  # only the clean answer was saved
     assert hashlib.sha256(files[0].read_bytes()).hexdigest() == hashlib.sha256(png).hexdigest()
+
+
+# -- 8. after a crash, start-up reconciles the output folder with the jobs -------------------
+
+
+@pytest.mark.parametrize("failpoint", ["mid_write", "after_link"])
+async def test_start_up_reconciles_crash_leftovers_with_the_jobs(
+    failpoint: str, isolated_env: Path, tmp_path: Path,
+) -> None:
+    import contextlib
+    import time
+
+    from reliability_kit import temp_leftovers, verify_image_file
+
+    images = isolated_env / "data" / "images"
+    pidfile = tmp_path / "pid"
+    crashing = child_env({"ATELIER_TEST_PIDFILE": str(pidfile), "ATELIER_TEST_FAILPOINT": failpoint,
+                          "ATELIER_TEST_FAILPOINT_SKIP": "1", "ATELIER_DEFAULT_MODEL": "placeholder"})
+    call = {"prompt": "crash test", "as_job": True, "size": "256x256"}
+    with (tmp_path / "stderr.log").open("w") as errors, contextlib.suppress(Exception):
+        async with Client(stdio_client(server_params(crashing), errlog=errors)) as client:
+            with anyio.fail_after(60):
+                done = await client.call_tool("generate_image", call)
+                done_id = (done.structured_content or {})["job"]["job_id"]
+                await client.call_tool("get_jobs", {"job_ids": [done_id], "wait_s": 20})
+                crashed = await client.call_tool("generate_image", call)
+                crashed_id = (crashed.structured_content or {})["job"]["job_id"]
+                while Path(f"/proc/{int(pidfile.read_text())}").exists():
+                    await anyio.sleep(0.05)
+    leftovers = temp_leftovers(images)
+    assert leftovers, "the crash should have left a temp file"  # young: minutes, not an hour old
+    # The finished job's sidecar is lost too (e.g. a failed sidecar write).
+    (done_image,) = [p for p in image_files(images) if done_id in (p.with_name(p.name + ".json").read_text()
+                                                                    if p.with_name(p.name + ".json").exists() else "")]
+    done_image.with_name(done_image.name + ".json").unlink()
+
+    async with _stdio(child_env({"ATELIER_DEFAULT_MODEL": "placeholder"}), tmp_path / "restart.log") as client:
+        deadline = time.monotonic() + 20
+        while True:
+            listed = await client.call_tool("get_jobs", {"job_ids": [crashed_id]})
+            (job,) = (listed.structured_content or {})["jobs"]
+            rebuilt = done_image.with_name(done_image.name + ".json")
+            attached = failpoint == "mid_write" or job.get("error", {}).get("saved")
+            if attached and rebuilt.exists() and not temp_leftovers(images):
+                break
+            assert time.monotonic() < deadline, (job, temp_leftovers(images), rebuilt.exists())
+            await anyio.sleep(0.2)
+    assert job["state"] == "failed" and job["error"]["code"] == "interrupted"
+    assert temp_leftovers(images) == []  # swept at once: their writer is dead
+    record = json.loads(rebuilt.read_text())  # rebuilt from the job record
+    assert record["job"] == done_id and record["prompt"] == "crash test" and "rebuilt" in record
+    if failpoint == "after_link":
+        (saved,) = job["error"]["saved"]  # the published image is the job's, not an orphan
+        verify_image_file(Path(saved))
+        sidecar = json.loads(Path(saved + ".json").read_text())
+        assert sidecar["job"] == crashed_id and sidecar["width"] == 256
+        assert "Found on disk after the crash" in job["error"]["message"]
+    else:
+        assert "saved" not in job["error"] and len(image_files(images)) == 1

@@ -711,6 +711,7 @@ def pipeline_runner(pipeline: Pipeline, sessions: SessionManager | None = None) 
                      else JobState.RUNNING if fraction > SENT_FRACTION else None)
             await job.progress(fraction, message, stage=stage)
 
+        plan.job_id = job.job_id  # its files name the job, for start-up after a crash
         outcome = await pipeline.run(plan, progress=progress, partial=job.partial, saved=job.saved)
         if plan.spec.session is not None and sessions is not None:
             view = await sessions.record(plan.spec.session, outcome)

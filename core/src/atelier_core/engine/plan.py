@@ -79,6 +79,7 @@ class Plan:
     #: and a PNG is verified by its structure and checksums instead of a full decode.
     #: Not stored: a job planned again after a restart makes its previews.
     want_preview: bool = True
+    job_id: str | None = None  # set when the call runs as a background job (files carry it)
 
     @property
     def request(self) -> ImageRequest:

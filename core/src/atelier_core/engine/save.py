@@ -87,7 +87,7 @@ def _save(pipe: Pipeline, plan: Plan, slot: OutputSlot | None, image: ReceivedIm
             image.data, image.format, filename=target.filename if target else None,
             planned=target.parts if target else None, overwrite=plan.spec.output.overwrite and target is not None,
             metadata=metadata, width=image.width, height=image.height,
-            sidecar=target.sidecar if target else True,
+            sidecar=target.sidecar if target else True, tag=plan.job_id,
         )
 
     if slot is None:
@@ -122,6 +122,7 @@ def sidecar_metadata(plan: Plan, received: Received, image: ReceivedImage) -> di
         "seed": image.seed,
         "revised_prompt": image.revised_prompt,
         "request_id": received.request_id,
+        "job": plan.job_id,
         "usage": received.usage.model_dump(exclude_none=True) if received.usage else None,
         "cost": received.cost.model_dump(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import structlog
@@ -17,6 +18,7 @@ from atelier_core.logging import add_secret, add_url_credentials, configure_logg
 from atelier_core.engine.jobs import build_jobs
 from atelier_core.engine.memory import MemoryReturner
 from atelier_core.engine.pipeline import Pipeline
+from atelier_core.engine.reconcile import reconcile
 from atelier_core.engine.sessions import SessionManager
 from atelier_core.mcp.auth import principal_scope
 from atelier_core.mcp.prompts import add_prompts
@@ -60,16 +62,20 @@ def build_server(atelier: Pipeline, *, configure_logs: bool = True) -> MCPServer
     @asynccontextmanager
     async def lifespan(_: MCPServer[Pipeline]) -> AsyncIterator[Pipeline]:
         log.debug("server session starting")
-        # Temp files a crash left behind: swept off the event loop, never blocking start-up.
-        sweep = asyncio.get_running_loop().run_in_executor(None, atelier.store.sweep_temp)
         # Memory a burst of large answers leaves behind goes back to the system.
         returner = asyncio.create_task(MemoryReturner().run())
+        sweep: asyncio.Task[Any] | None = None
         try:
             async with jobs.running():  # background jobs live as long as the server
+                # What a crash left in the output folder, reconciled with the jobs just
+                # recovered: off the event loop, never blocking start-up.
+                sweep = asyncio.create_task(reconcile(
+                    atelier.store, jobs.records, retention_s=atelier.settings.jobs.retention_days * 86_400))
                 yield atelier
         finally:
             returner.cancel()
-            await sweep
+            if sweep is not None:
+                await asyncio.gather(sweep, return_exceptions=True)
             if warm_up.task is not None:
                 await warm_up.task  # a thread cannot be cancelled; let it finish before closing
             await atelier.aclose()

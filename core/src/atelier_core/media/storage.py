@@ -47,6 +47,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import stat
 import time
 import unicodedata
@@ -69,8 +70,11 @@ __all__ = [
     "TEMP_PREFIX",
     "OutputStore",
     "SavedImage",
+    "TempWriter",
     "check_component",
     "extension_for",
+    "temp_name",
+    "temp_writer",
     "written_by_atelier",
 ]
 
@@ -78,6 +82,41 @@ log = structlog.get_logger("atelier.storage")
 
 RESOURCE_PREFIX = "atelier://images/"
 TEMP_PREFIX = ".atelier-tmp-"
+
+
+def _host_id() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def temp_name(tag: str | None = None) -> str:
+    """A temp file name that says who writes it: ``.atelier-tmp-<host>.<pid>.<tag>.<random>``
+    (``tag``: the job the image belongs to, or ``-``). After a crash, start-up tells a dead
+    writer's leftovers from a live one's by it (see ``engine/reconcile.py``)."""
+    safe = tag if tag and all(c.isalnum() or c in "_-" for c in tag) else "-"
+    return f"{TEMP_PREFIX}{_host_id()}.{os.getpid()}.{safe}.{secrets.token_hex(8)}"
+
+
+@dataclass(frozen=True, slots=True)
+class TempWriter:
+    """Who wrote a temp file, from its name (:func:`temp_name`)."""
+
+    host: str
+    pid: int
+    tag: str | None
+
+    @property
+    def here(self) -> bool:
+        return self.host == _host_id()
+
+
+def temp_writer(name: str) -> TempWriter | None:
+    """The writer a temp file name records, or ``None`` (not a temp name, or an older form)."""
+    if not name.startswith(TEMP_PREFIX):
+        return None
+    fields = name[len(TEMP_PREFIX):].split(".")
+    if len(fields) != 4 or not fields[1].isdigit():
+        return None
+    return TempWriter(host=fields[0], pid=int(fields[1]), tag=None if fields[2] == "-" else fields[2])
 MAX_COMPONENT_BYTES = 255
 MAX_PATH_BYTES = 4096
 
@@ -422,6 +461,7 @@ class OutputStore:
         sidecar: bool = True,
         parameter: str = "filename",
         planned: Sequence[str] | None = None,
+        tag: str | None = None,
     ) -> SavedImage:
         """Publish one image atomically; see the module docstring for the guarantees.
 
@@ -430,6 +470,8 @@ class OutputStore:
         (e.g. from :func:`~atelier_core.media.images.decode_image`): ``fmt`` is then taken as
         the decoded format and nothing is sniffed or read again. ``planned``: the path
         components already planned for ``filename`` (:mod:`atelier_core.media.outputs`).
+        ``tag`` (a job id) goes into the temp files' names, so that start-up can attach an
+        image a crash left published but unrecorded to its job.
         A sidecar never replaces a file Atelier did not write: when one is in the way the
         image is saved without it (``SavedImage.sidecar`` is None).
         Raises OutputPathError (refused name, ``file_exists``) or StorageError
@@ -453,7 +495,7 @@ class OutputStore:
             try:
                 # With a sidecar, one directory fsync after it covers both names.
                 self._publish(parts, data, overwrite=overwrite and not auto, value=filename,
-                              parameter=parameter, sync_dir=not sidecar)
+                              parameter=parameter, sync_dir=not sidecar, tag=tag)
             except FileExistsError:
                 if auto and attempt < 7:
                     continue
@@ -584,13 +626,13 @@ class OutputStore:
                       parameter=parameter)
 
     def _publish(self, parts: list[str], data: bytes, *, overwrite: bool, value: Any,
-                 parameter: str, sync_dir: bool = True) -> None:
+                 parameter: str, sync_dir: bool = True, tag: str | None = None) -> None:
         dirs, final = parts[:-1], parts[-1]
         directory = "/".join(dirs)
         try:
             with self._open_dir(dirs, value, parameter) as dfd:
                 self._publish_in(dfd, dirs, final, data, overwrite=overwrite, value=value,
-                                 parameter=parameter, sync_dir=sync_dir)
+                                 parameter=parameter, sync_dir=sync_dir, tag=tag)
         except (OutputPathError, FileExistsError):
             raise
         except IsADirectoryError:
@@ -610,11 +652,12 @@ class OutputStore:
             raise self._storage_error(exc, "/".join(dirs)) from None
 
     def _publish_in(self, dfd: int | None, dirs: list[str], final: str, data: bytes, *,
-                    overwrite: bool, value: Any, parameter: str, sync_dir: bool = True) -> None:
+                    overwrite: bool, value: Any, parameter: str, sync_dir: bool = True,
+                    tag: str | None = None) -> None:
         def at(name: str) -> str:
             return name if dfd is not None else os.path.join(self.root, *dirs, name)
 
-        tmp = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        tmp = temp_name(tag)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         fd = os.open(at(tmp), flags, self.file_mode, dir_fd=dfd)
         published = False
@@ -659,6 +702,16 @@ class OutputStore:
                     os.unlink(at(tmp), dir_fd=dfd)
                 except FileNotFoundError:
                     pass
+
+    def write_sidecar(self, relative: str, record: Mapping[str, Any]) -> Path:
+        """Publish the sidecar of the image at ``relative`` (atomically; an existing
+        file is never replaced). Raises FileExistsError when one is there."""
+        parts = [p for p in relative.split("/") if p]
+        body = json.dumps({"file": parts[-1], "relative": relative, **record}, ensure_ascii=False, indent=2,
+                          default=str).encode() + b"\n"
+        side_parts = [*parts[:-1], parts[-1] + ".json"]
+        self._publish(side_parts, body, overwrite=False, value=relative, parameter="relative")
+        return self.root.joinpath(*side_parts)
 
     # -- housekeeping --------------------------------------------------------------
 

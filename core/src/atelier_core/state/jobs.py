@@ -310,6 +310,47 @@ class JobStore:
             (path, time.time(), job_id),
         )
 
+    async def attach_saved(self, job_id: str, paths: Sequence[str]) -> bool:
+        """Record files found on disk after a crash on their (interrupted) job: added to
+        its files and, for images, to ``error.saved`` with a line in its message.
+        ``False`` when the job is unknown or already lists them all."""
+        found = (await self.get_many([job_id])).get(job_id)
+        if found is None:
+            return False
+        new = [p for p in dict.fromkeys(paths) if p not in found.files]
+        if not new:
+            return False
+        error = dict(found.error) if found.error else None
+        images = [p for p in new if not p.endswith(".json")]
+        if error is not None and images:
+            error["saved"] = [*error.get("saved", []), *images]
+            error["message"] = (f"{error.get('message', '')} Found on disk after the crash and attached: "
+                                f"{', '.join(images)}.").strip()
+        await self._run_write(
+            "UPDATE jobs SET files = ?, error = COALESCE(?, error), updated_at = ? WHERE id = ?",
+            (json.dumps([*found.files, *new]), json.dumps(error) if error is not None else None,
+             time.time(), job_id),
+        )
+        return True
+
+    async def with_files(self, since: float) -> list[Job]:
+        """Jobs that recorded files, updated since ``since`` (to check their sidecars)."""
+        return await self._db(
+            self._select,
+            "SELECT * FROM jobs WHERE files IS NOT NULL AND files != '[]' AND updated_at >= ?"
+            " ORDER BY updated_at DESC LIMIT 5000",
+            (since,),
+        )
+
+    async def interrupted(self, since: float) -> list[Job]:
+        """Jobs that ended ``failed: interrupted`` since ``since``."""
+        return await self._db(
+            self._select,
+            "SELECT * FROM jobs WHERE state = 'failed' AND message = 'failed: interrupted'"
+            " AND COALESCE(finished_at, updated_at) >= ? ORDER BY created_at DESC LIMIT 1000",
+            (since,),
+        )
+
     async def finish(self, job_id: str, state: JobState, message: str, *, outcome: dict[str, Any] | None,
                      error: dict[str, Any] | None, files: list[str] | None, may_be_billed: bool) -> bool:
         """Move an unfinished job to a terminal state; ``False`` if it already was."""
