@@ -192,6 +192,11 @@ class Settings(BaseSettings):
 
     data_dir: Path | None = Field(None, description="state: job database, sessions, ledger")
     default_model: str | None = None
+    fallbacks: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="canonical model id → models to try next, in order, when it is rate-limited or "
+        "unavailable and nothing was billed (opt-in per model)",
+    )
     storage: StorageSettings = Field(default_factory=StorageSettings)
     preview: PreviewSettings = Field(default_factory=PreviewSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)

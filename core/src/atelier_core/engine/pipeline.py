@@ -30,6 +30,7 @@ import structlog
 from atelier_core.engine.account import Charge, account, charge_of, say_billed
 from atelier_core.engine.cost import Ledger, SpendGuard
 from atelier_core.engine.describe import describe_models
+from atelier_core.engine.fallback import run_with_fallback
 from atelier_core.engine.outcome import CallOutcome, CostInfo, ImageRecord, PreviewCache
 from atelier_core.engine.plan import CallPlan, OutputRequest, Plan, dry_run_outcome, make_plan, quote, resolve
 from atelier_core.engine.progress import (
@@ -279,6 +280,20 @@ class Pipeline:
         return await self.run(plan, progress=progress, partial=partial, confirm=confirm, saved=saved)
 
     async def run(
+        self,
+        plan: Plan,
+        *,
+        progress: Progress | None = None,
+        partial: PartialSink | None = None,
+        confirm: Confirm | None = None,
+        saved: OnSaved | None = None,
+    ) -> CallOutcome:
+        """:meth:`run_once`, and on a rate limit or an unavailable provider with nothing
+        billed, the model's configured fallbacks (see :mod:`atelier_core.engine.fallback`)."""
+        return await run_with_fallback(self, plan, self.run_once, progress=progress, partial=partial,
+                                       confirm=confirm, saved=saved)
+
+    async def run_once(
         self,
         plan: Plan,
         *,
