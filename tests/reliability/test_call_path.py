@@ -188,12 +188,16 @@ async def test_a_users_own_json_beside_the_name_is_never_replaced(stack: Pipelin
 
 
 async def test_inputs_are_read_once_and_each_image_decoded_once_per_call(
-    stack: Pipeline, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The path that used to plan a call three times: ask first (spend confirmation),
+    then a background job. The input is read once, each returned image decoded once."""
+    from mcp_types import ElicitResult
     from PIL import Image
 
     from atelier_core.media import inputs
 
+    stack = build_stack(tmp_path, upstream, cost={"ask_above_usd": 0.0})
     source = stack.store.root / "source.png"
     source.write_bytes(make_image(64, 64, "png"))
     loads: list[str] = []
@@ -211,13 +215,23 @@ async def test_inputs_are_read_once_and_each_image_decoded_once_per_call(
         opened.append(os.getpid())
         return real_open(*args, **kwargs)
 
+    asked: list[str] = []
+
+    async def confirm(context: Any, params: Any) -> ElicitResult:
+        asked.append(params.message)
+        return ElicitResult(action="accept", content={"confirm": True})
+
     upstream.reply("POST", "/v1/images/edits", json=openai_ok(2))
-    async with connect(stack) as client:
+    async with connect(stack, mode="legacy", elicitation_callback=confirm) as client:
         monkeypatch.setattr(Image, "open", counting_open)
-        result = await _call(client, "edit_image", images=[str(source)], n=2, filename="edited.png")
+        ticket = await _call(client, "edit_image", images=[str(source)], n=2, filename="edited.png", as_job=True)
+        assert not ticket.is_error, _text(ticket)
+        job_id = ticket.structured_content["job"]["job_id"]
+        done = await client.call_tool("get_jobs", {"job_ids": [job_id], "wait_s": 30})
         monkeypatch.setattr(Image, "open", real_open)
-    assert not result.is_error, _text(result)
+    assert done.structured_content["all_finished"], _text(done)
+    assert len(asked) == 1
     assert loads == [str(source)]  # planned once: not again for the confirmation or the job
-    # One decode for the input, one per returned image; previews come from those decodes.
+    # One decode for the input, one per returned image; the previews come from those decodes.
     assert len(opened) == 1 + 2
     assert len(image_files(stack.store.root)) == 3 and len(upstream.requests) == 1
