@@ -166,15 +166,16 @@ def runtime_python(dev: bool) -> Path:
     env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(RUNTIME_VENV)}
     uv = [os.environ["UV"]] if os.environ.get("UV") else (
         [found] if (found := shutil.which("uv")) else ["python3", "-m", "uv"])
-    subprocess.run([*uv, "sync", "--frozen", "--no-dev", "--all-packages", "-q"],
+    subprocess.run([*uv, "sync", "--frozen", "--no-dev", "--all-packages", "--compile-bytecode", "-q"],
                    cwd=ROOT, env=env, check=True, timeout=600)
     return RUNTIME_VENV / "bin" / "python"
 
 
 def server_specs(cfg: Config, port: int, work: Path, data_dir: str = "atelier-data") -> dict[str, ServerSpec]:
     base_url = f"http://127.0.0.1:{port}/v1"
-    common = {"OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "sk-bench-not-a-real-key",
-              "PYTHONDONTWRITEBYTECODE": "1"}
+    # Bytecode is cached as for any installed program (the runtime environment is synced
+    # with --compile-bytecode; our own modules' caches go to their __pycache__ folders).
+    common = {"OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "sk-bench-not-a-real-key"}
     python = Path(cfg.python or sys.executable)
     command = str(python.parent / "atelier-mcp")
     atelier_env = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import base64
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -344,8 +345,12 @@ class OpenAIProvider(Provider):
         return error
 
     def warm_up(self) -> None:
-        """Import the SDK ahead of the first call (the core calls this in a worker thread)."""
+        """Import the SDK ahead of the first call (the core calls this in a worker thread),
+        with the HTTP transport it imports only when its first client is made."""
         import openai  # noqa: F401
+
+        with contextlib.suppress(ImportError):  # httpx2's transport (not our dependency to name)
+            import httpcore2  # noqa: F401
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
