@@ -228,12 +228,12 @@ def _applied_from_images(applied: dict[str, Any], plan: Plan, images: list[Recei
     else:
         notes.append("the images came back in different sizes: "
                      + ", ".join(f"{w}x{h}" for w, h in sizes) + " (see each image)")
-    asked = applied.get("output_format") or plan.request.output_format or "png"
+    asked = plan.request.output_format or applied.get("output_format")
     if len(formats) == 1:
-        if formats[0] != asked:
+        if asked is not None and formats[0] != asked:
             notes.append(f"{asked.upper()} was asked for; the provider answered {formats[0].upper()}, "
                          "saved under its own extension")
-        if "output_format" in applied or formats[0] != asked:
+        if "output_format" in applied or asked is not None:
             applied["output_format"] = formats[0]
     else:
         notes.append("the images came back in different formats: " + ", ".join(formats))
