@@ -26,6 +26,7 @@ class Tiny(Provider):
     title = "Tiny third-party provider"
     needs_key = False
     models = (ModelSpec(id="dot", aliases=("tiny-dot",), sizes=SizeRules(presets=("64x64",), default="64x64")),)
+    unpriced = frozenset({"dot"})
 
     async def generate(self, request, ctx):
         return ProviderResult(images=[ProviderImage(data=make_image(64, 64))])

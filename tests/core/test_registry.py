@@ -31,6 +31,7 @@ def provider_class(name: str, *model_ids: str, aliases: tuple[str, ...] = (), ke
         models: ClassVar[tuple[ModelSpec, ...]] = specs
         needs_key: ClassVar[bool] = key
         key_env_vars: ClassVar[tuple[str, ...]] = ("MADE_KEY",) if key else ()
+        unpriced: ClassVar[frozenset[str]] = frozenset(model_ids)
 
     Made.name = name  # type: ignore[misc]
     return Made
@@ -127,28 +128,48 @@ def test_allow_and_block_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
     assert statuses["openai"] == statuses["dalle"] == "blocked"
 
 
-def test_duplicate_provider_names_name_both_plugins() -> None:
-    first = provider_class("twin", "a")()
-    second = provider_class("twin", "b")()
-    registry = build_registry(
-        Settings(), plugins=[("one", Plugin(first)), ("two", Plugin(second))], entry_points=False
-    )
-    one, two = registry.plugins
-    assert one.status == "loaded" and two.status == "failed"
-    assert "plugin one" in (two.error or "") and "plugin two" in (two.error or "")
-    assert list(registry.models) == ["twin/a"]
+def test_two_third_parties_claiming_one_name_are_both_refused_whatever_the_order() -> None:
+    for order in ((0, 1), (1, 0)):
+        plugins = [("one", Plugin(provider_class("twin", "a")())), ("two", Plugin(provider_class("twin", "b")()))]
+        registry = build_registry(Settings(), plugins=[plugins[i] for i in order], entry_points=False)
+        for record in registry.plugins:
+            assert record.status == "refused"
+            assert "plugin one" in (record.error or "") and "plugin two" in (record.error or "")
+            assert "plugins.owners" in (record.error or "") and "ATELIER_PLUGINS__OWNERS" in (record.error or "")
+        assert "twin" not in registry.providers and not registry.models
+
+
+def test_plugins_owners_picks_the_owner_of_a_contested_name() -> None:
+    plugins = [("one", Plugin(provider_class("twin", "a")())), ("two", Plugin(provider_class("twin", "b")()))]
+    registry = build_registry(Settings(plugins={"owners": {"twin": "two"}}), plugins=plugins, entry_points=False)
+    statuses = {r.name: r.status for r in registry.plugins}
+    assert statuses == {"one": "refused", "two": "loaded"}
+    assert list(registry.models) == ["twin/b"]
+    assert "plugins.owners" in (registry.plugins[0].error or "")
+
+
+def test_a_built_in_name_is_reserved_for_its_distribution_whatever_the_order() -> None:
+    # An explicit plugin object is no distribution's: it may not take a built-in's name.
+    for name in ("aaa_clash", "zzz_clash"):
+        impostor = provider_class("placeholder", "placeholder", aliases=("offline",))()
+        registry = build_registry(
+            Settings(), plugins=[(name, Plugin(impostor)), ("placeholder", atelier_placeholder)],
+            entry_points=False,
+        )
+        records = {r.name: r for r in registry.plugins}
+        assert records["placeholder"].status == "loaded"
+        assert records[name].status == "refused"
+        assert "reserved for the built-in distribution atelier-placeholder" in (records[name].error or "")
+        assert registry.resolve("offline").provider is registry.providers["placeholder"]
+        assert type(registry.providers["placeholder"]).__module__.startswith("atelier_placeholder")
 
 
 def test_a_failing_second_provider_rolls_back_the_whole_plugin() -> None:
     ok = provider_class("fine", "a")()
-    clash = provider_class("placeholder", "b")()
-    registry = build_registry(
-        Settings(),
-        plugins=[("placeholder", atelier_placeholder), ("mixed", Plugin(ok, clash))],
-        entry_points=False,
-    )
-    mixed = registry.plugins[1]
-    assert mixed.status == "failed"
+    broken = provider_class("Bad Name", "b")()
+    registry = build_registry(Settings(), plugins=[("mixed", Plugin(ok, broken))], entry_points=False)
+    (mixed,) = registry.plugins
+    assert mixed.status == "failed" and "lowercase slug" in (mixed.error or "")
     assert "fine" not in registry.providers and "fine/a" not in registry.models
 
 

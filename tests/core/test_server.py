@@ -268,6 +268,7 @@ async def test_a_provider_error_echoing_the_key_is_masked(tmp_path: Path) -> Non
     class Leaky(Provider):
         name = "leaky"
         models = (ModelSpec(id="m"),)
+        unpriced = frozenset({"m"})
 
         async def generate(self, request: ImageRequest, ctx: CallContext) -> ProviderResult:
             raise AuthenticationError(f"Incorrect API key provided: {secret}", fix=f"replace {secret}")

@@ -373,7 +373,7 @@ def test_contract_catches_inconsistent_specs() -> None:
         fake_spec("c", aliases=("a",)),
         fake_spec("d", options=_Opts),
         fake_spec("e", sizes=SizeRules(aspect_ratios=("16:9",), ratio_sizes={"16:9": "1024x1024"})),
-    ])
+    ], unpriced=())
     with _fails(r"5 problem") as caught:
         CONTRACT.test_declared_capabilities_are_consistent(bad)
     text = str(caught.value)
@@ -395,7 +395,7 @@ def test_contract_catches_undated_and_future_prices() -> None:
         fake_spec("z", pricing=Pricing(per_image_by_quality={"ultra": 1.0, "low": 0.1}, as_of="2026-01-01")),
         fake_spec("w", pricing=Pricing(per_image_by_quality_size={"low@big": 1.0}, per_image=1.0, as_of="2026-01-01")),
     ])
-    with _fails(r"not a YYYY-MM-DD date[\s\S]*in the future[\s\S]*quality 'medium' has no price"
+    with _fails(r"not a date; write it as YYYY-MM-DD[\s\S]*in the future[\s\S]*quality 'medium' has no price"
                 r"[\s\S]*'low@big' must be"):
         CONTRACT.test_declared_capabilities_are_consistent(bad)
 

@@ -33,8 +33,8 @@ from atelier_core.engine.validation import validate_call
 
 class Opts(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    moderation: str = Field("auto", pattern="^(auto|low)$")
-    steps: int = Field(20, ge=1, le=50)
+    moderation: str = Field("auto", pattern="^(auto|low)$", description="moderation strictness")
+    steps: int = Field(20, ge=1, le=50, description="sampling steps")
 
 
 PIXELS = ModelSpec(
@@ -67,6 +67,7 @@ class Checked(Provider):
     name: ClassVar[str] = "v"
     needs_key: ClassVar[bool] = False
     models = (PIXELS, RATIOS)
+    unpriced = frozenset({"pix", "ratio"})
     checked: ClassVar[list[ImageRequest]] = []
 
     def check(self, request: ImageRequest, spec: ModelSpec) -> None:

@@ -27,6 +27,7 @@ class Noisy(Provider):
     title = "A plugin that prints"
     needs_key = False
     models = (ModelSpec(id="loud", sizes=SizeRules(presets=("64x64",), default="64x64")),)
+    unpriced = frozenset({"loud"})
 
     async def generate(self, request, ctx):
         print("noisy plugin: generating", request.prompt)

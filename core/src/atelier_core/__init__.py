@@ -7,11 +7,13 @@ from atelier_core.plugin.errors import (
     AtelierError,
     AuthenticationError,
     ConfigurationError,
+    ErrorCode,
     InputImageError,
     InvalidParameterError,
     MissingCredentialsError,
     NotFoundError,
     OutputPathError,
+    PluginError,
     QuotaExceededError,
     RateLimitedError,
     RequestError,
@@ -30,6 +32,8 @@ from atelier_core.plugin.errors import (
 from atelier_core.plugin.hookspecs import hookimpl
 from atelier_core.plugin.provider import CallContext, Provider, ProviderSettings
 from atelier_core.plugin.spec import (
+    SEED_RANGE_32,
+    Applies,
     CustomSizeRule,
     InputImageRules,
     MaskRules,
@@ -51,11 +55,13 @@ from atelier_core.plugin.types import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Applies",
     "AtelierError",
     "AuthenticationError",
     "CallContext",
     "ConfigurationError",
     "CustomSizeRule",
+    "ErrorCode",
     "ImageRequest",
     "InputImage",
     "InputImageError",
@@ -68,6 +74,7 @@ __all__ = [
     "NotFoundError",
     "Operation",
     "OutputPathError",
+    "PluginError",
     "Pricing",
     "Provider",
     "ProviderImage",
@@ -78,6 +85,7 @@ __all__ = [
     "RequestError",
     "RetiredModel",
     "RetiredModelError",
+    "SEED_RANGE_32",
     "SafetyRefusalError",
     "SizeRules",
     "SpendLimitError",

@@ -102,7 +102,17 @@ class PluginSettings(_Section):
     allow: list[str] | None = Field(None, description="load only these plugins (None = all)")
     block: list[str] = Field(default_factory=list, description="never load these plugins")
     strict: bool = Field(False, description="a plugin that fails to load stops start-up")
-    trace: bool = Field(False, description="log plugin loading and every hook call (debug)")
+    trace: bool = Field(
+        False, description="log plugin loading, every hook call and the traceback of a plugin that fails to load"
+    )
+    owners: dict[str, str] = Field(
+        default_factory=dict,
+        description="provider name -> the distribution that owns it, when two third-party "
+        "distributions claim one name (built-in names are never given away)",
+    )
+    loop_block_s: float = Field(
+        1.0, gt=0, description="log the provider that holds the event loop longer than this (seconds)"
+    )
 
 
 class LoggingSettings(_Section):

@@ -19,7 +19,7 @@ from atelier_core.engine.registry import ModelEntry
 from atelier_core.plugin.spec import InputImageRules, ModelSpec, Operation, SizeRules, parse_ratio, parse_size
 from atelier_core.plugin.types import ImageCall, ImageRequest, InputImage
 
-__all__ = ["Validated", "validate_call", "RESOLUTION_LONG_EDGE"]
+__all__ = ["RESOLUTION_LONG_EDGE", "Validated", "fan_out_seeds", "validate_call"]
 
 # Long edge of a resolution tier, for pixel-size models asked for a tier.
 RESOLUTION_LONG_EDGE = {"0.5K": 512, "1K": 1024, "2K": 2048, "4K": 3840}
@@ -94,10 +94,7 @@ def validate_call(
             )
     quality = _choice("quality", call.quality, spec.qualities, name) or spec.default_quality
     style = _choice("style", call.style, spec.styles, name)
-    if call.seed is not None and not spec.seed:
-        raise _unsupported("seed", call.seed, name, "seed")
-    if call.seed is not None and not -(2**63) <= call.seed < 2**63:
-        raise InvalidParameterError("seed", call.seed, "is out of range", allowed="a 64-bit integer")
+    _seed(call.seed, n, spec, name)
     if call.negative_prompt and not spec.negative_prompt:
         raise _unsupported("negative_prompt", call.negative_prompt, name, "negative prompts")
     options, not_applied = _compat_options(call.options, spec, name, notes)
@@ -124,6 +121,7 @@ def validate_call(
         images=tuple(images),
         mask=mask,
     )
+    _applicability(request, spec, name)
     entry.provider.check(request, spec)
     applied = applied_parameters(request, name)
     if not_applied:
@@ -160,6 +158,78 @@ def _unsupported(parameter: str, value: Any, model: str, what: str) -> InvalidPa
         fix=f"remove {parameter}, or pick a model that supports it (see list_available_models)",
         code="unsupported_parameter",
     )
+
+
+def fan_out_seeds(seed: int, n: int, batch: int) -> list[int]:
+    """The seeds the core sends when ``n`` images are fanned out in calls of ``batch``."""
+    return [seed + start for start in range(0, n, max(1, batch))]
+
+
+def _seed(seed: int | None, n: int, spec: ModelSpec, name: str) -> None:
+    if seed is None:
+        return
+    if isinstance(seed, bool):
+        raise InvalidParameterError("seed", seed, "is not an integer", allowed="an integer")
+    if spec.seed is None:
+        raise _unsupported("seed", seed, name, "seed")
+    low, high = spec.seed
+    sent = fan_out_seeds(seed, n, spec.native_batch)
+    if low <= sent[0] and sent[-1] <= high:
+        return
+    last_start = high - (sent[-1] - sent[0])
+    fanned = len(sent) > 1
+    problem = f"is out of range for {name}" + (
+        f": n={n} is sent as {len(sent)} calls with seeds {sent[0]}…{sent[-1]}" if fanned else ""
+    )
+    raise InvalidParameterError(
+        "seed", seed, problem,
+        allowed=f"{low}–{last_start if fanned else high}" + (f" for n={n}" if fanned else ""),
+        fix=f"use a seed between {low} and {max(low, last_start)}",
+        code="seed_out_of_range",
+    )
+
+
+def _given(request: ImageRequest, key: str) -> tuple[bool, Any]:
+    if key.startswith("options."):
+        value = request.options.get(key.removeprefix("options."))
+    else:
+        value = getattr(request, key, None)
+    if key in ("images", "mask") and value:
+        return True, f"{len(value)} image(s)" if key == "images" else "mask"
+    return value not in (None, False, "", (), [], {}), value
+
+
+def _applicability(request: ImageRequest, spec: ModelSpec, name: str) -> None:
+    """Refuse a parameter used where the spec's ``applies`` says it does not apply."""
+    for key, rule in spec.applies.items():
+        given, value = _given(request, key)
+        if not given:
+            continue
+        problem: str | None = None
+        fix: str | None = None
+        if rule.operations is not None and request.operation not in rule.operations:
+            ops = " or ".join(sorted(op.value for op in rule.operations))
+            problem = f"applies to {ops} only on {name}, not {request.operation.value}"
+            fix = f"remove {key}" + (", or use edit_image" if Operation.EDIT in rule.operations else "")
+        elif rule.mask is True and request.mask is None:
+            problem, fix = f"applies only with a mask on {name}", f"pass mask, or remove {key}"
+        elif rule.mask is False and request.mask is not None and key != "mask":
+            problem, fix = f"cannot be combined with mask on {name}", f"remove mask, or remove {key}"
+        elif rule.output_formats is not None and request.output_format not in rule.output_formats:
+            formats = "/".join(rule.output_formats)
+            problem = f"applies to {formats} output only on {name}, not {request.output_format}"
+            fix = f"set output_format={rule.output_formats[0]}, or remove {key}"
+        elif rule.input_formats is not None:
+            wrong = [i.format for i in request.images if i.format not in rule.input_formats]
+            if wrong:
+                problem = (f"applies to {'/'.join(rule.input_formats)} input images only on {name}, "
+                           f"not {wrong[0]}")
+                fix = f"pass {'/'.join(rule.input_formats)} images, or remove {key}"
+        if problem is not None:
+            raise InvalidParameterError(
+                key, value, problem, allowed=rule.describe(), fix=rule.fix or fix,
+                code="unsupported_parameter",
+            )
 
 
 def _prompt(prompt: str | None, spec: ModelSpec, operation: Operation, name: str) -> str | None:

@@ -1,6 +1,7 @@
 """Atelier's errors: one small hierarchy, written for the model that reads them.
 
-Every error carries a stable ``code`` and a message that says what was wrong, what is
+Every error carries a stable ``code`` (a member of :class:`ErrorCode`, the one list of
+codes, documented in docs/plugins.md) and a message that says what was wrong, what is
 allowed and how to fix it. The MCP layer turns each into a tool error (``isError``);
 nothing else ever reaches the client, so no stack trace and no secret can leak.
 
@@ -24,7 +25,13 @@ nothing else ever reaches the client, so no stack trace and no secret can leak.
     │   ├── UpstreamTimeoutError      no answer in time; the call may still have been billed
     │   ├── UpstreamUnavailableError  5xx or connection failure
     │   └── UpstreamProtocolError     malformed answer: bad JSON, undecodable image, no image
-    └── StorageError                  the image could not be written
+    ├── StorageError                  the image could not be written
+    └── PluginError                   a plugin misbehaved (crashed, blocked, broke its contract)
+
+Each class fixes its code. ``code=`` may only pick one of the refinements the class
+lists in ``variants`` (``InputImageError(..., code="mask_needs_alpha")``); any other
+value raises ``ValueError``, so a subclass can never lose its code (a
+``SafetyRefusalError`` is always ``safety_refusal``).
 """
 
 from __future__ import annotations
@@ -34,17 +41,20 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from difflib import get_close_matches
 from email.utils import parsedate_to_datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, ClassVar
 
 __all__ = [
     "AtelierError",
     "AuthenticationError",
     "ConfigurationError",
+    "ErrorCode",
     "InputImageError",
     "InvalidParameterError",
     "MissingCredentialsError",
     "NotFoundError",
     "OutputPathError",
+    "PluginError",
     "QuotaExceededError",
     "RateLimitedError",
     "RequestError",
@@ -125,24 +135,123 @@ def retry_after_from_headers(headers: Mapping[str, str] | None, *, now: float | 
     return round(value, 3)
 
 
+
+
+class ErrorCode(StrEnum):
+    """Every error code Atelier reports, grouped by the class that carries it.
+
+    The first code of each group is the class's own; the others are refinements that
+    class (and only that class) may carry. Values are stable: clients may branch on them.
+    """
+
+    # AtelierError
+    ERROR = "error"
+    JOBS_BUSY = "jobs_busy"
+    INTERNAL_ERROR = "internal_error"
+    # RequestError
+    INVALID_REQUEST = "invalid_request"
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    SESSION_ENDED = "session_ended"
+    # UnknownModelError, RetiredModelError, UnsupportedCapabilityError
+    UNKNOWN_MODEL = "unknown_model"
+    RETIRED_MODEL = "retired_model"
+    UNSUPPORTED_CAPABILITY = "unsupported_capability"
+    # InvalidParameterError
+    INVALID_PARAMETER = "invalid_parameter"
+    AMBIGUOUS_MODEL = "ambiguous_model"
+    UNSUPPORTED_PARAMETER = "unsupported_parameter"
+    SIZE_NOT_SUPPORTED = "size_not_supported"
+    SEED_OUT_OF_RANGE = "seed_out_of_range"
+    TOO_MANY_IMAGES = "too_many_images"
+    INVALID_RESOURCE_URI = "invalid_resource_uri"
+    # InputImageError
+    INVALID_INPUT_IMAGE = "invalid_input_image"
+    EMPTY_IMAGE_FILE = "empty_image_file"
+    FAILED_TO_DOWNLOAD_IMAGE = "failed_to_download_image"
+    IMAGE_FILE_NOT_FOUND = "image_file_not_found"
+    IMAGE_FILE_TOO_LARGE = "image_file_too_large"
+    IMAGE_NOT_SQUARE = "image_not_square"
+    IMAGE_PARSE_ERROR = "image_parse_error"
+    IMAGE_TOO_MANY_PIXELS = "image_too_many_pixels"
+    INPUT_PATH_OUTSIDE_ROOT = "input_path_outside_root"
+    INVALID_IMAGE_REFERENCE = "invalid_image_reference"
+    MASK_HAS_NO_TRANSPARENCY = "mask_has_no_transparency"
+    MASK_MUST_BE_PNG = "mask_must_be_png"
+    MASK_NEEDS_ALPHA = "mask_needs_alpha"
+    MASK_OR_TRANSPARENCY_REQUIRED = "mask_or_transparency_required"
+    MASK_SIZE_MISMATCH = "mask_size_mismatch"
+    REMOTE_TIMEOUT = "remote_timeout"
+    SESSION_IMAGE_CHANGED = "session_image_changed"
+    UNSUPPORTED_IMAGE_FORMAT = "unsupported_image_format"
+    UNSUPPORTED_IMAGE_MEDIA_TYPE = "unsupported_image_media_type"
+    URL_NOT_ALLOWED = "url_not_allowed"
+    # OutputPathError
+    OUTPUT_PATH_REFUSED = "output_path_refused"
+    EXTENSION_MISMATCH = "extension_mismatch"
+    FILE_EXISTS = "file_exists"
+    NAME_TOO_LONG = "name_too_long"
+    OUTPUT_PATH_OUTSIDE_ROOT = "output_path_outside_root"
+    # NotFoundError
+    NOT_FOUND = "not_found"
+    IMAGE_NOT_FOUND = "image_not_found"
+    SESSION_NOT_FOUND = "session_not_found"
+    JOB_NOT_FOUND = "job_not_found"
+    # SpendLimitError
+    SPEND_LIMIT = "spend_limit"
+    # ConfigurationError, MissingCredentialsError
+    CONFIGURATION_ERROR = "configuration_error"
+    MISSING_CREDENTIALS = "missing_credentials"
+    # UpstreamError
+    UPSTREAM_ERROR = "upstream_error"
+    UPSTREAM_REJECTED = "upstream_rejected"
+    MODEL_NOT_FOUND = "model_not_found"
+    ENDPOINT_NOT_FOUND = "endpoint_not_found"
+    UPSTREAM_NOT_FOUND = "upstream_not_found"
+    REQUEST_TOO_LARGE = "request_too_large"
+    UPSTREAM_INCOMPLETE_ANSWER = "upstream_incomplete_answer"
+    NO_IMAGE_RETURNED = "no_image_returned"
+    INTERRUPTED = "interrupted"
+    CANCELLED = "cancelled"
+    # RateLimitedError, QuotaExceededError, AuthenticationError, SafetyRefusalError,
+    # UpstreamTimeoutError, UpstreamUnavailableError
+    RATE_LIMITED = "rate_limited"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    AUTHENTICATION_FAILED = "authentication_failed"
+    SAFETY_REFUSAL = "safety_refusal"
+    UPSTREAM_TIMEOUT = "upstream_timeout"
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable"
+    # UpstreamProtocolError
+    UPSTREAM_PROTOCOL_ERROR = "upstream_protocol_error"
+    INVALID_IMAGE_DATA = "invalid_image_data"
+    UPSTREAM_INVALID_IMAGE = "upstream_invalid_image"
+    # StorageError
+    STORAGE_ERROR = "storage_error"
+    WRITE_FAILED = "write_failed"
+    # PluginError
+    PLUGIN_FAILED = "plugin_failed"
+    PROVIDER_INTERNAL_ERROR = "provider_internal_error"
+    MISSING_IMAGE = "missing_image"
+
 class AtelierError(Exception):
     """Base of every error Atelier reports.
 
     ``code`` is stable and machine-readable; ``str(error)`` is the whole human message.
     """
 
-    code: str = "error"
+    code: ErrorCode = ErrorCode.ERROR
     retryable: bool = False
     #: Set by the core when the failed call may have cost money: ``"billed"`` or
     #: ``"maybe_billed"``, with the amount recorded in the ledger (USD, when known).
     billing: str | None = None
     billed_usd: float | None = None
+    #: refinements of ``code`` this class (not its subclasses) may carry
+    variants: ClassVar[frozenset[ErrorCode]] = frozenset({ErrorCode.JOBS_BUSY, ErrorCode.INTERNAL_ERROR})
 
     def __init__(
         self,
         message: str,
         *,
-        code: str | None = None,
+        code: ErrorCode | str | None = None,
         parameter: str | None = None,
         value: Any = None,
         allowed: Sequence[str] | str | None = None,
@@ -154,8 +263,8 @@ class AtelierError(Exception):
     ) -> None:
         super().__init__(message)
         self.message = message
-        if code is not None:
-            self.code = code
+        if code is not None and code != type(self).code:
+            self.code = self._variant(code)
         if retryable is not None:
             self.retryable = retryable
         self.parameter = parameter
@@ -165,6 +274,21 @@ class AtelierError(Exception):
         self.retry_after_s = retry_after_s
         self.provider = provider
         self.request_id = request_id
+
+    @classmethod
+    def _variant(cls, code: ErrorCode | str) -> ErrorCode:
+        allowed = cls.__dict__.get("variants", frozenset())
+        try:
+            member = ErrorCode(code)
+        except ValueError:
+            member = None
+        if member is None or member not in allowed:
+            listed = ", ".join(sorted([cls.code, *allowed])) if allowed else cls.code
+            raise ValueError(
+                f"{cls.__name__} cannot carry code {code!r}: its code is fixed to {cls.code!r}"
+                f" (refinements it may carry: {listed}); raise the error class that has the code"
+            )
+        return member
 
     def __str__(self) -> str:
         parts = [self.message.rstrip(".") + "."]
@@ -206,11 +330,12 @@ class AtelierError(Exception):
 class RequestError(AtelierError):
     """The request cannot be served as given; the caller can fix it. Nothing was sent."""
 
-    code = "invalid_request"
+    code = ErrorCode.INVALID_REQUEST
+    variants = frozenset({ErrorCode.IDEMPOTENCY_CONFLICT, ErrorCode.SESSION_ENDED})
 
 
 class UnknownModelError(RequestError):
-    code = "unknown_model"
+    code = ErrorCode.UNKNOWN_MODEL
 
     def __init__(self, name: str, known: Iterable[str]) -> None:
         known = list(known)
@@ -226,7 +351,7 @@ class UnknownModelError(RequestError):
 
 
 class RetiredModelError(RequestError):
-    code = "retired_model"
+    code = ErrorCode.RETIRED_MODEL
 
     def __init__(self, name: str, *, retired_on: str, replacement: str, provider: str, guide: str = "") -> None:
         mapping = f" (the mapping from old model names and parameters is in {guide})" if guide else ""
@@ -241,11 +366,20 @@ class RetiredModelError(RequestError):
 
 
 class UnsupportedCapabilityError(RequestError):
-    code = "unsupported_capability"
+    code = ErrorCode.UNSUPPORTED_CAPABILITY
 
 
 class InvalidParameterError(RequestError):
-    code = "invalid_parameter"
+    code = ErrorCode.INVALID_PARAMETER
+    variants = frozenset({
+        ErrorCode.AMBIGUOUS_MODEL,
+        ErrorCode.UNSUPPORTED_PARAMETER,
+        ErrorCode.SIZE_NOT_SUPPORTED,
+        ErrorCode.SEED_OUT_OF_RANGE,
+        ErrorCode.TOO_MANY_IMAGES,
+        ErrorCode.INVALID_RESOURCE_URI,
+        ErrorCode.UNSUPPORTED_CAPABILITY,
+    })
 
     def __init__(
         self,
@@ -255,7 +389,7 @@ class InvalidParameterError(RequestError):
         *,
         allowed: Sequence[str] | str | None = None,
         fix: str | None = None,
-        code: str | None = None,
+        code: ErrorCode | str | None = None,
     ) -> None:
         super().__init__(
             f"{parameter}={shorten(value)} {problem}",
@@ -268,66 +402,130 @@ class InvalidParameterError(RequestError):
 
 
 class InputImageError(RequestError):
-    code = "invalid_input_image"
+    code = ErrorCode.INVALID_INPUT_IMAGE
+    variants = frozenset({
+        ErrorCode.EMPTY_IMAGE_FILE,
+        ErrorCode.FAILED_TO_DOWNLOAD_IMAGE,
+        ErrorCode.IMAGE_FILE_NOT_FOUND,
+        ErrorCode.IMAGE_FILE_TOO_LARGE,
+        ErrorCode.IMAGE_NOT_SQUARE,
+        ErrorCode.IMAGE_PARSE_ERROR,
+        ErrorCode.IMAGE_TOO_MANY_PIXELS,
+        ErrorCode.INPUT_PATH_OUTSIDE_ROOT,
+        ErrorCode.INVALID_IMAGE_REFERENCE,
+        ErrorCode.MASK_HAS_NO_TRANSPARENCY,
+        ErrorCode.MASK_MUST_BE_PNG,
+        ErrorCode.MASK_NEEDS_ALPHA,
+        ErrorCode.MASK_OR_TRANSPARENCY_REQUIRED,
+        ErrorCode.MASK_SIZE_MISMATCH,
+        ErrorCode.REMOTE_TIMEOUT,
+        ErrorCode.SESSION_IMAGE_CHANGED,
+        ErrorCode.UNSUPPORTED_IMAGE_FORMAT,
+        ErrorCode.UNSUPPORTED_IMAGE_MEDIA_TYPE,
+        ErrorCode.URL_NOT_ALLOWED,
+    })
 
 
 class OutputPathError(RequestError):
-    code = "output_path_refused"
+    code = ErrorCode.OUTPUT_PATH_REFUSED
+    variants = frozenset({
+        ErrorCode.EXTENSION_MISMATCH,
+        ErrorCode.FILE_EXISTS,
+        ErrorCode.NAME_TOO_LONG,
+        ErrorCode.OUTPUT_PATH_OUTSIDE_ROOT,
+    })
 
 
 class NotFoundError(RequestError):
-    code = "not_found"
+    code = ErrorCode.NOT_FOUND
+    variants = frozenset({
+        ErrorCode.IMAGE_NOT_FOUND,
+        ErrorCode.SESSION_NOT_FOUND,
+        ErrorCode.JOB_NOT_FOUND,
+    })
 
 
 class SpendLimitError(RequestError):
-    code = "spend_limit"
+    code = ErrorCode.SPEND_LIMIT
 
 
 class ConfigurationError(AtelierError):
-    code = "configuration_error"
+    code = ErrorCode.CONFIGURATION_ERROR
 
 
 class MissingCredentialsError(ConfigurationError):
-    code = "missing_credentials"
+    code = ErrorCode.MISSING_CREDENTIALS
 
 
 class UpstreamError(AtelierError):
     """The provider failed. ``retryable`` tells the caller whether trying again may help."""
 
-    code = "upstream_error"
+    code = ErrorCode.UPSTREAM_ERROR
+    variants = frozenset({
+        ErrorCode.UPSTREAM_REJECTED,
+        ErrorCode.MODEL_NOT_FOUND,
+        ErrorCode.ENDPOINT_NOT_FOUND,
+        ErrorCode.UPSTREAM_NOT_FOUND,
+        ErrorCode.REQUEST_TOO_LARGE,
+        ErrorCode.UPSTREAM_INCOMPLETE_ANSWER,
+        ErrorCode.NO_IMAGE_RETURNED,
+        ErrorCode.PROVIDER_INTERNAL_ERROR,
+        ErrorCode.INTERRUPTED,
+        ErrorCode.CANCELLED,
+    })
 
 
 class RateLimitedError(UpstreamError):
-    code = "rate_limited"
+    code = ErrorCode.RATE_LIMITED
     retryable = True
 
 
 class QuotaExceededError(UpstreamError):
-    code = "quota_exceeded"
+    code = ErrorCode.QUOTA_EXCEEDED
 
 
 class AuthenticationError(UpstreamError):
-    code = "authentication_failed"
+    code = ErrorCode.AUTHENTICATION_FAILED
 
 
 class SafetyRefusalError(UpstreamError):
-    code = "safety_refusal"
+    code = ErrorCode.SAFETY_REFUSAL
 
 
 class UpstreamTimeoutError(UpstreamError):
     """No answer in time. Not retried automatically: the generation may have been billed."""
 
-    code = "upstream_timeout"
+    code = ErrorCode.UPSTREAM_TIMEOUT
 
 
 class UpstreamUnavailableError(UpstreamError):
-    code = "upstream_unavailable"
+    code = ErrorCode.UPSTREAM_UNAVAILABLE
     retryable = True
 
 
 class UpstreamProtocolError(UpstreamError):
-    code = "upstream_protocol_error"
+    code = ErrorCode.UPSTREAM_PROTOCOL_ERROR
+    variants = frozenset({
+        ErrorCode.INVALID_IMAGE_DATA,
+        ErrorCode.UPSTREAM_INVALID_IMAGE,
+        ErrorCode.NO_IMAGE_RETURNED,
+        ErrorCode.FAILED_TO_DOWNLOAD_IMAGE,
+        ErrorCode.URL_NOT_ALLOWED,
+        ErrorCode.IMAGE_FILE_TOO_LARGE,
+        ErrorCode.REMOTE_TIMEOUT,
+        ErrorCode.UNSUPPORTED_IMAGE_MEDIA_TYPE,
+        ErrorCode.IMAGE_PARSE_ERROR,
+    })
 
 
 class StorageError(AtelierError):
-    code = "storage_error"
+    code = ErrorCode.STORAGE_ERROR
+    variants = frozenset({ErrorCode.WRITE_FAILED})
+
+
+class PluginError(AtelierError):
+    """A plugin misbehaved: it crashed (any exception, ``SystemExit`` included), returned
+    something that is not a result, or broke its contract. Names the plugin; never retried."""
+
+    code = ErrorCode.PLUGIN_FAILED
+    variants = frozenset({ErrorCode.PROVIDER_INTERNAL_ERROR, ErrorCode.MISSING_IMAGE})

@@ -16,11 +16,14 @@ Rules a provider follows:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, cast, get_args, get_origin
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing_extensions import TypeVar
 
 from atelier_core.plugin.errors import UnsupportedCapabilityError
 from atelier_core.plugin.spec import ModelSpec, Operation, RetiredModel
@@ -61,7 +64,8 @@ class CallContext:
 
     ``progress`` reports a fraction (0–1) with a message; ``partial_image`` forwards a
     streamed partial preview; ``download`` fetches an image URL the provider returned,
-    only from the hosts given, with the core's size and time caps.
+    only from the hosts given, with the core's size and time caps; ``task_started``
+    records a queue-based vendor's task id with the job.
     """
 
     def __init__(
@@ -71,11 +75,16 @@ class CallContext:
         progress: Callable[[float, str], Awaitable[None]] | None = None,
         partial_image: Callable[[bytes, int], Awaitable[None]] | None = None,
         download: Callable[[str, Sequence[str]], Awaitable[bytes]] | None = None,
+        task_started: Callable[[str], Awaitable[None]] | None = None,
+        cancel_vendor_task_on_cancel: bool = True,
     ) -> None:
         self.timeout_s = timeout_s
         self._progress = progress
         self._partial = partial_image
         self._download = download
+        self._task_started = task_started
+        #: False while the server shuts down with the job kept for resuming
+        self.cancel_vendor_task_on_cancel = cancel_vendor_task_on_cancel
 
     async def progress(self, fraction: float, message: str) -> None:
         if self._progress is not None:
@@ -85,17 +94,29 @@ class CallContext:
         if self._partial is not None:
             await self._partial(data, index)
 
+    async def task_started(self, task_id: str) -> None:
+        """Record a queue-based vendor's task id with the job (so a restart resumes it)."""
+        if self._task_started is not None:
+            await self._task_started(task_id)
+
     async def download(self, url: str, allowed_hosts: Sequence[str]) -> bytes:
         if self._download is None:
             raise RuntimeError("this context cannot download")
         return await self._download(url, allowed_hosts)
 
 
-class Provider:
+S = TypeVar("S", bound=ProviderSettings, default=ProviderSettings)
+
+
+class Provider(Generic[S]):
     """Base class for providers. Override the class attributes and the async methods.
 
     ``name`` is the slug: the entry-point name, the prefix of canonical model ids
     (``<name>/<model>``) and the key of the provider's settings table.
+
+    A provider is generic over its settings: ``class MyProvider(Provider[MySettings])``
+    makes ``self.settings`` a ``MySettings`` (typed, no downcast) and sets
+    ``settings_class`` for you.
     """
 
     name: ClassVar[str] = ""
@@ -103,15 +124,32 @@ class Provider:
     settings_class: ClassVar[type[ProviderSettings]] = ProviderSettings
     models: ClassVar[tuple[ModelSpec, ...]] = ()
     retired: ClassVar[tuple[RetiredModel, ...]] = ()
+    #: model ids that deliberately declare no price (every other model must)
+    unpriced: ClassVar[frozenset[str]] = frozenset()
     key_env_vars: ClassVar[tuple[str, ...]] = ()
     needs_key: ClassVar[bool] = True
+    #: seconds between two poll() calls of a queue-based vendor
+    poll_interval_s: ClassVar[float] = 2.0
+
+    settings: S
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "settings_class" in cls.__dict__:
+            return
+        for base in cls.__dict__.get("__orig_bases__", ()):
+            origin = get_origin(base)
+            if isinstance(origin, type) and issubclass(origin, Provider):
+                args = get_args(base)
+                if args and isinstance(args[0], type) and issubclass(args[0], ProviderSettings):
+                    cls.settings_class = args[0]
 
     def __init__(self) -> None:
-        self.settings: ProviderSettings = self.settings_class.model_construct()
+        self.settings = cast(S, self.settings_class.model_construct())
 
     # -- declaration ---------------------------------------------------------------
 
-    def configure(self, settings: ProviderSettings) -> None:
+    def configure(self, settings: S) -> None:
         """Receive settings. Called by the core once, before any other method. No I/O."""
         self.settings = settings
 
@@ -174,7 +212,17 @@ class Provider:
         raise UnsupportedCapabilityError(f"{self.name} cannot make variations")
 
     async def run(self, request: ImageRequest, ctx: CallContext) -> ProviderResult:
-        """Dispatch by operation (the core calls this)."""
+        """Dispatch by operation (the core calls this).
+
+        A queue-based provider (one that overrides :meth:`submit`) is run as submit, then
+        :meth:`poll` every ``poll_interval_s`` until it answers; the vendor's task id is
+        handed to the core first (``ctx.task_started``), so a restarted server resumes
+        polling, and a cancelled call cancels the vendor's task.
+        """
+        if self.queued:
+            task_id = await self.submit(request, ctx)
+            await ctx.task_started(task_id)
+            return await self.wait(task_id, request, ctx)
         if request.operation is Operation.GENERATE:
             return await self.generate(request, ctx)
         if request.operation is Operation.EDIT:
@@ -187,6 +235,42 @@ class Provider:
         Called once in a worker thread soon after a client connected, so the first call
         does not wait for the import. Blocking is fine here; open no connections.
         """
+
+    # -- queue-based vendors (submit → poll → fetch) ---------------------------------
+
+    @property
+    def queued(self) -> bool:
+        """True when the provider talks to a queue-based vendor (overrides submit)."""
+        return type(self).submit is not Provider.submit
+
+    async def submit(self, request: ImageRequest, ctx: CallContext) -> str:
+        """Start the work at a queue-based vendor; return the vendor's task id."""
+        raise UnsupportedCapabilityError(f"{self.name} is not a queue-based provider")
+
+    async def poll(self, task_id: str, request: ImageRequest, ctx: CallContext) -> ProviderResult | None:
+        """The result of the vendor task (fetch the images), or ``None`` while it runs."""
+        raise UnsupportedCapabilityError(f"{self.name} is not a queue-based provider")
+
+    async def cancel(self, task_id: str) -> None:
+        """Cancel the vendor task, where the vendor can (the default does nothing)."""
+
+    async def wait(self, task_id: str, request: ImageRequest, ctx: CallContext) -> ProviderResult:
+        """Poll ``task_id`` until it has a result (the core also calls this to resume).
+
+        Cancelled (by the caller, a timeout or shutdown of a job that is not kept),
+        it asks the vendor to cancel the task too.
+        """
+        try:
+            while True:
+                result = await self.poll(task_id, request, ctx)
+                if result is not None:
+                    return result
+                await asyncio.sleep(self.poll_interval_s)
+        except asyncio.CancelledError:
+            if ctx.cancel_vendor_task_on_cancel:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.cancel(task_id))
+            raise
 
     async def aclose(self) -> None:
         """Release clients opened lazily. Called at shutdown."""

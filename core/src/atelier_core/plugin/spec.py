@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
+    "Applies",
     "CustomSizeRule",
     "InputImageRules",
     "MaskRules",
@@ -22,6 +23,7 @@ __all__ = [
     "Operation",
     "Pricing",
     "RetiredModel",
+    "SEED_RANGE_32",
     "SizeRules",
     "parse_ratio",
     "parse_size",
@@ -227,6 +229,46 @@ class Pricing(_Frozen):
         return self.per_image
 
 
+SEED_RANGE_32 = (0, 2**32 - 1)
+"""The seed range most vendors take (unsigned 32-bit); ``seed=True`` means this."""
+
+
+class Applies(_Frozen):
+    """When a parameter applies: the core refuses it, before any call, otherwise.
+
+    Keys of :attr:`ModelSpec.applies` name the parameter: a request field (``"mask"``,
+    ``"background"``, ``"negative_prompt"``) or an option (``"options.input_fidelity"``).
+    A parameter counts as given when it is set and not ``False``/empty. Every condition
+    given must hold::
+
+        applies={"options.input_fidelity": Applies(operations={Operation.EDIT}),
+                 "options.markup": Applies(operations={Operation.EDIT}, mask=False),
+                 "options.frame_count": Applies(output_formats=("gif",))}
+    """
+
+    operations: frozenset[Operation] | None = Field(None, description="only for these operations")
+    mask: bool | None = Field(None, description="True: only with a mask; False: only without one")
+    output_formats: tuple[str, ...] | None = Field(None, description="only for these output formats")
+    input_formats: tuple[str, ...] | None = Field(
+        None, description="only when every input image is in one of these formats"
+    )
+    fix: str | None = Field(None, description="the fix to suggest instead of the generated one")
+
+    def describe(self) -> str:
+        parts: list[str] = []
+        if self.operations is not None:
+            parts.append(" and ".join(sorted(op.value for op in self.operations)) + " only")
+        if self.mask is True:
+            parts.append("with a mask only")
+        if self.mask is False:
+            parts.append("not with a mask")
+        if self.output_formats is not None:
+            parts.append(f"output_format {'/'.join(self.output_formats)} only")
+        if self.input_formats is not None:
+            parts.append(f"{'/'.join(self.input_formats)} input images only")
+        return ", ".join(parts) or "always"
+
+
 class RetiredModel(_Frozen):
     """A model a provider no longer serves: kept out of the catalogue, explained on use."""
 
@@ -270,7 +312,11 @@ class ModelSpec(_Frozen):
     reference_images: InputImageRules | None = Field(
         None, description="optional reference images on generate (e.g. a subject portrait)"
     )
-    seed: bool = False
+    seed: tuple[int, int] | None = Field(
+        None,
+        description="the inclusive range of seeds the vendor takes (None: no seed); "
+        "True means SEED_RANGE_32. The core checks every seed a fan-out sends",
+    )
     negative_prompt: bool = False
     styles: tuple[str, ...] = ()
     options: type[BaseModel] | None = Field(
@@ -292,36 +338,59 @@ class ModelSpec(_Frozen):
     requires: str | None = Field(
         None, description="a provider mode this model needs (e.g. 'vertex'); checked by the provider"
     )
+    applies: dict[str, Applies] = Field(
+        default_factory=dict,
+        description="when a parameter or option applies (operation, mask, formats); checked by the core",
+    )
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed_range(cls, value: Any) -> Any:
+        if value is True:
+            return SEED_RANGE_32
+        if value is False:
+            return None
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
+        # Every structural problem at once, in words; the registry and the contract kit
+        # add the rest (see atelier_core.plugin.checks).
+        problems: list[str] = []
         if self.options is not None:
             extra = self.options.model_config.get("extra")
             if extra != "forbid":
-                raise ValueError(f"{self.id}: options model must set extra='forbid'")
+                problems.append("the options model must set extra='forbid'")
         ops = self.operations
         if (Operation.EDIT in ops or Operation.VARIATION in ops) and self.input_images is None:
-            raise ValueError(f"{self.id}: edit/variation models must declare input_images")
+            problems.append("edit/variation models must declare input_images")
         if self.default_quality and self.default_quality not in self.qualities:
-            raise ValueError(f"{self.id}: default_quality not in qualities")
+            problems.append(f"default_quality {self.default_quality!r} is not in qualities {list(self.qualities)}")
         if self.default_output_format and self.default_output_format not in self.output_formats:
-            raise ValueError(f"{self.id}: default_output_format not in output_formats")
+            problems.append(
+                f"default_output_format {self.default_output_format!r} is not in output_formats "
+                f"{list(self.output_formats)}"
+            )
         known = set(self.options.model_fields) if self.options is not None else set()
         if not set(self.option_renames.values()) <= known:
-            raise ValueError(f"{self.id}: option_renames must point to options of the model")
+            problems.append("option_renames must point to options of the model")
         if set(self.ignored_options) & known:
-            raise ValueError(f"{self.id}: an ignored option cannot also be an option of the model")
+            problems.append("an ignored option cannot also be an option of the model")
         if not set(self.compression_formats) <= set(self.output_formats):
-            raise ValueError(f"{self.id}: compression_formats must be output formats")
+            problems.append("compression_formats must be output formats")
         if self.n_native_max is not None and self.n_native_max > self.n_max:
-            raise ValueError(f"{self.id}: n_native_max exceeds n_max")
+            problems.append(f"n_native_max {self.n_native_max} exceeds n_max {self.n_max}")
+        if self.seed is not None and self.seed[0] > self.seed[1]:
+            problems.append(f"seed range {self.seed} is empty (low > high)")
         sizes = self.sizes
         if sizes.default and sizes.default != "auto" and parse_size(sizes.default) is None:
-            raise ValueError(f"{self.id}: sizes.default must be WxH or 'auto'")
+            problems.append(f"sizes.default {sizes.default!r} must be WxH or 'auto'")
         if sizes.default_aspect_ratio and sizes.default_aspect_ratio not in sizes.aspect_ratios:
-            raise ValueError(f"{self.id}: default_aspect_ratio not in aspect_ratios")
+            problems.append(f"default_aspect_ratio {sizes.default_aspect_ratio!r} is not in aspect_ratios")
         if sizes.default_resolution and sizes.default_resolution not in sizes.resolutions:
-            raise ValueError(f"{self.id}: default_resolution not in resolutions")
+            problems.append(f"default_resolution {sizes.default_resolution!r} is not in resolutions")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     def supports(self, operation: Operation) -> bool:

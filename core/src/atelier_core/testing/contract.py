@@ -18,12 +18,13 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
 from typing import Any, ClassVar
 
 import pytest
 from pydantic import SecretStr
 
+from atelier_core.engine.isolation import StepTimer
+from atelier_core.plugin.checks import provider_problems
 from atelier_core.plugin.errors import AtelierError, SafetyRefusalError, UnsupportedCapabilityError
 from atelier_core.plugin.provider import CallContext, Provider, ProviderSettings
 from atelier_core.engine.registry import ModelEntry, build_plugin_manager, build_registry
@@ -35,7 +36,6 @@ from atelier_core.testing.samples import make_image, make_mask, read_image
 
 __all__ = ["ProviderContract", "configured"]
 
-KNOWN_FORMATS = frozenset({"png", "jpeg", "webp", "gif"})
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _ENV_VAR = re.compile(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+|__[A-Z0-9]+)+\b")
 _RATIO_TOLERANCE = 0.03
@@ -76,8 +76,13 @@ class ProviderContract:
     ``refusals``
         ``False`` when the upstream has no safety system (default ``True``).
     ``unpriced``
-        Model ids that deliberately declare no price (``pricing=None``). Every other
-        model must carry a dated :class:`~atelier_core.Pricing`.
+        Extra model ids that may declare no price (``pricing=None``), besides the
+        provider's own ``unpriced``. Every other model must carry a dated
+        :class:`~atelier_core.Pricing` (the registry refuses it otherwise).
+    ``max_blocking_s``
+        The longest a provider may hold the event loop in one step (between two awaits)
+        during a call; default 0.5 s. Steps that import modules (a lazy SDK import) are
+        not counted.
     ``allowed_imports``
         Top-level packages (besides the standard library, ``atelier_core`` and the
         plugin's own package) the plugin may import when it is imported or registers —
@@ -89,10 +94,14 @@ class ProviderContract:
       trapped, imports no new third-party package, and registers ``Provider`` instances;
       importing the plugin module (in a fresh interpreter) imports no vendor SDK;
     - the registry loads the plugin cleanly (no problems, no conflicts);
-    - declared capabilities are consistent: unique ids and aliases, known formats,
-      presets within the custom rule, defaults within their choices, dated prices,
-      options models that forbid extra keys and describe each field, input rules for
-      edit/variation, an implementation for every declared operation;
+    - declared capabilities are consistent — exactly the checks the registry runs when
+      it loads the plugin (:func:`atelier_core.plugin.checks.provider_problems`): unique
+      ids and aliases, known formats, presets within the custom rule, defaults within
+      their choices, ISO-dated non-negative prices, unpriced models declared, options
+      models that forbid extra keys and describe each field, ``applies`` rules that name
+      real parameters, input rules for edit/variation — and an implementation for every
+      declared operation;
+    - no call blocks the event loop longer than ``max_blocking_s`` in one step;
     - generate, edit and variation (where declared) go through the core's real path
       (:func:`~atelier_core.engine.validation.validate_call`, then ``provider.run``) and return
       :class:`~atelier_core.ProviderResult` images that decode fully, are in the
@@ -149,6 +158,7 @@ class ProviderContract:
 
     refusals: ClassVar[bool] = True
     unpriced: ClassVar[frozenset[str]] = frozenset()
+    max_blocking_s: ClassVar[float] = 0.5
     allowed_imports: ClassVar[frozenset[str]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -239,9 +249,8 @@ class ProviderContract:
     # -- declarations --------------------------------------------------------------
 
     def test_declared_capabilities_are_consistent(self, provider: Provider) -> None:
-        """Every model spec is internally consistent and complete."""
-        problems = list(_spec_problems(provider, self.unpriced))
-        _report(problems)
+        """Every model spec is internally consistent and complete (the registry's load checks)."""
+        _report(provider_problems(provider, self.unpriced))
 
     def test_declared_operations_are_implemented(self, provider: Provider) -> None:
         """A provider overrides the method of every operation one of its models declares."""
@@ -390,7 +399,7 @@ class ProviderContract:
         try:
             for spec in specs:
                 for case in _cases(spec, operation):
-                    problems.extend(await _check_case(provider, spec, case))
+                    problems.extend(await _check_case(provider, spec, case, self.max_blocking_s))
         finally:
             await provider.aclose()  # clients opened lazily are closed in the same loop
         _report(problems)
@@ -514,14 +523,15 @@ def _context(provider: Provider) -> CallContext:
     )
 
 
-async def _check_case(provider: Provider, spec: ModelSpec, case: _Case) -> list[str]:
+async def _check_case(provider: Provider, spec: ModelSpec, case: _Case, max_blocking_s: float) -> list[str]:
     where = f"{spec.id} {case.operation.value} ({case.label})"
     try:
         request = _validated(provider, spec, case)
     except AtelierError as exc:
         return [f"{where}: the core refused the spec's own values: {exc}"]
+    timer = StepTimer(provider.run(request, _context(provider)), provider.name)
     try:
-        result = await provider.run(request, _context(provider))
+        result = await timer
     except AtelierError as exc:
         return [f"{where}: raised {type(exc).__name__}: {exc}"]
     except Exception as exc:
@@ -529,9 +539,15 @@ async def _check_case(provider: Provider, spec: ModelSpec, case: _Case) -> list[
             f"{where}: raised plain {type(exc).__name__}: {exc}; providers raise only "
             "atelier_core errors"
         ]
-    if not isinstance(result, ProviderResult):
-        return [f"{where}: returned {type(result).__name__}, not ProviderResult"]
     problems: list[str] = []
+    if timer.longest > max_blocking_s and not timer.longest_imported:
+        problems.append(
+            f"{where}: blocked the event loop for {timer.longest:.2f} s in one step (every other "
+            "request waits meanwhile); use async clients, await asyncio.sleep, or run blocking "
+            "work with asyncio.to_thread"
+        )
+    if not isinstance(result, ProviderResult):
+        return [*problems, f"{where}: returned {type(result).__name__}, not ProviderResult"]
     if not result.images:
         problems.append(f"{where}: returned no image (failures: {result.failures})")
     if len(result.images) + len(result.failures) != request.n:
@@ -588,152 +604,6 @@ def _assert_refused_before_call(provider: Provider, operation: Operation) -> Non
     entry = ModelEntry(f"{provider.name}/{spec.id}", spec, provider, "contract-plugin")
     with pytest.raises(UnsupportedCapabilityError):
         validate_call(ImageCall(model=spec.id, prompt=_PROMPT), entry, operation, [], None)
-
-
-# -- spec checks ---------------------------------------------------------------------
-
-
-def _spec_problems(provider: Provider, unpriced: frozenset[str]) -> Iterator[str]:
-    specs = provider.catalog()
-    if not specs:
-        yield f"{provider.name} declares no models"
-        return
-    if not provider.name or not _SLUG.match(provider.name):
-        yield f"provider name {provider.name!r} must be a lowercase slug"
-    if not issubclass(provider.settings_class, ProviderSettings):
-        yield "settings_class must subclass atelier_core.ProviderSettings"
-    seen: dict[str, str] = {}
-    for spec in specs:
-        if not isinstance(spec, ModelSpec):
-            yield f"catalog() holds a {type(spec).__name__}, not a ModelSpec"
-            continue
-        for name in (spec.id, *spec.aliases):
-            key = name.lower()
-            if key in seen and not (seen[key] == spec.id and name == spec.id):
-                yield f"{spec.id}: name {name!r} is also used by {seen[key]}"
-            seen[key] = spec.id
-        yield from (f"{spec.id}: {p}" for p in _one_spec_problems(spec, unpriced))
-    live = {spec.id.lower() for spec in specs}
-    for retired in provider.retired:
-        if retired.id.lower() in live:
-            yield f"retired model {retired.id} is also declared as live"
-        if _parse_date(retired.retired_on) is None:
-            yield f"retired model {retired.id}: retired_on {retired.retired_on!r} is not YYYY-MM-DD"
-
-
-def _one_spec_problems(spec: ModelSpec, unpriced: frozenset[str]) -> Iterator[str]:
-    if not spec.operations:
-        yield "declares no operations"
-    if len(set(spec.aliases)) != len(spec.aliases) or spec.id in spec.aliases:
-        yield "aliases repeat (or repeat the id)"
-    unknown = set(spec.output_formats) - KNOWN_FORMATS
-    if unknown or not spec.output_formats:
-        yield f"output_formats {spec.output_formats} must be non-empty and within {sorted(KNOWN_FORMATS)}"
-    for field_name in ("qualities", "output_formats", "backgrounds", "styles"):
-        values = getattr(spec, field_name)
-        if len(set(values)) != len(values):
-            yield f"{field_name} has duplicates: {values}"
-    rules = spec.sizes
-    if rules.custom is not None:
-        for preset in rules.presets:
-            w, h = parse_size(preset) or (0, 0)
-            broken = rules.custom.problems(w, h)
-            if broken:
-                yield f"preset {preset} breaks its own custom rule: {'; '.join(broken)}"
-    if rules.default and rules.default != "auto":
-        w, h = parse_size(rules.default) or (0, 0)
-        if rules.default not in rules.presets and (rules.custom is None or rules.custom.problems(w, h)):
-            yield f"default size {rules.default} is neither a preset nor allowed by the custom rule"
-    if rules.default == "auto" and not rules.allow_auto:
-        yield "default size is auto but allow_auto is false"
-    for key, produced in rules.ratio_sizes.items():
-        ratio, _, tier = key.partition("@")
-        if ratio not in rules.aspect_ratios:
-            yield f"ratio_sizes key {key!r}: {ratio} is not in aspect_ratios"
-        if tier and tier not in rules.resolutions:
-            yield f"ratio_sizes key {key!r}: {tier} is not in resolutions"
-        size = parse_size(produced)
-        parsed = parse_ratio(ratio)
-        if size is None:
-            yield f"ratio_sizes[{key!r}] = {produced!r} is not WxH"
-        elif parsed and abs(size[0] / size[1] - parsed[0] / parsed[1]) / (parsed[0] / parsed[1]) > _RATIO_TOLERANCE:
-            yield f"ratio_sizes[{key!r}] = {produced} does not have ratio {ratio}"
-    ops = spec.operations
-    if (Operation.EDIT in ops or Operation.VARIATION in ops) and spec.input_images is None:
-        yield "declares edit/variation but no input_images rules"
-    for which in ("input_images", "reference_images"):
-        image_rules = getattr(spec, which)
-        if image_rules is None:
-            continue
-        if image_rules.min_count > image_rules.max_count:
-            yield f"{which}: min_count exceeds max_count"
-        if not image_rules.formats or set(image_rules.formats) - KNOWN_FORMATS:
-            yield f"{which}.formats {image_rules.formats} must be within {sorted(KNOWN_FORMATS)}"
-    if spec.options is not None:
-        if spec.options.model_config.get("extra") != "forbid":
-            yield "options model must set extra='forbid'"
-        for name, info in spec.options.model_fields.items():
-            if not info.description:
-                yield f"option {name!r} needs a description (list_available_models shows it)"
-        try:
-            spec.describe_options()
-        except Exception as exc:  # a schema that cannot render breaks list_available_models
-            yield f"options schema does not render: {exc}"
-    yield from _pricing_problems(spec, unpriced)
-
-
-def _pricing_problems(spec: ModelSpec, unpriced: frozenset[str]) -> Iterator[str]:
-    pricing = spec.pricing
-    if pricing is None:
-        if spec.id not in unpriced:
-            yield (
-                "has no pricing; declare Pricing(..., as_of='YYYY-MM-DD', source=...) or list "
-                "the id in the contract class's `unpriced`"
-            )
-        return
-    if spec.id in unpriced:
-        yield "is listed as unpriced but declares pricing"
-    as_of = _parse_date(pricing.as_of)
-    if as_of is None:
-        yield f"pricing.as_of {pricing.as_of!r} is not a YYYY-MM-DD date"
-    elif as_of > date.today():
-        yield f"pricing.as_of {pricing.as_of} is in the future"
-    has_price = (
-        pricing.per_image is not None or pricing.per_image_by_quality or pricing.per_image_by_size
-        or pricing.per_image_by_quality_size or pricing.output_image_per_mtok is not None
-    )
-    if not has_price:
-        yield "pricing declares no price at all"
-    # A price table may be shared by a model family, so keys for qualities this model
-    # lacks are fine; a declared quality without any price is not (a typo, usually).
-    priced_qualities = set(pricing.per_image_by_quality) | {
-        key.partition("@")[0] for key in pricing.per_image_by_quality_size
-    }
-    if priced_qualities and pricing.per_image is None:
-        for quality in spec.qualities:
-            if quality != "auto" and quality not in priced_qualities:
-                yield f"quality {quality!r} has no price in the by-quality tables (and no per_image)"
-    for key in pricing.per_image_by_size:
-        if parse_size(key) is None and key not in spec.sizes.resolutions:
-            yield f"pricing.per_image_by_size key {key!r} is neither WxH nor a declared resolution"
-    for key in pricing.per_image_by_quality_size:
-        quality, _, size = key.partition("@")
-        if not quality or not size or not (parse_size(size) or size in spec.sizes.resolutions):
-            yield f"pricing.per_image_by_quality_size key {key!r} must be '<quality>@<WxH or resolution>'"
-    values = [
-        pricing.per_image, *pricing.per_image_by_quality.values(), *pricing.per_image_by_size.values(),
-        *pricing.per_image_by_quality_size.values(), pricing.input_text_per_mtok,
-        pricing.input_image_per_mtok, pricing.output_image_per_mtok,
-    ]
-    if any(v is not None and v < 0 for v in values):
-        yield "pricing has a negative price"
-
-
-def _parse_date(text: str) -> date | None:
-    try:
-        return date.fromisoformat(text) if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) else None
-    except ValueError:
-        return None
 
 
 # -- helpers -------------------------------------------------------------------------

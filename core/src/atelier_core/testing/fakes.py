@@ -109,7 +109,8 @@ class FakeProvider(Provider):
     """A provider whose answers are scripted. Also a plugin: it registers itself.
 
     ``name`` is the provider slug (so several fakes can be loaded side by side);
-    ``models`` defaults to one :func:`fake_spec`; ``latency_s`` is the default delay of
+    ``models`` defaults to one :func:`fake_spec`; ``unpriced`` defaults to every model
+    without pricing; ``latency_s`` is the default delay of
     each call; ``needs_key`` makes it unavailable until ``api_key`` is configured
     (``key_env_vars`` then names ``FAKE_API_KEY``-style variables in the reason).
     """
@@ -124,6 +125,7 @@ class FakeProvider(Provider):
         needs_key: bool = False,
         key_env_vars: Sequence[str] = (),
         settings_class: type[ProviderSettings] = ProviderSettings,
+        unpriced: Iterable[str] | None = None,
     ) -> None:
         # Per-instance declarations: several differently named fakes can coexist.
         setattr(self, "name", name)
@@ -132,6 +134,11 @@ class FakeProvider(Provider):
         setattr(self, "needs_key", needs_key)
         setattr(self, "key_env_vars", tuple(key_env_vars))
         setattr(self, "settings_class", settings_class)
+        # A fake's prices are the test's business: by default its unpriced models are
+        # declared so (pass unpriced=() to have the registry hold them to a price).
+        if unpriced is None:
+            unpriced = (s.id for s in self.models if s.pricing is None)
+        setattr(self, "unpriced", frozenset(unpriced))
         super().__init__()
         self.latency_s = latency_s
         self.calls: list[FakeCall] = []

@@ -88,6 +88,7 @@ class GeminiProvider(Provider):
     settings_class: ClassVar[type[ProviderSettings]] = GeminiSettings
     models: ClassVar[tuple[ModelSpec, ...]] = MODELS
     retired = RETIRED
+    unpriced = frozenset({"gemini-3.1-flash-lite-image"})  # no published price in our table
     key_env_vars: ClassVar[tuple[str, ...]] = ("GOOGLE_API_KEY", "GEMINI_API_KEY")
     needs_key: ClassVar[bool] = False  # Vertex AI may use application default credentials
 
