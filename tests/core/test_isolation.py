@@ -7,10 +7,8 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-import structlog
 
 import atelier_placeholder
 from atelier_core import CallContext, ImageRequest, Provider, ProviderResult, hookimpl
@@ -106,24 +104,20 @@ class Blocking(FakeProvider):
         self.seconds = seconds
 
     async def generate(self, request: ImageRequest, ctx: CallContext) -> ProviderResult:
-        time.sleep(self.seconds)  # the bug: a synchronous wait inside an async method
+        time.sleep(self.seconds)  # noqa: ASYNC251 -- the bug under test: a synchronous wait
         return await super().generate(request, ctx)
 
 
 async def test_the_watchdog_names_a_provider_that_blocks_the_event_loop(tmp_path: Path) -> None:
     atelier = build_test_atelier(tmp_path, [Blocking(0.8)], plugin_settings={"loop_block_s": 0.3})
     isolation.BLOCKED.clear()
-    seen: list[dict[str, Any]] = []
-    with structlog.testing.capture_logs() as logs:
-        async with connect(atelier) as client:
-            result = await client.call_tool("generate_image", {"prompt": "a fox", "model": "blocky/m"})
-            assert not result.is_error, result.content
-        seen = [entry for entry in logs if "blocking the event loop" in entry.get("event", "")
-                or "blocked the event loop" in entry.get("event", "")]
+    isolation.BLOCKING.clear()
+    async with connect(atelier) as client:
+        result = await client.call_tool("generate_image", {"prompt": "a fox", "model": "blocky/m"})
+        assert not result.is_error, result.content
+    # Named while it blocked (by the watchdog thread), and measured when it let go.
+    assert any(label.startswith("blocky") and 0.3 <= seconds < 0.8 for label, seconds in isolation.BLOCKING)
     assert any(step.label.startswith("blocky") and step.seconds >= 0.7 for step in isolation.BLOCKED)
-    # Named while it blocked (the watchdog thread), and again when it let go.
-    assert any(e["event"].startswith("a provider is blocking") and e["provider"].startswith("blocky") for e in seen)
-    assert any(e["event"].startswith("a provider blocked") and e["provider"].startswith("blocky") for e in seen)
 
 
 async def test_a_provider_that_behaves_is_not_reported(tmp_path: Path) -> None:

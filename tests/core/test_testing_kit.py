@@ -100,7 +100,7 @@ async def test_fake_provider_scripted_outcomes_in_order() -> None:
         await fake.run(_request(), ctx)
     partial = await fake.run(_request(n=3), ctx)
     assert len(partial.images) == 2
-    assert [(f.index, f.code) for f in partial.failures] == [(1, "fake_failure")]
+    assert [(f.index, f.code) for f in partial.failures] == [(1, "not_generated")]
     assert partial.images[0].revised_prompt == "better" and partial.texts == ["hello"]
     assert fake.pending == 0
     after = await fake.run(_request(), ctx)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+from datetime import date
 from types import SimpleNamespace
 from typing import Any
 
@@ -165,7 +166,7 @@ def test_catalog_is_builtins_plus_configured_extras() -> None:
     assert (sd.n_max, sd.native_batch, sd.prompt_max_chars) == (4, 1, 500)
     assert sd.qualities == ("draft", "final")
     assert sd.operations == {Operation.GENERATE, Operation.EDIT}
-    assert sd.pricing is not None and sd.pricing.per_image == 0.0 and sd.pricing.as_of == "configured"
+    assert sd.pricing is not None and sd.pricing.per_image == 0.0 and sd.pricing.as_of == date.today().isoformat()
     wire = provider._wire("sd")
     assert wire.upstream_model == "stablediffusion" and wire.response_format == "url"
     only = make_provider(api_key="k", builtin_models=[], models={"sd": SD})
@@ -184,7 +185,7 @@ def test_extra_model_with_a_builtin_id_replaces_it() -> None:
         ({"n_max": 0}, r"models\.bad\.n_max = 0 .*greater than or equal to 1"),
         ({"sizez": ["1x1"]}, r"models\.bad\.sizez .*not a known setting"),
         ({"operations": ["paint"]}, r"models\.bad\.operations"),
-        ({"n_max": 2, "n_native_max": 3}, r"n_native_max exceeds n_max"),
+        ({"n_max": 2, "n_native_max": 3}, r"n_native_max 3 exceeds n_max 2"),
         ({"sizes": ["big"]}, r"is inconsistent: .*not WxH"),
         ({"sizes": ["512x512"], "default_size": "256x256"}, r"default_size = '256x256' is not one of"),
         ("not a table", r"is not a table"),

@@ -288,8 +288,8 @@ async def test_malformed_answers(developer: Any, upstream: FakeUpstream, kwargs:
 @pytest.mark.parametrize(("status", "kind", "code"), [
     (401, AuthenticationError, "authentication_failed"),
     (403, AuthenticationError, "authentication_failed"),
-    (404, UpstreamError, "unknown_model"),
-    (400, UpstreamError, "upstream_invalid_request"),
+    (404, UpstreamError, "model_not_found"),
+    (400, UpstreamError, "upstream_rejected"),
 ])
 async def test_client_errors(developer: Any, upstream: FakeUpstream, status: int, kind: type, code: str) -> None:
     upstream.reply("POST", GEMINI_PATH, status=status,

@@ -299,16 +299,16 @@ def test_status_kinds(code: int, kind: type) -> None:
 
 
 def test_404_and_400() -> None:
-    assert _map(APIError(404)).code == "unknown_model"
+    assert _map(APIError(404)).code == "model_not_found"
     assert "gemini-3.1-flash-image" in str(_map(APIError(404), imagen=True))
     bad = _map(APIError(400, "aspect ratio 5:1 is not supported", "INVALID_ARGUMENT"))
-    assert type(bad) is UpstreamError and bad.code == "upstream_invalid_request"
+    assert type(bad) is UpstreamError and bad.code == "upstream_rejected"
     assert "aspect ratio 5:1" in str(bad) and not bad.retryable
 
 
 def test_secrets_are_scrubbed() -> None:
     mapped = _map(APIError(400, "bad key sk-SECRET"), secrets=["sk-SECRET"])
-    assert "sk-SECRET" not in str(mapped) and "***" in str(mapped)
+    assert "sk-SECRET" not in str(mapped) and "[redacted]" in str(mapped)
 
 
 def test_transport_errors_by_class_name() -> None:

@@ -32,6 +32,7 @@ from atelier_core.plugin.errors import AtelierError, PluginError
 
 __all__ = [
     "BLOCKED",
+    "BLOCKING",
     "BlockedStep",
     "LoopWatchdog",
     "StepTimer",
@@ -59,6 +60,8 @@ class BlockedStep:
 
 #: the most recent long steps, newest last (for doctor and tests)
 BLOCKED: deque[BlockedStep] = deque(maxlen=64)
+#: what the watchdog reported while a step was still blocking: (label, seconds so far)
+BLOCKING: deque[tuple[str, float]] = deque(maxlen=64)
 
 # The provider step running on each thread (an event loop runs on one thread):
 # thread id -> (label, started at monotonic seconds, modules loaded when it started).
@@ -144,6 +147,7 @@ class LoopWatchdog:
                 key = (thread, started)
                 if now - started >= self.threshold_s and key not in self._reported:
                     self._reported.add(key)
+                    BLOCKING.append((label, now - started))
                     log.warning(
                         "a provider is blocking the event loop: every request waits until it yields",
                         provider=label, blocked_s=round(now - started, 2),

@@ -35,8 +35,8 @@ from atelier_core.plugin.errors import (
     UnknownModelError,
 )
 from atelier_core.plugin.provider import Provider, ProviderSettings
-from atelier_core.settings import Settings
 from atelier_core.plugin.spec import ModelSpec, RetiredModel
+from atelier_core.settings import Settings
 
 __all__ = [
     "APP_DISTRIBUTION",

@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from atelier_core.plugin.errors import InputImageError, InvalidParameterError, UnsupportedCapabilityError
 from atelier_core.engine.registry import ModelEntry
+from atelier_core.plugin.errors import InputImageError, InvalidParameterError, UnsupportedCapabilityError
 from atelier_core.plugin.spec import InputImageRules, ModelSpec, Operation, SizeRules, parse_ratio, parse_size
 from atelier_core.plugin.types import ImageCall, ImageRequest, InputImage
 

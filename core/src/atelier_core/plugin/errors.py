@@ -152,6 +152,7 @@ class ErrorCode(StrEnum):
     INVALID_REQUEST = "invalid_request"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     SESSION_ENDED = "session_ended"
+    RESOURCE_TOO_LARGE = "resource_too_large"
     # UnknownModelError, RetiredModelError, UnsupportedCapabilityError
     UNKNOWN_MODEL = "unknown_model"
     RETIRED_MODEL = "retired_model"
@@ -175,6 +176,8 @@ class ErrorCode(StrEnum):
     IMAGE_TOO_MANY_PIXELS = "image_too_many_pixels"
     INPUT_PATH_OUTSIDE_ROOT = "input_path_outside_root"
     INVALID_IMAGE_REFERENCE = "invalid_image_reference"
+    INVALID_BASE64_IMAGE = "invalid_base64_image"
+    CALL_INPUTS_TOO_LARGE = "call_inputs_too_large"
     MASK_HAS_NO_TRANSPARENCY = "mask_has_no_transparency"
     MASK_MUST_BE_PNG = "mask_must_be_png"
     MASK_NEEDS_ALPHA = "mask_needs_alpha"
@@ -187,6 +190,7 @@ class ErrorCode(StrEnum):
     URL_NOT_ALLOWED = "url_not_allowed"
     # OutputPathError
     OUTPUT_PATH_REFUSED = "output_path_refused"
+    INVALID_OUTPUT_PATH = "invalid_output_path"
     EXTENSION_MISMATCH = "extension_mismatch"
     FILE_EXISTS = "file_exists"
     NAME_TOO_LONG = "name_too_long"
@@ -205,6 +209,7 @@ class ErrorCode(StrEnum):
     UPSTREAM_ERROR = "upstream_error"
     UPSTREAM_REJECTED = "upstream_rejected"
     MODEL_NOT_FOUND = "model_not_found"
+    MODEL_NOT_IN_PLAN = "model_not_in_plan"
     ENDPOINT_NOT_FOUND = "endpoint_not_found"
     UPSTREAM_NOT_FOUND = "upstream_not_found"
     REQUEST_TOO_LARGE = "request_too_large"
@@ -224,6 +229,7 @@ class ErrorCode(StrEnum):
     UPSTREAM_PROTOCOL_ERROR = "upstream_protocol_error"
     INVALID_IMAGE_DATA = "invalid_image_data"
     UPSTREAM_INVALID_IMAGE = "upstream_invalid_image"
+    UPSTREAM_ANSWER_TOO_LARGE = "upstream_answer_too_large"
     # StorageError
     STORAGE_ERROR = "storage_error"
     WRITE_FAILED = "write_failed"
@@ -231,6 +237,8 @@ class ErrorCode(StrEnum):
     PLUGIN_FAILED = "plugin_failed"
     PROVIDER_INTERNAL_ERROR = "provider_internal_error"
     MISSING_IMAGE = "missing_image"
+    # ItemFailure only: an image the vendor did not generate and gave no reason for
+    NOT_GENERATED = "not_generated"
 
 class AtelierError(Exception):
     """Base of every error Atelier reports.
@@ -277,7 +285,10 @@ class AtelierError(Exception):
 
     @classmethod
     def _variant(cls, code: ErrorCode | str) -> ErrorCode:
-        allowed = cls.__dict__.get("variants", frozenset())
+        # The refinements belong to the class that declares the code: a subclass that
+        # declares none shares its parent's; one that declares its own has only those.
+        owner = next(c for c in cls.__mro__ if "code" in c.__dict__)
+        allowed = owner.__dict__.get("variants", frozenset())
         try:
             member = ErrorCode(code)
         except ValueError:
@@ -331,7 +342,7 @@ class RequestError(AtelierError):
     """The request cannot be served as given; the caller can fix it. Nothing was sent."""
 
     code = ErrorCode.INVALID_REQUEST
-    variants = frozenset({ErrorCode.IDEMPOTENCY_CONFLICT, ErrorCode.SESSION_ENDED})
+    variants = frozenset({ErrorCode.IDEMPOTENCY_CONFLICT, ErrorCode.SESSION_ENDED, ErrorCode.RESOURCE_TOO_LARGE})
 
 
 class UnknownModelError(RequestError):
@@ -413,6 +424,8 @@ class InputImageError(RequestError):
         ErrorCode.IMAGE_TOO_MANY_PIXELS,
         ErrorCode.INPUT_PATH_OUTSIDE_ROOT,
         ErrorCode.INVALID_IMAGE_REFERENCE,
+        ErrorCode.INVALID_BASE64_IMAGE,
+        ErrorCode.CALL_INPUTS_TOO_LARGE,
         ErrorCode.MASK_HAS_NO_TRANSPARENCY,
         ErrorCode.MASK_MUST_BE_PNG,
         ErrorCode.MASK_NEEDS_ALPHA,
@@ -430,6 +443,7 @@ class OutputPathError(RequestError):
     code = ErrorCode.OUTPUT_PATH_REFUSED
     variants = frozenset({
         ErrorCode.EXTENSION_MISMATCH,
+        ErrorCode.INVALID_OUTPUT_PATH,
         ErrorCode.FILE_EXISTS,
         ErrorCode.NAME_TOO_LONG,
         ErrorCode.OUTPUT_PATH_OUTSIDE_ROOT,
@@ -464,6 +478,7 @@ class UpstreamError(AtelierError):
     variants = frozenset({
         ErrorCode.UPSTREAM_REJECTED,
         ErrorCode.MODEL_NOT_FOUND,
+        ErrorCode.MODEL_NOT_IN_PLAN,
         ErrorCode.ENDPOINT_NOT_FOUND,
         ErrorCode.UPSTREAM_NOT_FOUND,
         ErrorCode.REQUEST_TOO_LARGE,
@@ -508,6 +523,7 @@ class UpstreamProtocolError(UpstreamError):
     variants = frozenset({
         ErrorCode.INVALID_IMAGE_DATA,
         ErrorCode.UPSTREAM_INVALID_IMAGE,
+        ErrorCode.UPSTREAM_ANSWER_TOO_LARGE,
         ErrorCode.NO_IMAGE_RETURNED,
         ErrorCode.FAILED_TO_DOWNLOAD_IMAGE,
         ErrorCode.URL_NOT_ALLOWED,

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
+    "SEED_RANGE_32",
     "Applies",
     "CustomSizeRule",
     "InputImageRules",
@@ -23,7 +24,6 @@ __all__ = [
     "Operation",
     "Pricing",
     "RetiredModel",
-    "SEED_RANGE_32",
     "SizeRules",
     "parse_ratio",
     "parse_size",

@@ -21,7 +21,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from atelier_core.testing.fakes import FakeCall, FakeProvider, Outcome, fake_spec
-from atelier_core.testing.harness import build_test_atelier, build_test_registry, connect, isolated_settings, plugin_pairs
+from atelier_core.testing.harness import (
+    build_test_atelier,
+    build_test_registry,
+    connect,
+    isolated_settings,
+    plugin_pairs,
+)
 from atelier_core.testing.samples import SampleInfo, make_image, make_mask, read_image
 from atelier_core.testing.upstream import FakeUpstream, Recorded, Reply
 

@@ -24,13 +24,13 @@ import pytest
 from pydantic import SecretStr
 
 from atelier_core.engine.isolation import StepTimer
+from atelier_core.engine.registry import ModelEntry, build_plugin_manager, build_registry
+from atelier_core.engine.validation import validate_call
 from atelier_core.plugin.checks import provider_problems
 from atelier_core.plugin.errors import AtelierError, SafetyRefusalError, UnsupportedCapabilityError
 from atelier_core.plugin.provider import CallContext, Provider, ProviderSettings
-from atelier_core.engine.registry import ModelEntry, build_plugin_manager, build_registry
 from atelier_core.plugin.spec import ModelSpec, Operation, parse_ratio, parse_size
 from atelier_core.plugin.types import ImageCall, ImageRequest, InputImage, ProviderResult
-from atelier_core.engine.validation import validate_call
 from atelier_core.testing.harness import isolated_settings
 from atelier_core.testing.samples import make_image, make_mask, read_image
 
@@ -437,7 +437,7 @@ def _cases(spec: ModelSpec, operation: Operation) -> list[_Case]:
             near = rules.custom.nearest(768, 512)
             if near is not None and f"{near[0]}x{near[1]}" not in rules.presets:
                 cases.append(_Case(op, f"custom size {near[0]}x{near[1]}", size=f"{near[0]}x{near[1]}"))
-        ratios = [r for r in rules.aspect_ratios if r != rules.default_aspect_ratio and r != "1:1"]
+        ratios = [r for r in rules.aspect_ratios if r not in (rules.default_aspect_ratio, "1:1")]
         if ratios and not rules.takes_pixels:
             cases.append(_Case(op, f"aspect ratio {ratios[0]}", aspect_ratio=ratios[0]))
     default_format = spec.default_output_format or (spec.output_formats[0] if spec.output_formats else None)

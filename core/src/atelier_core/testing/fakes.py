@@ -128,17 +128,17 @@ class FakeProvider(Provider):
         unpriced: Iterable[str] | None = None,
     ) -> None:
         # Per-instance declarations: several differently named fakes can coexist.
-        setattr(self, "name", name)
-        setattr(self, "title", f"Fake provider {name}")
-        setattr(self, "models", tuple(models) if models is not None else (fake_spec(),))
-        setattr(self, "needs_key", needs_key)
-        setattr(self, "key_env_vars", tuple(key_env_vars))
-        setattr(self, "settings_class", settings_class)
+        self.name = name
+        self.title = f"Fake provider {name}"
+        self.models = tuple(models) if models is not None else (fake_spec(),)
+        self.needs_key = needs_key
+        self.key_env_vars = tuple(key_env_vars)
+        self.settings_class = settings_class
         # A fake's prices are the test's business: by default its unpriced models are
         # declared so (pass unpriced=() to have the registry hold them to a price).
         if unpriced is None:
             unpriced = (s.id for s in self.models if s.pricing is None)
-        setattr(self, "unpriced", frozenset(unpriced))
+        self.unpriced = frozenset(unpriced)
         super().__init__()
         self.latency_s = latency_s
         self.calls: list[FakeCall] = []
@@ -226,7 +226,7 @@ class FakeProvider(Provider):
         failures: list[ItemFailure] = []
         for i in range(count):
             if i in failed:
-                failures.append(ItemFailure(index=i, code="fake_failure", message=f"image {i} failed (scripted)"))
+                failures.append(ItemFailure(index=i, code="not_generated", message=f"image {i} failed (scripted)"))
                 continue
             data = outcome.data if outcome.data is not None else make_image(
                 width, height, fmt, color=(30 + 40 * i % 200, 90, 160), alpha=alpha

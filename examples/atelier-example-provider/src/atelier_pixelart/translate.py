@@ -93,7 +93,7 @@ def result_from_response(payload: Any, request: ImageRequest) -> ProviderResult:
         seed = item.get("seed") if isinstance(item.get("seed"), int) else None
         images.append(ProviderImage(data=data, mime_type=f"image/{fmt}" if fmt else None, seed=seed))
     failures = [
-        ItemFailure(index=int(f.get("index", -1)), code="pixelart_item_failed", message=str(f.get("reason") or "failed"))
+        ItemFailure(index=int(f.get("index", -1)), code="not_generated", message=str(f.get("reason") or "failed"))
         for f in payload.get("failed") or []
         if isinstance(f, Mapping)
     ]

@@ -21,6 +21,8 @@ from atelier_core import (
     UpstreamProtocolError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
+    error_from_status,
+    redact,
     retry_after_from_headers,
 )
 from atelier_core.plugin.errors import shorten
@@ -92,7 +94,7 @@ _KEY_ECHO = re.compile(r"(?i)(api key provided:\s*)\S+|\b(sk-[A-Za-z0-9_*\-]{4,}
 
 
 def _without_keys(message: str) -> str:
-    return _KEY_ECHO.sub(lambda m: (m.group(1) or "") + "[redacted]", message)
+    return redact(message)
 
 
 def map_status(exc: Any, target: Target) -> AtelierError:
@@ -142,37 +144,17 @@ def map_status(exc: Any, target: Target) -> AtelierError:
     )):
         # Some self-hosted servers answer an unknown model with a 500; retrying cannot help.
         return model_missing(target, said, request_id)
-    if status == 404:
-        if "model" in lowered or "deployment" in lowered:
-            return model_missing(target, said, request_id)
-        return UpstreamError(
-            f"{target.model}: {target.server} has no such endpoint ({said}); the server may not "
-            "implement this operation",
-            code="endpoint_not_found",
-            fix="check base_url (it usually ends in /v1) and that the server supports this operation",
-            **common,
-        )
-    if status in (408, 409) or status >= 500:
-        return UpstreamUnavailableError(
-            f"{target.model}: {target.server} failed ({said})",
-            fix="retry later; if it persists, check the server",
-            **common,
-        )
-    if status == 413:
-        return UpstreamError(
-            f"{target.model}: {target.server} refused the upload as too large ({said})",
-            code="request_too_large",
-            fix="use a smaller input image",
-            **common,
-        )
+    if status == 404 and ("model" in lowered or "deployment" in lowered):
+        return model_missing(target, said, request_id)
+    # The rest is the ladder every HTTP vendor shares (the core's).
     parameter = getattr(exc, "param", None)
-    return UpstreamError(
-        f"{target.model}: {target.server} rejected the request ({said})",
-        code="upstream_rejected_request",
-        parameter=str(parameter) if parameter else None,
-        fix="adjust the parameter the server names; list_available_models shows what this model takes",
-        **common,
+    error = error_from_status(
+        status, message, provider=PROVIDER, model=target.model, vendor_code=code, headers=headers,
+        request_id=request_id, parameter=str(parameter) if parameter else None, safety=False,
     )
+    if error.code == "endpoint_not_found":
+        error.fix = "check base_url (it usually ends in /v1) and that the server supports this operation"
+    return error
 
 
 def model_missing(target: Target, said: str, request_id: str | None = None) -> AtelierError:

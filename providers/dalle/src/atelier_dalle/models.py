@@ -8,7 +8,10 @@ ask for as ``response_format``, what an input image must be after conversion).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from atelier_core import (
     ConfigurationError,
@@ -20,7 +23,6 @@ from atelier_core import (
     Pricing,
     SizeRules,
 )
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .settings import ResponseFormat
 
@@ -28,9 +30,9 @@ __all__ = [
     "BUILTIN",
     "DALL_E_2",
     "DALL_E_3",
-    "ExtraModel",
     "INPUT_MAX_BYTES",
     "OPENAI_RETIRED_ON",
+    "ExtraModel",
     "Wire",
     "build_extra",
 ]
@@ -179,7 +181,9 @@ class ExtraModel(BaseModel):
     input_max_bytes: int = Field(INPUT_MAX_BYTES, ge=1)
     price_per_image: float | None = Field(None, ge=0)
     price_per_image_by_size: dict[str, float] = Field(default_factory=dict)
-    price_as_of: str = "configured"
+    price_as_of: str | None = Field(
+        None, description="YYYY-MM-DD the configured price was checked (default: the day the server starts)"
+    )
     extra_body: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator(
@@ -233,7 +237,7 @@ def build_extra(model_id: str, raw: dict[str, Any]) -> tuple[ModelSpec, Wire]:
         pricing = Pricing(
             per_image=extra.price_per_image,
             per_image_by_size=extra.price_per_image_by_size,
-            as_of=extra.price_as_of,
+            as_of=extra.price_as_of or date.today().isoformat(),
             source="configuration",
         )
     try:

@@ -10,6 +10,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
+
 from atelier_core import (
     AtelierError,
     CallContext,
@@ -22,7 +23,6 @@ from atelier_core import (
     ProviderImage,
     ProviderResult,
     ProviderSettings,
-    UpstreamError,
     UpstreamProtocolError,
     Usage,
 )
@@ -87,6 +87,11 @@ class DalleProvider(Provider):
         super().configure(settings)
         self.settings = settings
         self._catalog = catalog
+        # A configured model without a price is declared unpriced (the user chose so;
+        # cost.allow_unpriced decides whether it may be called).
+        self.unpriced = frozenset(  # type: ignore[misc]
+            model_id for model_id, (spec, _) in catalog.items() if spec.pricing is None and model_id not in BUILTIN
+        )
 
     def catalog(self) -> tuple[ModelSpec, ...]:
         return tuple(spec for spec, _ in self._catalog.values())
@@ -347,7 +352,7 @@ class DalleProvider(Provider):
                     "to providers.dalle.download_hosts if you trust it, or set "
                     "providers.dalle.response_format = \"b64_json\""
                 )
-            return UpstreamError(
+            return UpstreamProtocolError(
                 f"image {item.index}: the server returned a URL that could not be downloaded: "
                 f"{exc.message}",
                 code=exc.code,

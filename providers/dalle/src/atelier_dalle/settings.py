@@ -11,10 +11,11 @@ import json
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from atelier_core import ProviderSettings
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 
-__all__ = ["DalleSettings", "ResponseFormat", "OPENAI_API_HOST"]
+from atelier_core import ProviderSettings
+
+__all__ = ["OPENAI_API_HOST", "DalleSettings", "ResponseFormat"]
 
 ResponseFormat = Literal["b64_json", "url", "omit"]
 OPENAI_API_HOST = "api.openai.com"

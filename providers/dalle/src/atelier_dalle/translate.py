@@ -5,15 +5,13 @@ Nothing here does I/O or imports the SDK, so every mapping is tested without a s
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
 
-from atelier_core import ImageRequest, Operation, SafetyRefusalError, UpstreamProtocolError
+from atelier_core import ImageRequest, Operation, SafetyRefusalError, UpstreamProtocolError, decode_base64
 from atelier_core.plugin.errors import shorten
 
 from .models import Wire
@@ -78,13 +76,7 @@ def decode_b64(text: str) -> bytes:
     ``base64.b64decode`` without ``validate=True`` silently drops junk characters and
     would turn a corrupted answer into a corrupted image.
     """
-    cleaned = _WS.sub("", _DATA_URL.sub("", text.strip(), count=1))
-    if not cleaned:
-        raise ValueError("empty base64")
-    try:
-        return base64.b64decode(cleaned.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError) as exc:
-        raise ValueError(f"invalid base64 ({len(cleaned)} characters): {exc}") from None
+    return decode_base64(_WS.sub("", text), what="the base64 image")
 
 
 def parse_response(body: bytes, *, model: str, base_url: str, provider: str) -> list[Item]:

@@ -31,6 +31,8 @@ from atelier_core import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
     Usage,
+    error_from_status,
+    redact,
     retry_after_from_headers,
 )
 
@@ -464,10 +466,7 @@ def _detail_items(details: Any) -> Iterable[dict[str, Any]]:
 
 
 def _scrub(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+    return redact(text, secrets)
 
 
 def map_error(
@@ -566,18 +565,13 @@ def _map_api_error(
                 "by 2026-06-30); use gemini/gemini-3.1-flash-image or gemini/gemini-3-pro-image"
             )
         return UpstreamError(
-            f"{model} is not available upstream (404). {said}", code="unknown_model", provider=PROVIDER, fix=fix
+            f"{model} is not available upstream (404). {said}", code="model_not_found", provider=PROVIDER, fix=fix
         )
-    if code >= 500 or code == 408:
-        return UpstreamUnavailableError(
-            f"{model}: the Gemini API failed ({code}). {said}",
-            provider=PROVIDER,
-            fix="Atelier retries this automatically; try again later if it persists",
-        )
-    return UpstreamError(
-        f"{model}: the Gemini API refused the request ({code}). {said}",
-        code="upstream_invalid_request" if code == 400 else "upstream_error",
-        provider=PROVIDER,
-        fix="change the parameter Google names above (list_available_models shows the allowed values)",
-    )
+    # The rest is the ladder every HTTP vendor shares (the core's).
+    error = error_from_status(code, f"{status + ' ' if status else ''}{message}", provider=PROVIDER,
+                              model=model.removeprefix(f"{PROVIDER}/"), headers=headers, secrets=secrets,
+                              safety=False)
+    if error.code == "upstream_rejected":
+        error.fix = "change the parameter Google names above (list_available_models shows the allowed values)"
+    return error
 

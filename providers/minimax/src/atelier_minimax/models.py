@@ -112,7 +112,7 @@ IMAGE_01 = ModelSpec(
     reference_images=InputImageRules(
         max_count=1, min_count=0, formats=("jpeg", "png"), max_bytes=REFERENCE_MAX_BYTES
     ),
-    seed=True,
+    seed=(0, SEED_MAX),
     options=Image01Options,
     pricing=_PRICING,
 )
@@ -137,7 +137,7 @@ IMAGE_01_LIVE = ModelSpec(
     n_max=9,
     n_native_max=9,
     prompt_max_chars=PROMPT_MAX_CHARS,
-    seed=True,
+    seed=(0, SEED_MAX),
     styles=(*STYLE_TYPES, *STYLE_TYPES.values()),
     options=Image01LiveOptions,
     pricing=_PRICING,

@@ -20,7 +20,7 @@ from atelier_core import (
 )
 
 from .client import MiniMaxClient
-from .models import MODELS, SEED_MAX
+from .models import MODELS
 from .settings import MiniMaxSettings, resolve_base_url
 from .translate import PROVIDER, applied_for, build_body, parse_answer
 
@@ -78,14 +78,6 @@ class MiniMaxProvider(Provider):
                 f"needs a style to weight on minimax/{spec.id}",
                 allowed=[s for s in spec.styles if s.isascii()],
                 fix="add style (e.g. style=\"watercolor\"), or remove options.style_weight",
-            )
-        if request.seed is not None and not 0 <= request.seed <= SEED_MAX:
-            raise InvalidParameterError(
-                "seed",
-                request.seed,
-                f"is out of range for minimax/{spec.id}",
-                allowed=f"0–{SEED_MAX}",
-                fix="use a non-negative 32-bit seed",
             )
 
     def _http(self) -> MiniMaxClient:

@@ -12,12 +12,9 @@ MiniMax answers HTTP 200 even for API errors: the outcome is ``base_resp.status_
 from __future__ import annotations
 
 import base64
-import binascii
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 from atelier_core import (
@@ -35,6 +32,8 @@ from atelier_core import (
     UpstreamProtocolError,
     UpstreamUnavailableError,
     Usage,
+    decode_base64,
+    error_from_status,
 )
 
 from .models import RATIO_SIZES, STYLE_TYPES
@@ -54,7 +53,6 @@ __all__ = [
     "excerpt",
     "parse_answer",
     "request_id_from",
-    "retry_after_seconds",
     "style_type",
 ]
 
@@ -185,15 +183,15 @@ STATUS_KINDS: dict[int, StatusKind] = {
         "rephrase the prompt; repeating the same request will likely be refused again",
     ),
     1039: StatusKind(
-        UpstreamError, "token_limit", "MiniMax's token limit was exceeded",
+        UpstreamError, "upstream_rejected", "MiniMax's token limit was exceeded",
         "shorten the prompt",
     ),
     2013: StatusKind(
-        UpstreamError, "invalid_parameters", "MiniMax refused the request's parameters",
+        UpstreamError, "upstream_rejected", "MiniMax refused the request's parameters",
         "check the parameters against list_available_models; report it if Atelier sent them",
     ),
     2038: StatusKind(
-        AuthenticationError, "account_verification_required",
+        AuthenticationError, None,
         "the MiniMax account needs real-name verification before it can call the API",
         "complete the account verification on the MiniMax platform",
     ),
@@ -237,24 +235,6 @@ def error_for_status(
     )
 
 
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """``Retry-After`` (seconds or an HTTP date) as seconds, when present and sane."""
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            from datetime import UTC, datetime
-
-            when = parsedate_to_datetime(value)
-            seconds = (when - datetime.now(UTC)).total_seconds()
-        except (TypeError, ValueError):
-            return None
-    return max(0.0, seconds) if math.isfinite(seconds) else None  # "nan" and "inf" parse as floats
-
-
 def excerpt(body: bytes, secret: str | None = None) -> str:
     """A short, one-line, redacted piece of an answer body for an error message."""
     text = body[: _EXCERPT_CHARS * 4].decode("utf-8", "replace")
@@ -286,46 +266,19 @@ def error_for_http(
                     code, str(base.get("status_msg") or ""), request_id=request_id, host=host,
                     rate_limit_wait_s=rate_limit_wait_s,
                 )
-    detail = excerpt(body, secret)
-    said = f": {detail}" if detail else ""
-    if status in (401, 403):
-        return AuthenticationError(
-            f"MiniMax refused the credentials (HTTP {status}){said}",
-            fix=_KEY_FIX + (f" (this server calls {host})" if host else ""),
-            provider=PROVIDER,
-            request_id=request_id,
-        )
-    if status == 429:
-        wait = retry_after_seconds(headers)
-        return RateLimitedError(
-            f"MiniMax is rate limiting this account (HTTP 429){said}",
-            fix="wait and try again; lower providers.minimax.requests_per_minute",
-            retry_after_s=wait if wait is not None else rate_limit_wait_s,
-            provider=PROVIDER,
-            request_id=request_id,
-        )
-    if status >= 500 or status == 408:
-        return UpstreamUnavailableError(
-            f"MiniMax is unavailable (HTTP {status}){said}",
-            fix="try again in a moment",
-            provider=PROVIDER,
-            request_id=request_id,
-        )
-    if status == 404:
-        return UpstreamError(
-            f"MiniMax answered HTTP 404 for {ENDPOINT}{said}",
-            code="upstream_not_found",
-            fix="check providers.minimax.base_url / MINIMAX_API_HOST: it should be the API root, "
-            "e.g. https://api.minimax.io",
-            provider=PROVIDER,
-            request_id=request_id,
-        )
-    return UpstreamError(
-        f"MiniMax refused the request (HTTP {status}){said}",
-        fix="check the parameters; retrying unchanged is unlikely to help",
-        provider=PROVIDER,
-        request_id=request_id,
+    # Otherwise the ladder every HTTP vendor shares, with MiniMax's own fixes.
+    error = error_from_status(
+        status, excerpt(body, secret), provider=PROVIDER, headers=headers, request_id=request_id,
+        secrets=[secret], key_variables=("MINIMAX_API_KEY",), safety=False,
     )
+    if isinstance(error, AuthenticationError):
+        error.fix = _KEY_FIX + (f" (this server calls {host})" if host else "")
+    elif isinstance(error, RateLimitedError) and error.retry_after_s is None:
+        error.retry_after_s = rate_limit_wait_s
+    elif error.code == "endpoint_not_found":
+        error.fix = (f"check providers.minimax.base_url / MINIMAX_API_HOST ({ENDPOINT} was not found): "
+                     "it should be the API root, e.g. https://api.minimax.io")
+    return error
 
 
 # -- answer ---------------------------------------------------------------------
@@ -348,16 +301,7 @@ def decode_image(item: Any) -> bytes:
     """Strict base64 → bytes; raises ``ValueError`` saying what is wrong."""
     if not isinstance(item, str) or not item.strip():
         raise ValueError("the image entry is empty or not a string")
-    text = item.strip()
-    if text.startswith("data:"):  # tolerate a data URL; the payload must still be strict
-        _, _, text = text.partition(",")
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError(f"the image is not valid base64 ({exc}); the answer was likely cut off") from None
-    if not data:
-        raise ValueError("the image decodes to no bytes")
-    return data
+    return decode_base64(item, what="the image")
 
 
 def _mime(data: bytes) -> str | None:

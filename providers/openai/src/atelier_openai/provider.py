@@ -21,6 +21,7 @@ from atelier_core import (
     Provider,
     ProviderResult,
     UpstreamProtocolError,
+    decode_base64,
 )
 
 from . import translate
@@ -307,7 +308,7 @@ class OpenAIProvider(Provider):
                 if kind.endswith("partial_image"):
                     index = int(getattr(event, "partial_image_index", 0))
                     try:
-                        preview = translate.decode_b64(event.b64_json)
+                        preview = decode_base64(event.b64_json, what="a partial image")
                     except ValueError:
                         log.warning("undecodable partial image skipped", index=index)
                         continue

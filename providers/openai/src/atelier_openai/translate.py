@@ -8,11 +8,10 @@ imported only inside :func:`map_error`, never at module import.
 
 from __future__ import annotations
 
-import binascii
 import json
 import re
-from types import SimpleNamespace
 from collections.abc import Iterable, Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 from atelier_core import (
@@ -26,7 +25,6 @@ from atelier_core import (
     ProviderImage,
     ProviderResult,
     QuotaExceededError,
-    RateLimitedError,
     RetiredModel,
     RetiredModelError,
     SafetyRefusalError,
@@ -36,13 +34,16 @@ from atelier_core import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
     Usage,
+    decode_base64,
+    error_from_status,
     retry_after_from_headers,
 )
+from atelier_core import redact as core_redact
+
 from .settings import OpenAISettings
 
 __all__ = [
     "PROVIDER",
-    "decode_b64",
     "edit_kwargs",
     "generate_kwargs",
     "image_from_b64",
@@ -239,30 +240,6 @@ def _unique_name(image: InputImage, index: int) -> str:
 # -- responses -----------------------------------------------------------------------
 
 
-def decode_b64(text: str) -> bytes:
-    """Strict base64: only the standard alphabet, correct padding, nothing discarded.
-
-    ``base64.b64decode`` without ``validate=True`` silently drops junk characters, which
-    would turn a corrupted answer into a plausible-looking (and wrong) file.
-    """
-    if not text.isascii():
-        raise ValueError("contains non-ASCII characters")
-    raw = text.strip()
-    if "\n" in raw or "\r" in raw:
-        raw = raw.replace("\n", "").replace("\r", "")
-    if not raw:
-        raise ValueError("is empty")
-    if len(raw) % 4 or raw.endswith("==="):  # strict mode lets a run of padding through
-        raise ValueError("is not valid base64 (wrong length or characters; truncated?)")
-    try:
-        # One C pass over the text (27 MB for a 4K PNG), no intermediate copies: strict
-        # mode refuses any character outside the alphabet and anything after the padding
-        # (b64decode(validate=True) would run a regex over it first, then copy it).
-        return binascii.a2b_base64(raw, strict_mode=True)
-    except binascii.Error as exc:
-        raise ValueError(f"is not valid base64 ({exc}; wrong length or characters? truncated?)") from None
-
-
 def image_from_b64(text: str | None, *, expected_format: str | None, max_bytes: int | None = None) -> ProviderImage:
     """Decode one returned image strictly and check it is an image at all.
 
@@ -282,9 +259,9 @@ def image_from_b64(text: str | None, *, expected_format: str | None, max_bytes: 
             fix="do not retry blindly (the call may have been billed); ask for a smaller size",
         )
     try:
-        data = decode_b64(text)
+        data = decode_base64(text, what="the image data")
     except ValueError as exc:
-        raise UpstreamProtocolError(f"openai returned image data that {exc}", provider=PROVIDER) from None
+        raise UpstreamProtocolError(f"openai returned unusable image data: {exc}", provider=PROVIDER) from None
     if expected_format == "svg":
         head = data[:512].lstrip().lower()
         if not (head.startswith(b"<svg") or head.startswith(b"<?xml")) or b"</svg>" not in data[-512:].lower():
@@ -379,10 +356,7 @@ def applied_from(response: Any) -> dict[str, Any]:
 
 def redact(text: str, secret: str | None = None) -> str:
     """Remove a key (and anything key-shaped) from an upstream message; bound its length."""
-    if secret:
-        text = text.replace(secret, "[redacted]")
-    text = _KEYLIKE.sub("[redacted]", text)
-    text = " ".join(text.split())
+    text = " ".join(core_redact(text, [secret]).split())
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
 
 
@@ -510,19 +484,11 @@ def _status_error(
 
     if code in _SAFETY_CODES or (status == 400 and "safety system" in message.lower()):
         return _safety(message, secret, request_id)
-    if status == 429:
-        if code in _QUOTA_CODES or etype in _QUOTA_CODES:
-            return QuotaExceededError(
-                f"openai quota exhausted: {text}", provider=PROVIDER, request_id=request_id,
-                fix="add credit or raise the project's usage limit at platform.openai.com; waiting "
-                "will not help",
-            )
-        wait = parse_retry_after(headers)
-        return RateLimitedError(
-            f"openai rate-limited {model}: {text}", provider=PROVIDER, request_id=request_id,
-            retry_after_s=wait,
-            fix="wait and try again, ask for fewer images at once, or lower "
-            "providers.openai.max_concurrency / requests_per_minute",
+    if status == 429 and (code in _QUOTA_CODES or etype in _QUOTA_CODES):
+        return QuotaExceededError(
+            f"openai quota exhausted: {text}", provider=PROVIDER, request_id=request_id,
+            fix="add credit or raise the project's usage limit at platform.openai.com; waiting "
+            "will not help",
         )
     if status == 401:
         return AuthenticationError(
@@ -556,21 +522,12 @@ def _status_error(
         error.provider = PROVIDER
         error.request_id = request_id
         return error
-    if status >= 500 or status in (408, 409):
-        should = (headers or {}).get("x-should-retry") if headers is not None else None
-        retryable = should != "false"
-        return UpstreamUnavailableError(
-            f"openai failed with HTTP {status}: {text}", provider=PROVIDER, request_id=request_id,
-            retryable=retryable,
-            fix="try again shortly" if retryable else "openai asked not to retry this request",
-        )
-    where = f" (parameter {param})" if param else ""
-    return UpstreamError(
-        f"openai rejected the {operation.value} request for {model} (HTTP {status}){where}: {text}",
-        code="upstream_rejected",
-        parameter=param,
-        provider=PROVIDER,
-        request_id=request_id,
-        fix="change the parameter named in the message; see list_available_models for what "
-        f"{model} accepts",
+    # The rest is every HTTP vendor's ladder: rate limits, 5xx, 413, other rejections.
+    error = error_from_status(
+        status, message, provider=PROVIDER, model=model, vendor_code=str(code or ""), headers=headers,
+        request_id=request_id, secrets=[secret], key_variables=[var], parameter=param, safety=False,
     )
+    if isinstance(error, UpstreamUnavailableError) and headers is not None and headers.get("x-should-retry") == "false":
+        error.retryable = False
+        error.fix = "openai asked not to retry this request"
+    return error
