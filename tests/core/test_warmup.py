@@ -27,6 +27,7 @@ BUILT: list[str] = []
 class _Warming(Provider):
     name: ClassVar[str] = ""
     needs_key: ClassVar[bool] = False
+    unpriced: ClassVar[frozenset[str]] = frozenset({"m"})
 
     def warm_up(self) -> None:
         WARMED.append(self.name)
@@ -34,13 +35,13 @@ class _Warming(Provider):
 
 class Usable(_Warming):
     name = "usable"
-    models = (ModelSpec(id="m", operations=frozenset({Operation.GENERATE}), sizes=SizeRules(default="64x64")),)
+    models = (ModelSpec(id="m", operations=frozenset({Operation.GENERATE}), sizes=SizeRules(presets=("64x64",), default="64x64")),)
 
 
 class Disabled(_Warming):
     name = "disabled"
     needs_key = True  # and no key: nothing of it can be called, so its SDK can wait
-    models = (ModelSpec(id="m", operations=frozenset({Operation.GENERATE}), sizes=SizeRules(default="64x64")),)
+    models = (ModelSpec(id="m", operations=frozenset({Operation.GENERATE}), sizes=SizeRules(presets=("64x64",), default="64x64")),)
 
 
 class Plugin:

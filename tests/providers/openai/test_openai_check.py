@@ -68,7 +68,7 @@ def test_markup_rules() -> None:
     assert "transparency" in str(_refused(entry, Operation.EDIT, (base, opaque), options={"markup": True}))
     small = input_image(8, 8, alpha=True)
     assert "size of the first" in str(_refused(entry, Operation.EDIT, (base, small), options={"markup": True}))
-    assert "edits only" in str(_refused(entry, options={"markup": True}))
+    assert "applies to edit only" in str(_refused(entry, options={"markup": True}))
     # not offered where the SDK does not list it
     assert "not an option" in str(_refused(_entry("gpt-image-2"), Operation.EDIT, (base, overlay),
                                            options={"markup": True}))
@@ -77,7 +77,7 @@ def test_markup_rules() -> None:
 def test_gif_and_svg_rules() -> None:
     gif = _entry("gpt-image-2.6-sunburst")
     assert _refused(gif, options={"frame_count": 3}).parameter == "options.frame_count"
-    assert "cannot stream" in str(_refused(gif, output_format="gif", options={"partial_images": 2}))
+    assert "cannot be streamed" in str(_refused(gif, output_format="gif", options={"partial_images": 2}))
     error = _refused(gif, Operation.EDIT, (input_image(),), input_image(alpha=True), output_format="gif")
     assert error.parameter == "mask"
     assert _refused(gif, output_format="gif", output_compression=50).parameter == "output_compression"

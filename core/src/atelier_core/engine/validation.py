@@ -562,6 +562,11 @@ def _check_images(
                 parameter=where, fix="crop or pad the image to a square", code="image_not_square",
             )
     if mask is None:
+        if operation is Operation.EDIT and rules.mask is not None and rules.mask.required:
+            raise InvalidParameterError(
+                "mask", None, f"is required: {name} edits only the area a mask marks",
+                fix="pass mask: a PNG of the image's size, transparent where the image should change",
+            )
         return
     mask_rules = rules.mask
     if mask_rules is None:

@@ -185,6 +185,7 @@ class MaskRules(_Frozen):
     max_bytes: int = 4 * 1024 * 1024
     same_size_as_first_image: bool = True
     needs_alpha: bool = True
+    required: bool = Field(False, description="edits need a mask (the core refuses an edit without one)")
 
 
 class InputImageRules(_Frozen):

@@ -64,7 +64,8 @@ class ProviderContract:
     ``provider``
         A configured provider instance (the same class the plugin registers) pointed at
         a fake upstream that serves valid images: of the requested size and format, and
-        as many as requested. Configure it with a key (any string) so it is available.
+        as many as requested. Configure it with a key of at least 4 characters (e.g.
+        ``"test-key"``) so it is available; the secrets check searches for that string.
     ``refuse``
         A callable with no arguments that makes the *next* upstream call be refused by
         the vendor's safety system (e.g. queue a 400 ``moderation_blocked`` reply).
@@ -366,7 +367,8 @@ class ProviderContract:
         """Configured secrets stay out of reprs, descriptions and the settings dump."""
         secrets = _secrets(provider.settings)
         assert secrets or not provider.needs_key, (
-            "configure the `provider` fixture with a key (api_key=...) so this can be checked"
+            "configure the `provider` fixture with a key of at least 4 characters "
+            "(api_key=\"test-key\"): shorter strings are too common to search for"
         )
         surfaces = {
             "repr(provider)": repr(provider),
@@ -451,6 +453,10 @@ def _cases(spec: ModelSpec, operation: Operation) -> list[_Case]:
         cases.append(_Case(op, "with mask", size=cases[0].size, mask=True))
     if op is not Operation.GENERATE:
         cases[1:] = [c if c.size or c.mask else _with_size(c, cases[0].size) for c in cases[1:]]
+    if op is Operation.EDIT and rules_in is not None and rules_in.mask is not None and rules_in.mask.required:
+        # The model cannot edit without a mask: every edit carries one.
+        cases = [c if c.mask else _Case(c.operation, f"{c.label} with mask", c.size, c.aspect_ratio,
+                                        c.output_format, c.n, True) for c in cases]
     return cases
 
 

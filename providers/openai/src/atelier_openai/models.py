@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from atelier_core import (
+    Applies,
     CustomSizeRule,
     InputImageRules,
     MaskRules,
@@ -357,6 +358,7 @@ def build_spec(
     svg = caps.svg and svg_output
     formats = RASTER_FORMATS + (("gif",) if caps.gif else ()) + (("svg",) if svg else ())
     transparent = caps.transparent or transparent_preview
+    options = _options_model(model_id, caps, svg=svg)
     return ModelSpec(
         id=model_id,
         aliases=aliases,
@@ -378,7 +380,8 @@ def build_spec(
         prompt_max_chars=32_000,
         prompt_required_for=frozenset({Operation.GENERATE, Operation.EDIT}),
         input_images=EDIT_INPUTS,
-        options=_options_model(model_id, caps, svg=svg),
+        options=options,
+        applies=_applies(options, formats),
         # OpenAI replaced the Images API's `user` with `safety_identifier`; callers coming
         # from servers that still take `user` keep working (the call's notes say so).
         option_renames={"user": "safety_identifier"},
@@ -387,6 +390,29 @@ def build_spec(
         streams_partial_images=True,
         returns_revised_prompt=False,
     )
+
+
+def _applies(options: type[BaseModel], formats: tuple[str, ...]) -> dict[str, Applies]:
+    """Where each option applies, as data: the core refuses it elsewhere before any call."""
+    edit, generate = frozenset({Operation.EDIT}), frozenset({Operation.GENERATE})
+    raster = tuple(f for f in formats if f in RASTER_FORMATS)
+    rules = {
+        "options.moderation": Applies(operations=generate, fix="remove options.moderation for edits "
+                                      "(the OpenAI edits endpoint has no moderation setting)"),
+        "options.input_fidelity": Applies(operations=edit),
+        "options.markup": Applies(operations=edit, mask=False),  # OpenAI allows one or the other
+        "options.frame_count": Applies(output_formats=("gif",)),
+        "options.frame_duration_ms": Applies(output_formats=("gif",)),
+        "options.svg_model": Applies(output_formats=("svg",)),
+        "options.svg_reasoning_effort": Applies(output_formats=("svg",)),
+        "options.partial_images": Applies(output_formats=raster, fix="remove options.partial_images: "
+                                          "GIF and SVG output cannot be streamed"),
+    }
+    applies = {key: rule for key, rule in rules.items() if key.removeprefix("options.") in options.model_fields}
+    if "gif" in formats:
+        applies["mask"] = Applies(output_formats=tuple(f for f in formats if f != "gif"),
+                                  fix="remove mask, or pick png/webp/jpeg output")
+    return applies
 
 
 def caps_for(model_id: str) -> Caps:

@@ -92,79 +92,20 @@ class OpenAIProvider(Provider):
         return None
 
     def check(self, request: ImageRequest, spec: ModelSpec) -> None:
-        """Cross-field rules the spec cannot express; all raise before any call."""
-        options = request.options
-        edit = request.operation is Operation.EDIT
+        """Rules that relate several values (where each option applies is in the spec's
+        ``applies``, checked by the core); all raise before any call."""
         fmt = request.output_format
         name = f"openai/{spec.id}"
-
-        def refuse(parameter: str, value: Any, problem: str, fix: str) -> InvalidParameterError:
-            return InvalidParameterError(parameter, value, problem, fix=fix)
-
-        if edit and options.get("moderation") is not None:
-            raise refuse("options.moderation", options["moderation"],
-                         "applies to generate only: the OpenAI edits endpoint has no moderation setting",
-                         "remove options.moderation for edits")
-        if not edit and options.get("input_fidelity") is not None:
-            raise refuse("options.input_fidelity", options["input_fidelity"],
-                         "applies to edits only (it controls how closely input images are kept)",
-                         "remove it, or use edit_image")
         if request.background == "transparent" and fmt not in ("png", "webp"):
             raise InvalidParameterError(
                 "background", "transparent", f"needs png or webp output on {name}, not {fmt}",
                 allowed=["png", "webp"], fix="use output_format=png or webp, or background=opaque",
             )
-        if options.get("markup"):
-            if not edit:
-                raise refuse("options.markup", True, "applies to edits only", "use edit_image")
-            if request.mask is not None:
-                raise refuse("options.markup", True, "cannot be combined with mask (OpenAI allows one or the other)",
-                             "remove mask, or drop options.markup")
-            if len(request.images) < 2:
-                raise refuse("options.markup", True,
-                             "needs at least two images: the image(s) to edit, then the markup overlay last",
-                             "append the transparent markup PNG as the last entry of images")
-            first, overlay = request.images[0], request.images[-1]
-            if overlay.format != "png" or not overlay.has_alpha:
-                raise refuse("options.markup", True,
-                             f"needs the last image to be a PNG with transparency (got {overlay.format}"
-                             f"{'' if overlay.has_alpha else ' without alpha'})",
-                             "save the markup overlay as a PNG with a transparent background")
-            if (overlay.width, overlay.height) != (first.width, first.height):
-                raise refuse("options.markup", True,
-                             f"overlay is {overlay.width}x{overlay.height} but the first image is "
-                             f"{first.width}x{first.height}",
-                             "make the markup overlay exactly the size of the first image")
-        route = self.conf.route_for(spec.id, edit=edit, requested=options.get("route"))
-        if route == "responses":
-            if request.n != 1:
-                raise InvalidParameterError("n", request.n, "must be 1 on the Responses API route (one image per turn)",
-                                            allowed="1", fix="ask for one image, or use options.route=images")
-            for key in ("markup", "partial_images"):
-                if options.get(key):
-                    raise refuse(f"options.{key}", options[key], "is not available on the Responses API route",
-                                 "remove it, or use options.route=images")
-        elif options.get("previous_response_id"):
-            raise refuse("options.previous_response_id", options["previous_response_id"],
-                         "only continues a Responses API turn", "add options.route=responses, or remove it")
-        partials = options.get("partial_images")
-        gif_opts = [k for k in ("frame_count", "frame_duration_ms") if options.get(k) is not None]
-        svg_opts = [k for k in ("svg_model", "svg_reasoning_effort") if options.get(k) is not None]
-        if gif_opts and fmt != "gif":
-            raise refuse(f"options.{gif_opts[0]}", options[gif_opts[0]], f"applies to GIF output only, not {fmt}",
-                         "set output_format=gif, or remove the GIF options")
-        if svg_opts and fmt != "svg":
-            raise refuse(f"options.{svg_opts[0]}", options[svg_opts[0]], f"applies to SVG output only, not {fmt}",
-                         "set output_format=svg, or remove the SVG options")
-        if fmt in ("gif", "svg"):
-            if partials:
-                raise refuse("options.partial_images", partials, f"cannot stream {fmt.upper()} output",
-                             "remove options.partial_images")
-            if fmt == "gif" and request.mask is not None:
-                raise refuse("mask", "mask", "cannot be used with GIF output", "remove mask or pick png/webp/jpeg")
-            if fmt == "svg" and request.n != 1:
-                raise InvalidParameterError("n", request.n, "must be 1 for SVG output", allowed="1",
-                                            fix="ask for one SVG per call")
+        if request.options.get("markup"):
+            _check_markup(request)
+        if fmt == "svg" and request.n != 1:
+            raise InvalidParameterError("n", request.n, "must be 1 for SVG output", allowed="1",
+                                        fix="ask for one SVG per call")
 
     # -- the work ------------------------------------------------------------------
 
@@ -357,6 +298,25 @@ class OpenAIProvider(Provider):
         client, self._client = self._client, None
         if client is not None:
             await client.close()
+
+
+def _check_markup(request: ImageRequest) -> None:
+    """The markup overlay: the last input image, a transparent PNG the size of the first."""
+
+    def refuse(problem: str, fix: str) -> InvalidParameterError:
+        return InvalidParameterError("options.markup", True, problem, fix=fix)
+
+    if len(request.images) < 2:
+        raise refuse("needs at least two images: the image(s) to edit, then the markup overlay last",
+                     "append the transparent markup PNG as the last entry of images")
+    first, overlay = request.images[0], request.images[-1]
+    if overlay.format != "png" or not overlay.has_alpha:
+        raise refuse(f"needs the last image to be a PNG with transparency (got {overlay.format}"
+                     f"{'' if overlay.has_alpha else ' without alpha'})",
+                     "save the markup overlay as a PNG with a transparent background")
+    if (overlay.width, overlay.height) != (first.width, first.height):
+        raise refuse(f"overlay is {overlay.width}x{overlay.height} but the first image is "
+                     f"{first.width}x{first.height}", "make the markup overlay exactly the size of the first image")
 
 
 def _svg_note(response: Any) -> list[str]:
