@@ -101,8 +101,23 @@ class OpenAIProvider(Provider):
                 "background", "transparent", f"needs png or webp output on {name}, not {fmt}",
                 allowed=["png", "webp"], fix="use output_format=png or webp, or background=opaque",
             )
-        if request.options.get("markup"):
+        options = request.options
+        if options.get("markup"):
             _check_markup(request)
+        route = self.conf.route_for(spec.id, edit=request.operation is Operation.EDIT, requested=options.get("route"))
+        if route == "responses":
+            if request.n != 1:
+                raise InvalidParameterError("n", request.n, "must be 1 on the Responses API route (one image per turn)",
+                                            allowed="1", fix="ask for one image, or use options.route=images")
+            for key in ("markup", "partial_images"):
+                if options.get(key):
+                    raise InvalidParameterError(f"options.{key}", options[key],
+                                                "is not available on the Responses API route",
+                                                fix="remove it, or use options.route=images")
+        elif options.get("previous_response_id"):
+            raise InvalidParameterError("options.previous_response_id", options["previous_response_id"],
+                                        "only continues a Responses API turn",
+                                        fix="add options.route=responses, or remove it")
         if fmt == "svg" and request.n != 1:
             raise InvalidParameterError("n", request.n, "must be 1 for SVG output", allowed="1",
                                         fix="ask for one SVG per call")
