@@ -268,7 +268,7 @@ async def import_check(spec: ServerSpec, work: Path, timeout_s: float) -> dict[s
     and the slowest top-level imports of the start."""
     log_path = work / f"importtime-{spec.name}.log"
     params = spec.params.model_copy(update={"env": {**(spec.params.env or {}), "PYTHONPROFILEIMPORTTIME": "1"}})
-    with open(log_path, "w") as errlog:  # noqa: ASYNC230 - the child writes it, not us
+    with open(log_path, "w") as errlog:
         async with asyncio.timeout(timeout_s):
             async with Client(stdio_client(params, errlog=errlog), mode="legacy", cache=None) as client:
                 await client.list_tools()
@@ -674,7 +674,7 @@ def table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def run(cfg: Config, log: Callable[[str], None]) -> dict[str, Any]:
+async def run(cfg: Config, log: Callable[[str], None], partial: Path | None = None) -> dict[str, Any]:
     s = Samples()
     extra: dict[str, Any] = {}
     load_before = os.getloadavg()
@@ -688,11 +688,18 @@ async def run(cfg: Config, log: Callable[[str], None]) -> dict[str, Any]:
         log("  vendor SDK imported before tools/list: "
             + ", ".join(f"{n} {'YES ' + str(i['vendor_sdk_modules'][:3]) if i['vendor_sdk_imported'] else 'no'}"
                         for n, i in imports.items()))
-        with open(work / "servers.log", "w") as errlog:  # noqa: ASYNC230 - the children write it
+        with open(work / "servers.log", "w") as errlog:
             for index in range(cfg.rounds):
                 log(f"round {index + 1}/{cfg.rounds} (load {load()})")
                 await one_round(cfg, specs, s, errlog, index, log, extra)
                 await ledger_queries(cfg, port, work, s, errlog, index, log)
+                if partial is not None:  # the rounds so far, should the run be cut short
+                    partial.write_text(json.dumps(report(cfg, s, extra, imports, started, load_before), indent=2))
+    return report(cfg, s, extra, imports, started, load_before)
+
+
+def report(cfg: Config, s: Samples, extra: dict[str, Any], imports: dict[str, Any], started: float,
+           load_before: tuple[float, float, float]) -> dict[str, Any]:
     return {
         "schema": 2,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -741,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
         print(message, file=sys.stderr, flush=True)
 
     cfg.python = str(runtime_python(args.dev_venv))
-    report = asyncio.run(run(cfg, log))
+    report = asyncio.run(run(cfg, log, partial=args.out.with_suffix(".partial.json")))
     report["label"] = args.label
     args.out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=2)
