@@ -210,3 +210,18 @@ async def test_health_spends_nothing(tmp_path: Path) -> None:
     assert report["jobs"] == {"unfinished": 0}
     assert fake.calls == [] and usage.structured_content["calls"] == 0  # type: ignore[index]
     assert "keyed: 0/1 usable" in _text(result)
+
+
+async def test_concurrent_session_turns_build_on_each_other(tmp_path: Path) -> None:
+    import anyio
+
+    slow = FakeProvider("slow", models=[fake_spec("m")], latency_s=0.3)
+    async with connect(build_test_atelier(tmp_path, [slow])) as client:
+        started = await client.call_tool("edit_session", {"action": "start", "prompt": "a", "model": "slow/m"})
+        session = started.structured_content["session"]["session_id"]  # type: ignore[index]
+        async with anyio.create_task_group() as group:
+            for prompt in ("b", "c"):
+                group.start_soon(client.call_tool, "edit_session",
+                                 {"action": "continue", "session_id": session, "prompt": prompt})
+        history = await client.call_tool("edit_session", {"action": "history", "session_id": session})
+    assert [t["parent"] for t in history.structured_content["turns"]] == [None, 0, 1]  # type: ignore[index]

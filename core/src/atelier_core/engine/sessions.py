@@ -132,6 +132,7 @@ class SessionManager:
         self._settings = atelier.settings.sessions
         self._clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
+        self._turn_locks: dict[str, asyncio.Lock] = {}
         self._db_lock = threading.Lock()
         self._store.migrate("sessions", _MIGRATIONS)
 
@@ -228,6 +229,12 @@ class SessionManager:
 
     def _lock(self, session_id: str) -> asyncio.Lock:
         return self._locks.setdefault(session_id, asyncio.Lock())
+
+    def turn_lock(self, session_id: str) -> asyncio.Lock:
+        """Held by a caller from planning a turn until it is recorded, so a second turn of
+        the same session waits and builds on the first (separate from the lock
+        :meth:`record` takes, which a job runner may need meanwhile)."""
+        return self._turn_locks.setdefault(session_id, asyncio.Lock())
 
     async def start(
         self,

@@ -416,6 +416,17 @@ class Tools:
     async def _session_turn(self, ctx: Context, action: str, session_id: str | None, call: ImageCall,
                             from_turn: int | None, mode: ReturnImage, dry_run: bool, as_job: bool,
                             idempotency_key: str | None) -> CallToolResult:
+        """One turn at a time per session: a second continue waits and builds on the first
+        (until the first is handed off to a job or answered as one)."""
+        args = (ctx, action, session_id, call, from_turn, mode, dry_run, as_job, idempotency_key)
+        if action == "continue" and session_id and self.sessions is not None:
+            async with self.sessions.turn_lock(session_id):
+                return await self._session_turn_locked(*args)
+        return await self._session_turn_locked(*args)
+
+    async def _session_turn_locked(self, ctx: Context, action: str, session_id: str | None, call: ImageCall,
+                                   from_turn: int | None, mode: ReturnImage, dry_run: bool, as_job: bool,
+                                   idempotency_key: str | None) -> CallToolResult:
         """A generating turn (start from a prompt, or continue): planned and priced like
         generate/edit, confirmed above the ask threshold, then run through the job store
         (progress, hand-off after 45 s, as_job, idempotency_key); recorded in the session
