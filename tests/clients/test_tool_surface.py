@@ -225,3 +225,20 @@ async def test_concurrent_session_turns_build_on_each_other(tmp_path: Path) -> N
                                  {"action": "continue", "session_id": session, "prompt": prompt})
         history = await client.call_tool("edit_session", {"action": "history", "session_id": session})
     assert [t["parent"] for t in history.structured_content["turns"]] == [None, 0, 1]  # type: ignore[index]
+
+
+async def test_docs_name_every_tool_and_prompt_clients_see(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    tools_doc = (root / "docs" / "tools.md").read_text()
+    readme = (root / "README.md").read_text()
+    async with connect(build_test_atelier(tmp_path, [atelier_placeholder])) as client:
+        tools = (await client.list_tools()).tools
+        prompts = (await client.list_prompts()).prompts
+    for tool in tools:
+        assert f"`{tool.name}`" in tools_doc and f"`{tool.name}`" in readme, tool.name
+        for name in tool.input_schema.get("properties", {}):
+            assert f"`{name}`" in tools_doc, f"{tool.name}.{name} is not in docs/tools.md"
+    for prompt in prompts:
+        assert f"`{prompt.name}`" in tools_doc and f"`{prompt.name}`" in readme, prompt.name
+        for argument in prompt.arguments or []:
+            assert f"`{argument.name}`" in tools_doc, f"prompt {prompt.name}.{argument.name} is not documented"

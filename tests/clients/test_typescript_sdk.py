@@ -28,11 +28,16 @@ def _check(report: dict[str, Any], version: str) -> None:
         assert f"Resource: {generate['uri']}" in generate["text"]
     else:
         assert "resource_link" in generate["types"]
-    assert generate["progress"], "progress notifications reach the client"
+    progress = generate["progress"]
+    assert progress and progress == sorted(progress) and all(round(p, 3) == p for p in progress), progress
+    assert steps["tools"]["bytes"] <= 10 * 1024
     assert steps["read"]["mimeType"] == "image/png" and steps["read"]["blobChars"] > 100
     assert not steps["edit"]["isError"] and not steps["session"]["isError"]
-    assert not steps["models"]["isError"]
+    assert not steps["models"]["isError"] and steps["models"]["bytes"] <= 16 * 1024
     assert steps["refused"]["isError"] and "unknown model" in steps["refused"]["text"]
+    assert steps["refused"]["code"] == "unknown_model"
+    assert {"logo", "product_shot", "icon_set", "illustration_style", "photo_retouch"} <= set(steps["prompts"]["names"])
+    assert steps["health"]["status"] == "ok" and not steps["health"]["isError"]
 
 
 @pytest.mark.parametrize("version", TS_SDK_VERSIONS)

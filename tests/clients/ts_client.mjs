@@ -72,6 +72,10 @@ await step("refused", async () => {
   const result = await client.callTool({ name: "generate_image", arguments: { prompt: "x", model: "nope" } });
   return { isError: !!result.isError, code: errorCode(result), text: result.content[0].text };
 });
+await step("health", async () => {
+  const result = await client.callTool({ name: "health", arguments: {} });
+  return { isError: !!result.isError, status: result.structuredContent?.status ?? null };
+});
 await step("prompts", async () => {
   const { prompts } = await client.listPrompts();
   return { names: prompts.map((p) => p.name) };
