@@ -58,7 +58,7 @@ def test_atelier_variables_and_vertex_switch(monkeypatch: pytest.MonkeyPatch) ->
     registry = build_registry(Settings(), plugins=[("gemini", atelier_gemini)], entry_points=False)
     provider = registry.providers["gemini"]
     assert isinstance(provider, GeminiProvider) and provider.vertex
-    assert provider.conf.project == "proj" and provider.conf.location == "us-central1"
+    assert provider.settings.project == "proj" and provider.settings.location == "us-central1"
     assert provider.settings.api_key.get_secret_value() == "atelier-key"  # type: ignore[union-attr]
     assert all(e.unavailable_reason() is None for e in registry.entries(provider="gemini"))
     assert provider.describe()["backend"] == "vertex-ai"

@@ -10,7 +10,6 @@ from atelier_core import (
     ModelSpec,
     Provider,
     ProviderResult,
-    ProviderSettings,
     UpstreamProtocolError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
@@ -26,10 +25,9 @@ if TYPE_CHECKING:
 __all__ = ["PixelArtProvider"]
 
 
-class PixelArtProvider(Provider):
+class PixelArtProvider(Provider[PixelArtSettings]):
     name: ClassVar[str] = PROVIDER
     title: ClassVar[str] = "Pixel Forge (example plugin)"
-    settings_class: ClassVar[type[ProviderSettings]] = PixelArtSettings
     models: ClassVar[tuple[ModelSpec, ...]] = MODELS
     key_env_vars: ClassVar[tuple[str, ...]] = ("PIXELART_API_KEY",)
 
@@ -55,8 +53,7 @@ class PixelArtProvider(Provider):
         import httpx2
 
         if self._client is None:
-            settings = self.settings
-            assert isinstance(settings, PixelArtSettings)
+            settings = self.settings  # a PixelArtSettings: Provider[PixelArtSettings] types it
             key = settings.api_key.get_secret_value() if settings.api_key else ""
             self._client = httpx2.AsyncClient(
                 base_url=settings.base_url.rstrip("/"),

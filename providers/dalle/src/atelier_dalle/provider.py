@@ -43,12 +43,11 @@ log = structlog.get_logger("atelier.providers.dalle")
 _CONVERTED_CACHE = 8  # converted uploads kept per provider (fan-out reuses them)
 
 
-class DalleProvider(Provider):
+class DalleProvider(Provider[DalleSettings]):
     """The DALL·E image API shape: Azure OpenAI, LocalAI and other compatible servers."""
 
     name: ClassVar[str] = "dalle"
     title: ClassVar[str] = "DALL·E API shape (Azure OpenAI, LocalAI, OpenAI-compatible servers)"
-    settings_class: ClassVar[type[ProviderSettings]] = DalleSettings
     models: ClassVar[tuple[ModelSpec, ...]] = tuple(spec for spec, _ in BUILTIN.values())
     key_env_vars: ClassVar[tuple[str, ...]] = ("OPENAI_API_KEY",)
 

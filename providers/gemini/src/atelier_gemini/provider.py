@@ -80,12 +80,11 @@ class GeminiSettings(ProviderSettings):
     timeout_s: float = 180.0
 
 
-class GeminiProvider(Provider):
+class GeminiProvider(Provider[GeminiSettings]):
     """Gemini native image models (generateContent) and Imagen (Vertex AI :predict)."""
 
     name: ClassVar[str] = "gemini"
     title: ClassVar[str] = "Google Gemini and Imagen"
-    settings_class: ClassVar[type[ProviderSettings]] = GeminiSettings
     models: ClassVar[tuple[ModelSpec, ...]] = MODELS
     retired = RETIRED
     unpriced = frozenset({"gemini-3.1-flash-lite-image"})  # no published price in our table
@@ -97,11 +96,6 @@ class GeminiProvider(Provider):
         self._client: Client | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
 
-    @property
-    def conf(self) -> GeminiSettings:
-        settings = self.settings
-        assert isinstance(settings, GeminiSettings)
-        return settings
 
     @property
     def vertex(self) -> bool:
@@ -193,7 +187,7 @@ class GeminiProvider(Provider):
             raise ConfigurationError(
                 "google-genai is not installed", fix="install atelier-gemini with its dependencies"
             ) from exc
-        settings = self.conf
+        settings = self.settings
         # HttpOptions.timeout is in milliseconds. No retry_options: google-genai then makes
         # exactly one attempt, and the core's single retry layer decides about retries.
         import httpx2

@@ -29,12 +29,11 @@ __all__ = ["MiniMaxProvider"]
 log = structlog.get_logger("atelier.minimax")
 
 
-class MiniMaxProvider(Provider):
+class MiniMaxProvider(Provider[MiniMaxSettings]):
     """MiniMax ``image-01`` and ``image-01-live`` over ``POST /v1/image_generation``."""
 
     name: ClassVar[str] = PROVIDER
     title: ClassVar[str] = "MiniMax"
-    settings_class: ClassVar[type[ProviderSettings]] = MiniMaxSettings
     models: ClassVar[tuple[ModelSpec, ...]] = MODELS
     key_env_vars: ClassVar[tuple[str, ...]] = ("MINIMAX_API_KEY",)
 
@@ -42,11 +41,6 @@ class MiniMaxProvider(Provider):
         super().__init__()
         self._client: MiniMaxClient | None = None
 
-    @property
-    def minimax_settings(self) -> MiniMaxSettings:
-        settings = self.settings
-        assert isinstance(settings, MiniMaxSettings)
-        return settings
 
     def configure(self, settings: ProviderSettings) -> None:
         if not isinstance(settings, MiniMaxSettings):  # e.g. a plain ProviderSettings in tests
@@ -57,7 +51,7 @@ class MiniMaxProvider(Provider):
     @property
     def base_url(self) -> str:
         """Where requests go (raises ConfigurationError for a malformed host setting)."""
-        return resolve_base_url(self.minimax_settings)
+        return resolve_base_url(self.settings)
 
     def unavailable_reason(self, spec: ModelSpec) -> str | None:
         reason = super().unavailable_reason(spec)
@@ -82,7 +76,7 @@ class MiniMaxProvider(Provider):
 
     def _http(self) -> MiniMaxClient:
         if self._client is None:
-            settings = self.minimax_settings
+            settings = self.settings
             if settings.api_key is None:
                 raise MissingCredentialsError(
                     "MiniMax has no API key",
@@ -99,7 +93,7 @@ class MiniMaxProvider(Provider):
     async def generate(self, request: ImageRequest, ctx: CallContext) -> ProviderResult:
         client = self._http()
         body = build_body(request)
-        settings = self.minimax_settings
+        settings = self.settings
         rpm = settings.requests_per_minute
         # MiniMax sends no Retry-After with 1002; one request slot at the configured rate
         # is the honest wait to suggest (the core pauses the provider's queue for it).

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import base64
+import contextlib
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
@@ -36,12 +36,11 @@ __all__ = ["OpenAIProvider"]
 log = structlog.get_logger("atelier.providers.openai")
 
 
-class OpenAIProvider(Provider):
+class OpenAIProvider(Provider[OpenAISettings]):
     """OpenAI GPT Image models through the official ``openai`` SDK (``AsyncOpenAI``)."""
 
     name: ClassVar[str] = "openai"
     title: ClassVar[str] = "OpenAI GPT Image"
-    settings_class = OpenAISettings
     models = CATALOGUE
     retired = RETIRED
     key_env_vars: ClassVar[tuple[str, ...]] = ("OPENAI_API_KEY",)
@@ -51,17 +50,12 @@ class OpenAIProvider(Provider):
         self._client: AsyncOpenAI | None = None
         self._catalog: tuple[ModelSpec, ...] = CATALOGUE
 
-    @property
-    def conf(self) -> OpenAISettings:
-        settings = self.settings
-        assert isinstance(settings, OpenAISettings)
-        return settings
 
     # -- declaration ---------------------------------------------------------------
 
     def configure(self, settings: Any) -> None:
         super().configure(settings)
-        conf = self.conf
+        conf = self.settings
         if conf.transparent_preview or conf.svg_output:
             self._catalog = tuple(
                 build_spec(mid, caps, aliases, transparent_preview=conf.transparent_preview,
@@ -75,7 +69,7 @@ class OpenAIProvider(Provider):
     def unavailable_reason(self, spec: ModelSpec) -> str | None:
         if not self.settings.enabled:
             return "provider openai is disabled (providers.openai.enabled = false)"
-        conf = self.conf
+        conf = self.settings
         if conf.api_key is None or not conf.api_key.get_secret_value().strip():
             if conf.azure:
                 return "no API key for Azure OpenAI: set AZURE_OPENAI_API_KEY or ATELIER_PROVIDERS__OPENAI__API_KEY"
@@ -104,7 +98,7 @@ class OpenAIProvider(Provider):
         options = request.options
         if options.get("markup"):
             _check_markup(request)
-        route = self.conf.route_for(spec.id, edit=request.operation is Operation.EDIT, requested=options.get("route"))
+        route = self.settings.route_for(spec.id, edit=request.operation is Operation.EDIT, requested=options.get("route"))
         if route == "responses":
             if request.n != 1:
                 raise InvalidParameterError("n", request.n, "must be 1 on the Responses API route (one image per turn)",
@@ -130,7 +124,7 @@ class OpenAIProvider(Provider):
             return self._client
         import openai
 
-        conf = self.conf
+        conf = self.settings
         key = conf.api_key.get_secret_value() if conf.api_key else None
         common: dict[str, Any] = {
             "api_key": key,
@@ -152,25 +146,25 @@ class OpenAIProvider(Provider):
         return self._client
 
     def _route(self, request: ImageRequest) -> str:
-        return self.conf.route_for(request.model, edit=request.operation is Operation.EDIT,
+        return self.settings.route_for(request.model, edit=request.operation is Operation.EDIT,
                                    requested=request.options.get("route"))
 
     async def generate(self, request: ImageRequest, ctx: CallContext) -> ProviderResult:
         if self._route(request) == "responses":
             return await self._respond(request, ctx)
-        kwargs = translate.generate_kwargs(request, self.conf, translate.partials_for(request, self.conf))
+        kwargs = translate.generate_kwargs(request, self.settings, translate.partials_for(request, self.settings))
         return await self._call(request, ctx, kwargs)
 
     async def edit(self, request: ImageRequest, ctx: CallContext) -> ProviderResult:
         if self._route(request) == "responses":
             return await self._respond(request, ctx)
-        kwargs = translate.edit_kwargs(request, self.conf, translate.partials_for(request, self.conf))
+        kwargs = translate.edit_kwargs(request, self.settings, translate.partials_for(request, self.settings))
         return await self._call(request, ctx, kwargs)
 
     async def _call(self, request: ImageRequest, ctx: CallContext, kwargs: dict[str, Any]) -> ProviderResult:
         client = self._client_for_call()
         images = client.images
-        timeout = min(self.conf.timeout_s, ctx.timeout_s) if ctx.timeout_s else self.conf.timeout_s
+        timeout = min(self.settings.timeout_s, ctx.timeout_s) if ctx.timeout_s else self.settings.timeout_s
         method = images.edit if request.operation is Operation.EDIT else images.generate
         raw_method = (
             images.with_raw_response.edit if request.operation is Operation.EDIT
@@ -186,7 +180,7 @@ class OpenAIProvider(Provider):
             try:
                 response = raw.parse()
             except Exception as exc:
-                error = translate.map_error(exc, model=request.model, settings=self.conf)
+                error = translate.map_error(exc, model=request.model, settings=self.settings)
                 error.request_id = error.request_id or request_id
                 raise error from None
             # The raw body (MBs of base64) is parsed: do not hold it while the decode waits
@@ -208,8 +202,8 @@ class OpenAIProvider(Provider):
     async def _respond(self, request: ImageRequest, ctx: CallContext) -> ProviderResult:
         """One turn through the Responses API ``image_generation`` tool (``route=responses``)."""
         client = self._client_for_call()
-        timeout = min(self.conf.timeout_s, ctx.timeout_s) if ctx.timeout_s else self.conf.timeout_s
-        kwargs = translate.responses_kwargs(request, self.conf)
+        timeout = min(self.settings.timeout_s, ctx.timeout_s) if ctx.timeout_s else self.settings.timeout_s
+        kwargs = translate.responses_kwargs(request, self.settings)
         log.debug("openai responses call", model=request.model, operation=request.operation.value,
                   chained=bool(kwargs.get("previous_response_id")))
         try:
@@ -218,7 +212,7 @@ class OpenAIProvider(Provider):
             response = raw.parse()
             del raw
             return await asyncio.to_thread(translate.result_from_response, response, request,
-                                           request_id=request_id, host_model=self.conf.responses_model)
+                                           request_id=request_id, host_model=self.settings.responses_model)
         except Exception as exc:
             raise self._mapped(exc, request) from None
 
@@ -230,7 +224,7 @@ class OpenAIProvider(Provider):
         GPT Image calls with base64, so without a custom base URL a URL item stays a
         listed failure.
         """
-        origin = self.conf.base_url if self.conf.base_url and urlsplit(self.conf.base_url).hostname else None
+        origin = self.settings.base_url if self.settings.base_url and urlsplit(self.settings.base_url).hostname else None
         if origin is None or not any(getattr(i, "url", None) and not getattr(i, "b64_json", None) for i in items):
             return items
         fetched: list[Any] = []
@@ -294,7 +288,7 @@ class OpenAIProvider(Provider):
 
     def _mapped(self, exc: BaseException, request: ImageRequest, *, log_it: bool = True) -> AtelierError:
         error = translate.map_error(
-            exc, model=request.model, settings=self.conf,
+            exc, model=request.model, settings=self.settings,
             known=[spec.id for spec in self._catalog], retired=self.retired, operation=request.operation,
         )
         if log_it:  # once per call, at the outermost handler; never the message (may quote input)
