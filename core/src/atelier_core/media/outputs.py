@@ -21,7 +21,8 @@ import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from atelier_core.media.storage import MAX_COMPONENT_BYTES, OutputStore, extension_for, written_by_atelier
+from atelier_core.media.names import MAX_COMPONENT_BYTES, extension_for
+from atelier_core.media.storage import OutputStore, written_by_atelier
 from atelier_core.plugin.errors import OutputPathError, shorten
 
 __all__ = ["SIDECAR_SUFFIX", "OutputSlot", "numbered", "plan_outputs", "written_by_atelier"]

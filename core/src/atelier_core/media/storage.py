@@ -34,7 +34,7 @@
   passes (prompt, model, parameters, seed, request id, usage, cost) plus the file's
   sha256, size, pixel size and creation time; keys that look like secrets are dropped.
 
-All methods are blocking filesystem work; async callers use ``asyncio.to_thread``.
+Names are validated by :mod:`atelier_core.media.names`. All methods are blocking filesystem work; async callers use ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ import secrets
 import socket
 import stat
 import time
-import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,6 +63,15 @@ from atelier_core.identity import LOCAL_PRINCIPAL, current_principal
 
 from atelier_core.plugin.errors import InvalidParameterError, NotFoundError, OutputPathError, StorageError, shorten
 from atelier_core.media.images import sniff
+from atelier_core.media.names import (
+    TEMP_PREFIX,
+    check_characters,
+    check_component,
+    extension_for,
+    plan_path,
+    refuse,
+    slug,
+)
 
 __all__ = [
     "RESOURCE_PREFIX",
@@ -81,7 +89,6 @@ __all__ = [
 log = structlog.get_logger("atelier.storage")
 
 RESOURCE_PREFIX = "atelier://images/"
-TEMP_PREFIX = ".atelier-tmp-"
 
 
 def _host_id() -> str:
@@ -117,27 +124,11 @@ def temp_writer(name: str) -> TempWriter | None:
     if len(fields) != 4 or not fields[1].isdigit():
         return None
     return TempWriter(host=fields[0], pid=int(fields[1]), tag=None if fields[2] == "-" else fields[2])
-MAX_COMPONENT_BYTES = 255
-MAX_PATH_BYTES = 4096
-
-_EXTENSIONS = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp", "gif": "gif"}
-_CANONICAL_EXT = {"png": "png", "jpeg": "jpg", "webp": "webp", "gif": "gif"}
-_WINDOWS_RESERVED = {
-    "CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$",
-    *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10)),
-    "COM¹", "COM²", "COM³", "LPT¹", "LPT²", "LPT³",
-}  # fmt: skip
-# Bidi controls and invisible characters that make a name display as something else.
-_INVISIBLE = set("\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff\u061c\u180e")
-_INVISIBLE |= {chr(c) for c in range(0x202A, 0x202F)} | {chr(c) for c in range(0x2066, 0x206A)}
 _SECRET_KEY = re.compile(
     r"(^|[_-])(api[_-]?key|authorization|token|secret|password|passwd|credentials?|cookie)$", re.I
 )
 _HAS_DIR_FD = os.open in os.supports_dir_fd and os.link in os.supports_dir_fd
 _LINK_UNSUPPORTED = {errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EOPNOTSUPP, errno.EMLINK}
-_FILENAME_FIX = "pass a relative file name such as 'cats/tabby.png' (sub-folders allowed), or omit it"
-
-
 def written_by_atelier(sidecar: Path) -> bool:
     """True when ``sidecar`` is a JSON file Atelier wrote (it names its image and its hash)."""
     try:
@@ -148,11 +139,6 @@ def written_by_atelier(sidecar: Path) -> bool:
         return False
     return (isinstance(record, dict) and record.get("file") == sidecar.name.removesuffix(".json")
             and isinstance(record.get("sha256"), str))
-
-
-def extension_for(fmt: str) -> str:
-    """The file extension used for a format (``jpeg`` → ``jpg``)."""
-    return _CANONICAL_EXT.get(fmt, fmt)
 
 
 def _fsync_dir(dfd: int) -> None:
@@ -181,60 +167,6 @@ class SavedImage:
     @property
     def mime_type(self) -> str:
         return f"image/{self.format}"
-
-
-def _refuse(problem: str, value: Any, *, code: str = "invalid_output_path", fix: str = _FILENAME_FIX,
-            parameter: str = "filename") -> OutputPathError:
-    return OutputPathError(
-        f"{parameter}={shorten(value)} is refused: {problem}",
-        code=code,
-        parameter=parameter,
-        value=value,
-        fix=fix,
-    )
-
-
-def check_component(part: str, value: Any, *, parameter: str = "filename") -> None:
-    """Refuse one path component that is unsafe or non-portable (Windows forms too)."""
-    if part in ("", ".", ".."):
-        raise _refuse("'..' and empty segments are not allowed", value, code="output_path_outside_root",
-                      parameter=parameter)
-    if part.startswith(TEMP_PREFIX):
-        raise _refuse(f"names starting with {TEMP_PREFIX!r} are reserved", value, parameter=parameter)
-    if part.endswith((".", " ")):
-        raise _refuse("a name may not end with a dot or a space", value, parameter=parameter)
-    if part != part.strip():
-        raise _refuse("a name may not start with whitespace", value, parameter=parameter)
-    stem = part.split(".", 1)[0].rstrip(" ").upper()
-    if stem in _WINDOWS_RESERVED:
-        raise _refuse(f"{stem} is a reserved device name on Windows", value, parameter=parameter)
-    if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
-        raise _refuse(f"a path segment is longer than {MAX_COMPONENT_BYTES} bytes", value,
-                      code="name_too_long", fix="use a shorter file name", parameter=parameter)
-
-
-def _check_characters(text: str, value: Any, *, parameter: str = "filename") -> None:
-    for char in text:
-        if char in _INVISIBLE:
-            raise _refuse(f"it contains the invisible/bidi character U+{ord(char):04X}", value,
-                          parameter=parameter)
-        if unicodedata.category(char) in ("Cc", "Cs"):
-            raise _refuse(f"it contains the control character U+{ord(char):04X}", value,
-                          parameter=parameter)
-    if "\\" in text:
-        raise _refuse("backslashes are not allowed (use '/' between folders)", value,
-                      parameter=parameter)
-    if ":" in text:
-        raise _refuse("':' is not allowed (drive letters and alternate data streams)", value,
-                      parameter=parameter)
-
-
-def _slug(prompt: Any, limit: int = 40) -> str:
-    text = unicodedata.normalize("NFKD", str(prompt or ""))
-    text = text.encode("ascii", "ignore").decode("ascii").lower()
-    text = re.sub(r"[^a-z0-9]+", "-", text).strip("-")
-    text = text[:limit].rstrip("-")
-    return text or "image"
 
 
 def _clean_metadata(value: Any) -> Any:
@@ -323,77 +255,15 @@ class OutputStore:
     # -- naming and confinement ----------------------------------------------------
 
     def plan_path(self, filename: str, fmt: str, *, parameter: str = "filename") -> list[str]:
-        """Validate a caller's file name for an image of format ``fmt``; return its path
-        components relative to the root (extension appended when missing). Pure: touches
-        the filesystem only to resolve an absolute path's existing parent."""
-        value = filename
-        if not isinstance(filename, str) or not filename.strip():
-            raise _refuse("it is empty", value, parameter=parameter)
-        _check_characters(filename, value, parameter=parameter)
-        name = unicodedata.normalize("NFC", filename)
-        if name.startswith("~"):
-            name = os.path.expanduser(name)
-        if os.path.isabs(name):
-            parts = self._relative_from_absolute(name, value, parameter)
-        else:
-            parts = [p for p in name.split("/") if p not in ("", ".")]
-        if not parts:
-            raise _refuse("it names no file", value, parameter=parameter)
-        for part in parts:
-            check_component(part, value, parameter=parameter)
-        parts[-1] = self._with_extension(parts[-1], fmt, value, parameter)
-        total = len(os.fsencode(self.root)) + sum(len(p.encode()) + 1 for p in parts)
-        if total > MAX_PATH_BYTES:
-            raise _refuse(f"the full path would exceed {MAX_PATH_BYTES} bytes", value,
-                          code="name_too_long", fix="use a shorter path", parameter=parameter)
-        return parts
-
-    def _relative_from_absolute(self, name: str, value: Any, parameter: str) -> list[str]:
-        raw = [p for p in name.split("/") if p not in ("", ".")]
-        if ".." in raw:
-            raise _refuse("'..' segments are not allowed", value, code="output_path_outside_root",
-                          parameter=parameter)
-        if not raw:
-            raise _refuse("it names no file", value, parameter=parameter)
-        # Resolve the parent (the existing part through any symlinks, e.g. a symlinked
-        # root); the final name itself is never resolved, so a symlink there is not followed.
-        parent = Path(os.path.realpath("/" + "/".join(raw[:-1])))
-        try:
-            rel = parent.relative_to(self.root)  # component-wise: root-evil is not under root
-        except ValueError:
-            raise _refuse("absolute paths must lie inside the output root", value,
-                          code="output_path_outside_root",
-                          fix=f"use a path relative to the output root; {_FILENAME_FIX}",
-                          parameter=parameter) from None
-        return [*rel.parts, raw[-1]]
-
-    @staticmethod
-    def _with_extension(last: str, fmt: str, value: Any, parameter: str) -> str:
-        stem, dot, ext = last.rpartition(".")
-        wanted = extension_for(fmt)
-        if not dot or not stem:
-            return f"{last}.{wanted}"
-        actual = _EXTENSIONS.get(ext.lower())
-        if actual == fmt:
-            return last
-        if actual is None and not re.fullmatch(r"[A-Za-z0-9]{1,5}", ext):
-            return f"{last}.{wanted}"  # "v1.2-final" has no extension to speak of
-        raise OutputPathError(
-            f"{parameter}={shorten(value)} has the extension .{ext} but the image is {fmt.upper()}",
-            code="extension_mismatch",
-            parameter=parameter,
-            value=value,
-            allowed=[f".{e}" for e, f in _EXTENSIONS.items() if f == fmt],
-            fix=f"name it {stem}.{wanted}, leave the extension off, or request output_format={ext.lower()}"
-            if ext.lower() in _EXTENSIONS
-            else f"name it {stem}.{wanted} or leave the extension off",
-        )
+        """A caller's file name for an image of format ``fmt`` as path components under the
+        root (see :func:`atelier_core.media.names.plan_path`)."""
+        return plan_path(self.root, filename, fmt, parameter=parameter)
 
     def auto_parts(self, fmt: str, metadata: Mapping[str, Any] | None) -> list[str]:
         """A fresh server-chosen name: ``[<date>, <time>-<slug>-<hex>.<ext>]``."""
         now = _dt.datetime.now()
         prompt = (metadata or {}).get("prompt")
-        name = f"{now:%H%M%S}-{_slug(prompt)}-{secrets.token_hex(4)}.{extension_for(fmt)}"
+        name = f"{now:%H%M%S}-{slug(prompt)}-{secrets.token_hex(4)}.{extension_for(fmt)}"
         return [f"{now:%Y-%m-%d}", name]
 
     def relative_uri(self, relative: str) -> str:
@@ -418,10 +288,10 @@ class OutputStore:
                                         code="invalid_resource_uri",
                                         fix="use a resource URI returned by this server")
         try:
-            _check_characters(text, value, parameter=parameter)
+            check_characters(text, value, parameter=parameter)
             parts = [p for p in text.split("/") if p not in ("", ".")]
             if text.startswith("/") or not parts:
-                raise _refuse("it must be a path relative to the output root", value, parameter=parameter)
+                raise refuse("it must be a path relative to the output root", value, parameter=parameter)
             for part in parts:
                 check_component(part, value, parameter=parameter)
         except OutputPathError as exc:
@@ -530,7 +400,7 @@ class OutputStore:
                     self._publish(side_parts, body, overwrite=False, value=filename, parameter=parameter)
                 except FileExistsError:
                     if not written_by_atelier(self.root.joinpath(*side_parts)):
-                        raise _refuse(f"{'/'.join(side_parts)} exists and was not written by Atelier", filename,
+                        raise refuse(f"{'/'.join(side_parts)} exists and was not written by Atelier", filename,
                                       code="file_exists", parameter=parameter) from None
                     self._publish(side_parts, body, overwrite=True, value=filename, parameter=parameter)
                 sidecar_path = self.root.joinpath(*side_parts)
@@ -580,7 +450,7 @@ class OutputStore:
         if not _HAS_DIR_FD:
             target = Path(os.path.realpath(self.root.joinpath(*dirs)))
             if not target.is_relative_to(self.root):
-                raise _refuse("a folder on the way is a link leading outside the output root", value,
+                raise refuse("a folder on the way is a link leading outside the output root", value,
                               code="output_path_outside_root", parameter=parameter)
             target.mkdir(parents=True, exist_ok=True, mode=self.dir_mode)
             yield None
@@ -608,10 +478,10 @@ class OutputStore:
                 # walk the resolved (symlink-free) components instead.
                 resolved = Path(os.path.realpath(self.root.joinpath(*dirs)))
                 if not resolved.is_relative_to(self.root):
-                    raise _refuse("a folder on the way is a link leading outside the output root", value,
+                    raise refuse("a folder on the way is a link leading outside the output root", value,
                                   code="output_path_outside_root", parameter=parameter) from None
                 if not resolved.is_dir() and resolved.exists():
-                    raise _refuse("a folder on the way is a file", value, parameter=parameter) from None
+                    raise refuse("a folder on the way is a file", value, parameter=parameter) from None
                 dirs = list(resolved.relative_to(self.root).parts)
                 continue
             except BaseException:
@@ -622,7 +492,7 @@ class OutputStore:
             finally:
                 os.close(fd)
             return
-        raise _refuse("the folders changed while being checked", value, code="output_path_outside_root",
+        raise refuse("the folders changed while being checked", value, code="output_path_outside_root",
                       parameter=parameter)
 
     def _publish(self, parts: list[str], data: bytes, *, overwrite: bool, value: Any,
@@ -636,10 +506,10 @@ class OutputStore:
         except (OutputPathError, FileExistsError):
             raise
         except IsADirectoryError:
-            raise _refuse(f"{'/'.join(parts)} is a folder", value, parameter=parameter) from None
+            raise refuse(f"{'/'.join(parts)} is a folder", value, parameter=parameter) from None
         except OSError as exc:
             if exc.errno == errno.ENOTDIR:
-                raise _refuse("a folder on the way is a file", value, parameter=parameter) from None
+                raise refuse("a folder on the way is a file", value, parameter=parameter) from None
             raise self._storage_error(exc, directory) from None
 
     def _sync_dir(self, dirs: list[str], value: Any, parameter: str) -> None:
