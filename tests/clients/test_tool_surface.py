@@ -242,3 +242,20 @@ async def test_docs_name_every_tool_and_prompt_clients_see(tmp_path: Path) -> No
         assert f"`{prompt.name}`" in tools_doc and f"`{prompt.name}`" in readme, prompt.name
         for argument in prompt.arguments or []:
             assert f"`{argument.name}`" in tools_doc, f"prompt {prompt.name}.{argument.name} is not documented"
+
+
+
+async def test_the_barrier_leaves_other_servers_jobs_alone(tmp_path: Path) -> None:
+    # Two servers on one data directory (two stdio clients each start their own).
+    stuck = FakeProvider("stuck", models=[fake_spec("m")], script=[Outcome(hang=True)])
+    other = FakeProvider("stuck", models=[fake_spec("m")])
+    async with connect(build_test_atelier(tmp_path, [stuck])) as first, \
+            connect(build_test_atelier(tmp_path, [other])) as second:
+        ticket = await first.call_tool("generate_image", {"prompt": "p", "model": "stuck/m", "as_job": True})
+        job_id = ticket.structured_content["job"]["job_id"]  # type: ignore[index]
+        started = time.monotonic()
+        theirs = await second.call_tool("get_jobs", {"wait_s": 5})
+        assert time.monotonic() - started < 2 and theirs.structured_content["jobs"] == []  # type: ignore[index]
+        mine = await first.call_tool("get_jobs", {"wait_s": 0.5})
+        assert mine.structured_content["pending"] == [job_id]  # type: ignore[index]
+        await first.call_tool("cancel_job", {"job_id": job_id})

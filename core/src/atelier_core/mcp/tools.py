@@ -276,8 +276,10 @@ class Tools:
                                   structured_content={"jobs": [j.summary() for j in recent]})
         if job_ids:
             ids = validate_job_ids(job_ids)
-        else:  # the barrier over every job this client still has running
-            ids = [job.id for job in await jobs.recent(limit=100, include_finished=False)]
+        else:  # the barrier over every job this server still runs (over stdio: this client's)
+            # Other processes share the job store (each stdio client starts its own server);
+            # their jobs are theirs to wait for.
+            ids = [job.id for job in await jobs.recent(limit=100, include_finished=False) if job.owner == jobs.owner]
             if not ids:
                 return CallToolResult(content=[TextContent(type="text", text="No unfinished jobs.")],
                                       structured_content={"jobs": [], "all_finished": True, "pending": []})
