@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-
+from atelier_core.engine.registry import ModelEntry
 from atelier_core.plugin.errors import (
     InvalidParameterError,
 )
-from atelier_core.engine.registry import ModelEntry
 from atelier_core.plugin.spec import Operation
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from atelier_core.engine.pipeline import Pipeline

@@ -11,8 +11,6 @@ from atelier_core.media import images as imaging
 from atelier_core.plugin.spec import Operation
 from atelier_core.plugin.types import ItemFailure, Usage
 
-
-
 # -- results -----------------------------------------------------------------------
 
 

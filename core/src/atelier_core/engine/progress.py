@@ -6,8 +6,6 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-
-
 log = structlog.get_logger("atelier.router")
 
 
