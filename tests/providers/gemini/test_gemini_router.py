@@ -119,3 +119,16 @@ async def test_imagen_on_vertex_partial_success_is_saved_and_reported(tmp_path: 
     assert sent.path == "/v1beta1/publishers/google/models/imagen-4.0-generate-001:predict"
     assert len(outcome.images) == 1 and Path(outcome.images[0].path).is_file()
     assert [(f.index, f.code) for f in outcome.failures] == [(1, "safety_refusal")]
+
+
+async def test_output_compression_has_openais_meaning_through_mcp(tmp_path: Path, serving: FakeUpstream) -> None:
+    # 80 means "little compression, high quality" everywhere: Imagen gets quality 80 (it got 20).
+    atelier = _atelier(tmp_path, serving, vertexai=True)
+    async with connect(atelier) as client:
+        result = await client.call_tool("generate_image", {
+            "prompt": "a fox", "model": "imagen-4.0-generate-001", "output_format": "jpeg",
+            "output_compression": 80})
+    assert not result.is_error, result.content
+    (sent,) = serving.requests
+    assert sent.json()["parameters"]["outputOptions"] == {"mimeType": "image/jpeg", "compressionQuality": 80}
+    assert (result.structured_content or {})["applied"]["output_compression"] == 80
