@@ -69,3 +69,17 @@ async def test_fallback_is_opt_in_and_keeps_the_spend_limits(tmp_path: Path) -> 
     error = (refused.structured_content or {})["error"]
     assert error["code"] == "upstream_unavailable" and "fallback dear/m skipped: spend_limit" in error["message"]
     assert not unlisted.is_error and "fallback_from" not in (unlisted.structured_content or {})["applied"]
+
+
+async def test_an_unconfigured_provider_falls_back_before_anything_is_sent(tmp_path: Path) -> None:
+    keyed = FakeProvider("keyed", models=[fake_spec("m")], needs_key=True, key_env_vars=("KEYED_API_KEY",))
+    spare = FakeProvider("spare", models=[fake_spec("m")])
+    atelier = build_test_atelier(tmp_path, [keyed, spare], fallbacks={"keyed/m": ["spare/m"]})
+    async with connect(atelier) as client:
+        result = await client.call_tool("generate_image", {"prompt": "a fox", "model": "keyed/m", "as_job": True})
+        job = (result.structured_content or {})["job"]["job_id"]
+        done = await client.call_tool("get_jobs", {"job_ids": [job], "wait_s": 10})
+    outcome = (done.structured_content or {})["jobs"][0]["result"]
+    assert outcome["model"] == "spare/m" and outcome["applied"]["fallback_from"] == "keyed/m"
+    assert any("keyed/m is unavailable" in note and "KEYED_API_KEY" in note for note in outcome["notes"])
+    assert keyed.calls == [] and len(spare.calls) == 1

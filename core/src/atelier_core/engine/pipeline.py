@@ -30,7 +30,7 @@ import structlog
 from atelier_core.engine.account import Charge, account, charge_of, say_billed
 from atelier_core.engine.cost import Ledger, SpendGuard
 from atelier_core.engine.describe import describe_models
-from atelier_core.engine.fallback import run_with_fallback
+from atelier_core.engine.fallback import plan_with_fallback, run_with_fallback
 from atelier_core.engine.outcome import CallOutcome, CostInfo, ImageRecord, PreviewCache
 from atelier_core.engine.plan import CallPlan, OutputRequest, Plan, dry_run_outcome, make_plan, quote, resolve
 from atelier_core.engine.progress import (
@@ -255,9 +255,10 @@ class Pipeline:
         require_available: bool = True,
         check_outputs: bool = True,
     ) -> Plan:
-        """The plan stage: every check that can refuse the call. Sends nothing, spends nothing."""
-        return await make_plan(self, call, operation, output=output, confirmed=confirmed,
-                               require_available=require_available, check_outputs=check_outputs)
+        """The plan stage: every check that can refuse the call. Sends nothing, spends nothing.
+        A model that is unavailable here moves to its configured fallbacks (engine/fallback.py)."""
+        return await plan_with_fallback(self, make_plan, call, operation, output=output, confirmed=confirmed,
+                                        require_available=require_available, check_outputs=check_outputs)
 
     async def execute(
         self,
