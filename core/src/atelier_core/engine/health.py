@@ -6,12 +6,14 @@ job store and the ledger. It sends nothing to any provider and bills nothing.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anyio
+import anyio.to_thread
 from atelier_core import __version__
 
 if TYPE_CHECKING:
@@ -48,8 +50,8 @@ async def health_report(pipe: Pipeline, jobs: JobManager | None = None) -> dict[
     problems = [p for p in diagnostics.get("plugins", []) if p.get("status") != "loaded"]
     problems += [{"problem": text} for text in diagnostics.get("problems", [])]
     folders = {
-        "output": await asyncio.to_thread(_writable, settings.output_dir),
-        "data": await asyncio.to_thread(_writable, settings.resolved_data_dir),
+        "output": await anyio.to_thread.run_sync(_writable, settings.output_dir),
+        "data": await anyio.to_thread.run_sync(_writable, settings.resolved_data_dir),
     }
     available = sum(info["available"] for info in providers.values())
     today = datetime.now(UTC).strftime("%Y-%m-%d")
@@ -58,7 +60,7 @@ async def health_report(pipe: Pipeline, jobs: JobManager | None = None) -> dict[
         "models": {"total": sum(info["models"] for info in providers.values()), "available": available},
         "providers": providers,
         "folders": folders,
-        "spend": {"today_usd": round(await asyncio.to_thread(pipe.ledger.spent, day=today), 6),
+        "spend": {"today_usd": round(await anyio.to_thread.run_sync(functools.partial(pipe.ledger.spent, day=today)), 6),
                   "limits": settings.cost.model_dump(exclude={"prices"}, exclude_none=True)},
     }
     if settings.default_model:

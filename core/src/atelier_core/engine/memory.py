@@ -15,7 +15,6 @@ Elsewhere than glibc (musl, macOS, Windows) there is nothing to call and it does
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import ctypes.util
 import os
@@ -24,6 +23,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import structlog
 
 __all__ = ["MemoryReturner", "free_heap_bytes", "malloc_trim", "resident_bytes"]
@@ -104,13 +105,13 @@ class MemoryReturner:
         # stay): trim again only when that much more has been freed since.
         floor = free_heap_bytes() or 0
         while True:
-            await asyncio.sleep(self.interval_s)
+            await anyio.sleep(self.interval_s)
             free = free_heap_bytes() or 0
             floor = min(floor, free)
             if free - floor > self.threshold_bytes:
                 floor = free
                 before = resident_bytes()
-                await asyncio.to_thread(malloc_trim)
+                await anyio.to_thread.run_sync(malloc_trim)
                 self.trims += 1
                 after = resident_bytes()
                 log.debug("memory returned after a burst", free_mb=free >> 20,

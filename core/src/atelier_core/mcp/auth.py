@@ -17,7 +17,6 @@ Tokens are never logged: a refusal logs only the reason.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import ipaddress
 import json
@@ -26,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 import structlog
 from mcp.server.auth.middleware.bearer_auth import (
     AuthenticatedUser,
@@ -128,7 +128,7 @@ class JwksTokens:
         self._jwks_url = jwks_url
         self._keys: dict[str, Any] = {}
         self._fetched_at = float("-inf")
-        self._lock = asyncio.Lock()
+        self._lock = anyio.Lock()
 
     async def _fetch_keys(self) -> None:
         import httpx2

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import base64
 from pathlib import Path
 from typing import Any, Literal
 
+import anyio
+import anyio.to_thread
 import structlog
 from mcp_types import (
     CallToolResult,
@@ -97,14 +99,15 @@ async def render(outcome: CallOutcome, mode: ReturnImage, settings: Settings,
     for record in outcome.images:
         cached = previews.take(record.path, record.sha256) if previews is not None else None
         if cached is not None and thumbnails is not None:
-            await asyncio.to_thread(thumbnails.put, Path(record.path), cached, max_edge=preview.max_edge,
-                                    max_bytes=preview.max_bytes, fmt=preview.format)
+            await anyio.to_thread.run_sync(functools.partial(
+                thumbnails.put, Path(record.path), cached, max_edge=preview.max_edge,
+                max_bytes=preview.max_bytes, fmt=preview.format))
         if mode == "preview" and cached is not None:
             blocks.append(ImageContent(type="image", data=base64.b64encode(cached.data).decode(),
                                        mime_type=cached.mime_type))
         elif mode != "none":
             try:
-                image, note = await asyncio.to_thread(_inline, record, mode, settings, thumbnails)
+                image, note = await anyio.to_thread.run_sync(_inline, record, mode, settings, thumbnails)
                 blocks.append(image)
                 if note:
                     notes.append(note)

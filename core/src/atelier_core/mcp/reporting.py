@@ -10,8 +10,9 @@ call handed back).
 
 from __future__ import annotations
 
-import asyncio
 from typing import Protocol
+
+import anyio
 
 __all__ = ["ProgressReporter", "ProgressSink"]
 
@@ -29,7 +30,7 @@ class ProgressReporter:
         self._digits = digits
         self._last = -1.0
         self._closed = False
-        self._lock = asyncio.Lock()
+        self._lock = anyio.Lock()
         self.sent: list[float] = []
 
     async def __call__(self, fraction: float | None, message: str) -> None:

@@ -33,7 +33,6 @@ signatures).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import ipaddress
 import re
@@ -216,7 +215,7 @@ def _origin_text(origin: tuple[str, str, int]) -> str:
 
 
 async def _default_resolver(host: str, port: int) -> list[str]:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 

@@ -12,7 +12,6 @@ answers a test scripts in advance, and it is its own plugin::
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -207,11 +206,13 @@ class FakeProvider(Provider):
             self.calls[index] = FakeCall(call.operation, request, call.started, time.monotonic())
 
     async def _perform(self, request: ImageRequest, ctx: CallContext, outcome: Outcome) -> ProviderResult:
+        import anyio  # here, not at module level: importing a plugin module stays light
+
         delay = self.latency_s if outcome.delay_s is None else outcome.delay_s
         if outcome.hang:
-            await asyncio.Event().wait()  # until cancelled
+            await anyio.sleep_forever()  # until cancelled
         if delay:
-            await asyncio.sleep(delay)
+            await anyio.sleep(delay)
         if outcome.error is not None:
             raise outcome.error
         width, height = outcome.size or self._size(request)
