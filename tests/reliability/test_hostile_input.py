@@ -360,12 +360,19 @@ async def test_a_valid_image_with_junk_appended_is_never_saved(isolated_env: Pat
                           ATELIER_TEST_PIDFILE=str(pidfile))
         async with _stdio(env, tmp_path / "stderr.log") as client:
             call = {"prompt": "a fox", "model": MODEL, "size": "1024x1024"}
+            pid = int(pidfile.read_text())
+            await client.call_tool("list_available_models", {"provider": "placeholder"})
+            before = _peak_rss_kib(pid)
             too_big = await client.call_tool("generate_image", call)
+            growth_mib = (_peak_rss_kib(pid) - before) / 1024
             junk_tail = await client.call_tool("generate_image", call)
             saved = await client.call_tool("generate_image", call)
         assert len(upstream.requests) == 3  # each answer was billed once, never retried
     assert too_big.is_error
-    assert "more than the" in _text(too_big) and "not decoded" in _text(too_big), _text(too_big)
+    # Refused from the answer's size (the HTTP transport stops reading at the limit the
+    # requested 1024x1024 PNG implies), never parsed or decoded: the 56 MB body is not held.
+    assert "more than the" in _text(too_big) and "not read further" in _text(too_big), _text(too_big)
+    assert growth_mib < 40, f"peak RSS grew by {growth_mib:.0f} MiB for a refused 56 MB answer"
     assert junk_tail.is_error and "not part of the image" in _text(junk_tail), _text(junk_tail)
     assert not saved.is_error, _text(saved)
     (record,) = (saved.structured_content or {})["images"]

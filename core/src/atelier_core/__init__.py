@@ -29,6 +29,7 @@ from atelier_core.plugin.errors import (
     UpstreamUnavailableError,
     retry_after_from_headers,
 )
+from atelier_core.plugin.answers import bounded_transport
 from atelier_core.plugin.helpers import decode_base64, error_from_status, redact
 from atelier_core.plugin.hookspecs import hookimpl
 from atelier_core.plugin.provider import CallContext, Provider, ProviderSettings
@@ -98,6 +99,7 @@ __all__ = [
     "UpstreamTimeoutError",
     "UpstreamUnavailableError",
     "Usage",
+    "bounded_transport",
     "decode_base64",
     "error_from_status",
     "hookimpl",

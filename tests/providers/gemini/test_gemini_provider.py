@@ -72,7 +72,7 @@ def test_developer_client_sends_key_header_and_timeout_in_ms() -> None:
     assert api._http_options.headers["x-goog-api-key"] == "k1"
     assert api._http_options.retry_options is None  # google-genai then makes exactly one attempt
     assert api._http_options.base_url == "https://generativelanguage.googleapis.com/"
-    assert api._async_httpx_client._transport._pool._max_keepalive_connections == 0
+    assert api._async_httpx_client._transport.inner._pool._max_keepalive_connections == 0
 
 
 def test_vertex_adc_client_uses_project_and_location_without_loading_credentials() -> None:

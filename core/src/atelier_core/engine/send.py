@@ -23,6 +23,7 @@ from atelier_core.plugin.errors import (
     UpstreamProtocolError,
     UpstreamTimeoutError,
 )
+from atelier_core.plugin.answers import answer_limit, answer_limit_for
 from atelier_core.plugin.provider import CallContext
 from atelier_core.plugin.types import ImageRequest, ProviderResult
 
@@ -98,7 +99,12 @@ async def send(pipe: Pipeline, plan: Plan, sent: Sent, *, progress: Progress | N
         # Runs with a limiter slot held: report it, so jobs can tell queued from sent.
         await batch_progress(0.01, f"sent to {entry.canonical_id}")
         batch.sent = True
-        return await provider.run(batch.request, ctx)
+        # The most this answer can take: the providers' HTTP transport stops reading there.
+        limit = answer_limit.set(answer_limit_for(batch.request.n, batch.request.max_image_bytes()))
+        try:
+            return await provider.run(batch.request, ctx)
+        finally:
+            answer_limit.reset(limit)
 
     async def run(batch: Batch) -> None:
         nonlocal done

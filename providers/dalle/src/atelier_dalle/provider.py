@@ -25,6 +25,7 @@ from atelier_core import (
     ProviderSettings,
     UpstreamProtocolError,
     Usage,
+    bounded_transport,
 )
 
 from . import convert
@@ -228,6 +229,8 @@ class DalleProvider(Provider[DalleSettings]):
         if self._client is not None and self._client_identity == identity and not loop.is_closed():
             return self._client
         client: AsyncOpenAI
+        # Answers are read only up to what the requested images can take.
+        http = openai.DefaultAsyncHttpxClient(transport=bounded_transport(), timeout=s.timeout_s)
         if s.azure:
             client = openai.AsyncAzureOpenAI(
                 azure_endpoint=s.azure_endpoint or "",
@@ -235,9 +238,11 @@ class DalleProvider(Provider[DalleSettings]):
                 api_key=key,
                 max_retries=0,  # the core owns the one retry layer
                 timeout=s.timeout_s,
+                http_client=http,
             )
         else:
-            client = openai.AsyncOpenAI(api_key=key, base_url=s.server_url, max_retries=0, timeout=s.timeout_s)
+            client = openai.AsyncOpenAI(api_key=key, base_url=s.server_url, max_retries=0, timeout=s.timeout_s,
+                                        http_client=http)
         self._client, self._client_identity = client, identity
         return client
 

@@ -25,6 +25,7 @@ from atelier_core import (
     Provider,
     ProviderResult,
     ProviderSettings,
+    bounded_transport,
 )
 
 from . import translate
@@ -198,7 +199,8 @@ class GeminiProvider(Provider[GeminiSettings]):
             api_version=settings.api_version or None,
             # No idle keep-alive connections: an image call takes seconds, so a new
             # connection costs little, and nothing stays bound to a finished event loop.
-            async_client_args={"limits": httpx2.Limits(max_keepalive_connections=0)},
+            # Answers are read only up to what the requested images can take.
+            async_client_args={"transport": bounded_transport(limits=httpx2.Limits(max_keepalive_connections=0))},
         )
         key = settings.api_key.get_secret_value() if settings.api_key is not None else None
         try:

@@ -21,6 +21,7 @@ from atelier_core import (
     Provider,
     ProviderResult,
     UpstreamProtocolError,
+    bounded_transport,
     decode_base64,
 )
 
@@ -133,6 +134,8 @@ class OpenAIProvider(Provider[OpenAISettings]):
             # The core owns the one retry layer; SDK retries would multiply attempts.
             "max_retries": 0,
             "timeout": conf.timeout_s,
+            # Answers are read only up to what the requested images can take.
+            "http_client": openai.DefaultAsyncHttpxClient(transport=bounded_transport(), timeout=conf.timeout_s),
         }
         if conf.azure:
             endpoint = conf.azure_endpoint
