@@ -119,7 +119,8 @@ def test_every_command_and_option_has_help() -> None:
     parser = _parser()
     [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     helped = {action.dest: action.help for action in sub._choices_actions}
-    assert set(helped) == set(sub.choices) == {"serve", "models", "generate", "edit", "doctor", "usage", "demo"}
+    assert set(helped) == set(sub.choices) == {"serve", "models", "generate", "edit", "doctor", "usage", "demo",
+                                                     "gallery", "prune"}
     for name, command in sub.choices.items():
         assert helped[name] and command.description, name
         for action in command._actions:

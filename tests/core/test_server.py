@@ -26,7 +26,7 @@ from atelier_core.testing import make_mask
 pytestmark = pytest.mark.anyio
 
 TOOLS = {"generate_image", "edit_image", "list_available_models", "get_jobs", "cancel_job",
-         "edit_session", "get_usage", "health"}
+         "edit_session", "get_usage", "health", "find_images"}
 
 
 class Broken:

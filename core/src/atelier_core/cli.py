@@ -135,6 +135,18 @@ def _parser() -> argparse.ArgumentParser:
                        help="how many UTC days back (default 30)")
     usage.add_argument("--json", action="store_true", help="print the report as JSON")
     command("demo", "run an offline end-to-end demo: a real stdio server driven by the MCP client")
+    gallery = command("gallery", "open the image gallery (search, filters, session trees, cost) in a browser")
+    gallery.add_argument("--port", type=_bounded(0, 65535, "(a TCP port; 0 picks a free one)"), default=0,
+                         help="port on 127.0.0.1 (default: a free one)")
+    gallery.add_argument("--no-open", action="store_true", help="print the address, do not open a browser")
+    prune = command("prune", "delete the oldest images beyond the retention limits "
+                    "(never one an open session or unfinished job needs)")
+    prune.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    prune.add_argument("--max-total-bytes", type=_bounded(0, 2**62, "bytes"),
+                       help="keep the library under this size (default: the library.max_total_bytes setting)")
+    prune.add_argument("--max-age-days", type=_bounded(1, 100_000, "days"),
+                       help="delete images older than this (default: the library.max_age_days setting)")
+    prune.add_argument("--json", action="store_true", help="print the plan as JSON")
     return parser
 
 
@@ -164,6 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_doctor(settings))
         if command == "usage":
             return _usage(settings, args)
+        if command == "gallery":
+            return _gallery(settings, args)
+        if command == "prune":
+            return asyncio.run(_prune(settings, args))
     except AtelierError as exc:
         print(f"atelier-mcp {command}: {_cli_words(str(exc))}", file=sys.stderr)
         return 1
@@ -239,6 +255,57 @@ def _usage(settings: Settings, args: argparse.Namespace) -> int:
         print(f"  {model:<32} ${row['usd']:.4f}  {row['images']} image(s), {row['calls']} call(s)")
     shown = {k: v for k, v in limits.items() if k != "allow_unpriced" or v}
     print("Limits: " + (", ".join(f"{k}={v}" for k, v in shown.items()) or "none configured"))
+    return 0
+
+
+# -- the image library ------------------------------------------------------------------
+
+
+def _gallery(settings: Settings, args: argparse.Namespace) -> int:
+    from atelier_core.mcp.http import serve_gallery
+
+    asyncio.run(serve_gallery(_build(settings), port=args.port, open_browser=not args.no_open))
+    return 0
+
+
+async def _prune(settings: Settings, args: argparse.Namespace) -> int:
+    from atelier_core.engine.jobs import build_jobs
+    from atelier_core.engine.library import open_work_images
+    from atelier_core.engine.sessions import SessionManager
+
+    atelier = _build(settings)
+    try:
+        library = atelier.library
+        library.max_total_bytes = (args.max_total_bytes if args.max_total_bytes is not None
+                                   else settings.library.max_total_bytes)
+        library.max_age_days = args.max_age_days if args.max_age_days is not None else settings.library.max_age_days
+        if library.max_total_bytes is None and library.max_age_days is None:
+            print("atelier-mcp prune: no limit given: pass --max-total-bytes or --max-age-days, or set "
+                  "library.max_total_bytes / library.max_age_days (ATELIER_LIBRARY__MAX_TOTAL_BYTES, "
+                  "ATELIER_LIBRARY__MAX_AGE_DAYS)", file=sys.stderr)
+            return 2
+        await library.backfill()
+        sessions = SessionManager(atelier)
+        jobs = build_jobs(atelier)
+
+        async def protected() -> set[str]:
+            return await open_work_images(library, sessions, jobs)
+
+        library.protected = protected
+        plan = await library.enforce_retention(dry_run=args.dry_run)
+    finally:
+        await atelier.aclose()
+    verb = "would delete" if args.dry_run else "deleted"
+    if args.json:
+        print(json.dumps({"dry_run": args.dry_run, "total_bytes": plan.total_bytes, "freed_bytes": plan.freed_bytes,
+                          "kept_in_use": plan.kept_protected,
+                          "images": [{"path": e.relative, "bytes": e.bytes, "created": e.created_iso,
+                                      "reason": plan.reasons[e.relative]} for e in plan.remove]}, indent=2))
+        return 0
+    for entry in plan.remove:
+        print(f"{verb}: {entry.relative} ({entry.bytes:,} bytes, {entry.created_iso}; {plan.reasons[entry.relative]})")
+    print(f"{len(plan.remove)} image(s), {plan.freed_bytes:,} of {plan.total_bytes:,} bytes {verb}; "
+          f"{plan.kept_protected} kept because an open session or unfinished job needs them")
     return 0
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "CostSettings",
     "HttpSettings",
     "JobSettings",
+    "LibrarySettings",
     "LoggingSettings",
     "PluginSettings",
     "PreviewSettings",
@@ -175,6 +176,18 @@ class SessionSettings(_Section):
     idle_ttl_s: float = Field(7 * 86400, description="end sessions idle this long (0 = never)")
 
 
+class LibrarySettings(_Section):
+    embed_metadata: bool = Field(
+        True, description="write prompt, model, parameters and the IPTC AI source type into each file"
+    )
+    max_total_bytes: int | None = Field(
+        None, ge=0, description="retention: prune the oldest images above this total (None = no limit)"
+    )
+    max_age_days: float | None = Field(
+        None, gt=0, description="retention: prune images older than this (None = keep)"
+    )
+
+
 class CostSettings(_Section):
     max_per_call_usd: float | None = None
     max_per_day_usd: float | None = None
@@ -216,6 +229,7 @@ class Settings(BaseSettings):
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     state: StateSettings = Field(default_factory=StateSettings)
     cost: CostSettings = Field(default_factory=CostSettings)
+    library: LibrarySettings = Field(default_factory=LibrarySettings)
     providers: dict[str, dict[str, Any]] = Field(default_factory=dict, repr=False)
 
     @classmethod

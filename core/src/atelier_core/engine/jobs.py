@@ -50,6 +50,7 @@ import anyio.to_thread
 import structlog
 from pydantic import BaseModel
 
+from atelier_core.engine.library import origin
 from atelier_core.engine.plan import CallPlan, Plan
 from atelier_core.engine.progress import SAVING_FRACTION, SENT_FRACTION
 from atelier_core.media import images as imaging
@@ -712,10 +713,13 @@ def pipeline_runner(pipeline: Pipeline, sessions: SessionManager | None = None) 
             await job.progress(fraction, message, stage=stage)
 
         plan.job_id = job.job_id  # its files name the job, for start-up after a crash
-        outcome = await pipeline.run(plan, progress=progress, partial=job.partial, saved=job.saved)
-        if plan.spec.session is not None and sessions is not None:
-            view = await sessions.record(plan.spec.session, outcome)
+        session = plan.spec.session
+        with origin(job_id=job.job_id, session_id=session["session_id"] if session else None):
+            outcome = await pipeline.run(plan, progress=progress, partial=job.partial, saved=job.saved)
+        if session is not None and sessions is not None:
+            view = await sessions.record(session, outcome)
             outcome.notes.insert(0, f"session {view.id}: this is turn {view.head}")
+            await pipeline.library.tag_turn([image.path for image in outcome.images], view.id, view.head)
         return outcome
 
     return run

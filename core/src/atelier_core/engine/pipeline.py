@@ -53,6 +53,7 @@ from atelier_core.media.inputs import InputIntake
 from atelier_core.media.storage import OutputStore
 from atelier_core.media.thumbnails import Thumbnails
 from atelier_core.plugin.spec import Operation
+from atelier_core.engine.library import ImageLibrary
 from atelier_core.plugin.types import ImageCall, ImageRequest
 from atelier_core.settings import Settings
 from atelier_core.state.database import StateStore
@@ -111,6 +112,7 @@ class Pipeline:
         self.limits = limits
         self._sleep = sleep
         self._state: StateStore | None = None
+        self._library: ImageLibrary | None = None
         self._ledger: Ledger | None = None
         self.spend = SpendGuard(settings.cost, self._get_ledger, run_id=_run_id())
         #: Previews made while verifying new images (one decode per image), keyed by
@@ -190,6 +192,16 @@ class Pipeline:
             self._state = StateStore.open(self.settings.resolved_data_dir)
         return self._state
 
+    @property
+    def library(self) -> ImageLibrary:
+        """Every saved image: the index in the state database and the files."""
+        if self._library is None:
+            records = getattr(self.state, "images", None)
+            if records is None:
+                records = _InterimImageRecords(self.settings)
+            self._library = ImageLibrary(self.store, records)
+        return self._library
+
     def _get_ledger(self) -> Ledger:
         if self._ledger is None:
             self._ledger = Ledger(self.state)
@@ -242,6 +254,8 @@ class Pipeline:
         """Close provider clients opened lazily."""
         if self._registry is not None:
             await self._registry.aclose()
+        if self._library is not None and isinstance(self._library.index, _InterimImageRecords):
+            await self._library.index.aclose()
 
     # -- the call path ---------------------------------------------------------------
 
@@ -411,3 +425,46 @@ def _run_id() -> str:
     import secrets
 
     return f"{os.getpid()}-{secrets.token_hex(6)}"
+
+
+class _InterimImageRecords:
+    """INTERIM until the engine's state moves to the SQLAlchemy store: image rows in
+    ``<data dir>/library.sqlite3`` through the same state layer (migrated by it), with a
+    connection per transaction, so a pipeline that is never closed leaves none open."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._records: Any = None
+        self._lock = anyio.Lock()
+
+    async def _open(self) -> Any:
+        async with self._lock:
+            if self._records is None:
+                from sqlalchemy.ext.asyncio import create_async_engine
+                from sqlalchemy.pool import NullPool
+
+                from atelier_core.state.store import StateStore as SqlStateStore
+
+                data_dir = self._settings.resolved_data_dir
+                url = f"sqlite:///{data_dir / 'library.sqlite3'}"
+                store = await SqlStateStore.open_url(url, data_dir)  # creates and migrates the file
+                await store.aclose()
+                db = store.db
+                db.engine = create_async_engine(db.url, poolclass=NullPool, connect_args={"timeout": 10})
+                self._records = store.images
+        return self._records
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "cursor_after":
+            from atelier_core.state.image_records import ImageRecords
+
+            return ImageRecords.cursor_after
+
+        async def forward(*args: Any, **kwargs: Any) -> Any:
+            return await getattr(await self._open(), name)(*args, **kwargs)
+
+        return forward
+
+    async def aclose(self) -> None:
+        if self._records is not None:
+            await self._records._db.engine.dispose()

@@ -19,6 +19,7 @@ import structlog
 
 from atelier_core.engine.mirror import Mirrored, mirror
 from atelier_core.engine.outcome import ImageRecord
+from atelier_core.media.embed import embed_metadata
 from atelier_core.media.outputs import OutputSlot
 from atelier_core.media.storage import SavedImage
 from atelier_core.plugin.errors import AtelierError, OutputPathError
@@ -47,6 +48,7 @@ class Stored:
 async def store(pipe: Pipeline, plan: Plan, received: Received, *, on_saved: OnSaved | None = None) -> Stored:
     """Save each received image (worker thread) with its sidecar; failures are kept per image."""
     out = Stored()
+    indexed: list[tuple[SavedImage, dict[str, Any]]] = []
     for image in received.images:
         slot = plan.slots[len(out.records)] if plan.slots else None
         metadata = sidecar_metadata(plan, received, image)
@@ -59,6 +61,7 @@ async def store(pipe: Pipeline, plan: Plan, received: Received, *, on_saved: OnS
             continue
         if note:
             out.notes.append(note)
+        indexed.append((saved, metadata))
         if on_saved is not None:
             await on_saved(str(saved.path))
         if image.preview is not None:
@@ -73,7 +76,42 @@ async def store(pipe: Pipeline, plan: Plan, received: Received, *, on_saved: OnS
             sidecar=str(saved.sidecar) if saved.sidecar else None,
             object_uri=mirrored.object_uri, url=mirrored.url,
         ))
+    await _index(pipe, plan, indexed, received.cost.cost_usd)
     return out
+
+
+async def _index(pipe: Pipeline, plan: Plan, saved: list[tuple[SavedImage, dict[str, Any]]],
+                 cost_usd: float | None) -> None:
+    """Add the saved images to the image library (lineage from the first input image).
+    Never fails the call: the files are saved and paid for."""
+    if not saved:
+        return
+    share = cost_usd / len(saved) if cost_usd is not None else None
+    inputs = [image.data for image in plan.request.images]
+    library = pipe.library
+    try:
+        rows = [await library.entry_for(item, meta, cost_usd=share, inputs=inputs,
+                                        embedded=bool(meta.get("metadata_embedded")))
+                for item, meta in saved]
+    except Exception as exc:
+        log.warning("image index lookup failed", error=type(exc).__name__)
+        return
+    await library.record(rows)
+
+
+def _with_metadata(pipe: Pipeline, image: ReceivedImage, metadata: dict[str, Any]) -> bytes:
+    """The bytes to save: provenance inserted (unless switched off; never into C2PA-signed
+    bytes). Records in ``metadata`` whether it went in."""
+    embedded = False
+    data = image.data
+    if pipe.settings.library.embed_metadata:
+        from atelier_core import __version__
+
+        fields = {**metadata, "created": metadata.get("created_at"), "software": f"Atelier {__version__}"}
+        result = embed_metadata(data, image.format, fields, width=image.width, height=image.height)
+        data, embedded = result.data, result.embedded
+    metadata["metadata_embedded"] = embedded
+    return data
 
 
 def _save(pipe: Pipeline, plan: Plan, slot: OutputSlot | None, image: ReceivedImage,
@@ -81,10 +119,11 @@ def _save(pipe: Pipeline, plan: Plan, slot: OutputSlot | None, image: ReceivedIm
     """Publish one image; returns it and a note when it did not go where planned."""
     the_store = pipe.store
     note: str | None = None
+    data = _with_metadata(pipe, image, metadata)
 
     def save(target: OutputSlot | None) -> SavedImage:
         return the_store.save(
-            image.data, image.format, filename=target.filename if target else None,
+            data, image.format, filename=target.filename if target else None,
             planned=target.parts if target else None, overwrite=plan.spec.output.overwrite and target is not None,
             metadata=metadata, width=image.width, height=image.height,
             sidecar=target.sidecar if target else True, tag=plan.job_id,

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from atelier_core.engine.library import origin
 from atelier_core.plugin.errors import InputImageError, InvalidParameterError, NotFoundError, RequestError
 from atelier_core.plugin.spec import Operation
 from atelier_core.plugin.types import ImageCall
@@ -260,7 +261,9 @@ class SessionManager:
         now = self._clock()
         outcome: Any = None
         if prompt is not None:
-            outcome = await self._execute(call.model_copy(update={"prompt": prompt, "n": 1}), Operation.GENERATE, **execute_kwargs)
+            with origin(session_id=session_id, turn=0):
+                outcome = await self._execute(call.model_copy(update={"prompt": prompt, "n": 1}),
+                                              Operation.GENERATE, **execute_kwargs)
             first = outcome.images[0]
             turn = SessionTurn(
                 turn=0, parent=None, created_at=now, operation="generate", prompt=prompt,
@@ -403,7 +406,8 @@ class SessionManager:
         """Edit the head (or ``from_turn``) with ``call.prompt``; the result becomes the head."""
         async with self._lock(session_id):
             view, base, edit_call, notes = self.plan_turn(session_id, call=call, from_turn=from_turn)
-            outcome = await self._execute(edit_call, Operation.EDIT, **execute_kwargs)
+            with origin(session_id=session_id, turn=len(view.turns)):
+                outcome = await self._execute(edit_call, Operation.EDIT, **execute_kwargs)
             if notes:
                 outcome.notes.extend(notes)
             image = outcome.images[0]

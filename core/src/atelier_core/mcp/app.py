@@ -15,7 +15,7 @@ from mcp.server.mcpserver import MCPServer
 
 from atelier_core import __version__
 from atelier_core.logging import add_secret, add_url_credentials, configure_logging, secrets_of
-from atelier_core.engine.jobs import build_jobs
+from atelier_core.engine.jobs import JobManager, build_jobs
 from atelier_core.engine.memory import MemoryReturner
 from atelier_core.engine.pipeline import Pipeline
 from atelier_core.engine.reconcile import reconcile
@@ -28,6 +28,9 @@ from atelier_core.mcp.tasks import TasksExtension
 from atelier_core.mcp.tools import Tools, build_tools
 from atelier_core.mcp.warmup import WarmUp
 from atelier_core.settings import Settings
+from atelier_core.engine.library import open_work_images
+from atelier_core.mcp.library import LibraryMiddleware, VIEWER_TOOLS, view_meta, viewer_apps
+from mcp.server.subscriptions import InMemorySubscriptionBus
 
 log = structlog.get_logger("atelier.server")
 
@@ -58,6 +61,7 @@ def build_server(atelier: Pipeline, *, configure_logs: bool = True) -> MCPServer
     jobs = build_jobs(atelier, sessions)
     warm_up = WarmUp(atelier)
     tools = Tools(atelier, jobs, sessions)  # one instance: the tools and the tasks extension share it
+    configure_retention(atelier, sessions, jobs)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[Pipeline]) -> AsyncIterator[Pipeline]:
@@ -65,6 +69,8 @@ def build_server(atelier: Pipeline, *, configure_logs: bool = True) -> MCPServer
         # Memory a burst of large answers leaves behind goes back to the system.
         returner = asyncio.create_task(MemoryReturner().run())
         sweep: asyncio.Task[Any] | None = None
+        # Images made before the index existed are indexed once from their sidecars.
+        backfill = asyncio.ensure_future(_backfill(atelier))
         try:
             async with jobs.running():  # background jobs live as long as the server
                 # What a crash left in the output folder, reconciled with the jobs just
@@ -78,23 +84,51 @@ def build_server(atelier: Pipeline, *, configure_logs: bool = True) -> MCPServer
                 await asyncio.gather(sweep, return_exceptions=True)
             if warm_up.task is not None:
                 await warm_up.task  # a thread cannot be cancelled; let it finish before closing
+            await backfill
             await atelier.aclose()
 
+    listed = build_tools(tools)
+    for tool in listed:  # MCP Apps hosts show these results in the viewer; others ignore _meta
+        if tool.name in VIEWER_TOOLS:
+            tool.meta = {**(tool.meta or {}), **view_meta()}
+    bus = InMemorySubscriptionBus()
     server: MCPServer[Pipeline] = MCPServer(
         "atelier",
         title="Atelier",
         version=__version__,
         instructions=INSTRUCTIONS,
-        tools=build_tools(tools),
-        extensions=[TasksExtension(tools)],
+        tools=listed,
+        extensions=[TasksExtension(tools), viewer_apps()],
+        subscriptions=bus,
         lifespan=lifespan,
         log_level=atelier.settings.logging.level,
-        middleware=[principal_scope, protocol_compat, error_codes, warm_up.middleware],
+        middleware=[principal_scope, protocol_compat, error_codes, warm_up.middleware,
+                    LibraryMiddleware(atelier.library, bus)],
     )
     add_image_resources(server, atelier)
     install_image_reads(server, atelier)
     add_prompts(server)
     return server
+
+
+def configure_retention(atelier: Pipeline, sessions: SessionManager, jobs: JobManager | None) -> None:
+    """The library prunes by the configured limits, sparing what open sessions and
+    unfinished jobs need."""
+    library = atelier.library
+    library.max_total_bytes = atelier.settings.library.max_total_bytes
+    library.max_age_days = atelier.settings.library.max_age_days
+
+    async def protected() -> set[str]:
+        return await open_work_images(library, sessions, jobs)
+
+    library.protected = protected
+
+
+async def _backfill(atelier: Pipeline) -> None:
+    try:
+        await atelier.library.backfill()
+    except Exception as exc:  # the index is a convenience: never stop the server for it
+        log.warning("image index backfill failed", error=type(exc).__name__)
 
 
 def serve_stdio(atelier: Pipeline) -> None:

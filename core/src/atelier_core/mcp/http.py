@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 
 import structlog
 from mcp.server.transport_security import TransportSecuritySettings
@@ -12,7 +13,9 @@ from atelier_core.plugin.errors import ConfigurationError
 from atelier_core.engine.pipeline import Pipeline
 from atelier_core.settings import Settings
 from atelier_core.mcp.app import build_server
-from atelier_core.mcp.auth import token_verifier, with_auth
+from atelier_core.identity import LOCAL_PRINCIPAL
+from atelier_core.mcp.auth import StaticTokens, token_verifier, with_auth
+from atelier_core.mcp.gallery import cookie_bearer, gallery_app, mount
 from atelier_core.mcp.host_check import AllowedOrigins, HostOriginCheck
 
 log = structlog.get_logger("atelier.server")
@@ -63,11 +66,52 @@ def http_app(atelier: Pipeline, *, host: str) -> ASGIApp:
         transport_security=security,
         host=host,
     )
+    # /gallery: the image library in a browser, behind the same checks and tokens.
+    app = mount(app, gallery_app(atelier.library))
     # The SDK's check above matches "127.0.0.1:*" as a prefix; ours is exact and runs first.
     app = HostOriginCheck(app, AllowedOrigins.of(security.allowed_hosts, security.allowed_origins))
     if verifier is not None:
-        app = with_auth(app, verifier)
+        app = cookie_bearer(with_auth(app, verifier))
     return app
+
+
+def gallery_only_app(atelier: Pipeline, *, host: str, token: str) -> ASGIApp:
+    """``atelier-mcp gallery``: the gallery alone, Host/Origin-checked, behind a one-off
+    token for the local principal (handed to the browser once, then kept in a cookie)."""
+    security = transport_security(atelier.settings, host)
+    app: ASGIApp = HostOriginCheck(gallery_app(atelier.library),
+                                   AllowedOrigins.of(security.allowed_hosts, security.allowed_origins))
+    return cookie_bearer(with_auth(app, StaticTokens({LOCAL_PRINCIPAL: token})))
+
+
+async def serve_gallery(atelier: Pipeline, *, port: int = 0, open_browser: bool = True,
+                        ready: Callable[[str], None] | None = None) -> None:
+    """Serve the gallery on 127.0.0.1 until interrupted; print (and open) its address."""
+    import secrets
+    import socket
+    import webbrowser
+
+    import uvicorn
+
+    host = "127.0.0.1"
+    token = secrets.token_urlsafe(24)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    url = f"http://{host}:{sock.getsockname()[1]}/gallery/?token={token}"
+    try:
+        await atelier.library.backfill()
+        config = uvicorn.Config(gallery_only_app(atelier, host=host, token=token), log_config=None,
+                                lifespan="off", log_level=atelier.settings.logging.level.lower())
+        print(f"Atelier gallery: {url}", flush=True)
+        if open_browser:
+            webbrowser.open(url)
+        if ready is not None:
+            ready(url)
+        await uvicorn.Server(config).serve(sockets=[sock])
+    finally:
+        sock.close()
+        await atelier.aclose()
 
 
 async def serve_http(atelier: Pipeline, *, host: str | None = None, port: int | None = None) -> None:

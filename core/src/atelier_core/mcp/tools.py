@@ -52,6 +52,7 @@ from atelier_core.plugin.spec import Operation
 from atelier_core.plugin.types import ImageCall
 from atelier_core.settings import Settings
 from atelier_core.state.jobs import Job, JobState, validate_job_ids
+from atelier_core.mcp.library import FIND_DESCRIPTION, FindImages
 
 log = structlog.get_logger("atelier.server")
 
@@ -673,5 +674,9 @@ def build_tools(tools: Tools) -> list[Tool]:
                                                  open_world_hint=False)),
         compact_tool(tools.health, name="health", description=_HEALTH_DOC,
                      annotations=ToolAnnotations(title="Health", read_only_hint=True,
+                                                 open_world_hint=False)),
+        compact_tool(FindImages(tools.atelier.library, tools.atelier.resolve).__call__, name="find_images",
+                     description=FIND_DESCRIPTION,
+                     annotations=ToolAnnotations(title="Find images", read_only_hint=True,
                                                  open_world_hint=False)),
     ]

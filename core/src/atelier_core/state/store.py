@@ -8,6 +8,7 @@
     await state.ledger.record(entry, release=hold) # Ledger
     await state.reservations.reserve(...)          # SpendReservations
     await state.idempotency.find(key)              # IdempotencyKeys
+    await state.images.search(query)               # ImageRecords
     await state.aclose()
 
 Everything is async and goes through SQLAlchemy Core on one
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from atelier_core.state.db import Database
 from atelier_core.state.idempotency import IdempotencyKeys
+from atelier_core.state.image_records import ImageRecords
 from atelier_core.state.job_records import JobRecords
 from atelier_core.state.ledger import Ledger, SpendReservations
 from atelier_core.state.session_records import SessionRecords
@@ -43,6 +45,7 @@ class StateStore:
         self.ledger = Ledger(db)
         self.reservations = SpendReservations(db)
         self.idempotency = IdempotencyKeys(db)
+        self.images = ImageRecords(db)
 
     @classmethod
     async def open(cls, settings: Settings) -> StateStore:

@@ -31,6 +31,8 @@ from sqlalchemy import (
 __all__ = [
     "LOCAL_PRINCIPAL",
     "idempotency_keys",
+    "images",
+    "library_meta",
     "jobs",
     "ledger",
     "metadata",
@@ -175,4 +177,47 @@ spend_reservations = Table(
     Column("expires_at", Float, nullable=False),
     Index(None, "principal", "day"),
     Index(None, "expires_at"),
+)
+
+images = Table(
+    "images",
+    metadata,
+    # Every saved image (a direct call, a job, a session turn); see state/image_records.py.
+    # On SQLite the prompt is also indexed by the FTS5 table images_fts (kept in step by
+    # triggers, created by migration 0002; not declared here because it is SQLite-only).
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _principal(),
+    Column("relative", Text, nullable=False, unique=True),  # path inside the output root
+    Column("created_at", Float, nullable=False),
+    Column("prompt", Text),
+    Column("model", Text),
+    Column("provider", Text),
+    Column("operation", Text),
+    Column("applied", _json(), nullable=False),
+    Column("seed", Integer),
+    Column("cost_usd", Float),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("format", Text, nullable=False),
+    Column("bytes", Integer, nullable=False),
+    Column("sha256", Text, nullable=False),
+    Column("session_id", Text),
+    Column("turn", Integer),
+    Column("job_id", Text),
+    Column("edited_from", Text),  # the relative path of the image this one was edited from
+    Column("embedded", Boolean, nullable=False, server_default=text("false")),
+    Index(None, "principal", "created_at", "id"),
+    Index(None, "created_at", "id"),
+    Index(None, "sha256"),
+    Index(None, "session_id", "turn"),
+    Index(None, "job_id"),
+    Index(None, "edited_from"),
+)
+
+library_meta = Table(
+    "library_meta",
+    metadata,
+    # One-off facts about the image library (e.g. when the sidecars were backfilled).
+    Column("key", Text, primary_key=True),
+    Column("value", Text, nullable=False),
 )
