@@ -225,9 +225,10 @@ class JobStore:
         self._conn = conn
 
     def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+        with self._conn_lock:  # never under a query still running in a worker thread (segfault)
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(self._locked, fn, args, limiter=self._limiter)
