@@ -34,7 +34,8 @@
   passes (prompt, model, parameters, seed, request id, usage, cost) plus the file's
   sha256, size, pixel size and creation time; keys that look like secrets are dropped.
 
-Names are validated by :mod:`atelier_core.media.names`. All methods are blocking filesystem work; async callers use ``asyncio.to_thread``.
+Names are validated by :mod:`atelier_core.media.names`, bytes are published by
+:mod:`atelier_core.media.publish`. All methods are blocking filesystem work; async callers use ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
@@ -47,11 +48,9 @@ import json
 import os
 import re
 import secrets
-import socket
 import stat
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +62,7 @@ from atelier_core.identity import LOCAL_PRINCIPAL, current_principal
 
 from atelier_core.plugin.errors import InvalidParameterError, NotFoundError, OutputPathError, StorageError, shorten
 from atelier_core.media.images import sniff
+from atelier_core.media.publish import TempWriter, publish, sync_dir, temp_name, temp_writer
 from atelier_core.media.names import (
     TEMP_PREFIX,
     check_characters,
@@ -89,46 +89,11 @@ __all__ = [
 log = structlog.get_logger("atelier.storage")
 
 RESOURCE_PREFIX = "atelier://images/"
-
-
-def _host_id() -> str:
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-
-
-def temp_name(tag: str | None = None) -> str:
-    """A temp file name that says who writes it: ``.atelier-tmp-<host>.<pid>.<tag>.<random>``
-    (``tag``: the job the image belongs to, or ``-``). After a crash, start-up tells a dead
-    writer's leftovers from a live one's by it (see ``engine/reconcile.py``)."""
-    safe = tag if tag and all(c.isalnum() or c in "_-" for c in tag) else "-"
-    return f"{TEMP_PREFIX}{_host_id()}.{os.getpid()}.{safe}.{secrets.token_hex(8)}"
-
-
-@dataclass(frozen=True, slots=True)
-class TempWriter:
-    """Who wrote a temp file, from its name (:func:`temp_name`)."""
-
-    host: str
-    pid: int
-    tag: str | None
-
-    @property
-    def here(self) -> bool:
-        return self.host == _host_id()
-
-
-def temp_writer(name: str) -> TempWriter | None:
-    """The writer a temp file name records, or ``None`` (not a temp name, or an older form)."""
-    if not name.startswith(TEMP_PREFIX):
-        return None
-    fields = name[len(TEMP_PREFIX):].split(".")
-    if len(fields) != 4 or not fields[1].isdigit():
-        return None
-    return TempWriter(host=fields[0], pid=int(fields[1]), tag=None if fields[2] == "-" else fields[2])
 _SECRET_KEY = re.compile(
     r"(^|[_-])(api[_-]?key|authorization|token|secret|password|passwd|credentials?|cookie)$", re.I
 )
-_HAS_DIR_FD = os.open in os.supports_dir_fd and os.link in os.supports_dir_fd
-_LINK_UNSUPPORTED = {errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EOPNOTSUPP, errno.EMLINK}
+
+
 def written_by_atelier(sidecar: Path) -> bool:
     """True when ``sidecar`` is a JSON file Atelier wrote (it names its image and its hash)."""
     try:
@@ -139,14 +104,6 @@ def written_by_atelier(sidecar: Path) -> bool:
         return False
     return (isinstance(record, dict) and record.get("file") == sidecar.name.removesuffix(".json")
             and isinstance(record.get("sha256"), str))
-
-
-def _fsync_dir(dfd: int) -> None:
-    try:
-        os.fsync(dfd)
-    except OSError as exc:  # durability only; some filesystems refuse dir fsync
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,7 +321,7 @@ class OutputStore:
                 parts = self.plan_path(filename or "", actual, parameter=parameter)
             try:
                 # With a sidecar, one directory fsync after it covers both names.
-                self._publish(parts, data, overwrite=overwrite and not auto, value=filename,
+                publish(self, parts, data, overwrite=overwrite and not auto, value=filename,
                               parameter=parameter, sync_dir=not sidecar, tag=tag)
             except FileExistsError:
                 if auto and attempt < 7:
@@ -397,19 +354,19 @@ class OutputStore:
             side_parts = [*parts[:-1], parts[-1] + ".json"]
             try:
                 try:
-                    self._publish(side_parts, body, overwrite=False, value=filename, parameter=parameter)
+                    publish(self, side_parts, body, overwrite=False, value=filename, parameter=parameter)
                 except FileExistsError:
                     if not written_by_atelier(self.root.joinpath(*side_parts)):
                         raise refuse(f"{'/'.join(side_parts)} exists and was not written by Atelier", filename,
                                       code="file_exists", parameter=parameter) from None
-                    self._publish(side_parts, body, overwrite=True, value=filename, parameter=parameter)
+                    publish(self, side_parts, body, overwrite=True, value=filename, parameter=parameter)
                 sidecar_path = self.root.joinpath(*side_parts)
             except (StorageError, OutputPathError) as exc:
                 # The image itself is published and complete; a missing sidecar must not
                 # turn a paid-for image into an error. Report it in the log instead.
                 log.warning("sidecar_not_written", relative=relative, code=exc.code, error=exc.message)
                 try:
-                    self._sync_dir(parts[:-1], filename, parameter)  # the image's name, then
+                    sync_dir(self, parts[:-1], filename, parameter)  # the image's name, then
                 except StorageError as synced:
                     log.warning("directory_not_synced", relative=relative, error=synced.message)
         log.info("image_saved", relative=relative, bytes=len(data), format=actual)
@@ -426,153 +383,6 @@ class OutputStore:
             sha256=digest,
         )
 
-    def _storage_error(self, exc: OSError, directory: str) -> StorageError:
-        name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-        where = f"{self.root}/{directory}".rstrip("/")
-        hint = {
-            "ENOSPC": "free disk space",
-            "EDQUOT": "free space within your disk quota",
-            "EACCES": "make the directory writable for the server's user",
-            "EROFS": "point storage.output_dir at a writable filesystem",
-        }.get(name, "check the output directory")
-        return StorageError(
-            f"could not write the image into {where}: {name} ({os.strerror(exc.errno or 0)})",
-            code="write_failed",
-            fix=f"{hint}, or set storage.output_dir (ATELIER_STORAGE__OUTPUT_DIR) elsewhere",
-        )
-
-    @contextmanager
-    def _open_dir(self, dirs: list[str], value: Any, parameter: str) -> Iterator[int | None]:
-        """A descriptor for root/<dirs>, created as needed, never leaving the root.
-
-        Yields ``None`` where ``dir_fd`` is unsupported (callers then use full paths).
-        """
-        if not _HAS_DIR_FD:
-            target = Path(os.path.realpath(self.root.joinpath(*dirs)))
-            if not target.is_relative_to(self.root):
-                raise refuse("a folder on the way is a link leading outside the output root", value,
-                              code="output_path_outside_root", parameter=parameter)
-            target.mkdir(parents=True, exist_ok=True, mode=self.dir_mode)
-            yield None
-            return
-        for _ in range(3):
-            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                for part in dirs:
-                    try:
-                        os.mkdir(part, self.dir_mode, dir_fd=fd)
-                    except FileExistsError:
-                        pass
-                    try:
-                        child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                        dir_fd=fd)
-                    except OSError as exc:
-                        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                            raise _SymlinkOnTheWay from None
-                        raise
-                    os.close(fd)
-                    fd = child
-            except _SymlinkOnTheWay:
-                os.close(fd)
-                # A symlinked folder: allowed only if it resolves inside the root; then
-                # walk the resolved (symlink-free) components instead.
-                resolved = Path(os.path.realpath(self.root.joinpath(*dirs)))
-                if not resolved.is_relative_to(self.root):
-                    raise refuse("a folder on the way is a link leading outside the output root", value,
-                                  code="output_path_outside_root", parameter=parameter) from None
-                if not resolved.is_dir() and resolved.exists():
-                    raise refuse("a folder on the way is a file", value, parameter=parameter) from None
-                dirs = list(resolved.relative_to(self.root).parts)
-                continue
-            except BaseException:
-                os.close(fd)
-                raise
-            try:
-                yield fd
-            finally:
-                os.close(fd)
-            return
-        raise refuse("the folders changed while being checked", value, code="output_path_outside_root",
-                      parameter=parameter)
-
-    def _publish(self, parts: list[str], data: bytes, *, overwrite: bool, value: Any,
-                 parameter: str, sync_dir: bool = True, tag: str | None = None) -> None:
-        dirs, final = parts[:-1], parts[-1]
-        directory = "/".join(dirs)
-        try:
-            with self._open_dir(dirs, value, parameter) as dfd:
-                self._publish_in(dfd, dirs, final, data, overwrite=overwrite, value=value,
-                                 parameter=parameter, sync_dir=sync_dir, tag=tag)
-        except (OutputPathError, FileExistsError):
-            raise
-        except IsADirectoryError:
-            raise refuse(f"{'/'.join(parts)} is a folder", value, parameter=parameter) from None
-        except OSError as exc:
-            if exc.errno == errno.ENOTDIR:
-                raise refuse("a folder on the way is a file", value, parameter=parameter) from None
-            raise self._storage_error(exc, directory) from None
-
-    def _sync_dir(self, dirs: list[str], value: Any, parameter: str) -> None:
-        """fsync a directory of the output root (durability of the names published in it)."""
-        try:
-            with self._open_dir(dirs, value, parameter) as dfd:
-                if dfd is not None:
-                    _fsync_dir(dfd)
-        except OSError as exc:
-            raise self._storage_error(exc, "/".join(dirs)) from None
-
-    def _publish_in(self, dfd: int | None, dirs: list[str], final: str, data: bytes, *,
-                    overwrite: bool, value: Any, parameter: str, sync_dir: bool = True,
-                    tag: str | None = None) -> None:
-        def at(name: str) -> str:
-            return name if dfd is not None else os.path.join(self.root, *dirs, name)
-
-        tmp = temp_name(tag)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(at(tmp), flags, self.file_mode, dir_fd=dfd)
-        published = False
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if overwrite:
-                os.replace(at(tmp), at(final), src_dir_fd=dfd, dst_dir_fd=dfd)
-                published = True
-            else:
-                try:
-                    os.link(at(tmp), at(final), src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
-                    published = True
-                except OSError as exc:
-                    if exc.errno not in _LINK_UNSUPPORTED or isinstance(exc, FileExistsError):
-                        raise
-                    # No hard links here: reserve the name exclusively, then move over it.
-                    reserve = os.open(at(final), flags, self.file_mode, dir_fd=dfd)
-                    os.close(reserve)
-                    try:
-                        os.replace(at(tmp), at(final), src_dir_fd=dfd, dst_dir_fd=dfd)
-                    except BaseException:
-                        os.unlink(at(final), dir_fd=dfd)
-                        raise
-                    published = True
-                if published:
-                    try:
-                        os.unlink(at(tmp), dir_fd=dfd)
-                    except FileNotFoundError:
-                        pass
-            if dfd is not None and sync_dir:
-                _fsync_dir(dfd)
-        finally:
-            if not published or not overwrite:
-                try:
-                    os.unlink(at(tmp), dir_fd=dfd)
-                except FileNotFoundError:
-                    pass
-
     def write_sidecar(self, relative: str, record: Mapping[str, Any]) -> Path:
         """Publish the sidecar of the image at ``relative`` (atomically; an existing
         file is never replaced). Raises FileExistsError when one is there."""
@@ -580,7 +390,7 @@ class OutputStore:
         body = json.dumps({"file": parts[-1], "relative": relative, **record}, ensure_ascii=False, indent=2,
                           default=str).encode() + b"\n"
         side_parts = [*parts[:-1], parts[-1] + ".json"]
-        self._publish(side_parts, body, overwrite=False, value=relative, parameter="relative")
+        publish(self, side_parts, body, overwrite=False, value=relative, parameter="relative")
         return self.root.joinpath(*side_parts)
 
     # -- housekeeping --------------------------------------------------------------
@@ -607,5 +417,3 @@ class OutputStore:
         return removed
 
 
-class _SymlinkOnTheWay(Exception):
-    pass
