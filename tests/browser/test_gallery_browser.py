@@ -152,3 +152,51 @@ async def test_the_gallery_needs_the_token_and_a_local_host(browser: Any, made: 
                                     headers={"Authorization": f"Bearer {TOKEN}"})
     assert bad.status == 400 and "since" in (await bad.json())["error"]
     await context.close()
+
+
+async def test_serve_http_serves_the_gallery_behind_its_token(browser: Any, tmp_path: Path) -> None:
+    """`serve --http`: /gallery behind the same Host/Origin checks and token as /mcp."""
+    from atelier_core.mcp.http import http_app
+
+    token = "http-gallery-token-0123456789"
+    # The token's principal is the local one, whose images the in-memory client makes.
+    atelier = build_test_atelier(tmp_path, [atelier_placeholder], http={"tokens": {"local": token}})
+    async with connect(atelier) as client:
+        made = await client.call_tool("generate_image", {"prompt": "served over http", "model": "placeholder",
+                                                         "size": "256x256", "return_image": "none"})
+        assert not made.is_error
+    app = http_app(atelier, host="127.0.0.1")
+    async for base in _serve_with_lifespan(app):
+        context = await browser.new_context()
+        assert (await context.request.get(f"{base}/gallery/api/images")).status == 401
+        assert (await context.request.get(f"{base}/mcp")).status == 401
+        page = await context.new_page()
+        problems: list[str] = []
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        await page.goto(f"{base}/gallery/?token={token}")
+        await page.wait_for_selector("body[data-loaded='1']")
+        assert await page.locator("#grid .card").count() == 1
+        assert "served over http" in await page.locator("#grid .card").first.inner_text()
+        spoofed = await context.request.get(f"{base}/gallery/api/images",
+                                            headers={"Host": "evil.example", "Authorization": f"Bearer {token}"})
+        assert spoofed.status == 421
+        traversal = await context.request.get(f"{base}/gallery/file/..%2F..%2Fdata%2Fstate.sqlite3")
+        assert traversal.status in (400, 404)
+        assert problems == []
+        await context.close()
+
+
+async def _serve_with_lifespan(app: Any) -> AsyncIterator[str]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()

@@ -171,7 +171,7 @@ class ImageLibrary:
         await self.changed()
         if self.max_total_bytes is not None or self.max_age_days is not None:
             try:
-                await self.enforce_retention()
+                await self.enforce_retention(keep={entry.relative for entry in entries})
             except Exception as exc:  # retention is housekeeping: never fail the call for it
                 log.warning("retention pass failed", error=type(exc).__name__)
 
@@ -329,9 +329,11 @@ class ImageLibrary:
                 return None
         return path.relative_to(self.store.root).as_posix()
 
-    async def enforce_retention(self, *, dry_run: bool = False) -> PrunePlan:
-        """Plan (and unless ``dry_run`` apply) a pass with the configured limits."""
+    async def enforce_retention(self, *, dry_run: bool = False, keep: set[str] | None = None) -> PrunePlan:
+        """Plan (and unless ``dry_run`` apply) a pass with the configured limits; ``keep``:
+        more relative paths to spare (the images a call has just returned)."""
         protected = await self.protected() if self.protected is not None else set()
+        protected |= keep or set()
         plan = await self.plan_prune(max_total_bytes=self.max_total_bytes, max_age_days=self.max_age_days,
                                      protected=protected)
         if not dry_run and plan.remove:

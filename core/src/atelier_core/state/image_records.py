@@ -169,14 +169,21 @@ class ImageRecords:
 
     async def add_many(self, entries: Sequence[ImageEntry]) -> int:
         """Insert rows for images not yet indexed (by relative path); returns how many."""
-        added = 0
+        if not entries:
+            return 0
+        if self._db.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
         async with self._db.write() as conn:
             known = set((await conn.execute(select(images.c.relative))).scalars())
             fresh = [e.values() for e in entries if e.relative not in known]
-            if fresh:
-                await conn.execute(insert(images), fresh)
-                added = len(fresh)
-        return added
+            if not fresh:
+                return 0
+            # A call may index one of these images meanwhile: its row wins, quietly.
+            await conn.execute(dialect_insert(images).on_conflict_do_nothing(index_elements=["relative"]), fresh)
+            after = set((await conn.execute(select(images.c.relative))).scalars())
+        return len(after - known)
 
     async def tag_turn(self, relatives: Sequence[str], session_id: str, turn: int | None) -> None:
         """Record which session turn made these images (known once the turn is recorded)."""
