@@ -229,7 +229,8 @@ async def test_concurrent_session_turns_build_on_each_other(tmp_path: Path) -> N
 
 async def test_docs_name_every_tool_and_prompt_clients_see(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[2]
-    tools_doc = (root / "docs" / "tools.md").read_text()
+    # docs/tools.md, and the pages it sends a tool to (find_images: docs/library.md)
+    tools_doc = (root / "docs" / "tools.md").read_text() + (root / "docs" / "library.md").read_text()
     readme = (root / "README.md").read_text()
     async with connect(build_test_atelier(tmp_path, [atelier_placeholder])) as client:
         tools = (await client.list_tools()).tools

@@ -74,7 +74,7 @@ _PROMPT_SHOWN = 300
 
 FIND_DESCRIPTION = ("Find images made before: words from the prompt, model, provider, date range "
                     "(since/until), session, job or edited_from (lineage). Newest first; page "
-                    "with cursor.")
+                    "with cursor. Bills nothing.")
 
 
 def strict_csp(html: str, *, images: str = "data:") -> str:
@@ -212,15 +212,15 @@ class FindImages:
     async def __call__(
         self,
         query: Annotated[str | None, Field(description="Words from the prompt.")] = None,
-        model: str | None = None,
-        provider: str | None = None,
+        model: Annotated[str | None, Field(description="Model id or alias.")] = None,
+        provider: Annotated[str | None, Field(description="Provider name.")] = None,
         since: Annotated[str | None, Field(description="ISO date or date-time.")] = None,
-        until: str | None = None,
-        session_id: str | None = None,
-        job_id: str | None = None,
+        until: Annotated[str | None, Field(description="ISO date or date-time.")] = None,
+        session_id: Annotated[str | None, Field(description="An edit session.")] = None,
+        job_id: Annotated[str | None, Field(description="A job.")] = None,
         edited_from: Annotated[str | None, Field(description="atelier:// URI: images edited from it.")] = None,
-        limit: Annotated[int, Field(ge=1, le=100)] = 20,
-        cursor: str | None = None,
+        limit: Annotated[int, Field(ge=1, le=100, description="Page size.")] = 20,
+        cursor: Annotated[str | None, Field(description="next_cursor of a page.")] = None,
         thumbnails: Annotated[bool, Field(description="Add small inline thumbnails.")] = False,
     ) -> CallToolResult:
         args = dict(query=query, model=model, provider=provider, since=since, until=until,

@@ -139,7 +139,7 @@ class Tools:
         resolution: Annotated[str | None, Field(description="Tier: 1K, 2K, 4K.")] = None,
         quality: Annotated[str | None, Field(description="e.g. low, medium, high.")] = None,
         n: Annotated[int, Field(ge=1, description="Images; each is billed.")] = 1,
-        output_format: Annotated[str | None, Field(description="png, jpeg, webp…")] = None,
+        output_format: Annotated[str | None, Field(description="png, jpeg, webp.")] = None,
         output_compression: Annotated[int | None, Field(ge=0, le=100, description=_COMPRESSION_DOC)] = None,
         background: Annotated[str | None, Field(description="auto, opaque, transparent.")] = None,
         seed: Annotated[int | None, Field(description="Repeatable results, where supported.")] = None,
@@ -328,7 +328,7 @@ class Tools:
             await progress.close()
 
     async def cancel_job(
-        self, job_id: Annotated[str, Field(description="From as_job, a hand-off, or get_jobs.")],
+        self, job_id: Annotated[str, Field(description="A job id.")],
     ) -> CallToolResult:
         jobs = self._require_jobs()
         (job_id,) = validate_job_ids([job_id])
@@ -539,9 +539,9 @@ class Tools:
 # writes and bills, and what comes back.
 _GENERATE_DOC = (
     "Make images from a prompt with any model (see list_available_models). Billed per image "
-    "(dry_run prices it free); saves files with JSON sidecars. Returns previews, resource links, "
-    "paths, applied parameters, cost. Unsupported parameters are refused unbilled; calls past 45 s "
-    "become jobs. To change an image: edit_image."
+    "(dry_run: free quote); saves files + JSON sidecars. Returns previews, resource links, applied "
+    "parameters, cost. Unsupported parameters are refused unbilled; calls past 45 s become jobs. "
+    "To change an image: edit_image."
 )
 _EDIT_DOC = (
     "Change images (mask inpainting, combining, restyling) with a model that can edit; billed, "
@@ -558,7 +558,7 @@ _AS_JOB_DOC = "Reply at once with a job id."
 _WAIT_DOC = "Wait up to this (max 45 s) for all to end."
 _GET_JOBS_DOC = (
     "Status and results of background jobs (as_job, or calls past 45 s); finished ones return "
-    "images like the call. Barrier: wait_s without job_ids waits for all your unfinished jobs. "
+    "images like the call. Barrier: wait_s without job_ids waits for all unfinished jobs. "
     "Bills nothing."
 )
 _CANCEL_JOB_DOC = (
@@ -567,18 +567,18 @@ _CANCEL_JOB_DOC = (
 )
 _LIST_DOC = (
     "Model catalogue; call before generating. Default: a summary per model (available or why not, "
-    "operations, formats, price); model, provider or detail=true: full detail. Bills nothing."
+    "operations, formats, price); model, provider, detail=true: everything. Bills nothing."
 )
 _SESSION_DOC = (
     "Iterative edits of one picture, kept across restarts: start (prompt or image), then continue "
-    "with short prompts, each editing the latest turn or from_turn (a branch). Turns are billed and "
-    "saved like edit_image; size, quality, format carry over. history, list, end bill nothing."
+    "with short prompts, editing the latest turn or from_turn (a branch). Turns are billed and "
+    "saved like edit_image; settings carry over. history, list, end bill nothing."
 )
-_SESSION_ACTION_DOC = "start | continue | history | list | end"
+_SESSION_ACTION_DOC = "What to do."
 _USAGE_DOC = "Spend (USD) by day, provider and model, and the limits. Bills nothing."
 _HEALTH_DOC = (
-    "Is the server ready? Usable providers and models (or why not), plugin problems, folders, "
-    "jobs, spend vs limits. Sends and bills nothing."
+    "Is the server ready? Usable models (or why not), plugin problems, folders, jobs, spend vs "
+    "limits. Sends and bills nothing."
 )
 
 
@@ -670,7 +670,7 @@ def build_tools(tools: Tools) -> list[Tool]:
                          annotations=ToolAnnotations(title="Edit session", **hints(writes))),
         ]),
         compact_tool(tools.get_usage, name="get_usage", description=_USAGE_DOC,
-                     annotations=ToolAnnotations(title="Usage and spend", read_only_hint=True,
+                     annotations=ToolAnnotations(title="Usage", read_only_hint=True,
                                                  open_world_hint=False)),
         compact_tool(tools.health, name="health", description=_HEALTH_DOC,
                      annotations=ToolAnnotations(title="Health", read_only_hint=True,
