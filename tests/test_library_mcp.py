@@ -8,12 +8,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import atelier_placeholder
 import pytest
-from atelier_core.mcp.library import FIND_BUDGET_BYTES, VIEWER_URI
-from atelier_core.testing.harness import build_test_atelier, connect
 from mcp.shared.exceptions import MCPError
 from PIL import Image
+
+import atelier_placeholder
+from atelier_core.mcp.library import FIND_BUDGET_BYTES, VIEWER_URI
+from atelier_core.testing.harness import build_test_atelier, connect
 
 
 def _text(result: Any) -> str:
@@ -83,7 +84,8 @@ async def test_bad_filters_get_clear_errors(tmp_path: Path) -> None:
         for key, (value, named) in cases.items():
             result = await client.call_tool("find_images", {key: value})
             assert result.is_error, key
-            assert named in _text(result) and "fix" in _text(result).lower() or "pass" in _text(result), _text(result)
+            text = _text(result)
+            assert named in text and ("fix" in text.lower() or "pass" in text), text
         swapped = await client.call_tool("find_images", {"since": "2026-02-01", "until": "2026-01-01"})
         assert swapped.is_error and "swap" in _text(swapped)
         extra = await client.call_tool("find_images", {"prompt": "x"})
@@ -208,3 +210,14 @@ async def test_image_tools_name_the_viewer_and_plain_clients_see_results_unchang
         listing = await client.list_resources()
         view = next(r for r in listing.resources if str(r.uri) == VIEWER_URI)
         assert view.mime_type == "text/html;profile=mcp-app"
+
+
+async def test_embedding_can_be_switched_off(tmp_path: Path) -> None:
+    atelier = build_test_atelier(tmp_path, [atelier_placeholder], library={"embed_metadata": False})
+    async with connect(atelier) as client:
+        made = await _make(client, "no metadata please")
+        path = Path(made["images"][0]["path"])
+        with Image.open(path) as image:
+            assert "prompt" not in image.text and "XML:com.adobe.xmp" not in image.text  # type: ignore[attr-defined]
+        meta = json.loads((await client.read_resource(made["images"][0]["resource_uri"] + "?meta")).contents[0].text)
+        assert meta["metadata_embedded"] is False and meta["prompt"] == "no metadata please"

@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import atelier_placeholder
 import pytest
 
+import atelier_placeholder
 from atelier_core.cli import main
 from atelier_core.testing.harness import build_test_atelier, connect
 

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import atelier_placeholder
 import pytest
 import uvicorn
 
+import atelier_placeholder
 from atelier_core.mcp.http import gallery_only_app
 from atelier_core.testing.harness import build_test_atelier, connect
 
@@ -26,7 +26,7 @@ async def _serve(app: Any) -> AsyncIterator[str]:
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
         await asyncio.sleep(0.02)
     try:
         yield f"http://127.0.0.1:{port}"
@@ -172,7 +172,7 @@ async def test_serve_http_serves_the_gallery_behind_its_token(browser: Any, tmp_
         assert (await context.request.get(f"{base}/mcp")).status == 401
         page = await context.new_page()
         problems: list[str] = []
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("console", lambda m, seen=problems: seen.append(m.text) if m.type == "error" else None)
         await page.goto(f"{base}/gallery/?token={token}")
         await page.wait_for_selector("body[data-loaded='1']")
         assert await page.locator("#grid .card").count() == 1
@@ -192,7 +192,7 @@ async def _serve_with_lifespan(app: Any) -> AsyncIterator[str]:
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
         await asyncio.sleep(0.02)
     try:
         yield f"http://127.0.0.1:{port}"
@@ -200,3 +200,30 @@ async def _serve_with_lifespan(app: Any) -> AsyncIterator[str]:
         server.should_exit = True
         await task
         sock.close()
+
+
+async def test_atelier_mcp_gallery_serves_a_local_page(browser: Any, tmp_path: Path) -> None:
+    """What `atelier-mcp gallery` runs: a free port on 127.0.0.1, a one-off token, the page."""
+    from atelier_core.mcp.http import serve_gallery
+
+    atelier = build_test_atelier(tmp_path, [atelier_placeholder])
+    async with connect(atelier) as client:
+        await client.call_tool("generate_image", {"prompt": "from the command", "model": "placeholder",
+                                                  "size": "256x256", "return_image": "none"})
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    gallery = build_test_atelier(tmp_path, [atelier_placeholder])
+    task = asyncio.create_task(serve_gallery(gallery, open_browser=False, ready=ready.set_result))
+    try:
+        url = await asyncio.wait_for(ready, 30)
+        assert url.startswith("http://127.0.0.1:") and "/gallery/?token=" in url
+        page = await browser.new_page()
+        await page.goto(url)
+        await page.wait_for_selector("body[data-loaded='1']")
+        assert "from the command" in await page.locator("#grid .card").first.inner_text()
+        without = await browser.new_context()
+        assert (await without.request.get(url.split("?")[0] + "api/images")).status == 401
+        await without.close()
+        await page.close()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

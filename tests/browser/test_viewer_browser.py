@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import atelier_placeholder
-
 from atelier_core.mcp.library import VIEWER_URI
 from atelier_core.testing.harness import build_test_atelier, connect
 

@@ -84,7 +84,7 @@ async def test_pages_never_repeat_or_skip_while_images_arrive(library: ImageLibr
 
 
 async def test_bad_filters_are_refused_clearly(library: ImageLibrary) -> None:
-    with pytest.raises(InvalidParameterError, match="since.*ISO date"):
+    with pytest.raises(InvalidParameterError, match=r"since.*ISO date"):
         parse_when("yesterday", "since")
     with pytest.raises(InvalidParameterError, match="cursor"):
         await library.search(ImageQuery(cursor="not-a-cursor!"))

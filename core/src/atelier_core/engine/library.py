@@ -23,7 +23,7 @@ import json
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +31,9 @@ from typing import Any
 
 import structlog
 
+from atelier_core.identity import current_principal
 from atelier_core.media.storage import TEMP_PREFIX, OutputStore, SavedImage
 from atelier_core.plugin.errors import NotFoundError, shorten
-from atelier_core.identity import current_principal
 from atelier_core.state.image_records import ImageEntry, ImageQuery, ImageRecords
 
 __all__ = ["ImageLibrary", "ImageOrigin", "PrunePlan", "current_origin", "origin"]
@@ -146,7 +146,7 @@ class ImageLibrary:
         principal = current_principal()
         edited_from = None
         for data in inputs[:1]:
-            digest = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
+            digest = (await asyncio.to_thread(hashlib.sha256, data)).hexdigest()
             parent = await self.index.by_sha256(digest, principal=principal)
             if parent is not None:
                 edited_from = parent.relative
@@ -324,7 +324,8 @@ class ImageLibrary:
             path = await asyncio.to_thread(self.store.resolve_resource, reference)
         except Exception:
             try:
-                return Path(os.path.realpath(reference)).relative_to(self.store.root).as_posix()
+                real = await asyncio.to_thread(os.path.realpath, reference)
+                return Path(real).relative_to(self.store.root).as_posix()
             except (ValueError, OSError, TypeError):
                 return None
         return path.relative_to(self.store.root).as_posix()
@@ -358,10 +359,8 @@ class ImageLibrary:
                 removed.append(entry.relative)
                 continue
             for target in (path, path.with_name(path.name + ".json")):
-                try:
+                with suppress(FileNotFoundError):
                     target.unlink()
-                except FileNotFoundError:
-                    pass
             removed.append(entry.relative)
         return removed
 

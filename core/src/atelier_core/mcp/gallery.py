@@ -36,8 +36,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from atelier_core.engine.library import ImageLibrary
 from atelier_core.identity import acting_as
-from atelier_core.media import images as imaging
 from atelier_core.mcp.auth import principal_of
+from atelier_core.media import images as imaging
 from atelier_core.plugin.errors import AtelierError, InvalidParameterError
 from atelier_core.state.image_records import ImageEntry, ImageQuery, parse_when
 

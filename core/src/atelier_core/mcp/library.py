@@ -22,6 +22,7 @@ import hashlib
 import json
 import re
 import weakref
+from contextlib import suppress
 from dataclasses import replace
 from importlib import resources as pkg_resources
 from typing import Annotated, Any
@@ -45,9 +46,9 @@ from mcp_types import (
 from pydantic import Field
 
 from atelier_core.engine.library import ImageLibrary
+from atelier_core.identity import current_principal
 from atelier_core.media import images as imaging
 from atelier_core.plugin.errors import AtelierError, InvalidParameterError, shorten
-from atelier_core.identity import current_principal
 from atelier_core.state.image_records import ImageEntry, ImageQuery, parse_when
 
 __all__ = [
@@ -251,10 +252,8 @@ class LibraryMiddleware:
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.request_id is not None and ctx.session is not None:
-            try:
+            with suppress(TypeError):  # a session object that cannot be weakly referenced
                 self._sessions.add(ctx.session)
-            except TypeError:
-                pass
         if ctx.method == "initialize":
             return self._advertise(await call_next(ctx))
         if ctx.method == "resources/list":
