@@ -59,7 +59,10 @@ class Config:
     warmup: int = 2  # calls per server before timing
     calls: int = 5  # timed sequential calls per server per round (the main size)
     size: str = "1024x1024"
-    sizes: tuple[str, ...] = ("512x512", "1024x1024", "2048x2048", "4096x4096")  # the scaling curve
+    # The scaling curve: gpt-image-2's smallest size (655,360 px minimum) to its largest
+    # (8,294,400 px maximum; 4096² is above what the model can return, and Atelier refuses
+    # an answer larger than the requested size can be).
+    sizes: tuple[str, ...] = ("816x816", "1024x1024", "2048x2048", "2880x2880")
     size_calls: int = 2  # per size of the curve per server per round
     concurrency: tuple[int, ...] = (1, 20, 100)
     concurrent_delay_ms: int = 2000
@@ -346,16 +349,13 @@ async def cold_starts(cfg: Config, specs: dict[str, ServerSpec], s: Samples, err
 
 async def timed_calls(client: Client, spec: ServerSpec, pid: int, s: Samples, key: str, index: int,
                       size: str, count: int, timeout_s: float, **extra: Any) -> CallToolResult | None:
-    """``count`` sequential calls answered with a ``size`` image: wall per call, and the
-    server's CPU per call. The call asks for 1024x1024 (valid for the model); the fake
-    answers with the size given."""
-    cfg_size = "1024x1024"
+    """``count`` sequential calls for a ``size`` image: wall per call, and the server's CPU
+    per call."""
     result = None
     cpu0 = cpu_s(pid)
     for i in range(count):
         start = time.perf_counter()
-        result = await call(client, spec, f"a lighthouse {key} {index}-{i} serve={size}", cfg_size, timeout_s,
-                            **extra)
+        result = await call(client, spec, f"a lighthouse {key} {index}-{i}", size, timeout_s, **extra)
         s.add(key, spec.name, index, time.perf_counter() - start)
     s.add(key + "_cpu", spec.name, index, (cpu_s(pid) - cpu0) / max(1, count))
     return result
@@ -732,7 +732,7 @@ def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     cfg = Config()
     if args.quick:
         cfg = Config(rounds=1, cold_starts=1, first_call_pause_s=0.2, warmup=1, calls=1, size_calls=1,
-                     sizes=("512x512", "1024x1024"), concurrency=(1, 3), concurrent_delay_ms=50, settle_s=0.2,
+                     sizes=("816x816", "1024x1024"), concurrency=(1, 3), concurrent_delay_ms=50, settle_s=0.2,
                      ledger_rows=(0, 50), session_turns=(1, 3), jobs=3, repeat=1, scale=0.125, timeout_s=60.0)
     cfg.atelier_env = dict(item.split("=", 1) for item in args.atelier_env)
     for key in ("rounds", "cold_starts", "calls"):
