@@ -82,3 +82,27 @@ async def test_sessions_survive_a_server_restart(tmp_path: Path) -> None:
         resumed = await client.call_tool("edit_session", {"action": "continue", "session_id": session_id, "prompt": "after restart"})
         assert not resumed.is_error, _text(resumed)
         assert resumed.structured_content["session"]["turns"] == 2
+
+
+async def test_a_long_history_is_a_bounded_reply_with_thumbnails_made_once(tmp_path: Path) -> None:
+    from atelier_core.mcp.tools import HISTORY_INLINE_BYTES
+
+    atelier = build_test_atelier(tmp_path, [atelier_placeholder])
+    async with connect(atelier) as client:
+        started = await client.call_tool("edit_session", {
+            "action": "start", "prompt": "a harbour", "model": "placeholder", "size": "1024x1024",
+            "return_image": "none"})
+        session_id = started.structured_content["session"]["session_id"]
+        for turn in range(11):
+            await client.call_tool("edit_session", {"action": "continue", "session_id": session_id,
+                                                    "prompt": f"change {turn}", "return_image": "none"})
+        first = await client.call_tool("edit_session", {"action": "history", "session_id": session_id})
+        made = atelier.thumbnails.made
+        again = await client.call_tool("edit_session", {"action": "history", "session_id": session_id})
+    for reply in (first, again):
+        inline = [b for b in reply.content if isinstance(b, ImageContent)]
+        assert inline and sum(len(b.data) for b in inline) <= HISTORY_INLINE_BYTES
+        assert len([b for b in reply.content if isinstance(b, ResourceLink)]) == 12  # every turn linked
+    assert made >= 1 and atelier.thumbnails.made == made  # the second history made none
+    assert [b.data for b in again.content if isinstance(b, ImageContent)] == [
+        b.data for b in first.content if isinstance(b, ImageContent)]

@@ -595,11 +595,17 @@ def _session_line(view: SessionView) -> str:
     return f"{view.id}: {state}, {len(view.turns)} turn(s), model {model}"
 
 
+#: Inline thumbnails in one edit_session history reply (base64 bytes, all turns together).
+HISTORY_INLINE_BYTES = 100_000
+
+
 def _history_thumbnails(view: SessionView, settings: Settings,
                         thumbnails: Thumbnails) -> dict[int, ImageContent | str]:
     """Per turn (newest first, within the inline budget): its thumbnail, or why there is
-    none. One worker-thread job for the whole history; kept thumbnails are not re-made."""
-    budget = settings.preview.max_full_inline_bytes
+    none. One worker-thread job for the whole history; kept thumbnails are not re-made.
+    The thumbnails of one reply take at most ``HISTORY_INLINE_BYTES`` (base64), newest
+    first: a long session's history stays a small reply; older turns keep their links."""
+    budget = min(settings.preview.max_full_inline_bytes, HISTORY_INLINE_BYTES)
     found: dict[int, ImageContent | str] = {}
     for turn in reversed(view.turns):  # newest first: the budget favours recent turns
         path = Path(turn.image_path)
