@@ -76,7 +76,10 @@ def decode_b64(text: str) -> bytes:
     ``base64.b64decode`` without ``validate=True`` silently drops junk characters and
     would turn a corrupted answer into a corrupted image.
     """
-    return decode_base64(_WS.sub("", text), what="the base64 image")
+    try:  # one C pass for the usual, clean answer (a regex over MBs of text costs ~10 ms)
+        return decode_base64(text, what="the base64 image")
+    except ValueError:
+        return decode_base64(_WS.sub("", text), what="the base64 image")
 
 
 def parse_response(body: bytes, *, model: str, base_url: str, provider: str) -> list[Item]:
