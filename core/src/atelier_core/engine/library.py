@@ -233,7 +233,7 @@ class ImageLibrary:
             width=int(record.get("width") or 0), height=int(record.get("height") or 0), format=fmt,
             bytes=stat.st_size, sha256=str(record["sha256"]), prompt=record.get("prompt"),
             model=record.get("model"), provider=record.get("provider"), operation=record.get("operation"),
-            applied=record.get("applied") if isinstance(record.get("applied"), dict) else {},
+            applied=applied if isinstance(applied := record.get("applied"), dict) else {},
             seed=record.get("seed") if isinstance(record.get("seed"), int) else None,
             cost_usd=_cost_of(record),
         )

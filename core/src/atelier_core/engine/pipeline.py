@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import structlog
@@ -60,6 +60,7 @@ from atelier_core.state.database import StateStore
 
 if TYPE_CHECKING:
     from atelier_core.media.objects import BucketStore
+    from atelier_core.state.image_records import ImageRecords
 
 __all__ = [
     "SAVING_FRACTION",
@@ -199,7 +200,7 @@ class Pipeline:
             records = getattr(self.state, "images", None)
             if records is None:
                 records = _InterimImageRecords(self.settings)
-            self._library = ImageLibrary(self.store, records)
+            self._library = ImageLibrary(self.store, cast("ImageRecords", records))
         return self._library
 
     def _get_ledger(self) -> Ledger:

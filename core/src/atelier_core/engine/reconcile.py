@@ -145,10 +145,10 @@ def _images_naming(root: Path, jobs: Iterable[Job]) -> list[tuple[str, str]]:
             continue
         for sidecar in directory.glob("*.json"):
             job_id = _sidecar_job(sidecar)
-            job = wanted.get(job_id or "")
+            owner = wanted.get(job_id or "")
             image = sidecar.with_suffix("")
-            if job is not None and str(image) not in job.files and image.is_file():
-                found.append((job.id, str(image)))
+            if owner is not None and str(image) not in owner.files and image.is_file():
+                found.append((owner.id, str(image)))
     return found
 
 
@@ -164,7 +164,8 @@ def _rebuilt_record(job: Job, image: Path) -> dict[str, Any] | None:
             width, height = opened.size
     except (OSError, ValueError):
         return None
-    call = job.request.get("call") if isinstance(job.request.get("call"), dict) else {}
+    found_call = job.request.get("call")
+    call: dict[str, Any] = found_call if isinstance(found_call, dict) else {}
     requested = {k: v for k, v in call.items() if k not in ("prompt", "images", "mask") and v is not None}
     return {
         "format": fmt, "width": width, "height": height, "bytes": len(data),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import binascii
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from atelier_core.plugin.errors import (
     AtelierError,
@@ -121,7 +122,7 @@ def error_from_status(
     said = f"HTTP {status}" + (f" {code}" if code else "") + (f": {said_message}" if said_message else "")
     who = f"{provider}/{model}" if model else provider
     lowered = f"{code} {said_message}".lower()
-    common = {"provider": provider, "request_id": request_id}
+    common: dict[str, Any] = {"provider": provider, "request_id": request_id}
     if safety is None:
         safety = any(word in lowered for word in _SAFETY_WORDS)
     if safety and status in (400, 403, 422, 451, 200):

@@ -171,6 +171,7 @@ class ImageRecords:
         """Insert rows for images not yet indexed (by relative path); returns how many."""
         if not entries:
             return 0
+        dialect_insert: Any
         if self._db.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
         else:

@@ -126,18 +126,19 @@ class FakeProvider(Provider):
         settings_class: type[ProviderSettings] = ProviderSettings,
         unpriced: Iterable[str] | None = None,
     ) -> None:
-        # Per-instance declarations: several differently named fakes can coexist.
-        self.name = name
-        self.title = f"Fake provider {name}"
-        self.models = tuple(models) if models is not None else (fake_spec(),)
-        self.needs_key = needs_key
-        self.key_env_vars = tuple(key_env_vars)
-        self.settings_class = settings_class
+        # Per-instance declarations (class variables on real providers): several
+        # differently named fakes can coexist.
+        self.name = name  # type: ignore[misc]
+        self.title = f"Fake provider {name}"  # type: ignore[misc]
+        self.models = tuple(models) if models is not None else (fake_spec(),)  # type: ignore[misc]
+        self.needs_key = needs_key  # type: ignore[misc]
+        self.key_env_vars = tuple(key_env_vars)  # type: ignore[misc]
+        self.settings_class = settings_class  # type: ignore[misc]
         # A fake's prices are the test's business: by default its unpriced models are
         # declared so (pass unpriced=() to have the registry hold them to a price).
         if unpriced is None:
             unpriced = (s.id for s in self.models if s.pricing is None)
-        self.unpriced = frozenset(unpriced)
+        self.unpriced = frozenset(unpriced)  # type: ignore[misc]
         super().__init__()
         self.latency_s = latency_s
         self.calls: list[FakeCall] = []
