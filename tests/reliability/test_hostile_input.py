@@ -335,9 +335,12 @@ async def test_a_lone_surrogate_over_http_is_answered_not_dropped(tmp_path: Path
                 b'"2025-11-25", "capabilities": {}, "clientInfo": {"name": "\\ud800", "version": "0"}}}')
         async with httpx2.AsyncClient(timeout=10) as http:
             answer = await http.post(url, content=body, headers=MCP_HEADERS)
-            # The HTTP request itself carries the answer (the SDK's parse error, id null).
             assert answer.status_code == 400
-            assert answer.json()["error"]["code"] == -32700
+            error = answer.json()
+            assert error["id"] == 5 and error["error"]["code"] == -32602, error  # the id, recovered
+            assert "params.clientInfo.name" in error["error"]["message"]
+            garbage = await http.post(url, content=b'{"id": 6, "method": "x", "p": "\\ud800', headers=MCP_HEADERS)
+            assert garbage.status_code == 400 and garbage.json()["id"] is None  # not JSON: the SDK's answer
             ok = await http.post(url, json=INIT, headers=MCP_HEADERS)
             assert ok.status_code == 200
 
@@ -356,8 +359,10 @@ async def test_a_valid_image_with_junk_appended_is_never_saved(isolated_env: Pat
     with FakeUpstream() as upstream:
         for b64 in (huge, tail, good):
             upstream.reply("POST", OPENAI_ROUTE, json={"created": 1, "data": [{"b64_json": b64}]})
+        # Without the provenance Atelier embeds by default (library.embed_metadata), the
+        # saved file must be the received image byte for byte.
         env = _openai_env(upstream.url, ATELIER_PROVIDERS__OPENAI__MAX_RETRIES="2",
-                          ATELIER_TEST_PIDFILE=str(pidfile))
+                          ATELIER_TEST_PIDFILE=str(pidfile), ATELIER_LIBRARY__EMBED_METADATA="false")
         async with _stdio(env, tmp_path / "stderr.log") as client:
             call = {"prompt": "a fox", "model": MODEL, "size": "1024x1024"}
             pid = int(pidfile.read_text())

@@ -17,6 +17,7 @@ from atelier_core.identity import LOCAL_PRINCIPAL
 from atelier_core.mcp.auth import StaticTokens, token_verifier, with_auth
 from atelier_core.mcp.gallery import cookie_bearer, gallery_app, mount
 from atelier_core.mcp.host_check import AllowedOrigins, HostOriginCheck
+from atelier_core.mcp.stdio import UndecodableAnswers
 
 log = structlog.get_logger("atelier.server")
 
@@ -66,6 +67,8 @@ def http_app(atelier: Pipeline, *, host: str) -> ASGIApp:
         transport_security=security,
         host=host,
     )
+    # A body the SDK cannot decode (a lone surrogate) is answered with its request's id.
+    app = UndecodableAnswers(app, settings.http.max_body_bytes)
     # /gallery: the image library in a browser, behind the same checks and tokens.
     app = mount(app, gallery_app(atelier.library))
     # The SDK's check above matches "127.0.0.1:*" as a prefix; ours is exact and runs first.

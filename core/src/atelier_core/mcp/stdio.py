@@ -1,4 +1,4 @@
-"""The stdio transport, with an answer for requests the SDK cannot decode.
+"""The stdio transport (and an HTTP middleware) with an answer for requests the SDK cannot decode.
 
 The MCP SDK's stdio transport validates each line with pydantic, which refuses a lone
 UTF-16 surrogate (``"\\ud800"``) anywhere in the JSON; the line is then handed on as an
@@ -14,6 +14,7 @@ wire) and only relay its inbound stream, so nothing else about the transport cha
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import anyio
@@ -24,7 +25,7 @@ from mcp.shared.message import SessionMessage
 from mcp_types import ErrorData, JSONRPCError
 from pydantic import ValidationError
 
-__all__ = ["run_stdio", "undecodable_answer"]
+__all__ = ["UndecodableAnswers", "answer_for_undecodable", "run_stdio", "undecodable_answer"]
 
 log = structlog.get_logger("atelier.stdio")
 
@@ -53,14 +54,11 @@ def _bad_text(value: Any, path: str) -> str | None:
     return None
 
 
-def undecodable_answer(error: BaseException) -> JSONRPCError | None:
-    """A JSON-RPC error for a request line the SDK could not decode, when the line is
-    still JSON and its ``id`` can be recovered; ``None`` otherwise."""
-    if not isinstance(error, ValidationError):
-        return None
-    details = error.errors(include_url=False)
-    line = details[0].get("input") if details else None
-    if not isinstance(line, str | bytes) or len(line) > 64 * 1024 * 1024:
+def answer_for_undecodable(line: str | bytes) -> JSONRPCError | None:
+    """A JSON-RPC error for a request ``line`` the SDK's strict parser refused, when the
+    line is still JSON (Python's ``json`` reads lone surrogates) and its ``id`` can be
+    recovered; ``None`` otherwise."""
+    if len(line) > 64 * 1024 * 1024:
         return None
     try:
         message = json.loads(line)
@@ -82,6 +80,70 @@ def undecodable_answer(error: BaseException) -> JSONRPCError | None:
     text = (f"The request could not be decoded: {detail}. Nothing was run. Fix: send valid Unicode "
             "(surrogates only as pairs), or drop the character.")
     return JSONRPCError(jsonrpc="2.0", id=ident, error=ErrorData(code=code, message=text))
+
+
+def undecodable_answer(error: BaseException) -> JSONRPCError | None:
+    """:func:`answer_for_undecodable` for the line behind the SDK's parse error."""
+    if not isinstance(error, ValidationError):
+        return None
+    details = error.errors(include_url=False)
+    line = details[0].get("input") if details else None
+    return answer_for_undecodable(line) if isinstance(line, str | bytes) else None
+
+
+class UndecodableAnswers:
+    """ASGI middleware for the HTTP transport: a POST body with a lone surrogate escape
+    that is a request with a recoverable ``id`` is answered with that id (HTTP 400),
+    where the SDK would answer a parse error without it. Other requests pass untouched
+    (a cheap byte search decides; only such bodies are parsed here)."""
+
+    def __init__(self, app: Any, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        messages: list[Any] = []
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body_bytes or not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if size <= self.max_body_bytes and _LONE_SURROGATE.search(body):
+            answer = _http_answer(body)
+            if answer is not None:
+                payload = answer.model_dump_json(by_alias=True, exclude_none=True).encode()
+                await send({"type": "http.response.start", "status": 400, "headers": [
+                    (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+                await send({"type": "http.response.body", "body": payload})
+                return
+
+        async def replay() -> Any:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+
+_LONE_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<![0-9a-fA-F]{4})\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+
+
+def _http_answer(body: bytes) -> JSONRPCError | None:
+    import pydantic_core
+
+    try:
+        pydantic_core.from_json(body)  # what the SDK's HTTP transport parses with
+    except ValueError:
+        return answer_for_undecodable(body)
+    return None
 
 
 async def run_stdio(server: MCPServer[Any]) -> None:
