@@ -68,3 +68,12 @@ def test_a_missing_file_is_an_error_not_a_stale_thumbnail(tmp_path: Path) -> Non
     thumbs = Thumbnails(tmp_path / "thumbs")
     with pytest.raises(OSError):
         thumbs.get(tmp_path / "gone.png", **PARAMS)
+
+
+def test_remembered_answers_from_memory_only(tmp_path: Path) -> None:
+    source = _image(tmp_path / "a.png")
+    thumbs = Thumbnails(tmp_path / "thumbs")
+    assert thumbs.remembered(source, **PARAMS) is None  # never made: no read, no decode
+    made = thumbs.get(source, **PARAMS)
+    assert thumbs.remembered(source, **PARAMS) is made
+    assert Thumbnails(tmp_path / "thumbs").remembered(source, **PARAMS) is None  # on disk only

@@ -102,6 +102,9 @@ async def render(outcome: CallOutcome, mode: ReturnImage, settings: Settings,
             await anyio.to_thread.run_sync(functools.partial(
                 thumbnails.put, Path(record.path), cached, max_edge=preview.max_edge,
                 max_bytes=preview.max_bytes, fmt=preview.format))
+        if mode == "preview" and cached is None and thumbnails is not None:
+            cached = thumbnails.remembered(Path(record.path), max_edge=preview.max_edge,
+                                           max_bytes=preview.max_bytes, fmt=preview.format)
         if mode == "preview" and cached is not None:
             blocks.append(ImageContent(type="image", data=base64.b64encode(cached.data).decode(),
                                        mime_type=cached.mime_type))

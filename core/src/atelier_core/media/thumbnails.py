@@ -71,6 +71,18 @@ class Thumbnails:
             self._keep(key, preview)
         return preview
 
+    def remembered(self, path: Path, *, max_edge: int, max_bytes: int, fmt: str) -> Preview | None:
+        """The rendition if it is held in memory (a ``stat``, no read): cheap enough for
+        the event loop, so listings of recent images need no worker thread."""
+        key = self._key(path, max_edge, max_bytes, fmt)
+        if key is None:
+            return None
+        with self._lock:
+            found = self._memory.get(key)
+            if found is not None:
+                self._memory.move_to_end(key)
+            return found
+
     def put(self, path: Path, preview: Preview, *, max_edge: int, max_bytes: int, fmt: str) -> None:
         """Keep a rendition made elsewhere (e.g. while the image was verified)."""
         key = self._key(path, max_edge, max_bytes, fmt)
