@@ -89,7 +89,7 @@ class JobRun:
     """What a runner gets for one job: its request and ways to report progress."""
 
     def __init__(self, manager: JobManager, job_id: str, operation: str, request: dict[str, Any],
-                 context: object = None) -> None:
+                 context: object = None, resume_tasks: dict[str, str] | None = None) -> None:
         self._manager = manager
         self.job_id = job_id
         self.operation = operation
@@ -97,6 +97,18 @@ class JobRun:
         #: What the submitter handed over in memory with the request (the pipeline's
         #: :class:`~atelier_core.engine.plan.Plan`, inputs already read); not stored.
         self.context = context
+        #: A queue-based vendor's task ids (per batch) from before a restart: poll, do not submit.
+        self.resume_tasks: dict[int, str] = {int(k): v for k, v in (resume_tasks or {}).items()}
+        #: True once a vendor task id is recorded: at shutdown the job is left to resume.
+        self.has_vendor_task = bool(self.resume_tasks)
+        #: True while the server stops with this job kept for resuming: the vendor task
+        #: is then not cancelled.
+        self.keeping = False
+
+    async def vendor_task(self, batch: int, task_id: str) -> None:
+        """Record a queue-based vendor's task id for a batch (durably, before polling)."""
+        await self._manager.records.set_vendor_task(self.job_id, batch, task_id)
+        self.has_vendor_task = True
 
     async def progress(
         self, fraction: float | None, message: str, *, stage: JobState | None = None
@@ -139,6 +151,7 @@ class _Active:
     progress: float | None = None
     started_at: float | None = None
     dirty: bool = False  # message/progress newer than the row (writes are throttled)
+    run: JobRun | None = None
 
 
 def default_files_of(outcome: dict[str, Any]) -> list[str]:
@@ -200,6 +213,7 @@ class JobManager:
         self.pid = os.getpid()
         self.owner = f"{self.host}:{self.pid}:{secrets.token_hex(4)}"
         self._active: dict[str, _Active] = {}
+        self._resumable: list[Job] = []  # taken over from a dead owner, polled once running
         self._changed = anyio.Event()
         self._flush_wanted = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
@@ -223,6 +237,7 @@ class JobManager:
             await self.prune()
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                self._start_resumable()
                 tg.start_soon(self._maintenance)
                 tg.start_soon(self._flusher)
                 try:
@@ -334,7 +349,8 @@ class JobManager:
         log.info("idempotent repeat: returning the earlier job", job_id=job_id)
         return job.model_copy(update={"reused": True})
 
-    async def _run(self, job_id: str, operation: str, request: dict[str, Any], context: object = None) -> None:
+    async def _run(self, job_id: str, operation: str, request: dict[str, Any], context: object = None,
+                   resume_tasks: dict[str, str] | None = None) -> None:
         active = self._active[job_id]
         outcome: dict[str, Any] | None = None
         error: dict[str, Any] | None = None
@@ -343,7 +359,8 @@ class JobManager:
                 active.scope = scope
                 if active.cancel_early:
                     scope.cancel()
-                run = JobRun(self, job_id, operation, request, context)
+                run = JobRun(self, job_id, operation, request, context, resume_tasks)
+                active.run = run
                 try:
                     result = await self._runner(run)
                     outcome = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
@@ -625,6 +642,16 @@ class JobManager:
             if not self._owner_dead(job, now, lease_until, host, pid):
                 continue
             sent = job.state is not JobState.QUEUED
+            if job.state is JobState.RUNNING and job.vendor_tasks and await self.records.take_over(
+                job.id, previous=job.owner, owner=self.owner, host=self.host, pid=self.pid,
+                lease_until=now + self.settings.lease_s,
+            ):
+                # A queue-based vendor is still working on it: poll again, do not re-send.
+                self._resumable.append(job)
+                log.info("job resumes polling its vendor task after a restart", job_id=job.id,
+                         tasks=len(job.vendor_tasks))
+                count += 1
+                continue
             if not sent:
                 detail = "the server process stopped before the request was sent; nothing was billed"
             elif job.state is JobState.SAVING:
@@ -647,10 +674,25 @@ class JobManager:
                 count += 1
                 log.warning("job interrupted by the death of its server process",
                             job_id=job.id, owner=job.owner, state=job.state.value)
+        self._start_resumable()
         return count
+
+    def _start_resumable(self) -> None:
+        if self._tg is None:
+            return  # started with the task group (see running())
+        while self._resumable:
+            job = self._resumable.pop(0)
+            self._active[job.id] = _Active(state=JobState.RUNNING)
+            self._tg.start_soon(self._run, job.id, job.operation, job.request, None, job.vendor_tasks)
 
     async def _interrupt_own(self, reason: str) -> None:
         for job_id, active in list(self._active.items()):
+            if active.run is not None and active.run.has_vendor_task and active.state is JobState.RUNNING:
+                # A queue-based vendor keeps working: leave the job (and the vendor task) to
+                # the next start, which resumes polling (its lease runs out meanwhile).
+                active.run.keeping = True
+                log.info("job left to resume at the next start", job_id=job_id)
+                continue
             sent = active.state is not JobState.QUEUED
             error = {
                 "code": "interrupted",
@@ -713,6 +755,9 @@ def pipeline_runner(pipeline: Pipeline, sessions: SessionManager | None = None) 
             await job.progress(fraction, message, stage=stage)
 
         plan.job_id = job.job_id  # its files name the job, for start-up after a crash
+        plan.vendor_task_sink = job.vendor_task  # a queue-based vendor's task id, kept with the job
+        plan.resume_tasks = job.resume_tasks
+        plan.keep_vendor_tasks = lambda: job.keeping
         session = plan.spec.session
         with origin(job_id=job.job_id, session_id=session["session_id"] if session else None):
             outcome = await pipeline.run(plan, progress=progress, partial=job.partial, saved=job.saved)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -80,6 +81,12 @@ class Plan:
     #: Not stored: a job planned again after a restart makes its previews.
     want_preview: bool = True
     job_id: str | None = None  # set when the call runs as a background job (files carry it)
+    #: queue-based vendors: where the send stage records a vendor task id (batch start,
+    #: task id), and the task ids to resume polling instead of submitting again. Set by
+    #: the job runner; not stored (the job row keeps the ids).
+    vendor_task_sink: Callable[[int, str], Awaitable[None]] | None = None
+    resume_tasks: dict[int, str] = field(default_factory=dict)
+    keep_vendor_tasks: Callable[[], bool] | None = None  # True: a cancel leaves the vendor task running
 
     @property
     def request(self) -> ImageRequest:

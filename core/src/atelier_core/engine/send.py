@@ -95,6 +95,18 @@ async def send(pipe: Pipeline, plan: Plan, sent: Sent, *, progress: Progress | N
         download=functools.partial(download, pipe),
     )
 
+    def context_for(batch: Batch) -> CallContext:
+        if plan.vendor_task_sink is None:
+            return ctx
+        sink = plan.vendor_task_sink
+
+        async def task_started(task_id: str) -> None:
+            await sink(batch.start, task_id)  # kept with the job: a restart resumes polling
+
+        return CallContext(timeout_s=policy.timeout_s, progress=batch_progress, partial_image=partial,
+                           download=functools.partial(download, pipe), task_started=task_started,
+                           keep_vendor_task=plan.keep_vendor_tasks)
+
     async def _sent(batch: Batch) -> ProviderResult:
         # Runs with a limiter slot held: report it, so jobs can tell queued from sent.
         await batch_progress(0.01, f"sent to {entry.canonical_id}")
@@ -102,7 +114,10 @@ async def send(pipe: Pipeline, plan: Plan, sent: Sent, *, progress: Progress | N
         # The most this answer can take: the providers' HTTP transport stops reading there.
         limit = answer_limit.set(answer_limit_for(batch.request.n, batch.request.max_image_bytes()))
         try:
-            return await provider.run(batch.request, ctx)
+            resumed = plan.resume_tasks.get(batch.start)
+            if resumed is not None:  # a queue-based vendor's task from before a restart
+                return await provider.wait(resumed, batch.request, context_for(batch))
+            return await provider.run(batch.request, context_for(batch))
         finally:
             answer_limit.reset(limit)
 

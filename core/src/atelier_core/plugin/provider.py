@@ -16,11 +16,11 @@ Rules a provider follows:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Generic, cast, get_args, get_origin
 
+import anyio
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from typing_extensions import TypeVar
@@ -76,15 +76,19 @@ class CallContext:
         partial_image: Callable[[bytes, int], Awaitable[None]] | None = None,
         download: Callable[[str, Sequence[str]], Awaitable[bytes]] | None = None,
         task_started: Callable[[str], Awaitable[None]] | None = None,
-        cancel_vendor_task_on_cancel: bool = True,
+        keep_vendor_task: Callable[[], bool] | None = None,
     ) -> None:
         self.timeout_s = timeout_s
         self._progress = progress
         self._partial = partial_image
         self._download = download
         self._task_started = task_started
-        #: False while the server shuts down with the job kept for resuming
-        self.cancel_vendor_task_on_cancel = cancel_vendor_task_on_cancel
+        self._keep_vendor_task = keep_vendor_task
+
+    @property
+    def cancel_vendor_task_on_cancel(self) -> bool:
+        """False while the server stops with the job kept to resume polling after a restart."""
+        return not (self._keep_vendor_task is not None and self._keep_vendor_task())
 
     async def progress(self, fraction: float, message: str) -> None:
         if self._progress is not None:
@@ -265,11 +269,11 @@ class Provider(Generic[S]):
                 result = await self.poll(task_id, request, ctx)
                 if result is not None:
                     return result
-                await asyncio.sleep(self.poll_interval_s)
-        except asyncio.CancelledError:
+                await anyio.sleep(self.poll_interval_s)
+        except anyio.get_cancelled_exc_class():
             if ctx.cancel_vendor_task_on_cancel:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.cancel(task_id))
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await self.cancel(task_id)
             raise
 
     async def aclose(self) -> None:

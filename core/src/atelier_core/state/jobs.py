@@ -95,6 +95,10 @@ JOB_MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN fingerprint TEXT;
     CREATE UNIQUE INDEX jobs_idempotency ON jobs (idempotency_key) WHERE idempotency_key IS NOT NULL;
     """,
+    # v3: queue-based vendors — the vendor's task ids, so a restarted server resumes polling.
+    """
+    ALTER TABLE jobs ADD COLUMN vendor_tasks TEXT;
+    """,
 )
 """The ``jobs`` component's schema history (append only)."""
 
@@ -140,6 +144,8 @@ class Job(BaseModel):
     partial: bytes | None = None
     partial_mime: str | None = None
     partial_index: int | None = None
+    #: a queue-based vendor's task id per batch (first image index), kept to resume polling
+    vendor_tasks: dict[str, str] = {}
     reused: bool = False  # returned for a repeated idempotency key: nothing new was sent
 
     @property
@@ -200,6 +206,7 @@ def _row_to_job(row: sqlite3.Row) -> Job:
         partial=row["partial"],
         partial_mime=row["partial_mime"],
         partial_index=row["partial_index"],
+        vendor_tasks=json.loads(row["vendor_tasks"]) if row["vendor_tasks"] else {},
     )
 
 
@@ -377,6 +384,18 @@ class JobStore:
             durable,
         )
 
+    async def set_vendor_task(self, job_id: str, batch: int, task_id: str) -> None:
+        """Record a queue-based vendor's task id for one batch of the job (durably)."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT vendor_tasks FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            tasks = json.loads(row[0]) if row is not None and row[0] else {}
+            tasks[str(batch)] = task_id
+            self._write(conn, "UPDATE jobs SET vendor_tasks = ?, updated_at = ? WHERE id = ?",
+                        (json.dumps(tasks), time.time(), job_id))
+
+        await self._db(write)
+
     async def partial(self, job_id: str, blob: bytes | None, mime: str | None, index: int) -> None:
         await self._run_write(
             "UPDATE jobs SET partial = ?, partial_mime = ?, partial_index = ?, updated_at = ?"
@@ -446,6 +465,16 @@ class JobStore:
             return [(_row_to_job(r), r["lease_until"], r["owner_host"], r["owner_pid"]) for r in rows]
 
         return await self._db(candidates)
+
+    async def take_over(self, job_id: str, *, previous: str, owner: str, host: str, pid: int,
+                        lease_until: float) -> bool:
+        """Make this process the owner of a job whose owner died (to resume a queue-based
+        vendor's task). ``False`` when someone else took it first."""
+        return await self._run_write(
+            "UPDATE jobs SET owner = ?, owner_host = ?, owner_pid = ?, lease_until = ?, updated_at = ? "
+            f"WHERE id = ? AND owner = ? AND state IN {_ACTIVE_SQL}",
+            (owner, host, pid, lease_until, time.time(), job_id, previous),
+        ) == 1
 
     async def finished_before(self, cutoff: float) -> list[Job]:
         return await self._db(

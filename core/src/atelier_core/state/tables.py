@@ -91,6 +91,7 @@ jobs = Table(
     Column("partial", LargeBinary),
     Column("partial_mime", Text),
     Column("partial_index", Integer),
+    Column("vendor_tasks", _json()),  # a queue-based vendor's task id per batch, to resume polling
     Index(None, "state", "lease_until"),
     Index(None, "principal", "created_at"),
     Index(None, "owner", "state"),

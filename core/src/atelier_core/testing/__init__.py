@@ -7,6 +7,8 @@
   and faults, assert on what reached it).
 - :class:`FakeProvider`, :class:`Outcome`, :func:`fake_spec`: a scripted provider that
   is its own plugin, for tests of everything above the provider.
+- :class:`FakeQueueVendor`, :class:`FakeQueueProvider`: a queue-based vendor (submit →
+  poll → fetch) that outlives provider instances, and a provider for it.
 - :func:`build_test_atelier`, :func:`build_test_registry`, :func:`isolated_settings`:
   an isolated service with exactly the plugins given; :func:`connect`: an in-memory MCP
   client connected to it.
@@ -28,6 +30,7 @@ from atelier_core.testing.harness import (
     isolated_settings,
     plugin_pairs,
 )
+from atelier_core.testing.queue import FakeQueueProvider, FakeQueueVendor
 from atelier_core.testing.samples import SampleInfo, make_image, make_mask, read_image
 from atelier_core.testing.upstream import FakeUpstream, Recorded, Reply
 
@@ -37,6 +40,8 @@ if TYPE_CHECKING:
 __all__ = [
     "FakeCall",
     "FakeProvider",
+    "FakeQueueProvider",
+    "FakeQueueVendor",
     "FakeUpstream",
     "Outcome",
     "ProviderContract",

@@ -3,6 +3,7 @@ the inputs it needs, validated as the core would, and the checks on what comes b
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
@@ -15,7 +16,6 @@ from atelier_core.plugin.provider import CallContext, Provider
 from atelier_core.plugin.spec import ModelSpec, Operation, parse_ratio, parse_size
 from atelier_core.plugin.types import ImageCall, ImageRequest, InputImage, ProviderResult
 from atelier_core.testing.samples import make_image, make_mask, read_image
-
 
 RATIO_TOLERANCE = 0.03
 PROMPT = "a red fox sitting in fresh snow, morning light"
@@ -129,7 +129,11 @@ def validated(provider: Provider, spec: ModelSpec, case: Case) -> ImageRequest:
     return validate_call(call, entry, case.operation, images, mask).request
 
 
-def context(provider: Provider) -> CallContext:
+def context(
+    provider: Provider,
+    task_started: Callable[[str], Awaitable[None]] | None = None,
+    keep_vendor_task: Callable[[], bool] | None = None,
+) -> CallContext:
     async def progress(fraction: float, message: str) -> None:
         assert 0.0 <= fraction <= 1.0
 
@@ -137,7 +141,8 @@ def context(provider: Provider) -> CallContext:
         read_image(data)
 
     return CallContext(
-        timeout_s=min(provider.settings.timeout_s or 30.0, 30.0), progress=progress, partial_image=partial
+        timeout_s=min(provider.settings.timeout_s or 30.0, 30.0), progress=progress, partial_image=partial,
+        task_started=task_started, keep_vendor_task=keep_vendor_task,
     )
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
+import anyio
 import pytest
 from pydantic import SecretStr
 
@@ -27,6 +28,7 @@ from atelier_core.plugin.checks import provider_problems
 from atelier_core.plugin.errors import AtelierError, SafetyRefusalError
 from atelier_core.plugin.provider import Provider, ProviderSettings
 from atelier_core.plugin.spec import Operation
+from atelier_core.plugin.types import ImageRequest, ProviderResult
 from atelier_core.testing.cases import (
     Case,
     assert_refused_before_call,
@@ -36,6 +38,7 @@ from atelier_core.testing.cases import (
     validated,
 )
 from atelier_core.testing.harness import isolated_settings
+from atelier_core.testing.samples import read_image
 
 __all__ = ["ProviderContract", "configured"]
 
@@ -80,10 +83,16 @@ class ProviderContract:
         Extra model ids that may declare no price (``pricing=None``), besides the
         provider's own ``unpriced``. Every other model must carry a dated
         :class:`~atelier_core.Pricing` (the registry refuses it otherwise).
+    ``queue_based``
+        ``True`` for a queue-based vendor (the provider overrides ``submit``, ``poll`` and
+        ``cancel``): adds the queue checks — the task id reaches the core, a new instance
+        resumes a task from its id, cancelling a call cancels the vendor task (unless the
+        server keeps it for resuming). Default ``False`` (the checks are not collected).
     ``max_blocking_s``
         The longest a provider may hold the event loop in one step (between two awaits)
-        during a call; default 0.5 s. Steps that import modules (a lazy SDK import) are
-        not counted.
+        during a call; default 1.0 s (generous, so a loaded CI machine does not fail a
+        good provider; a provider that blocks on I/O usually blocks for longer). Steps that
+        import modules (a lazy SDK import) are not counted.
     ``allowed_imports``
         Top-level packages (besides the standard library, ``atelier_core`` and the
         plugin's own package) the plugin may import when it is imported or registers —
@@ -158,8 +167,9 @@ class ProviderContract:
     """
 
     refusals: ClassVar[bool] = True
+    queue_based: ClassVar[bool] = False
     unpriced: ClassVar[frozenset[str]] = frozenset()
-    max_blocking_s: ClassVar[float] = 0.5
+    max_blocking_s: ClassVar[float] = 1.0
     allowed_imports: ClassVar[frozenset[str]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -168,6 +178,10 @@ class ProviderContract:
         # of collection rather than skipped (a skip would hide a forgotten fixture).
         if not cls.refusals:
             cls.test_refusal_raises_safety_refusal_error = None  # type: ignore[assignment,method-assign]
+        if not cls.queue_based:  # the queue checks only mean something for a queue-based vendor
+            for name in ("test_queue_task_id_is_handed_to_the_core", "test_queue_task_resumes_in_a_new_instance",
+                         "test_queue_cancel_cancels_the_vendor_task"):
+                setattr(cls, name, None)
 
     # -- fixtures the subclass supplies --------------------------------------------
 
@@ -261,6 +275,7 @@ class ProviderContract:
             op.value
             for op in sorted(declared)
             if getattr(type(provider), op.value) is getattr(Provider, op.value)
+            and not provider.queued  # a queue-based vendor serves every operation by submit/poll
         ]
         assert not missing, (
             f"{type(provider).__name__} declares {', '.join(missing)} but does not implement "
@@ -328,6 +343,77 @@ class ProviderContract:
                 )
             checked += 1
         assert checked, f"{provider.name} declares no operation to refuse"
+
+    # -- queue-based vendors (submit → poll → fetch) ---------------------------------
+
+    @pytest.mark.anyio
+    async def test_queue_task_id_is_handed_to_the_core(self, provider: Provider) -> None:
+        """submit's task id reaches the core (ctx.task_started) once, before the result."""
+        assert provider.queued, f"{type(provider).__name__} sets queue_based but does not override submit()"
+        started: list[str] = []
+
+        async def task_started(task_id: str) -> None:
+            started.append(task_id)
+
+        try:
+            with anyio.fail_after(60):
+                result = await provider.run(_queue_request(provider), context(provider, task_started))
+        finally:
+            await provider.aclose()
+        assert len(started) == 1 and isinstance(started[0], str) and started[0].strip(), (
+            f"ctx.task_started got {started!r}: submit() must return the vendor's task id (a non-empty string)"
+        )
+        assert isinstance(result, ProviderResult) and result.images, "the polled task returned no image"
+        for image in result.images:
+            read_image(image.data)
+
+    @pytest.mark.anyio
+    async def test_queue_task_resumes_in_a_new_instance(self, provider: Provider) -> None:
+        """A new instance (a restarted server) polls a task from the task id and request alone."""
+        request = _queue_request(provider)
+        fresh = _fresh(provider)
+        try:
+            task_id = await provider.submit(request, context(provider))
+            await provider.aclose()  # the first server is gone
+            with anyio.fail_after(60):
+                result = await fresh.wait(task_id, request, context(fresh))
+        except AtelierError as exc:
+            pytest.fail(f"resuming task {task_id!r} in a new {type(provider).__name__} failed: {exc}; keep "
+                        "nothing a poll needs in the instance", pytrace=False)
+        finally:
+            await fresh.aclose()
+        assert result.images, "the resumed task returned no image"
+        for image in result.images:
+            read_image(image.data)
+
+    @pytest.mark.anyio
+    async def test_queue_cancel_cancels_the_vendor_task(self, provider: Provider) -> None:
+        """Cancelling a call cancels the vendor's task, unless the server keeps it to resume."""
+        request = _queue_request(provider)
+        calls: list[str] = []
+        original = provider.cancel
+
+        async def spy(task_id: str) -> None:
+            calls.append(task_id)
+            await original(task_id)
+
+        provider.cancel = spy  # type: ignore[method-assign]
+        try:
+            kept = await provider.submit(request, context(provider))
+            with anyio.CancelScope() as scope:
+                scope.cancel()  # as a job is cancelled while it polls
+                await provider.wait(kept, request, context(provider, keep_vendor_task=lambda: True))
+            assert calls == [], "a task the server keeps for resuming must not be cancelled at the vendor"
+            task_id = await provider.submit(request, context(provider))
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await provider.wait(task_id, request, context(provider))
+        finally:
+            await provider.aclose()
+        assert calls == [task_id], (
+            f"cancelling the call while it polled {task_id!r} called cancel() with {calls!r}; "
+            "override cancel(task_id) to cancel the vendor's task"
+        )
 
     # -- credentials and secrets ---------------------------------------------------
 
@@ -407,6 +493,19 @@ class ProviderContract:
         _report(problems)
 
 
+def _fresh(provider: Provider) -> Provider:
+    """A new instance with the same settings: what a restarted server would have."""
+    fresh = type(provider)()
+    fresh.configure(type(provider.settings).model_validate(provider.settings.model_dump()))
+    return fresh
+
+
+def _queue_request(provider: Provider) -> ImageRequest:
+    spec = next((s for s in provider.catalog() if s.supports(Operation.GENERATE)), provider.catalog()[0])
+    operation = Operation.GENERATE if spec.supports(Operation.GENERATE) else sorted(spec.operations)[0]
+    return validated(provider, spec, cases_for(spec, operation)[0])
+
+
 # -- helpers -------------------------------------------------------------------------
 
 
@@ -436,9 +535,9 @@ def _modules_imported_by(module: str) -> frozenset[str]:
         script = (
             "import json, sys\n"
             "import atelier_core, atelier_core.engine.registry, atelier_core.engine.validation\n"
-            "before = set(sys.modules)\n"
+            "before = {name.split('.')[0] for name in sys.modules}\n"
             f"import {module}\n"
-            "print(json.dumps(sorted(set(sys.modules) - before)))\n"
+            "print(json.dumps(sorted({name.split('.')[0] for name in sys.modules} - before)))\n"
         )
         done = subprocess.run(
             [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
