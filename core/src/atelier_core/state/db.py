@@ -42,7 +42,7 @@ log = structlog.get_logger("atelier.state")
 DB_FILENAME = "state.sqlite3"
 BUSY_TIMEOUT_MS = 10_000
 
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 """The newest migration in ``state/migrations/versions`` (a test keeps them equal). A
 database already at it opens without importing Alembic (about 0.3 s of start-up)."""
 
