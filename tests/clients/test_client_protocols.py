@@ -82,6 +82,11 @@ def test_tool_results_fit_the_negotiated_revision(version: str, tmp_path: Path) 
                 # The link's facts survive as a text line a model (or a person) can act on.
                 assert "Resource: atelier://images/" in texts, (name, texts)
         assert any(b["type"] == "image" for b in results["generate"]["content"])
+        # Errors carry their code; where structuredContent does not exist yet, in the text too.
+        refused = client.call("generate_image", {"prompt": "x", "model": "nope"})
+        assert refused["isError"] and refused["structuredContent"]["error"]["code"] == "unknown_model"
+        tagged = "[code: unknown_model]" in refused["content"][0]["text"]
+        assert tagged == ("resource_link" not in allowed), refused["content"][0]["text"]
         # Progress: rounded, never going back, and all of it before the result.
         progress = [n["params"] for n in raw.notifications if n.get("method") == "notifications/progress"
                     and n["params"].get("progressToken") == "g"]

@@ -20,8 +20,8 @@ from typing import Any
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp_types.version import is_version_at_least
 
-__all__ = ["RESOURCE_LINK_SINCE", "downgrade_content", "error_codes", "protocol_compat", "speaks_resource_links",
-           "with_error_code"]
+__all__ = ["RESOURCE_LINK_SINCE", "code_in_text", "downgrade_content", "error_codes", "protocol_compat",
+           "speaks_resource_links", "with_error_code"]
 
 #: The first protocol revision with ``resource_link`` content blocks.
 RESOURCE_LINK_SINCE = "2025-06-18"
@@ -71,9 +71,24 @@ async def error_codes(ctx: ServerRequestContext[Any, Any], call_next: CallNext) 
     return result
 
 
+def code_in_text(result: dict[str, Any]) -> dict[str, Any]:
+    """An error result whose first text block ends with ``[code: …]``: revisions before
+    2025-06-18 define no ``structuredContent``, so a client there may never see it."""
+    error = (result.get("structuredContent") or {}).get("error")
+    content = result.get("content")
+    if not result.get("isError") or not isinstance(error, dict) or not isinstance(content, list):
+        return result
+    for index, block in enumerate(content):
+        if isinstance(block, dict) and block.get("type") == "text":
+            tagged = {**block, "text": f"{block.get('text', '')} [code: {error.get('code')}]"}
+            return {**result, "content": [*content[:index], tagged, *content[index + 1:]]}
+    return result
+
+
 async def protocol_compat(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-    """Server middleware: ``tools/call`` results fit the connection's protocol revision."""
+    """Server middleware: ``tools/call`` results fit the connection's protocol revision
+    (it runs outside :func:`error_codes`, so every error has its code by then)."""
     result = await call_next(ctx)
     if ctx.method == "tools/call" and isinstance(result, dict) and not speaks_resource_links(ctx.protocol_version):
-        return downgrade_content(result)
+        return code_in_text(downgrade_content(result))
     return result
