@@ -221,3 +221,16 @@ async def test_embedding_can_be_switched_off(tmp_path: Path) -> None:
             assert "prompt" not in image.text and "XML:com.adobe.xmp" not in image.text  # type: ignore[attr-defined]
         meta = json.loads((await client.read_resource(made["images"][0]["resource_uri"] + "?meta")).contents[0].text)
         assert meta["metadata_embedded"] is False and meta["prompt"] == "no metadata please"
+
+
+async def test_listen_streams_get_resources_changed_after_new_images(tmp_path: Path) -> None:
+    """2026-07-28 era: change events go to subscriptions/listen streams."""
+    import anyio
+
+    atelier = build_test_atelier(tmp_path, [atelier_placeholder])
+    async with connect(atelier) as client:
+        async with client.listen(resources_list_changed=True) as subscription:
+            await _make(client, "announce me")
+            with anyio.fail_after(10):
+                event = await subscription.__anext__()
+        assert "resource" in type(event).__name__.lower()
