@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import re
@@ -162,10 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="serve images this much smaller")
     args = parser.parse_args(argv)
     images = FakeImages([s for s in args.sizes.split(",") if s], args.scale)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(images, args.port))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

@@ -28,9 +28,9 @@ from mcp.client.stdio import stdio_client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import logging  # noqa: E402
+import logging
 
-from run import RESULTS, Config, call, fake_upstream, server_specs  # noqa: E402
+from run import RESULTS, Config, call, fake_upstream, server_specs
 
 
 def summarize(collapsed: Path, top: int) -> str:
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # py-spy prints a banner on the server's stdout; the client would log it as a bad message.
     logging.getLogger("mcp").setLevel(logging.CRITICAL)
-    cfg = Config(size=args.size, large_size=args.size)
+    cfg = Config(size=args.size, sizes=(args.size,))  # the servers run on this interpreter
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / (f"profile-{args.size}.txt" if args.calls else "profile-startup.txt")
     with tempfile.TemporaryDirectory(prefix="atelier-profile-") as tmp, fake_upstream(cfg) as port:
