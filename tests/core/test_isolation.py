@@ -128,3 +128,24 @@ async def test_a_provider_that_behaves_is_not_reported(tmp_path: Path) -> None:
         result = await client.call_tool("generate_image", {"prompt": "a fox", "model": "calm/fake-image"})
         assert not result.is_error, result.content
     assert not [s for s in isolation.BLOCKED if s.label.startswith("calm")]
+
+
+def test_doctor_shows_the_traceback_of_a_plugin_that_fails_to_import_under_trace(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    info = tmp_path / "atelier_exits-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: atelier-exits\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[atelier]\nexits = atelier_exits_mod\n")
+    (tmp_path / "atelier_exits_mod.py").write_text("def helper():\n    raise SystemExit(3)\n\nhelper()\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+           "ATELIER_PLUGINS__TRACE": "true", "ATELIER_CONFIG": str(tmp_path / "none.toml"),
+           "ATELIER_DATA_DIR": str(tmp_path / "data"), "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "atelier_core", "doctor"], env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "exits: failed" in done.stdout and "SystemExit" in done.stdout
+    assert "atelier_exits_mod.py" in done.stdout and "in helper" in done.stdout
+    assert "placeholder: loaded" in done.stdout

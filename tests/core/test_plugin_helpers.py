@@ -39,8 +39,8 @@ def test_redact_removes_configured_and_key_shaped_secrets() -> None:
     text = redact(f"Incorrect API key provided: {KEY}; try https://bob:hunter2@api.x/v1 with Bearer abc.def.ghi",
                   ["hunter2"])
     assert KEY not in text and "hunter2" not in text and "abc.def.ghi" not in text
-    assert text.count("[redacted]") >= 3
-    assert redact("AIzaSyA-0123456789abcdefghijklmnop") == "[redacted]"
+    assert text.lower().count("[redacted]") >= 3
+    assert redact("AIzaSyA-0123456789abcdefghijklmnop").lower() == "[redacted]"
     assert redact("nothing secret here") == "nothing secret here"
 
 

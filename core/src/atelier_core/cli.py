@@ -543,6 +543,8 @@ async def _doctor(settings: Settings) -> int:
         if record.error:
             line += f" error={record.error}"
         print(line)
+        if record.traceback:  # plugins.trace: where a plugin's import or hook failed
+            print("    " + record.traceback.rstrip().replace("\n", "\n    "))
     for problem in registry.problems:
         print(f"  problem: {problem}")
     print("providers:")

@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from atelier_core.logging import scrub
 from atelier_core.plugin.errors import (
     AtelierError,
     AuthenticationError,
@@ -43,7 +44,9 @@ _SAFETY_WORDS = ("safety", "moderation", "content policy", "content_policy", "fl
 
 
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """``text`` with every configured secret and anything key-like replaced by ``[redacted]``."""
+    """``text`` with the given secrets, every secret the server registered and anything
+    key-like replaced: the given ones first, then the core's one redaction
+    (:func:`atelier_core.logging.scrub`) and the key shapes vendors echo."""
     out = str(text)
     for secret in secrets:
         if secret and len(secret) >= 4:
@@ -54,7 +57,7 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
             return match.group(1) + "[redacted]"
         return "[redacted]@" if match.group(0).endswith("@") else "[redacted]"
 
-    return _KEYLIKE.sub(replace, out)
+    return _KEYLIKE.sub(replace, scrub(out))
 
 
 def decode_base64(data: str | bytes, *, what: str = "the image") -> bytes:
