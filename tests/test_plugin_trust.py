@@ -195,3 +195,65 @@ async def test_the_tutorials_one_file_provider_installs_and_generates(fresh_venv
         sent = upstream.requests_to("/v1/images$")[0]
         assert sent.headers["authorization"] == "Bearer tiny-test-key"
         assert sent.json() == {"prompt": "a cat", "size": "256x256", "n": 2}
+
+
+CRASHING = '''
+import sys
+
+from atelier_core import ModelSpec, Pricing, Provider, SizeRules, hookimpl
+
+
+class Doom(BaseException):
+    pass
+
+
+class Crashing(Provider):
+    name = "crashy"
+    needs_key = False
+    models = tuple(
+        ModelSpec(id=kind, sizes=SizeRules(presets=("64x64",), default="64x64"),
+                  pricing=Pricing(per_image=0.01, as_of="2026-01-01"))
+        for kind in ("exit", "interrupt", "doom")
+    )
+
+    async def generate(self, request, ctx):
+        if request.model == "exit":
+            sys.exit(1)
+        if request.model == "interrupt":
+            raise KeyboardInterrupt
+        raise Doom("the end")
+
+
+@hookimpl
+def register_providers(register):
+    register(Crashing())
+'''
+
+
+async def test_a_plugin_that_exits_or_interrupts_never_stops_the_stdio_server(tmp_path: Path) -> None:
+    """The issue's wedge: sys.exit(1), KeyboardInterrupt or a BaseException in generate()
+    over a real stdio server. Each call fails naming the plugin; the server keeps
+    answering the next call."""
+    from mcp import Client, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    site = tmp_path / "site"
+    info = site / "atelier_crashy-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: atelier-crashy\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[atelier]\ncrashy = atelier_crashy_mod\n")
+    (site / "atelier_crashy_mod.py").write_text(CRASHING)
+    env = _env(tmp_path, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    params = StdioServerParameters(command=sys.executable, args=["-m", "atelier_core"], env=env)
+    errpath = tmp_path / "server-stderr.log"
+    with errpath.open("w") as errlog:
+        async with Client(stdio_client(params, errlog=errlog), read_timeout_seconds=30) as client:
+            for kind, shown in (("exit", "SystemExit(1)"), ("interrupt", "KeyboardInterrupt"), ("doom", "Doom")):
+                failed = await client.call_tool("generate_image", {"prompt": "x", "model": f"crashy/{kind}"})
+                assert failed.is_error
+                text = " ".join(getattr(c, "text", "") for c in failed.content)
+                assert f"provider crashy (plugin crashy from atelier-crashy) failed in run(): it raised {shown}" in text
+                ok = await client.call_tool("generate_image", {"prompt": "x", "model": "placeholder/placeholder",
+                                                               "size": "256x256"})
+                assert not ok.is_error, (ok.content, errpath.read_text()[-3000:])
+    assert "Traceback" in errpath.read_text()  # the crash's details are in the server log

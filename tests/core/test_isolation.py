@@ -104,7 +104,7 @@ class Blocking(FakeProvider):
         self.seconds = seconds
 
     async def generate(self, request: ImageRequest, ctx: CallContext) -> ProviderResult:
-        time.sleep(self.seconds)  # noqa: ASYNC251 -- the bug under test: a synchronous wait
+        time.sleep(self.seconds)  # the bug under test: a synchronous wait
         return await super().generate(request, ctx)
 
 

@@ -320,7 +320,7 @@ def test_every_code_is_documented() -> None:
 
 class Sleepy(FakeProvider):
     async def generate(self, request: ImageRequest, ctx: CallContext) -> ProviderResult:
-        time.sleep(1.5)  # noqa: ASYNC251 -- the bug under test
+        time.sleep(1.5)  # the bug under test
         return await super().generate(request, ctx)
 
 

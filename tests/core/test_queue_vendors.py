@@ -77,7 +77,7 @@ async def test_the_kit_fails_a_queue_provider_that_cannot_resume_or_cancel() -> 
 
 async def _wait_for(predicate: Any, timeout_s: float = 10.0) -> None:
     with anyio.fail_after(timeout_s):
-        while not await predicate():
+        while not await predicate():  # noqa: ASYNC110 -- the state lives in the job store: polled
             await anyio.sleep(0.02)
 
 
