@@ -11,8 +11,8 @@ serialises (a 300 MB file took a server from 78 MB to 1.68 GB). Here:
 - the reading and encoding run in a worker thread, never on the event loop, so other
   requests keep being answered while a large image is read;
 - the file is base64-encoded chunk by chunk straight into the answer's buffer: the raw
-  bytes are never held whole, and the server keeps one encoded copy (the SDK's JSON
-  serialisation of the answer then makes its own).
+  bytes are never held whole, and the server keeps one encoded copy (over stdio the answer
+  line is then serialised once, to bytes, by ``mcp/stdio.py``).
 
 The templates stay registered so ``resources/templates/list`` advertises the URIs; their
 reader is only reached without that handler, and applies the same limit.

@@ -7,15 +7,21 @@ module still reads such a line, so when the request's ``id`` can be recovered we
 it at once with a JSON-RPC error that says which field holds the bad text and how to fix
 it. Lines with no recoverable id (not JSON, notifications) are left to the SDK as before.
 
-We keep the SDK's ``stdio_server`` (it also diverts fd 1 so stray prints never reach the
-wire) and only relay its inbound stream, so nothing else about the transport changes.
+We keep the SDK's ``stdio_server`` for reading (and its claim on fd 0) and relay its
+inbound stream. Answers we write ourselves (:func:`run_stdio`): fd 1 is claimed the same
+way the SDK does (the wire moves to a private duplicate, fd 1 points at stderr so stray
+prints never reach the wire), and each message is serialised once, straight to bytes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
-from typing import Any
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any, BinaryIO
 
 import anyio
 import structlog
@@ -146,25 +152,76 @@ def _http_answer(body: bytes) -> JSONRPCError | None:
     return None
 
 
+@contextmanager
+def _claim_stdout() -> Iterator[BinaryIO]:
+    """The wire: a private duplicate of fd 1. fd 1 itself points at stderr while we serve,
+    so a stray print (ours, a plugin's, a child's) never lands in the protocol stream;
+    restored on exit."""
+    sys.stdout.flush()
+    private = os.dup(1)
+    os.dup2(2, 1)
+    wire = os.fdopen(private, "wb", buffering=0)
+    try:
+        yield wire
+    finally:
+        with suppress(OSError):
+            os.dup2(private, 1)
+        wire.close()
+
+
+def _write_line(wire: BinaryIO, data: bytes) -> None:
+    view = memoryview(data)
+    while view:  # an unbuffered pipe may take part of a large write
+        written = wire.write(view)
+        view = view[written or 0:]
+    wire.write(b"\n")
+
+
 async def run_stdio(server: MCPServer[Any]) -> None:
-    """Serve ``server`` over stdio until stdin closes."""
+    """Serve ``server`` over stdio until stdin closes.
+
+    Answers are written by us, not by the SDK's stdio writer: each message is serialised
+    once, straight to UTF-8 bytes, and written without building ``json + "\n"`` and its
+    encoded copy (a 64 MiB image read is an 85 MiB line: the SDK's writer held three
+    copies of it at once)."""
     lowlevel = server._lowlevel_server  # as MCPServer.run_stdio_async does
-    async with stdio_server() as (read_stream, write_stream):
-        inbound_send, inbound_receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+    with _claim_stdout() as wire, open(os.devnull, "w") as unused:
+        async with stdio_server(stdout=anyio.wrap_file(unused)) as (read_stream, sdk_write_stream):
+            inbound_send, inbound_receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+            outbound_send, outbound_receive = anyio.create_memory_object_stream[SessionMessage](0)
 
-        async def relay() -> None:
-            async with inbound_send:
-                async for item in read_stream:
-                    if isinstance(item, Exception):
-                        answer = undecodable_answer(item)
-                        if answer is not None:
-                            log.warning("request could not be decoded; answered with an error",
-                                        id=str(answer.id)[:40], code=answer.error.code)
-                            await write_stream.send(SessionMessage(answer))
-                            continue
-                    await inbound_send.send(item)
+            async def relay() -> None:
+                async with inbound_send:
+                    async for item in read_stream:
+                        if isinstance(item, Exception):
+                            answer = undecodable_answer(item)
+                            if answer is not None:
+                                log.warning("request could not be decoded; answered with an error",
+                                            id=str(answer.id)[:40], code=answer.error.code)
+                                await outbound_send.send(SessionMessage(answer))
+                                continue
+                        await inbound_send.send(item)
 
-        async with anyio.create_task_group() as group:
-            group.start_soon(relay)
-            await lowlevel.run(inbound_receive, write_stream, lowlevel.create_initialization_options())
-            group.cancel_scope.cancel()
+            written = anyio.Event()
+
+            async def writer() -> None:
+                try:
+                    async with outbound_receive:
+                        async for item in outbound_receive:
+                            message = item.message
+                            data = type(message).__pydantic_serializer__.to_json(
+                                message, by_alias=True, exclude_unset=True)
+                            del message, item
+                            await anyio.to_thread.run_sync(_write_line, wire, data)
+                            del data
+                finally:
+                    written.set()
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(relay)
+                group.start_soon(writer)
+                await lowlevel.run(inbound_receive, outbound_send, lowlevel.create_initialization_options())
+                await outbound_send.aclose()
+                await written.wait()  # every answer is on the wire before we stop
+                await sdk_write_stream.aclose()
+                group.cancel_scope.cancel()
