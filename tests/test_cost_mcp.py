@@ -95,7 +95,13 @@ def test_usage_command_reports_the_ledger(tmp_path: Path) -> None:
 
     data_dir = tmp_path / "data"
     atelier = build_test_atelier(tmp_path, [FakeProvider()])
-    asyncio.run(atelier.execute(ImageCall(model=MODEL, prompt="p", n=3), Operation.GENERATE))
+    async def spend() -> None:
+        try:
+            await atelier.execute(ImageCall(model=MODEL, prompt="p", n=3), Operation.GENERATE)
+        finally:
+            await atelier.aclose()
+
+    asyncio.run(spend())
     env = {"ATELIER_DATA_DIR": str(data_dir), "ATELIER_CONFIG": str(tmp_path / "none.toml"),
            "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, "-m", "atelier_core", "usage", "--json", "--days", "2"],

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from atelier_core.engine.cost import Ledger, Quote, SpendGuard, apply_price_override, usage_report
+from atelier_core.engine.cost import Quote, SpendGuard, apply_price_override, usage_report
+from atelier_core.identity import acting_as
 from atelier_core.plugin.errors import ConfigurationError, SpendLimitError
 from atelier_core.settings import CostSettings
-from atelier_core.state.database import StateStore
+from atelier_core.state.store import StateStore
 from atelier_core.plugin.spec import ModelSpec, Pricing
 from atelier_core.plugin.types import ImageRequest
 from atelier_core.plugin.provider import Provider
 from atelier_core.plugin.spec import Operation
 
 
-def _ledger(tmp_path: Path) -> Ledger:
-    return Ledger(StateStore.open(tmp_path))
+@pytest.fixture
+async def state(tmp_path: Path) -> AsyncIterator[StateStore]:
+    store = await StateStore.open_url(None, tmp_path)
+    try:
+        yield store
+    finally:
+        await store.aclose()
 
 
 SPEC = ModelSpec(
@@ -67,82 +74,75 @@ def test_bad_price_override_is_a_configuration_error() -> None:
         apply_price_override(SPEC, "p/m", settings)
 
 
-def test_per_call_limit_refuses_with_figures() -> None:
+async def test_per_call_limit_refuses_with_figures() -> None:
     guard = SpendGuard(CostSettings(max_per_call_usd=0.10), None, run_id="r")
-    assert guard.check(Quote(estimate_usd=0.08, images=2, basis="table"), "p/m") == "ok"
+    assert await guard.check(Quote(estimate_usd=0.08, images=2, basis="table"), "p/m") == "ok"
     with pytest.raises(SpendLimitError) as info:
-        guard.check(Quote(estimate_usd=0.12, images=3, basis="table"), "p/m")
+        await guard.check(Quote(estimate_usd=0.12, images=3, basis="table"), "p/m")
     text = str(info.value)
     assert "$0.1200" in text and "$0.10" in text and "ATELIER_COST__MAX_PER_CALL_USD" in text
 
 
-def test_day_limit_stops_the_call_that_would_cross_it_and_lets_smaller_ones_through(tmp_path: Path) -> None:
-    ledger = _ledger(tmp_path)
-    guard = SpendGuard(CostSettings(max_per_day_usd=1.00), ledger, run_id="r1")
+async def test_day_limit_stops_the_call_that_would_cross_it_and_lets_smaller_ones_through(
+    state: StateStore,
+) -> None:
+    guard = SpendGuard(CostSettings(max_per_day_usd=1.00), state, run_id="r1")
     q = Quote(estimate_usd=0.40, images=1, basis="table")
     for _ in range(2):
-        assert guard.check(q, "p/m") == "ok"
-        guard.record(provider="p", model="p/m", operation="generate", images=1, quote=q,
-                     cost_usd=0.40, status="billed", usage=None, request_id=None)
+        verdict, hold = await guard.admit(q, "p/m")
+        assert verdict == "ok" and hold is not None
+        await guard.record(provider="p", model="p/m", operation="generate", images=1, quote=q,
+                           cost_usd=0.40, status="billed", usage=None, request_id=None, hold=hold)
+    assert await state.reservations.held() == 0.0  # recording ended each hold
     with pytest.raises(SpendLimitError, match="daily spend limit of \\$1.00 \\(already spent \\$0.8000\\)"):
-        guard.check(q, "p/m")
+        await guard.check(q, "p/m")
     small = Quote(estimate_usd=0.15, images=1, basis="table")
-    assert guard.check(small, "p/m") == "ok"
+    assert await guard.check(small, "p/m") == "ok"
 
 
-def test_run_limit_counts_only_this_run(tmp_path: Path) -> None:
-    ledger = _ledger(tmp_path)
+async def test_run_limit_counts_only_this_run(state: StateStore) -> None:
     q = Quote(estimate_usd=0.5, images=1, basis="table")
-    old = SpendGuard(CostSettings(), ledger, run_id="old")
-    old.record(provider="p", model="p/m", operation="generate", images=1, quote=q,
-               cost_usd=0.5, status="billed", usage=None, request_id=None)
-    guard = SpendGuard(CostSettings(max_per_run_usd=0.6), ledger, run_id="new")
-    assert guard.check(q, "p/m") == "ok"
-    guard.record(provider="p", model="p/m", operation="generate", images=1, quote=q,
-                 cost_usd=0.5, status="billed", usage=None, request_id=None)
+    old = SpendGuard(CostSettings(), state, run_id="old")
+    await old.record(provider="p", model="p/m", operation="generate", images=1, quote=q,
+                     cost_usd=0.5, status="billed", usage=None, request_id=None)
+    guard = SpendGuard(CostSettings(max_per_run_usd=0.6), state, run_id="new")
+    assert await guard.check(q, "p/m") == "ok"
+    await guard.record(provider="p", model="p/m", operation="generate", images=1, quote=q,
+                       cost_usd=0.5, status="billed", usage=None, request_id=None)
     with pytest.raises(SpendLimitError, match="per-run"):
-        guard.check(q, "p/m")
+        await guard.check(q, "p/m")
 
 
-def test_reservations_stop_concurrent_calls_from_overspending() -> None:
-    guard = SpendGuard(CostSettings(max_per_run_usd=1.0), None, run_id="r")
-    q = Quote(estimate_usd=0.6, images=1, basis="table")
-    verdict, hold = guard.admit(q, "p/m")
-    assert verdict == "ok"
-    with pytest.raises(SpendLimitError):
-        guard.admit(q, "p/m")  # the first call's quote is held while it runs
-    guard.release(hold)
-    assert guard.check(q, "p/m") == "ok"
-
-
-def test_ask_first_threshold() -> None:
+async def test_ask_first_threshold() -> None:
     guard = SpendGuard(CostSettings(ask_above_usd=0.05), None, run_id="r")
-    assert guard.check(Quote(estimate_usd=0.04, images=1, basis="t"), "p/m") == "ok"
-    assert guard.check(Quote(estimate_usd=0.06, images=1, basis="t"), "p/m") == "ask"
+    assert await guard.check(Quote(estimate_usd=0.04, images=1, basis="t"), "p/m") == "ok"
+    assert await guard.check(Quote(estimate_usd=0.06, images=1, basis="t"), "p/m") == "ask"
     assert "did not confirm" in str(guard.ask_refusal(Quote(estimate_usd=0.06, images=1, basis="t")))
 
 
-def test_unpriced_models_are_refused_only_when_limits_are_set() -> None:
+async def test_unpriced_models_are_refused_only_when_limits_are_set() -> None:
     unpriced = Quote(estimate_usd=None, images=1, basis="none")
-    assert SpendGuard(CostSettings(), None, "r").check(unpriced, "p/x") == "ok"
+    assert await SpendGuard(CostSettings(), None, "r").check(unpriced, "p/x") == "ok"
     with pytest.raises(SpendLimitError, match="no known price"):
-        SpendGuard(CostSettings(max_per_day_usd=5), None, "r").check(unpriced, "p/x")
-    assert SpendGuard(CostSettings(max_per_day_usd=5, allow_unpriced=True), None, "r").check(unpriced, "p/x") == "ok"
+        await SpendGuard(CostSettings(max_per_day_usd=5), None, "r").check(unpriced, "p/x")
+    allowed = SpendGuard(CostSettings(max_per_day_usd=5, allow_unpriced=True), None, "r")
+    assert await allowed.check(unpriced, "p/x") == "ok"
 
 
-def test_usage_report_groups_by_day_provider_and_model(tmp_path: Path) -> None:
-    ledger = _ledger(tmp_path)
-    guard = SpendGuard(CostSettings(), ledger, run_id="r")
+async def test_usage_report_groups_by_day_provider_and_model(state: StateStore) -> None:
+    guard = SpendGuard(CostSettings(), state, run_id="r")
     for provider, model, usd, images in [("a", "a/x", 0.1, 1), ("a", "a/y", 0.2, 2), ("b", "b/z", 0.3, 3)]:
-        guard.record(provider=provider, model=model, operation="generate", images=images,
-                     quote=Quote(estimate_usd=usd, images=images, basis="t"), cost_usd=None,
-                     status="billed", usage={"output_tokens": 10}, request_id="req")
-    report = usage_report(ledger, days=7)
+        await guard.record(provider=provider, model=model, operation="generate", images=images,
+                           quote=Quote(estimate_usd=usd, images=images, basis="t"), cost_usd=None,
+                           status="billed", usage={"output_tokens": 10}, request_id="req")
+    report = await usage_report(state.ledger, days=7)
     assert report["total_usd"] == pytest.approx(0.6)
     assert report["calls"] == 3 and report["images"] == 6
     assert report["by_provider"] == {"a": pytest.approx(0.3), "b": pytest.approx(0.3)}
     assert report["by_model"]["a/y"] == {"usd": pytest.approx(0.2), "images": 2, "calls": 1}
     assert list(report["by_day"].values()) == [pytest.approx(0.6)]
+    with acting_as("alice"):  # usage is per principal
+        assert (await usage_report(state.ledger, days=7))["calls"] == 0
 
 
 # -- through the router ---------------------------------------------------------------
@@ -153,15 +153,21 @@ from atelier_core.testing.harness import build_test_atelier  # noqa: E402
 from atelier_core.plugin.types import ImageCall  # noqa: E402
 
 
-def test_admit_is_atomic_under_concurrency() -> None:
-    guard = SpendGuard(CostSettings(max_per_run_usd=1.0), None, run_id="r")
+async def test_admit_holds_the_quote_until_released(state: StateStore) -> None:
+    guard = SpendGuard(CostSettings(max_per_run_usd=1.0), state, run_id="r")
     q = Quote(estimate_usd=0.6, images=1, basis="table")
-    verdict, hold = guard.admit(q, "p/m")
+    verdict, hold = await guard.admit(q, "p/m")
     assert verdict == "ok"
     with pytest.raises(SpendLimitError):
-        guard.admit(q, "p/m")
-    guard.release(hold)
-    assert guard.admit(q, "p/m")[0] == "ok"
+        await guard.admit(q, "p/m")
+    await guard.release(hold)
+    assert (await guard.admit(q, "p/m"))[0] == "ok"
+
+
+async def test_without_a_daily_or_run_limit_nothing_is_held(state: StateStore) -> None:
+    guard = SpendGuard(CostSettings(max_per_call_usd=1.0, ask_above_usd=0.5), state, run_id="r")
+    assert await guard.admit(Quote(estimate_usd=0.6, images=1, basis="t"), "p/m") == ("ask", None)
+    assert await state.reservations.held() == 0.0
 
 
 async def test_ledger_totals_after_successes_refusals_and_failures(tmp_path: Path) -> None:
@@ -182,11 +188,11 @@ async def test_ledger_totals_after_successes_refusals_and_failures(tmp_path: Pat
     assert len(partial.images) == 1 and partial.failures
     with pytest.raises(UpstreamTimeoutError):
         await atelier.execute(call, Operation.GENERATE)
-    report = usage_report(atelier.ledger, days=1)
+    report = await usage_report(atelier.ledger, days=1)
     assert report["calls"] == 3
     assert report["images"] == 3
     assert report["total_usd"] == pytest.approx(0.02 + 0.01 + 0.02)
-    statuses = sorted(row["status"] for row in atelier.ledger.rows(since_day="2000-01-01"))
+    statuses = sorted(row["status"] for row in await atelier.ledger.entries(since_day="2000-01-01"))
     assert statuses == ["billed", "maybe_billed", "partial"]
     await atelier.aclose()
 
@@ -215,7 +221,7 @@ async def test_dry_run_quotes_from_the_table_and_spends_nothing(tmp_path: Path) 
     assert outcome.dry_run and outcome.cost.estimate_usd == pytest.approx(0.12)
     assert any("would be refused" in note for note in outcome.notes)
     assert fake.calls == []
-    assert usage_report(atelier.ledger, days=1)["calls"] == 0
+    assert (await usage_report(atelier.ledger, days=1))["calls"] == 0
     await atelier.aclose()
 
 

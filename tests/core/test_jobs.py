@@ -20,9 +20,10 @@ import pytest
 
 from atelier_core.plugin.errors import InvalidParameterError, NotFoundError
 from atelier_core.engine.jobs import JobManager, JobRun
-from atelier_core.state.jobs import JobState, JobStore, new_job_id, validate_job_ids
+from atelier_core.state.jobs import JobState, new_job_id, validate_job_ids
 from atelier_core.settings import JobSettings
-from atelier_core.state.database import StateStore
+from atelier_core.state.db import Database
+from atelier_core.state.store import StateStore
 
 
 class FakeWork:
@@ -56,11 +57,28 @@ def _settings(**overrides: Any) -> JobSettings:
     return JobSettings(**values)
 
 
+_OPEN: list[StateStore] = []
+
+
+def _store(path: Path) -> StateStore:
+    """The default SQLite state file in ``path`` (connected on first use, closed after the test)."""
+    store = StateStore(Database(None, path))
+    _OPEN.append(store)
+    return store
+
+
+@pytest.fixture(autouse=True)
+async def _close_stores() -> AsyncIterator[None]:
+    yield
+    while _OPEN:
+        await _OPEN.pop().aclose()
+
+
 @asynccontextmanager
 async def manager(
     path: Path, work: FakeWork, **settings: Any
 ) -> AsyncIterator[JobManager]:
-    jobs = JobManager(StateStore.open(path), work, _settings(**settings))
+    jobs = JobManager(_store(path), work, _settings(**settings))
     async with jobs.running():
         yield jobs
 
@@ -74,7 +92,7 @@ def _raw(path: Path, sql: str, *args: Any) -> list[sqlite3.Row]:
         conn.close()
 
 
-def test_job_ids_are_128_bit_random_and_unordered() -> None:
+async def test_job_ids_are_128_bit_random_and_unordered() -> None:
     ids = [new_job_id() for _ in range(5000)]
     assert len(set(ids)) == len(ids)
     assert all(re.fullmatch(r"job_[A-Za-z0-9_-]{22}", i) for i in ids)
@@ -120,7 +138,7 @@ async def test_the_barrier_returns_on_timeout_with_per_job_states(tmp_path: Path
     async def runner(run: JobRun) -> dict[str, Any]:
         return await (slow if run.request["prompt"] == "slow" else work)(run)
 
-    jobs = JobManager(StateStore.open(tmp_path), runner, _settings())
+    jobs = JobManager(_store(tmp_path), runner, _settings())
     async with jobs.running():
         fast_ids = [(await jobs.submit("generate", {"prompt": "fast"})).id for _ in range(2)]
         slow_id = (await jobs.submit("generate", {"prompt": "slow"})).id
@@ -267,7 +285,7 @@ def _dead_pid() -> int:
 async def test_recovery_interrupts_jobs_of_dead_owners_only(tmp_path: Path) -> None:
     import socket
 
-    JobManager(StateStore.open(tmp_path), FakeWork())  # creates the schema
+    await _store(tmp_path).ready()  # creates the schema
     host, far = socket.gethostname(), time.time() + 3600
     dead_running = _insert_foreign(tmp_path, state="running", host=host, pid=_dead_pid(), lease_until=far)
     dead_queued = _insert_foreign(tmp_path, state="queued", host=host, pid=_dead_pid(), lease_until=far)
@@ -343,7 +361,7 @@ async def test_pruning_removes_old_finished_jobs_and_keeps_files_by_default(tmp_
                 await gate.wait()
             return {"images": [{"path": str(image)}]}
 
-        jobs = JobManager(StateStore.open(tmp_path / name), run,
+        jobs = JobManager(_store(tmp_path / name), run,
                           _settings(retention_days=1, delete_files_on_prune=delete))
         async with jobs.running():
             old = await jobs.submit("generate", {"prompt": "old"})
@@ -364,7 +382,7 @@ async def test_pruning_removes_old_finished_jobs_and_keeps_files_by_default(tmp_
 async def test_too_many_unfinished_jobs_are_refused_as_busy(tmp_path: Path) -> None:
     work = FakeWork()
     work.gate = anyio.Event()
-    jobs = JobManager(StateStore.open(tmp_path), work, _settings(), max_active=3)
+    jobs = JobManager(_store(tmp_path), work, _settings(), max_active=3)
     async with jobs.running():
         for _ in range(3):
             await jobs.submit("generate", {"prompt": "x"})
@@ -380,18 +398,19 @@ async def test_a_job_that_cannot_be_recorded_is_refused_with_a_storage_error(
 ) -> None:
     from atelier_core.plugin.errors import StorageError
 
+    from sqlalchemy.exc import OperationalError
+
     work = FakeWork()
     async with manager(tmp_path, work) as jobs:
-        real = JobStore._write
+        original_write = Database.write
 
-        def failing(conn: sqlite3.Connection, sql: str, args: Any, durable: bool = True) -> int:
-            if sql.startswith("INSERT"):
-                raise sqlite3.OperationalError("database or disk is full")
-            return real(conn, sql, args, durable)
+        def full_disk(self: Database, *, durable: bool = True) -> Any:
+            raise OperationalError("INSERT INTO jobs ...", {}, Exception("database or disk is full"))
 
-        monkeypatch.setattr(JobStore, "_write", staticmethod(failing))
+        monkeypatch.setattr(Database, "write", full_disk)
         with pytest.raises(StorageError) as caught:
             await jobs.submit("generate", {"prompt": "x"})
+        monkeypatch.setattr(Database, "write", original_write)
     assert "disk is full" in str(caught.value) and "nothing was sent" in str(caught.value)
     assert work.calls == []
 
@@ -404,7 +423,7 @@ async def test_plain_calls_leave_no_row_and_inline_data_is_not_recorded(tmp_path
         return {"images": []}
 
     big = "data:image/png;base64," + "A" * 100_000
-    jobs = JobManager(StateStore.open(tmp_path), run, _settings())
+    jobs = JobManager(_store(tmp_path), run, _settings())
     async with jobs.running():
         answered = await jobs.call("edit", {"call": {"images": [big], "model": "fake/x"}})
         job = await jobs.submit("edit", {"call": {"images": [big], "model": "fake/x"}})
@@ -425,7 +444,7 @@ async def test_running_is_on_disk_before_the_provider_is_called(tmp_path: Path) 
         seen.append(_raw(tmp_path, "SELECT state FROM jobs WHERE id = ?", run.job_id)[0]["state"])
         return {"images": []}
 
-    jobs = JobManager(StateStore.open(tmp_path), run, _settings())
+    jobs = JobManager(_store(tmp_path), run, _settings())
     async with jobs.running():
         job = await jobs.submit("generate", {"prompt": "x"})
         await jobs.wait([job.id], 5)

@@ -395,6 +395,7 @@ async def test_requests_per_minute_limits_call_starts(tmp_path: Path) -> None:
     limiter._sleep = tick  # noqa: SLF001
     for _ in range(3):
         await atelier.execute(ImageCall(model="one", prompt="x"), Operation.GENERATE)
+    await atelier.aclose()
     assert sleeps == [pytest.approx(60.0)]
 
 

@@ -125,12 +125,12 @@ async def test_lru_cap_and_idle_ttl_end_sessions(tmp_path: Path) -> None:
         now[0] += 1
         view, _ = await sessions.start(prompt=f"p{index}", image=None, call=ImageCall(model="placeholder", size="256x256"))
         ids.append(view.id)
-    views = {v.id: v for v in sessions.list(include_ended=True)}
+    views = {v.id: v for v in await sessions.list(include_ended=True)}
     assert views[ids[0]].status == "ended" and "max_sessions" in (views[ids[0]].ended_reason or "")
     assert views[ids[1]].status == views[ids[2]].status == "open"
     now[0] += 61
-    assert {v.id for v in sessions.list()} == set()
-    ended = sessions.get(ids[2])
+    assert {v.id for v in await sessions.list()} == set()
+    ended = await sessions.get(ids[2])
     assert "idle_ttl_s" in (ended.ended_reason or "")
     assert Path(ended.turns[0].image_path).is_file()  # files of ended sessions stay
     await atelier.aclose()
@@ -151,7 +151,7 @@ async def test_clear_errors(tmp_path: Path) -> None:
     Path(view.turns[0].image_path).write_bytes(b"changed")
     with pytest.raises(InputImageError, match="changed or was deleted"):
         await sessions.continue_(view.id, call=ImageCall(prompt="x"))
-    sessions.end(view.id)
+    await sessions.end(view.id)
     with pytest.raises(RequestError, match="has ended") as ended:
         await sessions.continue_(view.id, call=ImageCall(prompt="x"))
     assert ended.value.code == "session_ended"
@@ -168,6 +168,6 @@ async def test_concurrent_turns_on_one_session_are_serialised(tmp_path: Path) ->
         sessions.continue_(view.id, call=ImageCall(prompt="one")),
         sessions.continue_(view.id, call=ImageCall(prompt="two")),
     )
-    turns = sessions.get(view.id).turns
+    turns = (await sessions.get(view.id)).turns
     assert [t.parent for t in turns] == [None, 0, 1]  # the second built on the first: no lost update
     await atelier.aclose()

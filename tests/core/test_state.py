@@ -15,7 +15,7 @@ import pytest
 
 from atelier_core.plugin.errors import ConfigurationError, SpendLimitError
 from atelier_core.state.db import HEAD_REVISION
-from atelier_core.state.job_records import Ending, Job, JobState, KeyTaken, Lease
+from atelier_core.state.jobs import Ending, Job, JobState, KeyTaken, Lease
 from atelier_core.state.ledger import LedgerEntry, Spent
 from atelier_core.state.session_records import SessionRecord, TurnRecord
 from atelier_core.state.store import StateStore
@@ -290,7 +290,7 @@ async def test_cancel_requests_and_lease_renewal(state: StateStore, replica: Sta
     assert [j.id for j in await state.jobs.cancel_requested("me")] == ["job_d"]
     await state.jobs.renew("me", time.time() + 100)
     leases: list[Lease] = []
-    await replica.jobs.recover(exclude_owner="other", decide=lambda job, lease: leases.append(lease))  # type: ignore[func-returns-value]
+    await replica.jobs.recover(exclude_owner="other", host="host", decide=lambda job, lease: leases.append(lease))  # type: ignore[func-returns-value]
     assert leases and leases[0].until > time.time() + 50 and leases[0].owner == "me"
 
 

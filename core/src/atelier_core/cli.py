@@ -236,10 +236,17 @@ def _build(settings: Settings) -> Any:
 
 
 def _usage(settings: Settings, args: argparse.Namespace) -> int:
-    from atelier_core.engine.cost import Ledger, usage_report
-    from atelier_core.state.database import StateStore
+    from atelier_core.engine.cost import usage_report
+    from atelier_core.state.store import StateStore
 
-    report = usage_report(Ledger(StateStore.open(settings.resolved_data_dir)), days=max(1, args.days))
+    async def read() -> dict[str, Any]:
+        state = await StateStore.open(settings)
+        try:
+            return await usage_report(state.ledger, days=max(1, args.days))
+        finally:
+            await state.aclose()
+
+    report = asyncio.run(read())
     limits = settings.cost.model_dump(exclude={"prices"}, exclude_none=True)
     if args.json:
         print(json.dumps({**report, "limits": limits}, indent=2))

@@ -9,11 +9,9 @@ but may have cost money raises an error that says so and how much.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-import anyio.to_thread
 import structlog
 
 from atelier_core.plugin.errors import AtelierError
@@ -75,18 +73,17 @@ def _request_id(received: Received) -> str | None:
     return next((error.request_id for error in received.errors if error.request_id), None)
 
 
-async def account(pipe: Pipeline, plan: Plan, charge: Charge | None) -> None:
-    """Record ``charge`` (a SQLite commit, synced: in a worker thread, never on the loop)."""
+async def account(pipe: Pipeline, plan: Plan, charge: Charge | None, *, hold: str | None = None) -> None:
+    """Record ``charge``; the call's spend ``hold`` ends in the same transaction."""
     if charge is None:
         return
     entry = plan.entry
     try:
-        await anyio.to_thread.run_sync(functools.partial(
-            pipe.spend.record,
+        await pipe.spend.record(
             provider=entry.provider_name, model=entry.canonical_id, operation=plan.operation.value,
             images=charge.images, quote=plan.quote, cost_usd=charge.cost_usd, status=charge.status,
-            usage=charge.usage, request_id=charge.request_id,
-        ))
+            usage=charge.usage, request_id=charge.request_id, hold=hold,
+        )
     except Exception as exc:  # the images are saved; a ledger failure must not lose them
         log.error("ledger write failed", error=f"{type(exc).__name__}: {exc}")
 

@@ -9,22 +9,19 @@ what was billed; failed calls that were not billed are not recorded.
 
 from __future__ import annotations
 
-import json
-import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from atelier_core.identity import current_principal
 from atelier_core.plugin.errors import ConfigurationError, SpendLimitError
-from atelier_core.settings import CostSettings
 from atelier_core.plugin.spec import ModelSpec, Pricing
-from atelier_core.state.database import StateStore
+from atelier_core.settings import CostSettings
+from atelier_core.state.ledger import Ledger, LedgerEntry, Spent
+from atelier_core.state.store import StateStore
 
 __all__ = [
     "Ledger",
@@ -75,126 +72,33 @@ def _today() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d")
 
 
-@dataclass(slots=True)
-class LedgerEntry:
-    at: float
-    day: str
-    run_id: str
-    provider: str
-    model: str
-    operation: str
-    images: int
-    estimate_usd: float | None
-    cost_usd: float | None
-    status: str  # "billed" | "partial" | "maybe_billed"
-    usage: dict[str, Any] | None = None
-    request_id: str | None = None
-    job_id: str | None = None
-
-
-# Schema history of the ledger component (append only; see store.py).
-_MIGRATIONS = ["""
-CREATE TABLE ledger (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    day TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    provider TEXT NOT NULL,
-    model TEXT NOT NULL,
-    operation TEXT NOT NULL,
-    images INTEGER NOT NULL,
-    estimate_usd REAL,
-    cost_usd REAL,
-    status TEXT NOT NULL,
-    usage TEXT,
-    request_id TEXT,
-    job_id TEXT
-);
-CREATE INDEX ledger_day ON ledger(day);
-CREATE INDEX ledger_run ON ledger(run_id);
-"""]
-
-
-class Ledger:
-    """Billed calls, in the state database (table ``ledger``)."""
-
-    def __init__(self, store: StateStore) -> None:
-        self._store = store
-        self._lock = threading.Lock()
-        store.migrate("ledger", _MIGRATIONS)
-
-    @contextmanager
-    def _conn(self) -> Iterator[sqlite3.Connection]:
-        conn = self._store.connect()
-        try:
-            with conn:
-                yield conn
-        finally:
-            conn.close()
-
-    def record(self, entry: LedgerEntry) -> None:
-        with self._lock, self._conn() as conn:
-            conn.execute(
-                "INSERT INTO ledger (at, day, run_id, provider, model, operation, images,"
-                " estimate_usd, cost_usd, status, usage, request_id, job_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    entry.at, entry.day, entry.run_id, entry.provider, entry.model,
-                    entry.operation, entry.images, entry.estimate_usd, entry.cost_usd,
-                    entry.status, json.dumps(entry.usage) if entry.usage else None,
-                    entry.request_id, entry.job_id,
-                ),
-            )
-
-    def spent(self, *, day: str | None = None, run_id: str | None = None) -> float:
-        """USD billed on a UTC day or in a server run (actual cost, else the estimate)."""
-        clauses, args = [], []
-        if day is not None:
-            clauses.append("day = ?")
-            args.append(day)
-        if run_id is not None:
-            clauses.append("run_id = ?")
-            args.append(run_id)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self._conn() as conn:
-            row = conn.execute(
-                f"SELECT COALESCE(SUM(COALESCE(cost_usd, estimate_usd, 0)), 0) FROM ledger {where}",
-                args,
-            ).fetchone()
-        return float(row[0])
-
-    def rows(self, *, since_day: str) -> list[dict[str, Any]]:
-        with self._conn() as conn:
-            conn.row_factory = sqlite3.Row
-            cursor = conn.execute("SELECT * FROM ledger WHERE day >= ? ORDER BY at", (since_day,))
-            return [dict(row) for row in cursor.fetchall()]
-
-
-def usage_report(ledger: Ledger, *, days: int = 30) -> dict[str, Any]:
-    """Spend by day, provider and model over the last ``days`` UTC days."""
+async def usage_report(ledger: Ledger, *, days: int = 30, principal: str | None = None) -> dict[str, Any]:
+    """Spend by day, provider and model over the last ``days`` UTC days (summed in SQL),
+    of ``principal`` (default: the one the current call acts for)."""
     since = (datetime.now(UTC) - timedelta(days=max(0, days - 1))).strftime("%Y-%m-%d")
-    rows = ledger.rows(since_day=since)
+    rows = await ledger.usage(since_day=since, principal=principal or current_principal())
     by_day: dict[str, float] = {}
     by_provider: dict[str, float] = {}
     by_model: dict[str, dict[str, float]] = {}
     total = 0.0
     images = 0
+    calls = 0
     for row in rows:
-        usd = row["cost_usd"] if row["cost_usd"] is not None else (row["estimate_usd"] or 0.0)
-        total += usd
-        images += row["images"]
-        by_day[row["day"]] = by_day.get(row["day"], 0.0) + usd
-        by_provider[row["provider"]] = by_provider.get(row["provider"], 0.0) + usd
-        model = by_model.setdefault(row["model"], {"usd": 0.0, "images": 0, "calls": 0})
-        model["usd"] += usd
-        model["images"] += row["images"]
-        model["calls"] += 1
+        total += row.usd
+        images += row.images
+        calls += row.calls
+        by_day[row.day] = by_day.get(row.day, 0.0) + row.usd
+        by_provider[row.provider] = by_provider.get(row.provider, 0.0) + row.usd
+        model = by_model.setdefault(row.model, {"usd": 0.0, "images": 0, "calls": 0})
+        model["usd"] += row.usd
+        model["images"] += row.images
+        model["calls"] += row.calls
     rounded = {k: round(v, 6) for k, v in by_day.items()}
     return {
         "since": since,
         "days": days,
         "total_usd": round(total, 6),
-        "calls": len(rows),
+        "calls": calls,
         "images": images,
         "by_day": dict(sorted(rounded.items())),
         "by_provider": {k: round(v, 6) for k, v in sorted(by_provider.items())},
@@ -209,25 +113,27 @@ class SpendGuard:
     """Enforces the spend limits of :class:`~atelier_core.settings.CostSettings`.
 
     ``check`` returns ``"ok"`` or ``"ask"`` (above the ask-first threshold) or raises
-    :class:`SpendLimitError`. ``admit`` checks a quote and holds it until ``release``.
+    :class:`SpendLimitError`. ``admit`` does the same and, when a daily or per-run limit
+    is set, holds the quote in the state database until ``record`` or ``release``:
+    atomically across processes and replicas, so racing calls cannot overspend together.
     """
 
+    #: A hold outlives a process that died mid-call by at most this long.
+    reservation_ttl_s = 3600.0
+
     def __init__(
-        self, settings: CostSettings, ledger: Ledger | Callable[[], Ledger] | None, run_id: str
+        self, settings: CostSettings, state: StateStore | Callable[[], StateStore] | None, run_id: str
     ) -> None:
         self.settings = settings
-        self._ledger = ledger
+        self._state = state
         self.run_id = run_id
-        self._pending: dict[int, float] = {}
-        self._next = 0
-        self._lock = threading.Lock()
 
     @property
-    def ledger(self) -> Ledger | None:
-        """The ledger (opened on first use when given as a factory)."""
-        if self._ledger is not None and not isinstance(self._ledger, Ledger):
-            self._ledger = self._ledger()
-        return self._ledger
+    def state(self) -> StateStore | None:
+        """The state database (opened on first use when given as a factory)."""
+        if self._state is not None and not isinstance(self._state, StateStore):
+            self._state = self._state()
+        return self._state
 
     @property
     def limited(self) -> bool:
@@ -237,10 +143,45 @@ class SpendGuard:
             for v in (s.max_per_call_usd, s.max_per_day_usd, s.max_per_run_usd, s.ask_above_usd)
         )
 
-    def _pending_total(self) -> float:
-        return sum(self._pending.values())
+    @property
+    def _budgeted(self) -> bool:
+        """A limit that needs what was already spent (and held)."""
+        return self.settings.max_per_day_usd is not None or self.settings.max_per_run_usd is not None
 
-    def check(self, quote: Quote, model: str) -> Verdict:
+    async def check(self, quote: Quote, model: str) -> Verdict:
+        """The verdict for ``quote`` now, holding nothing (dry runs, asking first)."""
+        if not self._needs_spent(quote):
+            return self._verdict(quote, model, None)
+        assert self.state is not None
+        spent = await self.state.reservations.spent(day=_today(), run_id=self.run_id, principal=current_principal())
+        return self._verdict(quote, model, spent)
+
+    async def admit(self, quote: Quote, model: str) -> tuple[Verdict, str | None]:
+        """Check ``quote`` and, under a daily or per-run limit, hold it until :meth:`record`
+        or :meth:`release`. Returns the verdict and the hold (``None`` when none is needed)."""
+        if not self._needs_spent(quote):
+            return self._verdict(quote, model, None), None
+        assert self.state is not None and quote.estimate_usd is not None
+        verdicts: list[Verdict] = []
+
+        def policy(spent: Spent) -> None:
+            verdicts.append(self._verdict(quote, model, spent))
+
+        self._verdict(quote, model, None, budget=False)  # per-call refusals need no database
+        hold = await self.state.reservations.reserve(
+            quote.estimate_usd, day=_today(), run_id=self.run_id, ttl_s=self.reservation_ttl_s,
+            check=policy, principal=current_principal(),
+        )
+        return verdicts[0], hold
+
+    async def release(self, hold: str | None) -> None:
+        if hold is not None and self.state is not None:
+            await self.state.reservations.release(hold)
+
+    def _needs_spent(self, quote: Quote) -> bool:
+        return self.state is not None and self._budgeted and quote.estimate_usd is not None
+
+    def _verdict(self, quote: Quote, model: str, spent: Spent | None, *, budget: bool = True) -> Verdict:
         s = self.settings
         if not self.limited:
             return "ok"
@@ -257,15 +198,12 @@ class SpendGuard:
         estimate = quote.estimate_usd
         if s.max_per_call_usd is not None and estimate > s.max_per_call_usd:
             raise self._refusal("per-call", s.max_per_call_usd, 0.0, estimate, "MAX_PER_CALL_USD")
-        pending = self._pending_total()
-        if s.max_per_day_usd is not None:
-            spent = (self.ledger.spent(day=_today()) if self.ledger else 0.0) + pending
-            if spent + estimate > s.max_per_day_usd + 1e-12:
-                raise self._refusal("daily", s.max_per_day_usd, spent, estimate, "MAX_PER_DAY_USD")
-        if s.max_per_run_usd is not None:
-            spent = (self.ledger.spent(run_id=self.run_id) if self.ledger else 0.0) + pending
-            if spent + estimate > s.max_per_run_usd + 1e-12:
-                raise self._refusal("per-run", s.max_per_run_usd, spent, estimate, "MAX_PER_RUN_USD")
+        if budget:
+            day, run = (spent.day, spent.run) if spent is not None else (0.0, 0.0)
+            if s.max_per_day_usd is not None and day + estimate > s.max_per_day_usd + 1e-12:
+                raise self._refusal("daily", s.max_per_day_usd, day, estimate, "MAX_PER_DAY_USD")
+            if s.max_per_run_usd is not None and run + estimate > s.max_per_run_usd + 1e-12:
+                raise self._refusal("per-run", s.max_per_run_usd, run, estimate, "MAX_PER_RUN_USD")
         if s.ask_above_usd is not None and estimate > s.ask_above_usd:
             return "ask"
         return "ok"
@@ -288,21 +226,7 @@ class SpendGuard:
             fix="confirm when asked, or raise cost.ask_above_usd (ATELIER_COST__ASK_ABOVE_USD)",
         )
 
-    def admit(self, quote: Quote, model: str) -> tuple[Verdict, int]:
-        """Check ``quote`` and, if allowed, hold it until :meth:`release` (atomically, so
-        concurrent calls cannot pass the same check and overspend together)."""
-        with self._lock:
-            verdict = self.check(quote, model)
-            self._next += 1
-            token = self._next
-            self._pending[token] = quote.estimate_usd or 0.0
-        return verdict, token
-
-    def release(self, token: int) -> None:
-        with self._lock:
-            self._pending.pop(token, None)
-
-    def record(
+    async def record(
         self,
         *,
         provider: str,
@@ -315,13 +239,17 @@ class SpendGuard:
         usage: dict[str, Any] | None,
         request_id: str | None,
         job_id: str | None = None,
+        hold: str | None = None,
     ) -> None:
-        if self.ledger is None:
+        """Add the call to the ledger; its ``hold`` (if any) ends in the same transaction."""
+        if self.state is None:
             return
-        self.ledger.record(
+        await self.state.ledger.record(
             LedgerEntry(
                 at=time.time(), day=_today(), run_id=self.run_id, provider=provider, model=model,
                 operation=operation, images=images, estimate_usd=quote.estimate_usd,
                 cost_usd=cost_usd, status=status, usage=usage, request_id=request_id, job_id=job_id,
-            )
+                principal=current_principal(),
+            ),
+            release=hold,
         )

@@ -6,7 +6,6 @@ job store and the ledger. It sends nothing to any provider and bills nothing.
 
 from __future__ import annotations
 
-import functools
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 from atelier_core import __version__
+from atelier_core.identity import current_principal
 
 if TYPE_CHECKING:
     from atelier_core.engine.jobs import JobManager
@@ -60,7 +60,7 @@ async def health_report(pipe: Pipeline, jobs: JobManager | None = None) -> dict[
         "models": {"total": sum(info["models"] for info in providers.values()), "available": available},
         "providers": providers,
         "folders": folders,
-        "spend": {"today_usd": round(await anyio.to_thread.run_sync(functools.partial(pipe.ledger.spent, day=today)), 6),
+        "spend": {"today_usd": round(await pipe.ledger.spent(day=today, principal=current_principal()), 6),
                   "limits": settings.cost.model_dump(exclude={"prices"}, exclude_none=True)},
     }
     if settings.default_model:

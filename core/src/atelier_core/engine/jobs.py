@@ -54,10 +54,20 @@ from atelier_core.engine.library import origin
 from atelier_core.engine.plan import CallPlan, Plan
 from atelier_core.engine.progress import SAVING_FRACTION, SENT_FRACTION
 from atelier_core.media import images as imaging
+from atelier_core.identity import current_principal
 from atelier_core.plugin.errors import AtelierError, NotFoundError, RequestError, shorten
 from atelier_core.settings import JobSettings
-from atelier_core.state.database import StateStore
-from atelier_core.state.jobs import Job, JobState, JobStore, Origin, new_job_id, request_fingerprint
+from atelier_core.state.jobs import (
+    Ending,
+    Job,
+    JobState,
+    KeyTaken,
+    Lease,
+    Origin,
+    new_job_id,
+    request_fingerprint,
+)
+from atelier_core.state.store import StateStore
 
 __all__ = [
     "JobManager",
@@ -202,7 +212,7 @@ class JobManager:
         files_of: Callable[[dict[str, Any]], list[str]] = default_files_of,
     ) -> None:
         self.store = store
-        self.records = JobStore(store)
+        self.records = store.jobs
         self.settings = settings or JobSettings()
         self._runner = runner
         self.max_active = max_active
@@ -230,7 +240,7 @@ class JobManager:
         if self._tg is not None:  # already running (a second MCP session): share it
             yield self
             return
-        self.records.open()
+        await self.store.ready()
         _LIVE_OWNERS.add(self.owner)
         try:
             await self.recover()
@@ -249,7 +259,6 @@ class JobManager:
                     tg.cancel_scope.cancel()
         finally:
             _LIVE_OWNERS.discard(self.owner)
-            self.records.close()
 
     async def _maintenance(self) -> None:
         lease = max(self.settings.lease_s, 0.3)
@@ -308,13 +317,16 @@ class JobManager:
             )
         now = time.time()
         job_id = new_job_id()
-        recorded = await self.records.insert(
-            job_id=job_id, operation=operation, origin=origin, request=request, owner=self.owner,
-            host=self.host, pid=self.pid, lease_until=now + self.settings.lease_s, now=now,
-            idempotency_key=idempotency_key, fingerprint=fingerprint,
-        )
-        if not recorded:
-            # Another call with the same key committed first (the unique index decided).
+        try:
+            await self.records.insert(
+                job_id=job_id, operation=operation, origin=origin,
+                message="waiting for a provider slot", request=request, owner=self.owner,
+                owner_host=self.host, owner_pid=self.pid, lease_until=now + self.settings.lease_s,
+                now=now, idempotency=(idempotency_key, fingerprint or "") if idempotency_key else None,
+                principal=current_principal(),
+            )
+        except KeyTaken:
+            # Another call with the same key committed first (the primary key decided).
             earlier = await self._by_key(idempotency_key or "", operation, fingerprint)
             if earlier is None:
                 raise RuntimeError("an idempotency key was taken, then vanished")
@@ -330,14 +342,14 @@ class JobManager:
 
     async def knows_key(self, key: str) -> bool:
         """True when a job holds idempotency ``key`` (a repeat will get that job)."""
-        return await self.records.by_key(key) is not None
+        return await self.store.idempotency.find(key, principal=current_principal()) is not None
 
     async def _by_key(self, key: str, operation: str, fingerprint: str | None) -> Job | None:
-        found = await self.records.by_key(key)
+        found = await self.store.idempotency.find(key, principal=current_principal())
         if found is None:
             return None
-        job_id, stored = found
-        if stored != fingerprint:
+        job_id = found.job_id
+        if found.fingerprint != fingerprint:
             raise RequestError(
                 f"idempotency_key {shorten(key)!s} was already used for a different request "
                 f"(job {job_id})",
@@ -398,8 +410,9 @@ class JobManager:
         """Move an unfinished job to a terminal state; ``False`` if it already was."""
         # Without an outcome, keep the files the job recorded as it saved them.
         files = self._files_of(outcome) if outcome else None
-        changed = await self.records.finish(job_id, state, message, outcome=outcome, error=error,
-                                            files=files, may_be_billed=may_be_billed)
+        changed = await self.records.finish(job_id, Ending(
+            state, message, outcome=outcome, error=error, files=files, may_be_billed=may_be_billed,
+        ))
         active = self._active.get(job_id)
         if changed and active is not None:
             active.state = state
@@ -455,8 +468,9 @@ class JobManager:
     async def _flush(self, job_id: str, active: _Active, *, durable: bool = False) -> None:
         active.last_write = time.monotonic()
         active.dirty = False
-        await self.records.progress(job_id, active.state, active.message, active.progress,
-                                    active.started_at, durable=durable)
+        await self.records.advance(job_id, state=active.state, message=active.message,
+                                   progress=active.progress, started_at=active.started_at,
+                                   durable=durable)
 
     async def _on_partial(self, job_id: str, data: bytes, index: int) -> None:
         active = self._active.get(job_id)
@@ -474,7 +488,7 @@ class JobManager:
             blob = None  # keep the row small; the index still shows progress
         if blob is not None and mime is None:
             mime = _sniff_mime(blob)
-        await self.records.partial(job_id, blob, mime, index)
+        await self.records.set_partial(job_id, blob, mime, index)
 
     # -- reading -------------------------------------------------------------------
 
@@ -510,7 +524,7 @@ class JobManager:
 
     async def recent(self, *, limit: int = 20, include_finished: bool = True) -> list[Job]:
         """Recent jobs, newest first (synchronous calls that were not handed off excluded)."""
-        return await self.records.recent(limit=limit, include_finished=include_finished)
+        return await self.records.recent(limit=max(1, min(limit, 200)), include_finished=include_finished)
 
     async def wait(self, job_ids: Sequence[str], timeout_s: float) -> list[Job]:
         """The barrier: return when every job is terminal or ``timeout_s`` has passed."""
@@ -569,7 +583,7 @@ class JobManager:
         if job.terminal:
             # Answered in time: nobody holds this id (unless an idempotency key does, so
             # a repeat still finds it), so the row has served its purpose.
-            await self.records.forget_answered_call(job.id)
+            await self.records.forget_call(job.id)
         else:
             await self.records.hand_off(job.id)
             job = job.model_copy(update={"origin": "handoff"})
@@ -617,63 +631,75 @@ class JobManager:
         for job_id, active in list(self._active.items()):
             if active.dirty and not active.state.terminal:
                 await self._flush(job_id, active)
-        await self.records.renew_leases(self.owner, time.time() + self.settings.lease_s)
+        await self.records.renew(self.owner, time.time() + self.settings.lease_s)
         asked = await self.records.cancel_requested(self.owner)
         for job in asked:
             await self.cancel(job.id)
 
-    def _owner_dead(self, job: Job, now: float, lease_until: float, host: str, pid: int) -> bool:
+    def _owner_dead(self, job: Job, lease: Lease, now: float) -> bool:
         if job.owner in _LIVE_OWNERS:
             return False
-        if lease_until < now:
+        if lease.until < now:
             return True
-        if host == self.host:
+        if lease.host == self.host:
             # Same host: a vanished pid is dead now; our own pid under an owner token not
             # alive in this process was a previous process (containers reuse pid 1).
-            return pid == self.pid or not _pid_alive(pid)
+            return lease.pid == self.pid or not _pid_alive(lease.pid)
         return False
 
-    async def recover(self) -> int:
-        """Mark unfinished jobs whose owner is gone ``failed: interrupted``. Returns how many."""
+    def _ending_of_abandoned(self, job: Job, lease: Lease) -> Ending | None:
+        """How to end another owner's job, or ``None`` while its owner lives."""
+        if not self._owner_dead(job, lease, time.time()):
+            return None
+        sent = job.state is not JobState.QUEUED
+        if not sent:
+            detail = "the server process stopped before the request was sent; nothing was billed"
+        elif job.state is JobState.SAVING:
+            detail = ("the server process stopped while saving the images; the provider has "
+                      "billed for them, and it was not re-sent")
+        else:
+            detail = ("the server process running it stopped while the provider was working "
+                      "on it; the provider may have billed for it, and it was not re-sent")
+        error: dict[str, Any] = {
+            "code": "interrupted",
+            "message": f"Job interrupted: {detail}." + _saved_before(job.files),
+            "retryable": True,
+            "fix": "submit the call again for the images you still need"
+            if job.files else "submit the call again if you still want the image",
+        }
+        if job.files:
+            error["saved"] = [f for f in job.files if not f.endswith(".json")]
+        return Ending(JobState.FAILED, "failed: interrupted", error=error, may_be_billed=sent)
 
+    async def recover(self) -> int:
+        """End unfinished jobs whose owner is gone (its lease ran out, or its process is
+        gone from this host) ``failed: interrupted``, or take over those a queue-based
+        vendor is still working on (to poll again, never re-send). Any replica may do it;
+        each job is ended or taken once. Returns how many this call ended or took."""
         now = time.time()
-        count = 0
-        for job, lease_until, host, pid in await self.records.unfinished_of_others(self.owner):
-            if not self._owner_dead(job, now, lease_until, host, pid):
-                continue
-            sent = job.state is not JobState.QUEUED
-            if job.state is JobState.RUNNING and job.vendor_tasks and await self.records.take_over(
-                job.id, previous=job.owner, owner=self.owner, host=self.host, pid=self.pid,
-                lease_until=now + self.settings.lease_s,
-            ):
+        resumable: list[Job] = []
+
+        def decide(job: Job, lease: Lease) -> Ending | None:
+            if job.state is JobState.RUNNING and job.vendor_tasks and self._owner_dead(job, lease, now):
+                resumable.append(job)
+                return None
+            return self._ending_of_abandoned(job, lease)
+
+        ended = await self.records.recover(exclude_owner=self.owner, host=self.host, decide=decide)
+        for job, _ in ended:
+            log.warning("job interrupted by the death of its server process",
+                        job_id=job.id, owner=job.owner, state=job.state.value)
+        count = len(ended)
+        for job in resumable:
+            if await self.records.take_over(job.id, previous=job.owner, owner=self.owner, host=self.host,
+                                            pid=self.pid, lease_until=now + self.settings.lease_s):
                 # A queue-based vendor is still working on it: poll again, do not re-send.
                 self._resumable.append(job)
                 log.info("job resumes polling its vendor task after a restart", job_id=job.id,
                          tasks=len(job.vendor_tasks))
                 count += 1
-                continue
-            if not sent:
-                detail = "the server process stopped before the request was sent; nothing was billed"
-            elif job.state is JobState.SAVING:
-                detail = ("the server process stopped while saving the images; the provider has "
-                          "billed for them, and it was not re-sent")
-            else:
-                detail = ("the server process running it stopped while the provider was working "
-                          "on it; the provider may have billed for it, and it was not re-sent")
-            error = {
-                "code": "interrupted",
-                "message": f"Job interrupted: {detail}." + _saved_before(job.files),
-                "retryable": True,
-                "fix": "submit the call again for the images you still need"
-                if job.files else "submit the call again if you still want the image",
-            }
-            if job.files:
-                error["saved"] = [f for f in job.files if not f.endswith(".json")]
-            if await self._finish(job.id, JobState.FAILED, "failed: interrupted", error=error,
-                                  may_be_billed=sent):
-                count += 1
-                log.warning("job interrupted by the death of its server process",
-                            job_id=job.id, owner=job.owner, state=job.state.value)
+        if ended:
+            self._notify()
         self._start_resumable()
         return count
 
@@ -711,7 +737,7 @@ class JobManager:
     async def prune(self, *, now: float | None = None) -> int:
         """Delete finished jobs past ``jobs.retention_days``. Returns how many."""
         cutoff = (now or time.time()) - self.settings.retention_days * 86400
-        old = await self.records.finished_before(cutoff)
+        old = await self.records.prune(cutoff)
         if not old:
             return 0
         if self.settings.delete_files_on_prune:
@@ -721,10 +747,8 @@ class JobManager:
                         Path(name).unlink(missing_ok=True)
                     except OSError as exc:
                         log.warning("could not delete a pruned job's file", path=name, error=str(exc))
-        ids = [job.id for job in old]
-        await self.records.delete_finished(ids)
-        log.info("pruned old jobs", count=len(ids), files_deleted=self.settings.delete_files_on_prune)
-        return len(ids)
+        log.info("pruned old jobs", count=len(old), files_deleted=self.settings.delete_files_on_prune)
+        return len(old)
 
 def _sniff_mime(data: bytes) -> str | None:
     if data.startswith(b"\x89PNG"):

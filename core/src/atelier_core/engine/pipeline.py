@@ -56,7 +56,7 @@ from atelier_core.plugin.spec import Operation
 from atelier_core.engine.library import ImageLibrary
 from atelier_core.plugin.types import ImageCall, ImageRequest
 from atelier_core.settings import Settings
-from atelier_core.state.database import StateStore
+from atelier_core.state.store import StateStore
 
 if TYPE_CHECKING:
     from atelier_core.media.objects import BucketStore
@@ -114,8 +114,7 @@ class Pipeline:
         self._sleep = sleep
         self._state: StateStore | None = None
         self._library: ImageLibrary | None = None
-        self._ledger: Ledger | None = None
-        self.spend = SpendGuard(settings.cost, self._get_ledger, run_id=_run_id())
+        self.spend = SpendGuard(settings.cost, lambda: self.state, run_id=_run_id())
         #: Previews made while verifying new images (one decode per image), keyed by
         #: (path, sha256); the MCP layer takes them instead of decoding the file again.
         self.previews = PreviewCache()
@@ -188,9 +187,10 @@ class Pipeline:
 
     @property
     def state(self) -> StateStore:
-        """The state database (jobs, sessions, ledger), opened on first use."""
+        """The state database (jobs, sessions, ledger, spend reservations, idempotency keys),
+        connected and migrated on first use."""
         if self._state is None:
-            self._state = StateStore.open(self.settings.resolved_data_dir)
+            self._state = StateStore.from_settings(self.settings)
         return self._state
 
     @property
@@ -203,14 +203,9 @@ class Pipeline:
             self._library = ImageLibrary(self.store, cast("ImageRecords", records))
         return self._library
 
-    def _get_ledger(self) -> Ledger:
-        if self._ledger is None:
-            self._ledger = Ledger(self.state)
-        return self._ledger
-
     @property
     def ledger(self) -> Ledger:
-        return self._get_ledger()
+        return self.state.ledger
 
     @classmethod
     def build(
@@ -252,11 +247,13 @@ class Pipeline:
         return pipeline
 
     async def aclose(self) -> None:
-        """Close provider clients opened lazily."""
+        """Close provider clients opened lazily, and the state database."""
         if self._registry is not None:
             await self._registry.aclose()
         if self._library is not None and isinstance(self._library.index, _InterimImageRecords):
             await self._library.index.aclose()
+        if self._state is not None:
+            await self._state.aclose()
 
     # -- the call path ---------------------------------------------------------------
 
@@ -292,7 +289,7 @@ class Pipeline:
         plan = await self.plan(call, operation, output=OutputRequest(filename=filename, overwrite=overwrite),
                                require_available=not dry_run)
         if dry_run:
-            return dry_run_outcome(self, plan)
+            return await dry_run_outcome(self, plan)
         return await self.run(plan, progress=progress, partial=partial, confirm=confirm, saved=saved)
 
     async def run(
@@ -351,8 +348,9 @@ class Pipeline:
             if charge is not None:
                 # Shielded: a cancelled call still records what it may have cost.
                 with anyio.CancelScope(shield=True):
-                    await account(self, plan, charge)
-            self.spend.release(hold)
+                    await account(self, plan, charge, hold=hold)
+            with anyio.CancelScope(shield=True):
+                await self.spend.release(hold)
 
     def _outcome(self, plan: Plan, sent: Sent, received: Received, stored: Stored) -> CallOutcome:
         failures = sorted([*received.failures, *stored.failures], key=lambda f: f.index)
@@ -380,11 +378,11 @@ class Pipeline:
             continuation=received.continuation,
         )
 
-    async def admit(self, plan: Plan, confirm: Confirm | None = None) -> int:
+    async def admit(self, plan: Plan, confirm: Confirm | None = None) -> str | None:
         """The admit stage: spend limits, and ask the user first above the threshold.
         Holds the quote until the caller releases it (``spend.release``)."""
         quote = plan.quote
-        verdict, hold = self.spend.admit(quote, plan.entry.canonical_id)
+        verdict, hold = await self.spend.admit(quote, plan.entry.canonical_id)
         if verdict == "ask" and not plan.spec.confirmed:
             confirmed = False
             if confirm is not None:
@@ -393,7 +391,7 @@ class Pipeline:
                 except Exception as exc:  # a client that fails to answer has not confirmed
                     log.warning("confirmation failed", error=type(exc).__name__)
             if not confirmed:
-                self.spend.release(hold)
+                await self.spend.release(hold)
                 raise self.spend.ask_refusal(quote, asked=confirm is not None)
         return hold
 
@@ -411,9 +409,9 @@ class Pipeline:
         """Price estimate before the call, from the provider's price table."""
         return quote(self, entry, request)
 
-    def dry_run_outcome(self, plan: Plan) -> CallOutcome:
+    async def dry_run_outcome(self, plan: Plan) -> CallOutcome:
         """What a dry run returns: the quote and the parameters, no images, no spend."""
-        return dry_run_outcome(self, plan)
+        return await dry_run_outcome(self, plan)
 
     def describe_models(self, provider: str | None = None, capability: str | None = None) -> dict[str, Any]:
         """Data for ``list_available_models``: every model, compactly, plus diagnostics."""

@@ -190,11 +190,11 @@ def quote(pipe: Pipeline, entry: ModelEntry, request: ImageRequest) -> CostInfo:
     )
 
 
-def dry_run_outcome(pipe: Pipeline, plan: Plan) -> CallOutcome:
+async def dry_run_outcome(pipe: Pipeline, plan: Plan) -> CallOutcome:
     """What a dry run returns: the quote and the parameters, no images, no spend."""
     notes = [*plan.notes, "dry run: nothing was sent to the provider"]
     try:
-        if pipe.spend.check(plan.quote, plan.entry.canonical_id) == "ask":
+        if await pipe.spend.check(plan.quote, plan.entry.canonical_id) == "ask":
             notes.append("a real call would ask the user to confirm (cost.ask_above_usd)")
     except AtelierError as exc:
         notes.append(f"a real call would be refused: {exc}")

@@ -13,13 +13,9 @@ from __future__ import annotations
 import asyncio
 import builtins
 import hashlib
-import json
 import secrets
-import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +25,9 @@ import structlog
 from atelier_core.engine.library import origin
 from atelier_core.plugin.errors import InputImageError, InvalidParameterError, NotFoundError, RequestError
 from atelier_core.plugin.spec import Operation
+from atelier_core.identity import current_principal
 from atelier_core.plugin.types import ImageCall
+from atelier_core.state.session_records import SessionRecord, TurnRecord
 
 if TYPE_CHECKING:
     from atelier_core.engine.pipeline import Pipeline
@@ -37,35 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["SessionManager", "SessionTurn", "SessionView", "new_session_id"]
 
 log = structlog.get_logger("atelier.sessions")
-
-# Schema history of the sessions component (append only; see store.py).
-_MIGRATIONS = ["""
-CREATE TABLE sessions (
-    id TEXT PRIMARY KEY,
-    created_at REAL NOT NULL,
-    last_used REAL NOT NULL,
-    status TEXT NOT NULL,            -- open | ended
-    ended_reason TEXT,
-    head INTEGER,
-    defaults TEXT NOT NULL
-);
-CREATE TABLE session_turns (
-    session_id TEXT NOT NULL REFERENCES sessions(id),
-    turn INTEGER NOT NULL,
-    parent INTEGER,
-    created_at REAL NOT NULL,
-    operation TEXT NOT NULL,
-    prompt TEXT,
-    model TEXT,
-    parameters TEXT NOT NULL,
-    image_path TEXT NOT NULL,
-    resource_uri TEXT,
-    sha256 TEXT NOT NULL,
-    outcome TEXT,
-    PRIMARY KEY (session_id, turn)
-);
-CREATE INDEX sessions_last_used ON sessions(last_used);
-"""]
 
 # Parameters a session carries from turn to turn unless the caller changes them.
 CARRIED = ("size", "aspect_ratio", "resolution", "quality", "output_format", "background")
@@ -128,105 +97,54 @@ class SessionManager:
 
     def __init__(self, atelier: Pipeline, *, clock: Callable[[], float] = time.time) -> None:
         self._atelier = atelier
-        self._store = atelier.state
+        self._records = atelier.state.sessions
         self._execute = atelier.execute
         self._settings = atelier.settings.sessions
         self._clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
         self._turn_locks: dict[str, asyncio.Lock] = {}
-        self._db_lock = threading.Lock()
-        self._store.migrate("sessions", _MIGRATIONS)
-
-    @contextmanager
-    def _conn(self) -> Iterator[sqlite3.Connection]:
-        conn = self._store.connect()
-        conn.row_factory = sqlite3.Row
-        try:
-            with conn:
-                yield conn
-        finally:
-            conn.close()
 
     # -- queries -------------------------------------------------------------------
 
-    def get(self, session_id: str, *, with_turns: bool = True) -> SessionView:
-        self.evict()
-        with self._conn() as conn:
-            row = conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
-            if row is None:
-                raise NotFoundError(
-                    f"unknown session {session_id!r}",
-                    parameter="session_id",
-                    value=session_id,
-                    fix="start one with action=start (sessions persist across restarts, "
-                    "so this id never existed or was pruned)",
-                    code="session_not_found",
-                )
-            turns = []
-            if with_turns:
-                for t in conn.execute(
-                    "SELECT * FROM session_turns WHERE session_id = ? ORDER BY turn", (session_id,)
-                ):
-                    turns.append(_turn(t))
+    async def get(self, session_id: str, *, with_turns: bool = True) -> SessionView:
+        await self.evict()
+        record = await self._records.get(session_id, with_turns=with_turns)
+        if record is None:
+            raise NotFoundError(
+                f"unknown session {session_id!r}",
+                parameter="session_id",
+                value=session_id,
+                fix="start one with action=start (sessions persist across restarts, "
+                "so this id never existed or was pruned)",
+                code="session_not_found",
+            )
         return SessionView(
-            id=row["id"], status=row["status"], created_at=row["created_at"],
-            last_used=row["last_used"], head=row["head"], defaults=json.loads(row["defaults"]),
-            ended_reason=row["ended_reason"], turns=turns,
+            id=record.id, status=record.status, created_at=record.created_at,
+            last_used=record.last_used, head=record.head, defaults=record.defaults,
+            ended_reason=record.ended_reason, turns=[_turn(t) for t in record.turns],
         )
 
-    def list(self, *, include_ended: bool = False, limit: int = 50) -> builtins.list[SessionView]:
-        self.evict()
-        query = "SELECT id FROM sessions"
-        if not include_ended:
-            query += " WHERE status = 'open'"
-        query += " ORDER BY last_used DESC LIMIT ?"
-        with self._conn() as conn:
-            ids = [r["id"] for r in conn.execute(query, (limit,))]
-        return [self.get(i) for i in ids]
+    async def list(self, *, include_ended: bool = False, limit: int = 50) -> builtins.list[SessionView]:
+        await self.evict()
+        ids = await self._records.ids(include_ended=include_ended, limit=limit)
+        return [await self.get(i) for i in ids]
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def evict(self) -> builtins.list[str]:
+    async def evict(self) -> builtins.list[str]:
         """End sessions idle past the TTL and those beyond the LRU cap."""
-        now = self._clock()
-        ended: list[str] = []
-        with self._db_lock, self._conn() as conn:
-            ttl = self._settings.idle_ttl_s
-            if ttl and ttl > 0:
-                rows = conn.execute(
-                    "SELECT id FROM sessions WHERE status = 'open' AND last_used < ?", (now - ttl,)
-                ).fetchall()
-                for r in rows:
-                    conn.execute(
-                        "UPDATE sessions SET status='ended', ended_reason=? WHERE id=?",
-                        (f"idle for more than {ttl:g} s (sessions.idle_ttl_s)", r["id"]),
-                    )
-                    ended.append(r["id"])
-            cap = self._settings.max_sessions
-            if cap and cap > 0:
-                rows = conn.execute(
-                    "SELECT id FROM sessions WHERE status = 'open' ORDER BY last_used DESC"
-                ).fetchall()
-                for r in rows[cap:]:
-                    conn.execute(
-                        "UPDATE sessions SET status='ended', ended_reason=? WHERE id=?",
-                        (f"evicted: more than {cap} open sessions (sessions.max_sessions)", r["id"]),
-                    )
-                    ended.append(r["id"])
-        for session_id in ended:
+        ended = await self._records.evict(
+            now=self._clock(), idle_ttl_s=self._settings.idle_ttl_s, max_open=self._settings.max_sessions,
+        )
+        for session_id, _reason in ended:
             log.info("session ended by eviction", session=session_id)
-        return ended
+        return [session_id for session_id, _ in ended]
 
-    def end(self, session_id: str) -> SessionView:
-        view = self.get(session_id, with_turns=False)
+    async def end(self, session_id: str) -> SessionView:
+        view = await self.get(session_id, with_turns=False)
         if view.status == "open":
-            with self._conn() as conn:
-                conn.execute(
-                    "UPDATE sessions SET status='ended', ended_reason='ended by request', last_used=? "
-                    "WHERE id=?",
-                    (self._clock(), session_id),
-                )
-        return self.get(session_id)
+            await self._records.end(session_id, reason="ended by request", now=self._clock())
+        return await self.get(session_id)
 
     def _lock(self, session_id: str) -> asyncio.Lock:
         return self._locks.setdefault(session_id, asyncio.Lock())
@@ -278,17 +196,15 @@ class SessionManager:
             turn = SessionTurn(
                 turn=0, parent=None, created_at=now, operation="import", prompt=None, model=None,
                 parameters={}, image_path=str(path), resource_uri=resource_uri,
-                sha256=_sha256(path),
+                sha256=await asyncio.to_thread(_sha256, path),
             )
-        with self._conn() as conn:
-            conn.execute(
-                "INSERT INTO sessions (id, created_at, last_used, status, head, defaults)"
-                " VALUES (?, ?, ?, 'open', 0, ?)",
-                (session_id, now, now, json.dumps(defaults)),
-            )
-            _insert_turn(conn, session_id, turn)
-        self.evict()
-        return self.get(session_id), outcome
+        await self._records.create(
+            SessionRecord(id=session_id, status="open", created_at=now, last_used=now, head=0,
+                          defaults=defaults, principal=current_principal()),
+            _record(turn),
+        )
+        await self.evict()
+        return await self.get(session_id), outcome
 
     async def _import(self, reference: str) -> tuple[Path, str]:
         """Turn 0 from an existing image: read it like any input, keep a copy in the output
@@ -300,12 +216,12 @@ class SessionManager:
         )
         return saved.path, saved.resource_uri
 
-    def plan_turn(
+    async def plan_turn(
         self, session_id: str, *, call: ImageCall, from_turn: int | None = None
     ) -> tuple[SessionView, SessionTurn, ImageCall, builtins.list[str]]:
         """The edit a ``continue`` turn would send (session checked, defaults carried, the
         vendor's turn chaining applied): ``(view, base turn, call, notes)``. Sends nothing."""
-        view = self.get(session_id)
+        view = await self.get(session_id)
         if view.status != "open":
             last = view.turns[view.head].resource_uri if view.head is not None and view.turns else None
             raise RequestError(
@@ -323,7 +239,7 @@ class SessionManager:
             )
         base = by_index[base_index]
         path = Path(base.image_path)
-        if not path.is_file() or _sha256(path) != base.sha256:
+        if not path.is_file() or await asyncio.to_thread(_sha256, path) != base.sha256:
             raise InputImageError(
                 f"turn {base.turn}'s image changed or was deleted on disk since it was made",
                 parameter="from_turn", value=base.turn, code="session_image_changed",
@@ -372,28 +288,23 @@ class SessionManager:
         now = self._clock()
         defaults = {**ref["defaults"], "model": outcome.model}
         async with self._lock(session_id):
-            with self._conn() as conn:
-                if ref["start"]:
-                    turn_no = 0
-                    conn.execute(
-                        "INSERT INTO sessions (id, created_at, last_used, status, head, defaults)"
-                        " VALUES (?, ?, ?, 'open', 0, ?)", (session_id, now, now, json.dumps(defaults)))
-                else:
-                    row = conn.execute("SELECT COUNT(*) FROM session_turns WHERE session_id = ?",
-                                       (session_id,)).fetchone()
-                    turn_no = int(row[0])
-                turn = SessionTurn(
-                    turn=turn_no, parent=ref["parent"], created_at=now,
-                    operation="generate" if ref["start"] else "edit", prompt=ref["prompt"], model=outcome.model,
-                    parameters=dict(outcome.applied), image_path=str(image.path), resource_uri=image.resource_uri,
-                    sha256=image.sha256, outcome=outcome.model_dump(mode="json"),
+            turn_no = 0 if ref["start"] else await self._records.count_turns(session_id)
+            turn = SessionTurn(
+                turn=turn_no, parent=ref["parent"], created_at=now,
+                operation="generate" if ref["start"] else "edit", prompt=ref["prompt"], model=outcome.model,
+                parameters=dict(outcome.applied), image_path=str(image.path), resource_uri=image.resource_uri,
+                sha256=image.sha256, outcome=outcome.model_dump(mode="json"),
+            )
+            if ref["start"]:
+                await self._records.create(
+                    SessionRecord(id=session_id, status="open", created_at=now, last_used=now, head=0,
+                                  defaults=defaults, principal=current_principal()),
+                    _record(turn),
                 )
-                _insert_turn(conn, session_id, turn)
-                if not ref["start"]:
-                    conn.execute("UPDATE sessions SET head=?, last_used=?, defaults=? WHERE id=?",
-                                 (turn_no, now, json.dumps(defaults), session_id))
-        self.evict()
-        return self.get(session_id)
+            else:
+                await self._records.add_turn(session_id, _record(turn), defaults=defaults, now=now)
+        await self.evict()
+        return await self.get(session_id)
 
     async def continue_(
         self,
@@ -405,7 +316,7 @@ class SessionManager:
     ) -> tuple[SessionView, Any]:
         """Edit the head (or ``from_turn``) with ``call.prompt``; the result becomes the head."""
         async with self._lock(session_id):
-            view, base, edit_call, notes = self.plan_turn(session_id, call=call, from_turn=from_turn)
+            view, base, edit_call, notes = await self.plan_turn(session_id, call=call, from_turn=from_turn)
             with origin(session_id=session_id, turn=len(view.turns)):
                 outcome = await self._execute(edit_call, Operation.EDIT, **execute_kwargs)
             if notes:
@@ -424,13 +335,8 @@ class SessionManager:
                 value = getattr(call, key)
                 if value is not None:
                     defaults[key] = value
-            with self._conn() as conn:
-                _insert_turn(conn, session_id, turn)
-                conn.execute(
-                    "UPDATE sessions SET head=?, last_used=?, defaults=? WHERE id=?",
-                    (turn.turn, now, json.dumps(defaults), session_id),
-                )
-        return self.get(session_id), outcome
+            await self._records.add_turn(session_id, _record(turn), defaults=defaults, now=now)
+        return await self.get(session_id), outcome
 
 
 def _chained(base: SessionTurn, model: str, options: dict[str, Any], notes: list[str]) -> dict[str, Any]:
@@ -479,25 +385,21 @@ def _carry(defaults: dict[str, Any], call: ImageCall, spec: Any) -> tuple[dict[s
     return carried, notes
 
 
-def _turn(row: sqlite3.Row) -> SessionTurn:
+def _turn(record: TurnRecord) -> SessionTurn:
     return SessionTurn(
-        turn=row["turn"], parent=row["parent"], created_at=row["created_at"],
-        operation=row["operation"], prompt=row["prompt"], model=row["model"],
-        parameters=json.loads(row["parameters"]), image_path=row["image_path"],
-        resource_uri=row["resource_uri"], sha256=row["sha256"],
-        outcome=json.loads(row["outcome"]) if row["outcome"] else None,
+        turn=record.turn, parent=record.parent, created_at=record.created_at,
+        operation=record.operation, prompt=record.prompt, model=record.model,
+        parameters=record.parameters, image_path=record.image_path,
+        resource_uri=record.resource_uri, sha256=record.sha256, outcome=record.outcome,
     )
 
 
-def _insert_turn(conn: sqlite3.Connection, session_id: str, turn: SessionTurn) -> None:
-    conn.execute(
-        "INSERT INTO session_turns (session_id, turn, parent, created_at, operation, prompt, model,"
-        " parameters, image_path, resource_uri, sha256, outcome) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            session_id, turn.turn, turn.parent, turn.created_at, turn.operation, turn.prompt,
-            turn.model, json.dumps(turn.parameters), turn.image_path, turn.resource_uri,
-            turn.sha256, json.dumps(turn.outcome) if turn.outcome else None,
-        ),
+def _record(turn: SessionTurn) -> TurnRecord:
+    return TurnRecord(
+        turn=turn.turn, parent=turn.parent, created_at=turn.created_at, operation=turn.operation,
+        prompt=turn.prompt, model=turn.model, parameters=turn.parameters,
+        image_path=turn.image_path, resource_uri=turn.resource_uri, sha256=turn.sha256,
+        outcome=turn.outcome,
     )
 
 

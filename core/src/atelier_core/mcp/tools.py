@@ -37,6 +37,7 @@ from mcp_types import (
 from pydantic import BaseModel, Field, ValidationError
 
 from atelier_core.engine.cost import usage_report
+from atelier_core.identity import current_principal
 from atelier_core.engine.health import health_report
 from atelier_core.engine.jobs import JobManager
 from atelier_core.engine.pipeline import CallOutcome, OutputRequest, Pipeline, Plan
@@ -91,7 +92,7 @@ class Tools:
         pipeline = self.atelier
         if pipeline.settings.cost.ask_above_usd is None:
             return False
-        if pipeline.spend.check(plan.quote, plan.entry.canonical_id) != "ask":
+        if await pipeline.spend.check(plan.quote, plan.entry.canonical_id) != "ask":
             return False
         answer = await _ask_user(ctx, pipeline.ask_message(plan))
         if not answer:
@@ -113,7 +114,7 @@ class Tools:
             plan = await pipeline.plan(call, operation, output=OutputRequest(filename=filename, overwrite=overwrite),
                                        require_available=not dry_run, check_outputs=not repeat)
             if dry_run:
-                return await render(pipeline.dry_run_outcome(plan), mode, pipeline.settings, pipeline.previews,
+                return await render(await pipeline.dry_run_outcome(plan), mode, pipeline.settings, pipeline.previews,
                                     pipeline.thumbnails)
             plan.want_preview = mode != "none"  # nothing inlined: no preview to make
             if await self._confirm_spend(ctx, plan):
@@ -393,16 +394,16 @@ class Tools:
                     allowed="action=continue (or start with a prompt) for turn parameters",
                     fix=f"drop {', '.join(sorted(given))}, or start from a prompt / continue the session")
         if action == "list":
-            views = sessions.list(include_ended=True, limit=20)
+            views = await sessions.list(include_ended=True, limit=20)
             lines = [_session_line(v) for v in views] or ["No sessions yet."]
             return CallToolResult(content=[TextContent(type="text", text="\n".join(lines))],
                                   structured_content={"sessions": [v.summary() for v in views]})
         if action == "history":
             assert session_id is not None
-            return await _history(sessions.get(session_id), settings, self.atelier.thumbnails)
+            return await _history(await sessions.get(session_id), settings, self.atelier.thumbnails)
         if action == "end":
             assert session_id is not None
-            view = sessions.end(session_id)
+            view = await sessions.end(session_id)
             text = f"{_session_line(view)}. Its files stay in the output directory."
             return CallToolResult(content=[TextContent(type="text", text=text)],
                                   structured_content={"session": view.summary()})
@@ -447,13 +448,13 @@ class Tools:
             ref = sessions.turn_ref(session_id, call, start=True)
         else:
             assert session_id is not None
-            view, base, turn_call, notes = sessions.plan_turn(session_id, call=call, from_turn=from_turn)
+            view, base, turn_call, notes = await sessions.plan_turn(session_id, call=call, from_turn=from_turn)
             operation = Operation.EDIT
             ref = sessions.turn_ref(session_id, call, parent=base.turn, view=view)
         plan = await pipeline.plan(turn_call, operation, require_available=not dry_run)
         plan.notes.extend(notes)
         if dry_run:
-            outcome = pipeline.dry_run_outcome(plan)
+            outcome = await pipeline.dry_run_outcome(plan)
             outcome.notes.append("dry run: no session turn was recorded")
             return await render(outcome, mode, pipeline.settings, pipeline.previews, pipeline.thumbnails)
         if await self._confirm_spend(ctx, plan):
@@ -478,7 +479,7 @@ class Tools:
             await progress.close()
         if result.is_error or (result.structured_content or {}).get("job"):
             return result  # a job ticket (as_job or handed off): get_jobs returns the turn
-        view = sessions.get(session_id)
+        view = await sessions.get(session_id)
         head = view.turns[view.head] if view.head is not None else None
         result.content.insert(0, TextContent(type="text", text=_continue_line(view)))
         result.structured_content = {"session": view.summary(), "turn": head.summary() if head else None,
@@ -491,11 +492,11 @@ class Tools:
         self, days: Annotated[int, Field(ge=1, le=366, description="Days back (UTC).")] = 30,
     ) -> CallToolResult:
         atelier = self.atelier
-        report = await asyncio.to_thread(usage_report, atelier.ledger, days=days)
+        report = await usage_report(atelier.ledger, days=days)
         limits = atelier.settings.cost.model_dump(exclude={"prices"}, exclude_none=True)
         report["limits"] = limits
-        report["spent_this_run_usd"] = round(await asyncio.to_thread(
-            atelier.ledger.spent, run_id=atelier.spend.run_id), 6)
+        report["spent_this_run_usd"] = round(await atelier.ledger.spent(
+            run_id=atelier.spend.run_id, principal=current_principal()), 6)
         lines = [f"Spent ${report['total_usd']:.4f} on {report['images']} image(s) in "
                  f"{report['calls']} call(s) over the last {days} day(s) (estimates where the "
                  "provider reports no cost)."]

@@ -21,7 +21,10 @@ aside (``state.sqlite3.corrupt-<time>``) and a fresh one started.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -35,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from atelier_core.plugin.errors import ConfigurationError, StorageError
 
-__all__ = ["DB_FILENAME", "HEAD_REVISION", "Database", "resolve_url"]
+__all__ = ["DB_FILENAME", "HEAD_REVISION", "Database", "describe_error", "resolve_url"]
 
 log = structlog.get_logger("atelier.state")
 
@@ -78,13 +81,27 @@ def resolve_url(url: str | None, data_dir: Path) -> URL:
 
 
 class Database:
-    """An open state database. Build one per process with :meth:`open`; :meth:`aclose` it."""
+    """The state database. Build one per process; it connects and migrates on first use
+    (or at once with :meth:`open`); :meth:`aclose` it."""
 
-    def __init__(self, engine: AsyncEngine, url: URL) -> None:
-        self.engine = engine
-        self.url = url
-        self.dialect: Dialect = "postgresql" if url.get_backend_name() == "postgresql" else "sqlite"
-        self.path: Path | None = Path(url.database) if self.dialect == "sqlite" and url.database else None
+    def __init__(self, url: str | None, data_dir: Path, *, pool_size: int = 5) -> None:
+        self.url = resolve_url(url, data_dir)
+        self.dialect: Dialect = "postgresql" if self.url.get_backend_name() == "postgresql" else "sqlite"
+        database = self.url.database
+        self.path: Path | None = (
+            Path(database) if self.dialect == "sqlite" and database not in (None, "", ":memory:") else None
+        )
+        self._pool_size = pool_size
+        # SQLite: the pool's open aiosqlite connections, closed by a finalizer if the owner
+        # never calls aclose() (otherwise each warns when garbage-collected). Held strongly:
+        # the collector clears weak references before it runs finalizers.
+        self._connections: set[Any] = set()
+        weakref.finalize(self, _stop_sqlite_connections, self._connections)
+        self.engine = _create_engine(self.url, pool_size, self._connections)
+        self._ready = False
+        self._write_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @property
     def where(self) -> str:
@@ -93,39 +110,40 @@ class Database:
 
     @classmethod
     async def open(cls, url: str | None, data_dir: Path, *, pool_size: int = 5) -> Database:
-        """Connect to (creating if needed) and migrate the state database."""
-        resolved = resolve_url(url, data_dir)
-        if resolved.get_backend_name() == "sqlite" and resolved.database not in (None, "", ":memory:"):
-            _make_parent(Path(resolved.database))
-        db = cls(_create_engine(resolved, pool_size), resolved)
+        """Connect to (creating if needed) and migrate the state database now."""
+        db = cls(url, data_dir, pool_size=pool_size)
         try:
-            await db.migrate()
-        except DBAPIError as exc:
-            await db.aclose()
-            if db.path is None or not _is_corruption(exc):
-                raise StorageError(
-                    f"cannot open the state database {db.where}: {_reason(exc)}",
-                    parameter="state.url",
-                    fix="check that the database is reachable and the user may create tables "
-                    "(ATELIER_STATE__URL), or unset it for the SQLite file in the data directory",
-                ) from None
-            _quarantine(db.path, exc)
-            db = cls(_create_engine(resolved, pool_size), resolved)
-            await db._migrate_or_close()
+            await db.ready()
         except BaseException:
             await db.aclose()
             raise
         return db
 
-    async def _migrate_or_close(self) -> None:
+    async def ready(self) -> None:
+        """Migrate on first use. Concurrent first uses are safe: the migration lock decides."""
+        if self._ready:
+            return
+        if self.path is not None:
+            _make_parent(self.path)
         try:
             await self.migrate()
-        except BaseException:
-            await self.aclose()
-            raise
+        except DBAPIError as exc:
+            if self.path is None or not _is_corruption(exc):
+                raise StorageError(
+                    f"cannot open the state database {self.where}: {_reason(exc)}",
+                    parameter="state.url",
+                    fix="check that the database is reachable and the user may create tables "
+                    "(ATELIER_STATE__URL), or unset it for the SQLite file in the data directory",
+                ) from None
+            await self.engine.dispose()
+            _quarantine(self.path, exc)
+            self.engine = _create_engine(self.url, self._pool_size, self._connections)
+            await self.migrate()
+        self._ready = True
 
     async def aclose(self) -> None:
         await self.engine.dispose()
+        self._ready = False
 
     # -- transactions -------------------------------------------------------------------
 
@@ -138,14 +156,27 @@ class Database:
         ``synchronous=NORMAL`` (survives a crash of this process, not a power loss).
         On PostgreSQL use :meth:`lock` inside it to serialise a read-then-write.
         """
-        async with self.engine.connect() as conn:
+        await self.ready()
+        async with self._writer(), self.engine.connect() as conn:
             await conn.execution_options(atelier_write=True, atelier_durable=durable)
             async with conn.begin():
                 yield conn
 
+    def _writer(self) -> asyncio.Lock | contextlib.nullcontext[None]:
+        """SQLite writers of this process queue here (fair, no polling); other processes
+        still meet ``busy_timeout``, whose back-off sleeps would otherwise add up."""
+        if self.dialect != "sqlite":
+            return contextlib.nullcontext()
+        loop = asyncio.get_running_loop()
+        lock = self._write_locks.get(loop)
+        if lock is None:
+            lock = self._write_locks[loop] = asyncio.Lock()
+        return lock
+
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A read-only transaction (a consistent snapshot on both backends)."""
+        await self.ready()
         async with self.engine.connect() as conn, conn.begin():
             yield conn
 
@@ -161,22 +192,24 @@ class Database:
 
     async def revision(self) -> str | None:
         """The Alembic revision the database is at (``None`` when it has no schema yet)."""
-        async with self.read() as conn:
+        async with self.engine.connect() as conn, conn.begin():
             return await conn.run_sync(_current_revision)
 
     async def migrate(self) -> None:
         """Upgrade the schema to :data:`HEAD_REVISION` (one locked transaction)."""
         if await self.revision() == HEAD_REVISION:
             return
-        async with self.write() as conn:
+        async with self.engine.connect() as conn:
+            await conn.execution_options(atelier_write=True, atelier_durable=True)
+            await conn.begin()
             await self.lock(conn, "migrate")
             current = await conn.run_sync(_current_revision)
-            if current == HEAD_REVISION:
-                return  # another process migrated while this one waited
-            await conn.run_sync(_upgrade, current, self.where)
+            if current != HEAD_REVISION:  # else another process migrated while this one waited
+                await conn.run_sync(_upgrade, current, self.where)
+            await conn.commit()
 
 
-def _create_engine(url: URL, pool_size: int) -> AsyncEngine:
+def _create_engine(url: URL, pool_size: int, connections: set[Any] | None = None) -> AsyncEngine:
     if url.get_backend_name() == "postgresql":
         engine = create_async_engine(
             url,
@@ -186,36 +219,66 @@ def _create_engine(url: URL, pool_size: int) -> AsyncEngine:
             connect_args={"application_name": "atelier"},
         )
         return engine
-    engine = create_async_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+    # Pooled: a new aiosqlite connection costs a thread and a dozen round trips to it, a
+    # pooled one about four per transaction. Every transaction ends in an explicit COMMIT
+    # or ROLLBACK, so the pool's own rollback on check-in would only add one more.
+    engine = create_async_engine(
+        url,
+        pool_size=pool_size,
+        pool_reset_on_return=None,
+        connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},
+    )
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
-    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+    def _pragmas(dbapi_connection: Any, record: Any) -> None:
         # Transactions are begun by the "begin" hook below (pysqlite's own implicit
         # BEGIN would be DEFERRED and start only at the first write).
         dbapi_connection.isolation_level = None
+        if connections is not None:
+            connections.add(dbapi_connection._connection)  # the aiosqlite.Connection
         cursor = dbapi_connection.cursor()
-        # journal_mode is persistent in the file; setting it on each connect is cheap.
-        cursor.execute("PRAGMA journal_mode=WAL")
-        mode = cursor.fetchone()
-        if mode and str(mode[0]).lower() != "wal" and url.database not in (None, "", ":memory:"):
-            log.warning("sqlite WAL mode unavailable; using rollback journal", mode=mode[0])
+        cursor.execute("PRAGMA journal_mode=WAL")  # persistent in the file; cheap when set
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA synchronous=FULL")
+        record.info["synchronous"] = "FULL"
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+
+    @event.listens_for(sync_engine, "close")
+    def _closed(dbapi_connection: Any, _record: Any) -> None:
+        if connections is not None:
+            connections.discard(dbapi_connection._connection)
+
+    @event.listens_for(sync_engine, "close_detached")
+    def _closed_detached(dbapi_connection: Any) -> None:
+        if connections is not None:
+            connections.discard(dbapi_connection._connection)
 
     @event.listens_for(sync_engine, "begin")
     def _begin(conn: Connection) -> None:
         options = conn.get_execution_options()
         if options.get("atelier_write"):
-            durable = options.get("atelier_durable", True)
-            conn.exec_driver_sql(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            sync = "FULL" if options.get("atelier_durable", True) else "NORMAL"
+            info = conn.connection.info
+            if info.get("synchronous") != sync:  # a pragma costs a round trip: only on change
+                conn.exec_driver_sql(f"PRAGMA synchronous={sync}")
+                info["synchronous"] = sync
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             conn.exec_driver_sql("BEGIN")
 
     return engine
+
+
+def _stop_sqlite_connections(connections: set[Any]) -> None:
+    """Close aiosqlite connections left in a pool nobody closed, from their own threads."""
+    for connection in list(connections):
+        if getattr(connection, "_connection", None) is None:
+            continue
+        with contextlib.suppress(Exception):
+            connection.stop()  # queues close-and-exit on the connection's worker thread
+            connection._thread.join(timeout=2)
 
 
 def _current_revision(conn: Connection) -> str | None:
@@ -263,8 +326,14 @@ def _make_parent(path: Path) -> None:
         ) from None
 
 
-def _reason(exc: DBAPIError) -> str:
-    return str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
+def _reason(exc: BaseException) -> str:
+    """The database's own words for ``exc`` (first line; no SQL, no parameters)."""
+    orig = getattr(exc, "orig", None)
+    text_ = str(orig if orig is not None else exc).strip()
+    return text_.splitlines()[0] if text_ else type(exc).__name__
+
+
+describe_error = _reason
 
 
 def _is_corruption(exc: DBAPIError) -> bool:

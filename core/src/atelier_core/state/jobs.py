@@ -1,9 +1,16 @@
-"""Job records: the ``jobs`` table, its schema history, and every query on it.
+"""Job records: the ``jobs`` table and every query on it (SQLAlchemy Core, async).
 
 :class:`JobStore` is the persistence half of background jobs; the other half, the
 :class:`~atelier_core.engine.jobs.JobManager` that runs them, lives in the engine and
-reaches the database only through this class. One connection, used by one worker thread
-at a time (SQLite calls never run on the event loop).
+reaches the database only through this class.
+
+Every write that ends or advances a job is conditional on the job still being active
+(``state IN ('queued', 'running', 'saving')``), so terminal states are final whichever
+process or replica writes last. Abandoned jobs are claimed with ``FOR UPDATE SKIP
+LOCKED`` on PostgreSQL: replicas recovering at once each take different rows and none
+waits on a row another is ending (SQLite's write transaction already excludes other
+writers). Idempotency keys live in their own table (``state/idempotency.py``), inserted
+in the job's transaction.
 """
 
 from __future__ import annotations
@@ -11,26 +18,28 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import sqlite3
-import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-import anyio
-import anyio.to_thread
 from pydantic import BaseModel
+from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from atelier_core.plugin.errors import InvalidParameterError, NotFoundError, StorageError
-from atelier_core.state.database import StateStore
+from atelier_core.state.db import Database, describe_error
+from atelier_core.state.idempotency import IdempotencyKeys
+from atelier_core.state.tables import LOCAL_PRINCIPAL, idempotency_keys, jobs
 
 __all__ = [
-    "JOB_MIGRATIONS",
+    "Ending",
     "Job",
     "JobState",
     "JobStore",
+    "Lease",
     "Origin",
     "iso_utc",
     "new_job_id",
@@ -38,7 +47,20 @@ __all__ = [
     "validate_job_ids",
 ]
 
-T = TypeVar("T")
+Origin = Literal["job", "call", "handoff", "task"]
+
+
+def request_fingerprint(operation: str, request: dict[str, Any]) -> str:
+    """What makes two requests "the same" for an idempotency key (presentation aside)."""
+    significant = {k: v for k, v in request.items() if k not in ("return_image", "confirmed")}
+    encoded = json.dumps([operation, significant], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def new_job_id() -> str:
+    """A fresh job id: ``job_`` plus 128 random bits, URL-safe."""
+    return "job_" + secrets.token_urlsafe(16)
+
 
 class JobState(StrEnum):
     QUEUED = "queued"
@@ -54,64 +76,8 @@ class JobState(StrEnum):
 
 
 _TERMINAL = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
-_ACTIVE_SQL = "('queued', 'running', 'saving')"
-
-Origin = Literal["job", "call", "handoff", "task"]
-
-JOB_MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE jobs (
-        id TEXT PRIMARY KEY,
-        operation TEXT NOT NULL,
-        origin TEXT NOT NULL,
-        state TEXT NOT NULL,
-        message TEXT,
-        progress REAL,
-        request TEXT NOT NULL,
-        outcome TEXT,
-        error TEXT,
-        files TEXT,
-        may_be_billed INTEGER NOT NULL DEFAULT 0,
-        cancel_requested INTEGER NOT NULL DEFAULT 0,
-        owner TEXT NOT NULL,
-        owner_host TEXT NOT NULL,
-        owner_pid INTEGER NOT NULL,
-        lease_until REAL NOT NULL,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        started_at REAL,
-        finished_at REAL,
-        partial BLOB,
-        partial_mime TEXT,
-        partial_index INTEGER
-    );
-    CREATE INDEX jobs_state ON jobs (state);
-    CREATE INDEX jobs_created ON jobs (created_at);
-    CREATE INDEX jobs_owner ON jobs (owner, state);
-    """,
-    # v2: idempotency keys — a repeated call with the same key gets the same job.
-    """
-    ALTER TABLE jobs ADD COLUMN idempotency_key TEXT;
-    ALTER TABLE jobs ADD COLUMN fingerprint TEXT;
-    CREATE UNIQUE INDEX jobs_idempotency ON jobs (idempotency_key) WHERE idempotency_key IS NOT NULL;
-    """,
-    # v3: queue-based vendors — the vendor's task ids, so a restarted server resumes polling.
-    """
-    ALTER TABLE jobs ADD COLUMN vendor_tasks TEXT;
-    """,
-)
-"""The ``jobs`` component's schema history (append only)."""
-
-def request_fingerprint(operation: str, request: dict[str, Any]) -> str:
-    """What makes two requests "the same" for an idempotency key (presentation aside)."""
-    significant = {k: v for k, v in request.items() if k not in ("return_image", "confirmed")}
-    encoded = json.dumps([operation, significant], sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(encoded.encode()).hexdigest()
-
-
-def new_job_id() -> str:
-    """A fresh job id: ``job_`` plus 128 random bits, URL-safe."""
-    return "job_" + secrets.token_urlsafe(16)
+ACTIVE = (JobState.QUEUED.value, JobState.RUNNING.value, JobState.SAVING.value)
+_active = jobs.c.state.in_(ACTIVE)
 
 
 def iso_utc(ts: float | None) -> str | None:
@@ -137,6 +103,7 @@ class Job(BaseModel):
     may_be_billed: bool = False
     cancel_requested: bool = False
     owner: str
+    principal: str = LOCAL_PRINCIPAL
     created_at: float
     updated_at: float
     started_at: float | None = None
@@ -184,304 +151,377 @@ class Job(BaseModel):
         return out
 
 
-def _row_to_job(row: sqlite3.Row) -> Job:
-    return Job(
-        id=row["id"],
-        operation=row["operation"],
-        origin=row["origin"],
-        state=JobState(row["state"]),
-        message=row["message"],
-        progress=row["progress"],
-        request=json.loads(row["request"]),
-        outcome=json.loads(row["outcome"]) if row["outcome"] else None,
-        error=json.loads(row["error"]) if row["error"] else None,
-        files=json.loads(row["files"]) if row["files"] else [],
-        may_be_billed=bool(row["may_be_billed"]),
-        cancel_requested=bool(row["cancel_requested"]),
-        owner=row["owner"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        partial=row["partial"],
-        partial_mime=row["partial_mime"],
-        partial_index=row["partial_index"],
-        vendor_tasks=json.loads(row["vendor_tasks"]) if row["vendor_tasks"] else {},
-    )
+@dataclass(slots=True, frozen=True)
+class Lease:
+    """Who holds an active job, for deciding whether it was abandoned."""
 
+    owner: str
+    host: str
+    pid: int
+    until: float
+
+
+@dataclass(slots=True)
+class Ending:
+    """How to end a job."""
+
+    state: JobState
+    message: str
+    outcome: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    files: list[str] | None = None  # None keeps the files recorded while it saved
+    may_be_billed: bool = False
+
+
+class KeyTaken(Exception):
+    """The idempotency key was inserted by another call first."""
+
+
+def _job(row: Row[Any]) -> Job:
+    m = row._mapping
+    return Job(
+        id=m["id"],
+        operation=m["operation"],
+        origin=m["origin"],
+        state=JobState(m["state"]),
+        message=m["message"],
+        progress=m["progress"],
+        request=m["request"],
+        outcome=m["outcome"],
+        error=m["error"],
+        files=m["files"] or [],
+        may_be_billed=bool(m["may_be_billed"]),
+        cancel_requested=bool(m["cancel_requested"]),
+        owner=m["owner"],
+        principal=m["principal"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        started_at=m["started_at"],
+        finished_at=m["finished_at"],
+        partial=m["partial"],
+        partial_mime=m["partial_mime"],
+        partial_index=m["partial_index"],
+        vendor_tasks=m["vendor_tasks"] or {},
+    )
 
 
 class JobStore:
     """Every read and write of the ``jobs`` table."""
 
-    def __init__(self, store: StateStore) -> None:
-        self.store = store
-        self._limiter = anyio.CapacityLimiter(1)
-        self._conn_lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        store.migrate("jobs", JOB_MIGRATIONS)
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
-    @property
-    def path(self) -> object:
-        return self.store.path
+    # -- writing ------------------------------------------------------------------------
 
-    def open(self) -> None:
-        """Hold one connection until :meth:`close` (otherwise each query opens its own)."""
-        conn = self.store.connect(autocommit=True)
-        conn.row_factory = sqlite3.Row
-        self._conn = conn
+    async def insert(
+        self,
+        *,
+        job_id: str,
+        operation: str,
+        origin: str,
+        message: str,
+        request: dict[str, Any],
+        owner: str,
+        owner_host: str,
+        owner_pid: int,
+        lease_until: float,
+        now: float,
+        idempotency: tuple[str, str] | None = None,
+        principal: str = LOCAL_PRINCIPAL,
+    ) -> None:
+        """Record a new ``queued`` job durably (and its idempotency key, atomically).
 
-    def close(self) -> None:
-        with self._conn_lock:  # never under a query still running in a worker thread (segfault)
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
-
-    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
-        return await anyio.to_thread.run_sync(self._locked, fn, args, limiter=self._limiter)
-
-    def _locked(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        with self._conn_lock:
-            conn = self._conn
-            if conn is None:  # used outside open(): short-lived connection
-                conn = self.store.connect(autocommit=True)
-                conn.row_factory = sqlite3.Row
-                try:
-                    return fn(conn, *args)
-                finally:
-                    conn.close()
-            return fn(conn, *args)
-
-    @staticmethod
-    def _write(conn: sqlite3.Connection, sql: str, args: Sequence[Any], durable: bool = True) -> int:
-        # FULL syncs the commit to disk (creation, terminal states); NORMAL, for
-        # progress, is still crash-safe in WAL mode and only a power loss can undo it.
-        conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            cursor = conn.execute(sql, args)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return cursor.rowcount
-
-    @staticmethod
-    def _select(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> list[Job]:
-        return [_row_to_job(row) for row in conn.execute(sql, args).fetchall()]
-
-    async def _run_write(self, sql: str, args: Sequence[Any], durable: bool = True) -> int:
-        return await self._db(self._write, sql, args, durable)
-
-    # -- writes ----------------------------------------------------------------------
-
-    async def insert(self, *, job_id: str, operation: str, origin: str, request: dict[str, Any],
-                     owner: str, host: str, pid: int, lease_until: float, now: float,
-                     idempotency_key: str | None, fingerprint: str | None) -> bool:
-        """Record a new queued job durably. ``False`` when its idempotency key is taken."""
+        Raises :class:`KeyTaken` when another call committed the same key first.
+        """
         # The record keeps the request for people to read; inline image data (base64 or data:
         # URLs, possibly megabytes) is not copied into it. The runner gets the full request.
-        encoded = json.dumps(_for_record(request), separators=(",", ":"), default=str)
+        recorded = json.loads(json.dumps(_for_record(request), default=str))
         try:
-            await self._run_write(
-                "INSERT INTO jobs (id, operation, origin, state, message, request, owner, owner_host,"
-                " owner_pid, lease_until, created_at, updated_at, idempotency_key, fingerprint)"
-                " VALUES (?, ?, ?, 'queued', 'waiting for a provider slot', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, operation, origin, encoded, owner, host, pid, lease_until, now, now,
-                 idempotency_key, fingerprint),
-            )
-        except sqlite3.IntegrityError:
-            if idempotency_key is None:
+            async with self._db.write() as conn:
+                await conn.execute(
+                    insert(jobs).values(
+                        id=job_id,
+                        principal=principal,
+                        operation=operation,
+                        origin=origin,
+                        state=JobState.QUEUED.value,
+                        message=message,
+                        request=recorded,
+                        owner=owner,
+                        owner_host=owner_host,
+                        owner_pid=owner_pid,
+                        lease_until=lease_until,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                if idempotency is not None:
+                    key, fingerprint = idempotency
+                    await IdempotencyKeys.claim(conn, key, fingerprint, job_id, now, principal=principal)
+        except IntegrityError:
+            if idempotency is None:
                 raise
-            return False  # another call with the same key committed first
-        except sqlite3.Error as exc:  # nothing was sent: say why the job could not be kept
+            raise KeyTaken(idempotency[0]) from None
+        except SQLAlchemyError as exc:  # nothing was sent: say why the job could not be kept
             raise StorageError(
-                f"could not record the job in {self.store.path}: {exc}; nothing was sent",
-                fix="check that the data directory is writable and on a local disk with free "
-                "space (ATELIER_DATA_DIR)",
+                f"could not record the job in {self._db.where}: {describe_error(exc)}; nothing was sent",
+                fix="check that the state database is reachable and writable (ATELIER_STATE__URL), "
+                "or for the default SQLite file that the data directory is on a local disk with "
+                "free space (ATELIER_DATA_DIR)",
             ) from None
-        return True
-
-    async def by_key(self, key: str) -> tuple[str, str | None] | None:
-        """(job id, request fingerprint) of the job holding idempotency ``key``."""
-        rows = await self._db(
-            lambda conn: conn.execute(
-                "SELECT id, fingerprint FROM jobs WHERE idempotency_key = ?", (key,)
-            ).fetchall()
-        )
-        return (rows[0][0], rows[0][1]) if rows else None
 
     async def add_file(self, job_id: str, path: str) -> None:
-        await self._run_write(
-            "UPDATE jobs SET files = json_insert(COALESCE(files, '[]'), '$[#]', ?), updated_at = ?"
-            " WHERE id = ?",
-            (path, time.time(), job_id),
-        )
+        """Append a published file to the job (read and written in one transaction)."""
+        async with self._db.write() as conn:
+            current = (await conn.execute(select(jobs.c.files).where(jobs.c.id == job_id).with_for_update())).scalar()
+            files = [*(current or []), path]
+            await conn.execute(update(jobs).where(jobs.c.id == job_id).values(files=files, updated_at=time.time()))
+
+    async def set_vendor_task(self, job_id: str, batch: int, task_id: str) -> None:
+        """Record a queue-based vendor's task id for one batch of the job (durably)."""
+        async with self._db.write() as conn:
+            current = (
+                await conn.execute(select(jobs.c.vendor_tasks).where(jobs.c.id == job_id).with_for_update())
+            ).scalar()
+            tasks = {**(current or {}), str(batch): task_id}
+            await conn.execute(
+                update(jobs).where(jobs.c.id == job_id).values(vendor_tasks=tasks, updated_at=time.time())
+            )
+
+    async def take_over(
+        self, job_id: str, *, previous: str, owner: str, host: str, pid: int, lease_until: float
+    ) -> bool:
+        """Make this process the owner of a job whose owner died (to resume a queue-based
+        vendor's task). ``False`` when someone else took it first."""
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.owner == previous, _active)
+                .values(owner=owner, owner_host=host, owner_pid=pid, lease_until=lease_until,
+                        updated_at=time.time())
+            )
+        return bool(result.rowcount)
 
     async def attach_saved(self, job_id: str, paths: Sequence[str]) -> bool:
         """Record files found on disk after a crash on their (interrupted) job: added to
         its files and, for images, to ``error.saved`` with a line in its message.
         ``False`` when the job is unknown or already lists them all."""
-        found = (await self.get_many([job_id])).get(job_id)
-        if found is None:
-            return False
-        new = [p for p in dict.fromkeys(paths) if p not in found.files]
-        if not new:
-            return False
-        error = dict(found.error) if found.error else None
-        images = [p for p in new if not p.endswith(".json")]
-        if error is not None and images:
-            error["saved"] = [*error.get("saved", []), *images]
-            error["message"] = (f"{error.get('message', '')} Found on disk after the crash and attached: "
-                                f"{', '.join(images)}.").strip()
-        await self._run_write(
-            "UPDATE jobs SET files = ?, error = COALESCE(?, error), updated_at = ? WHERE id = ?",
-            (json.dumps([*found.files, *new]), json.dumps(error) if error is not None else None,
-             time.time(), job_id),
-        )
+        async with self._db.write() as conn:
+            row = (await conn.execute(select(jobs).where(jobs.c.id == job_id).with_for_update())).first()
+            if row is None:
+                return False
+            found = _job(row)
+            new = [p for p in dict.fromkeys(paths) if p not in found.files]
+            if not new:
+                return False
+            error = dict(found.error) if found.error else None
+            images = [p for p in new if not p.endswith(".json")]
+            if error is not None and images:
+                error["saved"] = [*error.get("saved", []), *images]
+                error["message"] = (
+                    f"{error.get('message', '')} Found on disk after the crash and attached: "
+                    f"{', '.join(images)}."
+                ).strip()
+            values: dict[str, Any] = {"files": [*found.files, *new], "updated_at": time.time()}
+            if error is not None:
+                values["error"] = error
+            await conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
         return True
 
     async def with_files(self, since: float) -> list[Job]:
         """Jobs that recorded files, updated since ``since`` (to check their sidecars)."""
-        return await self._db(
-            self._select,
-            "SELECT * FROM jobs WHERE files IS NOT NULL AND files != '[]' AND updated_at >= ?"
-            " ORDER BY updated_at DESC LIMIT 5000",
-            (since,),
+        query = (
+            select(jobs)
+            .where(jobs.c.files.is_not(None), jobs.c.updated_at >= since)
+            .order_by(jobs.c.updated_at.desc())
+            .limit(5000)
         )
+        async with self._db.read() as conn:
+            return [job for job in map(_job, (await conn.execute(query)).all()) if job.files]
 
     async def interrupted(self, since: float) -> list[Job]:
         """Jobs that ended ``failed: interrupted`` since ``since``."""
-        return await self._db(
-            self._select,
-            "SELECT * FROM jobs WHERE state = 'failed' AND message = 'failed: interrupted'"
-            " AND COALESCE(finished_at, updated_at) >= ? ORDER BY created_at DESC LIMIT 1000",
-            (since,),
+        query = (
+            select(jobs)
+            .where(
+                jobs.c.state == JobState.FAILED.value,
+                jobs.c.message == "failed: interrupted",
+                func.coalesce(jobs.c.finished_at, jobs.c.updated_at) >= since,
+            )
+            .order_by(jobs.c.created_at.desc())
+            .limit(1000)
         )
+        async with self._db.read() as conn:
+            return [_job(r) for r in (await conn.execute(query)).all()]
 
-    async def finish(self, job_id: str, state: JobState, message: str, *, outcome: dict[str, Any] | None,
-                     error: dict[str, Any] | None, files: list[str] | None, may_be_billed: bool) -> bool:
-        """Move an unfinished job to a terminal state; ``False`` if it already was."""
-        now = time.time()
-        changed = await self._run_write(
-            "UPDATE jobs SET state = ?, message = ?, outcome = ?, error = ?,"
-            " files = COALESCE(?, files),"
-            " may_be_billed = ?, progress = NULL, partial = NULL, updated_at = ?, finished_at = ?"
-            f" WHERE id = ? AND state IN {_ACTIVE_SQL}",
-            (state.value, message, json.dumps(outcome) if outcome is not None else None,
-             json.dumps(error) if error is not None else None,
-             json.dumps(files) if files is not None else None,
-             int(may_be_billed), now, now, job_id),
-        )
-        return bool(changed)
-
-    async def progress(self, job_id: str, state: JobState, message: str | None, progress: float | None,
-                       started_at: float | None, *, durable: bool = False) -> None:
-        await self._run_write(
-            "UPDATE jobs SET state = ?, message = ?, progress = ?, updated_at = ?,"
-            f" started_at = COALESCE(started_at, ?) WHERE id = ? AND state IN {_ACTIVE_SQL}",
-            (state.value, message, progress, time.time(), started_at, job_id),
-            durable,
-        )
-
-    async def set_vendor_task(self, job_id: str, batch: int, task_id: str) -> None:
-        """Record a queue-based vendor's task id for one batch of the job (durably)."""
-
-        def write(conn: sqlite3.Connection) -> None:
-            row = conn.execute("SELECT vendor_tasks FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            tasks = json.loads(row[0]) if row is not None and row[0] else {}
-            tasks[str(batch)] = task_id
-            self._write(conn, "UPDATE jobs SET vendor_tasks = ?, updated_at = ? WHERE id = ?",
-                        (json.dumps(tasks), time.time(), job_id))
-
-        await self._db(write)
-
-    async def partial(self, job_id: str, blob: bytes | None, mime: str | None, index: int) -> None:
-        await self._run_write(
-            "UPDATE jobs SET partial = ?, partial_mime = ?, partial_index = ?, updated_at = ?"
-            f" WHERE id = ? AND state IN {_ACTIVE_SQL}",
-            (blob, mime, index, time.time(), job_id),
-            False,
-        )
-
-    async def forget_answered_call(self, job_id: str) -> None:
-        """Delete a synchronous call's row once answered (unless a key must find it)."""
-        await self._run_write("DELETE FROM jobs WHERE id = ? AND origin = 'call' "
-                              "AND idempotency_key IS NULL", (job_id,), False)
-
-    async def hand_off(self, job_id: str) -> None:
-        await self._run_write("UPDATE jobs SET origin = 'handoff' WHERE id = ? AND origin = 'call'", (job_id,))
-
-    async def request_cancel(self, job_id: str) -> None:
-        await self._run_write(
-            f"UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state IN {_ACTIVE_SQL}", (job_id,))
-
-    async def renew_leases(self, owner: str, until: float) -> None:
-        await self._run_write(
-            f"UPDATE jobs SET lease_until = ? WHERE owner = ? AND state IN {_ACTIVE_SQL}",
-            (until, owner), False)
-
-    async def delete_finished(self, ids: Sequence[str]) -> None:
-        for start in range(0, len(ids), 500):
-            chunk = list(ids[start : start + 500])
-            await self._run_write(
-                f"DELETE FROM jobs WHERE id IN ({', '.join('?' * len(chunk))})"
-                f" AND state NOT IN {_ACTIVE_SQL}",
-                chunk,
+    async def advance(
+        self,
+        job_id: str,
+        *,
+        state: JobState,
+        message: str | None,
+        progress: float | None,
+        started_at: float | None,
+        durable: bool = False,
+    ) -> None:
+        """Write an active job's stage and progress."""
+        async with self._db.write(durable=durable) as conn:
+            await conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, _active)
+                .values(
+                    state=state.value,
+                    message=message,
+                    progress=progress,
+                    updated_at=time.time(),
+                    started_at=jobs.c.started_at
+                    if started_at is None
+                    else func.coalesce(jobs.c.started_at, started_at),
+                )
             )
 
-    # -- reads -----------------------------------------------------------------------
+    async def set_partial(self, job_id: str, data: bytes | None, mime: str | None, index: int) -> None:
+        async with self._db.write(durable=False) as conn:
+            await conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, _active)
+                .values(
+                    partial=data,
+                    partial_mime=mime,
+                    partial_index=index,
+                    updated_at=time.time(),
+                )
+            )
 
-    async def get_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
-        marks = ", ".join("?" * len(job_ids))
-        rows = await self._db(self._select, f"SELECT * FROM jobs WHERE id IN ({marks})", list(job_ids))
-        return {job.id: job for job in rows}
+    async def finish(self, job_id: str, ending: Ending, *, now: float | None = None) -> bool:
+        """Move an active job to a terminal state; ``False`` if it already was."""
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                update(jobs).where(jobs.c.id == job_id, _active).values(**_ending_values(ending, now))
+            )
+        return bool(result.rowcount)
 
-    async def recent(self, *, limit: int, include_finished: bool) -> list[Job]:
-        """Recent jobs, newest first (synchronous calls that were not handed off excluded)."""
-        where = "origin != 'call'"
+    async def forget_call(self, job_id: str) -> None:
+        """Delete a synchronous call's row once answered (unless a key still names it)."""
+        keyed = select(idempotency_keys.c.job_id).where(idempotency_keys.c.job_id == job_id)
+        async with self._db.write(durable=False) as conn:
+            await conn.execute(
+                delete(jobs).where(jobs.c.id == job_id, jobs.c.origin == "call", jobs.c.id.not_in(keyed))
+            )
+
+    async def hand_off(self, job_id: str) -> None:
+        async with self._db.write() as conn:
+            await conn.execute(
+                update(jobs).where(jobs.c.id == job_id, jobs.c.origin == "call").values(origin="handoff")
+            )
+
+    async def request_cancel(self, job_id: str) -> None:
+        async with self._db.write() as conn:
+            await conn.execute(update(jobs).where(jobs.c.id == job_id, _active).values(cancel_requested=True))
+
+    async def renew(self, owner: str, until: float) -> None:
+        """Extend the lease of every active job ``owner`` holds (the heartbeat)."""
+        async with self._db.write(durable=False) as conn:
+            await conn.execute(update(jobs).where(jobs.c.owner == owner, _active).values(lease_until=until))
+
+    async def recover(
+        self,
+        *,
+        exclude_owner: str,
+        decide: Callable[[Job, Lease], Ending | None],
+        host: str | None = None,
+        limit: int = 1000,
+    ) -> list[tuple[Job, Ending]]:
+        """End abandoned jobs: ``decide`` sees each active job of another owner whose
+        lease ran out (or that runs on ``host``, where a dead pid can be seen at once),
+        claimed with ``FOR UPDATE SKIP LOCKED``, and returns how to end it, or ``None``."""
+        now = time.time()
+        ended: list[tuple[Job, Ending]] = []
+        candidate = jobs.c.lease_until < now
+        if host is not None:
+            candidate = candidate | (jobs.c.owner_host == host)
+        async with self._db.write() as conn:
+            rows = (
+                await conn.execute(
+                    select(jobs)
+                    .where(_active, jobs.c.owner != exclude_owner, candidate)
+                    .order_by(jobs.c.lease_until)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            for row in rows:
+                m = row._mapping
+                job = _job(row)
+                ending = decide(job, Lease(m["owner"], m["owner_host"], m["owner_pid"], m["lease_until"]))
+                if ending is None:
+                    continue
+                result = await conn.execute(
+                    update(jobs).where(jobs.c.id == job.id, _active).values(**_ending_values(ending, now))
+                )
+                if result.rowcount:
+                    ended.append((job, ending))
+        return ended
+
+    async def prune(self, cutoff: float) -> list[Job]:
+        """Delete finished jobs (and their idempotency keys) finished before ``cutoff``."""
+        finished_at = func.coalesce(jobs.c.finished_at, jobs.c.created_at)
+        async with self._db.write() as conn:
+            old = [
+                _job(r)
+                for r in (
+                    await conn.execute(select(jobs).where(jobs.c.state.not_in(ACTIVE), finished_at < cutoff))
+                ).all()
+            ]
+            ids = [job.id for job in old]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                await conn.execute(delete(idempotency_keys).where(idempotency_keys.c.job_id.in_(chunk)))
+                await conn.execute(delete(jobs).where(jobs.c.id.in_(chunk), jobs.c.state.not_in(ACTIVE)))
+        return old
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def get_many(self, job_ids: Sequence[str], *, principal: str | None = None) -> dict[str, Job]:
+        query = select(jobs).where(jobs.c.id.in_(list(job_ids)))
+        if principal is not None:
+            query = query.where(jobs.c.principal == principal)
+        async with self._db.read() as conn:
+            return {job.id: job for job in map(_job, (await conn.execute(query)).all())}
+
+    async def recent(self, *, limit: int, include_finished: bool = True, principal: str | None = None) -> list[Job]:
+        """Newest first; synchronous calls that were not handed off are left out."""
+        query = select(jobs).where(jobs.c.origin != "call")
         if not include_finished:
-            where += f" AND state IN {_ACTIVE_SQL}"
-        return await self._db(
-            self._select,
-            f"SELECT * FROM jobs WHERE {where} ORDER BY created_at DESC LIMIT ?",
-            (max(1, min(limit, 200)),),
-        )
+            query = query.where(_active)
+        if principal is not None:
+            query = query.where(jobs.c.principal == principal)
+        query = query.order_by(jobs.c.created_at.desc()).limit(limit)
+        async with self._db.read() as conn:
+            return [_job(r) for r in (await conn.execute(query)).all()]
 
     async def cancel_requested(self, owner: str) -> list[Job]:
-        return await self._db(
-            self._select,
-            f"SELECT * FROM jobs WHERE owner = ? AND cancel_requested = 1 AND state IN {_ACTIVE_SQL}",
-            (owner,),
-        )
+        query = select(jobs).where(jobs.c.owner == owner, jobs.c.cancel_requested.is_(True), _active)
+        async with self._db.read() as conn:
+            return [_job(r) for r in (await conn.execute(query)).all()]
 
-    async def unfinished_of_others(self, owner: str) -> list[tuple[Job, float, str, int]]:
-        """Unfinished jobs of other owners, with their lease end, host and pid."""
 
-        def candidates(conn: sqlite3.Connection) -> list[tuple[Job, float, str, int]]:
-            rows = conn.execute(
-                f"SELECT * FROM jobs WHERE state IN {_ACTIVE_SQL} AND owner != ?", (owner,)
-            ).fetchall()
-            return [(_row_to_job(r), r["lease_until"], r["owner_host"], r["owner_pid"]) for r in rows]
-
-        return await self._db(candidates)
-
-    async def take_over(self, job_id: str, *, previous: str, owner: str, host: str, pid: int,
-                        lease_until: float) -> bool:
-        """Make this process the owner of a job whose owner died (to resume a queue-based
-        vendor's task). ``False`` when someone else took it first."""
-        return await self._run_write(
-            "UPDATE jobs SET owner = ?, owner_host = ?, owner_pid = ?, lease_until = ?, updated_at = ? "
-            f"WHERE id = ? AND owner = ? AND state IN {_ACTIVE_SQL}",
-            (owner, host, pid, lease_until, time.time(), job_id, previous),
-        ) == 1
-
-    async def finished_before(self, cutoff: float) -> list[Job]:
-        return await self._db(
-            self._select,
-            f"SELECT * FROM jobs WHERE state NOT IN {_ACTIVE_SQL} AND COALESCE(finished_at, created_at) < ?",
-            (cutoff,),
-        )
+def _ending_values(ending: Ending, now: float | None) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    values: dict[str, Any] = {
+        "state": ending.state.value,
+        "message": ending.message,
+        "outcome": ending.outcome,
+        "error": ending.error,
+        "may_be_billed": ending.may_be_billed,
+        "progress": None,
+        "partial": None,
+        "updated_at": now,
+        "finished_at": now,
+    }
+    if ending.files is not None:
+        values["files"] = ending.files
+    return values
 
 
 _MAX_RECORDED_CHARS = 2000
@@ -497,11 +537,14 @@ def _for_record(value: Any) -> Any:
         return [_for_record(item) for item in value]
     return value
 
+
 def validate_job_ids(job_ids: Sequence[str], *, limit: int = 50) -> list[str]:
     """Check ``job_ids`` as given by a client (count and shape) before any lookup."""
     if len(job_ids) > limit:
         raise InvalidParameterError(
-            "job_ids", f"{len(job_ids)} ids", f"is too many for one call (at most {limit})",
+            "job_ids",
+            f"{len(job_ids)} ids",
+            f"is too many for one call (at most {limit})",
             fix=f"ask for at most {limit} jobs at a time",
         )
     for job_id in job_ids:

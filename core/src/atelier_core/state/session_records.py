@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import Row, func, insert, select, update
 
 from atelier_core.state.db import Database
 from atelier_core.state.tables import LOCAL_PRINCIPAL, session_turns, sessions
@@ -109,6 +109,11 @@ class SessionRecords:
                     defaults=defaults,
                 )
             )
+
+    async def count_turns(self, session_id: str) -> int:
+        query = select(func.count()).select_from(session_turns).where(session_turns.c.session_id == session_id)
+        async with self._db.read() as conn:
+            return int((await conn.execute(query)).scalar_one())
 
     async def get(
         self, session_id: str, *, with_turns: bool = True, principal: str | None = None

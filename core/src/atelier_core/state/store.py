@@ -3,7 +3,7 @@
 ::
 
     state = await StateStore.open(settings)        # SQLite file, or ATELIER_STATE__URL
-    await state.jobs.insert(...)                   # JobRecords
+    await state.jobs.insert(...)                   # JobStore
     await state.sessions.get(session_id)           # SessionRecords
     await state.ledger.record(entry, release=hold) # Ledger
     await state.reservations.reserve(...)          # SpendReservations
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from atelier_core.state.db import Database
 from atelier_core.state.idempotency import IdempotencyKeys
 from atelier_core.state.image_records import ImageRecords
-from atelier_core.state.job_records import JobRecords
+from atelier_core.state.jobs import JobStore
 from atelier_core.state.ledger import Ledger, SpendReservations
 from atelier_core.state.session_records import SessionRecords
 
@@ -36,11 +36,12 @@ __all__ = ["StateStore"]
 
 
 class StateStore:
-    """The open state database and its record sets. One per process; :meth:`aclose` it."""
+    """The state database and its record sets. One per process; it connects and migrates
+    on first use; :meth:`aclose` it."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.jobs = JobRecords(db)
+        self.jobs = JobStore(db)
         self.sessions = SessionRecords(db)
         self.ledger = Ledger(db)
         self.reservations = SpendReservations(db)
@@ -48,10 +49,17 @@ class StateStore:
         self.images = ImageRecords(db)
 
     @classmethod
-    async def open(cls, settings: Settings) -> StateStore:
-        """Open ``state.url`` (default: ``<data dir>/state.sqlite3``), migrated to the newest schema."""
+    def from_settings(cls, settings: Settings) -> StateStore:
+        """``state.url`` (default: ``<data dir>/state.sqlite3``); nothing is opened yet."""
         url = settings.state.url.get_secret_value() if settings.state.url else None
-        return await cls.open_url(url, settings.resolved_data_dir, pool_size=settings.state.pool_size)
+        return cls(Database(url, settings.resolved_data_dir, pool_size=settings.state.pool_size))
+
+    @classmethod
+    async def open(cls, settings: Settings) -> StateStore:
+        """:meth:`from_settings`, connected and migrated now."""
+        store = cls.from_settings(settings)
+        await store.ready()
+        return store
 
     @classmethod
     async def open_url(cls, url: str | None, data_dir: Path, *, pool_size: int = 5) -> StateStore:
@@ -61,6 +69,14 @@ class StateStore:
     def where(self) -> str:
         """The database for messages (a file path, or the URL without its password)."""
         return self.db.where
+
+    async def ready(self) -> None:
+        """Connect and migrate now (otherwise the first query does)."""
+        try:
+            await self.db.ready()
+        except BaseException:
+            await self.db.aclose()
+            raise
 
     async def aclose(self) -> None:
         await self.db.aclose()

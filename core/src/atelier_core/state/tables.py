@@ -28,6 +28,8 @@ from sqlalchemy import (
     text,
 )
 
+from atelier_core.identity import LOCAL_PRINCIPAL
+
 __all__ = [
     "LOCAL_PRINCIPAL",
     "idempotency_keys",
@@ -41,8 +43,6 @@ __all__ = [
     "spend_reservations",
 ]
 
-LOCAL_PRINCIPAL = "local"
-"""The principal of stdio clients and of HTTP without per-caller tokens."""
 
 metadata = MetaData(
     naming_convention={
