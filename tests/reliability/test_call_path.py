@@ -38,8 +38,8 @@ def _text(result: Any) -> str:
     return "\n".join(getattr(block, "text", "") for block in result.content)
 
 
-def _ledger(stack: Pipeline) -> list[dict[str, Any]]:
-    return [dict(row) for row in stack.ledger.rows(since_day="2000-01-01")]
+async def _ledger(stack: Pipeline) -> list[dict[str, Any]]:
+    return await stack.ledger.entries(since_day="2000-01-01")
 
 
 # -- 1. everything that can refuse a call refuses it before the send stage --------------
@@ -70,7 +70,7 @@ async def test_a_name_the_save_would_refuse_is_refused_before_anything_is_sent(
     assert result.is_error, _text(result)
     assert "filename" in _text(result) and "Fix:" in _text(result)
     assert upstream.requests == []  # nothing sent, nothing billed
-    assert _ledger(stack) == []
+    assert await _ledger(stack) == []
     assert sorted(p.name for p in root.rglob("*")) == before and list(outside.iterdir()) == []
 
 
@@ -87,7 +87,7 @@ async def test_an_answer_in_another_format_is_kept_under_its_own_extension(
     assert not (stack.store.root / "wf.png").exists()
     assert any("JPEG" in note and "wf.jpg" in note for note in result.structured_content["notes"])
     assert result.structured_content["applied"]["output_format"] == "jpeg"
-    (line,) = _ledger(stack)
+    (line,) = await _ledger(stack)
     assert line["status"] == "billed" and line["images"] == 1
 
 
@@ -113,7 +113,7 @@ async def test_an_unusable_answer_is_recorded_counted_and_said(tmp_path: Path, u
         refused = await _call(client)
     assert refused.is_error and "spend limit" in _text(refused)
     assert len(upstream.requests) == 1
-    (line,) = _ledger(stack)
+    (line,) = await _ledger(stack)
     assert line["status"] == "maybe_billed" and line["images"] == 0
 
 
@@ -128,7 +128,7 @@ async def test_a_storage_failure_after_the_answer_is_recorded_as_billed(
     async with connect(stack) as client:
         result = await _call(client)
     assert result.is_error and "billed for 1 image(s) that could not be saved" in _text(result)
-    (line,) = _ledger(stack)
+    (line,) = await _ledger(stack)
     assert line["status"] == "partial" and line["images"] == 1 and line["cost_usd"] is not None
 
 
@@ -138,7 +138,7 @@ async def test_a_timeout_after_sending_is_recorded_as_maybe_billed(tmp_path: Pat
     async with connect(stack) as client:
         result = await _call(client)
     assert result.is_error and "may have billed" in _text(result)
-    (line,) = _ledger(stack)
+    (line,) = await _ledger(stack)
     assert line["status"] == "maybe_billed" and line["cost_usd"] is not None
 
 
