@@ -53,8 +53,8 @@ from pydantic import BaseModel
 from atelier_core.engine.library import origin
 from atelier_core.engine.plan import CallPlan, Plan
 from atelier_core.engine.progress import SAVING_FRACTION, SENT_FRACTION
-from atelier_core.media import images as imaging
 from atelier_core.identity import current_principal
+from atelier_core.media import images as imaging
 from atelier_core.plugin.errors import AtelierError, NotFoundError, RequestError, shorten
 from atelier_core.settings import JobSettings
 from atelier_core.state.jobs import (
@@ -329,7 +329,7 @@ class JobManager:
             # Another call with the same key committed first (the primary key decided).
             earlier = await self._by_key(idempotency_key or "", operation, fingerprint)
             if earlier is None:
-                raise RuntimeError("an idempotency key was taken, then vanished")
+                raise RuntimeError("an idempotency key was taken, then vanished") from None
             return earlier
         self._active[job_id] = _Active(state=JobState.QUEUED)
         self._tg.start_soon(self._run, job_id, operation, request, context)

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from atelier_core.engine.library import origin
+from atelier_core.identity import current_principal
 from atelier_core.plugin.errors import InputImageError, InvalidParameterError, NotFoundError, RequestError
 from atelier_core.plugin.spec import Operation
-from atelier_core.identity import current_principal
 from atelier_core.plugin.types import ImageCall
 from atelier_core.state.session_records import SessionRecord, TurnRecord
 

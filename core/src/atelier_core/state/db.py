@@ -98,6 +98,10 @@ class Database:
         self._connections: set[Any] = set()
         weakref.finalize(self, _stop_sqlite_connections, self._connections)
         self.engine = _create_engine(self.url, pool_size, self._connections)
+        # SQLite: progress writes (durable=False) use their own connections, already at
+        # synchronous=NORMAL, so no write pays a PRAGMA round trip to switch.
+        self._fast = self.engine if self.dialect != "sqlite" else _create_engine(
+            self.url, pool_size, self._connections, synchronous="NORMAL")
         self._ready = False
         self._write_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
@@ -136,29 +140,35 @@ class Database:
                     "(ATELIER_STATE__URL), or unset it for the SQLite file in the data directory",
                 ) from None
             await self.engine.dispose()
+            await self._fast.dispose()
             _quarantine(self.path, exc)
             self.engine = _create_engine(self.url, self._pool_size, self._connections)
+            self._fast = _create_engine(self.url, self._pool_size, self._connections, synchronous="NORMAL")
             await self.migrate()
         self._ready = True
 
     async def aclose(self) -> None:
         await self.engine.dispose()
+        if self._fast is not self.engine:
+            await self._fast.dispose()
         self._ready = False
 
     # -- transactions -------------------------------------------------------------------
 
     @asynccontextmanager
-    async def write(self, *, durable: bool = True) -> AsyncIterator[AsyncConnection]:
+    async def write(self, *, durable: bool = True, single: bool = False) -> AsyncIterator[AsyncConnection]:
         """A short write transaction (commits on exit, rolls back on error).
 
         On SQLite it is taken with ``BEGIN IMMEDIATE`` (so a read inside it sees what no
         other writer can change before the commit); ``durable=False`` commits with
         ``synchronous=NORMAL`` (survives a crash of this process, not a power loss).
         On PostgreSQL use :meth:`lock` inside it to serialise a read-then-write.
+        ``single=True`` promises one statement (SQLite then runs it without BEGIN/COMMIT).
         """
         await self.ready()
-        async with self._writer(), self.engine.connect() as conn:
-            await conn.execution_options(atelier_write=True, atelier_durable=durable)
+        engine = self.engine if durable else self._fast
+        async with self._writer(), engine.connect() as conn:
+            await conn.execution_options(atelier_write=True, atelier_single=single)
             async with conn.begin():
                 yield conn
 
@@ -209,7 +219,9 @@ class Database:
             await conn.commit()
 
 
-def _create_engine(url: URL, pool_size: int, connections: set[Any] | None = None) -> AsyncEngine:
+def _create_engine(
+    url: URL, pool_size: int, connections: set[Any] | None = None, *, synchronous: str = "FULL"
+) -> AsyncEngine:
     if url.get_backend_name() == "postgresql":
         engine = create_async_engine(
             url,
@@ -231,7 +243,7 @@ def _create_engine(url: URL, pool_size: int, connections: set[Any] | None = None
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
-    def _pragmas(dbapi_connection: Any, record: Any) -> None:
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
         # Transactions are begun by the "begin" hook below (pysqlite's own implicit
         # BEGIN would be DEFERRED and start only at the first write).
         dbapi_connection.isolation_level = None
@@ -240,8 +252,7 @@ def _create_engine(url: URL, pool_size: int, connections: set[Any] | None = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")  # persistent in the file; cheap when set
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA synchronous=FULL")
-        record.info["synchronous"] = "FULL"
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -258,12 +269,9 @@ def _create_engine(url: URL, pool_size: int, connections: set[Any] | None = None
     @event.listens_for(sync_engine, "begin")
     def _begin(conn: Connection) -> None:
         options = conn.get_execution_options()
+        if options.get("atelier_single"):
+            return  # one statement: atomic on its own (autocommit), three round trips fewer
         if options.get("atelier_write"):
-            sync = "FULL" if options.get("atelier_durable", True) else "NORMAL"
-            info = conn.connection.info
-            if info.get("synchronous") != sync:  # a pragma costs a round trip: only on change
-                conn.exec_driver_sql(f"PRAGMA synchronous={sync}")
-                info["synchronous"] = sync
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             conn.exec_driver_sql("BEGIN")

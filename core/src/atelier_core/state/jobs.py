@@ -365,7 +365,7 @@ class JobStore:
         durable: bool = False,
     ) -> None:
         """Write an active job's stage and progress."""
-        async with self._db.write(durable=durable) as conn:
+        async with self._db.write(durable=durable, single=True) as conn:
             await conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id, _active)
@@ -381,7 +381,7 @@ class JobStore:
             )
 
     async def set_partial(self, job_id: str, data: bytes | None, mime: str | None, index: int) -> None:
-        async with self._db.write(durable=False) as conn:
+        async with self._db.write(durable=False, single=True) as conn:
             await conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id, _active)
@@ -395,7 +395,7 @@ class JobStore:
 
     async def finish(self, job_id: str, ending: Ending, *, now: float | None = None) -> bool:
         """Move an active job to a terminal state; ``False`` if it already was."""
-        async with self._db.write() as conn:
+        async with self._db.write(single=True) as conn:
             result = await conn.execute(
                 update(jobs).where(jobs.c.id == job_id, _active).values(**_ending_values(ending, now))
             )
@@ -404,24 +404,24 @@ class JobStore:
     async def forget_call(self, job_id: str) -> None:
         """Delete a synchronous call's row once answered (unless a key still names it)."""
         keyed = select(idempotency_keys.c.job_id).where(idempotency_keys.c.job_id == job_id)
-        async with self._db.write(durable=False) as conn:
+        async with self._db.write(durable=False, single=True) as conn:
             await conn.execute(
                 delete(jobs).where(jobs.c.id == job_id, jobs.c.origin == "call", jobs.c.id.not_in(keyed))
             )
 
     async def hand_off(self, job_id: str) -> None:
-        async with self._db.write() as conn:
+        async with self._db.write(single=True) as conn:
             await conn.execute(
                 update(jobs).where(jobs.c.id == job_id, jobs.c.origin == "call").values(origin="handoff")
             )
 
     async def request_cancel(self, job_id: str) -> None:
-        async with self._db.write() as conn:
+        async with self._db.write(single=True) as conn:
             await conn.execute(update(jobs).where(jobs.c.id == job_id, _active).values(cancel_requested=True))
 
     async def renew(self, owner: str, until: float) -> None:
         """Extend the lease of every active job ``owner`` holds (the heartbeat)."""
-        async with self._db.write(durable=False) as conn:
+        async with self._db.write(durable=False, single=True) as conn:
             await conn.execute(update(jobs).where(jobs.c.owner == owner, _active).values(lease_until=until))
 
     async def recover(

@@ -170,7 +170,7 @@ class SpendReservations:
 
     async def release(self, token: str) -> None:
         """Drop a reservation (the call was not billed, or was recorded elsewhere)."""
-        async with self._db.write(durable=False) as conn:
+        async with self._db.write(durable=False, single=True) as conn:
             await conn.execute(delete(spend_reservations).where(spend_reservations.c.id == token))
 
     async def held(self, *, principal: str = LOCAL_PRINCIPAL) -> float:
