@@ -259,7 +259,7 @@ async def test_resources_read_refuses_huge_files_and_never_stalls_other_requests
             assert time.monotonic() - started < 5
             assert answer["error"]["code"] == -32602, answer
             message = answer["error"]["message"]
-            assert "storage.max_resource_bytes" in message and "67,108,864" in message, message
+            assert "storage.max_resource_bytes" in message and "100,663,296" in message, message
         assert (_peak_rss_kib(pid) - before) / 1024 < 20  # refused from fstat: nothing read
 
         # A 60 MB read in flight does not hold up a ping sent right after it.

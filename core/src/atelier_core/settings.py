@@ -73,7 +73,9 @@ class StorageSettings(_Section):
         100_000_000, ge=1, description="total pixels of all input images (and mask) of one call"
     )
     max_resource_bytes: int = Field(
-        64 * 1024 * 1024, ge=1, description="resources/read refuses files larger than this"
+        # Comfortably above the largest image a provider may return: the answer cap for a
+        # 4096 x 4096 PNG (ImageRequest.max_image_bytes, about 70 MB).
+        96 * 1024 * 1024, ge=1, description="resources/read refuses files larger than this"
     )
     file_mode: int = 0o644
     url: str | None = Field(
