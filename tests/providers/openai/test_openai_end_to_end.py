@@ -26,7 +26,10 @@ def make_atelier(tmp_path: Path, upstream: FakeUpstream | None, **openai: Any) -
     if upstream is not None:
         values.update(api_key=KEY, base_url=upstream.url + "/v1")
     values.update(openai)
-    settings = Settings(storage={"output_dir": str(tmp_path / "out")}, providers={"openai": values})
+    # These tests compare saved files with the vendor's bytes, so no provenance is embedded
+    # (embedding inserts chunks without re-encoding: tests/core/test_embed.py).
+    settings = Settings(storage={"output_dir": str(tmp_path / "out")}, providers={"openai": values},
+                        library={"embed_metadata": False})
     return Pipeline.build(settings, plugins=[("openai", atelier_openai)], entry_points=False)
 
 
