@@ -329,3 +329,29 @@ async def test_the_contract_kit_fails_a_provider_that_blocks_the_event_loop() ->
     with pytest.raises(pytest.fail.Exception, match=r"blocked the event loop for (1\.[5-9]|[2-9]\.)"):
         await ProviderContract().test_generate_returns_declared_images(Sleepy(models=[fake_spec("m")]))
     await ProviderContract().test_generate_returns_declared_images(FakeProvider(models=[fake_spec("m")]))
+
+
+# -- MaskRules.required: the core refuses an edit without a mask; the kit sends one -----------
+
+
+MASKED = fake_spec("masked", input_images=InputImageRules(max_count=2, mask=MaskRules(required=True)))
+
+
+def test_a_required_mask_is_checked_by_the_core() -> None:
+    with pytest.raises(InvalidParameterError, match=r"mask.*is required") as caught:
+        validate_call(ImageCall(model="masked", prompt="p"), entry(MASKED), Operation.EDIT, [_image()], None)
+    assert caught.value.parameter == "mask" and "transparent" in str(caught.value.fix)
+    validate_call(ImageCall(model="masked", prompt="p"), entry(MASKED), Operation.EDIT, [_image()], _mask())
+
+
+def test_the_kit_sends_a_mask_in_every_edit_when_the_model_requires_one() -> None:
+    from atelier_core.testing.cases import cases_for
+
+    cases = cases_for(MASKED, Operation.EDIT)
+    assert cases and all(case.mask for case in cases)
+    assert not all(case.mask for case in cases_for(fake_spec("free"), Operation.EDIT))
+
+
+@pytest.mark.anyio
+async def test_a_provider_requiring_a_mask_passes_the_kits_edit_check() -> None:
+    await ProviderContract().test_edit_returns_declared_images(FakeProvider(models=[MASKED]))

@@ -279,3 +279,38 @@ def test_provider_settings_from_variables_decode_json_lists(monkeypatch: pytest.
     provider = FakeProvider(settings_class=ListSettings)
     build_registry(Settings(), plugins=[("fake", provider)], entry_points=False)
     assert provider.settings.hosts == ["a.example", "b.example"]  # type: ignore[attr-defined]
+
+
+TWIN = '''
+from atelier_core import ModelSpec, Provider, hookimpl
+
+class Twin(Provider):
+    name = "twin"
+    needs_key = False
+    unpriced = frozenset({"{model}"})
+    models = (ModelSpec(id="{model}"),)
+
+@hookimpl
+def register_providers(register):
+    register(Twin())
+'''
+
+
+def test_two_installed_distributions_claiming_one_name_are_both_refused_until_one_is_picked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_distribution(tmp_path, "atelier-twin-a", "atelier_twin_a", TWIN.replace("{model}", "a"))
+    write_distribution(tmp_path, "atelier-twin-b", "atelier_twin_b", TWIN.replace("{model}", "b"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = build_registry(Settings())
+    records = {r.distribution: r for r in registry.plugins if r.distribution in ("atelier-twin-a", "atelier-twin-b")}
+    for record in records.values():
+        assert record.status == "refused"
+        assert "atelier-twin-a" in (record.error or "") and "atelier-twin-b" in (record.error or "")
+        assert "plugins.owners" in (record.error or "")
+    assert "twin" not in registry.providers
+    assert "placeholder/placeholder" in registry.models
+    picked = build_registry(Settings(plugins={"owners": {"twin": "atelier-twin-b"}}))
+    assert list(picked.entries(provider="twin")) and picked.resolve("twin/b").canonical_id == "twin/b"
+    statuses = {r.distribution: r.status for r in picked.plugins if r.distribution and "twin" in r.distribution}
+    assert statuses == {"atelier-twin-a": "refused", "atelier-twin-b": "loaded"}
