@@ -70,7 +70,7 @@ def test_price_override_from_configuration_replaces_the_table() -> None:
 
 def test_bad_price_override_is_a_configuration_error() -> None:
     settings = CostSettings(prices={"p/m": {"per_image": "lots"}})
-    with pytest.raises(ConfigurationError, match="cost.prices"):
+    with pytest.raises(ConfigurationError, match=r"cost\.prices"):
         apply_price_override(SPEC, "p/m", settings)
 
 
@@ -94,7 +94,7 @@ async def test_day_limit_stops_the_call_that_would_cross_it_and_lets_smaller_one
         await guard.record(provider="p", model="p/m", operation="generate", images=1, quote=q,
                            cost_usd=0.40, status="billed", usage=None, request_id=None, hold=hold)
     assert await state.reservations.held() == 0.0  # recording ended each hold
-    with pytest.raises(SpendLimitError, match="daily spend limit of \\$1.00 \\(already spent \\$0.8000\\)"):
+    with pytest.raises(SpendLimitError, match=r"daily spend limit of \$1\.00 \(already spent \$0\.8000\)"):
         await guard.check(q, "p/m")
     small = Quote(estimate_usd=0.15, images=1, basis="table")
     assert await guard.check(small, "p/m") == "ok"
@@ -203,7 +203,7 @@ async def test_day_limit_through_the_router_refuses_before_the_provider_is_calle
     call = ImageCall(model="fake/fake-image", prompt="p", n=2, quality="medium")  # 0.02 a call
     for _ in range(2):
         await atelier.execute(call, Operation.GENERATE)
-    with pytest.raises(SpendLimitError, match="daily spend limit of \\$0.05"):
+    with pytest.raises(SpendLimitError, match=r"daily spend limit of \$0\.05"):
         await atelier.execute(call, Operation.GENERATE)
     assert len(fake.calls) == 2
     small = ImageCall(model="fake/fake-image", prompt="p", n=1, quality="low")  # 0.005

@@ -101,7 +101,7 @@ def test_public_addresses(address: str) -> None:
      ("0", "0.0.0.0"), ("192.168.257", "192.168.1.1"), ("127.0.0.1.", "127.0.0.1")],
 )
 def test_encoded_ip_literals_are_normalised(host: str, expected: str) -> None:
-    name, literal = parse_host(host)
+    _name, literal = parse_host(host)
     assert literal == ipaddress.ip_address(expected)
 
 

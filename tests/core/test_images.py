@@ -309,7 +309,7 @@ def test_png_structure_check_catches_any_flipped_byte(where: int) -> None:
 @pytest.mark.parametrize("cut", [0, 8, 30, -13, -1])
 def test_png_structure_check_catches_truncation_and_trailing_bytes(cut: int) -> None:
     data = _png()
-    with pytest.raises(UpstreamProtocolError, match="truncated|signature|IEND|unexpected"):
+    with pytest.raises(UpstreamProtocolError, match=r"truncated|signature|IEND|unexpected"):
         check_png_structure(data[:cut] if cut else b"", max_pixels=10_000)
     with pytest.raises(UpstreamProtocolError, match="after its IEND"):
         check_png_structure(data + b"junk", max_pixels=10_000)

@@ -93,7 +93,7 @@ async def test_switch_model_mid_session_and_branch_from_turn_one(tmp_path: Path)
     view, _ = await sessions.continue_(view.id, call=ImageCall(prompt="dawn"))
     assert view.turns[-1].model == "other/editor"  # the switched model sticks
     # Branch from turn 1 after turn 3: a new turn whose parent is 1; nothing is lost.
-    view, branched = await sessions.continue_(view.id, from_turn=1, call=ImageCall(prompt="sunny", model="placeholder"))
+    view, _branched = await sessions.continue_(view.id, from_turn=1, call=ImageCall(prompt="sunny", model="placeholder"))
     assert len(view.turns) == 5
     assert view.turns[-1].parent == 1 and view.head == 4
     assert all(Path(t.image_path).is_file() for t in view.turns)

@@ -349,9 +349,8 @@ def test_trap_io_restores_everything() -> None:
     import socket
 
     before = (builtins.open, socket.socket.connect, socket.getaddrinfo)
-    with _trap_io() as attempts:
-        with pytest.raises(OSError):
-            open(__file__)
+    with _trap_io() as attempts, pytest.raises(OSError):
+        open(__file__)  # noqa: SIM115 - it must be refused before a file object exists
     assert attempts == [f"open({__file__!r})"]
     assert (builtins.open, socket.socket.connect, socket.getaddrinfo) == before
 

@@ -14,7 +14,7 @@ import os
 import random
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import pytest
@@ -44,7 +44,7 @@ MAX_RETRIES = 1
 class FaultMix:
     """Answers every OpenAI images request with a seeded random outcome."""
 
-    WEIGHTS = {"ok": 50, "ok_n2": 8, "slow": 6, "rate_limited": 8, "unavailable": 8, "reset": 4,
+    WEIGHTS: ClassVar[dict[str, int]] = {"ok": 50, "ok_n2": 8, "slow": 6, "rate_limited": 8, "unavailable": 8, "reset": 4,
                "malformed": 4, "truncated": 4, "moderation": 4, "auth_echo": 2, "partial": 2}
 
     def __init__(self, seed: int) -> None:

@@ -115,7 +115,7 @@ async def test_wrong_tokens_are_refused(jwks, claims) -> None:
 
 
 async def test_a_token_signed_by_another_key_is_refused(jwks) -> None:
-    keys, url = jwks
+    _keys, url = jwks
     verifier = JwksTokens(issuer="https://issuer.test", jwks_url=url, audience="atelier")
     forger = _Jwks()
     assert await verifier.verify_token(forger.token()) is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from atelier_dalle.errors import _body_parts
 
 KEY = "sk-canary-DALLE-0123456789abcdef"
@@ -11,7 +13,7 @@ class _Echo:
     status_code = 401
     code = "invalid_api_key"
     type = "invalid_request_error"
-    body = {"message": f"Incorrect API key provided: {KEY}. You can find your API key at ...",
+    body: ClassVar[dict[str, str]] = {"message": f"Incorrect API key provided: {KEY}. You can find your API key at ...",
             "code": "invalid_api_key"}
 
 

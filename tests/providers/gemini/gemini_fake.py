@@ -64,7 +64,6 @@ def imagen_reply(request: Recorded) -> Reply:
     from atelier_gemini.models import MODELS
 
     body = request.json()
-    spec = next(s for s in MODELS if s.id == _model_of(request.path))
     params = body.get("parameters", {})
     ratio = params.get("aspectRatio", "1:1")
     a, b = (int(v) for v in ratio.split(":"))

@@ -114,7 +114,7 @@ def test_a_malformed_host_makes_models_unavailable_with_the_reason(
     reason = provider.unavailable_reason(provider.catalog()[0])
     assert reason is not None and "MINIMAX_API_HOST" in reason and "https://api.minimax.io" in reason
     with pytest.raises(ConfigurationError):
-        provider.base_url
+        _ = provider.base_url
 
 
 def test_key_never_in_reprs_or_dumps(monkeypatch: pytest.MonkeyPatch) -> None:

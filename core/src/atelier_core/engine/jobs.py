@@ -741,12 +741,7 @@ class JobManager:
         if not old:
             return 0
         if self.settings.delete_files_on_prune:
-            for job in old:
-                for name in job.files:
-                    try:
-                        Path(name).unlink(missing_ok=True)
-                    except OSError as exc:
-                        log.warning("could not delete a pruned job's file", path=name, error=str(exc))
+            await anyio.to_thread.run_sync(_delete_files, [name for job in old for name in job.files])
         log.info("pruned old jobs", count=len(old), files_deleted=self.settings.delete_files_on_prune)
         return len(old)
 
@@ -806,3 +801,12 @@ def build_jobs(pipeline: Pipeline, sessions: SessionManager | None = None) -> Jo
 
     return JobManager(pipeline.state, pipeline_runner(pipeline, sessions),
                       settings.jobs, max_partial_bytes=preview.max_bytes, shrink_partial=shrink)
+
+
+def _delete_files(names: list[str]) -> None:
+    """Delete pruned jobs' files (blocking: run in a worker thread)."""
+    for name in names:
+        try:
+            Path(name).unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("could not delete a pruned job's file", path=name, error=str(exc))

@@ -239,7 +239,7 @@ class SessionManager:
             )
         base = by_index[base_index]
         path = Path(base.image_path)
-        if not path.is_file() or await asyncio.to_thread(_sha256, path) != base.sha256:
+        if await asyncio.to_thread(_sha256_if_file, path) != base.sha256:
             raise InputImageError(
                 f"turn {base.turn}'s image changed or was deleted on disk since it was made",
                 parameter="from_turn", value=base.turn, code="session_image_changed",
@@ -409,3 +409,8 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _sha256_if_file(path: Path) -> str | None:
+    """The file's SHA-256, or None when it is not a regular file (blocking)."""
+    return _sha256(path) if path.is_file() else None

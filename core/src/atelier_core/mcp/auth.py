@@ -134,14 +134,14 @@ class JwksTokens:
         import httpx2
         import jwt
 
-        async with httpx2.AsyncClient(timeout=10.0, follow_redirects=False) as client:
-            async with client.stream("GET", self._jwks_url) as response:
-                response.raise_for_status()
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body.extend(chunk)
-                    if len(body) > _JWKS_MAX_BYTES:
-                        raise ValueError("JWKS document too large")
+        client = httpx2.AsyncClient(timeout=10.0, follow_redirects=False)
+        async with client, client.stream("GET", self._jwks_url) as response:
+            response.raise_for_status()
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body.extend(chunk)
+                if len(body) > _JWKS_MAX_BYTES:
+                    raise ValueError("JWKS document too large")
         document = json.loads(bytes(body))
         keys: dict[str, Any] = {}
         for entry in jwt.PyJWKSet.from_dict(document).keys:

@@ -185,7 +185,8 @@ async def run_stdio(server: MCPServer[Any]) -> None:
     encoded copy (a 64 MiB image read is an 85 MiB line: the SDK's writer held three
     copies of it at once)."""
     lowlevel = server._lowlevel_server  # as MCPServer.run_stdio_async does
-    with _claim_stdout() as wire, open(os.devnull, "w") as unused:
+    # Opening /dev/null never blocks.
+    with _claim_stdout() as wire, open(os.devnull, "w") as unused:  # noqa: ASYNC230
         async with stdio_server(stdout=anyio.wrap_file(unused)) as (read_stream, sdk_write_stream):
             inbound_send, inbound_receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
             outbound_send, outbound_receive = anyio.create_memory_object_stream[SessionMessage](0)

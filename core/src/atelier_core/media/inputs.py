@@ -368,8 +368,9 @@ class InputIntake:
         if len(text) > _MAX_PATH_CHARS:
             raise InputImageError(f"{parameter}: the path is too long", code="invalid_image_reference",
                                   parameter=parameter, value=_shown(reference), fix="pass a shorter path")
-        expanded = os.path.expanduser(text) if text.startswith("~") else text
-        if os.path.isabs(expanded):
+        # String operations on the path, no filesystem access.
+        expanded = os.path.expanduser(text) if text.startswith("~") else text  # noqa: ASYNC240
+        if os.path.isabs(expanded):  # noqa: ASYNC240
             candidates = [expanded]
         else:
             # Relative paths are looked up in the input roots, never the working directory.

@@ -58,7 +58,7 @@ class MiniMaxProvider(Provider[MiniMaxSettings]):
         if reason is not None:
             return reason
         try:
-            self.base_url
+            _ = self.base_url  # validates the configured host
         except AtelierError as exc:
             return str(exc)
         return None

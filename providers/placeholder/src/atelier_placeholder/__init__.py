@@ -115,7 +115,7 @@ def draw(prompt: str, width: int, height: int, seed: int, style: str | None, tra
         t = y / max(1, height - 1)
         px.line(
             [(0, y), (width, y)],
-            fill=tuple(round(a + (b - a) * t) for a, b in zip(top, bottom, strict=True)) + (255,),
+            fill=(*(round(a + (b - a) * t) for a, b in zip(top, bottom, strict=True)), 255),
         )
     if transparent:
         base.putalpha(0)
@@ -157,10 +157,10 @@ def repaint(source: object, mask: object | None, prompt: str, seed: int, extras:
     named = _named_colour(prompt)
     if named is not None:  # "add a red door" paints the area red: edits are easy to see
         colour = named
-    paint = Image.new("RGBA", base.size, colour + (255,))
+    paint = Image.new("RGBA", base.size, (*colour, 255))
     pd = ImageDraw.Draw(paint)
     for x in range(-height, width, 18):
-        pd.line([(x, 0), (x + height, height)], fill=accent + (255,), width=7)
+        pd.line([(x, 0), (x + height, height)], fill=(*accent, 255), width=7)
     for index, extra in enumerate(extras):
         assert isinstance(extra, Image.Image)
         thumb = extra.convert("RGBA")
