@@ -118,10 +118,11 @@ class FakeQueueProvider(Provider):
 
     def __init__(self, vendor: FakeQueueVendor | None = None, name: str = "queue",
                  models: tuple[ModelSpec, ...] | None = None) -> None:
-        self.name = name
-        self.title = f"Fake queue vendor {name}"
-        self.models = models or (fake_spec("queued-image", n_max=2),)
-        self.needs_key = False
+        # Per-instance declarations (class variables on real providers).
+        self.name = name  # type: ignore[misc]
+        self.title = f"Fake queue vendor {name}"  # type: ignore[misc]
+        self.models = models or (fake_spec("queued-image", n_max=2),)  # type: ignore[misc]
+        self.needs_key = False  # type: ignore[misc]
         super().__init__()
         vendor = vendor if vendor is not None else FakeQueueVendor()
         self.settings = self.settings.model_copy(update={"base_url": vendor.url})
