@@ -234,3 +234,15 @@ async def test_listen_streams_get_resources_changed_after_new_images(tmp_path: P
             with anyio.fail_after(10):
                 event = await subscription.__anext__()
         assert "resource" in type(event).__name__.lower()
+
+
+async def test_find_images_on_both_state_backends(tmp_path: Path, state_url: str) -> None:
+    """The index lives in the state database: SQLite by default, PostgreSQL by state.url."""
+    atelier = build_test_atelier(tmp_path, [atelier_placeholder], state={"url": state_url})
+    async with connect(atelier) as client:
+        fox = await _make(client, "a sly fox at dusk")
+        await _make(client, "a quiet lake")
+        found = await client.call_tool("find_images", {"query": "fox", "model": "placeholder"})
+        assert [i["uri"] for i in found.structured_content["images"]] == [fox["images"][0]["resource_uri"]]
+        listed = await client.list_resources()
+        assert sum(str(r.uri).startswith("atelier://images/") for r in listed.resources) == 2

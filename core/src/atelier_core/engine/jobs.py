@@ -71,11 +71,11 @@ from atelier_core.state.store import StateStore
 
 __all__ = [
     "JobManager",
-    "build_jobs",
-    "pipeline_runner",
     "JobRun",
     "Runner",
+    "build_jobs",
     "default_files_of",
+    "pipeline_runner",
 ]
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
@@ -31,6 +31,7 @@ from atelier_core.engine.account import Charge, account, charge_of, say_billed
 from atelier_core.engine.cost import Ledger, SpendGuard
 from atelier_core.engine.describe import describe_models
 from atelier_core.engine.fallback import plan_with_fallback, run_with_fallback
+from atelier_core.engine.library import ImageLibrary
 from atelier_core.engine.outcome import CallOutcome, CostInfo, ImageRecord, PreviewCache
 from atelier_core.engine.plan import CallPlan, OutputRequest, Plan, dry_run_outcome, make_plan, quote, resolve
 from atelier_core.engine.progress import (
@@ -53,14 +54,12 @@ from atelier_core.media.inputs import InputIntake
 from atelier_core.media.storage import OutputStore
 from atelier_core.media.thumbnails import Thumbnails
 from atelier_core.plugin.spec import Operation
-from atelier_core.engine.library import ImageLibrary
 from atelier_core.plugin.types import ImageCall, ImageRequest
 from atelier_core.settings import Settings
 from atelier_core.state.store import StateStore
 
 if TYPE_CHECKING:
     from atelier_core.media.objects import BucketStore
-    from atelier_core.state.image_records import ImageRecords
 
 __all__ = [
     "SAVING_FRACTION",
@@ -197,10 +196,7 @@ class Pipeline:
     def library(self) -> ImageLibrary:
         """Every saved image: the index in the state database and the files."""
         if self._library is None:
-            records = getattr(self.state, "images", None)
-            if records is None:
-                records = _InterimImageRecords(self.settings)
-            self._library = ImageLibrary(self.store, cast("ImageRecords", records))
+            self._library = ImageLibrary(self.store, self.state.images)
         return self._library
 
     @property
@@ -250,8 +246,6 @@ class Pipeline:
         """Close provider clients opened lazily, and the state database."""
         if self._registry is not None:
             await self._registry.aclose()
-        if self._library is not None and isinstance(self._library.index, _InterimImageRecords):
-            await self._library.index.aclose()
         if self._state is not None:
             await self._state.aclose()
 
@@ -424,46 +418,3 @@ def _run_id() -> str:
     import secrets
 
     return f"{os.getpid()}-{secrets.token_hex(6)}"
-
-
-class _InterimImageRecords:
-    """INTERIM until the engine's state moves to the SQLAlchemy store: image rows in
-    ``<data dir>/library.sqlite3`` through the same state layer (migrated by it), with a
-    connection per transaction, so a pipeline that is never closed leaves none open."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._records: Any = None
-        self._lock = anyio.Lock()
-
-    async def _open(self) -> Any:
-        async with self._lock:
-            if self._records is None:
-                from sqlalchemy.ext.asyncio import create_async_engine
-                from sqlalchemy.pool import NullPool
-
-                from atelier_core.state.store import StateStore as SqlStateStore
-
-                data_dir = self._settings.resolved_data_dir
-                url = f"sqlite:///{data_dir / 'library.sqlite3'}"
-                store = await SqlStateStore.open_url(url, data_dir)  # creates and migrates the file
-                await store.aclose()
-                db = store.db
-                db.engine = create_async_engine(db.url, poolclass=NullPool, connect_args={"timeout": 10})
-                self._records = store.images
-        return self._records
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "cursor_after":
-            from atelier_core.state.image_records import ImageRecords
-
-            return ImageRecords.cursor_after
-
-        async def forward(*args: Any, **kwargs: Any) -> Any:
-            return await getattr(await self._open(), name)(*args, **kwargs)
-
-        return forward
-
-    async def aclose(self) -> None:
-        if self._records is not None:
-            await self._records._db.engine.dispose()

@@ -12,25 +12,24 @@ from typing import Any
 import anyio
 import structlog
 from mcp.server.mcpserver import MCPServer
+from mcp.server.subscriptions import InMemorySubscriptionBus
 
 from atelier_core import __version__
-from atelier_core.logging import add_secret, add_url_credentials, configure_logging, secrets_of
 from atelier_core.engine.jobs import JobManager, build_jobs
+from atelier_core.engine.library import open_work_images
 from atelier_core.engine.memory import MemoryReturner
 from atelier_core.engine.pipeline import Pipeline
 from atelier_core.engine.reconcile import reconcile
 from atelier_core.engine.sessions import SessionManager
+from atelier_core.logging import add_secret, add_url_credentials, configure_logging, secrets_of
 from atelier_core.mcp.auth import principal_scope
+from atelier_core.mcp.library import VIEWER_TOOLS, LibraryMiddleware, view_meta, viewer_apps
 from atelier_core.mcp.prompts import add_prompts
 from atelier_core.mcp.protocol import error_codes, protocol_compat
 from atelier_core.mcp.resources import add_image_resources, install_image_reads
 from atelier_core.mcp.tasks import TasksExtension
 from atelier_core.mcp.tools import Tools, build_tools
 from atelier_core.mcp.warmup import WarmUp
-from atelier_core.settings import Settings
-from atelier_core.engine.library import open_work_images
-from atelier_core.mcp.library import LibraryMiddleware, VIEWER_TOOLS, view_meta, viewer_apps
-from mcp.server.subscriptions import InMemorySubscriptionBus
 
 log = structlog.get_logger("atelier.server")
 

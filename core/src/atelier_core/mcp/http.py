@@ -9,15 +9,15 @@ import structlog
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp
 
-from atelier_core.plugin.errors import ConfigurationError
 from atelier_core.engine.pipeline import Pipeline
-from atelier_core.settings import Settings
-from atelier_core.mcp.app import build_server
 from atelier_core.identity import LOCAL_PRINCIPAL
+from atelier_core.mcp.app import build_server
 from atelier_core.mcp.auth import StaticTokens, token_verifier, with_auth
 from atelier_core.mcp.gallery import cookie_bearer, gallery_app, mount
 from atelier_core.mcp.host_check import AllowedOrigins, HostOriginCheck
 from atelier_core.mcp.stdio import UndecodableAnswers
+from atelier_core.plugin.errors import ConfigurationError
+from atelier_core.settings import Settings
 
 log = structlog.get_logger("atelier.server")
 
