@@ -133,3 +133,34 @@ def test_jwks_url_must_be_https_off_loopback() -> None:
     with pytest.raises(ConfigurationError) as caught:
         JwksTokens(issuer="i", jwks_url="https://u:pw@issuer.example/jwks", audience=None)
     assert "pw" not in str(caught.value)
+
+
+@pytest.mark.slow
+async def test_a_replica_with_an_oauth_issuer(jwks, tmp_path) -> None:
+    """The OAuth variables of docs/deploying.md on a served replica: the principal is `sub`,
+    and each subject sees only its own jobs."""
+    import httpx2
+
+    from replica_kit import call_tool, replicas
+
+    keys, url = jwks
+    env = {"ATELIER_HTTP__OAUTH_ISSUER": "https://issuer.test", "ATELIER_HTTP__OAUTH_JWKS_URL": url,
+           "ATELIER_HTTP__OAUTH_AUDIENCE": "atelier", "ATELIER_HTTP__STATELESS": "true"}
+    with replicas(tmp_path, {"a": env}) as running:
+        mcp = running["a"].url
+        async with httpx2.AsyncClient(timeout=60) as http:
+            refused = await http.post(mcp, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                                      headers={"authorization": f"Bearer {keys.token(aud='other')}"})
+            assert refused.status_code == 401
+            made = await call_tool(http, mcp, "generate_image", {
+                "prompt": "carol's kite", "model": "placeholder", "size": "256x256", "as_job": True,
+                "return_image": "none"}, token=keys.token(sub="carol"))
+            assert not made.get("isError"), made
+            job_id = made["structuredContent"]["job"]["job_id"]
+            mine = await call_tool(http, mcp, "get_jobs", {"job_ids": [job_id], "wait_s": 30},
+                                   token=keys.token(sub="carol"))
+            assert mine["structuredContent"]["jobs"][0]["state"] == "done"
+            (image,) = mine["structuredContent"]["jobs"][0]["result"]["images"]
+            assert "/principals/carol-" in image["path"]
+            theirs = await call_tool(http, mcp, "get_jobs", {"job_ids": [job_id]}, token=keys.token(sub="dave"))
+            assert theirs.get("isError") and "carol's kite" not in json.dumps(theirs)

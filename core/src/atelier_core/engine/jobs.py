@@ -53,7 +53,7 @@ from pydantic import BaseModel
 from atelier_core.engine.library import origin
 from atelier_core.engine.plan import CallPlan, Plan
 from atelier_core.engine.progress import SAVING_FRACTION, SENT_FRACTION
-from atelier_core.identity import current_principal
+from atelier_core.identity import acting_as, current_principal
 from atelier_core.media import images as imaging
 from atelier_core.plugin.errors import AtelierError, NotFoundError, RequestError, shorten
 from atelier_core.settings import JobSettings
@@ -337,7 +337,7 @@ class JobManager:
         return Job(
             id=job_id, operation=operation, origin=origin, state=JobState.QUEUED,
             message="waiting for a provider slot", request=request, owner=self.owner,
-            created_at=now, updated_at=now,
+            principal=current_principal(), created_at=now, updated_at=now,
         )
 
     async def knows_key(self, key: str) -> bool:
@@ -501,7 +501,8 @@ class JobManager:
         unique = list(dict.fromkeys(job_ids))
         if not unique:
             return []
-        found = await self.records.get_many(unique)
+        # Only the current principal's: another's job is "no job", as if it never existed.
+        found = await self.records.get_many(unique, principal=current_principal())
         for job_id, job in found.items():
             active = self._active.get(job_id)
             if active is not None and not job.terminal and not active.state.terminal:
@@ -524,7 +525,8 @@ class JobManager:
 
     async def recent(self, *, limit: int = 20, include_finished: bool = True) -> list[Job]:
         """Recent jobs, newest first (synchronous calls that were not handed off excluded)."""
-        return await self.records.recent(limit=max(1, min(limit, 200)), include_finished=include_finished)
+        return await self.records.recent(limit=max(1, min(limit, 200)), include_finished=include_finished,
+                                         principal=current_principal())
 
     async def wait(self, job_ids: Sequence[str], timeout_s: float) -> list[Job]:
         """The barrier: return when every job is terminal or ``timeout_s`` has passed."""
@@ -634,7 +636,8 @@ class JobManager:
         await self.records.renew(self.owner, time.time() + self.settings.lease_s)
         asked = await self.records.cancel_requested(self.owner)
         for job in asked:
-            await self.cancel(job.id)
+            with acting_as(job.principal):  # asked by its principal on another replica
+                await self.cancel(job.id)
 
     def _owner_dead(self, job: Job, lease: Lease, now: float) -> bool:
         if job.owner in _LIVE_OWNERS:

@@ -108,7 +108,8 @@ class SessionManager:
 
     async def get(self, session_id: str, *, with_turns: bool = True) -> SessionView:
         await self.evict()
-        record = await self._records.get(session_id, with_turns=with_turns)
+        # Only the current principal's: another's session is "unknown", as if it never existed.
+        record = await self._records.get(session_id, with_turns=with_turns, principal=current_principal())
         if record is None:
             raise NotFoundError(
                 f"unknown session {session_id!r}",
@@ -126,7 +127,7 @@ class SessionManager:
 
     async def list(self, *, include_ended: bool = False, limit: int = 50) -> builtins.list[SessionView]:
         await self.evict()
-        ids = await self._records.ids(include_ended=include_ended, limit=limit)
+        ids = await self._records.ids(include_ended=include_ended, limit=limit, principal=current_principal())
         return [await self.get(i) for i in ids]
 
     # -- lifecycle -----------------------------------------------------------------
@@ -239,7 +240,11 @@ class SessionManager:
             )
         base = by_index[base_index]
         path = Path(base.image_path)
-        if await asyncio.to_thread(_sha256_if_file, path) != base.sha256:
+        # On another replica's disk (storage.url): the edit reads it from the bucket, where
+        # objects are never replaced, so it is still the turn's image.
+        digest = await asyncio.to_thread(_sha256_if_file, path)
+        elsewhere = digest is None and self._atelier.bucket is not None and base.resource_uri
+        if not elsewhere and digest != base.sha256:
             raise InputImageError(
                 f"turn {base.turn}'s image changed or was deleted on disk since it was made",
                 parameter="from_turn", value=base.turn, code="session_image_changed",
