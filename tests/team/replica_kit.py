@@ -40,6 +40,7 @@ class Replica:
     process: subprocess.Popen[bytes]
     log: Path
     env: dict[str, str] = field(repr=False)
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
@@ -63,17 +64,19 @@ class Replica:
         return self.log.read_text(errors="replace")
 
 
-def start_replica(name: str, folder: Path, env: Mapping[str, str]) -> Replica:
-    """``atelier-mcp serve --http --port N`` with ``env`` on top of the test's environment."""
+def start_replica(name: str, folder: Path, env: Mapping[str, str], *, host: str = "127.0.0.1") -> Replica:
+    """``atelier-mcp serve --http --host H --port N`` (the installed command, as in
+    docs/deploying.md) with ``env`` on top of the test's environment."""
     port = free_port()
+    command = Path(sys.executable).with_name("atelier-mcp")
     log = folder / f"{name}.log"
     full = {**os.environ, **env}
     with log.open("wb") as out:  # the child keeps its own descriptor
         process = subprocess.Popen(
-            [sys.executable, "-m", "atelier_core", "serve", "--http", "--port", str(port)],
+            [str(command), "serve", "--http", "--host", host, "--port", str(port)],
             env=full, stdout=out, stderr=subprocess.STDOUT,
         )
-    replica = Replica(name, port, process, log, dict(env))
+    replica = Replica(name, port, process, log, dict(env), host)
     deadline = time.monotonic() + 90
     while True:
         if process.poll() is not None:
@@ -89,11 +92,12 @@ def start_replica(name: str, folder: Path, env: Mapping[str, str]) -> Replica:
 
 
 @contextmanager
-def replicas(folder: Path, envs: Mapping[str, Mapping[str, str]]) -> Iterator[dict[str, Replica]]:
+def replicas(folder: Path, envs: Mapping[str, Mapping[str, str]], *,
+             host: str = "127.0.0.1") -> Iterator[dict[str, Replica]]:
     started: dict[str, Replica] = {}
     try:
         for name, env in envs.items():
-            started[name] = start_replica(name, folder, env)
+            started[name] = start_replica(name, folder, env, host=host)
         yield started
     finally:
         for replica in started.values():
