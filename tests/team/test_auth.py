@@ -66,7 +66,7 @@ def jwks() -> Iterator[tuple[_Jwks, str]]:
     keys = _Jwks()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             keys.hits += 1
             body = json.dumps(keys.document).encode()
             self.send_response(200)
@@ -140,7 +140,6 @@ async def test_a_replica_with_an_oauth_issuer(jwks, tmp_path) -> None:
     """The OAuth variables of docs/deploying.md on a served replica: the principal is `sub`,
     and each subject sees only its own jobs."""
     import httpx2
-
     from replica_kit import call_tool, replicas
 
     keys, url = jwks
