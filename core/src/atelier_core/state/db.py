@@ -30,6 +30,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+import anyio
 import structlog
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, make_url
@@ -165,12 +166,16 @@ class Database:
         On PostgreSQL use :meth:`lock` inside it to serialise a read-then-write.
         ``single=True`` promises one statement (SQLite then runs it without BEGIN/COMMIT).
         """
-        await self.ready()
         engine = self.engine if durable else self._fast
-        async with self._writer(), engine.connect() as conn:
-            await conn.execution_options(atelier_write=True, atelier_single=single)
-            async with conn.begin():
-                yield conn
+        # Shielded: a transaction is never abandoned half-way by a cancelled caller (its
+        # ROLLBACK would be cancelled too, and on SQLite the write lock kept); a cancel
+        # takes effect when it ends, as it did when each query was a worker-thread call.
+        with anyio.CancelScope(shield=True):
+            await self.ready()
+            async with self._writer(), engine.connect() as conn:
+                await conn.execution_options(atelier_write=True, atelier_single=single)
+                async with conn.begin():
+                    yield conn
 
     def _writer(self) -> asyncio.Lock | contextlib.nullcontext[None]:
         """SQLite writers of this process queue here (fair, no polling); other processes
@@ -184,11 +189,16 @@ class Database:
         return lock
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A read-only transaction (a consistent snapshot on both backends)."""
-        await self.ready()
-        async with self.engine.connect() as conn, conn.begin():
-            yield conn
+    async def read(self, *, single: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction (a consistent snapshot on both backends). ``single=True``
+        promises one statement (SQLite then runs it without BEGIN: three round trips fewer)."""
+        with anyio.CancelScope(shield=True):  # see write()
+            await self.ready()
+            async with self.engine.connect() as conn:
+                if single:
+                    await conn.execution_options(atelier_single=True)
+                async with conn.begin():
+                    yield conn
 
     async def lock(self, conn: AsyncConnection, name: str) -> None:
         """Hold the named lock until ``conn``'s transaction ends (PostgreSQL advisory lock;
@@ -232,12 +242,11 @@ def _create_engine(
         )
         return engine
     # Pooled: a new aiosqlite connection costs a thread and a dozen round trips to it, a
-    # pooled one about four per transaction. Every transaction ends in an explicit COMMIT
-    # or ROLLBACK, so the pool's own rollback on check-in would only add one more.
+    # pooled one a few per transaction. The pool's rollback on check-in stays on: a
+    # connection must never go back holding SQLite's write lock.
     engine = create_async_engine(
         url,
         pool_size=pool_size,
-        pool_reset_on_return=None,
         connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},
     )
     sync_engine = engine.sync_engine

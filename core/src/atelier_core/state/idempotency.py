@@ -35,7 +35,7 @@ class IdempotencyKeys:
         query = select(idempotency_keys.c.job_id, idempotency_keys.c.fingerprint).where(
             idempotency_keys.c.principal == principal, idempotency_keys.c.key == key
         )
-        async with self._db.read() as conn:
+        async with self._db.read(single=True) as conn:
             row = (await conn.execute(query)).first()
         return KeyUse(row[0], row[1]) if row else None
 

@@ -336,7 +336,7 @@ class JobStore:
             .order_by(jobs.c.updated_at.desc())
             .limit(5000)
         )
-        async with self._db.read() as conn:
+        async with self._db.read(single=True) as conn:
             return [job for job in map(_job, (await conn.execute(query)).all()) if job.files]
 
     async def interrupted(self, since: float) -> list[Job]:
@@ -351,7 +351,7 @@ class JobStore:
             .order_by(jobs.c.created_at.desc())
             .limit(1000)
         )
-        async with self._db.read() as conn:
+        async with self._db.read(single=True) as conn:
             return [_job(r) for r in (await conn.execute(query)).all()]
 
     async def advance(
@@ -486,7 +486,7 @@ class JobStore:
         query = select(jobs).where(jobs.c.id.in_(list(job_ids)))
         if principal is not None:
             query = query.where(jobs.c.principal == principal)
-        async with self._db.read() as conn:
+        async with self._db.read(single=True) as conn:
             return {job.id: job for job in map(_job, (await conn.execute(query)).all())}
 
     async def recent(self, *, limit: int, include_finished: bool = True, principal: str | None = None) -> list[Job]:
@@ -497,12 +497,12 @@ class JobStore:
         if principal is not None:
             query = query.where(jobs.c.principal == principal)
         query = query.order_by(jobs.c.created_at.desc()).limit(limit)
-        async with self._db.read() as conn:
+        async with self._db.read(single=True) as conn:
             return [_job(r) for r in (await conn.execute(query)).all()]
 
     async def cancel_requested(self, owner: str) -> list[Job]:
         query = select(jobs).where(jobs.c.owner == owner, jobs.c.cancel_requested.is_(True), _active)
-        async with self._db.read() as conn:
+        async with self._db.read(single=True) as conn:
             return [_job(r) for r in (await conn.execute(query)).all()]
 
 

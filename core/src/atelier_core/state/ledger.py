@@ -102,7 +102,7 @@ class Ledger:
         self, *, day: str | None = None, run_id: str | None = None, principal: str = LOCAL_PRINCIPAL
     ) -> float:
         """USD billed on a UTC day or in a server run (actual cost, else the estimate)."""
-        async with self._db.read() as conn:
+        async with self._db.read(single=True) as conn:
             return await _ledger_sum(conn, principal, day=day, run_id=run_id)
 
     async def usage(self, *, since_day: str, principal: str = LOCAL_PRINCIPAL) -> list[UsageRow]:
@@ -114,14 +114,14 @@ class Ledger:
             .where(ledger.c.principal == principal, ledger.c.day >= since_day)
             .group_by(ledger.c.day, ledger.c.provider, ledger.c.model)
         )
-        async with self._db.read() as conn:
+        async with self._db.read(single=True) as conn:
             rows = (await conn.execute(query)).all()
         return [UsageRow(r[0], r[1], r[2], float(r[3] or 0.0), int(r[4] or 0), int(r[5])) for r in rows]
 
     async def entries(self, *, since_day: str, principal: str = LOCAL_PRINCIPAL) -> list[dict[str, Any]]:
         """The raw rows from ``since_day`` on, oldest first (for export and tests)."""
         query = select(ledger).where(ledger.c.principal == principal, ledger.c.day >= since_day).order_by(ledger.c.at)
-        async with self._db.read() as conn:
+        async with self._db.read(single=True) as conn:
             return [dict(row._mapping) for row in (await conn.execute(query)).all()]
 
 
@@ -179,7 +179,7 @@ class SpendReservations:
         query = select(func.coalesce(func.sum(spend_reservations.c.amount_usd), 0.0)).where(
             spend_reservations.c.principal == principal, spend_reservations.c.expires_at >= now
         )
-        async with self._db.read() as conn:
+        async with self._db.read(single=True) as conn:
             return float((await conn.execute(query)).scalar_one())
 
     async def _spent(self, conn: AsyncConnection, principal: str, day: str, run_id: str) -> Spent:

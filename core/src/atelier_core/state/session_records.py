@@ -112,7 +112,7 @@ class SessionRecords:
 
     async def count_turns(self, session_id: str) -> int:
         query = select(func.count()).select_from(session_turns).where(session_turns.c.session_id == session_id)
-        async with self._db.read() as conn:
+        async with self._db.read(single=True) as conn:
             return int((await conn.execute(query)).scalar_one())
 
     async def get(
@@ -158,7 +158,7 @@ class SessionRecords:
         if principal is not None:
             query = query.where(sessions.c.principal == principal)
         query = query.order_by(sessions.c.last_used.desc()).limit(limit)
-        async with self._db.read() as conn:
+        async with self._db.read(single=True) as conn:
             return list((await conn.execute(query)).scalars())
 
     async def end(self, session_id: str, *, reason: str, now: float | None = None) -> bool:
