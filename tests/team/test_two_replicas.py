@@ -189,6 +189,17 @@ async def _racing_calls(http: httpx2.AsyncClient, urls: list[str], upstream: Fak
         assert count == earlier[principal] + allowed and spent <= DAILY_LIMIT, (principal, count, spent)
         usage = await call_tool(http, urls[0], "get_usage", {"days": 1}, token=TOKENS[principal])
         assert usage["structuredContent"]["calls"] == count, usage["structuredContent"]
+        # The image library (resources/list, find_images) lists this principal's images only.
+        others = [f"{other}-call-" for other in PRINCIPALS if other != principal]
+        for url in urls:
+            listed = await rpc(http, url, "resources/list", {}, token=TOKENS[principal])
+            names = [resource["uri"] for resource in listed["resources"]]
+            assert any(f"{principal}-call-" in name for name in names), names[:5]
+            assert not [name for name in names if any(o in name for o in others)]
+            found = await call_tool(http, url, "find_images", {"query": "call"}, token=TOKENS[principal])
+            assert not found.get("isError"), found
+            assert f"{principal}-call-" in json.dumps(found)
+            assert not any(o in json.dumps(found) for o in others)
 
 
 async def _sessions_are_private(http: httpx2.AsyncClient, a: str, b: str) -> None:
