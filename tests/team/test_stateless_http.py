@@ -3,6 +3,7 @@ no session affinity; a job submitted through one is read through the other."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx2
@@ -14,7 +15,11 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 async def test_requests_without_a_session_reach_either_replica(tmp_path: Path) -> None:
     shared = {"ATELIER_HTTP__STATELESS": "true", "ATELIER_DATA_DIR": str(tmp_path / "data"),
-              "ATELIER_STORAGE__OUTPUT_DIR": str(tmp_path / "images")}
+              "ATELIER_STORAGE__OUTPUT_DIR": str(tmp_path / "images"),
+              # What stateless costs: the server cannot ask the user, so a call above the
+              # ask-first threshold is refused, saying why.
+              "ATELIER_COST__ASK_ABOVE_USD": "0.02",
+              "ATELIER_COST__PRICES": json.dumps({"placeholder/placeholder": {"per_image": 0.01}})}
     with replicas(tmp_path, {"a": shared, "b": shared}) as running:
         a, b = running["a"].url, running["b"].url
         async with httpx2.AsyncClient(timeout=60) as http:
@@ -32,6 +37,10 @@ async def test_requests_without_a_session_reach_either_replica(tmp_path: Path) -
             assert entry["state"] == "done"
             (image,) = entry["result"]["images"]
             saved = Path(image["path"])
+            asked = await call_tool(http, a, "generate_image", {
+                "prompt": "three lighthouses", "model": "placeholder", "size": "256x256", "n": 3})
+            assert asked.get("isError")
+            assert "cannot ask the user" in json.dumps(asked) and "ask_above_usd" in json.dumps(asked).lower()
             listed = await call_tool(http, b, "get_jobs", {})
             assert job_id in {job["job_id"] for job in listed["structuredContent"]["jobs"]}
     assert saved.is_file()
