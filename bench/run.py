@@ -683,7 +683,8 @@ async def run(cfg: Config, log: Callable[[str], None], partial: Path | None = No
         work = Path(tmp)
         specs = server_specs(cfg, port, work)
         for rows in cfg.ledger_rows:
-            seed_ledger(work / f"ledger-{rows}", rows)
+            # It runs its own event loop for the async ledger: in a worker thread, off this one.
+            await asyncio.to_thread(seed_ledger, work / f"ledger-{rows}", rows)
         imports = {name: await import_check(spec, work, cfg.timeout_s) for name, spec in specs.items()}
         log("  vendor SDK imported before tools/list: "
             + ", ".join(f"{n} {'YES ' + str(i['vendor_sdk_modules'][:3]) if i['vendor_sdk_imported'] else 'no'}"

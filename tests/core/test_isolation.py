@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,7 @@ async def test_whatever_generate_raises_the_call_fails_and_the_server_keeps_serv
 def test_a_plugin_raising_a_base_exception_at_registration_is_recorded(kind: str) -> None:
     class Plugin:
         @hookimpl
-        def register_providers(self, register: Callable[[Provider], None]) -> None:
+        def register_providers(self, register: Callable[[Provider[Any]], None]) -> None:
             raise RAISERS[kind]()
 
     registry = build_registry(

@@ -94,7 +94,7 @@ class _TwoProviders:
     """A plugin offering two providers through one hook call."""
 
     @hookimpl
-    def register_providers(self, register: Callable[[Provider], None]) -> None:
+    def register_providers(self, register: Callable[[Provider[Any]], None]) -> None:
         register(FakeProvider("alpha"))
         register(FakeProvider("beta", models=[fake_spec("beta-image")]))
 
@@ -122,7 +122,7 @@ def test_hook_register_providers() -> None:
     # A hook that raises is isolated too, and strict mode turns it into a start-up error.
     class Broken:
         @hookimpl
-        def register_providers(self, register: Callable[[Provider], None]) -> None:
+        def register_providers(self, register: Callable[[Provider[Any]], None]) -> None:
             raise RuntimeError("boom")
 
     assert build_test_registry([("broken", Broken())]).plugins[0].status == "failed"

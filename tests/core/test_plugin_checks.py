@@ -49,7 +49,7 @@ class Plugin:
         self.providers = providers
 
     @hookimpl
-    def register_providers(self, register: Callable[[Provider], None]) -> None:
+    def register_providers(self, register: Callable[[Provider[Any]], None]) -> None:
         for provider in self.providers:
             register(provider)
 
@@ -100,7 +100,7 @@ def test_load_checks_equal_the_contract_kits_static_checks() -> None:
 def test_a_spec_pydantic_refuses_reports_every_problem_in_plain_words() -> None:
     class Broken:
         @hookimpl
-        def register_providers(self, register: Callable[[Provider], None]) -> None:
+        def register_providers(self, register: Callable[[Provider[Any]], None]) -> None:
             ModelSpec(id="x y", n_max=0, qualities=("hi",), default_quality="lo",  # type: ignore[arg-type]
                       sizes={"presets": ["big"]}, seed="yes")
 

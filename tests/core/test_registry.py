@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
@@ -42,20 +42,20 @@ class Plugin:
         self.providers = providers
 
     @hookimpl
-    def register_providers(self, register: Callable[[Provider], None]) -> None:
+    def register_providers(self, register: Callable[[Provider[Any]], None]) -> None:
         for provider in self.providers:
             register(provider)
 
 
 class RaisesInHook:
     @hookimpl
-    def register_providers(self, register: Callable[[Provider], None]) -> None:
+    def register_providers(self, register: Callable[[Provider[Any]], None]) -> None:
         raise RuntimeError("cannot register today")
 
 
 class Misspelled:
     @hookimpl
-    def register_provider(self, register: Callable[[Provider], None]) -> None:  # sic
+    def register_provider(self, register: Callable[[Provider[Any]], None]) -> None:  # sic
         raise AssertionError("never called")
 
 

@@ -119,7 +119,7 @@ class Plugin:
         self.provider = provider
 
     @hookimpl
-    def register_providers(self, register: Callable[[Provider], None]) -> None:
+    def register_providers(self, register: Callable[[Provider[Any]], None]) -> None:
         register(self.provider)
 
 

@@ -33,7 +33,7 @@ class Broken:
     """A plugin whose hook raises: it must show up in diagnostics, not take the server down."""
 
     @hookimpl
-    def register_providers(self, register: Callable[[Provider], None]) -> None:
+    def register_providers(self, register: Callable[[Provider[Any]], None]) -> None:
         raise RuntimeError("boom in register")
 
 
@@ -276,7 +276,7 @@ async def test_a_provider_error_echoing_the_key_is_masked(tmp_path: Path) -> Non
 
     class LeakyPlugin:
         @hookimpl
-        def register_providers(self, register: Callable[[Provider], None]) -> None:
+        def register_providers(self, register: Callable[[Provider[Any]], None]) -> None:
             register(Leaky())
 
     atelier = Pipeline.build(

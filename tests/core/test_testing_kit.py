@@ -244,7 +244,7 @@ def _fails(match: str) -> Any:
 
 class _FileReadingPlugin:
     @hookimpl
-    def register_providers(self, register: Callable[[Provider], None]) -> None:
+    def register_providers(self, register: Callable[[Provider[Any]], None]) -> None:
         try:
             with open(__file__):
                 pass
@@ -261,7 +261,7 @@ def test_contract_catches_io_during_registration() -> None:
 def test_contract_catches_network_during_registration() -> None:
     class Dialer:
         @hookimpl
-        def register_providers(self, register: Callable[[Provider], None]) -> None:
+        def register_providers(self, register: Callable[[Provider[Any]], None]) -> None:
             import socket
 
             try:
@@ -534,7 +534,7 @@ async def test_build_test_atelier_runs_calls_through_the_fake(tmp_path: Path) ->
 async def test_build_test_atelier_plugin_settings(tmp_path: Path) -> None:
     class Broken:
         @hookimpl
-        def register_providers(self, register: Callable[[Provider], None]) -> None:
+        def register_providers(self, register: Callable[[Provider[Any]], None]) -> None:
             raise RuntimeError("boom")
 
     from atelier_core import ConfigurationError

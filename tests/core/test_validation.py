@@ -78,7 +78,7 @@ class Checked(Provider):
 
 class Plugin:
     @hookimpl
-    def register_providers(self, register: Callable[[Provider], None]) -> None:
+    def register_providers(self, register: Callable[[Provider[Any]], None]) -> None:
         register(Checked())
 
 

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.anyio
 
 class RaisesInRegister:
     @hookimpl
-    def register_providers(self, register: Callable[[Provider], None]) -> None:
+    def register_providers(self, register: Callable[[Provider[Any]], None]) -> None:
         raise RuntimeError("boom while registering")
 
 
@@ -38,7 +38,7 @@ class RegistersJunk:
 
 class BadSpec:
     @hookimpl
-    def register_providers(self, register: Callable[[Provider], None]) -> None:
+    def register_providers(self, register: Callable[[Provider[Any]], None]) -> None:
         register(FakeProvider("badspec", models=[fake_spec("x", n_max=0)]))
 
 

@@ -10,7 +10,7 @@ A plugin is a module (or object) with ``@hookimpl`` functions, found through the
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any, TYPE_CHECKING
 
 import pluggy
 
@@ -26,7 +26,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def register_providers(register: Callable[[Provider], None]) -> None:
+def register_providers(register: Callable[[Provider[Any]], None]) -> None:
     """Offer provider objects to Atelier.
 
     Called once, when the registry is built (at server start, and by ``atelier-mcp

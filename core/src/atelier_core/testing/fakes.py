@@ -168,7 +168,7 @@ class FakeProvider(Provider):
     # -- the plugin ----------------------------------------------------------------
 
     @hookimpl
-    def register_providers(self, register: Callable[[Provider], None]) -> None:
+    def register_providers(self, register: Callable[[Provider[Any]], None]) -> None:
         register(self)
 
     # -- the work ------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field
 
 import anyio
@@ -137,7 +138,7 @@ class FakeQueueProvider(Provider):
         super().configure(settings)
 
     @hookimpl
-    def register_providers(self, register: Callable[[Provider], None]) -> None:
+    def register_providers(self, register: Callable[[Provider[Any]], None]) -> None:
         register(self)
 
     async def submit(self, request: ImageRequest, ctx: CallContext) -> str:

@@ -12,6 +12,7 @@ The example third-party plugin: everything a provider needs, nothing more.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from atelier_core import Provider, hookimpl
 
@@ -23,6 +24,6 @@ __all__ = ["MODELS", "PixelArtOptions", "PixelArtProvider", "PixelArtSettings", 
 
 
 @hookimpl
-def register_providers(register: Callable[[Provider], None]) -> None:
+def register_providers(register: Callable[[Provider[Any]], None]) -> None:
     """Offer the Pixel Forge provider. Only declares: no I/O, no client, no SDK import."""
     register(PixelArtProvider())

@@ -11,6 +11,7 @@ The openai SDK is imported lazily, inside the provider's async methods.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from atelier_core import Provider, hookimpl
 
@@ -22,6 +23,6 @@ __all__ = ["DALL_E_2", "DALL_E_3", "DalleProvider", "DalleSettings", "ExtraModel
 
 
 @hookimpl
-def register_providers(register: Callable[[Provider], None]) -> None:
+def register_providers(register: Callable[[Provider[Any]], None]) -> None:
     """Offer the DALL·E-shape provider (no I/O, no SDK client here)."""
     register(DalleProvider())

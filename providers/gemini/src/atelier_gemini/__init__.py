@@ -7,6 +7,7 @@ import google-genai; the SDK is loaded on the first call.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from atelier_core import Provider, hookimpl
 
@@ -17,6 +18,6 @@ __all__ = ["MODELS", "GeminiProvider", "GeminiSettings", "register_providers"]
 
 
 @hookimpl
-def register_providers(register: Callable[[Provider], None]) -> None:
+def register_providers(register: Callable[[Provider[Any]], None]) -> None:
     """Offer the Gemini provider (no I/O, no SDK import)."""
     register(GeminiProvider())

@@ -14,6 +14,7 @@ Registered through the ``atelier`` entry-point group as ``minimax``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from atelier_core import Provider, hookimpl
 
@@ -34,6 +35,6 @@ __all__ = [
 
 
 @hookimpl
-def register_providers(register: Callable[[Provider], None]) -> None:
+def register_providers(register: Callable[[Provider[Any]], None]) -> None:
     """Offer the MiniMax provider (no I/O, no HTTP client yet)."""
     register(MiniMaxProvider())

@@ -7,6 +7,7 @@ only declares the provider; the SDK is imported inside the provider's async meth
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from atelier_core import Provider, hookimpl
 
@@ -18,6 +19,6 @@ __all__ = ["CATALOGUE", "RETIRED", "OpenAIProvider", "OpenAISettings", "register
 
 
 @hookimpl
-def register_providers(register: Callable[[Provider], None]) -> None:
+def register_providers(register: Callable[[Provider[Any]], None]) -> None:
     """Offer the OpenAI provider (no I/O, no SDK client)."""
     register(OpenAIProvider())
