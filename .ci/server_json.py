@@ -69,8 +69,15 @@ def documented() -> list[dict[str, object]]:
     for name, description, kind in found:
         if name not in seen:
             seen.add(name)
-            variables.append({"name": name, "description": description, "isRequired": False,
-                              "isSecret": bool(SECRET.search(name)), "format": kind})
+            variables.append(
+                {
+                    "name": name,
+                    "description": description,
+                    "isRequired": False,
+                    "isSecret": bool(SECRET.search(name)),
+                    "format": kind,
+                }
+            )
     return variables
 
 
@@ -84,15 +91,17 @@ def server_json() -> str:
         "repository": {"url": REPO, "source": "github"},
         "websiteUrl": REPO,
         "version": version,
-        "packages": [{
-            "registryType": "pypi",
-            "registryBaseUrl": "https://pypi.org",
-            "identifier": "atelier-mcp",
-            "version": version,
-            "runtimeHint": "uvx",
-            "transport": {"type": "stdio"},
-            "environmentVariables": documented(),
-        }],
+        "packages": [
+            {
+                "registryType": "pypi",
+                "registryBaseUrl": "https://pypi.org",
+                "identifier": "atelier-mcp",
+                "version": version,
+                "runtimeHint": "uvx",
+                "transport": {"type": "stdio"},
+                "environmentVariables": documented(),
+            }
+        ],
     }
     return json.dumps(server, indent=2, ensure_ascii=False) + "\n"
 

@@ -61,8 +61,10 @@ def main(argv: list[str]) -> int:
     print(table(before, after))
     for name, run in (("before", before), ("after", after)):
         machine = run["machine"]
-        print(f"\n{name}: {run['when']}, commit {run['git']['commit']}, {run['config']['rounds']} rounds, "
-              f"{run['duration_s']} s, load {machine['loadavg_before']} -> {machine['loadavg_after']}")
+        print(
+            f"\n{name}: {run['when']}, commit {run['git']['commit']}, {run['config']['rounds']} rounds, "
+            f"{run['duration_s']} s, load {machine['loadavg_before']} -> {machine['loadavg_after']}"
+        )
     return 0
 
 

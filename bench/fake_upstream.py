@@ -91,22 +91,30 @@ class FakeImages:
             size = self.default
         item = self._build(size)
         n = int(request.get("n") or 1)  # type: ignore[call-overload]
-        head = json.dumps({
-            "created": int(time.time()),
-            "background": "opaque",
-            "output_format": "png",
-            "quality": request.get("quality") or "low",
-            "size": size,
-            "usage": {"input_tokens": 12, "output_tokens": 272, "total_tokens": 284,
-                      "input_tokens_details": {"text_tokens": 12, "image_tokens": 0}},
-        }).encode()
+        head = json.dumps(
+            {
+                "created": int(time.time()),
+                "background": "opaque",
+                "output_format": "png",
+                "quality": request.get("quality") or "low",
+                "size": size,
+                "usage": {
+                    "input_tokens": 12,
+                    "output_tokens": 272,
+                    "total_tokens": 284,
+                    "input_tokens_details": {"text_tokens": 12, "image_tokens": 0},
+                },
+            }
+        ).encode()
         return head[:-1] + b', "data": [' + b", ".join([item] * n) + b"]}"
 
 
 def _response(status: int, body: bytes, request_id: str) -> bytes:
     reason = {200: "OK", 400: "Bad Request", 404: "Not Found"}.get(status, "Error")
-    head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nx-request-id: {request_id}\r\n\r\n")
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nx-request-id: {request_id}\r\n\r\n"
+    )
     return head.encode() + body
 
 

@@ -44,8 +44,10 @@ def summarize(collapsed: Path, top: int) -> str:
             continue
         count = int(count_text)
         samples += count
-        frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")"
-                  if " (" in f else f for f in stack.split(";")]
+        frames = [
+            f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")" if " (" in f else f
+            for f in stack.split(";")
+        ]
         self_counts[frames[-1]] += count
         for frame in set(frames):
             total_counts[frame] += count
@@ -57,8 +59,9 @@ def summarize(collapsed: Path, top: int) -> str:
     return "\n".join(lines)
 
 
-async def workload(cfg: Config, params: StdioServerParameters, spec_args: object, calls: int, size: str,
-                   concurrency: int) -> float:
+async def workload(
+    cfg: Config, params: StdioServerParameters, spec_args: object, calls: int, size: str, concurrency: int
+) -> float:
     spec = spec_args
     with open(Path(tempfile.gettempdir()) / "atelier-profile-server.log", "w") as errlog:
         async with Client(stdio_client(params, errlog=errlog), mode="legacy", cache=None) as client:
@@ -68,8 +71,12 @@ async def workload(cfg: Config, params: StdioServerParameters, spec_args: object
             await call(client, spec, "warm-up", size, cfg.timeout_s)  # type: ignore[arg-type]
             start = time.perf_counter()
             for i in range(0, calls, concurrency):
-                await asyncio.gather(*(call(client, spec, f"profile {i + k}", size, cfg.timeout_s)  # type: ignore[arg-type]
-                                       for k in range(min(concurrency, calls - i))))
+                await asyncio.gather(
+                    *(
+                        call(client, spec, f"profile {i + k}", size, cfg.timeout_s)  # type: ignore[arg-type]
+                        for k in range(min(concurrency, calls - i))
+                    )
+                )
             return time.perf_counter() - start
 
 
@@ -91,12 +98,21 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="atelier-profile-") as tmp, fake_upstream(cfg) as port:
         spec = server_specs(cfg, port, Path(tmp))["atelier"]
         inner = spec.params
-        spy = [args.py_spy, "record", "--format", "raw", "--rate", str(args.rate), "--threads",
-               "--nonblocking", "-o", str(out)]
+        spy = [
+            args.py_spy,
+            "record",
+            "--format",
+            "raw",
+            "--rate",
+            str(args.rate),
+            "--threads",
+            "--nonblocking",
+            "-o",
+            str(out),
+        ]
         if args.idle:
             spy.append("--idle")
-        params = inner.model_copy(update={"command": args.py_spy,
-                                          "args": [*spy[1:], "--", inner.command, *inner.args]})
+        params = inner.model_copy(update={"command": args.py_spy, "args": [*spy[1:], "--", inner.command, *inner.args]})
         with contextlib.suppress(KeyboardInterrupt):
             elapsed = asyncio.run(workload(cfg, params, spec, args.calls, args.size, args.concurrency))
     time.sleep(1.0)  # py-spy writes its file as the server exits

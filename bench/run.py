@@ -143,7 +143,8 @@ def fake_upstream(cfg: Config) -> Iterator[int]:
     sizes = ",".join(dict.fromkeys([cfg.size, *cfg.sizes]))
     proc = subprocess.Popen(
         [sys.executable, str(BENCH / "fake_upstream.py"), "--sizes", sizes, "--scale", str(cfg.scale)],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -167,10 +168,18 @@ def runtime_python(dev: bool) -> Path:
     if dev:
         return Path(sys.executable)
     env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(RUNTIME_VENV)}
-    uv = [os.environ["UV"]] if os.environ.get("UV") else (
-        [found] if (found := shutil.which("uv")) else ["python3", "-m", "uv"])
-    subprocess.run([*uv, "sync", "--frozen", "--no-dev", "--all-packages", "--compile-bytecode", "-q"],
-                   cwd=ROOT, env=env, check=True, timeout=600)
+    uv = (
+        [os.environ["UV"]]
+        if os.environ.get("UV")
+        else ([found] if (found := shutil.which("uv")) else ["python3", "-m", "uv"])
+    )
+    subprocess.run(
+        [*uv, "sync", "--frozen", "--no-dev", "--all-packages", "--compile-bytecode", "-q"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=600,
+    )
     return RUNTIME_VENV / "bin" / "python"
 
 
@@ -198,14 +207,18 @@ def server_specs(cfg: Config, port: int, work: Path, data_dir: str = "atelier-da
 
     return {
         "atelier": ServerSpec(
-            "atelier", StdioServerParameters(command=command, env=atelier_env, cwd=str(work)), "atelier-mcp",
+            "atelier",
+            StdioServerParameters(command=command, env=atelier_env, cwd=str(work)),
+            "atelier-mcp",
             atelier_args,
         ),
         "floor": ServerSpec(
             "floor",
-            StdioServerParameters(command=str(python), args=[str(BENCH / "floor_server.py")],
-                                  env=floor_env, cwd=str(work)),
-            "floor_server.py", floor_args,
+            StdioServerParameters(
+                command=str(python), args=[str(BENCH / "floor_server.py")], env=floor_env, cwd=str(work)
+            ),
+            "floor_server.py",
+            floor_args,
         ),
     }
 
@@ -230,8 +243,9 @@ async def tool(client: Client, name: str, args: dict[str, Any], timeout_s: float
     return result
 
 
-async def call(client: Client, spec: ServerSpec, prompt: str, size: str, timeout_s: float,
-               **extra: Any) -> CallToolResult:
+async def call(
+    client: Client, spec: ServerSpec, prompt: str, size: str, timeout_s: float, **extra: Any
+) -> CallToolResult:
     return await tool(client, "generate_image", spec.args(prompt, size, **extra), timeout_s, spec.name)
 
 
@@ -319,8 +333,15 @@ class Samples:
 # -- one round -------------------------------------------------------------------------
 
 
-async def cold_starts(cfg: Config, specs: dict[str, ServerSpec], s: Samples, errlog: TextIO,
-                      index: int, known: set[int], extra: dict[str, Any]) -> None:
+async def cold_starts(
+    cfg: Config,
+    specs: dict[str, ServerSpec],
+    s: Samples,
+    errlog: TextIO,
+    index: int,
+    known: set[int],
+    extra: dict[str, Any],
+) -> None:
     """Spawn → initialize → tools/list (wall and the server's CPU), then the first call
     after a short pause (a client thinking), in the same process."""
     names = list(specs)
@@ -347,8 +368,18 @@ async def cold_starts(cfg: Config, specs: dict[str, ServerSpec], s: Samples, err
                     s.add("first_call", name, index, time.perf_counter() - start)
 
 
-async def timed_calls(client: Client, spec: ServerSpec, pid: int, s: Samples, key: str, index: int,
-                      size: str, count: int, timeout_s: float, **extra: Any) -> CallToolResult | None:
+async def timed_calls(
+    client: Client,
+    spec: ServerSpec,
+    pid: int,
+    s: Samples,
+    key: str,
+    index: int,
+    size: str,
+    count: int,
+    timeout_s: float,
+    **extra: Any,
+) -> CallToolResult | None:
     """``count`` sequential calls for a ``size`` image: wall per call, and the server's CPU
     per call."""
     result = None
@@ -370,14 +401,24 @@ async def burst(client: Client, spec: ServerSpec, pid: int, n: int, cfg: Config)
     return time.perf_counter() - start, peak_rss_mb(pid)
 
 
-async def one_round(cfg: Config, specs: dict[str, ServerSpec], s: Samples, errlog: TextIO, index: int,
-                    log: Callable[[str], None], extra: dict[str, Any]) -> None:
+async def one_round(
+    cfg: Config,
+    specs: dict[str, ServerSpec],
+    s: Samples,
+    errlog: TextIO,
+    index: int,
+    log: Callable[[str], None],
+    extra: dict[str, Any],
+) -> None:
     names = list(specs)
     known: set[int] = set()
     await cold_starts(cfg, specs, s, errlog, index, known, extra)
-    log("  cold start: " + ", ".join(f"{n} {statistics.median(s.values('cold_start', n)[index]):.3f}s" for n in names)
-        + "; first call: " + ", ".join(f"{n} {statistics.median(s.values('first_call', n)[index]):.3f}s"
-                                      for n in names))
+    log(
+        "  cold start: "
+        + ", ".join(f"{n} {statistics.median(s.values('cold_start', n)[index]):.3f}s" for n in names)
+        + "; first call: "
+        + ", ".join(f"{n} {statistics.median(s.values('first_call', n)[index]):.3f}s" for n in names)
+    )
 
     async with contextlib.AsyncExitStack() as stack:
         sessions: dict[str, tuple[Client, int]] = {}
@@ -389,48 +430,73 @@ async def one_round(cfg: Config, specs: dict[str, ServerSpec], s: Samples, errlo
             for name in names:
                 await call(sessions[name][0], specs[name], f"warm-up {w}", cfg.size, cfg.timeout_s)
         a_client = sessions["atelier"][0]
-        await tool(a_client, "generate_image", {"prompt": "warm-up dalle", "model": f"dalle/{cfg.dalle_model}",
-                                                "size": cfg.size}, cfg.timeout_s, "atelier")
+        await tool(
+            a_client,
+            "generate_image",
+            {"prompt": "warm-up dalle", "model": f"dalle/{cfg.dalle_model}", "size": cfg.size},
+            cfg.timeout_s,
+            "atelier",
+        )
 
         # Per call at the main size: with the preview, and without any inline image.
         for i in range(2):
             for name in interleaved(i + index, names):
                 client, pid = sessions[name]
                 if i == 0:
-                    result = await timed_calls(client, specs[name], pid, s, "call", index, cfg.size, cfg.calls,
-                                               cfg.timeout_s)
+                    result = await timed_calls(
+                        client, specs[name], pid, s, "call", index, cfg.size, cfg.calls, cfg.timeout_s
+                    )
                     if index == 0 and result is not None:
                         extra.setdefault("result_bytes", {})[name] = wire_bytes(result)
                         extra.setdefault("result_inline_b64", {})[name] = sum(
-                            len(b.data) for b in result.content if isinstance(b, ImageContent))
+                            len(b.data) for b in result.content if isinstance(b, ImageContent)
+                        )
                 else:
                     more = {"return_image": "none"} if name == "atelier" else {}
-                    await timed_calls(client, specs[name], pid, s, "call_none", index, cfg.size, cfg.calls,
-                                      cfg.timeout_s, **more)
-        log(f"  per call {cfg.size}: " + ", ".join(
-            f"{n} {statistics.median(s.values('call', n)[index]):.3f}s"
-            f" (none {statistics.median(s.values('call_none', n)[index]):.3f}s)" for n in names))
+                    await timed_calls(
+                        client, specs[name], pid, s, "call_none", index, cfg.size, cfg.calls, cfg.timeout_s, **more
+                    )
+        log(
+            f"  per call {cfg.size}: "
+            + ", ".join(
+                f"{n} {statistics.median(s.values('call', n)[index]):.3f}s"
+                f" (none {statistics.median(s.values('call_none', n)[index]):.3f}s)"
+                for n in names
+            )
+        )
 
         # The dalle-shape provider against the openai provider, same server, same answer.
         for i in range(cfg.calls):
-            for model in (["openai", "dalle"] if i % 2 == 0 else ["dalle", "openai"]):
-                args = {"prompt": f"a fox {index}-{i}", "size": cfg.size,
-                        "model": f"openai/{cfg.model}" if model == "openai" else f"dalle/{cfg.dalle_model}"}
+            for model in ["openai", "dalle"] if i % 2 == 0 else ["dalle", "openai"]:
+                args = {
+                    "prompt": f"a fox {index}-{i}",
+                    "size": cfg.size,
+                    "model": f"openai/{cfg.model}" if model == "openai" else f"dalle/{cfg.dalle_model}",
+                }
                 start = time.perf_counter()
                 await tool(a_client, "generate_image", args, cfg.timeout_s, "atelier")
                 s.add("provider_call", model, index, time.perf_counter() - start)
-        log("  provider per call: " + ", ".join(
-            f"{m} {statistics.median(s.values('provider_call', m)[index]):.3f}s" for m in ("openai", "dalle")))
+        log(
+            "  provider per call: "
+            + ", ".join(
+                f"{m} {statistics.median(s.values('provider_call', m)[index]):.3f}s" for m in ("openai", "dalle")
+            )
+        )
 
         # Image size curve.
         for size in cfg.sizes:
             for name in interleaved(index, names):
                 client, pid = sessions[name]
-                await timed_calls(client, specs[name], pid, s, f"size_{size}", index, size, cfg.size_calls,
-                                  cfg.timeout_s)
-        log("  sizes: " + "; ".join(
-            f"{size} " + "/".join(f"{statistics.median(s.values(f'size_{size}', n)[index]):.3f}" for n in names)
-            for size in cfg.sizes))
+                await timed_calls(
+                    client, specs[name], pid, s, f"size_{size}", index, size, cfg.size_calls, cfg.timeout_s
+                )
+        log(
+            "  sizes: "
+            + "; ".join(
+                f"{size} " + "/".join(f"{statistics.median(s.values(f'size_{size}', n)[index]):.3f}" for n in names)
+                for size in cfg.sizes
+            )
+        )
 
         # Concurrency curve at a slow upstream; peak RSS; RSS a while after the largest burst.
         for n in cfg.concurrency:
@@ -443,18 +509,33 @@ async def one_round(cfg: Config, specs: dict[str, ServerSpec], s: Samples, errlo
                 await asyncio.sleep(cfg.settle_s)
                 for name in names:
                     s.add(f"concurrent_{n}_rss_after", name, index, rss_mb(sessions[name][1]))
-            log(f"  {n} at once: " + ", ".join(
-                f"{m} {s.values(f'concurrent_{n}', m)[index][-1]:.3f}s peak "
-                f"{s.values(f'concurrent_{n}_peak_rss', m)[index][-1]:.0f} MB" for m in names))
+            log(
+                f"  {n} at once: "
+                + ", ".join(
+                    f"{m} {s.values(f'concurrent_{n}', m)[index][-1]:.3f}s peak "
+                    f"{s.values(f'concurrent_{n}_peak_rss', m)[index][-1]:.0f} MB"
+                    for m in names
+                )
+            )
         top = max(cfg.concurrency)
-        log(f"  RSS {cfg.settle_s:g} s after {top}: " + ", ".join(
-            f"{m} {s.values(f'concurrent_{top}_rss_after', m)[index][-1]:.0f} MB" for m in names))
+        log(
+            f"  RSS {cfg.settle_s:g} s after {top}: "
+            + ", ".join(f"{m} {s.values(f'concurrent_{top}_rss_after', m)[index][-1]:.0f} MB" for m in names)
+        )
 
         # Jobs: get_jobs for finished jobs.
-        tickets = await asyncio.gather(*(
-            tool(a_client, "generate_image", {"prompt": f"job {index}-{k}", "model": f"openai/{cfg.model}",
-                                              "size": cfg.size, "as_job": True}, cfg.timeout_s, "atelier")
-            for k in range(cfg.jobs)))
+        tickets = await asyncio.gather(
+            *(
+                tool(
+                    a_client,
+                    "generate_image",
+                    {"prompt": f"job {index}-{k}", "model": f"openai/{cfg.model}", "size": cfg.size, "as_job": True},
+                    cfg.timeout_s,
+                    "atelier",
+                )
+                for k in range(cfg.jobs)
+            )
+        )
         job_ids = [t.structured_content["job"]["job_id"] for t in tickets if t.structured_content]  # type: ignore[index]
         await tool(a_client, "get_jobs", {"job_ids": job_ids, "wait_s": 45}, cfg.timeout_s, "atelier")
         for _ in range(cfg.repeat):
@@ -465,26 +546,46 @@ async def one_round(cfg: Config, specs: dict[str, ServerSpec], s: Samples, errlo
         log(f"  get_jobs for {len(job_ids)}: {statistics.median(s.values('get_jobs', 'atelier')[index]) * 1000:.1f} ms")
 
         # Sessions: history at 1/10/30 turns.
-        started = await tool(a_client, "edit_session", {"action": "start", "prompt": f"a garden {index}",
-                                                        "model": f"openai/{cfg.model}", "size": cfg.size,
-                                                        "return_image": "none"}, cfg.timeout_s, "atelier")
+        started = await tool(
+            a_client,
+            "edit_session",
+            {
+                "action": "start",
+                "prompt": f"a garden {index}",
+                "model": f"openai/{cfg.model}",
+                "size": cfg.size,
+                "return_image": "none",
+            },
+            cfg.timeout_s,
+            "atelier",
+        )
         session_id = started.structured_content["session"]["session_id"]  # type: ignore[index]
         turns = 1
         for target in cfg.session_turns:
             while turns < target:
-                await tool(a_client, "edit_session", {"action": "continue", "session_id": session_id,
-                                                      "prompt": f"turn {turns}", "return_image": "none"},
-                           cfg.timeout_s, "atelier")
+                await tool(
+                    a_client,
+                    "edit_session",
+                    {"action": "continue", "session_id": session_id, "prompt": f"turn {turns}", "return_image": "none"},
+                    cfg.timeout_s,
+                    "atelier",
+                )
                 turns += 1
             for _ in range(cfg.repeat):
                 start = time.perf_counter()
-                history = await tool(a_client, "edit_session", {"action": "history", "session_id": session_id},
-                                     cfg.timeout_s, "atelier")
+                history = await tool(
+                    a_client, "edit_session", {"action": "history", "session_id": session_id}, cfg.timeout_s, "atelier"
+                )
                 s.add(f"history_{target}", "atelier", index, time.perf_counter() - start)
             s.add(f"history_{target}_bytes", "atelier", index, wire_bytes(history))
-        log("  history: " + ", ".join(
-            f"{t} turns {statistics.median(s.values(f'history_{t}', 'atelier')[index]) * 1000:.0f} ms "
-            f"{s.values(f'history_{t}_bytes', 'atelier')[index][-1] / 1000:.0f} KB" for t in cfg.session_turns))
+        log(
+            "  history: "
+            + ", ".join(
+                f"{t} turns {statistics.median(s.values(f'history_{t}', 'atelier')[index]) * 1000:.0f} ms "
+                f"{s.values(f'history_{t}_bytes', 'atelier')[index][-1] / 1000:.0f} KB"
+                for t in cfg.session_turns
+            )
+        )
 
 
 # -- the ledger ------------------------------------------------------------------------
@@ -509,12 +610,22 @@ def seed_ledger(data_dir: Path, rows: int) -> None:
     entries = []
     for i in range(rows):
         at = now - timedelta(minutes=(i * 4) % (29 * 24 * 60))
-        entries.append(entry_class(
-            at=at.timestamp(), day=at.strftime("%Y-%m-%d"), run_id=f"seed-{i % 7}", provider="openai",
-            model=("openai/gpt-image-2", "openai/gpt-image-1", "gemini/imagen-4")[i % 3], operation="generate",
-            images=1 + i % 2, estimate_usd=0.04, cost_usd=0.03 if i % 2 else None, status="billed",
-        ))
+        entries.append(
+            entry_class(
+                at=at.timestamp(),
+                day=at.strftime("%Y-%m-%d"),
+                run_id=f"seed-{i % 7}",
+                provider="openai",
+                model=("openai/gpt-image-2", "openai/gpt-image-1", "gemini/imagen-4")[i % 3],
+                operation="generate",
+                images=1 + i % 2,
+                estimate_usd=0.04,
+                cost_usd=0.03 if i % 2 else None,
+                status="billed",
+            )
+        )
     if inspect.iscoroutinefunction(ledger.record):
+
         async def write() -> None:
             for entry in entries:
                 await ledger.record(entry)
@@ -526,8 +637,9 @@ def seed_ledger(data_dir: Path, rows: int) -> None:
             ledger.record(entry)
 
 
-async def ledger_queries(cfg: Config, port: int, work: Path, s: Samples, errlog: TextIO, index: int,
-                         log: Callable[[str], None]) -> None:
+async def ledger_queries(
+    cfg: Config, port: int, work: Path, s: Samples, errlog: TextIO, index: int, log: Callable[[str], None]
+) -> None:
     known: set[int] = set()
     for rows in cfg.ledger_rows:
         spec = server_specs(cfg, port, work, data_dir=f"ledger-{rows}")["atelier"]
@@ -539,9 +651,13 @@ async def ledger_queries(cfg: Config, port: int, work: Path, s: Samples, errlog:
             calls = (report.structured_content or {}).get("calls")
             if calls != rows:
                 raise RuntimeError(f"get_usage saw {calls} calls, seeded {rows}")
-    log("  get_usage: " + ", ".join(
-        f"{r} rows {statistics.median(s.values(f'get_usage_{r}', 'atelier')[index]) * 1000:.1f} ms"
-        for r in cfg.ledger_rows))
+    log(
+        "  get_usage: "
+        + ", ".join(
+            f"{r} rows {statistics.median(s.values(f'get_usage_{r}', 'atelier')[index]) * 1000:.1f} ms"
+            for r in cfg.ledger_rows
+        )
+    )
 
 
 # -- summary ---------------------------------------------------------------------------
@@ -556,15 +672,21 @@ def _flat(rounds: list[list[float]]) -> list[float]:
 
 
 def summarize(cfg: Config, s: Samples, extra: dict[str, Any]) -> dict[str, Any]:
-    def ratio(key: str, label: str, target: float | None, unit: str = "s", a: str = "atelier",
-              f: str = "floor") -> dict[str, Any]:
+    def ratio(
+        key: str, label: str, target: float | None, unit: str = "s", a: str = "atelier", f: str = "floor"
+    ) -> dict[str, Any]:
         xs, ys = s.values(key, a), s.values(key, f)
-        per_round = [_median(x) / _median(y) if y and _median(y) else float("nan") for x, y in zip(xs, ys, strict=False)]
+        per_round = [
+            _median(x) / _median(y) if y and _median(y) else float("nan") for x, y in zip(xs, ys, strict=False)
+        ]
         r = _median(per_round)
         loads = s.loads(key)
         return {
-            "label": label, "unit": unit, "atelier": round(_median(_flat(xs)), 4),
-            "floor": round(_median(_flat(ys)), 4), "ratio": round(r, 3),
+            "label": label,
+            "unit": unit,
+            "atelier": round(_median(_flat(xs)), 4),
+            "floor": round(_median(_flat(ys)), 4),
+            "ratio": round(r, 3),
             "ratio_per_round": [round(v, 3) for v in per_round],
             "target": "info" if target is None else f"<= {target:.2f}x",
             "met": None if target is None else bool(r <= target),
@@ -578,9 +700,14 @@ def summarize(cfg: Config, s: Samples, extra: dict[str, Any]) -> dict[str, Any]:
         value = _median(_flat(xs)) * scale
         loads = s.loads(key)
         return {
-            "label": label, "unit": unit, "atelier": round(value, 2), "floor": None, "ratio": None,
-            "target": "info" if target is None else (f"<= {target / 1000:g} KB" if unit == "B"
-                                                     else f"<= {target:g} {unit}"),
+            "label": label,
+            "unit": unit,
+            "atelier": round(value, 2),
+            "floor": None,
+            "ratio": None,
+            "target": "info"
+            if target is None
+            else (f"<= {target / 1000:g} KB" if unit == "B" else f"<= {target:g} {unit}"),
             "met": None if target is None else bool(value <= target),
             "load": [min(loads), _median(loads), max(loads)] if loads else None,
             "samples": {"atelier": xs},
@@ -599,41 +726,56 @@ def summarize(cfg: Config, s: Samples, extra: dict[str, Any]) -> dict[str, Any]:
     }
     for n in cfg.concurrency:
         target = {20: 1.10, top: 1.30}.get(n) if n > 1 else None
-        m[f"concurrent_{n}"] = ratio(f"concurrent_{n}", f"{n} calls at once, upstream {cfg.concurrent_delay_ms} ms",
-                                     target)
+        m[f"concurrent_{n}"] = ratio(
+            f"concurrent_{n}", f"{n} calls at once, upstream {cfg.concurrent_delay_ms} ms", target
+        )
     if 20 in cfg.concurrency:
         m["concurrent_20_peak_rss"] = ratio("concurrent_20_peak_rss", "peak RSS, 20 at once", 1.40, "MB")
     m[f"concurrent_{top}_peak_rss"] = ratio(f"concurrent_{top}_peak_rss", f"peak RSS, {top} at once", None, "MB")
-    m[f"concurrent_{top}_rss_after"] = ratio(f"concurrent_{top}_rss_after",
-                                             f"RSS {cfg.settle_s:g} s after a burst of {top}", 1.30, "MB")
+    m[f"concurrent_{top}_rss_after"] = ratio(
+        f"concurrent_{top}_rss_after", f"RSS {cfg.settle_s:g} s after a burst of {top}", 1.30, "MB"
+    )
     m["idle_rss"] = ratio("idle_rss", "RSS after start-up", None, "MB")
     for sz in cfg.sizes:
         m[f"size_{sz}"] = ratio(f"size_{sz}", f"per call, {sz}", None)
         m[f"size_{sz}_cpu"] = ratio(f"size_{sz}_cpu", f"per call, {sz} (server CPU)", None)
     for rows in cfg.ledger_rows:
-        m[f"get_usage_{rows}"] = absolute(f"get_usage_{rows}", f"get_usage at {rows} ledger rows",
-                                          5.0 if rows == max(cfg.ledger_rows) else None)
+        m[f"get_usage_{rows}"] = absolute(
+            f"get_usage_{rows}", f"get_usage at {rows} ledger rows", 5.0 if rows == max(cfg.ledger_rows) else None
+        )
     for turns in cfg.session_turns:
         last = turns == max(cfg.session_turns)
-        m[f"history_{turns}"] = absolute(f"history_{turns}", f"edit_session history at {turns} turns",
-                                         50.0 if last else None)
-        m[f"history_{turns}_bytes"] = absolute(f"history_{turns}_bytes", f"history reply at {turns} turns",
-                                               150_000 if last else None, "B")
+        m[f"history_{turns}"] = absolute(
+            f"history_{turns}", f"edit_session history at {turns} turns", 50.0 if last else None
+        )
+        m[f"history_{turns}_bytes"] = absolute(
+            f"history_{turns}_bytes", f"history reply at {turns} turns", 150_000 if last else None, "B"
+        )
     m["get_jobs"] = absolute("get_jobs", f"get_jobs for {cfg.jobs} finished jobs", 5.0)
-    m["dalle_vs_openai"] = ratio("provider_call", f"dalle-shape vs openai provider per call, {size}", 1.10,
-                                 a="dalle", f="openai")
-    m["result_bytes"] = {"label": "one tools/call result (JSON)", "unit": "B",
-                         "atelier": extra.get("result_bytes", {}).get("atelier"),
-                         "floor": extra.get("result_bytes", {}).get("floor"), "ratio": None,
-                         "atelier_inline_image_b64": extra.get("result_inline_b64", {}).get("atelier", 0),
-                         "target": "info", "met": None}
-    m["tools_list_bytes"] = {"label": "tools/list (JSON)", "unit": "B",
-                             "atelier": extra.get("tools_list_bytes", {}).get("atelier"),
-                             "floor": extra.get("tools_list_bytes", {}).get("floor"), "ratio": None,
-                             "atelier_tools": extra.get("tools", {}).get("atelier"),
-                             "floor_tools": extra.get("tools", {}).get("floor"),
-                             "target": "<= 10 KB", "met": (extra.get("tools_list_bytes", {}).get("atelier") or 0)
-                             <= 10_000}
+    m["dalle_vs_openai"] = ratio(
+        "provider_call", f"dalle-shape vs openai provider per call, {size}", 1.10, a="dalle", f="openai"
+    )
+    m["result_bytes"] = {
+        "label": "one tools/call result (JSON)",
+        "unit": "B",
+        "atelier": extra.get("result_bytes", {}).get("atelier"),
+        "floor": extra.get("result_bytes", {}).get("floor"),
+        "ratio": None,
+        "atelier_inline_image_b64": extra.get("result_inline_b64", {}).get("atelier", 0),
+        "target": "info",
+        "met": None,
+    }
+    m["tools_list_bytes"] = {
+        "label": "tools/list (JSON)",
+        "unit": "B",
+        "atelier": extra.get("tools_list_bytes", {}).get("atelier"),
+        "floor": extra.get("tools_list_bytes", {}).get("floor"),
+        "ratio": None,
+        "atelier_tools": extra.get("tools", {}).get("atelier"),
+        "floor_tools": extra.get("tools", {}).get("floor"),
+        "target": "<= 10 KB",
+        "met": (extra.get("tools_list_bytes", {}).get("atelier") or 0) <= 10_000,
+    }
     return m
 
 
@@ -662,12 +804,17 @@ def table(metrics: dict[str, Any]) -> str:
         r = item.get("ratio")
         met = item["met"]
         ld = item.get("load")
-        rows.append((
-            item["label"], fmt(item["atelier"], unit), fmt(item["floor"], unit),
-            "-" if r is None else f"{r:.2f}", item["target"],
-            "" if met is None else ("yes" if met else "NO"),
-            "-" if not ld else "/".join(f"{v:.1f}" for v in ld),
-        ))
+        rows.append(
+            (
+                item["label"],
+                fmt(item["atelier"], unit),
+                fmt(item["floor"], unit),
+                "-" if r is None else f"{r:.2f}",
+                item["target"],
+                "" if met is None else ("yes" if met else "NO"),
+                "-" if not ld else "/".join(f"{v:.1f}" for v in ld),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |" for row in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -686,9 +833,13 @@ async def run(cfg: Config, log: Callable[[str], None], partial: Path | None = No
             # It runs its own event loop for the async ledger: in a worker thread, off this one.
             await asyncio.to_thread(seed_ledger, work / f"ledger-{rows}", rows)
         imports = {name: await import_check(spec, work, cfg.timeout_s) for name, spec in specs.items()}
-        log("  vendor SDK imported before tools/list: "
-            + ", ".join(f"{n} {'YES ' + str(i['vendor_sdk_modules'][:3]) if i['vendor_sdk_imported'] else 'no'}"
-                        for n, i in imports.items()))
+        log(
+            "  vendor SDK imported before tools/list: "
+            + ", ".join(
+                f"{n} {'YES ' + str(i['vendor_sdk_modules'][:3]) if i['vendor_sdk_imported'] else 'no'}"
+                for n, i in imports.items()
+            )
+        )
         with open(work / "servers.log", "w") as errlog:
             for index in range(cfg.rounds):
                 log(f"round {index + 1}/{cfg.rounds} (load {load()})")
@@ -699,17 +850,29 @@ async def run(cfg: Config, log: Callable[[str], None], partial: Path | None = No
     return report(cfg, s, extra, imports, started, load_before)
 
 
-def report(cfg: Config, s: Samples, extra: dict[str, Any], imports: dict[str, Any], started: float,
-           load_before: tuple[float, float, float]) -> dict[str, Any]:
+def report(
+    cfg: Config,
+    s: Samples,
+    extra: dict[str, Any],
+    imports: dict[str, Any],
+    started: float,
+    load_before: tuple[float, float, float],
+) -> dict[str, Any]:
     return {
         "schema": 2,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "duration_s": round(time.time() - started, 1),
-        "git": {"commit": _git("rev-parse", "--short", "HEAD"),
-                "dirty": bool(_git("status", "--porcelain", "--", "core", "providers", "bench"))},
-        "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                    "cpus": os.cpu_count(), "loadavg_before": [round(v, 2) for v in load_before],
-                    "loadavg_after": [round(v, 2) for v in os.getloadavg()]},
+        "git": {
+            "commit": _git("rev-parse", "--short", "HEAD"),
+            "dirty": bool(_git("status", "--porcelain", "--", "core", "providers", "bench")),
+        },
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "loadavg_before": [round(v, 2) for v in load_before],
+            "loadavg_after": [round(v, 2) for v in os.getloadavg()],
+        },
         "config": asdict(cfg),
         "metrics": summarize(cfg, s, extra),
         "imports": imports,
@@ -725,16 +888,37 @@ def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     parser.add_argument("--no-history", action="store_true", help="do not keep a timestamped copy")
     parser.add_argument("--label", default="", help="stored in the JSON (e.g. 'before', 'after')")
-    parser.add_argument("--dev-venv", action="store_true",
-                        help="run the servers on this interpreter, not a runtime-only environment")
-    parser.add_argument("--atelier-env", action="append", default=[], metavar="NAME=VALUE",
-                        help="extra environment variable for the Atelier server (repeatable)")
+    parser.add_argument(
+        "--dev-venv", action="store_true", help="run the servers on this interpreter, not a runtime-only environment"
+    )
+    parser.add_argument(
+        "--atelier-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment variable for the Atelier server (repeatable)",
+    )
     args = parser.parse_args(argv)
     cfg = Config()
     if args.quick:
-        cfg = Config(rounds=1, cold_starts=1, first_call_pause_s=0.2, warmup=1, calls=1, size_calls=1,
-                     sizes=("816x816", "1024x1024"), concurrency=(1, 3), concurrent_delay_ms=50, settle_s=0.2,
-                     ledger_rows=(0, 50), session_turns=(1, 3), jobs=3, repeat=1, scale=0.125, timeout_s=60.0)
+        cfg = Config(
+            rounds=1,
+            cold_starts=1,
+            first_call_pause_s=0.2,
+            warmup=1,
+            calls=1,
+            size_calls=1,
+            sizes=("816x816", "1024x1024"),
+            concurrency=(1, 3),
+            concurrent_delay_ms=50,
+            settle_s=0.2,
+            ledger_rows=(0, 50),
+            session_turns=(1, 3),
+            jobs=3,
+            repeat=1,
+            scale=0.125,
+            timeout_s=60.0,
+        )
     cfg.atelier_env = dict(item.split("=", 1) for item in args.atelier_env)
     for key in ("rounds", "cold_starts", "calls"):
         if getattr(args, key) is not None:
@@ -758,8 +942,10 @@ def main(argv: list[str] | None = None) -> int:
         stamp = report["when"].replace(":", "").replace("-", "")
         (args.out.parent / f"run-{stamp}{'-' + args.label if args.label else ''}.json").write_text(text + "\n")
     print(table(report["metrics"]))
-    print(f"\n{report['duration_s']} s; load average {report['machine']['loadavg_before']} -> "
-          f"{report['machine']['loadavg_after']}; JSON: {args.out}")
+    print(
+        f"\n{report['duration_s']} s; load average {report['machine']['loadavg_before']} -> "
+        f"{report['machine']['loadavg_after']}; JSON: {args.out}"
+    )
     return 0
 
 

@@ -48,8 +48,11 @@ sys.path.insert(0, str(ROOT / "tests"))  # the throwaway PostgreSQL of the tests
 from pg_server import PostgresServer, start_postgres  # noqa: E402
 
 _ids = itertools.count(1)
-HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json",
-           "mcp-protocol-version": "2025-11-25"}
+HEADERS = {
+    "accept": "application/json, text/event-stream",
+    "content-type": "application/json",
+    "mcp-protocol-version": "2025-11-25",
+}
 
 
 def _free_port() -> int:
@@ -65,7 +68,9 @@ def replica(work: Path, env: dict[str, str], name: str) -> Iterator[str]:
     with (work / f"{name}.log").open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "atelier_core", "serve", "--http", "--port", str(port)],
-            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 90
@@ -89,8 +94,15 @@ def replica(work: Path, env: dict[str, str], name: str) -> Iterator[str]:
 
 
 async def generate(http: httpx2.AsyncClient, url: str, size: str) -> None:
-    body = {"jsonrpc": "2.0", "id": next(_ids), "method": "tools/call", "params": {"name": "generate_image",
-            "arguments": {"prompt": "a bench tile", "model": "placeholder", "size": size, "return_image": "none"}}}
+    body = {
+        "jsonrpc": "2.0",
+        "id": next(_ids),
+        "method": "tools/call",
+        "params": {
+            "name": "generate_image",
+            "arguments": {"prompt": "a bench tile", "model": "placeholder", "size": size, "return_image": "none"},
+        },
+    }
     response = await http.post(url, json=body, headers=HEADERS)
     if response.status_code != 200 or '"isError":true' in response.text.replace(" ", ""):
         raise RuntimeError(f"call failed: {response.status_code} {response.text[:300]}")
@@ -127,9 +139,13 @@ async def per_call_ms(url: str, calls: int) -> float:
 def base_env(work: Path, name: str) -> dict[str, str]:
     for key in [k for k in os.environ if k.startswith("ATELIER_")]:
         os.environ.pop(key)
-    return {"ATELIER_CONFIG": str(work / "no-config.toml"), "ATELIER_DATA_DIR": str(work / f"data-{name}"),
-            "ATELIER_STORAGE__OUTPUT_DIR": str(work / f"images-{name}"), "ATELIER_HTTP__STATELESS": "true",
-            "ATELIER_LOGGING__LEVEL": "WARNING"}
+    return {
+        "ATELIER_CONFIG": str(work / "no-config.toml"),
+        "ATELIER_DATA_DIR": str(work / f"data-{name}"),
+        "ATELIER_STORAGE__OUTPUT_DIR": str(work / f"images-{name}"),
+        "ATELIER_HTTP__STATELESS": "true",
+        "ATELIER_LOGGING__LEVEL": "WARNING",
+    }
 
 
 async def one_round(pg: PostgresServer, work: Path, index: int, calls: int, sequential: int) -> dict[str, Any]:
@@ -145,8 +161,9 @@ async def one_round(pg: PostgresServer, work: Path, index: int, calls: int, sequ
 
     with replica(work, base_env(work, f"{index}-sqlite"), f"r{index}-sqlite") as url:
         out["sqlite_ms_per_call"] = await per_call_ms(url, sequential)
-    with replica(work, {**base_env(work, f"{index}-pg"), "ATELIER_STATE__URL": pg.create_database()},
-                 f"r{index}-pg") as url:
+    with replica(
+        work, {**base_env(work, f"{index}-pg"), "ATELIER_STATE__URL": pg.create_database()}, f"r{index}-pg"
+    ) as url:
         out["postgresql_ms_per_call"] = await per_call_ms(url, sequential)
     out["postgresql_added_ms"] = out["postgresql_ms_per_call"] - out["sqlite_ms_per_call"]
     return out
@@ -187,10 +204,14 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(figures, indent=2) + "\n")
     throughput_ = figures["two_vs_one_replica_throughput"]
     added = figures["postgresql_added_ms_per_call"]
-    print(f"two replicas vs one, {args.calls} calls at once: {throughput_['median']:.2f}x "
-          f"(target >= 1.7x, {'met' if throughput_['met'] else 'NOT met'})")
-    print(f"PostgreSQL's added cost per call vs SQLite: {added['median']:.2f} ms "
-          f"(target <= 5 ms, {'met' if added['met'] else 'NOT met'})")
+    print(
+        f"two replicas vs one, {args.calls} calls at once: {throughput_['median']:.2f}x "
+        f"(target >= 1.7x, {'met' if throughput_['met'] else 'NOT met'})"
+    )
+    print(
+        f"PostgreSQL's added cost per call vs SQLite: {added['median']:.2f} ms "
+        f"(target <= 5 ms, {'met' if added['met'] else 'NOT met'})"
+    )
     return 0
 
 

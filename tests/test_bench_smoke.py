@@ -13,9 +13,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # Atelier vs the floor, as ratios (the quick run's concurrency curve is 1 and 3).
-RATIOS = ("cold_start", "cold_start_cpu", "first_call", "call", "call_none", "concurrent_1", "concurrent_3",
-          "concurrent_3_peak_rss", "concurrent_3_rss_after", "idle_rss", "size_816x816", "size_1024x1024",
-          "dalle_vs_openai")
+RATIOS = (
+    "cold_start",
+    "cold_start_cpu",
+    "first_call",
+    "call",
+    "call_none",
+    "concurrent_1",
+    "concurrent_3",
+    "concurrent_3_peak_rss",
+    "concurrent_3_rss_after",
+    "idle_rss",
+    "size_816x816",
+    "size_1024x1024",
+    "dalle_vs_openai",
+)
 # Atelier alone (state queries), in ms or bytes.
 ABSOLUTE = ("get_usage_0", "get_usage_50", "history_1", "history_3", "history_3_bytes", "get_jobs")
 
@@ -24,7 +36,10 @@ def test_quick_benchmark_writes_a_table_and_well_formed_json(tmp_path: Path) -> 
     out = tmp_path / "quick.json"
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=240,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())

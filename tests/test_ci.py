@@ -30,9 +30,7 @@ def test_readme_gives_the_two_commands_first() -> None:
 def test_ci_script_runs_the_readme_commands_as_written() -> None:
     script = ROOT / ".ci" / "run"
     assert script.stat().st_mode & stat.S_IXUSR
-    done = subprocess.run(
-        ["bash", str(script), "--print"], capture_output=True, text=True, timeout=60, check=True
-    )
+    done = subprocess.run(["bash", str(script), "--print"], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.splitlines() == [DEMO, TESTS]
 
 

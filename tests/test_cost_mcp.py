@@ -26,7 +26,9 @@ async def test_results_report_usage_and_cost_and_dry_run_quotes(tmp_path: Path, 
     fake = FakeProvider()
     atelier = build_test_atelier(tmp_path, [fake])
     async with connect(atelier, mode=era) as client:
-        quote = await client.call_tool("generate_image", {"prompt": "p", "model": MODEL, "n": 3, "quality": "high", "dry_run": True})
+        quote = await client.call_tool(
+            "generate_image", {"prompt": "p", "model": MODEL, "n": 3, "quality": "high", "dry_run": True}
+        )
         assert not quote.is_error
         assert quote.structured_content["cost"]["estimate_usd"] == pytest.approx(0.12)
         assert quote.structured_content["dry_run"] is True
@@ -95,6 +97,7 @@ def test_usage_command_reports_the_ledger(tmp_path: Path) -> None:
 
     data_dir = tmp_path / "data"
     atelier = build_test_atelier(tmp_path, [FakeProvider()])
+
     async def spend() -> None:
         try:
             await atelier.execute(ImageCall(model=MODEL, prompt="p", n=3), Operation.GENERATE)
@@ -102,12 +105,23 @@ def test_usage_command_reports_the_ledger(tmp_path: Path) -> None:
             await atelier.aclose()
 
     asyncio.run(spend())
-    env = {"ATELIER_DATA_DIR": str(data_dir), "ATELIER_CONFIG": str(tmp_path / "none.toml"),
-           "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-m", "atelier_core", "usage", "--json", "--days", "2"],
-                         capture_output=True, text=True, env=env, timeout=60, check=True)
+    env = {
+        "ATELIER_DATA_DIR": str(data_dir),
+        "ATELIER_CONFIG": str(tmp_path / "none.toml"),
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "atelier_core", "usage", "--json", "--days", "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
     report = json.loads(out.stdout)
     assert report["total_usd"] == pytest.approx(0.03) and report["images"] == 3
-    table = subprocess.run([sys.executable, "-m", "atelier_core", "usage"], capture_output=True,
-                           text=True, env=env, timeout=60, check=True)
+    table = subprocess.run(
+        [sys.executable, "-m", "atelier_core", "usage"], capture_output=True, text=True, env=env, timeout=60, check=True
+    )
     assert "fake/fake-image" in table.stdout and "$0.0300" in table.stdout

@@ -17,7 +17,7 @@ from atelier_core.testing.harness import connect
 
 pytestmark = pytest.mark.anyio
 
-GOOD = '''
+GOOD = """
 from atelier_core import ModelSpec, Provider, ProviderImage, ProviderResult, SizeRules, hookimpl
 from atelier_core.testing import make_image
 
@@ -34,7 +34,7 @@ class Tiny(Provider):
 @hookimpl
 def register_providers(register):
     register(Tiny())
-'''
+"""
 
 BROKEN = "import atelier_core\nraise ImportError('needs the frobnicator package')\n"
 
@@ -75,11 +75,23 @@ async def test_third_party_plugins_through_mcp(site: Path, tmp_path: Path) -> No
 
 def test_doctor_and_models_report_the_broken_plugin(site: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    doctor = subprocess.run([sys.executable, "-m", "atelier_core", "doctor"], env=env,
-                            capture_output=True, text=True, timeout=120, check=False)
+    doctor = subprocess.run(
+        [sys.executable, "-m", "atelier_core", "doctor"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert doctor.returncode == 0, doctor.stderr
     assert "frob: failed" in doctor.stdout and "frobnicator" in doctor.stdout
     assert "tiny: loaded" in doctor.stdout and "tiny/dot: available" in doctor.stdout
-    models = subprocess.run([sys.executable, "-m", "atelier_core", "models"], env=env,
-                            capture_output=True, text=True, timeout=120, check=False)
+    models = subprocess.run(
+        [sys.executable, "-m", "atelier_core", "models"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert models.returncode == 0 and "tiny/dot" in models.stdout and "plugin frob: failed" in models.stdout

@@ -20,8 +20,12 @@ from mcp.client.streamable_http import streamable_http_client
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 TOKEN = "test-token-3b1f9c"
-INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-    "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
+}
 MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 
 
@@ -37,7 +41,9 @@ def running(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> It
     log = (tmp_path / f"server-{port}.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "atelier_core", "serve", "--http", "--port", str(port), *args],
-        env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 60
@@ -68,7 +74,9 @@ async def test_generate_over_http_and_host_origin_checks(tmp_path: Path) -> None
         async with Client(url) as client:
             names = {t.name for t in (await client.list_tools()).tools}
             assert {"generate_image", "edit_image", "list_available_models"} <= names
-            result = await client.call_tool("generate_image", {"prompt": "x", "model": "placeholder", "size": "256x256"})
+            result = await client.call_tool(
+                "generate_image", {"prompt": "x", "model": "placeholder", "size": "256x256"}
+            )
             assert not result.is_error, result.content
             assert Path((result.structured_content or {})["images"][0]["path"]).is_file()
         async with Client(url, mode="legacy") as client:
@@ -106,7 +114,11 @@ async def test_token_auth_and_body_limit(tmp_path: Path) -> None:
 def test_non_loopback_bind_without_a_token_is_refused(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "atelier_core", "serve", "--http", "--host", "0.0.0.0", "--port", str(free_port())],
-        env=dict(os.environ), capture_output=True, text=True, timeout=60, check=False,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 1
     assert "auth token" in done.stderr and "ATELIER_HTTP__AUTH_TOKEN" in done.stderr

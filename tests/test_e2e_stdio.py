@@ -44,9 +44,15 @@ async def test_generate_read_and_edit_over_stdio(mode: str, isolated_env: Path, 
             assert hashlib.sha256(blob).hexdigest() == record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
             mask = "data:image/png;base64," + base64.b64encode(make_mask(256, 256)).decode()
-            edited = await client.call_tool("edit_image", {
-                "prompt": "add a boat", "model": "placeholder", "images": [record["resource_uri"]], "mask": mask,
-            })
+            edited = await client.call_tool(
+                "edit_image",
+                {
+                    "prompt": "add a boat",
+                    "model": "placeholder",
+                    "images": [record["resource_uri"]],
+                    "mask": mask,
+                },
+            )
             assert not edited.is_error, edited.content
             assert (edited.structured_content or {})["applied"]["mask"] is True
 

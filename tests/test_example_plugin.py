@@ -51,10 +51,12 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
     venv = tmp_path_factory.mktemp("fresh") / "venv"
     made = _run([*uv, "venv", "--quiet", "--python", sys.executable, str(venv)])
     assert made.returncode == 0, made.stderr
-    local = [str(ROOT), str(ROOT / "core"), *sorted(str(p) for p in (ROOT / "providers").iterdir()
-                                                   if (p / "pyproject.toml").is_file())]
-    install = [*uv, "pip", "install", "--quiet", "--python", str(_bin(venv, "python")),
-               *local, f"{EXAMPLE}[test]"]
+    local = [
+        str(ROOT),
+        str(ROOT / "core"),
+        *sorted(str(p) for p in (ROOT / "providers").iterdir() if (p / "pyproject.toml").is_file()),
+    ]
+    install = [*uv, "pip", "install", "--quiet", "--python", str(_bin(venv, "python")), *local, f"{EXAMPLE}[test]"]
     done = _run([*install, "--offline"])
     if done.returncode != 0:  # a build backend or test dependency not cached yet
         done = _run(install)
@@ -98,8 +100,10 @@ def test_doctor_and_trace_show_the_plugin(fresh_venv: tuple[Path, float], tmp_pa
     """The tutorial's debugging commands, in the fresh environment."""
     venv, _ = fresh_venv
     env = {
-        "PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
-        "ATELIER_CONFIG": str(tmp_path / "no-config.toml"), "ATELIER_DATA_DIR": str(tmp_path / "data"),
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "ATELIER_CONFIG": str(tmp_path / "no-config.toml"),
+        "ATELIER_DATA_DIR": str(tmp_path / "data"),
         "ATELIER_PLUGINS__TRACE": "true",
     }
     done = _run([str(_bin(venv, "atelier-mcp")), "doctor"], env=env)
@@ -120,9 +124,7 @@ def test_example_suite_passes_in_the_fresh_environment(fresh_venv: tuple[Path, f
     assert " passed" in done.stdout and "failed" not in done.stdout
 
 
-async def test_atelier_mcp_lists_and_generates_with_the_plugin(
-    fresh_venv: tuple[Path, float], tmp_path: Path
-) -> None:
+async def test_atelier_mcp_lists_and_generates_with_the_plugin(fresh_venv: tuple[Path, float], tmp_path: Path) -> None:
     from mcp import Client, StdioServerParameters
     from mcp.client.stdio import stdio_client
 
@@ -153,8 +155,12 @@ async def test_atelier_mcp_lists_and_generates_with_the_plugin(
 
                 result = await client.call_tool(
                     "generate_image",
-                    {"prompt": "a tiny knight", "model": "pixel-art", "size": "128x128",
-                     "options": {"palette": "gameboy"}},
+                    {
+                        "prompt": "a tiny knight",
+                        "model": "pixel-art",
+                        "size": "128x128",
+                        "options": {"palette": "gameboy"},
+                    },
                 )
                 assert not result.is_error, (result.content, errpath.read_text()[-3000:])
         outcome = result.structured_content

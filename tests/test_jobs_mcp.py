@@ -24,27 +24,29 @@ from mcp_types import (
     ImageContent,
     Request,
     RequestParams,
-    ResourceLink,
     Result,
     TextContent,
 )
 from pydantic import ConfigDict, Field
 
-from atelier_core.plugin.errors import SafetyRefusalError
-from atelier_core.engine.throttle import LimiterPool
 from atelier_core.engine.pipeline import Pipeline
+from atelier_core.engine.throttle import LimiterPool
 from atelier_core.mcp.app import build_server
 from atelier_core.mcp.tasks import TASKS_EXTENSION
+from atelier_core.plugin.errors import SafetyRefusalError
 from atelier_core.testing.fakes import FakeProvider, Outcome
 from atelier_core.testing.harness import build_test_atelier
 
 MODEL = "fake/fake-image"
 
 
-def make_atelier(tmp_path: Path, fake: FakeProvider, *, provider: dict[str, Any] | None = None,
-                 **jobs: Any) -> Pipeline:
+def make_atelier(
+    tmp_path: Path, fake: FakeProvider, *, provider: dict[str, Any] | None = None, **jobs: Any
+) -> Pipeline:
     return build_test_atelier(
-        tmp_path, [fake], default_model=MODEL,
+        tmp_path,
+        [fake],
+        default_model=MODEL,
         providers={"fake": {"max_concurrency": 50, "max_retries": 0, **(provider or {})}},
         jobs={"handoff_after_s": 30.0, "lease_s": 5.0, **jobs},
     )
@@ -134,10 +136,12 @@ async def test_twenty_jobs_run_concurrently_in_about_one_latency(tmp_path: Path)
     assert states(done) == ["done"] * 20
     first = min(call.started for call in fake.calls)
     last = max(call.finished or 0 for call in fake.calls)
-    print(f"20 jobs, latency {latency} s: submissions took {submitted - started:.2f} s, "
-          f"provider calls spanned {last - first:.2f} s, last finished "
-          f"{last - submitted:.2f} s after the last submission, barrier wall {wall:.2f} s, "
-          f"max in flight {fake.max_in_flight}")
+    print(
+        f"20 jobs, latency {latency} s: submissions took {submitted - started:.2f} s, "
+        f"provider calls spanned {last - first:.2f} s, last finished "
+        f"{last - submitted:.2f} s after the last submission, barrier wall {wall:.2f} s, "
+        f"max in flight {fake.max_in_flight}"
+    )
     assert fake.max_in_flight == 20  # all overlapped
     assert last - submitted < 1.5 * latency  # once submitted, done in about one latency
 
@@ -157,8 +161,10 @@ async def test_a_burst_of_fifty_is_queued_and_runs_as_fast_as_the_cap_allows(tmp
     first = min(call.started for call in fake.calls)
     last = max(call.finished or 0 for call in fake.calls)
     waves = 50 / cap
-    print(f"burst of 50, cap {cap}, latency {latency} s: provider span {last - first:.2f} s "
-          f"({waves:.0f} waves = {waves * latency:.1f} s minimum), max in flight {fake.max_in_flight}")
+    print(
+        f"burst of 50, cap {cap}, latency {latency} s: provider span {last - first:.2f} s "
+        f"({waves:.0f} waves = {waves * latency:.1f} s minimum), max in flight {fake.max_in_flight}"
+    )
     assert fake.max_in_flight == cap  # never faster
     assert last - first >= waves * latency * 0.95
     # About as fast as allowed (or as the 50 submissions arrived, on a loaded machine).
@@ -188,8 +194,7 @@ async def test_a_rate_limit_is_respected_under_a_burst(tmp_path: Path) -> None:
     starts = sorted(call.started * scale for call in fake.calls)  # limiter seconds
     assert len(starts) == 11
     gaps = [starts[i + rpm] - starts[i] for i in range(len(starts) - rpm)]
-    print(f"{rpm}/min burst of 11: windows of {rpm + 1} starts span >= "
-          f"{min(gaps):.1f} limiter-seconds (60 required)")
+    print(f"{rpm}/min burst of 11: windows of {rpm + 1} starts span >= {min(gaps):.1f} limiter-seconds (60 required)")
     # Never more than rpm starts in any 60 s window, as the provider saw them (10% allowed
     # for the jitter between admission and the provider's clock: a durable write sits there).
     assert min(gaps) >= 60 * 0.9
@@ -261,8 +266,7 @@ async def test_a_slow_call_is_handed_off_and_completes_without_being_resent(tmp_
     async for client in _connect(atelier):
         await client.call_tool("generate_image", {"prompt": "warm-up", "dry_run": True})
         started = time.monotonic()
-        result = await client.call_tool("generate_image", {"prompt": "slow"},
-                                        progress_callback=on_progress)
+        result = await client.call_tool("generate_image", {"prompt": "slow"}, progress_callback=on_progress)
         assert time.monotonic() - started < 1.2  # answered long before the 1.5 s call ended
         assert not result.is_error
         job = (result.structured_content or {})["job"]
@@ -377,7 +381,8 @@ class ClientTasks(ClientExtension):
         with anyio.fail_after(10):
             while True:
                 task = await ctx.session.send_request(
-                    GetTaskRequest(params=TaskIdParams(taskId=created.task_id)), DetailedTask)
+                    GetTaskRequest(params=TaskIdParams(taskId=created.task_id)), DetailedTask
+                )
                 self.polled.append(task.status)
                 if task.status == "completed":
                     assert task.result is not None
@@ -396,8 +401,7 @@ async def test_a_task_capable_client_runs_generate_as_a_task_end_to_end(tmp_path
         listed = await get_jobs(client)
         missing = None
         try:
-            await client.session.send_request(
-                GetTaskRequest(params=TaskIdParams(taskId="job_nope")), DetailedTask)
+            await client.session.send_request(GetTaskRequest(params=TaskIdParams(taskId="job_nope")), DetailedTask)
         except MCPError as exc:
             missing = exc
     assert not result.is_error
@@ -421,13 +425,10 @@ async def test_task_refusals_and_cancel(tmp_path: Path) -> None:
         bad = await client.call_tool("generate_image", {"prompt": "x", "size": "7x7"})
         assert bad.is_error and not tasks.created
         # Cancel through tasks/cancel: start a task without resolving it.
-        raw = await client.session.call_tool("generate_image", {"prompt": "to cancel"},
-                                             allow_claimed=True)
+        raw = await client.session.call_tool("generate_image", {"prompt": "to cancel"}, allow_claimed=True)
         assert isinstance(raw, CreateTaskResult)
-        ack = await client.session.send_request(
-            CancelTaskRequest(params=TaskIdParams(taskId=raw.task_id)), EmptyResult)
-        task = await client.session.send_request(
-            GetTaskRequest(params=TaskIdParams(taskId=raw.task_id)), DetailedTask)
+        ack = await client.session.send_request(CancelTaskRequest(params=TaskIdParams(taskId=raw.task_id)), EmptyResult)
+        task = await client.session.send_request(GetTaskRequest(params=TaskIdParams(taskId=raw.task_id)), DetailedTask)
     assert isinstance(ack, EmptyResult)
     assert task.status == "cancelled"
 
@@ -440,8 +441,7 @@ async def test_clients_without_the_extension_get_ordinary_results(tmp_path: Path
             refused = None
             if era == "auto":
                 try:
-                    await client.session.send_request(
-                        GetTaskRequest(params=TaskIdParams(taskId="job_x")), DetailedTask)
+                    await client.session.send_request(GetTaskRequest(params=TaskIdParams(taskId="job_x")), DetailedTask)
                 except MCPError as exc:
                     refused = exc
         assert not result.is_error and (result.structured_content or {})["job"] is None

@@ -18,6 +18,7 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp_types import CallToolResult, ImageContent, ResourceLink, TextContent
+
 from test_jobs_mcp import ClientTasks  # the task-capable client extension
 
 pytestmark = pytest.mark.slow
@@ -57,13 +58,15 @@ def _script(root: Path) -> Path:
 
 
 def _stdio(root: Path) -> StdioServerParameters:
-    return StdioServerParameters(command=sys.executable, args=[str(_script(root)), str(root), "stdio"],
-                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return StdioServerParameters(
+        command=sys.executable,
+        args=[str(_script(root)), str(root), "stdio"],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 async def _submit(client: Client, prompt: str) -> str:
-    result = await client.call_tool("generate_image",
-                                    {"prompt": prompt, "as_job": True, "size": "256x256"})
+    result = await client.call_tool("generate_image", {"prompt": prompt, "as_job": True, "size": "256x256"})
     assert not result.is_error, text_of(result)
     return str((result.structured_content or {})["job"]["job_id"])
 
@@ -126,7 +129,8 @@ def _http_server(root: Path) -> Iterator[str]:
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, str(_script(root)), str(root), "http", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 30
@@ -135,8 +139,11 @@ def _http_server(root: Path) -> Iterator[str]:
                 if sock.connect_ex(("127.0.0.1", port)) == 0:
                     break
             if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"HTTP server did not start: {process.stderr.read().decode()[-2000:]}"
-                                     if process.stderr else "HTTP server did not start")
+                raise AssertionError(
+                    f"HTTP server did not start: {process.stderr.read().decode()[-2000:]}"
+                    if process.stderr
+                    else "HTTP server did not start"
+                )
             time.sleep(0.05)
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
@@ -162,8 +169,9 @@ async def test_jobs_and_tasks_over_streamable_http(tmp_path: Path) -> None:
                 hung = await _submit(client, "hang over http")
                 cancelled = await client.call_tool("cancel_job", {"job_id": hung})
             async with Client(url, extensions=[tasks]) as task_client:
-                as_task = await task_client.call_tool("generate_image",
-                                                      {"prompt": "a task over http", "size": "256x256"})
+                as_task = await task_client.call_tool(
+                    "generate_image", {"prompt": "a task over http", "size": "256x256"}
+                )
     assert [job["state"] for job in states.values()] == ["done"] * 3
     assert not cancelled.is_error and "cancelled" in text_of(cancelled)
     assert not as_task.is_error

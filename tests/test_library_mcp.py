@@ -22,8 +22,9 @@ def _text(result: Any) -> str:
 
 
 async def _make(client: Any, prompt: str, **extra: Any) -> dict[str, Any]:
-    result = await client.call_tool("generate_image", {"prompt": prompt, "model": "placeholder",
-                                                       "size": "256x256", "return_image": "none", **extra})
+    result = await client.call_tool(
+        "generate_image", {"prompt": prompt, "model": "placeholder", "size": "256x256", "return_image": "none", **extra}
+    )
     assert not result.is_error, _text(result)
     return result.structured_content
 
@@ -34,11 +35,14 @@ async def test_an_agent_finds_earlier_images_by_words_model_date_and_session(tmp
     async with connect(atelier, mode=era) as client:
         fox = await _make(client, "a red fox in deep snow")
         await _make(client, "a lighthouse at night", n=2)
-        session = await client.call_tool("edit_session", {"action": "start", "prompt": "a harbour at dawn",
-                                                          "model": "placeholder", "size": "256x256"})
+        session = await client.call_tool(
+            "edit_session",
+            {"action": "start", "prompt": "a harbour at dawn", "model": "placeholder", "size": "256x256"},
+        )
         session_id = session.structured_content["session"]["session_id"]
-        turn1 = await client.call_tool("edit_session", {"action": "continue", "session_id": session_id,
-                                                        "prompt": "add fishing boats"})
+        turn1 = await client.call_tool(
+            "edit_session", {"action": "continue", "session_id": session_id, "prompt": "add fishing boats"}
+        )
         assert not turn1.is_error
 
         found = await client.call_tool("find_images", {"query": "fox snow"})
@@ -50,7 +54,7 @@ async def test_an_agent_finds_earlier_images_by_words_model_date_and_session(tmp
 
         by_model = await client.call_tool("find_images", {"model": "placeholder"})  # alias resolved
         assert len(by_model.structured_content["images"]) == 5
-        today = (await client.call_tool("find_images", {"since": "2000-01-01", "until": "2999-12-31"}))
+        today = await client.call_tool("find_images", {"since": "2000-01-01", "until": "2999-12-31"})
         assert len(today.structured_content["images"]) == 5
         none = await client.call_tool("find_images", {"until": "2001-01-01"})
         assert none.structured_content["images"] == [] and "No images match" in _text(none)
@@ -102,8 +106,9 @@ async def test_pages_stay_under_20_kb_even_with_thumbnails(tmp_path: Path) -> No
         assert size <= FIND_BUDGET_BYTES
         thumbs = [b for b in result.content if getattr(b, "type", "") == "image"]
         assert thumbs and len(thumbs) == len(result.structured_content["images"])
-        rest = await client.call_tool("find_images", {"limit": 100, "thumbnails": True,
-                                                      "cursor": result.structured_content["next_cursor"]})
+        rest = await client.call_tool(
+            "find_images", {"limit": 100, "thumbnails": True, "cursor": result.structured_content["next_cursor"]}
+        )
         total = len(result.structured_content["images"]) + len(rest.structured_content["images"])
         assert total == 6 or rest.structured_content["next_cursor"]
 
@@ -136,8 +141,11 @@ async def test_resources_list_pages_newest_first_and_reads_image_and_metadata(tm
         view = await client.read_resource(VIEWER_URI)
         html = view.contents[0].text
         assert view.contents[0].mime_type == "text/html;profile=mcp-app"
-        assert "Content-Security-Policy" in html and "default-src 'none'" in html and "http" not in html.split(
-            "<script>")[1].split("postMessage")[0]
+        assert (
+            "Content-Security-Policy" in html
+            and "default-src 'none'" in html
+            and "http" not in html.split("<script>")[1].split("postMessage")[0]
+        )
 
 
 async def test_more_than_a_page_of_resources_pages_with_next_cursor(tmp_path: Path) -> None:
@@ -172,14 +180,17 @@ async def test_list_changed_is_sent_after_new_images(tmp_path: Path) -> None:
     assert "notifications/resources/list_changed" in seen
 
 
-@pytest.mark.parametrize("uri", [
-    "atelier://images/../outside.png",
-    "atelier://images/%2E%2E/outside.png",
-    "atelier://images/..%2Foutside.png",
-    "atelier://images//etc/passwd.png",
-    "atelier://images/../outside.png?meta",
-    "atelier://images/%2e%2e%2foutside.png?meta",
-])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "atelier://images/../outside.png",
+        "atelier://images/%2E%2E/outside.png",
+        "atelier://images/..%2Foutside.png",
+        "atelier://images//etc/passwd.png",
+        "atelier://images/../outside.png?meta",
+        "atelier://images/%2e%2e%2foutside.png?meta",
+    ],
+)
 async def test_traversal_through_image_uris_is_refused(tmp_path: Path, uri: str) -> None:
     atelier = build_test_atelier(tmp_path, [atelier_placeholder])
     outside = atelier.store.root.parent / "outside.png"
@@ -202,8 +213,9 @@ async def test_image_tools_name_the_viewer_and_plain_clients_see_results_unchang
         for name in VIEWER_TOOLS:
             assert tools[name].meta == {"ui": {"resourceUri": VIEWER_URI}}, name
         assert tools["get_usage"].meta is None
-        result = await client.call_tool("generate_image", {"prompt": "plain", "model": "placeholder",
-                                                           "size": "256x256"})
+        result = await client.call_tool(
+            "generate_image", {"prompt": "plain", "model": "placeholder", "size": "256x256"}
+        )
         kinds = [block.type for block in result.content]
         assert kinds == ["text", "image", "resource_link"]  # what a client without MCP Apps always got
         assert "ui" not in (result.meta or {})

@@ -26,21 +26,25 @@ async def _library(tmp_path: Path) -> tuple[list[str], list[str]]:
     direct: list[str] = []
     async with connect(atelier) as client:
         for prompt in ("old one", "old two"):
-            result = await client.call_tool("generate_image", {"prompt": prompt, "model": "placeholder",
-                                                               "size": "256x256", "return_image": "none"})
+            result = await client.call_tool(
+                "generate_image", {"prompt": prompt, "model": "placeholder", "size": "256x256", "return_image": "none"}
+            )
             direct.append(result.structured_content["images"][0]["path"])
-        started = await client.call_tool("edit_session", {"action": "start", "prompt": "kept",
-                                                          "model": "placeholder", "size": "256x256"})
+        started = await client.call_tool(
+            "edit_session", {"action": "start", "prompt": "kept", "model": "placeholder", "size": "256x256"}
+        )
         session_id = started.structured_content["session"]["session_id"]
-        turn = await client.call_tool("edit_session", {"action": "continue", "session_id": session_id,
-                                                       "prompt": "kept too"})
+        turn = await client.call_tool(
+            "edit_session", {"action": "continue", "session_id": session_id, "prompt": "kept too"}
+        )
         assert not turn.is_error, _text(turn)
         history = await client.call_tool("edit_session", {"action": "history", "session_id": session_id})
     return direct, [t["path"] for t in history.structured_content["turns"]]
 
 
-def test_prune_dry_run_then_prune_spare_the_open_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_prune_dry_run_then_prune_spare_the_open_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     direct, in_session = asyncio.run(_library(tmp_path))
     monkeypatch.setenv("ATELIER_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("ATELIER_STORAGE__OUTPUT_DIR", str(tmp_path / "images"))
@@ -70,8 +74,9 @@ async def _prompts(tmp_path: Path) -> list[str]:
     return [i["prompt"] for i in found.structured_content["images"]]
 
 
-def test_prune_without_a_limit_says_how_to_set_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_prune_without_a_limit_says_how_to_set_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("ATELIER_DATA_DIR", str(tmp_path / "data"))
     assert main(["prune", "--dry-run"]) == 2
     err = capsys.readouterr().err
@@ -83,8 +88,9 @@ async def test_a_size_limit_in_the_settings_prunes_after_each_call(tmp_path: Pat
     async with connect(atelier) as client:
         paths = []
         for prompt in ("first", "second", "third"):
-            result = await client.call_tool("generate_image", {"prompt": prompt, "model": "placeholder",
-                                                               "size": "256x256", "return_image": "none"})
+            result = await client.call_tool(
+                "generate_image", {"prompt": prompt, "model": "placeholder", "size": "256x256", "return_image": "none"}
+            )
             paths.append(result.structured_content["images"][0]["path"])
         # Each pass spares the images its call has just returned, and prunes the older ones.
         assert not Path(paths[0]).exists() and not Path(paths[1]).exists() and Path(paths[2]).exists()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from uv_kit import uv_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,12 +73,24 @@ def test_server_json_describes_the_pypi_package_and_every_variable() -> None:
     assert package["version"] == root["version"] and package["runtimeHint"] == "uvx"
     assert package["transport"] == {"type": "stdio"}
     # Generated from docs/configuration.md: every documented variable is offered.
-    current = subprocess.run([sys.executable, str(ROOT / ".ci" / "server_json.py"), "--check"],
-                             capture_output=True, text=True, timeout=60, check=False)
+    current = subprocess.run(
+        [sys.executable, str(ROOT / ".ci" / "server_json.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert current.returncode == 0, current.stderr
     variables = {v["name"]: v for v in package["environmentVariables"]}
-    for documented in ("OPENAI_API_KEY", "GEMINI_API_KEY", "MINIMAX_API_KEY", "ATELIER_DEFAULT_MODEL",
-                       "ATELIER_STORAGE__OUTPUT_DIR", "ATELIER_HTTP__AUTH_TOKEN", "ATELIER_CONFIG"):
+    for documented in (
+        "OPENAI_API_KEY",
+        "GEMINI_API_KEY",
+        "MINIMAX_API_KEY",
+        "ATELIER_DEFAULT_MODEL",
+        "ATELIER_STORAGE__OUTPUT_DIR",
+        "ATELIER_HTTP__AUTH_TOKEN",
+        "ATELIER_CONFIG",
+    ):
         assert documented in variables, documented
     for name, variable in variables.items():
         assert variable["description"] and variable["isRequired"] is False, name
@@ -129,18 +142,34 @@ def test_built_packages_install_with_plain_pip_and_run_the_demo(tmp_path: Path) 
     _run([sys.executable, "-m", "venv", str(venv)])
     python = venv / "bin" / "python"
     # Our wheels from dist/ only; third-party dependencies from the package index (or pip's cache).
-    _run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-          "--no-deps", *map(str, wheels)])
-    _run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-          "--find-links", str(dist), f"atelier-mcp=={VERSIONS['atelier-mcp']}"])
+    _run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", *map(str, wheels)]
+    )
+    _run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--find-links",
+            str(dist),
+            f"atelier-mcp=={VERSIONS['atelier-mcp']}",
+        ]
+    )
     _run([str(python), "-m", "pip", "check"])
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ATELIER_", "VIRTUAL_ENV"))}
-    env.update(HOME=str(tmp_path / "home"), ATELIER_DATA_DIR=str(tmp_path / "data"),
-               ATELIER_CONFIG=str(tmp_path / "absent.toml"))
+    env.update(
+        HOME=str(tmp_path / "home"),
+        ATELIER_DATA_DIR=str(tmp_path / "data"),
+        ATELIER_CONFIG=str(tmp_path / "absent.toml"),
+    )
     demo = _run([str(venv / "bin" / "atelier-mcp"), "demo"], env=env, cwd=tmp_path)
     assert "Reminder: these are placeholder drawings, not AI images." in demo.stdout
-    saved = [Path(line.split(": ", 1)[1]) for line in demo.stdout.splitlines()
-             if re.match(r"\d\. (generated|edited) ", line)]
+    saved = [
+        Path(line.split(": ", 1)[1]) for line in demo.stdout.splitlines() if re.match(r"\d\. (generated|edited) ", line)
+    ]
     assert len(saved) == 2 and all(path.is_file() and path.is_relative_to(tmp_path / "data") for path in saved)
     assert "docs/configuration.md" not in demo.stdout.replace(f"{REPO}/blob/main/docs/configuration.md", "")

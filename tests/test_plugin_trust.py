@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TUTORIAL = ROOT / "docs" / "writing-a-provider.md"
 INSTALL_TIMEOUT_S = 300
 
-IMPOSTOR = '''
+IMPOSTOR = """
 from atelier_core import ModelSpec, Pricing, Provider, ProviderImage, ProviderResult, SizeRules, hookimpl
 from atelier_core.testing import make_image
 
@@ -51,7 +51,7 @@ class Impostor(Provider):
 @hookimpl
 def register_providers(register):
     register(Impostor())
-'''
+"""
 
 
 def _run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -99,10 +99,22 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     venv = tmp_path_factory.mktemp("fresh") / "venv"
     made = _run([*uv, "venv", "--quiet", "--python", sys.executable, str(venv)])
     assert made.returncode == 0, made.stderr
-    local = [str(ROOT), str(ROOT / "core"), *sorted(str(p) for p in (ROOT / "providers").iterdir()
-                                                   if (p / "pyproject.toml").is_file())]
-    install = [*uv, "pip", "install", "--quiet", "--python", str(_bin(venv, "python")), *local,
-               str(minimal_from_the_tutorial(sources)), str(impostor_project(sources))]
+    local = [
+        str(ROOT),
+        str(ROOT / "core"),
+        *sorted(str(p) for p in (ROOT / "providers").iterdir() if (p / "pyproject.toml").is_file()),
+    ]
+    install = [
+        *uv,
+        "pip",
+        "install",
+        "--quiet",
+        "--python",
+        str(_bin(venv, "python")),
+        *local,
+        str(minimal_from_the_tutorial(sources)),
+        str(impostor_project(sources)),
+    ]
     done = _run([*install, "--offline"])
     if done.returncode != 0:  # a build backend not cached yet
         done = _run(install)
@@ -173,8 +185,9 @@ async def test_the_tutorials_one_file_provider_installs_and_generates(fresh_venv
     assert len(_minimal(page, "atelier_tiny.py", "python").splitlines()) <= 80
     with FakeUpstream() as upstream:
         upstream.handle("POST", "/v1/images", _draw)
-        env = _env(tmp_path, ATELIER_PROVIDERS__TINY__API_KEY="tiny-test-key",
-                   ATELIER_PROVIDERS__TINY__BASE_URL=upstream.url)
+        env = _env(
+            tmp_path, ATELIER_PROVIDERS__TINY__API_KEY="tiny-test-key", ATELIER_PROVIDERS__TINY__BASE_URL=upstream.url
+        )
         errpath = tmp_path / "server-stderr.log"
         with errpath.open("w") as errlog:
             async with _client(fresh_venv, env, errlog) as client:
@@ -186,8 +199,7 @@ async def test_the_tutorials_one_file_provider_installs_and_generates(fresh_venv
                 assert not result.is_error, (result.content, errpath.read_text()[-3000:])
                 outcome = result.structured_content
                 assert outcome["model"] == "tiny/tiny-1" and len(outcome["images"]) == 2
-                upstream.reply("POST", "/v1/images", status=400,
-                               json={"error": "prompt too long; key tiny-test-key"})
+                upstream.reply("POST", "/v1/images", status=400, json={"error": "prompt too long; key tiny-test-key"})
                 refused = await client.call_tool("generate_image", {"prompt": "a dog", "model": "tiny"})
                 assert refused.is_error
                 text = " ".join(getattr(c, "text", "") for c in refused.content)
@@ -197,7 +209,7 @@ async def test_the_tutorials_one_file_provider_installs_and_generates(fresh_venv
         assert sent.json() == {"prompt": "a cat", "size": "256x256", "n": 2}
 
 
-CRASHING = '''
+CRASHING = """
 import sys
 
 from atelier_core import ModelSpec, Pricing, Provider, SizeRules, hookimpl
@@ -227,7 +239,7 @@ class Crashing(Provider):
 @hookimpl
 def register_providers(register):
     register(Crashing())
-'''
+"""
 
 
 async def test_a_plugin_that_exits_or_interrupts_never_stops_the_stdio_server(tmp_path: Path) -> None:
@@ -253,7 +265,8 @@ async def test_a_plugin_that_exits_or_interrupts_never_stops_the_stdio_server(tm
                 assert failed.is_error
                 text = " ".join(getattr(c, "text", "") for c in failed.content)
                 assert f"provider crashy (plugin crashy from atelier-crashy) failed in run(): it raised {shown}" in text
-                ok = await client.call_tool("generate_image", {"prompt": "x", "model": "placeholder/placeholder",
-                                                               "size": "256x256"})
+                ok = await client.call_tool(
+                    "generate_image", {"prompt": "x", "model": "placeholder/placeholder", "size": "256x256"}
+                )
                 assert not ok.is_error, (ok.content, errpath.read_text()[-3000:])
     assert "Traceback" in errpath.read_text()  # the crash's details are in the server log

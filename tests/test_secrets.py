@@ -47,8 +47,14 @@ def assert_clean(text: str, where: str) -> None:
 
 
 async def test_the_key_never_leaks(isolated_env: Path, tmp_path: Path) -> None:
-    echo = {"error": {"message": f"Incorrect API key provided: {CANARY}", "type": "invalid_request_error",
-                      "code": "invalid_api_key", "param": None}}
+    echo = {
+        "error": {
+            "message": f"Incorrect API key provided: {CANARY}",
+            "type": "invalid_request_error",
+            "code": "invalid_api_key",
+            "param": None,
+        }
+    }
     seen: list[str] = []
     with FakeUpstream() as upstream:
         for path in ("/v1/images/generations", "/v1/images/edits"):
@@ -79,14 +85,24 @@ async def test_the_key_never_leaks(isolated_env: Path, tmp_path: Path) -> None:
 
         for command in (["doctor"], ["models", "--json"]):
             done = subprocess.run(
-                [sys.executable, "-m", "atelier_core", *command], env={**os.environ, **env},
-                capture_output=True, text=True, timeout=120, check=False,
+                [sys.executable, "-m", "atelier_core", *command],
+                env={**os.environ, **env},
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
             )
             assert done.returncode == 0, done.stderr
             assert_clean(done.stdout, f"{command} stdout")
             assert_clean(done.stderr, f"{command} stderr")
-        doctor = subprocess.run([sys.executable, "-m", "atelier_core", "doctor"], env={**os.environ, **env},
-                                capture_output=True, text=True, timeout=120, check=False).stdout
+        doctor = subprocess.run(
+            [sys.executable, "-m", "atelier_core", "doctor"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        ).stdout
         assert '"api_key": "set"' in doctor
 
     for file in isolated_env.rglob("*"):

@@ -39,8 +39,11 @@ async def test_two_servers_on_one_postgres_share_ledger_limits_keys_and_jobs(pos
         assert "nothing was sent again" in _text(repeat)
         assert len(second_fake.calls) == 1  # the repeat on the other server sent nothing
 
-        job = (await one.call_tool("generate_image", {"prompt": "a cat", "model": MODEL, "n": 1,
-                                                      "quality": "low", "as_job": True})).structured_content
+        job = (
+            await one.call_tool(
+                "generate_image", {"prompt": "a cat", "model": MODEL, "n": 1, "quality": "low", "as_job": True}
+            )
+        ).structured_content
         job_id = job["job"]["job_id"]
         seen = await two.call_tool("get_jobs", {"job_ids": [job_id], "wait_s": 10})
         assert not seen.is_error and job_id in _text(seen)

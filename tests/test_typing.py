@@ -9,8 +9,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ["atelier_core", "atelier_placeholder", "atelier_openai", "atelier_dalle",
-            "atelier_gemini", "atelier_minimax"]
+PACKAGES = [
+    "atelier_core",
+    "atelier_placeholder",
+    "atelier_openai",
+    "atelier_dalle",
+    "atelier_gemini",
+    "atelier_minimax",
+]
 
 
 @pytest.mark.slow

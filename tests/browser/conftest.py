@@ -20,8 +20,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tmp" / "artifacts"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-dev-shm-usage"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-dev-shm-usage",
+]
 
 
 def chromium_path() -> str:
@@ -32,12 +37,15 @@ def chromium_path() -> str:
     if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update", "-q"], check=False, env=env, capture_output=True, timeout=600)
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=False, env=env,
-                       capture_output=True, timeout=900)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "chromium"], check=False, env=env, capture_output=True, timeout=900
+        )
         if Path("/usr/bin/chromium").exists():
             return "/usr/bin/chromium"
-    pytest.fail("the browser tests need Chromium: `apt-get install chromium` (Debian), or set "
-                "ATELIER_CHROMIUM to a Chromium binary")
+    pytest.fail(
+        "the browser tests need Chromium: `apt-get install chromium` (Debian), or set "
+        "ATELIER_CHROMIUM to a Chromium binary"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -50,8 +58,7 @@ async def browser(chromium_binary: str) -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=chromium_binary, args=CHROMIUM_FLAGS,
-                                                    headless=True)
+        launched = await playwright.chromium.launch(executable_path=chromium_binary, args=CHROMIUM_FLAGS, headless=True)
         try:
             yield launched
         finally:

@@ -21,8 +21,9 @@ async def _only_new(cards: Any, old: set[str | None]) -> bool:
     """The grid shows one loaded card, and not one of ``old``."""
     if await cards.count() != 1:
         return False
-    return (await cards.first.get_attribute("data-uri") not in old
-            and await cards.first.get_attribute("data-loaded") == "1")
+    return (
+        await cards.first.get_attribute("data-uri") not in old and await cards.first.get_attribute("data-loaded") == "1"
+    )
 
 
 def _dump(result: Any) -> dict[str, Any]:
@@ -44,8 +45,9 @@ async def _calls(page: Any, method: str) -> list[dict[str, Any]]:
     return [entry["message"] for entry in log if entry["dir"] == "in" and entry["message"].get("method") == method]
 
 
-async def test_the_viewer_shows_results_and_acts_through_the_host(browser: Any, tmp_path: Path,
-                                                                  artifacts: Path) -> None:
+async def test_the_viewer_shows_results_and_acts_through_the_host(
+    browser: Any, tmp_path: Path, artifacts: Path
+) -> None:
     atelier = build_test_atelier(tmp_path, [atelier_placeholder])
     async with connect(atelier) as client:
         args = {"prompt": "a red fox", "model": "placeholder", "size": "256x192", "n": 2}
@@ -92,23 +94,30 @@ async def test_the_viewer_shows_results_and_acts_through_the_host(browser: Any, 
         await cards.first.locator(".edit-this").click()
         await _until(lambda: _only_new(cards, {uri, second_uri}))
         (edit,) = await _calls(page, "tools/call")
-        assert edit["params"] == {"name": "edit_image", "arguments": {
-            "images": [uri], "prompt": "add a hat", "model": "placeholder/placeholder"}}
+        assert edit["params"] == {
+            "name": "edit_image",
+            "arguments": {"images": [uri], "prompt": "add a hat", "model": "placeholder/placeholder"},
+        }
         assert await cards.count() == 1
 
         edited = await cards.first.get_attribute("data-uri")
         await cards.first.locator(".variation").click()
         await page.wait_for_function(
-            "() => window.hostLog.filter(e => e.dir === 'in' && e.message.method === 'tools/call').length === 2")
+            "() => window.hostLog.filter(e => e.dir === 'in' && e.message.method === 'tools/call').length === 2"
+        )
         variation = (await _calls(page, "tools/call"))[1]
-        assert variation["params"] == {"name": "edit_image", "arguments": {
-            "images": [edited], "model": "placeholder/placeholder"}}
+        assert variation["params"] == {
+            "name": "edit_image",
+            "arguments": {"images": [edited], "model": "placeholder/placeholder"},
+        }
 
-        started = await client.call_tool("edit_session", {"action": "start", "prompt": "a harbour",
-                                                          "model": "placeholder", "size": "256x256"})
+        started = await client.call_tool(
+            "edit_session", {"action": "start", "prompt": "a harbour", "model": "placeholder", "size": "256x256"}
+        )
         session_id = started.structured_content["session"]["session_id"]
-        await page.evaluate("([a, r]) => window.sendToolResult(a, r)",
-                            [{"action": "start", "prompt": "a harbour"}, _dump(started)])
+        await page.evaluate(
+            "([a, r]) => window.sendToolResult(a, r)", [{"action": "start", "prompt": "a harbour"}, _dump(started)]
+        )
         await view.locator(".card[data-loaded='1']").first.wait_for()
         turn0 = await cards.first.get_attribute("data-uri")
         assert "session" in await cards.first.locator("table.meta").inner_text()
@@ -116,8 +125,10 @@ async def test_the_viewer_shows_results_and_acts_through_the_host(browser: Any, 
         await cards.first.locator(".branch").click()
         await _until(lambda: _only_new(cards, {turn0}))
         branch = (await _calls(page, "tools/call"))[-1]
-        assert branch["params"] == {"name": "edit_session", "arguments": {
-            "action": "continue", "session_id": session_id, "from_turn": 0, "prompt": "add boats"}}
+        assert branch["params"] == {
+            "name": "edit_session",
+            "arguments": {"action": "continue", "session_id": session_id, "from_turn": 0, "prompt": "add boats"},
+        }
         history = await client.call_tool("edit_session", {"action": "history", "session_id": session_id})
         assert [t["parent"] for t in history.structured_content["turns"]] == [None, 0]
 

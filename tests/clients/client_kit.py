@@ -38,12 +38,17 @@ def ts_sdk(version: str) -> Path:
         if not marker.is_file() or json.loads(marker.read_text())["version"] != version:
             npm = shutil.which("npm")
             assert npm, "npm is needed for the TypeScript SDK tests (Node 20 + npm)"
-            (folder / "package.json").write_text(json.dumps({"name": "atelier-ts-test", "private": True,
-                                                             "type": "module"}))
+            (folder / "package.json").write_text(
+                json.dumps({"name": "atelier-ts-test", "private": True, "type": "module"})
+            )
             done = subprocess.run(
-                [npm, "install", "--no-audit", "--no-fund", "--loglevel=error",
-                 f"@modelcontextprotocol/sdk@{version}"],
-                cwd=folder, capture_output=True, text=True, timeout=600, check=False)
+                [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", f"@modelcontextprotocol/sdk@{version}"],
+                cwd=folder,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
+            )
             assert done.returncode == 0, done.stderr[-2000:]
     shutil.copy(TS_CLIENT, folder / TS_CLIENT.name)  # ESM resolves packages next to the script
     return folder
@@ -54,8 +59,14 @@ def run_ts_client(version: str, *args: str, env: dict[str, str] | None = None) -
     node = shutil.which("node")
     assert node, "node is needed for the TypeScript SDK tests"
     folder = ts_sdk(version)
-    done = subprocess.run([node, str(folder / TS_CLIENT.name), *args], capture_output=True, text=True,
-                          timeout=240, env={**os.environ, **(env or {})}, check=False)
+    done = subprocess.run(
+        [node, str(folder / TS_CLIENT.name), *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
     assert done.returncode == 0, f"client failed ({done.returncode}):\n{done.stderr[-4000:]}"
     report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return report
@@ -73,8 +84,11 @@ def http_server(log_dir: Path, *args: str) -> Iterator[str]:
     port = _free_port()
     log_path = log_dir / f"server-{port}.log"
     with log_path.open("w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "atelier_core", "serve", "--http", "--port", str(port),
-                                    *args], stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "atelier_core", "serve", "--http", "--port", str(port), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             deadline = time.monotonic() + 60
             while True:
@@ -101,8 +115,13 @@ class RawStdio:
 
     def __init__(self, log_dir: Path) -> None:
         self._errors = (log_dir / "raw-stderr.log").open("w")
-        self.process = subprocess.Popen([sys.executable, "-m", "atelier_core"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=self._errors, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "atelier_core"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._errors,
+            text=True,
+        )
         self._next_id = 0
         self.notifications: list[dict[str, Any]] = []
 

@@ -40,16 +40,21 @@ class Session:
         self.raw, self.version = raw, version
         self.modern = version in MODERN_PROTOCOL_VERSIONS
         if not self.modern:
-            answer = raw.request("initialize", {"protocolVersion": version, "capabilities": {},
-                                                "clientInfo": {"name": "raw", "version": "0"}})
+            answer = raw.request(
+                "initialize",
+                {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
+            )
             assert answer["result"]["protocolVersion"] == version
             raw.notify("notifications/initialized")
 
     def call(self, name: str, arguments: dict[str, Any], token: str | None = None) -> dict[str, Any]:
         meta: dict[str, Any] = {"progressToken": token} if token else {}
         if self.modern:
-            meta |= {PROTOCOL_VERSION_META_KEY: self.version, CLIENT_CAPABILITIES_META_KEY: {},
-                     CLIENT_INFO_META_KEY: {"name": "raw", "version": "0"}}
+            meta |= {
+                PROTOCOL_VERSION_META_KEY: self.version,
+                CLIENT_CAPABILITIES_META_KEY: {},
+                CLIENT_INFO_META_KEY: {"name": "raw", "version": "0"},
+            }
         answer = self.raw.request("tools/call", {"name": name, "arguments": arguments, "_meta": meta})
         assert "result" in answer, answer
         result: dict[str, Any] = answer["result"]
@@ -64,7 +69,8 @@ def test_tool_results_fit_the_negotiated_revision(version: str, tmp_path: Path) 
         allowed = CONTENT_TYPES[version]
         results: dict[str, dict[str, Any]] = {}
         results["generate"] = client.call(
-            "generate_image", {"prompt": "a harbour", "model": "placeholder", "size": "256x256"}, token="g")
+            "generate_image", {"prompt": "a harbour", "model": "placeholder", "size": "256x256"}, token="g"
+        )
         before_result = len(raw.notifications)
         uri = results["generate"]["structuredContent"]["images"][0]["resource_uri"]
         results["edit"] = client.call("edit_image", {"prompt": "add a boat", "model": "placeholder", "images": [uri]})
@@ -88,11 +94,15 @@ def test_tool_results_fit_the_negotiated_revision(version: str, tmp_path: Path) 
         tagged = "[code: unknown_model]" in refused["content"][0]["text"]
         assert tagged == ("resource_link" not in allowed), refused["content"][0]["text"]
         # Progress: rounded, never going back, and all of it before the result.
-        progress = [n["params"] for n in raw.notifications if n.get("method") == "notifications/progress"
-                    and n["params"].get("progressToken") == "g"]
+        progress = [
+            n["params"]
+            for n in raw.notifications
+            if n.get("method") == "notifications/progress" and n["params"].get("progressToken") == "g"
+        ]
         values = [p["progress"] for p in progress]
         assert values and values == sorted(values) and all(round(v, 3) == v for v in values), values
-        assert len(progress) == len([n for n in raw.notifications[:before_result]
-                                     if n.get("params", {}).get("progressToken") == "g"])
+        assert len(progress) == len(
+            [n for n in raw.notifications[:before_result] if n.get("params", {}).get("progressToken") == "g"]
+        )
     finally:
         raw.close()

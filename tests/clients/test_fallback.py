@@ -21,12 +21,19 @@ def _text(result: Any) -> str:
 
 
 async def test_rate_limit_falls_back_to_the_next_model_that_takes_the_request(tmp_path: Path) -> None:
-    busy = FakeProvider("busy", models=[fake_spec("m")],
-                        script=[Outcome(error=RateLimitedError("busy rate-limited m", retry_after_s=30))])
+    busy = FakeProvider(
+        "busy",
+        models=[fake_spec("m")],
+        script=[Outcome(error=RateLimitedError("busy rate-limited m", retry_after_s=30))],
+    )
     plain = FakeProvider("plain", models=[fake_spec("m", seed=False)])  # cannot take seed: skipped
     spare = FakeProvider("spare", models=[fake_spec("m")])
-    atelier = build_test_atelier(tmp_path, [busy, plain, spare], providers=_providers(busy=busy, plain=plain, spare=spare),
-                                 fallbacks={"busy/m": ["plain/m", "spare/m"]})
+    atelier = build_test_atelier(
+        tmp_path,
+        [busy, plain, spare],
+        providers=_providers(busy=busy, plain=plain, spare=spare),
+        fallbacks={"busy/m": ["plain/m", "spare/m"]},
+    )
     async with connect(atelier) as client:
         result = await client.call_tool("generate_image", {"prompt": "a fox", "model": "busy/m", "seed": 7})
         usage = await client.call_tool("get_usage", {})
@@ -43,11 +50,13 @@ async def test_rate_limit_falls_back_to_the_next_model_that_takes_the_request(tm
 
 
 async def test_no_fallback_after_a_call_that_may_have_been_billed(tmp_path: Path) -> None:
-    slow = FakeProvider("slow", models=[fake_spec("m")],
-                        script=[Outcome(error=UpstreamTimeoutError("slow did not answer in time"))])
+    slow = FakeProvider(
+        "slow", models=[fake_spec("m")], script=[Outcome(error=UpstreamTimeoutError("slow did not answer in time"))]
+    )
     spare = FakeProvider("spare", models=[fake_spec("m")])
-    atelier = build_test_atelier(tmp_path, [slow, spare], providers=_providers(slow=slow, spare=spare),
-                                 fallbacks={"slow/m": ["spare/m"]})
+    atelier = build_test_atelier(
+        tmp_path, [slow, spare], providers=_providers(slow=slow, spare=spare), fallbacks={"slow/m": ["spare/m"]}
+    )
     async with connect(atelier) as client:
         result = await client.call_tool("generate_image", {"prompt": "a fox", "model": "slow/m"})
     assert result.is_error and spare.calls == []
@@ -55,13 +64,23 @@ async def test_no_fallback_after_a_call_that_may_have_been_billed(tmp_path: Path
 
 
 async def test_fallback_is_opt_in_and_keeps_the_spend_limits(tmp_path: Path) -> None:
-    down = FakeProvider("down", models=[fake_spec("m")],
-                        script=[Outcome(error=UpstreamUnavailableError("down failed with HTTP 503")),
-                                Outcome(error=UpstreamUnavailableError("down failed with HTTP 503"))])
+    down = FakeProvider(
+        "down",
+        models=[fake_spec("m")],
+        script=[
+            Outcome(error=UpstreamUnavailableError("down failed with HTTP 503")),
+            Outcome(error=UpstreamUnavailableError("down failed with HTTP 503")),
+        ],
+    )
     dear = FakeProvider("dear", models=[fake_spec("m", pricing={"per_image": 5.0, "as_of": "2026-11-21"})])
     other = FakeProvider("other", models=[fake_spec("m")])
-    atelier = build_test_atelier(tmp_path, [down, dear, other], providers=_providers(down=down, dear=dear, other=other),
-                                 fallbacks={"down/m": ["dear/m"]}, cost={"max_per_call_usd": 1.0})
+    atelier = build_test_atelier(
+        tmp_path,
+        [down, dear, other],
+        providers=_providers(down=down, dear=dear, other=other),
+        fallbacks={"down/m": ["dear/m"]},
+        cost={"max_per_call_usd": 1.0},
+    )
     async with connect(atelier) as client:
         refused = await client.call_tool("generate_image", {"prompt": "a fox", "model": "down/m"})
         unlisted = await client.call_tool("generate_image", {"prompt": "a fox", "model": "other/m"})

@@ -14,9 +14,18 @@ async def test_higher_output_compression_keeps_more_quality(tmp_path: Path) -> N
     sizes: dict[int, int] = {}
     async with connect(build_test_atelier(tmp_path, [atelier_placeholder])) as client:
         for value in (10, 95):
-            result = await client.call_tool("generate_image", {
-                "prompt": "a detailed harbour at dusk", "model": "placeholder", "size": "512x512",
-                "output_format": "jpeg", "output_compression": value, "seed": 7, "return_image": "none"})
+            result = await client.call_tool(
+                "generate_image",
+                {
+                    "prompt": "a detailed harbour at dusk",
+                    "model": "placeholder",
+                    "size": "512x512",
+                    "output_format": "jpeg",
+                    "output_compression": value,
+                    "seed": 7,
+                    "return_image": "none",
+                },
+            )
             assert not result.is_error, result.content
             outcome = result.structured_content or {}
             assert outcome["applied"]["output_compression"] == value

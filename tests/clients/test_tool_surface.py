@@ -25,8 +25,9 @@ def _text(result: Any) -> str:
 
 
 def _wire(items: Any) -> int:
-    return len(json.dumps([i.model_dump(mode="json", by_alias=True, exclude_none=True) for i in items],
-                          separators=(",", ":")))
+    return len(
+        json.dumps([i.model_dump(mode="json", by_alias=True, exclude_none=True) for i in items], separators=(",", ":"))
+    )
 
 
 async def test_every_argument_is_described_and_tools_list_fits_the_budget(tmp_path: Path) -> None:
@@ -42,8 +43,9 @@ async def test_every_argument_is_described_and_tools_list_fits_the_budget(tmp_pa
         for name, prop in tool.input_schema.get("properties", {}).items():
             assert prop.get("description"), f"{tool.name}.{name} has no description"
     by_name = {t.name: t for t in tools}
-    assert {"generate_image", "edit_image", "edit_session", "get_jobs", "list_available_models",
-            "health"} <= set(by_name)
+    assert {"generate_image", "edit_image", "edit_session", "get_jobs", "list_available_models", "health"} <= set(
+        by_name
+    )
     assert "list_available_models" in (by_name["generate_image"].description or "")  # pick a model first
     assert "45 s" in (by_name["generate_image"].description or "")  # long calls become jobs
     assert "edit_session" in (by_name["edit_image"].description or "")  # when to prefer the session
@@ -93,11 +95,13 @@ async def test_progress_is_rounded_monotonic_and_before_the_result(tmp_path: Pat
     seen: list[float] = []
     fake = FakeProvider("slowish", models=[fake_spec("m")], script=[Outcome(partials=2, delay_s=0.05)])
     async with connect(build_test_atelier(tmp_path, [fake])) as client:
+
         async def on_progress(progress: float, total: float | None, message: str | None) -> None:
             seen.append(progress)
 
-        result = await client.call_tool("generate_image", {"prompt": "x", "model": "slowish/m"},
-                                        progress_callback=on_progress)
+        result = await client.call_tool(
+            "generate_image", {"prompt": "x", "model": "slowish/m"}, progress_callback=on_progress
+        )
         count_at_result = len(seen)
     assert not result.is_error, _text(result)
     assert seen and count_at_result == len(seen)
@@ -112,29 +116,61 @@ async def test_edit_session_turns_take_edit_image_arguments(tmp_path: Path) -> N
         seen.append(progress)
 
     async with connect(build_test_atelier(tmp_path, [atelier_placeholder])) as client:
-        started = await client.call_tool("edit_session", {
-            "action": "start", "prompt": "a harbour", "model": "placeholder", "aspect_ratio": "16:9",
-            "seed": 3, "output_format": "jpeg", "output_compression": 70}, progress_callback=on_progress)
+        started = await client.call_tool(
+            "edit_session",
+            {
+                "action": "start",
+                "prompt": "a harbour",
+                "model": "placeholder",
+                "aspect_ratio": "16:9",
+                "seed": 3,
+                "output_format": "jpeg",
+                "output_compression": 70,
+            },
+            progress_callback=on_progress,
+        )
         assert not started.is_error, _text(started)
         session = started.structured_content["session"]["session_id"]  # type: ignore[index]
         applied = started.structured_content["outcome"]["applied"]  # type: ignore[index]
         assert applied["seed"] == 3 and applied["output_compression"] == 70 and applied["output_format"] == "jpeg"
         assert seen, "a session turn reports progress"
 
-        priced = await client.call_tool("edit_session", {
-            "action": "continue", "session_id": session, "prompt": "add boats", "dry_run": True,
-            "background": "opaque"})
+        priced = await client.call_tool(
+            "edit_session",
+            {
+                "action": "continue",
+                "session_id": session,
+                "prompt": "add boats",
+                "dry_run": True,
+                "background": "opaque",
+            },
+        )
         assert not priced.is_error and priced.structured_content["dry_run"] is True  # type: ignore[index]
 
-        queued = await client.call_tool("edit_session", {
-            "action": "continue", "session_id": session, "prompt": "add boats", "as_job": True,
-            "idempotency_key": "turn-1", "resolution": None})
+        queued = await client.call_tool(
+            "edit_session",
+            {
+                "action": "continue",
+                "session_id": session,
+                "prompt": "add boats",
+                "as_job": True,
+                "idempotency_key": "turn-1",
+                "resolution": None,
+            },
+        )
         job = queued.structured_content["job"]  # type: ignore[index]
         collected = await client.call_tool("get_jobs", {"job_ids": [job["job_id"]], "wait_s": 20})
         assert collected.structured_content["all_finished"], _text(collected)  # type: ignore[index]
-        again = await client.call_tool("edit_session", {
-            "action": "continue", "session_id": session, "prompt": "add boats", "as_job": True,
-            "idempotency_key": "turn-1"})
+        again = await client.call_tool(
+            "edit_session",
+            {
+                "action": "continue",
+                "session_id": session,
+                "prompt": "add boats",
+                "as_job": True,
+                "idempotency_key": "turn-1",
+            },
+        )
         assert again.structured_content["job"]["job_id"] == job["job_id"]  # type: ignore[index]
 
         history = await client.call_tool("edit_session", {"action": "history", "session_id": session})
@@ -153,7 +189,9 @@ async def test_get_jobs_without_ids_waits_for_every_unfinished_job(tmp_path: Pat
     async with connect(atelier) as client:
         ids = []
         for index in range(3):
-            ticket = await client.call_tool("generate_image", {"prompt": f"p{index}", "model": "slow/m", "as_job": True})
+            ticket = await client.call_tool(
+                "generate_image", {"prompt": f"p{index}", "model": "slow/m", "as_job": True}
+            )
             ids.append(ticket.structured_content["job"]["job_id"])  # type: ignore[index]
         listed = await client.call_tool("get_jobs", {})
         assert not listed.is_error
@@ -221,8 +259,9 @@ async def test_concurrent_session_turns_build_on_each_other(tmp_path: Path) -> N
         session = started.structured_content["session"]["session_id"]  # type: ignore[index]
         async with anyio.create_task_group() as group:
             for prompt in ("b", "c"):
-                group.start_soon(client.call_tool, "edit_session",
-                                 {"action": "continue", "session_id": session, "prompt": prompt})
+                group.start_soon(
+                    client.call_tool, "edit_session", {"action": "continue", "session_id": session, "prompt": prompt}
+                )
         history = await client.call_tool("edit_session", {"action": "history", "session_id": session})
     assert [t["parent"] for t in history.structured_content["turns"]] == [None, 0, 1]  # type: ignore[index]
 
@@ -245,13 +284,14 @@ async def test_docs_name_every_tool_and_prompt_clients_see(tmp_path: Path) -> No
             assert f"`{argument.name}`" in tools_doc, f"prompt {prompt.name}.{argument.name} is not documented"
 
 
-
 async def test_the_barrier_leaves_other_servers_jobs_alone(tmp_path: Path) -> None:
     # Two servers on one data directory (two stdio clients each start their own).
     stuck = FakeProvider("stuck", models=[fake_spec("m")], script=[Outcome(hang=True)])
     other = FakeProvider("stuck", models=[fake_spec("m")])
-    async with connect(build_test_atelier(tmp_path, [stuck])) as first, \
-            connect(build_test_atelier(tmp_path, [other])) as second:
+    async with (
+        connect(build_test_atelier(tmp_path, [stuck])) as first,
+        connect(build_test_atelier(tmp_path, [other])) as second,
+    ):
         ticket = await first.call_tool("generate_image", {"prompt": "p", "model": "stuck/m", "as_job": True})
         job_id = ticket.structured_content["job"]["job_id"]  # type: ignore[index]
         started = time.monotonic()

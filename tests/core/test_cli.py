@@ -48,8 +48,9 @@ def test_models_with_a_bad_filter_fails_clearly(capsys: pytest.CaptureFixture[st
     assert code == 1 and out == "" and "provider=nobody" in err
 
 
-def test_doctor_reports_without_spending(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-                                         isolated_env: Path) -> None:
+def test_doctor_reports_without_spending(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, isolated_env: Path
+) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-doctor-secret-123456")
     code, out, _ = run(capsys, "doctor")
     assert code == 0
@@ -73,8 +74,9 @@ def test_generate_prints_the_saved_path(capsys: pytest.CaptureFixture[str], isol
 def test_generate_dry_run_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "generate", "x", "--model", "placeholder", "--dry-run")
     assert code == 0 and "dry run" in out and "$0.0000" in out
-    code, out, _ = run(capsys, "generate", "x", "--model", "placeholder", "--size", "256x256", "--json",
-                       "--filename", "cli/fox.png")
+    code, out, _ = run(
+        capsys, "generate", "x", "--model", "placeholder", "--size", "256x256", "--json", "--filename", "cli/fox.png"
+    )
     assert code == 0 and json.loads(out)["images"][0]["path"].endswith("cli/fox.png")
 
 
@@ -87,16 +89,31 @@ def test_generate_refusal_is_one_clear_line(capsys: pytest.CaptureFixture[str]) 
 def test_edit_reads_files_from_the_command_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     (tmp_path / "photo.png").write_bytes(make_image(128, 128))
     (tmp_path / "mask.png").write_bytes(make_mask(128, 128))
-    code, out, err = run(capsys, "edit", str(tmp_path / "photo.png"), "--prompt", "add a hat",
-                         "--mask", str(tmp_path / "mask.png"), "--model", "placeholder")
+    code, out, err = run(
+        capsys,
+        "edit",
+        str(tmp_path / "photo.png"),
+        "--prompt",
+        "add a hat",
+        "--mask",
+        str(tmp_path / "mask.png"),
+        "--model",
+        "placeholder",
+    )
     assert code == 0, err
     assert Path(out.strip()).is_file()
 
 
 @pytest.mark.slow
 def test_demo_runs_offline_end_to_end(isolated_env: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "atelier_core", "demo"], env=dict(os.environ),
-                          capture_output=True, text=True, timeout=180, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "atelier_core", "demo"],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "NOT AI images" in out and "not AI images" in out
@@ -119,8 +136,11 @@ def test_every_command_and_option_has_help() -> None:
     parser = _parser()
     [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     helped = {action.dest: action.help for action in sub._choices_actions}
-    assert set(helped) == set(sub.choices) == {"serve", "models", "generate", "edit", "doctor", "usage", "demo",
-                                                     "gallery", "prune"}
+    assert (
+        set(helped)
+        == set(sub.choices)
+        == {"serve", "models", "generate", "edit", "doctor", "usage", "demo", "gallery", "prune"}
+    )
     for name, command in sub.choices.items():
         assert helped[name] and command.description, name
         for action in command._actions:
@@ -139,18 +159,22 @@ def test_help_output_shows_every_option_with_its_text(capsys: pytest.CaptureFixt
 # -- numbers ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("argv", "option", "shown", "allowed"), [
-    (["usage", "--days", "-3"], "--days", "-3", "1 to 3650 days"),
-    (["usage", "--days", "0"], "--days", "0", "1 to 3650 days"),
-    (["usage", "--days", "many"], "--days", "'many'", "1 to 3650 days"),
-    (["generate", "x", "--n", "0"], "--n", "0", "1 to 100 images"),
-    (["generate", "x", "--n", "100000"], "--n", "100000", "1 to 100 images"),
-    (["edit", "a.png", "--output-compression", "101"], "--output-compression", "101", "0 to 100"),
-    (["generate", "x", "--seed", "-1"], "--seed", "-1", "0 to 4294967295"),
-    (["serve", "--http", "--port", "70000"], "--port", "70000", "1 to 65535"),
-])
-def test_negative_or_absurd_numbers_are_refused(capsys: pytest.CaptureFixture[str], argv: list[str],
-                                                option: str, shown: str, allowed: str) -> None:
+@pytest.mark.parametrize(
+    ("argv", "option", "shown", "allowed"),
+    [
+        (["usage", "--days", "-3"], "--days", "-3", "1 to 3650 days"),
+        (["usage", "--days", "0"], "--days", "0", "1 to 3650 days"),
+        (["usage", "--days", "many"], "--days", "'many'", "1 to 3650 days"),
+        (["generate", "x", "--n", "0"], "--n", "0", "1 to 100 images"),
+        (["generate", "x", "--n", "100000"], "--n", "100000", "1 to 100 images"),
+        (["edit", "a.png", "--output-compression", "101"], "--output-compression", "101", "0 to 100"),
+        (["generate", "x", "--seed", "-1"], "--seed", "-1", "0 to 4294967295"),
+        (["serve", "--http", "--port", "70000"], "--port", "70000", "1 to 65535"),
+    ],
+)
+def test_negative_or_absurd_numbers_are_refused(
+    capsys: pytest.CaptureFixture[str], argv: list[str], option: str, shown: str, allowed: str
+) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     err = capsys.readouterr().err
@@ -200,8 +224,9 @@ def test_a_misspelt_config_key_is_warned_with_the_closest_key(
     assert "ATELIER_TEST_SOMETHING" not in err
 
 
-def test_known_settings_give_no_warning(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-                                        tmp_path: Path) -> None:
+def test_known_settings_give_no_warning(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     config = tmp_path / "atelier.toml"
     config.write_text('default_model = "placeholder"\n[storage]\nmax_input_bytes = 1000000\n')
     monkeypatch.setenv("ATELIER_CONFIG", str(config))
@@ -229,8 +254,9 @@ def test_errors_name_options_and_commands_not_tool_parameters(capsys: pytest.Cap
     assert "list_available_models" not in err and "model=" not in err
 
 
-def test_a_missing_input_file_names_the_file_it_looked_for(capsys: pytest.CaptureFixture[str],
-                                                           monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_a_missing_input_file_names_the_file_it_looked_for(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.chdir(tmp_path)
     code, out, err = run(capsys, "edit", "nothere.png", "--model", "placeholder", "--prompt", "x")
     assert code == 2 and out == ""
@@ -271,9 +297,24 @@ def test_progress_display_on_a_terminal(isolated_env: Path) -> None:
     primary, secondary = pty.openpty()
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "atelier_core", "generate", "a fox", "--model", "placeholder",
-             "--size", "2048x2048", "--n", "3"],
-            stderr=secondary, stdout=subprocess.PIPE, env=dict(os.environ), timeout=120, check=False,
+            [
+                sys.executable,
+                "-m",
+                "atelier_core",
+                "generate",
+                "a fox",
+                "--model",
+                "placeholder",
+                "--size",
+                "2048x2048",
+                "--n",
+                "3",
+            ],
+            stderr=secondary,
+            stdout=subprocess.PIPE,
+            env=dict(os.environ),
+            timeout=120,
+            check=False,
         )
         os.close(secondary)
         shown = _read_until(primary, b"NOT AI images", 10).decode(errors="replace")
@@ -288,8 +329,13 @@ def test_progress_display_on_a_terminal(isolated_env: Path) -> None:
 def test_bare_start_on_a_terminal_prints_a_one_line_hint(isolated_env: Path) -> None:
     primary, secondary = pty.openpty()
     try:
-        with subprocess.Popen([sys.executable, "-m", "atelier_core"], stdin=secondary,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ)) as server:
+        with subprocess.Popen(
+            [sys.executable, "-m", "atelier_core"],
+            stdin=secondary,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=dict(os.environ),
+        ) as server:
             assert server.stderr is not None
             hint = _read_until(server.stderr.fileno(), b"\n", 60).decode()
             server.kill()
@@ -303,7 +349,13 @@ def test_bare_start_on_a_terminal_prints_a_one_line_hint(isolated_env: Path) -> 
 
 def test_no_hint_when_a_client_starts_the_server(isolated_env: Path) -> None:
     # An MCP client talks through a pipe: the server must not print anything but MCP and logs.
-    done = subprocess.run([sys.executable, "-m", "atelier_core"], input=b"", capture_output=True,
-                          env={**os.environ, "ATELIER_LOGGING__LEVEL": "WARNING"}, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "atelier_core"],
+        input=b"",
+        capture_output=True,
+        env={**os.environ, "ATELIER_LOGGING__LEVEL": "WARNING"},
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0 and done.stdout == b""
     assert b"waiting for an MCP client" not in done.stderr

@@ -10,12 +10,11 @@ import pytest
 from atelier_core.engine.cost import Quote, SpendGuard, apply_price_override, usage_report
 from atelier_core.identity import acting_as
 from atelier_core.plugin.errors import ConfigurationError, SpendLimitError
+from atelier_core.plugin.provider import Provider
+from atelier_core.plugin.spec import ModelSpec, Operation, Pricing
+from atelier_core.plugin.types import ImageRequest
 from atelier_core.settings import CostSettings
 from atelier_core.state.store import StateStore
-from atelier_core.plugin.spec import ModelSpec, Pricing
-from atelier_core.plugin.types import ImageRequest
-from atelier_core.plugin.provider import Provider
-from atelier_core.plugin.spec import Operation
 
 
 @pytest.fixture
@@ -91,8 +90,18 @@ async def test_day_limit_stops_the_call_that_would_cross_it_and_lets_smaller_one
     for _ in range(2):
         verdict, hold = await guard.admit(q, "p/m")
         assert verdict == "ok" and hold is not None
-        await guard.record(provider="p", model="p/m", operation="generate", images=1, quote=q,
-                           cost_usd=0.40, status="billed", usage=None, request_id=None, hold=hold)
+        await guard.record(
+            provider="p",
+            model="p/m",
+            operation="generate",
+            images=1,
+            quote=q,
+            cost_usd=0.40,
+            status="billed",
+            usage=None,
+            request_id=None,
+            hold=hold,
+        )
     assert await state.reservations.held() == 0.0  # recording ended each hold
     with pytest.raises(SpendLimitError, match=r"daily spend limit of \$1\.00 \(already spent \$0\.8000\)"):
         await guard.check(q, "p/m")
@@ -103,12 +112,30 @@ async def test_day_limit_stops_the_call_that_would_cross_it_and_lets_smaller_one
 async def test_run_limit_counts_only_this_run(state: StateStore) -> None:
     q = Quote(estimate_usd=0.5, images=1, basis="table")
     old = SpendGuard(CostSettings(), state, run_id="old")
-    await old.record(provider="p", model="p/m", operation="generate", images=1, quote=q,
-                     cost_usd=0.5, status="billed", usage=None, request_id=None)
+    await old.record(
+        provider="p",
+        model="p/m",
+        operation="generate",
+        images=1,
+        quote=q,
+        cost_usd=0.5,
+        status="billed",
+        usage=None,
+        request_id=None,
+    )
     guard = SpendGuard(CostSettings(max_per_run_usd=0.6), state, run_id="new")
     assert await guard.check(q, "p/m") == "ok"
-    await guard.record(provider="p", model="p/m", operation="generate", images=1, quote=q,
-                       cost_usd=0.5, status="billed", usage=None, request_id=None)
+    await guard.record(
+        provider="p",
+        model="p/m",
+        operation="generate",
+        images=1,
+        quote=q,
+        cost_usd=0.5,
+        status="billed",
+        usage=None,
+        request_id=None,
+    )
     with pytest.raises(SpendLimitError, match="per-run"):
         await guard.check(q, "p/m")
 
@@ -132,9 +159,17 @@ async def test_unpriced_models_are_refused_only_when_limits_are_set() -> None:
 async def test_usage_report_groups_by_day_provider_and_model(state: StateStore) -> None:
     guard = SpendGuard(CostSettings(), state, run_id="r")
     for provider, model, usd, images in [("a", "a/x", 0.1, 1), ("a", "a/y", 0.2, 2), ("b", "b/z", 0.3, 3)]:
-        await guard.record(provider=provider, model=model, operation="generate", images=images,
-                           quote=Quote(estimate_usd=usd, images=images, basis="t"), cost_usd=None,
-                           status="billed", usage={"output_tokens": 10}, request_id="req")
+        await guard.record(
+            provider=provider,
+            model=model,
+            operation="generate",
+            images=images,
+            quote=Quote(estimate_usd=usd, images=images, basis="t"),
+            cost_usd=None,
+            status="billed",
+            usage={"output_tokens": 10},
+            request_id="req",
+        )
     report = await usage_report(state.ledger, days=7)
     assert report["total_usd"] == pytest.approx(0.6)
     assert report["calls"] == 3 and report["images"] == 6
@@ -148,9 +183,9 @@ async def test_usage_report_groups_by_day_provider_and_model(state: StateStore) 
 # -- through the router ---------------------------------------------------------------
 
 from atelier_core.plugin.errors import SafetyRefusalError, UpstreamTimeoutError, UpstreamUnavailableError  # noqa: E402
+from atelier_core.plugin.types import ImageCall  # noqa: E402
 from atelier_core.testing.fakes import FakeProvider, Outcome  # noqa: E402
 from atelier_core.testing.harness import build_test_atelier  # noqa: E402
-from atelier_core.plugin.types import ImageCall  # noqa: E402
 
 
 async def test_admit_holds_the_quote_until_released(state: StateStore) -> None:
@@ -171,13 +206,15 @@ async def test_without_a_daily_or_run_limit_nothing_is_held(state: StateStore) -
 
 
 async def test_ledger_totals_after_successes_refusals_and_failures(tmp_path: Path) -> None:
-    fake = FakeProvider(script=[
-        Outcome(),                                               # billed: 2 images x 0.01
-        Outcome(error=SafetyRefusalError("blocked")),            # refused upstream: not billed
-        Outcome(error=UpstreamUnavailableError("503")),          # failed: not billed (retries off)
-        Outcome(fail=[1]),                                       # partial: 1 of 2 billed
-        Outcome(error=UpstreamTimeoutError("hung")),             # may have been billed: counted
-    ])
+    fake = FakeProvider(
+        script=[
+            Outcome(),  # billed: 2 images x 0.01
+            Outcome(error=SafetyRefusalError("blocked")),  # refused upstream: not billed
+            Outcome(error=UpstreamUnavailableError("503")),  # failed: not billed (retries off)
+            Outcome(fail=[1]),  # partial: 1 of 2 billed
+            Outcome(error=UpstreamTimeoutError("hung")),  # may have been billed: counted
+        ]
+    )
     atelier = build_test_atelier(tmp_path, [fake], providers={"fake": {"max_retries": 0}})
     call = ImageCall(model="fake/fake-image", prompt="p", n=2)
     assert len((await atelier.execute(call, Operation.GENERATE)).images) == 2

@@ -18,8 +18,8 @@ import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atelier_core.plugin.errors import InputImageError
 from atelier_core.media.fetch import SafeFetcher, is_public_address, origin_entry, parse_host
+from atelier_core.plugin.errors import InputImageError
 from atelier_core.testing import FakeUpstream
 
 # Module-level marker: anyio then parametrizes async tests at collection time, which keeps
@@ -37,9 +37,14 @@ class SpyBackend(httpcore2.AsyncNetworkBackend):
         self.real = real
         self.inner = httpcore2.AnyIOBackend()
 
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None,
-                          socket_options: Iterable[Any] | None = None) -> httpcore2.AsyncNetworkStream:
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore2.AsyncNetworkStream:
         self.dials.append((host, port))
         if not self.real:
             raise httpcore2.ConnectError("spy: no real connection in this test")
@@ -78,27 +83,64 @@ def loopback_is_public(ip: Any) -> bool:
 
 @pytest.mark.parametrize(
     "address",
-    ["127.0.0.1", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1", "169.254.169.254",
-     "100.64.0.1", "100.127.255.254", "0.0.0.0", "224.0.0.1", "239.255.255.250", "240.0.0.1",
-     "255.255.255.255", "192.0.2.1", "198.18.0.1", "::1", "::", "fc00::1", "fd12:3456::1", "fe80::1",
-     "fe80::1%1", "ff02::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::127.0.0.1", "64:ff9b::a00:1",
-     "2002:7f00:1::", "2001:db8::1", "2001::1"],
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "172.31.255.255",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "100.127.255.254",
+        "0.0.0.0",
+        "224.0.0.1",
+        "239.255.255.250",
+        "240.0.0.1",
+        "255.255.255.255",
+        "192.0.2.1",
+        "198.18.0.1",
+        "::1",
+        "::",
+        "fc00::1",
+        "fd12:3456::1",
+        "fe80::1",
+        "fe80::1%1",
+        "ff02::1",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+        "::127.0.0.1",
+        "64:ff9b::a00:1",
+        "2002:7f00:1::",
+        "2001:db8::1",
+        "2001::1",
+    ],
 )
 def test_non_public_addresses(address: str) -> None:
     assert not is_public_address(ipaddress.ip_address(address))
 
 
-@pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8",
-                                     "64:ff9b::808:808", "100.128.0.1", "172.32.0.1"])
+@pytest.mark.parametrize(
+    "address",
+    ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808", "100.128.0.1", "172.32.0.1"],
+)
 def test_public_addresses(address: str) -> None:
     assert is_public_address(ipaddress.ip_address(address))
 
 
 @pytest.mark.parametrize(
     ("host", "expected"),
-    [("2130706433", "127.0.0.1"), ("0177.0.0.1", "127.0.0.1"), ("0x7f.1", "127.0.0.1"),
-     ("127.1", "127.0.0.1"), ("0x7f000001", "127.0.0.1"), ("10.1", "10.0.0.1"), ("[::1]", "::1"),
-     ("0", "0.0.0.0"), ("192.168.257", "192.168.1.1"), ("127.0.0.1.", "127.0.0.1")],
+    [
+        ("2130706433", "127.0.0.1"),
+        ("0177.0.0.1", "127.0.0.1"),
+        ("0x7f.1", "127.0.0.1"),
+        ("127.1", "127.0.0.1"),
+        ("0x7f000001", "127.0.0.1"),
+        ("10.1", "10.0.0.1"),
+        ("[::1]", "::1"),
+        ("0", "0.0.0.0"),
+        ("192.168.257", "192.168.1.1"),
+        ("127.0.0.1.", "127.0.0.1"),
+    ],
 )
 def test_encoded_ip_literals_are_normalised(host: str, expected: str) -> None:
     _name, literal = parse_host(host)
@@ -129,8 +171,20 @@ def test_invalid_hosts(host: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "answer", [["127.0.0.1"], ["10.0.0.8"], ["169.254.169.254"], ["100.64.1.1"], ["::1"], ["fe80::1"],
-               ["::ffff:127.0.0.1"], ["fd00::1"], ["224.0.0.1"], ["0.0.0.0"], [PUBLIC, "10.0.0.1"]],
+    "answer",
+    [
+        ["127.0.0.1"],
+        ["10.0.0.8"],
+        ["169.254.169.254"],
+        ["100.64.1.1"],
+        ["::1"],
+        ["fe80::1"],
+        ["::ffff:127.0.0.1"],
+        ["fd00::1"],
+        ["224.0.0.1"],
+        ["0.0.0.0"],
+        [PUBLIC, "10.0.0.1"],
+    ],
 )
 async def test_host_resolving_to_non_public_is_refused_before_connect(answer: list[str]) -> None:
     spy = SpyBackend()
@@ -144,9 +198,17 @@ async def test_host_resolving_to_non_public_is_refused_before_connect(answer: li
 
 @pytest.mark.parametrize(
     "url",
-    ["https://2130706433/x.png", "https://0177.0.0.1/x.png", "https://0x7f.1/x.png", "https://127.1/x.png",
-     "https://[::1]/x.png", "https://[::ffff:127.0.0.1]/x.png", "https://169.254.169.254/latest/meta-data",
-     "https://10.0.0.1:8443/a", "https://[fe80::1%25eth0]/x"],
+    [
+        "https://2130706433/x.png",
+        "https://0177.0.0.1/x.png",
+        "https://0x7f.1/x.png",
+        "https://127.1/x.png",
+        "https://[::1]/x.png",
+        "https://[::ffff:127.0.0.1]/x.png",
+        "https://169.254.169.254/latest/meta-data",
+        "https://10.0.0.1:8443/a",
+        "https://[fe80::1%25eth0]/x",
+    ],
 )
 async def test_ip_literals_refused_without_dns_or_connect(url: str) -> None:
     spy, resolver = SpyBackend(), StubResolver({})
@@ -168,11 +230,22 @@ async def test_localhost_names_refused_via_resolution() -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["http://images.example/x.png", "ftp://images.example/x.png", "file:///etc/passwd",
-     "gopher://images.example/", "data:image/png;base64,AAAA", "javascript:alert(1)", "//images.example/x",
-     "images.example/x.png", "https://user:pw@images.example/x.png", "https://user@images.example/x.png",
-     "https://images.example\\@evil/x.png", "https://images.example/x .png", "https://images.example:99999/x",
-     "https:///nohost"],
+    [
+        "http://images.example/x.png",
+        "ftp://images.example/x.png",
+        "file:///etc/passwd",
+        "gopher://images.example/",
+        "data:image/png;base64,AAAA",
+        "javascript:alert(1)",
+        "//images.example/x",
+        "images.example/x.png",
+        "https://user:pw@images.example/x.png",
+        "https://user@images.example/x.png",
+        "https://images.example\\@evil/x.png",
+        "https://images.example/x .png",
+        "https://images.example:99999/x",
+        "https:///nohost",
+    ],
 )
 async def test_schemes_credentials_and_malformed_urls_refused(url: str) -> None:
     spy = SpyBackend()
@@ -234,12 +307,12 @@ async def test_allow_list_entries_are_origins_scheme_host_and_port() -> None:
         up.reply("GET", "/a", body=b"1")
         assert await fetcher(spy).fetch(f"{up.url}/a", allowed_hosts=[up.url + "/v1"]) == b"1"
         refused = [
-            [f"http://127.0.0.1:{port + 1}"],      # same host, another port
-            [f"https://127.0.0.1:{port}"],          # same host and port, another scheme
-            ["127.0.0.1"],                          # a bare host means https on 443
-            [f"127.0.0.1:{port}"],                  # a bare host:port means https
-            ["http://127.0.0.1"],                   # http's default port is 80
-            ["ftp://127.0.0.1", "not a host"],       # not http(s) origins: allow nothing
+            [f"http://127.0.0.1:{port + 1}"],  # same host, another port
+            [f"https://127.0.0.1:{port}"],  # same host and port, another scheme
+            ["127.0.0.1"],  # a bare host means https on 443
+            [f"127.0.0.1:{port}"],  # a bare host:port means https
+            ["http://127.0.0.1"],  # http's default port is 80
+            ["ftp://127.0.0.1", "not a host"],  # not http(s) origins: allow nothing
         ]
         for entries in refused:
             with pytest.raises(InputImageError) as info:
@@ -283,8 +356,11 @@ async def test_relative_redirect_on_allowed_host_is_followed() -> None:
 async def test_too_many_redirects() -> None:
     spy = SpyBackend(real=True)
     with FakeUpstream() as up:
-        up.handle("GET", "/loop", lambda r: __import__("atelier_core.testing").testing.Reply(
-            status=302, headers={"location": "/loop"}))
+        up.handle(
+            "GET",
+            "/loop",
+            lambda r: __import__("atelier_core.testing").testing.Reply(status=302, headers={"location": "/loop"}),
+        )
         with pytest.raises(InputImageError) as info:
             await fetcher(spy, max_redirects=3).fetch(f"{up.url}/loop", allowed_hosts=[up.url])
         assert len(up.requests) == 4
@@ -344,14 +420,17 @@ async def test_exact_cap_is_accepted() -> None:
         assert len(await public_loopback_fetcher(spy, max_bytes=1000).fetch(f"{up.url}/ok")) == 1000
 
 
-@pytest.mark.parametrize(("reply", "code"), [
-    ({"status": 404}, "failed_to_download_image"),
-    ({"status": 500}, "failed_to_download_image"),
-    ({"status": 302}, "failed_to_download_image"),
-    ({"body": b"abc" * 100, "truncate_to": 10}, "failed_to_download_image"),
-    ({"reset": True}, "failed_to_download_image"),
-    ({"hang": True}, "remote_timeout"),
-])
+@pytest.mark.parametrize(
+    ("reply", "code"),
+    [
+        ({"status": 404}, "failed_to_download_image"),
+        ({"status": 500}, "failed_to_download_image"),
+        ({"status": 302}, "failed_to_download_image"),
+        ({"body": b"abc" * 100, "truncate_to": 10}, "failed_to_download_image"),
+        ({"reset": True}, "failed_to_download_image"),
+        ({"hang": True}, "remote_timeout"),
+    ],
+)
 async def test_upstream_failures(reply: dict[str, Any], code: str) -> None:
     spy = SpyBackend(real=True)
     with FakeUpstream() as up:
@@ -395,10 +474,12 @@ async def test_total_deadline_stops_a_slow_drip() -> None:
 
 @pytest.mark.parametrize(
     ("url", "dialled"),
-    [("https://[2606:4700::1111]/x.png", "2606:4700::1111"),
-     ("https://1572395042/x.png", PUBLIC),
-     ("https://0x5db8d822/x.png", PUBLIC),
-     ("https://IMAGES.Example./x.png", PUBLIC)],
+    [
+        ("https://[2606:4700::1111]/x.png", "2606:4700::1111"),
+        ("https://1572395042/x.png", PUBLIC),
+        ("https://0x5db8d822/x.png", PUBLIC),
+        ("https://IMAGES.Example./x.png", PUBLIC),
+    ],
 )
 async def test_public_literals_and_host_spellings_dial_the_checked_address(url: str, dialled: str) -> None:
     spy = SpyBackend()

@@ -9,7 +9,6 @@ import zlib
 import pytest
 from PIL import Image
 
-from atelier_core.plugin.errors import InputImageError, UpstreamProtocolError
 from atelier_core.media.images import (
     check_png_structure,
     decode_image,
@@ -18,6 +17,7 @@ from atelier_core.media.images import (
     sniff,
     verify_output,
 )
+from atelier_core.plugin.errors import InputImageError, UpstreamProtocolError
 
 MAX = 40_000_000
 
@@ -272,8 +272,8 @@ def test_provider_images_must_end_where_their_structure_ends() -> None:
 
 
 def test_the_answer_cap_follows_the_requested_pixels_and_format() -> None:
-    from atelier_core.plugin.types import ImageRequest
     from atelier_core.plugin.spec import Operation
+    from atelier_core.plugin.types import ImageRequest
 
     def cap(**fields: object) -> int:
         return ImageRequest(operation=Operation.GENERATE, model="m", **fields).max_image_bytes()

@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from atelier_core.plugin.errors import InputImageError
 from atelier_core.media.fetch import SafeFetcher
 from atelier_core.media.inputs import InputIntake, decode_base64_image
 from atelier_core.media.storage import OutputStore
+from atelier_core.plugin.errors import InputImageError
 
 pytestmark = pytest.mark.anyio  # keeps parametrize ids for async tests (see test_fetch)
 
@@ -76,8 +76,9 @@ async def expect(code: str, intake_: InputIntake, reference: str, parameter: str
 # -- local paths ----------------------------------------------------------------------------
 
 
-async def test_absolute_and_relative_paths_in_roots(store: OutputStore, layout: dict[str, Path],
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_absolute_and_relative_paths_in_roots(
+    store: OutputStore, layout: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     (layout["extra"] / "sub").mkdir()
     (layout["extra"] / "sub" / "a.png").write_bytes(PNG)
     (layout["out"] / "b.jpg").write_bytes(JPEG)
@@ -101,8 +102,9 @@ async def test_relative_lookup_order_follows_roots(store: OutputStore, layout: d
     assert image.data == (layout["out"] / "same.png").read_bytes()
 
 
-async def test_tilde_expanded_but_confined(store: OutputStore, layout: dict[str, Path],
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_tilde_expanded_but_confined(
+    store: OutputStore, layout: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HOME", str(layout["extra"]))
     (layout["extra"] / "t.png").write_bytes(PNG)
     loader = intake(store, layout)
@@ -112,8 +114,9 @@ async def test_tilde_expanded_but_confined(store: OutputStore, layout: dict[str,
     await expect("input_path_outside_root", loader, "~/t.png")
 
 
-async def test_outside_roots_refused_without_opening(store: OutputStore, layout: dict[str, Path],
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_outside_roots_refused_without_opening(
+    store: OutputStore, layout: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     canary = layout["outside"] / "canary.png"
     canary.write_bytes(PNG)
     opened: list[str] = []
@@ -125,7 +128,12 @@ async def test_outside_roots_refused_without_opening(store: OutputStore, layout:
 
     monkeypatch.setattr(os, "open", spy)
     loader = intake(store, layout)
-    for ref in (str(canary), f"file://{canary}", "../outside/canary.png", str(layout["out"]) + "/../outside/canary.png"):
+    for ref in (
+        str(canary),
+        f"file://{canary}",
+        "../outside/canary.png",
+        str(layout["out"]) + "/../outside/canary.png",
+    ):
         err = await expect("input_path_outside_root", loader, ref)
         assert "Fix:" in str(err)
     assert not any("canary" in p for p in opened)
@@ -165,8 +173,9 @@ async def test_fifo_directory_and_missing_refused_quickly(store: OutputStore, la
     assert str(layout["outside"]) not in str(err)
 
 
-async def test_sparse_huge_file_refused_by_size_before_reading(store: OutputStore, layout: dict[str, Path],
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_sparse_huge_file_refused_by_size_before_reading(
+    store: OutputStore, layout: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     huge = layout["extra"] / "huge.png"
     with open(huge, "wb") as handle:
         handle.write(PNG)
@@ -193,8 +202,9 @@ async def test_text_file_named_png_and_empty_file(store: OutputStore, layout: di
     await expect("empty_image_file", loader, "empty.png")
 
 
-async def test_bytes_are_read_once_and_returned_exactly(store: OutputStore, layout: dict[str, Path],
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_bytes_are_read_once_and_returned_exactly(
+    store: OutputStore, layout: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """I8: the file changes after it was read; the validated bytes are what we return."""
     target = layout["extra"] / "swap.png"
     target.write_bytes(PNG)
@@ -250,34 +260,45 @@ async def test_atelier_resource_uris(store: OutputStore, layout: dict[str, Path]
     await expect("invalid_image_reference", loader, "atelier://images/../outside/x.png")
 
 
-@pytest.mark.parametrize("ref", ["http://example.com/x.png", "ftp://example.com/x.png", "gopher://x/",
-                                 "javascript:alert(1)", "s3://bucket/x.png", "HTTP://example.com/x.png"])
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "http://example.com/x.png",
+        "ftp://example.com/x.png",
+        "gopher://x/",
+        "javascript:alert(1)",
+        "s3://bucket/x.png",
+        "HTTP://example.com/x.png",
+    ],
+)
 async def test_other_schemes_refused(store: OutputStore, layout: dict[str, Path], ref: str) -> None:
     await expect("url_not_allowed", intake(store, layout), ref)
 
 
-async def test_https_refused_when_remote_disabled_naming_the_setting(store: OutputStore,
-                                                                     layout: dict[str, Path]) -> None:
+async def test_https_refused_when_remote_disabled_naming_the_setting(
+    store: OutputStore, layout: dict[str, Path]
+) -> None:
     spy = NoDial()
     fetcher = SafeFetcher(timeout_s=1, max_bytes=1000, network_backend=spy)
-    err = await expect("url_not_allowed", intake(store, layout, fetcher=fetcher),
-                       "https://example.com/x.png?token=CANARY")
+    err = await expect(
+        "url_not_allowed", intake(store, layout, fetcher=fetcher), "https://example.com/x.png?token=CANARY"
+    )
     text = str(err)
     assert "storage.allow_remote_inputs" in text and "ATELIER_STORAGE__ALLOW_REMOTE_INPUTS" in text
     assert "CANARY" not in text and "CANARY" not in str(err.to_dict())
     assert spy.dials == []
 
 
-async def test_https_goes_through_the_safe_fetcher_when_enabled(store: OutputStore,
-                                                                layout: dict[str, Path]) -> None:
+async def test_https_goes_through_the_safe_fetcher_when_enabled(store: OutputStore, layout: dict[str, Path]) -> None:
     spy = NoDial()
 
     async def resolver(host: str, port: int) -> list[str]:
         return ["10.0.0.1"]
 
     fetcher = SafeFetcher(timeout_s=1, max_bytes=1000, network_backend=spy, resolver=resolver)
-    err = await expect("url_not_allowed", intake(store, layout, fetcher=fetcher, allow_remote=True),
-                       "https://images.example/x.png")
+    err = await expect(
+        "url_not_allowed", intake(store, layout, fetcher=fetcher, allow_remote=True), "https://images.example/x.png"
+    )
     assert "non-public" in str(err)
     assert spy.dials == []
 
@@ -288,7 +309,7 @@ async def test_https_goes_through_the_safe_fetcher_when_enabled(store: OutputSto
 async def test_raw_base64_and_data_urls(store: OutputStore, layout: dict[str, Path]) -> None:
     loader = intake(store, layout)
     assert (await loader.load(B64)).data == PNG
-    wrapped = "\n".join(B64[i:i + 76] for i in range(0, len(B64), 76))
+    wrapped = "\n".join(B64[i : i + 76] for i in range(0, len(B64), 76))
     assert (await loader.load(wrapped + "\n")).data == PNG
     assert (await loader.load("data:image/png;base64," + B64)).data == PNG
     jpeg_b64 = base64.b64encode(JPEG).decode()
@@ -318,8 +339,9 @@ async def test_bad_base64(store: OutputStore, layout: dict[str, Path], ref: str,
     await expect(code, intake(store, layout), ref)
 
 
-async def test_huge_base64_refused_from_length_alone(store: OutputStore, layout: dict[str, Path],
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_huge_base64_refused_from_length_alone(
+    store: OutputStore, layout: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     def never(*args: Any, **kwargs: Any) -> bytes:
         raise AssertionError("decoded")
 
@@ -354,8 +376,9 @@ def test_property_any_reference_gives_image_or_domain_error(tmp_path: Path, ref:
     root = tmp_path / "prop"
     store = OutputStore(root / "out")
     (root / "out" / "ok.png").write_bytes(PNG)
-    loader = InputIntake(roots=[store.root], store=store, fetcher=None, allow_remote=False,
-                         max_bytes=100_000, max_pixels=1_000_000)
+    loader = InputIntake(
+        roots=[store.root], store=store, fetcher=None, allow_remote=False, max_bytes=100_000, max_pixels=1_000_000
+    )
 
     async def run() -> None:
         try:
@@ -367,8 +390,9 @@ def test_property_any_reference_gives_image_or_domain_error(tmp_path: Path, ref:
     anyio.run(run)
 
 
-async def test_concurrent_loads_run_in_threads(store: OutputStore, layout: dict[str, Path],
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_concurrent_loads_run_in_threads(
+    store: OutputStore, layout: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import anyio
 
     from atelier_core.media.images import inspect_image as real
@@ -388,17 +412,25 @@ async def test_concurrent_loads_run_in_threads(store: OutputStore, layout: dict[
     assert threads and threading.get_ident() not in threads
 
 
-async def test_data_url_case_and_missing_input_dirs(store: OutputStore, layout: dict[str, Path],
-                                                    tmp_path: Path) -> None:
-    loader = InputIntake(roots=[store.root, tmp_path / "does-not-exist"], store=store, fetcher=None,
-                         allow_remote=False, max_bytes=1_000_000, max_pixels=1_000_000)
+async def test_data_url_case_and_missing_input_dirs(
+    store: OutputStore, layout: dict[str, Path], tmp_path: Path
+) -> None:
+    loader = InputIntake(
+        roots=[store.root, tmp_path / "does-not-exist"],
+        store=store,
+        fetcher=None,
+        allow_remote=False,
+        max_bytes=1_000_000,
+        max_pixels=1_000_000,
+    )
     assert loader.roots == (store.root,)
     assert (await loader.load("DATA:IMAGE/PNG;BASE64," + B64)).data == PNG
     await expect("url_not_allowed", loader, "file:///x.png?download=1")
 
 
 async def test_a_call_budget_refuses_the_image_that_would_cross_it_before_reading(
-    store: OutputStore, layout: dict[str, Path],
+    store: OutputStore,
+    layout: dict[str, Path],
 ) -> None:
     from atelier_core.media.inputs import InputBudget
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,9 +44,7 @@ class Crashing(FakeProvider):
 
 
 @pytest.mark.parametrize("kind", sorted(RAISERS))
-async def test_whatever_generate_raises_the_call_fails_and_the_server_keeps_serving(
-    kind: str, tmp_path: Path
-) -> None:
+async def test_whatever_generate_raises_the_call_fails_and_the_server_keeps_serving(kind: str, tmp_path: Path) -> None:
     atelier = build_test_atelier(tmp_path, [Crashing(RAISERS[kind]), atelier_placeholder])
     async with connect(atelier) as client:
         failed = await asyncio.wait_for(
@@ -122,8 +120,7 @@ async def test_the_watchdog_names_a_provider_that_blocks_the_event_loop(tmp_path
 
 
 async def test_a_provider_that_behaves_is_not_reported(tmp_path: Path) -> None:
-    atelier = build_test_atelier(tmp_path, [FakeProvider("calm", latency_s=0.4)],
-                                 plugin_settings={"loop_block_s": 0.3})
+    atelier = build_test_atelier(tmp_path, [FakeProvider("calm", latency_s=0.4)], plugin_settings={"loop_block_s": 0.3})
     isolation.BLOCKED.clear()
     async with connect(atelier) as client:
         result = await client.call_tool("generate_image", {"prompt": "a fox", "model": "calm/fake-image"})
@@ -141,11 +138,22 @@ def test_doctor_shows_the_traceback_of_a_plugin_that_fails_to_import_under_trace
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: atelier-exits\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[atelier]\nexits = atelier_exits_mod\n")
     (tmp_path / "atelier_exits_mod.py").write_text("def helper():\n    raise SystemExit(3)\n\nhelper()\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
-           "ATELIER_PLUGINS__TRACE": "true", "ATELIER_CONFIG": str(tmp_path / "none.toml"),
-           "ATELIER_DATA_DIR": str(tmp_path / "data"), "HOME": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "atelier_core", "doctor"], env=env, capture_output=True,
-                          text=True, timeout=120, check=False)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+        "ATELIER_PLUGINS__TRACE": "true",
+        "ATELIER_CONFIG": str(tmp_path / "none.toml"),
+        "ATELIER_DATA_DIR": str(tmp_path / "data"),
+        "HOME": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "atelier_core", "doctor"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "exits: failed" in done.stdout and "SystemExit" in done.stdout
     assert "atelier_exits_mod.py" in done.stdout and "in helper" in done.stdout

@@ -18,11 +18,11 @@ from typing import Any
 import anyio
 import pytest
 
-from atelier_core.plugin.errors import InvalidParameterError, NotFoundError
 from atelier_core.engine.jobs import JobManager, JobRun
-from atelier_core.state.jobs import JobState, new_job_id, validate_job_ids
+from atelier_core.plugin.errors import InvalidParameterError, NotFoundError
 from atelier_core.settings import JobSettings
 from atelier_core.state.db import Database
+from atelier_core.state.jobs import JobState, new_job_id, validate_job_ids
 from atelier_core.state.store import StateStore
 
 
@@ -75,9 +75,7 @@ async def _close_stores() -> AsyncIterator[None]:
 
 
 @asynccontextmanager
-async def manager(
-    path: Path, work: FakeWork, **settings: Any
-) -> AsyncIterator[JobManager]:
+async def manager(path: Path, work: FakeWork, **settings: Any) -> AsyncIterator[JobManager]:
     jobs = JobManager(_store(path), work, _settings(**settings))
     async with jobs.running():
         yield jobs
@@ -293,8 +291,9 @@ async def test_recovery_interrupts_jobs_of_dead_owners_only(tmp_path: Path) -> N
     live_remote = _insert_foreign(tmp_path, state="running", host="elsewhere", pid=1, lease_until=far)
     live_local = _insert_foreign(tmp_path, state="running", host=host, pid=os.getppid(), lease_until=far)
     async with manager(tmp_path, FakeWork()) as jobs:
-        states = {job.id: job for job in await jobs.get_many(
-            [dead_running, dead_queued, expired, live_remote, live_local])}
+        states = {
+            job.id: job for job in await jobs.get_many([dead_running, dead_queued, expired, live_remote, live_local])
+        }
     for job_id in (dead_running, dead_queued, expired):
         job = states[job_id]
         assert job.state is JobState.FAILED and job.message == "failed: interrupted"
@@ -327,8 +326,7 @@ async def test_two_live_managers_share_the_database_without_stealing_jobs(tmp_pa
 
 async def test_an_expired_lease_is_interrupted_by_a_running_peer(tmp_path: Path) -> None:
     async with manager(tmp_path, FakeWork(), lease_s=0.3) as jobs:
-        stale = _insert_foreign(tmp_path, state="running", host="elsewhere", pid=1,
-                                lease_until=time.time() + 0.2)
+        stale = _insert_foreign(tmp_path, state="running", host="elsewhere", pid=1, lease_until=time.time() + 0.2)
         with anyio.fail_after(3):
             while not (await jobs.get(stale)).terminal:
                 await anyio.sleep(0.05)
@@ -361,8 +359,7 @@ async def test_pruning_removes_old_finished_jobs_and_keeps_files_by_default(tmp_
                 await gate.wait()
             return {"images": [{"path": str(image)}]}
 
-        jobs = JobManager(_store(tmp_path / name), run,
-                          _settings(retention_days=1, delete_files_on_prune=delete))
+        jobs = JobManager(_store(tmp_path / name), run, _settings(retention_days=1, delete_files_on_prune=delete))
         async with jobs.running():
             old = await jobs.submit("generate", {"prompt": "old"})
             await jobs.wait([old.id], 5)
@@ -396,9 +393,9 @@ async def test_too_many_unfinished_jobs_are_refused_as_busy(tmp_path: Path) -> N
 async def test_a_job_that_cannot_be_recorded_is_refused_with_a_storage_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from atelier_core.plugin.errors import StorageError
-
     from sqlalchemy.exc import OperationalError
+
+    from atelier_core.plugin.errors import StorageError
 
     work = FakeWork()
     async with manager(tmp_path, work) as jobs:

@@ -18,9 +18,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_import_contracts_are_kept() -> None:
     done = subprocess.run(
-        [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; "
-         "sys.argv = ['lint-imports', '--no-cache']; lint_imports_command()"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from importlinter.cli import lint_imports_command; "
+            "sys.argv = ['lint-imports', '--no-cache']; lint_imports_command()",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert "Contracts: 2 kept, 0 broken." in done.stdout, (done.stdout + done.stderr)[-3000:]
     assert done.returncode == 0

@@ -39,10 +39,23 @@ def library(state: StateStore, tmp_path: Path) -> ImageLibrary:
     return ImageLibrary(OutputStore(tmp_path / "out"), state.images)
 
 
-async def _save(library: ImageLibrary, prompt: str, color: tuple[int, int, int], *, model: str = "placeholder/draw",
-          inputs: tuple[bytes, ...] = (), created: float | None = None, cost: float | None = 0.01):
-    meta = {"prompt": prompt, "model": model, "provider": model.split("/")[0], "operation": "generate",
-            "applied": {"size": "8x8"}}
+async def _save(
+    library: ImageLibrary,
+    prompt: str,
+    color: tuple[int, int, int],
+    *,
+    model: str = "placeholder/draw",
+    inputs: tuple[bytes, ...] = (),
+    created: float | None = None,
+    cost: float | None = 0.01,
+):
+    meta = {
+        "prompt": prompt,
+        "model": model,
+        "provider": model.split("/")[0],
+        "operation": "generate",
+        "applied": {"size": "8x8"},
+    }
     saved = library.store.save(_png(color), "png", metadata=meta)
     entry = await library.entry_for(saved, meta, cost_usd=cost, inputs=inputs)
     if created is not None:
@@ -53,8 +66,13 @@ async def _save(library: ImageLibrary, prompt: str, color: tuple[int, int, int],
 async def test_search_by_words_model_dates_session_and_lineage(library: ImageLibrary) -> None:
     fox = await _save(library, "a red fox in the snow", (200, 0, 0), created=1_700_000_000)
     with origin(session_id="s1", turn=1, job_id="j1"):
-        owl = await _save(library, "an owl at night", (0, 0, 200), model="other/owl",
-                    inputs=(library.store.resolve_resource(fox.relative).read_bytes(),))
+        owl = await _save(
+            library,
+            "an owl at night",
+            (0, 0, 200),
+            model="other/owl",
+            inputs=(library.store.resolve_resource(fox.relative).read_bytes(),),
+        )
     foxes = await _save(library, "two foxes playing", (0, 200, 0))
 
     async def find(**kw: object) -> list[str]:
@@ -96,9 +114,17 @@ async def test_bad_filters_are_refused_clearly(library: ImageLibrary) -> None:
 
 async def test_backfill_indexes_existing_sidecars_once(state: StateStore, tmp_path: Path) -> None:
     store = OutputStore(tmp_path / "out")
-    saved = store.save(_png((9, 9, 9)), "png", metadata={
-        "prompt": "an old lighthouse", "model": "openai/gpt-image-2", "provider": "openai",
-        "created_at": "2025-01-02T03:04:05+00:00", "cost": {"estimate_usd": 0.04, "cost_usd": 0.05}})
+    saved = store.save(
+        _png((9, 9, 9)),
+        "png",
+        metadata={
+            "prompt": "an old lighthouse",
+            "model": "openai/gpt-image-2",
+            "provider": "openai",
+            "created_at": "2025-01-02T03:04:05+00:00",
+            "cost": {"estimate_usd": 0.04, "cost_usd": 0.05},
+        },
+    )
     (store.root / "stray.json").write_text("{not json")
     library = ImageLibrary(store, state.images)
     assert await library.backfill() == 1

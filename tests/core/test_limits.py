@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from atelier_core.engine.throttle import LimiterPool, ProviderLimiter, RetryPolicy, call_with_retries
 from atelier_core.plugin.errors import (
     AuthenticationError,
     RateLimitedError,
@@ -13,7 +14,6 @@ from atelier_core.plugin.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from atelier_core.engine.throttle import LimiterPool, ProviderLimiter, RetryPolicy, call_with_retries
 from atelier_core.plugin.provider import ProviderSettings
 
 pytestmark = pytest.mark.anyio
@@ -127,9 +127,7 @@ async def _run(errors: list[Exception | None], policy: RetryPolicy, t: FakeTime)
         return "ok"
 
     try:
-        result: object = await call_with_retries(
-            attempt, policy=policy, limiter=limiter, provider="p", sleep=t.sleep
-        )
+        result: object = await call_with_retries(attempt, policy=policy, limiter=limiter, provider="p", sleep=t.sleep)
     except Exception as exc:
         result = exc
     return attempts, result

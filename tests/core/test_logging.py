@@ -130,8 +130,17 @@ def test_patterns_are_masked(text: str, leak: str) -> None:
 
 
 def test_sensitive_keys_and_truncation() -> None:
-    out = redact({"api_key": "x", "Authorization": "y", "input_tokens": 5, "password": "p",
-                  "nested": {"client_secret": "s", "ok": "fine"}, "blob": "A" * 5000, "raw": b"\x00" * 10})
+    out = redact(
+        {
+            "api_key": "x",
+            "Authorization": "y",
+            "input_tokens": 5,
+            "password": "p",
+            "nested": {"client_secret": "s", "ok": "fine"},
+            "blob": "A" * 5000,
+            "raw": b"\x00" * 10,
+        }
+    )
     assert out["api_key"] == out["Authorization"] == out["password"] == REDACTED
     assert out["input_tokens"] == 5
     assert out["nested"] == {"client_secret": REDACTED, "ok": "fine"}

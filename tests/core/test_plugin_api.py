@@ -41,10 +41,7 @@ EXAMPLE = ROOT / "examples" / "atelier-example-provider"
 
 def _hookspecs() -> dict[str, Callable[..., Any]]:
     marker = f"{hookspecs.PROJECT}_spec"
-    return {
-        name: fn for name, fn in vars(hookspecs).items()
-        if inspect.isfunction(fn) and hasattr(fn, marker)
-    }
+    return {name: fn for name, fn in vars(hookspecs).items() if inspect.isfunction(fn) and hasattr(fn, marker)}
 
 
 def _signature_text(fn: Callable[..., Any]) -> str:
@@ -142,7 +139,8 @@ def test_all_is_sorted_unique_and_importable() -> None:
 
 def test_all_is_complete() -> None:
     public = {
-        name for name, value in vars(atelier_core).items()
+        name
+        for name, value in vars(atelier_core).items()
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
     assert public == set(atelier_core.__all__), "atelier_core's public names and __all__ differ"
@@ -172,9 +170,26 @@ def test_every_name_the_docs_use_exists() -> None:
     known = set(atelier_core.__all__) | set(atelier_core.testing.__all__)
     for spans in (_code_spans(_doc()), _code_spans(TUTORIAL.read_text(encoding="utf-8"))):
         camel = {w for span in spans for w in re.findall(r"\b[A-Z][a-z]+(?:[A-Z][a-z0-9]*)+\b", span)}
-        ours = {w for w in camel if w.endswith(("Error", "Spec", "Rules", "Rule", "Settings", "Context",
-                                                "Result", "Request", "Provider", "Image", "Contract",
-                                                "Upstream"))}
+        ours = {
+            w
+            for w in camel
+            if w.endswith(
+                (
+                    "Error",
+                    "Spec",
+                    "Rules",
+                    "Rule",
+                    "Settings",
+                    "Context",
+                    "Result",
+                    "Request",
+                    "Provider",
+                    "Image",
+                    "Contract",
+                    "Upstream",
+                )
+            )
+        }
         example_names = {"PixelArtProvider", "PixelArtSettings", "PixelArtOptions", "FakePixelForge"}
         unknown = ours - known - example_names - set(dir(builtins))
         assert not unknown, f"the docs name things atelier_core does not export: {sorted(unknown)}"
@@ -192,8 +207,8 @@ def test_nothing_private_or_internal_leaks_into_the_plugin_docs() -> None:
 
 def _section(doc: str, heading: str) -> str:
     start = doc.index(heading)
-    following = re.search(r"^#{2,3} ", doc[start + len(heading):], re.MULTILINE)
-    return doc[start: start + len(heading) + following.start()] if following else doc[start:]
+    following = re.search(r"^#{2,3} ", doc[start + len(heading) :], re.MULTILINE)
+    return doc[start : start + len(heading) + following.start()] if following else doc[start:]
 
 
 @pytest.mark.parametrize(
@@ -232,8 +247,9 @@ def test_input_image_and_call_context_are_documented() -> None:
 def test_every_provider_member_is_documented() -> None:
     section = _section(_doc(), "## The provider protocol")
     members = [m for m in dir(Provider) if not m.startswith("_")] + ["settings"]
-    missing = [m for m in members if f"`{m}`" not in section and f"`{m}(" not in section
-               and f"`async {m}(" not in section]
+    missing = [
+        m for m in members if f"`{m}`" not in section and f"`{m}(" not in section and f"`async {m}(" not in section
+    ]
     assert not missing, f"Provider members missing from docs/plugins.md: {missing}"
 
 
@@ -249,12 +265,27 @@ def test_every_error_is_in_the_documented_tree() -> None:
 
 def test_docs_mention_every_loading_setting() -> None:
     doc = _doc()
-    for setting in ("plugins.allow", "plugins.block", "plugins.strict", "plugins.trace",
-                    "ATELIER_PLUGINS__TRACE", "ATELIER_PLUGINS__STRICT", "doctor", "list_available_models"):
+    for setting in (
+        "plugins.allow",
+        "plugins.block",
+        "plugins.strict",
+        "plugins.trace",
+        "ATELIER_PLUGINS__TRACE",
+        "ATELIER_PLUGINS__STRICT",
+        "doctor",
+        "list_available_models",
+    ):
         assert setting in doc, setting
     tutorial = TUTORIAL.read_text(encoding="utf-8")
-    for text in ("uvx --with", "pipx inject", "ATELIER_PLUGINS__TRACE", "ATELIER_PLUGINS__STRICT",
-                 "atelier-mcp doctor", "ProviderContract", "FakeUpstream"):
+    for text in (
+        "uvx --with",
+        "pipx inject",
+        "ATELIER_PLUGINS__TRACE",
+        "ATELIER_PLUGINS__STRICT",
+        "atelier-mcp doctor",
+        "ProviderContract",
+        "FakeUpstream",
+    ):
         assert text in tutorial, text
 
 
@@ -288,10 +319,17 @@ def test_providers_doc_matches_the_registry() -> None:
     page = providers_markdown(registry)
     current = PROVIDERS_DOC.read_text(encoding="utf-8") if PROVIDERS_DOC.is_file() else ""
     if page != current:
-        diff = "".join(list(difflib.unified_diff(
-            current.splitlines(keepends=True), page.splitlines(keepends=True),
-            "docs/providers.md (committed)", "generated", n=1,
-        ))[:80])
+        diff = "".join(
+            list(
+                difflib.unified_diff(
+                    current.splitlines(keepends=True),
+                    page.splitlines(keepends=True),
+                    "docs/providers.md (committed)",
+                    "generated",
+                    n=1,
+                )
+            )[:80]
+        )
         pytest.fail(f"docs/providers.md is out of date. Regenerate it: {REGENERATE}\n{diff}", pytrace=False)
     assert REGENERATE in page
 

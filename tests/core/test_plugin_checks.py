@@ -69,8 +69,11 @@ def provider_with(*specs: ModelSpec, name: str = "third") -> Provider:
 def test_invalid_specs_fail_the_plugin_at_load_with_every_problem() -> None:
     bad = provider_with(
         ModelSpec(id="bmp-model", output_formats=("bmp",), pricing=PRICE),
-        ModelSpec(id="preset-outside", pricing=PRICE, sizes=SizeRules(
-            presets=("1000x1000",), custom=CustomSizeRule(step=16, max_edge=2048))),
+        ModelSpec(
+            id="preset-outside",
+            pricing=PRICE,
+            sizes=SizeRules(presets=("1000x1000",), custom=CustomSizeRule(step=16, max_edge=2048)),
+        ),
         ModelSpec(id="undated", pricing=Pricing(per_image=0.02, as_of="last week")),
         ModelSpec(id="negative", pricing=Pricing(per_image=-1, as_of="2026-01-01")),
         ModelSpec(id="free"),
@@ -101,8 +104,14 @@ def test_a_spec_pydantic_refuses_reports_every_problem_in_plain_words() -> None:
     class Broken:
         @hookimpl
         def register_providers(self, register: Callable[[Provider[Any]], None]) -> None:
-            ModelSpec(id="x y", n_max=0, qualities=("hi",), default_quality="lo",  # type: ignore[arg-type]
-                      sizes={"presets": ["big"]}, seed="yes")
+            ModelSpec(
+                id="x y",
+                n_max=0,
+                qualities=("hi",),
+                default_quality="lo",  # type: ignore[arg-type]
+                sizes={"presets": ["big"]},
+                seed="yes",
+            )
 
     registry = build_registry(Settings(), plugins=[("broken", Broken())], entry_points=False)
     (record,) = registry.plugins
@@ -140,8 +149,10 @@ def test_an_alias_claimed_three_times_names_every_claimant() -> None:
 
 def test_a_third_party_alias_never_takes_a_built_in_alias() -> None:
     squatter = provider_with(ModelSpec(id="fast", aliases=("offline",), pricing=PRICE), name="squat")
-    for plugins in ([("aaa", Plugin(squatter)), ("placeholder", atelier_placeholder)],
-                    [("placeholder", atelier_placeholder), ("zzz", Plugin(squatter))]):
+    for plugins in (
+        [("aaa", Plugin(squatter)), ("placeholder", atelier_placeholder)],
+        [("placeholder", atelier_placeholder), ("zzz", Plugin(squatter))],
+    ):
         registry = build_registry(Settings(), plugins=plugins, entry_points=False)
         assert registry.resolve("offline").canonical_id == "placeholder/placeholder"
         assert any("belongs to the built-in model placeholder/placeholder" in p for p in registry.problems)
@@ -236,24 +247,44 @@ def test_applies_is_checked_by_the_core(
     operation: Operation, call: dict[str, Any], images: list[str], mask: bool, problem: str
 ) -> None:
     with pytest.raises(InvalidParameterError, match=problem) as caught:
-        validate_call(ImageCall(model="ap", prompt="p", **call), entry(APPLIES), operation,
-                      [_image(f) for f in images], _mask() if mask else None)
+        validate_call(
+            ImageCall(model="ap", prompt="p", **call),
+            entry(APPLIES),
+            operation,
+            [_image(f) for f in images],
+            _mask() if mask else None,
+        )
     assert caught.value.code == "unsupported_parameter"
     assert caught.value.fix
 
 
 def test_applies_lets_the_right_uses_through() -> None:
-    validate_call(ImageCall(model="ap", prompt="p", options={"fidelity": "high", "markup": True}),
-                  entry(APPLIES), Operation.EDIT, [_image()], None)
-    validate_call(ImageCall(model="ap", prompt="p", output_format="gif", options={"frames": 4}),
-                  entry(APPLIES), Operation.GENERATE)
-    validate_call(ImageCall(model="ap", prompt="p", options={"loop": True}),
-                  entry(APPLIES), Operation.EDIT, [_image("gif")], None)
+    validate_call(
+        ImageCall(model="ap", prompt="p", options={"fidelity": "high", "markup": True}),
+        entry(APPLIES),
+        Operation.EDIT,
+        [_image()],
+        None,
+    )
+    validate_call(
+        ImageCall(model="ap", prompt="p", output_format="gif", options={"frames": 4}),
+        entry(APPLIES),
+        Operation.GENERATE,
+    )
+    validate_call(
+        ImageCall(model="ap", prompt="p", options={"loop": True}), entry(APPLIES), Operation.EDIT, [_image("gif")], None
+    )
 
 
 def test_applies_naming_an_unknown_parameter_is_a_load_problem() -> None:
-    spec = fake_spec("typo", options=Opts, applies={"options.fidelty": Applies(operations=frozenset({Operation.EDIT})),
-                                                     "colour": Applies(output_formats=("png",))})
+    spec = fake_spec(
+        "typo",
+        options=Opts,
+        applies={
+            "options.fidelty": Applies(operations=frozenset({Operation.EDIT})),
+            "colour": Applies(output_formats=("png",)),
+        },
+    )
     problems = provider_problems(FakeProvider(models=[spec]))
     assert any("no option 'fidelty'" in p for p in problems), problems
     assert any("applies names 'colour'" in p for p in problems), problems
@@ -301,9 +332,15 @@ def test_every_code_belongs_to_exactly_one_class() -> None:
     for code, names in owners.items():
         # Download failures are both the caller's (an input URL) and the vendor's (a result URL).
         assert len(names) == 1 or code in {
-            ErrorCode.FAILED_TO_DOWNLOAD_IMAGE, ErrorCode.URL_NOT_ALLOWED, ErrorCode.IMAGE_FILE_TOO_LARGE,
-            ErrorCode.REMOTE_TIMEOUT, ErrorCode.UNSUPPORTED_IMAGE_MEDIA_TYPE, ErrorCode.IMAGE_PARSE_ERROR,
-            ErrorCode.NO_IMAGE_RETURNED, ErrorCode.UNSUPPORTED_CAPABILITY, ErrorCode.PROVIDER_INTERNAL_ERROR,
+            ErrorCode.FAILED_TO_DOWNLOAD_IMAGE,
+            ErrorCode.URL_NOT_ALLOWED,
+            ErrorCode.IMAGE_FILE_TOO_LARGE,
+            ErrorCode.REMOTE_TIMEOUT,
+            ErrorCode.UNSUPPORTED_IMAGE_MEDIA_TYPE,
+            ErrorCode.IMAGE_PARSE_ERROR,
+            ErrorCode.NO_IMAGE_RETURNED,
+            ErrorCode.UNSUPPORTED_CAPABILITY,
+            ErrorCode.PROVIDER_INTERNAL_ERROR,
         }, (code, names)
 
 

@@ -36,8 +36,9 @@ def test_decode_base64_is_strict() -> None:
 
 
 def test_redact_removes_configured_and_key_shaped_secrets() -> None:
-    text = redact(f"Incorrect API key provided: {KEY}; try https://bob:hunter2@api.x/v1 with Bearer abc.def.ghi",
-                  ["hunter2"])
+    text = redact(
+        f"Incorrect API key provided: {KEY}; try https://bob:hunter2@api.x/v1 with Bearer abc.def.ghi", ["hunter2"]
+    )
     assert KEY not in text and "hunter2" not in text and "abc.def.ghi" not in text
     assert text.lower().count("[redacted]") >= 3
     assert redact("AIzaSyA-0123456789abcdefghijklmnop").lower() == "[redacted]"
@@ -62,8 +63,15 @@ def test_redact_removes_configured_and_key_shaped_secrets() -> None:
     ],
 )
 def test_error_from_status_ladder(status: int, message: str, kind: type, code: str) -> None:
-    error = error_from_status(status, message, provider="pixel", model="p1", headers={"retry-after": "7"},
-                              request_id="req-1", key_variables=["PIXEL_API_KEY"])
+    error = error_from_status(
+        status,
+        message,
+        provider="pixel",
+        model="p1",
+        headers={"retry-after": "7"},
+        request_id="req-1",
+        key_variables=["PIXEL_API_KEY"],
+    )
     assert type(error) is kind and error.code == code
     assert KEY not in str(error) and error.provider == "pixel" and error.request_id == "req-1"
     assert "pixel/p1" in str(error) and f"HTTP {status}" in str(error)

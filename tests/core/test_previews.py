@@ -37,8 +37,7 @@ async def test_each_returned_image_is_decoded_once_and_previewed_once(
     decodes = _counting(monkeypatch, "decode_image")
     previews = _counting(monkeypatch, "make_preview")
     async with connect(atelier) as client:
-        result = await client.call_tool(
-            "generate_image", {"prompt": "a lighthouse", "model": "placeholder", "n": 2})
+        result = await client.call_tool("generate_image", {"prompt": "a lighthouse", "model": "placeholder", "n": 2})
     assert not result.is_error
     inline = [block for block in result.content if isinstance(block, ImageContent)]
     assert len(inline) == 2
@@ -55,7 +54,8 @@ async def test_full_mode_still_reads_the_file(tmp_path: Path) -> None:
     atelier = build_test_atelier(tmp_path, [("placeholder", atelier_placeholder)])
     async with connect(atelier) as client:
         result = await client.call_tool(
-            "generate_image", {"prompt": "a lighthouse", "model": "placeholder", "return_image": "full"})
+            "generate_image", {"prompt": "a lighthouse", "model": "placeholder", "return_image": "full"}
+        )
     (inline,) = [block for block in result.content if isinstance(block, ImageContent)]
     assert inline.mime_type == "image/png"  # the original file, not the cached WebP preview
     assert not atelier.previews._items

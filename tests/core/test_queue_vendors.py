@@ -77,7 +77,7 @@ async def test_the_kit_fails_a_queue_provider_that_cannot_resume_or_cancel() -> 
 
 async def _wait_for(predicate: Any, timeout_s: float = 10.0) -> None:
     with anyio.fail_after(timeout_s):
-        while not await predicate():  # noqa: ASYNC110 -- the state lives in the job store: polled
+        while not await predicate():
             await anyio.sleep(0.02)
 
 
@@ -103,6 +103,7 @@ async def test_a_job_resumes_polling_its_vendor_task_after_a_restart(tmp_path: P
     second = build_test_atelier(tmp_path, [FakeQueueProvider(vendor)], jobs={"lease_s": 30.0})
     jobs = build_jobs(second)
     async with jobs.running():
+
         async def finished() -> bool:
             return (await jobs.get(job.id)).state.terminal
 

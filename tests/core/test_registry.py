@@ -82,8 +82,12 @@ def test_built_in_providers_are_discovered_through_entry_points() -> None:
 def test_a_plugin_that_fails_to_import_is_recorded_and_isolated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write_distribution(tmp_path, "atelier-brokenimport", "atelier_brokenimport_mod",
-                       "raise ImportError('needs the frobnicator package')\n")
+    write_distribution(
+        tmp_path,
+        "atelier-brokenimport",
+        "atelier_brokenimport_mod",
+        "raise ImportError('needs the frobnicator package')\n",
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     registry = build_registry(Settings())
     record = next(r for r in registry.plugins if r.name == "atelier_brokenimport")
@@ -153,7 +157,8 @@ def test_a_built_in_name_is_reserved_for_its_distribution_whatever_the_order() -
     for name in ("aaa_clash", "zzz_clash"):
         impostor = provider_class("placeholder", "placeholder", aliases=("offline",))()
         registry = build_registry(
-            Settings(), plugins=[(name, Plugin(impostor)), ("placeholder", atelier_placeholder)],
+            Settings(),
+            plugins=[(name, Plugin(impostor)), ("placeholder", atelier_placeholder)],
             entry_points=False,
         )
         records = {r.name: r for r in registry.plugins}
@@ -176,9 +181,7 @@ def test_a_failing_second_provider_rolls_back_the_whole_plugin() -> None:
 def test_duplicate_aliases_are_ambiguous_and_name_both_plugins() -> None:
     left = provider_class("left", "m1", aliases=("shared",))()
     right = provider_class("right", "m2", aliases=("shared",))()
-    registry = build_registry(
-        Settings(), plugins=[("lp", Plugin(left)), ("rp", Plugin(right))], entry_points=False
-    )
+    registry = build_registry(Settings(), plugins=[("lp", Plugin(left)), ("rp", Plugin(right))], entry_points=False)
     (problem,) = registry.problems
     assert "shared" in problem and "left/m1" in problem and "right/m2" in problem
     assert "plugin lp" in problem and "plugin rp" in problem
@@ -192,8 +195,13 @@ def test_duplicate_aliases_are_ambiguous_and_name_both_plugins() -> None:
 
 def test_resolution_by_canonical_id_alias_and_case() -> None:
     registry = build_registry(Settings(), plugins=[("placeholder", atelier_placeholder)], entry_points=False)
-    for name in ("placeholder/placeholder", "PLACEHOLDER/Placeholder", "offline", "placeholder/offline",
-                 "placeholder-image"):
+    for name in (
+        "placeholder/placeholder",
+        "PLACEHOLDER/Placeholder",
+        "offline",
+        "placeholder/offline",
+        "placeholder-image",
+    ):
         assert registry.resolve(name).canonical_id == "placeholder/placeholder"
     with pytest.raises(UnknownModelError, match="placeholder"):
         registry.resolve("placehold")
@@ -257,13 +265,13 @@ def test_invalid_provider_settings_fail_that_plugin_only() -> None:
 
 
 def test_entries_filter_by_provider_and_capability() -> None:
-    registry = build_registry(Settings(), plugins=[("placeholder", atelier_placeholder),
-                                                   ("x", Plugin(provider_class("x", "gen-only")()))],
-                              entry_points=False)
+    registry = build_registry(
+        Settings(),
+        plugins=[("placeholder", atelier_placeholder), ("x", Plugin(provider_class("x", "gen-only")()))],
+        entry_points=False,
+    )
     assert [e.canonical_id for e in registry.entries(capability="edit")] == ["placeholder/placeholder"]
     assert [e.canonical_id for e in registry.entries(provider="x")] == ["x/gen-only"]
-
-
 
 
 def test_provider_settings_from_variables_decode_json_lists(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -281,7 +289,7 @@ def test_provider_settings_from_variables_decode_json_lists(monkeypatch: pytest.
     assert provider.settings.hosts == ["a.example", "b.example"]  # type: ignore[attr-defined]
 
 
-TWIN = '''
+TWIN = """
 from atelier_core import ModelSpec, Provider, hookimpl
 
 class Twin(Provider):
@@ -293,7 +301,7 @@ class Twin(Provider):
 @hookimpl
 def register_providers(register):
     register(Twin())
-'''
+"""
 
 
 def test_two_installed_distributions_claiming_one_name_are_both_refused_until_one_is_picked(

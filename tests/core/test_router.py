@@ -26,6 +26,7 @@ from atelier_core import (
     Usage,
     hookimpl,
 )
+from atelier_core.engine.pipeline import CallOutcome, Pipeline
 from atelier_core.plugin.errors import (
     InvalidParameterError,
     OutputPathError,
@@ -36,10 +37,9 @@ from atelier_core.plugin.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from atelier_core.engine.pipeline import Pipeline, CallOutcome
+from atelier_core.plugin.types import ImageCall, ItemFailure
 from atelier_core.settings import Settings
 from atelier_core.testing import make_image, make_mask
-from atelier_core.plugin.types import ImageCall, ItemFailure
 
 pytestmark = pytest.mark.anyio
 
@@ -104,7 +104,9 @@ class Scripted(Provider):
             elif callable(step):
                 return step(request)  # type: ignore[no-any-return]
             return ProviderResult(
-                images=images, failures=failures, usage=Usage(output_tokens=10 * len(images)),
+                images=images,
+                failures=failures,
+                usage=Usage(output_tokens=10 * len(images)),
                 request_id=f"req-{number}",
             )
         finally:
@@ -205,14 +207,11 @@ async def test_edit_without_prompt_routes_to_variation(tmp_path: Path) -> None:
 
 async def test_edit_with_mask_from_a_previous_result(tmp_path: Path) -> None:
     atelier = build(tmp_path)
-    first = await atelier.execute(
-        ImageCall(model="placeholder", prompt="a room", size="256x256"), Operation.GENERATE
-    )
+    first = await atelier.execute(ImageCall(model="placeholder", prompt="a room", size="256x256"), Operation.GENERATE)
     mask = tmp_path / "out" / "mask.png"
     mask.write_bytes(make_mask(256, 256))
     edited = await atelier.execute(
-        ImageCall(model="placeholder", prompt="add a window", images=[first.images[0].resource_uri],
-                  mask=str(mask)),
+        ImageCall(model="placeholder", prompt="add a window", images=[first.images[0].resource_uri], mask=str(mask)),
         Operation.EDIT,
     )
     assert edited.operation is Operation.EDIT and edited.applied.get("mask") is True
@@ -329,8 +328,12 @@ async def test_all_corrupt_raises_protocol_error_and_writes_nothing(tmp_path: Pa
 
 
 async def test_all_parts_failing_raises_the_most_meaningful_error(tmp_path: Path) -> None:
-    fake = Scripted(UpstreamUnavailableError("503"), SafetyRefusalError("refused"),
-                    UpstreamUnavailableError("503"), UpstreamUnavailableError("503"))
+    fake = Scripted(
+        UpstreamUnavailableError("503"),
+        SafetyRefusalError("refused"),
+        UpstreamUnavailableError("503"),
+        UpstreamUnavailableError("503"),
+    )
     atelier = build(tmp_path, fake, fake={"max_retries": 0})
     with pytest.raises(SafetyRefusalError):
         await atelier.execute(ImageCall(model="one", prompt="x", n=4), Operation.GENERATE)
@@ -365,9 +368,9 @@ async def test_concurrency_cap_per_provider(tmp_path: Path, cap: int) -> None:
     fake = Scripted()
     fake.delay = 0.2  # long enough that all four calls are waiting even on a loaded machine
     atelier = build(tmp_path, fake, fake={"max_concurrency": cap})
-    await asyncio.gather(*(
-        atelier.execute(ImageCall(model="one", prompt="x", n=2), Operation.GENERATE) for _ in range(4)
-    ))
+    await asyncio.gather(
+        *(atelier.execute(ImageCall(model="one", prompt="x", n=2), Operation.GENERATE) for _ in range(4))
+    )
     assert len(fake.calls) == 4 and fake.peak == cap
 
 
@@ -378,10 +381,8 @@ async def test_requests_per_minute_limits_call_starts(tmp_path: Path) -> None:
         sleeps.append(seconds)
 
     fake = Scripted()
-    values = {"storage": {"output_dir": str(tmp_path / "out")},
-              "providers": {"fake": {"requests_per_minute": 2}}}
-    atelier = Pipeline.build(Settings(**values), plugins=[("fake", Plugin(fake))], entry_points=False,
-                            sleep=fake_sleep)
+    values = {"storage": {"output_dir": str(tmp_path / "out")}, "providers": {"fake": {"requests_per_minute": 2}}}
+    atelier = Pipeline.build(Settings(**values), plugins=[("fake", Plugin(fake))], entry_points=False, sleep=fake_sleep)
     # The limiter owns its own clock; give it a fake one that advances on sleep.
     now = [0.0]
 
@@ -391,8 +392,8 @@ async def test_requests_per_minute_limits_call_starts(tmp_path: Path) -> None:
 
     _ = atelier.registry  # built lazily; the provider's settings are configured then
     limiter = atelier.limits.get("fake", fake.settings)
-    limiter._clock = lambda: now[0]  # noqa: SLF001 - test seam
-    limiter._sleep = tick  # noqa: SLF001
+    limiter._clock = lambda: now[0]
+    limiter._sleep = tick
     for _ in range(3):
         await atelier.execute(ImageCall(model="one", prompt="x"), Operation.GENERATE)
     await atelier.aclose()
@@ -409,8 +410,9 @@ async def test_progress_is_reported_in_increasing_stages(tmp_path: Path) -> None
         seen.append((fraction, message))
 
     atelier = build(tmp_path)
-    await atelier.execute(ImageCall(model="placeholder", prompt="x", size="256x256", n=2),
-                          Operation.GENERATE, progress=progress)
+    await atelier.execute(
+        ImageCall(model="placeholder", prompt="x", size="256x256", n=2), Operation.GENERATE, progress=progress
+    )
     fractions = [f for f, _ in seen]
     assert fractions == sorted(set(fractions)) and fractions[-1] == 1.0
     messages = " ".join(m for _, m in seen)
@@ -455,7 +457,7 @@ async def test_without_a_preview_a_corrupt_png_is_still_never_a_file(tmp_path: P
     middle = len(PNG) // 2
     bad = {
         "truncated": PNG[:middle],
-        "flipped byte": PNG[:middle] + bytes([PNG[middle] ^ 0x01]) + PNG[middle + 1:],
+        "flipped byte": PNG[:middle] + bytes([PNG[middle] ^ 0x01]) + PNG[middle + 1 :],
         "garbage": b"\x89PNG\r\n\x1a\nnot really",
     }[damage]
 
@@ -472,8 +474,9 @@ async def test_without_a_preview_a_corrupt_png_is_still_never_a_file(tmp_path: P
     assert atelier.previews.take(outcome.images[0].path, outcome.images[0].sha256) is None  # none made
 
 
-async def test_decodes_of_returned_images_are_bounded_across_calls(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_decodes_of_returned_images_are_bounded_across_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # 4 calls of 4 images each arrive together: at most one decode per core (at least 2)
     # runs at once, each holding a decoded frame; the rest wait with their encoded bytes.
     import os
@@ -500,7 +503,8 @@ async def test_decodes_of_returned_images_are_bounded_across_calls(tmp_path: Pat
 
     monkeypatch.setattr(images, "decode_image", counting)
     atelier = build(tmp_path, Scripted())
-    outcomes = await asyncio.gather(*(
-        atelier.execute(ImageCall(model="one", prompt="x", n=4), Operation.GENERATE) for _ in range(4)))
+    outcomes = await asyncio.gather(
+        *(atelier.execute(ImageCall(model="one", prompt="x", n=4), Operation.GENERATE) for _ in range(4))
+    )
     assert sum(len(o.images) for o in outcomes) == 16
     assert 2 <= peak <= max(2, os.cpu_count() or 2)

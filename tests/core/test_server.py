@@ -17,7 +17,7 @@ from PIL import Image
 
 import atelier_placeholder
 from atelier_core import Provider, hookimpl
-from atelier_core.engine.pipeline import Pipeline, CallOutcome
+from atelier_core.engine.pipeline import CallOutcome, Pipeline
 from atelier_core.mcp.app import build_server
 from atelier_core.mcp.schema import compact_schema
 from atelier_core.settings import Settings
@@ -25,8 +25,17 @@ from atelier_core.testing import make_mask
 
 pytestmark = pytest.mark.anyio
 
-TOOLS = {"generate_image", "edit_image", "list_available_models", "get_jobs", "cancel_job",
-         "edit_session", "get_usage", "health", "find_images"}
+TOOLS = {
+    "generate_image",
+    "edit_image",
+    "list_available_models",
+    "get_jobs",
+    "cancel_job",
+    "edit_session",
+    "get_usage",
+    "health",
+    "find_images",
+}
 
 
 class Broken:
@@ -83,9 +92,23 @@ async def test_tools_are_listed_small_and_truthfully_annotated(client: Client) -
     assert by_name["edit_image"].input_schema["required"] == ["images"]
     props = by_name["generate_image"].input_schema["properties"]
     assert props["return_image"]["enum"] == ["preview", "full", "none"]
-    assert {"size", "aspect_ratio", "resolution", "quality", "n", "output_format", "output_compression",
-            "background", "seed", "negative_prompt", "style", "options", "filename", "overwrite",
-            "dry_run"} <= set(props)
+    assert {
+        "size",
+        "aspect_ratio",
+        "resolution",
+        "quality",
+        "n",
+        "output_format",
+        "output_compression",
+        "background",
+        "seed",
+        "negative_prompt",
+        "style",
+        "options",
+        "filename",
+        "overwrite",
+        "dry_run",
+    } <= set(props)
 
 
 def test_compact_schema_keeps_meaning() -> None:
@@ -93,8 +116,7 @@ def test_compact_schema_keeps_meaning() -> None:
         "title": "Args",
         "type": "object",
         "properties": {
-            "a": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None, "title": "A",
-                  "description": "d"},
+            "a": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None, "title": "A", "description": "d"},
             "b": {"anyOf": [{"type": "string"}, {"type": "integer"}], "title": "B"},
             "c": {"type": "object", "additionalProperties": True},
             "title": {"type": "string", "title": "Title"},
@@ -238,7 +260,8 @@ async def test_progress_notifications_arrive(client: Client) -> None:
         seen.append((progress, total, message))
 
     result = await client.call_tool(
-        "generate_image", {"prompt": "x", "model": "placeholder", "size": "256x256", "n": 2},
+        "generate_image",
+        {"prompt": "x", "model": "placeholder", "size": "256x256", "n": 2},
         progress_callback=on_progress,
     )
     assert not result.is_error
@@ -281,7 +304,8 @@ async def test_a_provider_error_echoing_the_key_is_masked(tmp_path: Path) -> Non
 
     atelier = Pipeline.build(
         Settings(storage={"output_dir": str(tmp_path / "out")}, providers={"leaky": {"api_key": secret}}),
-        plugins=[("leaky", LeakyPlugin())], entry_points=False,
+        plugins=[("leaky", LeakyPlugin())],
+        entry_points=False,
     )
     async with Client(build_server(atelier, configure_logs=False)) as client:
         result = await client.call_tool("generate_image", {"prompt": "x", "model": "leaky/m"})

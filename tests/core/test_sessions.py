@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
 
 import atelier_placeholder
-from atelier_core.plugin.errors import InputImageError, InvalidParameterError, NotFoundError, RequestError
 from atelier_core.engine.sessions import SessionManager
+from atelier_core.plugin.errors import InputImageError, InvalidParameterError, NotFoundError, RequestError
 from atelier_core.plugin.spec import Operation
+from atelier_core.plugin.types import ImageCall
 from atelier_core.testing.fakes import FakeProvider, fake_spec
 from atelier_core.testing.harness import build_test_atelier
-from atelier_core.plugin.types import ImageCall
 
 SIZE = 256
 
@@ -48,7 +47,8 @@ async def test_three_turns_each_edit_the_previous_output(tmp_path: Path) -> None
     sessions = SessionManager(atelier)
     root = atelier.store.root
     view, first = await sessions.start(
-        prompt="a red barn", image=None,
+        prompt="a red barn",
+        image=None,
         call=ImageCall(model="placeholder", size=f"{SIZE}x{SIZE}", output_format="png"),
     )
     turn0 = first.images[0].path
@@ -93,7 +93,9 @@ async def test_switch_model_mid_session_and_branch_from_turn_one(tmp_path: Path)
     view, _ = await sessions.continue_(view.id, call=ImageCall(prompt="dawn"))
     assert view.turns[-1].model == "other/editor"  # the switched model sticks
     # Branch from turn 1 after turn 3: a new turn whose parent is 1; nothing is lost.
-    view, _branched = await sessions.continue_(view.id, from_turn=1, call=ImageCall(prompt="sunny", model="placeholder"))
+    view, _branched = await sessions.continue_(
+        view.id, from_turn=1, call=ImageCall(prompt="sunny", model="placeholder")
+    )
     assert len(view.turns) == 5
     assert view.turns[-1].parent == 1 and view.head == 4
     assert all(Path(t.image_path).is_file() for t in view.turns)
@@ -102,9 +104,13 @@ async def test_switch_model_mid_session_and_branch_from_turn_one(tmp_path: Path)
 
 async def test_start_from_an_existing_image_and_continue_after_a_restart(tmp_path: Path) -> None:
     atelier = _atelier(tmp_path)
-    first = await atelier.execute(ImageCall(model="placeholder", prompt="seed image", size="256x256"), Operation.GENERATE)
+    first = await atelier.execute(
+        ImageCall(model="placeholder", prompt="seed image", size="256x256"), Operation.GENERATE
+    )
     sessions = SessionManager(atelier)
-    view, none = await sessions.start(prompt=None, image=first.images[0].resource_uri, call=ImageCall(model="placeholder"))
+    view, none = await sessions.start(
+        prompt=None, image=first.images[0].resource_uri, call=ImageCall(model="placeholder")
+    )
     assert none is None and view.turns[0].operation == "import"
     session_id = view.id
     await atelier.aclose()
@@ -123,7 +129,9 @@ async def test_lru_cap_and_idle_ttl_end_sessions(tmp_path: Path) -> None:
     ids = []
     for index in range(3):
         now[0] += 1
-        view, _ = await sessions.start(prompt=f"p{index}", image=None, call=ImageCall(model="placeholder", size="256x256"))
+        view, _ = await sessions.start(
+            prompt=f"p{index}", image=None, call=ImageCall(model="placeholder", size="256x256")
+        )
         ids.append(view.id)
     views = {v.id: v for v in await sessions.list(include_ended=True)}
     assert views[ids[0]].status == "ended" and "max_sessions" in (views[ids[0]].ended_reason or "")
@@ -137,7 +145,9 @@ async def test_lru_cap_and_idle_ttl_end_sessions(tmp_path: Path) -> None:
 
 
 async def test_clear_errors(tmp_path: Path) -> None:
-    generator_only = FakeProvider("gen", models=[fake_spec("draw", operations=frozenset({Operation.GENERATE}), input_images=None)])
+    generator_only = FakeProvider(
+        "gen", models=[fake_spec("draw", operations=frozenset({Operation.GENERATE}), input_images=None)]
+    )
     atelier = build_test_atelier(tmp_path, [atelier_placeholder, generator_only])
     sessions = SessionManager(atelier)
     with pytest.raises(NotFoundError, match="unknown session") as unknown:

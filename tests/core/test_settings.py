@@ -73,7 +73,7 @@ def test_precedence_arguments_then_environment_then_file(monkeypatch: pytest.Mon
     config.write_text(
         'default_model = "from-file"\n'
         "[preview]\nmax_edge = 300\nmax_bytes = 90000\n"
-        "[providers.openai]\ntimeout_s = 45\nbase_url = \"http://file\"\n"
+        '[providers.openai]\ntimeout_s = 45\nbase_url = "http://file"\n'
     )
     monkeypatch.setenv("ATELIER_CONFIG", str(config))
     monkeypatch.setenv("ATELIER_DEFAULT_MODEL", "from-env")
@@ -101,7 +101,9 @@ def test_a_missing_config_file_is_fine(monkeypatch: pytest.MonkeyPatch, tmp_path
         ("ATELIER_HTTP__PORT", "eighty"),
     ],
 )
-def test_invalid_values_are_refused_naming_the_field(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+def test_invalid_values_are_refused_naming_the_field(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
     monkeypatch.setenv(variable, value)
     with pytest.raises(ValidationError) as caught:
         Settings()
@@ -111,7 +113,7 @@ def test_invalid_values_are_refused_naming_the_field(monkeypatch: pytest.MonkeyP
 
 def test_a_misspelled_key_in_a_section_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     config = tmp_path / "atelier.toml"
-    config.write_text("[storage]\noutput_dirr = \"/tmp/x\"\n")
+    config.write_text('[storage]\noutput_dirr = "/tmp/x"\n')
     monkeypatch.setenv("ATELIER_CONFIG", str(config))
     with pytest.raises(ValidationError, match="output_dirr"):
         Settings()
@@ -149,8 +151,8 @@ def test_example_config_documents_every_core_setting() -> None:
 
 
 def test_example_config_documents_every_provider_setting() -> None:
-    from atelier_core.plugin.provider import ProviderSettings
     from atelier_core.engine.registry import build_registry
+    from atelier_core.plugin.provider import ProviderSettings
 
     keys = _documented_keys(EXAMPLE.read_text())
     text = EXAMPLE.read_text()
@@ -174,8 +176,8 @@ def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_configuration_doc_names_every_setting_and_variable() -> None:
-    from atelier_core.plugin.provider import ProviderSettings
     from atelier_core.engine.registry import build_registry
+    from atelier_core.plugin.provider import ProviderSettings
 
     doc = (ROOT / "docs" / "configuration.md").read_text()
     for name, field in Settings.model_fields.items():

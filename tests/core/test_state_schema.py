@@ -36,11 +36,19 @@ async def test_migrations_build_exactly_the_tables_the_code_declares(state_url: 
     try:
         async with store.db.read() as conn:
             diff = await conn.run_sync(
-                lambda sync: compare_metadata(MigrationContext.configure(sync, opts={
-                    "compare_type": True,
-                    # SQLite's FTS5 index over image prompts (migration 0002) is not a Core table.
-                    "include_name": lambda name, kind, _parent: not (kind == "table" and str(name).startswith("images_fts")),
-                }), metadata)
+                lambda sync: compare_metadata(
+                    MigrationContext.configure(
+                        sync,
+                        opts={
+                            "compare_type": True,
+                            # SQLite's FTS5 index over image prompts (migration 0002) is not a Core table.
+                            "include_name": lambda name, kind, _parent: (
+                                not (kind == "table" and str(name).startswith("images_fts"))
+                            ),
+                        },
+                    ),
+                    metadata,
+                )
             )
     finally:
         await store.aclose()

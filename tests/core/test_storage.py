@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from atelier_core.plugin.errors import InvalidParameterError, NotFoundError, OutputPathError, StorageError
 from atelier_core.media.storage import TEMP_PREFIX, OutputStore
+from atelier_core.plugin.errors import InvalidParameterError, NotFoundError, OutputPathError, StorageError
 
 
 def encode(fmt: str = "PNG", size: tuple[int, int] = (8, 6), color: str = "red") -> bytes:
@@ -110,8 +110,9 @@ def test_auto_name_collision_retries(store: OutputStore, monkeypatch: pytest.Mon
 # -- explicit names -------------------------------------------------------------------
 
 
-def test_relative_name_with_subfolders_resolved_against_root(store: OutputStore, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_name_with_subfolders_resolved_against_root(
+    store: OutputStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -258,8 +259,9 @@ def test_symlink_at_target_is_never_written_through(store: OutputStore, tmp_path
     assert not saved.path.is_symlink() and saved.path.read_bytes() == PNG
 
 
-def test_toctou_directory_swapped_for_symlink(store: OutputStore, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_toctou_directory_swapped_for_symlink(
+    store: OutputStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     (store.root / "sub").mkdir()
@@ -364,8 +366,9 @@ def fail_nth(monkeypatch: pytest.MonkeyPatch, name: str, nth: int, code: int) ->
 @pytest.mark.parametrize("name", ["write", "fsync", "link", "open", "replace"])
 @pytest.mark.parametrize("nth", [1, 2, 3])
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES, errno.EROFS])
-def test_fault_leaves_no_partial_file_and_no_temp(store: OutputStore, monkeypatch: pytest.MonkeyPatch,
-                                                  name: str, nth: int, code: int) -> None:
+def test_fault_leaves_no_partial_file_and_no_temp(
+    store: OutputStore, monkeypatch: pytest.MonkeyPatch, name: str, nth: int, code: int
+) -> None:
     fail_nth(monkeypatch, name, nth, code)
     try:
         saved = store.save(PNG, "png", filename="sub/f.png", metadata={"prompt": "p"})
@@ -381,8 +384,9 @@ def test_fault_leaves_no_partial_file_and_no_temp(store: OutputStore, monkeypatc
 
 
 @pytest.mark.parametrize("code", [errno.EPERM, errno.ENOTSUP, errno.EXDEV])
-def test_fallback_without_hard_links_still_no_clobber(store: OutputStore, monkeypatch: pytest.MonkeyPatch,
-                                                      code: int) -> None:
+def test_fallback_without_hard_links_still_no_clobber(
+    store: OutputStore, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
     def no_links(*args: Any, **kwargs: Any) -> None:
         raise OSError(code, os.strerror(code))
 
@@ -461,8 +465,14 @@ def test_resolve_resource_refusals(store: OutputStore, tmp_path: Path) -> None:
         with pytest.raises(NotFoundError) as info:
             store.resolve_resource(uri)
         assert str(tmp_path) not in str(info.value)
-    for uri in ("atelier://images/../secret.png", "atelier://images/%2e%2e/secret.png",
-                "atelier://images//etc/passwd", "https://x/y.png", "", "atelier://images/a\x00"):
+    for uri in (
+        "atelier://images/../secret.png",
+        "atelier://images/%2e%2e/secret.png",
+        "atelier://images//etc/passwd",
+        "https://x/y.png",
+        "",
+        "atelier://images/a\x00",
+    ):
         with pytest.raises(InvalidParameterError) as info2:
             store.resolve_resource(uri)
         assert info2.value.code == "invalid_resource_uri"
@@ -471,14 +481,35 @@ def test_resolve_resource_refusals(store: OutputStore, tmp_path: Path) -> None:
 # -- property: confinement ---------------------------------------------------------------
 
 _piece = st.one_of(
-    st.sampled_from(["..", ".", "", "a", "b.png", "CON", "x:y", "C:", "\\", "~", "link", "é", "e\u0301",
-                     "\u202e", "\x00", "a ", "a.", "🐱", "x" * 260, "/"]),
+    st.sampled_from(
+        [
+            "..",
+            ".",
+            "",
+            "a",
+            "b.png",
+            "CON",
+            "x:y",
+            "C:",
+            "\\",
+            "~",
+            "link",
+            "é",
+            "e\u0301",
+            "\u202e",
+            "\x00",
+            "a ",
+            "a.",
+            "🐱",
+            "x" * 260,
+            "/",
+        ]
+    ),
     st.text(min_size=1, max_size=12),
 )
 
 
-@given(parts=st.lists(_piece, min_size=1, max_size=6), sep=st.sampled_from(["/", "\\", "//"]),
-       absolute=st.booleans())
+@given(parts=st.lists(_piece, min_size=1, max_size=6), sep=st.sampled_from(["/", "\\", "//"]), absolute=st.booleans())
 @settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
 def test_property_refused_or_inside_root(tmp_path: Path, parts: list[str], sep: str, absolute: bool) -> None:
     base = tmp_path / "prop"
@@ -531,8 +562,7 @@ def test_a_sidecar_never_replaces_a_file_atelier_did_not_write(store: OutputStor
     assert again.sidecar is not None and '"two"' in again.sidecar.read_text()
 
 
-def test_image_and_sidecar_are_synced_with_one_directory_fsync(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_image_and_sidecar_are_synced_with_one_directory_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import stat
 
     import atelier_core.media.storage as storage

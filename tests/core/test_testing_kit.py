@@ -139,9 +139,7 @@ async def test_fake_provider_hang_is_cancellable() -> None:
 
 async def test_fake_provider_edit_keeps_input_size() -> None:
     image = InputImage(make_image(200, 100), "png", 200, 100, False)
-    result = await FakeProvider().run(
-        _request(operation=Operation.EDIT, images=(image,)), CallContext(timeout_s=5)
-    )
+    result = await FakeProvider().run(_request(operation=Operation.EDIT, images=(image,)), CallContext(timeout_s=5))
     assert read_image(result.images[0].data).size == "200x100"
 
 
@@ -185,7 +183,9 @@ def test_plugin_pairs_names() -> None:
     fake = FakeProvider("named")
     marker = object()
     assert plugin_pairs([fake, atelier_placeholder, ("x", marker)]) == [
-        ("named", fake), ("placeholder", atelier_placeholder), ("x", marker),
+        ("named", fake),
+        ("placeholder", atelier_placeholder),
+        ("x", marker),
     ]
 
 
@@ -225,7 +225,10 @@ class TestGenerateOnlyContract(ProviderContract):
 
     @pytest.fixture
     def plugin(self) -> object:
-        return FakeProvider("genonly", models=[fake_spec("gen-only", operations=frozenset({Operation.GENERATE}), input_images=None, pricing=None)])
+        return FakeProvider(
+            "genonly",
+            models=[fake_spec("gen-only", operations=frozenset({Operation.GENERATE}), input_images=None, pricing=None)],
+        )
 
     @pytest.fixture
     def provider(self, plugin: FakeProvider) -> Provider:
@@ -366,13 +369,16 @@ class _DescribedOpts(BaseModel):
 
 
 def test_contract_catches_inconsistent_specs() -> None:
-    bad = FakeProvider(models=[
-        fake_spec("a", sizes=SizeRules(presets=("100x100",), custom=CustomSizeRule(step=16, max_edge=2048))),
-        fake_spec("b", pricing=None),
-        fake_spec("c", aliases=("a",)),
-        fake_spec("d", options=_Opts),
-        fake_spec("e", sizes=SizeRules(aspect_ratios=("16:9",), ratio_sizes={"16:9": "1024x1024"})),
-    ], unpriced=())
+    bad = FakeProvider(
+        models=[
+            fake_spec("a", sizes=SizeRules(presets=("100x100",), custom=CustomSizeRule(step=16, max_edge=2048))),
+            fake_spec("b", pricing=None),
+            fake_spec("c", aliases=("a",)),
+            fake_spec("d", options=_Opts),
+            fake_spec("e", sizes=SizeRules(aspect_ratios=("16:9",), ratio_sizes={"16:9": "1024x1024"})),
+        ],
+        unpriced=(),
+    )
     with _fails(r"5 problem") as caught:
         CONTRACT.test_declared_capabilities_are_consistent(bad)
     text = str(caught.value)
@@ -388,14 +394,20 @@ def test_contract_catches_inconsistent_specs() -> None:
 def test_contract_catches_undated_and_future_prices() -> None:
     from atelier_core import Pricing
 
-    bad = FakeProvider(models=[
-        fake_spec("x", pricing=Pricing(per_image=0.1, as_of="soon")),
-        fake_spec("y", pricing=Pricing(per_image=0.1, as_of="2999-01-01")),
-        fake_spec("z", pricing=Pricing(per_image_by_quality={"ultra": 1.0, "low": 0.1}, as_of="2026-01-01")),
-        fake_spec("w", pricing=Pricing(per_image_by_quality_size={"low@big": 1.0}, per_image=1.0, as_of="2026-01-01")),
-    ])
-    with _fails(r"not a date; write it as YYYY-MM-DD[\s\S]*in the future[\s\S]*quality 'medium' has no price"
-                r"[\s\S]*'low@big' must be"):
+    bad = FakeProvider(
+        models=[
+            fake_spec("x", pricing=Pricing(per_image=0.1, as_of="soon")),
+            fake_spec("y", pricing=Pricing(per_image=0.1, as_of="2999-01-01")),
+            fake_spec("z", pricing=Pricing(per_image_by_quality={"ultra": 1.0, "low": 0.1}, as_of="2026-01-01")),
+            fake_spec(
+                "w", pricing=Pricing(per_image_by_quality_size={"low@big": 1.0}, per_image=1.0, as_of="2026-01-01")
+            ),
+        ]
+    )
+    with _fails(
+        r"not a date; write it as YYYY-MM-DD[\s\S]*in the future[\s\S]*quality 'medium' has no price"
+        r"[\s\S]*'low@big' must be"
+    ):
         CONTRACT.test_declared_capabilities_are_consistent(bad)
 
 
@@ -444,8 +456,10 @@ async def test_contract_catches_bad_edits_and_plain_exceptions() -> None:
 
 async def test_contract_checks_ratio_models() -> None:
     spec = fake_spec(
-        "ratio", sizes=SizeRules(aspect_ratios=("1:1", "16:9"), default_aspect_ratio="1:1"),
-        operations=frozenset({Operation.GENERATE}), input_images=None,
+        "ratio",
+        sizes=SizeRules(aspect_ratios=("1:1", "16:9"), default_aspect_ratio="1:1"),
+        operations=frozenset({Operation.GENERATE}),
+        input_images=None,
     )
     await CONTRACT.test_generate_returns_declared_images(FakeProvider(models=[spec]))
     squashed = FakeProvider(models=[spec]).when(lambda r: r.aspect_ratio == "16:9", Outcome(size=(512, 512)))
@@ -521,7 +535,9 @@ async def test_build_test_atelier_runs_calls_through_the_fake(tmp_path: Path) ->
     atelier = build_test_atelier(tmp_path, [fake, atelier_placeholder_module()])
     try:
         assert set(atelier.registry.providers) == {"fake", "placeholder"}
-        outcome = await atelier.execute(ImageCall(model="fake/fake-image", prompt="a fox", size="512x512"), Operation.GENERATE)
+        outcome = await atelier.execute(
+            ImageCall(model="fake/fake-image", prompt="a fox", size="512x512"), Operation.GENERATE
+        )
     finally:
         await atelier.aclose()
     assert len(fake.calls) == 2  # the rate-limited call was retried by the core

@@ -20,15 +20,15 @@ from atelier_core import (
     SizeRules,
     hookimpl,
 )
+from atelier_core.engine.registry import ModelEntry, build_registry
+from atelier_core.engine.validation import validate_call
 from atelier_core.plugin.errors import (
     InputImageError,
     InvalidParameterError,
     UnsupportedCapabilityError,
 )
-from atelier_core.engine.registry import ModelEntry, build_registry
-from atelier_core.settings import Settings
 from atelier_core.plugin.types import ImageCall
-from atelier_core.engine.validation import validate_call
+from atelier_core.settings import Settings
 
 
 class Opts(BaseModel):
@@ -40,8 +40,12 @@ class Opts(BaseModel):
 PIXELS = ModelSpec(
     id="pix",
     operations=frozenset({Operation.GENERATE, Operation.EDIT}),
-    sizes=SizeRules(presets=("1024x1024", "1536x1024"), allow_auto=True, default="1024x1024",
-                    custom=CustomSizeRule(step=16, min_edge=256, max_edge=2048, max_aspect=3.0)),
+    sizes=SizeRules(
+        presets=("1024x1024", "1536x1024"),
+        allow_auto=True,
+        default="1024x1024",
+        custom=CustomSizeRule(step=16, min_edge=256, max_edge=2048, max_aspect=3.0),
+    ),
     qualities=("low", "high"),
     output_formats=("png", "jpeg", "webp"),
     compression_formats=("jpeg", "webp"),
@@ -53,9 +57,13 @@ PIXELS = ModelSpec(
 )
 RATIOS = ModelSpec(
     id="ratio",
-    sizes=SizeRules(aspect_ratios=("1:1", "16:9", "9:16"), default_aspect_ratio="1:1",
-                    resolutions=("1K", "2K"), default_resolution="1K",
-                    ratio_sizes={"1:1": "1024x1024", "16:9": "1344x768", "9:16": "768x1344"}),
+    sizes=SizeRules(
+        aspect_ratios=("1:1", "16:9", "9:16"),
+        default_aspect_ratio="1:1",
+        resolutions=("1K", "2K"),
+        default_resolution="1K",
+        ratio_sizes={"1:1": "1024x1024", "16:9": "1344x768", "9:16": "768x1344"},
+    ),
     output_formats=("png",),
     seed=True,
     negative_prompt=True,
@@ -92,8 +100,14 @@ def image(fmt: str = "png", width: int = 1024, height: int = 1024, alpha: bool =
     return InputImage(data=b"x" * size, format=fmt, width=width, height=height, has_alpha=alpha, source=f"in.{fmt}")
 
 
-def check(entries: dict[str, ModelEntry], model: str = "pix", operation: Operation = Operation.GENERATE,
-          images: tuple[InputImage, ...] = (), mask: InputImage | None = None, **call: Any) -> Any:
+def check(
+    entries: dict[str, ModelEntry],
+    model: str = "pix",
+    operation: Operation = Operation.GENERATE,
+    images: tuple[InputImage, ...] = (),
+    mask: InputImage | None = None,
+    **call: Any,
+) -> Any:
     call.setdefault("prompt", "a cat")
     return validate_call(ImageCall(model=model, **call), entries[model], operation, images, mask)
 
@@ -238,7 +252,9 @@ def test_an_aspect_ratio_maps_to_the_closest_preset_within_tolerance() -> None:
 
     spec = fake_spec("presets", sizes=SizeRules(presets=("1024x1024", "1792x1024", "1024x1792")))
     registry = build_registry(Settings(), plugins=[("f", FakeProvider(models=[spec]))], entry_points=False)
-    validated = validate_call(ImageCall(prompt="p", aspect_ratio="16:9"), registry.resolve("fake/presets"), Operation.GENERATE)
+    validated = validate_call(
+        ImageCall(prompt="p", aspect_ratio="16:9"), registry.resolve("fake/presets"), Operation.GENERATE
+    )
     assert validated.request.size == "1792x1024"  # 1.75 vs 1.78: within 3 %
     assert any("16:9" in note and "1792x1024" in note for note in validated.notes)
     with pytest.raises(InvalidParameterError, match="aspect_ratio"):

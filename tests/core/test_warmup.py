@@ -35,13 +35,21 @@ class _Warming(Provider):
 
 class Usable(_Warming):
     name = "usable"
-    models = (ModelSpec(id="m", operations=frozenset({Operation.GENERATE}), sizes=SizeRules(presets=("64x64",), default="64x64")),)
+    models = (
+        ModelSpec(
+            id="m", operations=frozenset({Operation.GENERATE}), sizes=SizeRules(presets=("64x64",), default="64x64")
+        ),
+    )
 
 
 class Disabled(_Warming):
     name = "disabled"
     needs_key = True  # and no key: nothing of it can be called, so its SDK can wait
-    models = (ModelSpec(id="m", operations=frozenset({Operation.GENERATE}), sizes=SizeRules(presets=("64x64",), default="64x64")),)
+    models = (
+        ModelSpec(
+            id="m", operations=frozenset({Operation.GENERATE}), sizes=SizeRules(presets=("64x64",), default="64x64")
+        ),
+    )
 
 
 class Plugin:
@@ -54,14 +62,15 @@ class Plugin:
 
 async def _warmed() -> None:
     """Until the warm-up (a worker thread) has run."""
-    while not WARMED:  # noqa: ASYNC110 - the thread sets no event we could await
+    while not WARMED:
         await anyio.sleep(0.01)
 
 
 def _pipeline(tmp_path: Path) -> Pipeline:
     settings = ExplicitSettings(data_dir=tmp_path / "data", storage={"output_dir": str(tmp_path / "out")})
-    return Pipeline.build(settings, plugins=[("warming", Plugin()), ("placeholder", atelier_placeholder)],
-                          entry_points=False)
+    return Pipeline.build(
+        settings, plugins=[("warming", Plugin()), ("placeholder", atelier_placeholder)], entry_points=False
+    )
 
 
 async def test_tools_are_listed_before_the_registry_is_built_and_warm_up_follows(tmp_path: Path) -> None:

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from reliability_kit import build_stack
 
 from atelier_core.engine.pipeline import Pipeline
 from atelier_core.testing import FakeUpstream
-from reliability_kit import build_stack
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -42,9 +42,9 @@ __all__ = [
     "UpstreamShape",
     "assert_no_canary",
     "build_stack",
-    "queue",
     "files_under",
     "image_files",
+    "queue",
     "temp_leftovers",
     "verify_image_file",
 ]
@@ -79,67 +79,101 @@ def openai_ok(n: int = 1, size: int = 64, *, truncate: int | None = None) -> dic
         {"b64_json": _truncated_b64(size, size, "png") if i == truncate else _b64_image(size, size, "png", i)}
         for i in range(n)
     ]
-    return {"created": 1_767_000_000, "data": items,
-            "usage": {"input_tokens": 20, "output_tokens": 100, "total_tokens": 120,
-                      "input_tokens_details": {"text_tokens": 20, "image_tokens": 0}}}
+    return {
+        "created": 1_767_000_000,
+        "data": items,
+        "usage": {
+            "input_tokens": 20,
+            "output_tokens": 100,
+            "total_tokens": 120,
+            "input_tokens_details": {"text_tokens": 20, "image_tokens": 0},
+        },
+    }
 
 
-OPENAI_MODERATION = {"error": {
-    "code": "moderation_blocked",
-    "message": "Your request was rejected by the safety system. If you believe this is an error, "
-               "contact us. safety_violations=[violence].",
-    "param": None,
-    "type": "image_generation_user_error",
-}}
+OPENAI_MODERATION = {
+    "error": {
+        "code": "moderation_blocked",
+        "message": "Your request was rejected by the safety system. If you believe this is an error, "
+        "contact us. safety_violations=[violence].",
+        "param": None,
+        "type": "image_generation_user_error",
+    }
+}
 
 
 def openai_auth_echo() -> dict[str, Any]:
     """OpenAI's 401 body, which quotes the key it was given."""
-    return {"error": {"message": f"Incorrect API key provided: {CANARY}. You can find your API key at "
-                                 "https://platform.openai.com/account/api-keys.",
-                      "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}}
+    return {
+        "error": {
+            "message": f"Incorrect API key provided: {CANARY}. You can find your API key at "
+            "https://platform.openai.com/account/api-keys.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "invalid_api_key",
+        }
+    }
 
 
 def gemini_ok(size: int = 64, *, truncate: bool = False) -> dict[str, Any]:
     data = _truncated_b64(size, size, "png") if truncate else _b64_image(size, size, "png")
     return {
-        "candidates": [{
-            "content": {"role": "model", "parts": [
-                {"text": "Here you go."},
-                {"inlineData": {"mimeType": "image/png", "data": data}},
-            ]},
-            "finishReason": "STOP",
-        }],
+        "candidates": [
+            {
+                "content": {
+                    "role": "model",
+                    "parts": [
+                        {"text": "Here you go."},
+                        {"inlineData": {"mimeType": "image/png", "data": data}},
+                    ],
+                },
+                "finishReason": "STOP",
+            }
+        ],
         "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 1290, "totalTokenCount": 1300},
         "responseId": "resp-rel",
     }
 
 
-GEMINI_PROMPT_BLOCKED = {"promptFeedback": {"blockReason": "PROHIBITED_CONTENT",
-                                            "blockReasonMessage": "The prompt was blocked."},
-                         "usageMetadata": {"promptTokenCount": 10, "totalTokenCount": 10}}
-GEMINI_IMAGE_SAFETY = {"candidates": [{"content": {"role": "model", "parts": []},
-                                       "finishReason": "IMAGE_SAFETY"}],
-                       "usageMetadata": {"promptTokenCount": 10, "totalTokenCount": 10}}
+GEMINI_PROMPT_BLOCKED = {
+    "promptFeedback": {"blockReason": "PROHIBITED_CONTENT", "blockReasonMessage": "The prompt was blocked."},
+    "usageMetadata": {"promptTokenCount": 10, "totalTokenCount": 10},
+}
+GEMINI_IMAGE_SAFETY = {
+    "candidates": [{"content": {"role": "model", "parts": []}, "finishReason": "IMAGE_SAFETY"}],
+    "usageMetadata": {"promptTokenCount": 10, "totalTokenCount": 10},
+}
 
 
 def gemini_key_echo() -> dict[str, Any]:
     """Google's 400 for a bad key, plus a URL carrying ``?key=`` (the litellm #6963 leak shape)."""
-    return {"error": {"code": 400, "status": "INVALID_ARGUMENT",
-                      "message": f"API key not valid. Please pass a valid API key. "
-                                 f"(https://generativelanguage.googleapis.com/v1beta/models?key={CANARY})",
-                      "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                                   "reason": "API_KEY_INVALID", "metadata": {"key": CANARY}}]}}
+    return {
+        "error": {
+            "code": 400,
+            "status": "INVALID_ARGUMENT",
+            "message": f"API key not valid. Please pass a valid API key. "
+            f"(https://generativelanguage.googleapis.com/v1beta/models?key={CANARY})",
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "API_KEY_INVALID",
+                    "metadata": {"key": CANARY},
+                }
+            ],
+        }
+    }
 
 
 def minimax_ok(n: int = 1, size: int = 64, *, truncate: int | None = None) -> dict[str, Any]:
     images = [
-        _truncated_b64(size, size, "jpeg") if i == truncate else _b64_image(size, size, "jpeg", i)
-        for i in range(n)
+        _truncated_b64(size, size, "jpeg") if i == truncate else _b64_image(size, size, "jpeg", i) for i in range(n)
     ]
-    return {"id": "trace-rel", "data": {"image_base64": images},
-            "metadata": {"success_count": str(n), "failed_count": "0"},
-            "base_resp": {"status_code": 0, "status_msg": "success"}}
+    return {
+        "id": "trace-rel",
+        "data": {"image_base64": images},
+        "metadata": {"success_count": str(n), "failed_count": "0"},
+        "base_resp": {"status_code": 0, "status_msg": "success"},
+    }
 
 
 def minimax_status(code: int, message: str) -> dict[str, Any]:
@@ -164,15 +198,31 @@ class UpstreamShape:
 
 
 def _openai_rate_limited() -> Reply:
-    return Reply(status=429, headers={"retry-after": "0.05"},
-                 json={"error": {"code": "rate_limit_exceeded", "type": "requests",
-                                 "message": "Rate limit reached for images per minute"}})
+    return Reply(
+        status=429,
+        headers={"retry-after": "0.05"},
+        json={
+            "error": {
+                "code": "rate_limit_exceeded",
+                "type": "requests",
+                "message": "Rate limit reached for images per minute",
+            }
+        },
+    )
 
 
 def _gemini_rate_limited() -> Reply:
-    return Reply(status=429, headers={"retry-after": "0.05"},
-                 json={"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
-                                 "message": "Resource has been exhausted (e.g. check quota)."}})
+    return Reply(
+        status=429,
+        headers={"retry-after": "0.05"},
+        json={
+            "error": {
+                "code": 429,
+                "status": "RESOURCE_EXHAUSTED",
+                "message": "Resource has been exhausted (e.g. check quota).",
+            }
+        },
+    )
 
 
 def _minimax_rate_limited() -> Reply:
@@ -182,7 +232,9 @@ def _minimax_rate_limited() -> Reply:
 
 PROVIDERS: dict[str, UpstreamShape] = {
     "openai": UpstreamShape(
-        provider="openai", model="openai/gpt-image-1-mini", route=OPENAI_ROUTE,
+        provider="openai",
+        model="openai/gpt-image-1-mini",
+        route=OPENAI_ROUTE,
         ok=lambda: Reply(json=openai_ok(), headers={"x-request-id": "req_rel"}),
         truncated=lambda: Reply(json=openai_ok(truncate=0)),
         refusals=(("moderation_blocked", lambda: Reply(status=400, json=OPENAI_MODERATION)),),
@@ -190,16 +242,22 @@ PROVIDERS: dict[str, UpstreamShape] = {
         rate_limited=_openai_rate_limited,
     ),
     "gemini": UpstreamShape(
-        provider="gemini", model="gemini/gemini-2.5-flash-image", route=GEMINI_ROUTE,
+        provider="gemini",
+        model="gemini/gemini-2.5-flash-image",
+        route=GEMINI_ROUTE,
         ok=lambda: Reply(json=gemini_ok()),
         truncated=lambda: Reply(json=gemini_ok(truncate=True)),
-        refusals=(("prompt_blocked", lambda: Reply(json=GEMINI_PROMPT_BLOCKED)),
-                  ("image_safety", lambda: Reply(json=GEMINI_IMAGE_SAFETY))),
+        refusals=(
+            ("prompt_blocked", lambda: Reply(json=GEMINI_PROMPT_BLOCKED)),
+            ("image_safety", lambda: Reply(json=GEMINI_IMAGE_SAFETY)),
+        ),
         auth_echo=lambda: Reply(status=400, json=gemini_key_echo()),
         rate_limited=_gemini_rate_limited,
     ),
     "minimax": UpstreamShape(
-        provider="minimax", model="minimax/image-01", route=MINIMAX_ROUTE,
+        provider="minimax",
+        model="minimax/image-01",
+        route=MINIMAX_ROUTE,
         ok=lambda: Reply(json=minimax_ok(), headers={"Trace-Id": "hdr-rel"}),
         truncated=lambda: Reply(json=minimax_ok(truncate=0)),
         refusals=(("input_sensitive", lambda: Reply(json=minimax_status(1026, "input new_sensitive"))),),
@@ -215,9 +273,15 @@ def provider_settings(upstream: FakeUpstream, **common: Any) -> dict[str, dict[s
     Small timeouts and backoffs keep fault tests in milliseconds; ``common`` overrides
     apply to every provider (e.g. ``max_concurrency=2``).
     """
-    base: dict[str, Any] = {"api_key": CANARY, "timeout_s": 10.0, "max_retries": 2,
-                            "backoff_base_s": 0.01, "retry_after_cap_s": 5.0,
-                            "requests_per_minute": None, **common}
+    base: dict[str, Any] = {
+        "api_key": CANARY,
+        "timeout_s": 10.0,
+        "max_retries": 2,
+        "backoff_base_s": 0.01,
+        "retry_after_cap_s": 5.0,
+        "requests_per_minute": None,
+        **common,
+    }
     return {
         "openai": {**base, "base_url": upstream.url + "/v1"},
         "gemini": {**base, "base_url": upstream.url},
@@ -225,8 +289,9 @@ def provider_settings(upstream: FakeUpstream, **common: Any) -> dict[str, dict[s
     }
 
 
-def build_stack(tmp_path: Path, upstream: FakeUpstream, *, per_provider: dict[str, dict[str, Any]] | None = None,
-                **overrides: Any) -> Pipeline:
+def build_stack(
+    tmp_path: Path, upstream: FakeUpstream, *, per_provider: dict[str, dict[str, Any]] | None = None, **overrides: Any
+) -> Pipeline:
     """The full service with the real OpenAI, Gemini, MiniMax and placeholder plugins,
     every vendor SDK aimed at ``upstream``. ``overrides`` are settings sections."""
     import atelier_gemini
@@ -241,8 +306,10 @@ def build_stack(tmp_path: Path, upstream: FakeUpstream, *, per_provider: dict[st
     inputs.mkdir(exist_ok=True)
     overrides.setdefault("storage", {"output_dir": tmp_path / "images", "input_dirs": [inputs]})
     return build_test_atelier(
-        tmp_path, [atelier_openai, atelier_gemini, atelier_minimax, atelier_placeholder],
-        providers=providers, **overrides,
+        tmp_path,
+        [atelier_openai, atelier_gemini, atelier_minimax, atelier_placeholder],
+        providers=providers,
+        **overrides,
     )
 
 
@@ -256,9 +323,11 @@ def files_under(root: Path) -> Iterator[Path]:
 
 def image_files(root: Path) -> list[Path]:
     """Published images (no sidecars, no hidden temp files)."""
-    return sorted(p for p in files_under(root)
-                  if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp", ".gif"}
-                  and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in files_under(root)
+        if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp", ".gif"} and not p.name.startswith(".")
+    )
 
 
 def temp_leftovers(root: Path) -> list[Path]:

@@ -36,8 +36,11 @@ def atelier_command() -> list[str]:
 def child_env(extra: dict[str, str] | None = None, *, pythonpath: list[Path] = ()) -> dict[str, str]:  # type: ignore[assignment]
     """The isolated test environment (ATELIER_*/XDG_* from the autouse fixture), plus
     the hooks folder on PYTHONPATH and ``extra``."""
-    env = {k: v for k, v in os.environ.items()
-           if k.startswith(("ATELIER_", "XDG_")) or k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith(("ATELIER_", "XDG_")) or k in ("PATH", "HOME", "LANG", "TMPDIR")
+    }
     paths = [str(HOOKS), *(str(p) for p in pythonpath)]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["PYTHONUNBUFFERED"] = "1"
@@ -55,8 +58,9 @@ class RawStdio:
 
     def __init__(self, env: dict[str, str], stderr_path: Path) -> None:
         self._stderr = stderr_path.open("wb")
-        self.process = subprocess.Popen(atelier_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=self._stderr, env=env)
+        self.process = subprocess.Popen(
+            atelier_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env
+        )
         self.stdout_lines: list[bytes] = []
         self._queue: queue.Queue[bytes | None] = queue.Queue()
         self._next_id = 0
@@ -95,8 +99,14 @@ class RawStdio:
                 return message
 
     def initialize(self) -> dict[str, Any]:
-        answer = self.request("initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
-                                             "clientInfo": {"name": "reliability", "version": "0"}})
+        answer = self.request(
+            "initialize",
+            {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "reliability", "version": "0"},
+            },
+        )
         self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         return answer
 

@@ -45,8 +45,9 @@ async def _ledger(stack: Pipeline) -> list[dict[str, Any]]:
 # -- 1. everything that can refuse a call refuses it before the send stage --------------
 
 
-@pytest.mark.parametrize("case", ["symlink_out", "second_name_taken", "suffix_too_long", "sidecar_too_long",
-                                  "file_in_the_way"])
+@pytest.mark.parametrize(
+    "case", ["symlink_out", "second_name_taken", "suffix_too_long", "sidecar_too_long", "file_in_the_way"]
+)
 async def test_a_name_the_save_would_refuse_is_refused_before_anything_is_sent(
     case: str, stack: Pipeline, upstream: FakeUpstream, tmp_path: Path
 ) -> None:

@@ -26,10 +26,10 @@ import anyio
 import pytest
 from mcp import Client
 from mcp.client.stdio import stdio_client
-
-from atelier_core.testing import FakeUpstream
 from reliability_kit import CANARY, image_files, temp_leftovers, verify_image_file
 from stdio_kit import child_env, server_params
+
+from atelier_core.testing import FakeUpstream
 
 pytestmark = pytest.mark.slow
 
@@ -95,16 +95,21 @@ async def test_crash_while_publishing_an_image(failpoint: str, isolated_env: Pat
     images = isolated_env / "data" / "images"
     pidfile = tmp_path / "pid"
     errlog = tmp_path / "stderr.log"
-    crashing = child_env({"ATELIER_TEST_PIDFILE": str(pidfile), "ATELIER_TEST_FAILPOINT": failpoint,
-                          "ATELIER_TEST_FAILPOINT_SKIP": "1", "ATELIER_DEFAULT_MODEL": "placeholder"})
-    with errlog.open("w") as errors:
-        with contextlib.suppress(Exception):  # the client notices its server died
-            async with Client(stdio_client(server_params(crashing), errlog=errors)) as client:
-                with anyio.fail_after(60):
-                    done_id = await _submit(client, **SIZE)  # the first image passes the failpoint
-                    assert (await _jobs(client, [done_id], wait_s=20))[done_id]["state"] == "done"
-                    crashed_id = await _submit(client, **SIZE)
-                    await _wait_dead(int(pidfile.read_text()))
+    crashing = child_env(
+        {
+            "ATELIER_TEST_PIDFILE": str(pidfile),
+            "ATELIER_TEST_FAILPOINT": failpoint,
+            "ATELIER_TEST_FAILPOINT_SKIP": "1",
+            "ATELIER_DEFAULT_MODEL": "placeholder",
+        }
+    )
+    with errlog.open("w") as errors, contextlib.suppress(Exception):  # the client notices its server died
+        async with Client(stdio_client(server_params(crashing), errlog=errors)) as client:
+            with anyio.fail_after(60):
+                done_id = await _submit(client, **SIZE)  # the first image passes the failpoint
+                assert (await _jobs(client, [done_id], wait_s=20))[done_id]["state"] == "done"
+                crashed_id = await _submit(client, **SIZE)
+                await _wait_dead(int(pidfile.read_text()))
     assert _gone(int(pidfile.read_text()))
 
     # Right after the crash, before any restart: no torn file at a final path.
@@ -136,20 +141,22 @@ async def test_sigkill_while_the_provider_holds_the_request(isolated_env: Path, 
         upstream.reply("POST", "/v1/images/generations", json=openai_ok())  # the job that finishes
         upstream.reply("POST", "/v1/images/generations", hang=True)  # held until the kill
         upstream.reply("POST", "/v1/images/generations", json=openai_ok())  # would be a re-send
-        vendor = {"OPENAI_API_KEY": CANARY, "ATELIER_PROVIDERS__OPENAI__BASE_URL": upstream.url + "/v1",
-                  "ATELIER_DEFAULT_MODEL": "openai/gpt-image-1-mini"}
+        vendor = {
+            "OPENAI_API_KEY": CANARY,
+            "ATELIER_PROVIDERS__OPENAI__BASE_URL": upstream.url + "/v1",
+            "ATELIER_DEFAULT_MODEL": "openai/gpt-image-1-mini",
+        }
         env = child_env({"ATELIER_TEST_PIDFILE": str(pidfile), **vendor})
-        with errlog.open("w") as errors:
-            with contextlib.suppress(Exception):
-                async with Client(stdio_client(server_params(env), errlog=errors)) as client:
-                    with anyio.fail_after(60):
-                        done_id = await _submit(client)
-                        assert (await _jobs(client, [done_id], wait_s=20))[done_id]["state"] == "done"
-                        crashed_id = await _submit(client)
-                        while len(upstream.requests) < 2:
-                            await anyio.sleep(0.02)
-                        os.kill(int(pidfile.read_text()), signal.SIGKILL)
-                        await _wait_dead(int(pidfile.read_text()))
+        with errlog.open("w") as errors, contextlib.suppress(Exception):
+            async with Client(stdio_client(server_params(env), errlog=errors)) as client:
+                with anyio.fail_after(60):
+                    done_id = await _submit(client)
+                    assert (await _jobs(client, [done_id], wait_s=20))[done_id]["state"] == "done"
+                    crashed_id = await _submit(client)
+                    while len(upstream.requests) < 2:
+                        await anyio.sleep(0.02)
+                    os.kill(int(pidfile.read_text()), signal.SIGKILL)
+                    await _wait_dead(int(pidfile.read_text()))
         _check_final_paths(images)
         crashed = await _restart_and_check(child_env(vendor), errlog, done_id, crashed_id)
         assert "not re-sent" in crashed["error"]["message"]
@@ -164,16 +171,21 @@ async def test_crash_after_two_of_four_images_keeps_the_two(isolated_env: Path, 
     images = isolated_env / "data" / "images"
     pidfile = tmp_path / "pid"
     errlog = tmp_path / "stderr.log"
-    crashing = child_env({"ATELIER_TEST_PIDFILE": str(pidfile), "ATELIER_TEST_FAILPOINT": "after_link",
-                          "ATELIER_TEST_FAILPOINT_SKIP": "2", "ATELIER_DEFAULT_MODEL": "placeholder"})
-    with errlog.open("w") as errors:
-        with contextlib.suppress(Exception):
-            async with Client(stdio_client(server_params(crashing), errlog=errors)) as client:
-                with anyio.fail_after(60):
-                    done_id = await _submit(client, **SIZE)  # image 1 of the run passes
-                    assert (await _jobs(client, [done_id], wait_s=20))[done_id]["state"] == "done"
-                    crashed_id = await _submit(client, n=4, **SIZE)  # 2nd of these 4 is the last
-                    await _wait_dead(int(pidfile.read_text()))
+    crashing = child_env(
+        {
+            "ATELIER_TEST_PIDFILE": str(pidfile),
+            "ATELIER_TEST_FAILPOINT": "after_link",
+            "ATELIER_TEST_FAILPOINT_SKIP": "2",
+            "ATELIER_DEFAULT_MODEL": "placeholder",
+        }
+    )
+    with errlog.open("w") as errors, contextlib.suppress(Exception):
+        async with Client(stdio_client(server_params(crashing), errlog=errors)) as client:
+            with anyio.fail_after(60):
+                done_id = await _submit(client, **SIZE)  # image 1 of the run passes
+                assert (await _jobs(client, [done_id], wait_s=20))[done_id]["state"] == "done"
+                crashed_id = await _submit(client, n=4, **SIZE)  # 2nd of these 4 is the last
+                await _wait_dead(int(pidfile.read_text()))
     published = image_files(images)
     assert len(published) == 3  # the finished job's image + two of the four
     crashed = await _restart_and_check(child_env({"ATELIER_DEFAULT_MODEL": "placeholder"}), errlog, done_id, crashed_id)

@@ -32,8 +32,6 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.stdio import stdio_client
-
-from atelier_core.testing import FakeUpstream
 from reliability_kit import (
     CANARY,
     MINIMAX_ROUTE,
@@ -46,6 +44,8 @@ from reliability_kit import (
     queue,
 )
 from stdio_kit import RawStdio, atelier_command, child_env, server_params
+
+from atelier_core.testing import FakeUpstream
 from test_e2e_http import INIT, MCP_HEADERS, free_port, running
 
 pytestmark = pytest.mark.slow
@@ -79,14 +79,15 @@ def _text(result: Any) -> str:
 
 
 async def test_an_image_link_on_the_api_host_but_another_port_is_never_fetched(
-    isolated_env: Path, tmp_path: Path,
+    isolated_env: Path,
+    tmp_path: Path,
 ) -> None:
     png = openai_ok()["data"][0]["b64_json"]
     with FakeUpstream() as api, FakeUpstream() as elsewhere:
         elsewhere.reply("GET", "/img.png", body=base64.b64decode(png), content_type="image/png")
         api.reply("GET", "/files/own.png", body=base64.b64decode(png), content_type="image/png")
-        foreign = elsewhere.url + "/img.png"   # 127.0.0.1 as well, another port
-        own = api.url + "/files/own.png"       # the API's own origin
+        foreign = elsewhere.url + "/img.png"  # 127.0.0.1 as well, another port
+        own = api.url + "/files/own.png"  # the API's own origin
         api.reply("POST", OPENAI_ROUTE, json={"created": 1, "data": [{"url": foreign}]})
         api.reply("POST", OPENAI_ROUTE, json={"created": 1, "data": [{"url": own}]})
         async with _stdio(_openai_env(api.url), tmp_path / "stderr.log") as client:
@@ -111,13 +112,28 @@ async def test_host_and_origin_are_matched_exactly_not_by_prefix(tmp_path: Path)
                 answer = await http.post(url, json=INIT, headers={**MCP_HEADERS, **headers})
                 return answer.status_code
 
-            for host in ("127.0.0.1:1@evil.com", f"127.0.0.1:{port}@evil.com", "127.0.0.1:80/evil",
-                         "127.0.0.1:x", "127.0.0.1:99999", "localhost.evil.com", "localhost:1.evil.com",
-                         "[::1]:1]evil", "127.0.0.1 :1", ""):
+            for host in (
+                "127.0.0.1:1@evil.com",
+                f"127.0.0.1:{port}@evil.com",
+                "127.0.0.1:80/evil",
+                "127.0.0.1:x",
+                "127.0.0.1:99999",
+                "localhost.evil.com",
+                "localhost:1.evil.com",
+                "[::1]:1]evil",
+                "127.0.0.1 :1",
+                "",
+            ):
                 assert await post(host=host) == 421, host
-            for origin in ("http://127.0.0.1:1@evil.com", "http://localhost:1.evil.com",
-                           "http://127.0.0.1:8/x", "http://localhost.evil.com", "null",
-                           "http://user@localhost:1", "ftp://127.0.0.1:1"):
+            for origin in (
+                "http://127.0.0.1:1@evil.com",
+                "http://localhost:1.evil.com",
+                "http://127.0.0.1:8/x",
+                "http://localhost.evil.com",
+                "null",
+                "http://user@localhost:1",
+                "ftp://127.0.0.1:1",
+            ):
                 assert await post(origin=origin) == 403, origin
             # What a real local client sends still works.
             assert await post(host=f"127.0.0.1:{port}") == 200
@@ -131,20 +147,24 @@ URL_PASSWORD = "pw-urlcanary-K3r8Vd"
 
 
 async def test_credentials_in_a_base_url_never_reach_doctor_logs_errors_or_state(
-    isolated_env: Path, tmp_path: Path,
+    isolated_env: Path,
+    tmp_path: Path,
 ) -> None:
     closed = free_port()  # nothing listens there: the OpenAI call fails and says where
     with FakeUpstream() as upstream:
         queue(upstream, MINIMAX_ROUTE, PROVIDERS["minimax"].ok())
         host = upstream.url.removeprefix("http://")
-        env = child_env({
-            "OPENAI_API_KEY": CANARY, "MINIMAX_API_KEY": CANARY,
-            "ATELIER_PROVIDERS__OPENAI__BASE_URL": f"http://atelier:{URL_PASSWORD}@127.0.0.1:{closed}/v1",
-            "ATELIER_PROVIDERS__OPENAI__MAX_RETRIES": "0",
-            "ATELIER_PROVIDERS__MINIMAX__BASE_URL": f"http://atelier:{URL_PASSWORD}@{host}",
-            "ATELIER_PROVIDERS__MINIMAX__MAX_RETRIES": "0",
-            "ATELIER_LOGGING__LEVEL": "DEBUG",
-        })
+        env = child_env(
+            {
+                "OPENAI_API_KEY": CANARY,
+                "MINIMAX_API_KEY": CANARY,
+                "ATELIER_PROVIDERS__OPENAI__BASE_URL": f"http://atelier:{URL_PASSWORD}@127.0.0.1:{closed}/v1",
+                "ATELIER_PROVIDERS__OPENAI__MAX_RETRIES": "0",
+                "ATELIER_PROVIDERS__MINIMAX__BASE_URL": f"http://atelier:{URL_PASSWORD}@{host}",
+                "ATELIER_PROVIDERS__MINIMAX__MAX_RETRIES": "0",
+                "ATELIER_LOGGING__LEVEL": "DEBUG",
+            }
+        )
         errlog = tmp_path / "stderr.log"
         results: list[str] = []
         async with _stdio(env, errlog) as client:
@@ -163,7 +183,8 @@ async def test_credentials_in_a_base_url_never_reach_doctor_logs_errors_or_state
     assert b"[REDACTED]@127.0.0.1" in doctor.stdout  # the URL is shown, its credentials not
     outputs = {
         "tool results": "\n".join(results).encode(),
-        "doctor stdout": doctor.stdout, "doctor stderr": doctor.stderr,
+        "doctor stdout": doctor.stdout,
+        "doctor stderr": doctor.stderr,
         "server stderr (DEBUG)": errlog.read_bytes(),
         "the state database": database_bytes(isolated_env / "data"),
     }
@@ -194,7 +215,8 @@ def _noise_png(path: Path, edge: int) -> int:
 
 
 async def test_sixteen_large_inputs_are_refused_before_any_upstream_call(
-    isolated_env: Path, tmp_path: Path,
+    isolated_env: Path,
+    tmp_path: Path,
 ) -> None:
     inputs = tmp_path / "inputs"
     inputs.mkdir()
@@ -207,17 +229,20 @@ async def test_sixteen_large_inputs_are_refused_before_any_upstream_call(
     Image.new("RGB", (8000, 5000), (10, 20, 30)).save(solid)
     pidfile = tmp_path / "pid"
     with FakeUpstream() as upstream:
-        env = _openai_env(upstream.url, ATELIER_STORAGE__INPUT_DIRS=json.dumps([str(inputs)]),
-                          ATELIER_TEST_PIDFILE=str(pidfile))
+        env = _openai_env(
+            upstream.url, ATELIER_STORAGE__INPUT_DIRS=json.dumps([str(inputs)]), ATELIER_TEST_PIDFILE=str(pidfile)
+        )
         async with _stdio(env, tmp_path / "stderr.log") as client:
             pid = int(pidfile.read_text())
             await client.call_tool("list_available_models", {"provider": "placeholder"})
             before = _peak_rss_kib(pid)
-            by_bytes = await client.call_tool("edit_image", {
-                "prompt": "merge them", "model": MODEL, "images": [str(big)] * 16})
+            by_bytes = await client.call_tool(
+                "edit_image", {"prompt": "merge them", "model": MODEL, "images": [str(big)] * 16}
+            )
             growth_mib = (_peak_rss_kib(pid) - before) / 1024
-            by_pixels = await client.call_tool("edit_image", {
-                "prompt": "merge them", "model": MODEL, "images": [str(solid)] * 4})
+            by_pixels = await client.call_tool(
+                "edit_image", {"prompt": "merge them", "model": MODEL, "images": [str(solid)] * 4}
+            )
         assert upstream.requests == []  # refused before any upstream call
     assert by_bytes.is_error and by_pixels.is_error
     bytes_text, pixels_text = _text(by_bytes), _text(by_pixels)
@@ -234,7 +259,8 @@ async def test_sixteen_large_inputs_are_refused_before_any_upstream_call(
 
 
 async def test_resources_read_refuses_huge_files_and_never_stalls_other_requests(
-    isolated_env: Path, tmp_path: Path,
+    isolated_env: Path,
+    tmp_path: Path,
 ) -> None:
     import hashlib
     import queue as queues
@@ -263,8 +289,14 @@ async def test_resources_read_refuses_huge_files_and_never_stalls_other_requests
         assert (_peak_rss_kib(pid) - before) / 1024 < 20  # refused from fstat: nothing read
 
         # A 60 MB read in flight does not hold up a ping sent right after it.
-        raw.send({"jsonrpc": "2.0", "id": "big", "method": "resources/read",
-                  "params": {"uri": "atelier://images/2026-01-01/sixty-mb.png"}})
+        raw.send(
+            {
+                "jsonrpc": "2.0",
+                "id": "big",
+                "method": "resources/read",
+                "params": {"uri": "atelier://images/2026-01-01/sixty-mb.png"},
+            }
+        )
         raw.send({"jsonrpc": "2.0", "id": "ping", "method": "ping"})
         order: list[str] = []
         blob = ""
@@ -301,10 +333,14 @@ def test_a_lone_surrogate_in_the_arguments_gets_a_json_rpc_error_answer(tmp_path
     try:
         server.initialize()
         assert server.process.stdin is not None
-        for ident, arguments in ((41, b'{"prompt": "\\ud800 fox", "model": "placeholder"}'),
-                                 ("s-42", b'{"prompt": "fox", "options": {"\\udfff": 1}}')):
-            line = (b'{"jsonrpc": "2.0", "id": ' + json.dumps(ident).encode() + b', "method": "tools/call",'
-                    b' "params": {"name": "generate_image", "arguments": ' + arguments + b'}}\n')
+        for ident, arguments in (
+            (41, b'{"prompt": "\\ud800 fox", "model": "placeholder"}'),
+            ("s-42", b'{"prompt": "fox", "options": {"\\udfff": 1}}'),
+        ):
+            line = (
+                b'{"jsonrpc": "2.0", "id": ' + json.dumps(ident).encode() + b', "method": "tools/call",'
+                b' "params": {"name": "generate_image", "arguments": ' + arguments + b"}}\n"
+            )
             started = time.monotonic()
             server.process.stdin.write(line)
             server.process.stdin.flush()
@@ -319,8 +355,13 @@ def test_a_lone_surrogate_in_the_arguments_gets_a_json_rpc_error_answer(tmp_path
             assert "params.arguments." in message["error"]["message"], message
             assert "not valid Unicode" in message["error"]["message"]
         # Nothing was run, and the server keeps serving.
-        answer = server.request("tools/call", {"name": "generate_image", "arguments": {
-            "prompt": "still here", "model": "placeholder", "size": "256x256"}})
+        answer = server.request(
+            "tools/call",
+            {
+                "name": "generate_image",
+                "arguments": {"prompt": "still here", "model": "placeholder", "size": "256x256"},
+            },
+        )
         assert answer["result"].get("isError") is not True, answer
     finally:
         assert server.close() == 0
@@ -331,8 +372,10 @@ def test_a_lone_surrogate_in_the_arguments_gets_a_json_rpc_error_answer(tmp_path
 async def test_a_lone_surrogate_over_http_is_answered_not_dropped(tmp_path: Path) -> None:
     with running(tmp_path) as port:
         url = f"http://127.0.0.1:{port}/mcp"
-        body = (b'{"jsonrpc": "2.0", "id": 5, "method": "initialize", "params": {"protocolVersion": '
-                b'"2025-11-25", "capabilities": {}, "clientInfo": {"name": "\\ud800", "version": "0"}}}')
+        body = (
+            b'{"jsonrpc": "2.0", "id": 5, "method": "initialize", "params": {"protocolVersion": '
+            b'"2025-11-25", "capabilities": {}, "clientInfo": {"name": "\\ud800", "version": "0"}}}'
+        )
         async with httpx2.AsyncClient(timeout=10) as http:
             answer = await http.post(url, content=body, headers=MCP_HEADERS)
             assert answer.status_code == 400
@@ -352,8 +395,8 @@ async def test_a_valid_image_with_junk_appended_is_never_saved(isolated_env: Pat
     import hashlib
 
     png = base64.b64decode(openai_ok()["data"][0]["b64_json"])
-    huge = base64.b64encode(png + os.urandom(40 * 1024 * 1024)).decode()   # the attack: 40 MB of junk
-    tail = base64.b64encode(png + b"\0" * 3 + b"junk").decode()             # a few bytes after IEND
+    huge = base64.b64encode(png + os.urandom(40 * 1024 * 1024)).decode()  # the attack: 40 MB of junk
+    tail = base64.b64encode(png + b"\0" * 3 + b"junk").decode()  # a few bytes after IEND
     good = base64.b64encode(png).decode()
     pidfile = tmp_path / "pid"
     with FakeUpstream() as upstream:
@@ -361,8 +404,12 @@ async def test_a_valid_image_with_junk_appended_is_never_saved(isolated_env: Pat
             upstream.reply("POST", OPENAI_ROUTE, json={"created": 1, "data": [{"b64_json": b64}]})
         # Without the provenance Atelier embeds by default (library.embed_metadata), the
         # saved file must be the received image byte for byte.
-        env = _openai_env(upstream.url, ATELIER_PROVIDERS__OPENAI__MAX_RETRIES="2",
-                          ATELIER_TEST_PIDFILE=str(pidfile), ATELIER_LIBRARY__EMBED_METADATA="false")
+        env = _openai_env(
+            upstream.url,
+            ATELIER_PROVIDERS__OPENAI__MAX_RETRIES="2",
+            ATELIER_TEST_PIDFILE=str(pidfile),
+            ATELIER_LIBRARY__EMBED_METADATA="false",
+        )
         async with _stdio(env, tmp_path / "stderr.log") as client:
             call = {"prompt": "a fox", "model": MODEL, "size": "1024x1024"}
             pid = int(pidfile.read_text())
@@ -391,7 +438,9 @@ async def test_a_valid_image_with_junk_appended_is_never_saved(isolated_env: Pat
 
 @pytest.mark.parametrize("failpoint", ["mid_write", "after_link"])
 async def test_start_up_reconciles_crash_leftovers_with_the_jobs(
-    failpoint: str, isolated_env: Path, tmp_path: Path,
+    failpoint: str,
+    isolated_env: Path,
+    tmp_path: Path,
 ) -> None:
     import contextlib
     import time
@@ -400,8 +449,14 @@ async def test_start_up_reconciles_crash_leftovers_with_the_jobs(
 
     images = isolated_env / "data" / "images"
     pidfile = tmp_path / "pid"
-    crashing = child_env({"ATELIER_TEST_PIDFILE": str(pidfile), "ATELIER_TEST_FAILPOINT": failpoint,
-                          "ATELIER_TEST_FAILPOINT_SKIP": "1", "ATELIER_DEFAULT_MODEL": "placeholder"})
+    crashing = child_env(
+        {
+            "ATELIER_TEST_PIDFILE": str(pidfile),
+            "ATELIER_TEST_FAILPOINT": failpoint,
+            "ATELIER_TEST_FAILPOINT_SKIP": "1",
+            "ATELIER_DEFAULT_MODEL": "placeholder",
+        }
+    )
     call = {"prompt": "crash test", "as_job": True, "size": "256x256"}
     with (tmp_path / "stderr.log").open("w") as errors, contextlib.suppress(Exception):
         async with Client(stdio_client(server_params(crashing), errlog=errors)) as client:
@@ -416,8 +471,11 @@ async def test_start_up_reconciles_crash_leftovers_with_the_jobs(
     leftovers = temp_leftovers(images)
     assert leftovers, "the crash should have left a temp file"  # young: minutes, not an hour old
     # The finished job's sidecar is lost too (e.g. a failed sidecar write).
-    (done_image,) = [p for p in image_files(images) if done_id in (p.with_name(p.name + ".json").read_text()
-                                                                    if p.with_name(p.name + ".json").exists() else "")]
+    (done_image,) = [
+        p
+        for p in image_files(images)
+        if done_id in (p.with_name(p.name + ".json").read_text() if p.with_name(p.name + ".json").exists() else "")
+    ]
     done_image.with_name(done_image.name + ".json").unlink()
 
     async with _stdio(child_env({"ATELIER_DEFAULT_MODEL": "placeholder"}), tmp_path / "restart.log") as client:

@@ -24,12 +24,18 @@ async def test_preflight_non_json_and_token_never_logged(tmp_path: Path) -> None
         url = f"http://127.0.0.1:{port}/mcp"
         auth = {"authorization": f"Bearer {TOKEN}"}
         async with httpx2.AsyncClient(timeout=10) as http:
-            preflight = await http.request("OPTIONS", url, headers={
-                **auth, "origin": "http://evil.example", "access-control-request-method": "POST"})
+            preflight = await http.request(
+                "OPTIONS",
+                url,
+                headers={**auth, "origin": "http://evil.example", "access-control-request-method": "POST"},
+            )
             assert "access-control-allow-origin" not in {k.lower() for k in preflight.headers}
             assert preflight.headers.get("access-control-allow-origin") != "*"
-            text = await http.post(url, content=b"hello", headers={
-                **auth, "accept": "application/json, text/event-stream", "content-type": "text/plain"})
+            text = await http.post(
+                url,
+                content=b"hello",
+                headers={**auth, "accept": "application/json, text/event-stream", "content-type": "text/plain"},
+            )
             assert text.status_code in (400, 415), text.status_code
             wrong = await http.post(url, json=INIT, headers={**MCP_HEADERS, "authorization": "Bearer " + TOKEN[:-1]})
             assert wrong.status_code == 401 and TOKEN not in wrong.text

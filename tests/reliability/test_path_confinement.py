@@ -21,15 +21,43 @@ from hypothesis import strategies as st
 
 from atelier_core import Operation
 from atelier_core.plugin.errors import InputImageError, OutputPathError, RequestError
-from atelier_core.testing import FakeProvider, build_test_atelier, make_image
 from atelier_core.plugin.types import ImageCall
+from atelier_core.testing import FakeProvider, build_test_atelier, make_image
 
 PROPERTY = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 _piece = st.one_of(
-    st.sampled_from(["..", ".", "", "link", "inside-link", "sub", "a.png", "CON", "nul.png", "x:ads", "C:",
-                     "\\\\srv", "~", "$HOME", "%2e%2e", "\u202e", "\u200b", "e\u0301", "🐱", "x" * 300,
-                     "a ", "a.", "\n", "\x00", "root-evil", "..\\..", ".atelier-tmp-x"]),
+    st.sampled_from(
+        [
+            "..",
+            ".",
+            "",
+            "link",
+            "inside-link",
+            "sub",
+            "a.png",
+            "CON",
+            "nul.png",
+            "x:ads",
+            "C:",
+            "\\\\srv",
+            "~",
+            "$HOME",
+            "%2e%2e",
+            "\u202e",
+            "\u200b",
+            "e\u0301",
+            "🐱",
+            "x" * 300,
+            "a ",
+            "a.",
+            "\n",
+            "\x00",
+            "root-evil",
+            "..\\..",
+            ".atelier-tmp-x",
+        ]
+    ),
     st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=10),
 )
 
@@ -55,22 +83,33 @@ def _snapshot(*folders: Path) -> dict[str, list[str]]:
 
 
 @PROPERTY
-@given(parts=st.lists(_piece, min_size=1, max_size=5), sep=st.sampled_from(["/", "\\", "//"]),
-       anchor=st.sampled_from(["", "root", "real", "evil", "outside"]))
+@given(
+    parts=st.lists(_piece, min_size=1, max_size=5),
+    sep=st.sampled_from(["/", "\\", "//"]),
+    anchor=st.sampled_from(["", "root", "real", "evil", "outside"]),
+)
 def test_any_filename_is_refused_before_spend_or_lands_inside_the_root(
     tmp_path: Path, parts: list[str], sep: str, anchor: str
 ) -> None:
     base = tmp_path / "paths"
     root, outside, evil = _layout(base)
-    prefix = {"": "", "root": f"{root}/", "real": f"{os.path.realpath(root)}/", "evil": f"{evil}/",
-              "outside": f"{outside}/"}[anchor]
+    prefix = {
+        "": "",
+        "root": f"{root}/",
+        "real": f"{os.path.realpath(root)}/",
+        "evil": f"{evil}/",
+        "outside": f"{outside}/",
+    }[anchor]
     filename = prefix + sep.join(parts)
     before = _snapshot(outside, evil, base)
     fake = FakeProvider()
     atelier = build_test_atelier(tmp_path / "state", [fake], storage={"output_dir": root})
     try:
-        outcome = asyncio.run(atelier.execute(ImageCall(model="fake/fake-image", prompt="p", size="256x256"),
-                                              Operation.GENERATE, filename=filename))
+        outcome = asyncio.run(
+            atelier.execute(
+                ImageCall(model="fake/fake-image", prompt="p", size="256x256"), Operation.GENERATE, filename=filename
+            )
+        )
     except RequestError as exc:
         assert isinstance(exc, OutputPathError) and exc.parameter == "filename", repr(exc)
         assert fake.calls == []  # refused before the provider was called
@@ -86,14 +125,29 @@ def test_any_filename_is_refused_before_spend_or_lands_inside_the_root(
 
 
 @PROPERTY
-@given(reference=st.one_of(
-    st.sampled_from(["../outside/secret.png", "link/secret.png", "inputs/../outside/secret.png",
-                     "file://{outside}/secret.png", "{outside}/secret.png", "{inputs}/../outside/secret.png",
-                     "{inputs}/link/secret.png", "file://{inputs}/%2e%2e/outside/secret.png",
-                     "{inputs}/ok.png", "ok.png", "~/../outside/secret.png", "{inputs}-evil/secret.png",
-                     "C:\\outside\\secret.png", "\\\\server\\share\\secret.png"]),
-    st.lists(_piece, min_size=1, max_size=4).map("/".join),
-))
+@given(
+    reference=st.one_of(
+        st.sampled_from(
+            [
+                "../outside/secret.png",
+                "link/secret.png",
+                "inputs/../outside/secret.png",
+                "file://{outside}/secret.png",
+                "{outside}/secret.png",
+                "{inputs}/../outside/secret.png",
+                "{inputs}/link/secret.png",
+                "file://{inputs}/%2e%2e/outside/secret.png",
+                "{inputs}/ok.png",
+                "ok.png",
+                "~/../outside/secret.png",
+                "{inputs}-evil/secret.png",
+                "C:\\outside\\secret.png",
+                "\\\\server\\share\\secret.png",
+            ]
+        ),
+        st.lists(_piece, min_size=1, max_size=4).map("/".join),
+    )
+)
 def test_input_references_never_send_bytes_from_outside_the_roots(tmp_path: Path, reference: str) -> None:
     base = tmp_path / "inputs-prop"
     inputs = base / "inputs"
@@ -109,8 +163,7 @@ def test_input_references_never_send_bytes_from_outside_the_roots(tmp_path: Path
         (inputs / "link").symlink_to(outside, target_is_directory=True)
     text = reference.format(outside=outside, inputs=inputs) if "{" in reference and "}" in reference else reference
     fake = FakeProvider()
-    atelier = build_test_atelier(base / "state", [fake], storage={"output_dir": base / "out",
-                                                                  "input_dirs": [inputs]})
+    atelier = build_test_atelier(base / "state", [fake], storage={"output_dir": base / "out", "input_dirs": [inputs]})
     try:
         asyncio.run(atelier.execute(ImageCall(model="fake/fake-image", prompt="p", images=[text]), Operation.EDIT))
     except RequestError as exc:

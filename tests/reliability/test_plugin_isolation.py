@@ -51,10 +51,18 @@ async def test_broken_plugins_do_not_stop_the_server_or_the_others(tmp_path: Pat
     crashing = FakeProvider("crashy", script=[Outcome(error=ZeroDivisionError("provider bug"))])
     closing = CrashingClose("closer")
     healthy = FakeProvider("healthy")
-    atelier = build_test_atelier(tmp_path, [
-        ("raises", RaisesInRegister()), ("junk", RegistersJunk()), ("badspec", BadSpec()),
-        crashing, closing, healthy, ("placeholder", atelier_placeholder),
-    ])
+    atelier = build_test_atelier(
+        tmp_path,
+        [
+            ("raises", RaisesInRegister()),
+            ("junk", RegistersJunk()),
+            ("badspec", BadSpec()),
+            crashing,
+            closing,
+            healthy,
+            ("placeholder", atelier_placeholder),
+        ],
+    )
     records = {r.name: r for r in atelier.registry.plugins}
     assert {records[n].status for n in ("raises", "junk", "badspec")} == {"failed"}
     async with connect(atelier) as client:

@@ -8,12 +8,12 @@ import re
 from pathlib import Path
 
 import pytest
+from reliability_kit import OPENAI_ROUTE, openai_ok
 
 from atelier_core import Operation
 from atelier_core.engine.pipeline import Pipeline
-from atelier_core.testing import FakeUpstream, Reply
 from atelier_core.plugin.types import ImageCall
-from reliability_kit import OPENAI_ROUTE, openai_ok
+from atelier_core.testing import FakeUpstream
 
 pytestmark = pytest.mark.anyio
 
@@ -28,8 +28,9 @@ PROMPTS = [
 
 
 @pytest.mark.parametrize("prompt", PROMPTS, ids=["cjk-emoji", "nfd", "rtl", "controls", "path-like", "long"])
-async def test_prompts_are_forwarded_intact_and_named_safely(prompt: str, stack: Pipeline, upstream: FakeUpstream,
-                                                             tmp_path: Path) -> None:
+async def test_prompts_are_forwarded_intact_and_named_safely(
+    prompt: str, stack: Pipeline, upstream: FakeUpstream, tmp_path: Path
+) -> None:
     upstream.reply("POST", OPENAI_ROUTE, json=openai_ok())
     outcome = await stack.execute(ImageCall(model="openai/gpt-image-1-mini", prompt=prompt), Operation.GENERATE)
     (sent,) = upstream.requests

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import anyio
 import pytest
+from reliability_kit import GEMINI_ROUTE, OPENAI_ROUTE, build_stack, gemini_ok, openai_ok
 
 from atelier_core import Operation, UpstreamTimeoutError
 from atelier_core.engine.throttle import LimiterPool
-from atelier_core.testing import FakeUpstream, Reply, connect, make_image
 from atelier_core.plugin.types import ImageCall
-from reliability_kit import GEMINI_ROUTE, OPENAI_ROUTE, build_stack, gemini_ok, openai_ok
+from atelier_core.testing import FakeUpstream, Reply, connect
 
 pytestmark = pytest.mark.anyio
 
@@ -56,8 +56,9 @@ async def test_a_hanging_provider_does_not_hold_up_another(tmp_path: Path, upstr
     started = time.monotonic()
 
     async def gemini(i: int) -> None:
-        outcome = await atelier.execute(ImageCall(model="gemini/gemini-2.5-flash-image", prompt=f"g{i}"),
-                                        Operation.GENERATE)
+        outcome = await atelier.execute(
+            ImageCall(model="gemini/gemini-2.5-flash-image", prompt=f"g{i}"), Operation.GENERATE
+        )
         assert outcome.images
         gemini_done.append(time.monotonic() - started)
 
@@ -83,8 +84,7 @@ async def test_a_hanging_provider_does_not_hold_up_another(tmp_path: Path, upstr
 async def test_requests_per_minute_spaces_request_starts(tmp_path: Path, upstream: FakeUpstream) -> None:
     scale = 100.0  # one real second is 100 s on the limiter's clock: the 60 s window is 0.6 s
     upstream.handle("POST", OPENAI_ROUTE, lambda _: Reply(json=openai_ok()))
-    atelier = build_stack(tmp_path, upstream, per_provider={"openai": {"requests_per_minute": 2,
-                                                                       "max_concurrency": 8}})
+    atelier = build_stack(tmp_path, upstream, per_provider={"openai": {"requests_per_minute": 2, "max_concurrency": 8}})
 
     async def fast_sleep(seconds: float) -> None:
         await asyncio.sleep(seconds / scale)
@@ -107,8 +107,13 @@ async def test_requests_per_minute_spaces_request_starts(tmp_path: Path, upstrea
 
 
 async def test_retry_after_pauses_the_whole_provider(tmp_path: Path, upstream: FakeUpstream) -> None:
-    upstream.reply("POST", OPENAI_ROUTE, status=429, headers={"retry-after": "0.5"},
-                   json={"error": {"code": "rate_limit_exceeded", "message": "slow down"}})
+    upstream.reply(
+        "POST",
+        OPENAI_ROUTE,
+        status=429,
+        headers={"retry-after": "0.5"},
+        json={"error": {"code": "rate_limit_exceeded", "message": "slow down"}},
+    )
     upstream.handle("POST", OPENAI_ROUTE, lambda _: Reply(json=openai_ok()))
     atelier = build_stack(tmp_path, upstream, per_provider={"openai": {"max_concurrency": 1}})
     try:
@@ -138,10 +143,10 @@ async def test_inline_results_stay_within_budget_for_large_images(tmp_path: Path
     atelier = build_stack(tmp_path, upstream)
     preview = atelier.settings.preview
     async with connect(atelier) as client:
-        result = await client.call_tool("generate_image", {"prompt": "x", "model": MODEL, "n": 4,
-                                                           "size": "1024x1024"})
-        full = await client.call_tool("generate_image", {"prompt": "x", "model": MODEL, "n": 4,
-                                                         "size": "1024x1024", "return_image": "full"})
+        result = await client.call_tool("generate_image", {"prompt": "x", "model": MODEL, "n": 4, "size": "1024x1024"})
+        full = await client.call_tool(
+            "generate_image", {"prompt": "x", "model": MODEL, "n": 4, "size": "1024x1024", "return_image": "full"}
+        )
     for outcome in (result, full):
         assert not outcome.is_error, outcome.content
         assert len((outcome.structured_content or {})["images"]) == 4
@@ -154,16 +159,19 @@ async def test_inline_results_stay_within_budget_for_large_images(tmp_path: Path
     assert "over the inline limit" in full.content[0].text  # and the caller is told why
 
 
-@pytest.mark.parametrize(("storage", "word"), [({"max_input_bytes": 2_000}, "bytes"),
-                                               ({"max_input_pixels": 1_000}, "pixel")])
-async def test_input_caps_refuse_before_anything_is_sent(tmp_path: Path, upstream: FakeUpstream,
-                                                         storage: dict[str, int], word: str) -> None:
+@pytest.mark.parametrize(
+    ("storage", "word"), [({"max_input_bytes": 2_000}, "bytes"), ({"max_input_pixels": 1_000}, "pixel")]
+)
+async def test_input_caps_refuse_before_anything_is_sent(
+    tmp_path: Path, upstream: FakeUpstream, storage: dict[str, int], word: str
+) -> None:
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     photo = inputs / "photo.png"
     photo.write_bytes(_noise_png(64, 64))  # ~12 KB, 4096 pixels
-    atelier = build_stack(tmp_path, upstream, storage={"output_dir": tmp_path / "images",
-                                                       "input_dirs": [inputs], **storage})
+    atelier = build_stack(
+        tmp_path, upstream, storage={"output_dir": tmp_path / "images", "input_dirs": [inputs], **storage}
+    )
     async with connect(atelier) as client:
         result = await client.call_tool("edit_image", {"prompt": "x", "model": MODEL, "images": [str(photo)]})
     assert result.is_error and word in result.content[0].text.lower(), result.content[0].text
@@ -178,8 +186,12 @@ async def test_a_decompression_bomb_is_refused_from_its_header(tmp_path: Path, u
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    bomb = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 50_000, 50_000, 8, 6, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 4096)) + chunk(b"IEND", b""))
+    bomb = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 50_000, 50_000, 8, 6, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 4096))
+        + chunk(b"IEND", b"")
+    )
     atelier = build_stack(tmp_path, upstream)
     reference = "data:image/png;base64," + base64.b64encode(bomb).decode()
     tracemalloc.start()

@@ -18,8 +18,6 @@ import anyio
 import pytest
 from mcp import Client
 from mcp.client.stdio import stdio_client
-
-from atelier_core.testing import FakeUpstream, Reply
 from reliability_kit import (
     CANARY,
     GEMINI_ROUTE,
@@ -32,6 +30,8 @@ from reliability_kit import (
     queue,
 )
 from stdio_kit import child_env, server_params
+
+from atelier_core.testing import FakeUpstream
 
 pytestmark = pytest.mark.slow
 
@@ -65,8 +65,12 @@ async def test_the_canary_never_leaves_the_configuration(isolated_env: Path, tmp
         for name, route in (("openai", OPENAI_ROUTE), ("gemini", GEMINI_ROUTE), ("minimax", MINIMAX_ROUTE)):
             shape = PROVIDERS[name]
             queue(upstream, route, shape.auth_echo(), shape.ok())
-        upstream.reply("POST", OPENAI_ROUTE, status=500,
-                       json={"error": {"message": f"upstream exploded; key={CANARY}", "type": "server_error"}})
+        upstream.reply(
+            "POST",
+            OPENAI_ROUTE,
+            status=500,
+            json={"error": {"message": f"upstream exploded; key={CANARY}", "type": "server_error"}},
+        )
         upstream.reply("POST", OPENAI_ROUTE, status=401, json=PROVIDERS["openai"].auth_echo().json)
         env = child_env(_vendor_env(upstream.url))
         errlog = tmp_path / "stderr.log"
@@ -75,8 +79,10 @@ async def test_the_canary_never_leaves_the_configuration(isolated_env: Path, tmp
                 calls: list[tuple[str, dict[str, Any]]] = []
                 for name in ("openai", "gemini", "minimax"):
                     model = PROVIDERS[name].model
-                    calls += [("generate_image", {"prompt": "a fox", "model": model}),  # key echoed
-                              ("generate_image", {"prompt": "a fox", "model": model})]  # saved + sidecar
+                    calls += [
+                        ("generate_image", {"prompt": "a fox", "model": model}),  # key echoed
+                        ("generate_image", {"prompt": "a fox", "model": model}),
+                    ]  # saved + sidecar
                 calls += [
                     ("generate_image", {"prompt": "a fox", "model": "openai/gpt-image-1-mini"}),  # 500 echo
                     ("generate_image", {"prompt": "a fox", "model": "openai/gpt-image-1-mini", "as_job": True}),

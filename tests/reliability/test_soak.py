@@ -20,8 +20,6 @@ import anyio
 import pytest
 from mcp import Client
 from mcp.client.stdio import stdio_client
-
-from atelier_core.testing import FakeUpstream, Recorded, Reply
 from reliability_kit import (
     CANARY,
     OPENAI_MODERATION,
@@ -34,6 +32,8 @@ from reliability_kit import (
 )
 from stdio_kit import child_env, server_params
 
+from atelier_core.testing import FakeUpstream, Recorded, Reply
+
 pytestmark = [pytest.mark.soak, pytest.mark.slow]
 
 CALLS = int(os.environ.get("ATELIER_SOAK_CALLS", "60"))
@@ -44,8 +44,19 @@ MAX_RETRIES = 1
 class FaultMix:
     """Answers every OpenAI images request with a seeded random outcome."""
 
-    WEIGHTS: ClassVar[dict[str, int]] = {"ok": 50, "ok_n2": 8, "slow": 6, "rate_limited": 8, "unavailable": 8, "reset": 4,
-               "malformed": 4, "truncated": 4, "moderation": 4, "auth_echo": 2, "partial": 2}
+    WEIGHTS: ClassVar[dict[str, int]] = {
+        "ok": 50,
+        "ok_n2": 8,
+        "slow": 6,
+        "rate_limited": 8,
+        "unavailable": 8,
+        "reset": 4,
+        "malformed": 4,
+        "truncated": 4,
+        "moderation": 4,
+        "auth_echo": 2,
+        "partial": 2,
+    }
 
     def __init__(self, seed: int) -> None:
         self._random = random.Random(seed)
@@ -63,8 +74,11 @@ class FaultMix:
             case "slow":
                 return Reply(json=openai_ok(n), delay=0.3)
             case "rate_limited":
-                return Reply(status=429, headers={"retry-after": "0.05"},
-                             json={"error": {"code": "rate_limit_exceeded", "message": "slow down"}})
+                return Reply(
+                    status=429,
+                    headers={"retry-after": "0.05"},
+                    json={"error": {"code": "rate_limit_exceeded", "message": "slow down"}},
+                )
             case "unavailable":
                 return Reply(status=503, json={"error": {"message": "overloaded", "type": "server_error"}})
             case "reset":
@@ -76,8 +90,10 @@ class FaultMix:
             case "moderation":
                 return Reply(status=400, json=OPENAI_MODERATION)
             case "auth_echo":
-                return Reply(status=401, json={"error": {"message": f"Incorrect API key provided: {CANARY}",
-                                                         "code": "invalid_api_key"}})
+                return Reply(
+                    status=401,
+                    json={"error": {"message": f"Incorrect API key provided: {CANARY}", "code": "invalid_api_key"}},
+                )
             case _:
                 return Reply(json=openai_ok(max(n, 2), truncate=1))
 
@@ -106,15 +122,18 @@ async def test_soak(isolated_env: Path, tmp_path: Path) -> None:
     job_ids: list[str] = []
     with FakeUpstream() as upstream:
         upstream.handle("POST", OPENAI_ROUTE, mix)
-        env = child_env({
-            "ATELIER_TEST_PIDFILE": str(pidfile), "OPENAI_API_KEY": CANARY,
-            "ATELIER_PROVIDERS__OPENAI__BASE_URL": upstream.url + "/v1",
-            "ATELIER_PROVIDERS__OPENAI__MAX_RETRIES": str(MAX_RETRIES),
-            "ATELIER_PROVIDERS__OPENAI__BACKOFF_BASE_S": "0.01",
-            "ATELIER_PROVIDERS__OPENAI__TIMEOUT_S": "10",
-            "ATELIER_PROVIDERS__OPENAI__MAX_CONCURRENCY": "4",
-            "ATELIER_LOGGING__LEVEL": "WARNING",
-        })
+        env = child_env(
+            {
+                "ATELIER_TEST_PIDFILE": str(pidfile),
+                "OPENAI_API_KEY": CANARY,
+                "ATELIER_PROVIDERS__OPENAI__BASE_URL": upstream.url + "/v1",
+                "ATELIER_PROVIDERS__OPENAI__MAX_RETRIES": str(MAX_RETRIES),
+                "ATELIER_PROVIDERS__OPENAI__BACKOFF_BASE_S": "0.01",
+                "ATELIER_PROVIDERS__OPENAI__TIMEOUT_S": "10",
+                "ATELIER_PROVIDERS__OPENAI__MAX_CONCURRENCY": "4",
+                "ATELIER_LOGGING__LEVEL": "WARNING",
+            }
+        )
         with (tmp_path / "stderr.log").open("w") as errors:
             async with Client(stdio_client(server_params(env), errlog=errors)) as client:
                 pid = int(pidfile.read_text())
@@ -136,8 +155,10 @@ async def test_soak(isolated_env: Path, tmp_path: Path) -> None:
                     async with anyio.create_task_group() as group:
                         for index in range(CALLS):
                             group.start_soon(one, index)
-                    waits = [await client.call_tool("get_jobs", {"job_ids": job_ids[i:i + 50], "wait_s": 30})
-                             for i in range(0, len(job_ids), 50)]  # get_jobs takes 50 ids at a time
+                    waits = [
+                        await client.call_tool("get_jobs", {"job_ids": job_ids[i : i + 50], "wait_s": 30})
+                        for i in range(0, len(job_ids), 50)
+                    ]  # get_jobs takes 50 ids at a time
                     listed = await client.call_tool("get_jobs", {})
                     alive = await client.call_tool("list_available_models", {"provider": "openai"})
                 end_rss = rss_kib(pid)
@@ -168,6 +189,8 @@ async def test_soak(isolated_env: Path, tmp_path: Path) -> None:
     growth_kib = end_rss - baseline[0]
     assert growth_kib < max(80 * 1024, baseline[0] // 2), (baseline[0], end_rss)
     assert "Traceback" not in (tmp_path / "stderr.log").read_text()
-    print(f"soak: {CALLS} calls, {upstream_calls} upstream requests, {len(files)} files, "
-          f"RSS {baseline[0] // 1024} MiB after warm-up -> {end_rss // 1024} MiB, faults {mix.seen}")
+    print(
+        f"soak: {CALLS} calls, {upstream_calls} upstream requests, {len(files)} files, "
+        f"RSS {baseline[0] // 1024} MiB after warm-up -> {end_rss // 1024} MiB, faults {mix.seen}"
+    )
     assert {"ok", "rate_limited", "unavailable"} <= set(mix.seen)

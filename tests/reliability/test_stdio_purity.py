@@ -9,13 +9,13 @@ import json
 from pathlib import Path
 
 import pytest
+from stdio_kit import RawStdio, child_env
 
 from atelier_core.testing import make_image
-from stdio_kit import RawStdio, child_env
 
 pytestmark = pytest.mark.slow
 
-NOISY = '''
+NOISY = """
 import sys, warnings
 print("noisy plugin: imported")
 warnings.warn("noisy plugin: import-time warning", DeprecationWarning)
@@ -39,7 +39,7 @@ class Noisy(Provider):
 def register_providers(register):
     print("noisy plugin: registering")
     register(Noisy())
-'''
+"""
 
 BROKEN = "print('broken plugin: about to fail')\nraise ImportError('needs the frobnicator package')\n"
 
@@ -63,8 +63,14 @@ def test_every_stdout_line_is_json_rpc(tmp_path: Path) -> None:
 
     Image.new("P", (64, 64)).save(inputs / "palette.png", transparency=0)
     (inputs / "photo.png").write_bytes(make_image(64, 64))
-    env = child_env({"ATELIER_LOGGING__LEVEL": "DEBUG", "ATELIER_STORAGE__INPUT_DIRS": json.dumps([str(inputs)]),
-                     "PYTHONWARNINGS": "always"}, pythonpath=[site])
+    env = child_env(
+        {
+            "ATELIER_LOGGING__LEVEL": "DEBUG",
+            "ATELIER_STORAGE__INPUT_DIRS": json.dumps([str(inputs)]),
+            "PYTHONWARNINGS": "always",
+        },
+        pythonpath=[site],
+    )
     server = RawStdio(env, tmp_path / "stderr.log")
     try:
         init = server.initialize()
@@ -76,8 +82,15 @@ def test_every_stdout_line_is_json_rpc(tmp_path: Path) -> None:
             ("generate_image", {"prompt": "a loud one", "model": "noisy/loud"}),
             ("generate_image", {"prompt": "a harbour", "model": "placeholder", "size": "256x256"}),
             ("edit_image", {"prompt": "x", "model": "placeholder", "images": [str(inputs / "palette.png")]}),
-            ("edit_image", {"prompt": "x", "model": "placeholder", "images": [str(inputs / "photo.png")],
-                            "mask": "data:image/png;base64,AAAA"}),
+            (
+                "edit_image",
+                {
+                    "prompt": "x",
+                    "model": "placeholder",
+                    "images": [str(inputs / "photo.png")],
+                    "mask": "data:image/png;base64,AAAA",
+                },
+            ),
             ("generate_image", {"prompt": "x", "model": "no-such-model"}),
             ("generate_image", {"prompt": "x", "model": "placeholder", "filename": "../escape.png"}),
             ("generate_image", {"prompt": "a job", "model": "placeholder", "size": "256x256", "as_job": True}),
@@ -112,11 +125,18 @@ def test_garbage_and_lone_surrogates_on_stdin_do_not_stop_the_server(tmp_path: P
         server.initialize()
         assert server.process.stdin is not None
         server.process.stdin.write(b"this is not json\n")
-        server.process.stdin.write(b'{"jsonrpc": "2.0", "id": 99, "method": "tools/call", "params": {"name": '
-                                   b'"generate_image", "arguments": {"prompt": "\\ud800 fox", "model": "placeholder"}}}\n')
+        server.process.stdin.write(
+            b'{"jsonrpc": "2.0", "id": 99, "method": "tools/call", "params": {"name": '
+            b'"generate_image", "arguments": {"prompt": "\\ud800 fox", "model": "placeholder"}}}\n'
+        )
         server.process.stdin.flush()
-        answer = server.request("tools/call", {"name": "generate_image", "arguments": {
-            "prompt": "still here", "model": "placeholder", "size": "256x256"}})
+        answer = server.request(
+            "tools/call",
+            {
+                "name": "generate_image",
+                "arguments": {"prompt": "still here", "model": "placeholder", "size": "256x256"},
+            },
+        )
         assert answer["result"].get("isError") is not True, answer
     finally:
         code = server.close()

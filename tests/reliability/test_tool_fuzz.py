@@ -21,9 +21,27 @@ from atelier_core.testing import FakeProvider, build_test_atelier, connect, make
 pytestmark = pytest.mark.anyio
 
 CASES_PER_TOOL = 120
-HOSTILE = ["", " ", "../../x", "\x00", "C:\\x.png", "a" * 5000, "🐱" * 50, "\u202e", "null", "{}", "-1",
-           "1024x1024", "auto", "16:9", "png", "atelier://images/../../etc/passwd", "data:image/png;base64,@@",
-           "file:///etc/passwd", "https://169.254.169.254/latest/meta-data"]
+HOSTILE = [
+    "",
+    " ",
+    "../../x",
+    "\x00",
+    "C:\\x.png",
+    "a" * 5000,
+    "🐱" * 50,
+    "\u202e",
+    "null",
+    "{}",
+    "-1",
+    "1024x1024",
+    "auto",
+    "16:9",
+    "png",
+    "atelier://images/../../etc/passwd",
+    "data:image/png;base64,@@",
+    "file:///etc/passwd",
+    "https://169.254.169.254/latest/meta-data",
+]
 
 
 def _value(schema: dict[str, Any], rng: random.Random, good: dict[str, list[Any]], name: str) -> Any:
@@ -51,13 +69,24 @@ async def test_generated_arguments_never_break_the_server(tmp_path: Path) -> Non
     inputs.mkdir()
     (inputs / "photo.png").write_bytes(make_image(64, 64))
     fake = FakeProvider()
-    atelier = build_test_atelier(tmp_path, [fake], default_model="fake/fake-image",
-                                 storage={"output_dir": tmp_path / "images", "input_dirs": [inputs]})
+    atelier = build_test_atelier(
+        tmp_path,
+        [fake],
+        default_model="fake/fake-image",
+        storage={"output_dir": tmp_path / "images", "input_dirs": [inputs]},
+    )
     good: dict[str, list[Any]] = {
-        "prompt": ["a fox", "a lighthouse"], "model": ["fake/fake-image", "fake-image"],
-        "size": ["256x256", "512x512", "auto"], "n": [1, 2], "output_format": ["png", "jpeg", "webp"],
-        "quality": ["low", "high"], "images": [[str(inputs / "photo.png")]], "filename": ["ok/a.png", None],
-        "return_image": ["none", "preview"], "dry_run": [True, False], "as_job": [False],
+        "prompt": ["a fox", "a lighthouse"],
+        "model": ["fake/fake-image", "fake-image"],
+        "size": ["256x256", "512x512", "auto"],
+        "n": [1, 2],
+        "output_format": ["png", "jpeg", "webp"],
+        "quality": ["low", "high"],
+        "images": [[str(inputs / "photo.png")]],
+        "filename": ["ok/a.png", None],
+        "return_image": ["none", "preview"],
+        "dry_run": [True, False],
+        "as_job": [False],
     }
     rng = random.Random(20261121)
     refused = 0
@@ -68,8 +97,11 @@ async def test_generated_arguments_never_break_the_server(tmp_path: Path) -> Non
             properties: dict[str, Any] = schema["properties"]
             required = set(schema.get("required", []))
             for case in range(CASES_PER_TOOL):
-                args = {key: _value(spec, rng, good, key) for key, spec in properties.items()
-                        if key in required or rng.random() < 0.2}
+                args = {
+                    key: _value(spec, rng, good, key)
+                    for key, spec in properties.items()
+                    if key in required or rng.random() < 0.2
+                }
                 args = {k: v for k, v in args.items() if v is not None or rng.random() < 0.5}
                 # Synchronous calls only, so the call count moves only for the call at hand
                 # (a background job would finish later and blur the "no spend" check).

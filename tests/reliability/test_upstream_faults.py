@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import reliability_kit
+from reliability_kit import CANARY, PROVIDERS, build_stack, image_files, temp_leftovers, verify_image_file
 
 from atelier_core import (
     AuthenticationError,
@@ -26,10 +28,8 @@ from atelier_core import (
     UpstreamUnavailableError,
 )
 from atelier_core.engine.pipeline import Pipeline
-from atelier_core.testing import FakeUpstream, Reply
 from atelier_core.plugin.types import ImageCall
-import reliability_kit
-from reliability_kit import CANARY, PROVIDERS, build_stack, image_files, temp_leftovers, verify_image_file
+from atelier_core.testing import FakeUpstream, Reply
 
 pytestmark = pytest.mark.anyio
 
@@ -38,8 +38,10 @@ MAX_RETRIES = 2  # reliability_kit.provider_settings
 
 
 async def generate(atelier: Pipeline, model: str, **extra: object):  # type: ignore[no-untyped-def]
-    return await atelier.execute(ImageCall(model=model, prompt="a lighthouse at dusk", **extra),  # type: ignore[arg-type]
-                                 Operation.GENERATE)
+    return await atelier.execute(
+        ImageCall(model=model, prompt="a lighthouse at dusk", **extra),  # type: ignore[arg-type]
+        Operation.GENERATE,
+    )
 
 
 def assert_clean(tmp_path: Path) -> None:
@@ -54,8 +56,9 @@ def queue(upstream: FakeUpstream, provider: str, *replies: Reply) -> None:
 
 
 @pytest.mark.parametrize("provider", NAMES)
-async def test_a_good_answer_is_saved_complete(provider: str, stack: Pipeline, upstream: FakeUpstream,
-                                               tmp_path: Path) -> None:
+async def test_a_good_answer_is_saved_complete(
+    provider: str, stack: Pipeline, upstream: FakeUpstream, tmp_path: Path
+) -> None:
     shape = PROVIDERS[provider]
     queue(upstream, provider, shape.ok())
     outcome = await generate(stack, shape.model)
@@ -91,11 +94,15 @@ async def test_retry_after_is_honoured(provider: str, tmp_path: Path, upstream: 
 
 
 @pytest.mark.parametrize("provider", ["openai", "gemini"])
-async def test_retry_after_over_the_cap_is_returned_not_waited(provider: str, tmp_path: Path,
-                                                               upstream: FakeUpstream) -> None:
+async def test_retry_after_over_the_cap_is_returned_not_waited(
+    provider: str, tmp_path: Path, upstream: FakeUpstream
+) -> None:
     shape = PROVIDERS[provider]
-    queue(upstream, provider, Reply(status=429, headers={"retry-after": "121"},
-                                    json={"error": {"code": 429, "message": "slow down"}}))
+    queue(
+        upstream,
+        provider,
+        Reply(status=429, headers={"retry-after": "121"}, json={"error": {"code": 429, "message": "slow down"}}),
+    )
     atelier = build_stack(tmp_path, upstream)
     started = time.monotonic()
     try:
@@ -111,8 +118,9 @@ async def test_retry_after_over_the_cap_is_returned_not_waited(provider: str, tm
 
 @pytest.mark.parametrize("status", [500, 503])
 @pytest.mark.parametrize("provider", NAMES)
-async def test_persistent_5xx_uses_exactly_the_retry_budget(provider: str, status: int, stack: Pipeline,
-                                                            upstream: FakeUpstream, tmp_path: Path) -> None:
+async def test_persistent_5xx_uses_exactly_the_retry_budget(
+    provider: str, status: int, stack: Pipeline, upstream: FakeUpstream, tmp_path: Path
+) -> None:
     shape = PROVIDERS[provider]
     body = {"error": {"code": status, "message": "backend unavailable", "status": "UNAVAILABLE"}}
     queue(upstream, provider, *[Reply(status=status, json=body) for _ in range(5)])
@@ -123,8 +131,9 @@ async def test_persistent_5xx_uses_exactly_the_retry_budget(provider: str, statu
 
 
 @pytest.mark.parametrize("provider", NAMES)
-async def test_connection_reset_is_retried_within_the_budget(provider: str, stack: Pipeline,
-                                                             upstream: FakeUpstream, tmp_path: Path) -> None:
+async def test_connection_reset_is_retried_within_the_budget(
+    provider: str, stack: Pipeline, upstream: FakeUpstream, tmp_path: Path
+) -> None:
     shape = PROVIDERS[provider]
     queue(upstream, provider, Reply(reset=True), shape.ok())
     outcome = await generate(stack, shape.model)
@@ -133,8 +142,9 @@ async def test_connection_reset_is_retried_within_the_budget(provider: str, stac
 
 
 @pytest.mark.parametrize("provider", NAMES)
-async def test_a_hang_ends_at_our_timeout_and_is_never_resent(provider: str, tmp_path: Path,
-                                                             upstream: FakeUpstream) -> None:
+async def test_a_hang_ends_at_our_timeout_and_is_never_resent(
+    provider: str, tmp_path: Path, upstream: FakeUpstream
+) -> None:
     shape = PROVIDERS[provider]
     queue(upstream, provider, Reply(hang=True), shape.ok())
     atelier = build_stack(tmp_path, upstream, per_provider={provider: {"timeout_s": 0.5}})
@@ -159,8 +169,9 @@ MALFORMED: dict[str, Callable[[], Reply]] = {
 
 @pytest.mark.parametrize("fault", sorted(MALFORMED))
 @pytest.mark.parametrize("provider", NAMES)
-async def test_malformed_answers_are_errors_and_save_nothing(provider: str, fault: str, stack: Pipeline,
-                                                             upstream: FakeUpstream, tmp_path: Path) -> None:
+async def test_malformed_answers_are_errors_and_save_nothing(
+    provider: str, fault: str, stack: Pipeline, upstream: FakeUpstream, tmp_path: Path
+) -> None:
     shape = PROVIDERS[provider]
     queue(upstream, provider, *[MALFORMED[fault]() for _ in range(3)])
     with pytest.raises(UpstreamError) as caught:
@@ -176,8 +187,9 @@ async def test_malformed_answers_are_errors_and_save_nothing(provider: str, faul
 
 
 @pytest.mark.parametrize("provider", NAMES)
-async def test_truncated_base64_image_is_never_saved(provider: str, stack: Pipeline, upstream: FakeUpstream,
-                                                     tmp_path: Path) -> None:
+async def test_truncated_base64_image_is_never_saved(
+    provider: str, stack: Pipeline, upstream: FakeUpstream, tmp_path: Path
+) -> None:
     shape = PROVIDERS[provider]
     queue(upstream, provider, shape.truncated())
     with pytest.raises(UpstreamProtocolError):
@@ -221,8 +233,9 @@ async def test_safety_refusals_are_reported_as_such_and_never_retried(
 
 
 @pytest.mark.parametrize("provider", NAMES)
-async def test_key_errors_are_not_retried_and_never_echo_the_key(provider: str, stack: Pipeline,
-                                                                 upstream: FakeUpstream, tmp_path: Path) -> None:
+async def test_key_errors_are_not_retried_and_never_echo_the_key(
+    provider: str, stack: Pipeline, upstream: FakeUpstream, tmp_path: Path
+) -> None:
     shape = PROVIDERS[provider]
     queue(upstream, provider, shape.auth_echo(), shape.auth_echo(), shape.auth_echo())
     with pytest.raises(AuthenticationError) as caught:

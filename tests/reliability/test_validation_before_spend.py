@@ -17,22 +17,27 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reliability_kit import image_files
 
 from atelier_core import InvalidParameterError, Operation, RequestError
-from atelier_core.plugin.errors import AtelierError
-from atelier_core.engine.registry import Registry
 from atelier_core.engine.pipeline import Pipeline
-from atelier_core.plugin.spec import parse_size
-from atelier_core.testing import FakeUpstream, build_test_registry, connect, make_image
-from atelier_core.plugin.types import ImageCall
+from atelier_core.engine.registry import Registry
 from atelier_core.engine.validation import validate_call
-from reliability_kit import image_files
+from atelier_core.plugin.errors import AtelierError
+from atelier_core.plugin.types import ImageCall
+from atelier_core.testing import FakeUpstream, build_test_registry, connect, make_image
 
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # One model per sizing style: free WxH with a rule, presets only, aspect ratios, MiniMax's own rule.
-MODELS = ["openai/gpt-image-2", "openai/gpt-image-1.5", "gemini/gemini-3-pro-image", "minimax/image-01",
-          "dalle/dall-e-3", "placeholder/placeholder"]
+MODELS = [
+    "openai/gpt-image-2",
+    "openai/gpt-image-1.5",
+    "gemini/gemini-3-pro-image",
+    "minimax/image-01",
+    "dalle/dall-e-3",
+    "placeholder/placeholder",
+]
 
 
 def _registry() -> Registry:
@@ -45,8 +50,10 @@ def _registry() -> Registry:
     url = "http://127.0.0.1:9"  # never contacted: validation sends nothing
     return build_test_registry(
         [atelier_openai, atelier_gemini, atelier_minimax, atelier_dalle, atelier_placeholder],
-        providers={name: {"api_key": "k", "base_url": url + ("/v1" if name in ("openai", "dalle") else "")}
-                   for name in ("openai", "gemini", "minimax", "dalle")},
+        providers={
+            name: {"api_key": "k", "base_url": url + ("/v1" if name in ("openai", "dalle") else "")}
+            for name in ("openai", "gemini", "minimax", "dalle")
+        },
     )
 
 
@@ -71,8 +78,28 @@ sizes = st.tuples(st.integers(-64, 5000), st.integers(-64, 5000)).map(lambda wh:
 
 @pytest.mark.parametrize("model", MODELS)
 @PROPERTY
-@given(size=st.one_of(sizes, st.sampled_from(["auto", "0x0", "1024", "1024x", "x1024", "1024*1024", "big",
-                                              "1e3x1e3", "16:9", "1:1", "7:3", "1024x1024x3", " 1024X1024 "])))
+@given(
+    size=st.one_of(
+        sizes,
+        st.sampled_from(
+            [
+                "auto",
+                "0x0",
+                "1024",
+                "1024x",
+                "x1024",
+                "1024*1024",
+                "big",
+                "1e3x1e3",
+                "16:9",
+                "1:1",
+                "7:3",
+                "1024x1024x3",
+                " 1024X1024 ",
+            ]
+        ),
+    )
+)
 def test_every_size_is_refused_naming_it_or_satisfies_the_rule(model: str, size: str) -> None:
     entry = REGISTRY.resolve(model)
     spec = entry.spec
@@ -91,26 +118,32 @@ def test_every_size_is_refused_naming_it_or_satisfies_the_rule(model: str, size:
         preset = f"{wh[0]}x{wh[1]}" in spec.sizes.presets
         assert preset or (spec.sizes.custom is not None and spec.sizes.custom.problems(*wh) == []), (size, wh)
     else:  # auto, or mapped onto the model's aspect ratios
-        assert request.aspect_ratio is None or request.aspect_ratio in spec.sizes.aspect_ratios or \
-            not spec.sizes.aspect_ratios
+        assert (
+            request.aspect_ratio is None
+            or request.aspect_ratio in spec.sizes.aspect_ratios
+            or not spec.sizes.aspect_ratios
+        )
         if size.strip().lower() == "auto":  # "auto" = the model's own default shape
             assert spec.sizes.allow_auto or spec.sizes.aspect_ratios
 
 
-params = st.fixed_dictionaries({}, optional={
-    "n": st.integers(-2, 14),
-    "quality": st.sampled_from(["low", "medium", "high", "hd", "standard", "ultra", ""]),
-    "output_format": st.sampled_from(["png", "jpeg", "webp", "gif", "bmp", "svg", "JPEG"]),
-    "output_compression": st.integers(-5, 120),
-    "background": st.sampled_from(["auto", "opaque", "transparent", "green"]),
-    "style": st.sampled_from(["vivid", "natural", "anime", "x"]),
-    "resolution": st.sampled_from(["1K", "2K", "4K", "8K", "hd"]),
-    "aspect_ratio": st.sampled_from(["1:1", "16:9", "21:9", "5:1", "0:1", "wide"]),
-    "seed": st.integers(-2, 2**33),
-    "prompt": st.sampled_from(["", "   ", "a fox", "x" * 1501, "x" * 4001, "x" * 32_001]),
-    "negative_prompt": st.sampled_from(["blur", ""]),
-    "options": st.sampled_from([{}, {"nonsense": 1}, {"moderation": "low"}, {"partial_images": 9}]),
-})
+params = st.fixed_dictionaries(
+    {},
+    optional={
+        "n": st.integers(-2, 14),
+        "quality": st.sampled_from(["low", "medium", "high", "hd", "standard", "ultra", ""]),
+        "output_format": st.sampled_from(["png", "jpeg", "webp", "gif", "bmp", "svg", "JPEG"]),
+        "output_compression": st.integers(-5, 120),
+        "background": st.sampled_from(["auto", "opaque", "transparent", "green"]),
+        "style": st.sampled_from(["vivid", "natural", "anime", "x"]),
+        "resolution": st.sampled_from(["1K", "2K", "4K", "8K", "hd"]),
+        "aspect_ratio": st.sampled_from(["1:1", "16:9", "21:9", "5:1", "0:1", "wide"]),
+        "seed": st.integers(-2, 2**33),
+        "prompt": st.sampled_from(["", "   ", "a fox", "x" * 1501, "x" * 4001, "x" * 32_001]),
+        "negative_prompt": st.sampled_from(["blur", ""]),
+        "options": st.sampled_from([{}, {"nonsense": 1}, {"moderation": "low"}, {"partial_images": 9}]),
+    },
+)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -149,8 +182,9 @@ def _bomb_png() -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", 50_000, 50_000, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
-        chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def _bad_calls(tmp_path: Path) -> list[tuple[str, str, dict[str, Any], str]]:
@@ -177,12 +211,20 @@ def _bad_calls(tmp_path: Path) -> list[tuple[str, str, dict[str, Any], str]]:
         ("size-step", gen, {"prompt": "x", "model": m, "size": "1000x1000"}, "size"),
         ("size-aspect", gen, {"prompt": "x", "model": m, "size": "4000x1000"}, "size"),
         ("size-preset", gen, {"prompt": "x", "model": "openai/gpt-image-1.5", "size": "1792x1024"}, "size"),
-        ("ratio-unknown", gen, {"prompt": "x", "model": "gemini/gemini-3-pro-image", "aspect_ratio": "5:1"},
-         "aspect_ratio"),
+        (
+            "ratio-unknown",
+            gen,
+            {"prompt": "x", "model": "gemini/gemini-3-pro-image", "aspect_ratio": "5:1"},
+            "aspect_ratio",
+        ),
         ("quality", gen, {"prompt": "x", "model": m, "quality": "hd"}, "quality"),
         ("format", gen, {"prompt": "x", "model": "minimax/image-01", "output_format": "png"}, "output_format"),
-        ("compression-on-png", gen, {"prompt": "x", "model": m, "output_format": "png",
-                                     "output_compression": 50}, "output_compression"),
+        (
+            "compression-on-png",
+            gen,
+            {"prompt": "x", "model": m, "output_format": "png", "output_compression": 50},
+            "output_compression",
+        ),
         ("extra-field", gen, {"prompt": "x", "model": m, "api_key": "sk-from-the-model"}, "api_key"),
         ("option-unknown", gen, {"prompt": "x", "model": m, "options": {"nonsense": 1}}, "nonsense"),
         ("filename-escape", gen, {"prompt": "x", "model": m, "filename": "../x.png"}, "filename"),
@@ -192,17 +234,22 @@ def _bad_calls(tmp_path: Path) -> list[tuple[str, str, dict[str, Any], str]]:
         ("filename-windows", gen, {"prompt": "x", "model": m, "filename": "C:\\x.png"}, "filename"),
         ("input-outside", edit, {"prompt": "x", "model": m, "images": [str(outside / "secret.png")]}, "images[0]"),
         ("input-symlink-out", edit, {"prompt": "x", "model": m, "images": ["escape/secret.png"]}, "images[0]"),
-        ("input-text-as-png", edit, {"prompt": "x", "model": m, "images": [str(inputs / "notes.png")]},
-         "images[0]"),
+        ("input-text-as-png", edit, {"prompt": "x", "model": m, "images": [str(inputs / "notes.png")]}, "images[0]"),
         ("input-bomb", edit, {"prompt": "x", "model": m, "images": [str(inputs / "bomb.png")]}, "images[0]"),
-        ("input-bad-base64", edit, {"prompt": "x", "model": m, "images": ["data:image/png;base64,@@@!"]},
-         "images[0]"),
-        ("input-remote-off", edit, {"prompt": "x", "model": m, "images": ["https://example.com/a.png"]},
-         "images[0]"),
-        ("mask-size", edit, {"prompt": "x", "model": m, "images": [_png_b64(64, 64)], "mask": _png_b64(32, 32)},
-         "mask"),
-        ("too-many-images", edit, {"prompt": "x", "model": "gemini/gemini-2.5-flash-image",
-                                   "images": [_png_b64()] * 20}, "images"),
+        ("input-bad-base64", edit, {"prompt": "x", "model": m, "images": ["data:image/png;base64,@@@!"]}, "images[0]"),
+        ("input-remote-off", edit, {"prompt": "x", "model": m, "images": ["https://example.com/a.png"]}, "images[0]"),
+        (
+            "mask-size",
+            edit,
+            {"prompt": "x", "model": m, "images": [_png_b64(64, 64)], "mask": _png_b64(32, 32)},
+            "mask",
+        ),
+        (
+            "too-many-images",
+            edit,
+            {"prompt": "x", "model": "gemini/gemini-2.5-flash-image", "images": [_png_b64()] * 20},
+            "images",
+        ),
     ]
 
 

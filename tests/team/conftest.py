@@ -4,7 +4,6 @@ import itertools
 from collections.abc import Iterator
 
 import pytest
-
 from s3_kit import CREDENTIALS, S3Server, running_s3_server
 
 _buckets = itertools.count(1)

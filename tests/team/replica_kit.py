@@ -74,7 +74,9 @@ def start_replica(name: str, folder: Path, env: Mapping[str, str], *, host: str 
     with log.open("wb") as out:  # the child keeps its own descriptor
         process = subprocess.Popen(
             [str(command), "serve", "--http", "--host", host, "--port", str(port)],
-            env=full, stdout=out, stderr=subprocess.STDOUT,
+            env=full,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     replica = Replica(name, port, process, log, dict(env), host)
     deadline = time.monotonic() + 90
@@ -92,8 +94,9 @@ def start_replica(name: str, folder: Path, env: Mapping[str, str], *, host: str 
 
 
 @contextmanager
-def replicas(folder: Path, envs: Mapping[str, Mapping[str, str]], *,
-             host: str = "127.0.0.1") -> Iterator[dict[str, Replica]]:
+def replicas(
+    folder: Path, envs: Mapping[str, Mapping[str, str]], *, host: str = "127.0.0.1"
+) -> Iterator[dict[str, Replica]]:
     started: dict[str, Replica] = {}
     try:
         for name, env in envs.items():
@@ -121,11 +124,15 @@ def _answer(response: httpx2.Response) -> dict[str, Any]:
     return response.json()
 
 
-async def rpc(http: httpx2.AsyncClient, url: str, method: str, params: dict[str, Any],
-              *, token: str | None = None) -> Any:
+async def rpc(
+    http: httpx2.AsyncClient, url: str, method: str, params: dict[str, Any], *, token: str | None = None
+) -> Any:
     """One JSON-RPC request on its own POST (no session id); the result or RpcError."""
-    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json",
-               "mcp-protocol-version": PROTOCOL}
+    headers = {
+        "accept": "application/json, text/event-stream",
+        "content-type": "application/json",
+        "mcp-protocol-version": PROTOCOL,
+    }
     if token is not None:
         headers["authorization"] = f"Bearer {token}"
     body = {"jsonrpc": "2.0", "id": next(_ids), "method": method, "params": params}
@@ -138,8 +145,9 @@ async def rpc(http: httpx2.AsyncClient, url: str, method: str, params: dict[str,
     return message["result"]
 
 
-async def call_tool(http: httpx2.AsyncClient, url: str, name: str, arguments: dict[str, Any],
-                    *, token: str | None = None) -> dict[str, Any]:
+async def call_tool(
+    http: httpx2.AsyncClient, url: str, name: str, arguments: dict[str, Any], *, token: str | None = None
+) -> dict[str, Any]:
     """A tools/call on its own request; the result (``isError`` set on a tool error)."""
     result: dict[str, Any] = await rpc(http, url, "tools/call", {"name": name, "arguments": arguments}, token=token)
     return result

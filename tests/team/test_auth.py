@@ -54,11 +54,11 @@ class _Jwks:
         self.hits = 0
 
     def token(self, **claims) -> str:
-        base = {"iss": "https://issuer.test", "aud": "atelier", "sub": "carol",
-                "exp": int(time.time()) + 300}
+        base = {"iss": "https://issuer.test", "aud": "atelier", "sub": "carol", "exp": int(time.time()) + 300}
         base.update(claims)
-        return jwt.encode({k: v for k, v in base.items() if v is not None}, self.key,
-                          algorithm="RS256", headers={"kid": "k1"})
+        return jwt.encode(
+            {k: v for k, v in base.items() if v is not None}, self.key, algorithm="RS256", headers={"kid": "k1"}
+        )
 
 
 @pytest.fixture
@@ -121,9 +121,12 @@ async def test_a_token_signed_by_another_key_is_refused(jwks) -> None:
     assert await verifier.verify_token(forger.token()) is None
     assert await verifier.verify_token("not.a.jwt") is None
     # An unsigned token ("alg": "none") is never accepted.
-    unsigned = jwt.encode({"iss": "https://issuer.test", "aud": "atelier", "sub": "x",
-                           "exp": int(time.time()) + 60}, key=None, algorithm="none",
-                          headers={"kid": "k1"})
+    unsigned = jwt.encode(
+        {"iss": "https://issuer.test", "aud": "atelier", "sub": "x", "exp": int(time.time()) + 60},
+        key=None,
+        algorithm="none",
+        headers={"kid": "k1"},
+    )
     assert await verifier.verify_token(unsigned) is None
 
 
@@ -143,21 +146,39 @@ async def test_a_replica_with_an_oauth_issuer(jwks, tmp_path) -> None:
     from replica_kit import call_tool, replicas
 
     keys, url = jwks
-    env = {"ATELIER_HTTP__OAUTH_ISSUER": "https://issuer.test", "ATELIER_HTTP__OAUTH_JWKS_URL": url,
-           "ATELIER_HTTP__OAUTH_AUDIENCE": "atelier", "ATELIER_HTTP__STATELESS": "true"}
+    env = {
+        "ATELIER_HTTP__OAUTH_ISSUER": "https://issuer.test",
+        "ATELIER_HTTP__OAUTH_JWKS_URL": url,
+        "ATELIER_HTTP__OAUTH_AUDIENCE": "atelier",
+        "ATELIER_HTTP__STATELESS": "true",
+    }
     with replicas(tmp_path, {"a": env}) as running:
         mcp = running["a"].url
         async with httpx2.AsyncClient(timeout=60) as http:
-            refused = await http.post(mcp, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
-                                      headers={"authorization": f"Bearer {keys.token(aud='other')}"})
+            refused = await http.post(
+                mcp,
+                json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                headers={"authorization": f"Bearer {keys.token(aud='other')}"},
+            )
             assert refused.status_code == 401
-            made = await call_tool(http, mcp, "generate_image", {
-                "prompt": "carol's kite", "model": "placeholder", "size": "256x256", "as_job": True,
-                "return_image": "none"}, token=keys.token(sub="carol"))
+            made = await call_tool(
+                http,
+                mcp,
+                "generate_image",
+                {
+                    "prompt": "carol's kite",
+                    "model": "placeholder",
+                    "size": "256x256",
+                    "as_job": True,
+                    "return_image": "none",
+                },
+                token=keys.token(sub="carol"),
+            )
             assert not made.get("isError"), made
             job_id = made["structuredContent"]["job"]["job_id"]
-            mine = await call_tool(http, mcp, "get_jobs", {"job_ids": [job_id], "wait_s": 30},
-                                   token=keys.token(sub="carol"))
+            mine = await call_tool(
+                http, mcp, "get_jobs", {"job_ids": [job_id], "wait_s": 30}, token=keys.token(sub="carol")
+            )
             assert mine["structuredContent"]["jobs"][0]["state"] == "done"
             (image,) = mine["structuredContent"]["jobs"][0]["result"]["images"]
             assert "/principals/carol-" in image["path"]

@@ -25,16 +25,26 @@ TOKENS = {"alice": "alice-token-0123456789abcdef", "bob": "bob-token-0123456789a
 async def test_published_images_go_to_the_bucket_and_stay_their_owners(
     tmp_path: Path, s3_server, s3_bucket: str
 ) -> None:
-    shared = {"ATELIER_HTTP__TOKENS": json.dumps(TOKENS), "ATELIER_HTTP__STATELESS": "true",
-              "ATELIER_STORAGE__URL": f"s3://{s3_bucket}/team", "ATELIER_STORAGE__ENDPOINT_URL": s3_server.endpoint,
-              "ATELIER_STORAGE__PRESIGN_TTL_S": "600", "ATELIER_DATA_DIR": str(tmp_path / "data"), **CREDENTIALS}
+    shared = {
+        "ATELIER_HTTP__TOKENS": json.dumps(TOKENS),
+        "ATELIER_HTTP__STATELESS": "true",
+        "ATELIER_STORAGE__URL": f"s3://{s3_bucket}/team",
+        "ATELIER_STORAGE__ENDPOINT_URL": s3_server.endpoint,
+        "ATELIER_STORAGE__PRESIGN_TTL_S": "600",
+        "ATELIER_DATA_DIR": str(tmp_path / "data"),
+        **CREDENTIALS,
+    }
     envs = {name: {**shared, "ATELIER_STORAGE__OUTPUT_DIR": str(tmp_path / f"images-{name}")} for name in "ab"}
     with replicas(tmp_path, envs) as running:
         a, b = running["a"].url, running["b"].url
         async with httpx2.AsyncClient(timeout=60) as http:
-            made = await call_tool(http, a, "generate_image", {
-                "prompt": "a red kite", "model": "placeholder", "size": "256x256", "return_image": "none"},
-                token=TOKENS["alice"])
+            made = await call_tool(
+                http,
+                a,
+                "generate_image",
+                {"prompt": "a red kite", "model": "placeholder", "size": "256x256", "return_image": "none"},
+                token=TOKENS["alice"],
+            )
             assert not made.get("isError"), made
             (image,) = made["structuredContent"]["images"]
             local = Path(image["path"])
@@ -54,9 +64,18 @@ async def test_published_images_go_to_the_bucket_and_stay_their_owners(
             assert contents["mimeType"] == "image/png"
 
             # ... and takes it as an input image.
-            edited = await call_tool(http, b, "edit_image", {
-                "images": [image["resource_uri"]], "prompt": "add a tail", "model": "placeholder",
-                "return_image": "none"}, token=TOKENS["alice"])
+            edited = await call_tool(
+                http,
+                b,
+                "edit_image",
+                {
+                    "images": [image["resource_uri"]],
+                    "prompt": "add a tail",
+                    "model": "placeholder",
+                    "return_image": "none",
+                },
+                token=TOKENS["alice"],
+            )
             assert not edited.get("isError"), edited
 
             # Bob: the same URI is "not found" on both replicas, and so is the path.
@@ -65,8 +84,13 @@ async def test_published_images_go_to_the_bucket_and_stay_their_owners(
                     await rpc(http, url, "resources/read", {"uri": image["resource_uri"]}, token=TOKENS["bob"])
                 assert "no such image" in refused.value.error["message"]
             for reference, url in ((str(local), a), (image["resource_uri"], b)):
-                stolen = await call_tool(http, url, "edit_image", {
-                    "images": [reference], "prompt": "x", "model": "placeholder"}, token=TOKENS["bob"])
+                stolen = await call_tool(
+                    http,
+                    url,
+                    "edit_image",
+                    {"images": [reference], "prompt": "x", "model": "placeholder"},
+                    token=TOKENS["bob"],
+                )
                 assert stolen.get("isError")
                 assert "a red kite" not in json.dumps(stolen)
 

@@ -46,12 +46,19 @@ def test_static_tokens_and_oauth_at_once_are_refused(tmp_path: Path) -> None:
 
     from test_e2e_http import free_port
 
-    env = {**os.environ, "ATELIER_HTTP__TOKENS": json.dumps(TOKENS),
-           "ATELIER_HTTP__OAUTH_ISSUER": "https://issuer.test",
-           "ATELIER_HTTP__OAUTH_JWKS_URL": "https://issuer.test/jwks"}
+    env = {
+        **os.environ,
+        "ATELIER_HTTP__TOKENS": json.dumps(TOKENS),
+        "ATELIER_HTTP__OAUTH_ISSUER": "https://issuer.test",
+        "ATELIER_HTTP__OAUTH_JWKS_URL": "https://issuer.test/jwks",
+    }
     done = subprocess.run(
         [sys.executable, "-m", "atelier_core", "serve", "--http", "--port", str(free_port())],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode != 0
     assert "choose one way to authenticate" in done.stderr

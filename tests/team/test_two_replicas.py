@@ -75,9 +75,20 @@ def _answer_ok() -> Reply:
 
 
 async def _generate(http: httpx2.AsyncClient, url: str, principal: str, prompt: str, **extra: Any) -> dict[str, Any]:
-    return await call_tool(http, url, "generate_image", {
-        "prompt": prompt, "model": MODEL, "size": "1024x1024", "quality": "low", "return_image": "none", **extra,
-    }, token=TOKENS[principal])
+    return await call_tool(
+        http,
+        url,
+        "generate_image",
+        {
+            "prompt": prompt,
+            "model": MODEL,
+            "size": "1024x1024",
+            "quality": "low",
+            "return_image": "none",
+            **extra,
+        },
+        token=TOKENS[principal],
+    )
 
 
 def _text(result: dict[str, Any]) -> str:
@@ -88,8 +99,13 @@ async def test_two_replicas_share_jobs_limits_and_images(tmp_path: Path, postgre
     upstream = FakeUpstream().start()
     upstream.handle("POST", "/v1/images/generations", _answer)
     upstream.handle("POST", "/v1/images/edits", lambda _: _answer_ok())
-    env = team_env(state_url=postgres.create_database(), bucket=s3_bucket, endpoint=s3_server.endpoint,
-                   upstream=upstream.url, data_dir=tmp_path / "data")
+    env = team_env(
+        state_url=postgres.create_database(),
+        bucket=s3_bucket,
+        endpoint=s3_server.endpoint,
+        upstream=upstream.url,
+        data_dir=tmp_path / "data",
+    )
     envs = {name: {**env, "ATELIER_STORAGE__OUTPUT_DIR": str(tmp_path / f"images-{name}")} for name in ("a", "b")}
     try:
         with replicas(tmp_path, envs, host="0.0.0.0") as running:
@@ -142,15 +158,18 @@ async def _one_job_across_replicas(http: httpx2.AsyncClient, a: str, b: str) -> 
     assert job_id in {job["job_id"] for job in mine["structuredContent"]["jobs"]}
 
 
-async def _racing_calls(http: httpx2.AsyncClient, urls: list[str], upstream: FakeUpstream, postgres,
-                        env: dict[str, str]) -> None:
+async def _racing_calls(
+    http: httpx2.AsyncClient, urls: list[str], upstream: FakeUpstream, postgres, env: dict[str, str]
+) -> None:
     before = Counter(_prompt(r) for r in upstream.requests_to("/images/generations"))
     database = env["ATELIER_STATE__URL"].rsplit("/", 1)[1]
 
     def billed(principal: str) -> tuple[int, float]:
         rows = postgres.psql(
             "SELECT count(*), coalesce(round(sum(coalesce(cost_usd, estimate_usd))::numeric, 6), 0) "
-            f"FROM ledger WHERE principal = '{principal}'", database=database)
+            f"FROM ledger WHERE principal = '{principal}'",
+            database=database,
+        )
         count, spent = rows.split("|")
         return int(count), float(spent)
 
@@ -181,9 +200,15 @@ async def _racing_calls(http: httpx2.AsyncClient, urls: list[str], upstream: Fak
         ok = [i for p, i, r in results if p == principal and not r.get("isError")]
         refused = [r for p, _, r in results if p == principal and r.get("isError")]
         assert all("daily spend limit" in _text(r) for r in refused), [_text(r) for r in refused][:3]
-        assert len(ok) == allowed, (principal, len(ok), postgres.psql(
-            "SELECT principal, day, status, count(*), sum(estimate_usd), sum(cost_usd) FROM ledger GROUP BY 1, 2, 3",
-            database=database), postgres.psql("SELECT count(*) FROM spend_reservations", database=database))  # the limit holds, and is not over-reserved
+        assert len(ok) == allowed, (
+            principal,
+            len(ok),
+            postgres.psql(
+                "SELECT principal, day, status, count(*), sum(estimate_usd), sum(cost_usd) FROM ledger GROUP BY 1, 2, 3",
+                database=database,
+            ),
+            postgres.psql("SELECT count(*) FROM spend_reservations", database=database),
+        )  # the limit holds, and is not over-reserved
         assert {f"{principal} call {i}" for i in ok} == {p for p in sent if p.startswith(f"{principal} ")}
         count, spent = billed(principal)
         assert count == earlier[principal] + allowed and spent <= DAILY_LIMIT, (principal, count, spent)
@@ -203,30 +228,48 @@ async def _racing_calls(http: httpx2.AsyncClient, urls: list[str], upstream: Fak
 
 
 async def _sessions_are_private(http: httpx2.AsyncClient, a: str, b: str) -> None:
-    started = await call_tool(http, a, "edit_session", {
-        "action": "start", "prompt": "carol's secret garden", "model": MODEL, "size": "1024x1024",
-        "quality": "low", "return_image": "none"}, token=TOKENS["carol"])
+    started = await call_tool(
+        http,
+        a,
+        "edit_session",
+        {
+            "action": "start",
+            "prompt": "carol's secret garden",
+            "model": MODEL,
+            "size": "1024x1024",
+            "quality": "low",
+            "return_image": "none",
+        },
+        token=TOKENS["carol"],
+    )
     assert not started.get("isError"), _text(started)
     session_id = started["structuredContent"]["session"]["session_id"]
-    history = await call_tool(http, b, "edit_session", {"action": "history", "session_id": session_id},
-                              token=TOKENS["carol"])
+    history = await call_tool(
+        http, b, "edit_session", {"action": "history", "session_id": session_id}, token=TOKENS["carol"]
+    )
     assert not history.get("isError"), history
     # The next turn on the other replica: the head image is on a's disk, b reads it from the bucket.
-    turned = await call_tool(http, b, "edit_session", {
-        "action": "continue", "session_id": session_id, "prompt": "add a fountain", "return_image": "none"},
-        token=TOKENS["carol"])
+    turned = await call_tool(
+        http,
+        b,
+        "edit_session",
+        {"action": "continue", "session_id": session_id, "prompt": "add a fountain", "return_image": "none"},
+        token=TOKENS["carol"],
+    )
     assert not turned.get("isError"), _text(turned)
     assert turned["structuredContent"]["turn"]["turn"] == 1
     for url in (a, b):
-        other = await call_tool(http, url, "edit_session", {"action": "history", "session_id": session_id},
-                                token=TOKENS["dave"])
+        other = await call_tool(
+            http, url, "edit_session", {"action": "history", "session_id": session_id}, token=TOKENS["dave"]
+        )
         assert other.get("isError") and "secret garden" not in json.dumps(other)
         listed = await call_tool(http, url, "edit_session", {"action": "list"}, token=TOKENS["dave"])
         assert session_id not in json.dumps(listed)
 
 
-async def _killed_replica(http: httpx2.AsyncClient, running: dict[str, Any], upstream: FakeUpstream,
-                          tmp_path: Path) -> None:
+async def _killed_replica(
+    http: httpx2.AsyncClient, running: dict[str, Any], upstream: FakeUpstream, tmp_path: Path
+) -> None:
     a, b = running["a"], running["b"]
     started = await _generate(http, a.url, KILLED, "hang until the replica dies", as_job=True)
     assert not started.get("isError"), started

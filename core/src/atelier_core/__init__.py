@@ -3,6 +3,7 @@
 Everything a plugin author needs is importable from here; other modules are internal.
 """
 
+from atelier_core.plugin.answers import bounded_transport
 from atelier_core.plugin.errors import (
     AtelierError,
     AuthenticationError,
@@ -29,7 +30,6 @@ from atelier_core.plugin.errors import (
     UpstreamUnavailableError,
     retry_after_from_headers,
 )
-from atelier_core.plugin.answers import bounded_transport
 from atelier_core.plugin.helpers import decode_base64, error_from_status, redact
 from atelier_core.plugin.hookspecs import hookimpl
 from atelier_core.plugin.provider import CallContext, Provider, ProviderSettings
@@ -56,7 +56,7 @@ from atelier_core.plugin.types import (
 
 __version__ = "0.1.0"
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - plainly sorted (tests/core/test_plugin_api.py)
     "Applies",
     "AtelierError",
     "AuthenticationError",

@@ -43,7 +43,7 @@ __all__ = ["main"]
 CONFIGURATION_DOCS = "https://github.com/atelier-mcp/atelier/blob/main/docs/configuration.md"
 STDIO_HINT = (
     "atelier-mcp: serving MCP over stdio, waiting for an MCP client to speak on stdin (Ctrl+C stops); "
-    "to try it by hand: atelier-mcp demo, atelier-mcp generate \"a fox\" --model placeholder, atelier-mcp --help"
+    'to try it by hand: atelier-mcp demo, atelier-mcp generate "a fox" --model placeholder, atelier-mcp --help'
 )
 MAX_IMAGES = 100  # per call; each model's own limit is checked before anything is sent
 MAX_DAYS = 3650
@@ -83,69 +83,100 @@ def _parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ".")
 
     serve = command("serve", "serve MCP over stdio (the default), or over streamable HTTP with --http")
-    serve.add_argument("--http", action="store_true",
-                       help="serve streamable HTTP instead of stdio (default address 127.0.0.1:8765/mcp)")
+    serve.add_argument(
+        "--http",
+        action="store_true",
+        help="serve streamable HTTP instead of stdio (default address 127.0.0.1:8765/mcp)",
+    )
     serve.add_argument("--host", help="HTTP bind address (default: the http.host setting, 127.0.0.1)")
-    serve.add_argument("--port", type=_bounded(1, 65535, "(a TCP port)"),
-                       help="HTTP port (default: the http.port setting, 8765)")
+    serve.add_argument(
+        "--port", type=_bounded(1, 65535, "(a TCP port)"), help="HTTP port (default: the http.port setting, 8765)"
+    )
 
     models = command("models", "list the models and whether each is available (and why not)")
     models.add_argument("--json", action="store_true", help="print the whole catalogue as JSON")
     models.add_argument("--provider", help="only this provider's models, e.g. openai")
-    models.add_argument("--capability", choices=[op.value for op in Operation],
-                        help="only models that can do this")
+    models.add_argument("--capability", choices=[op.value for op in Operation], help="only models that can do this")
 
-    for name, helptext in (("generate", "generate image(s) from a prompt; prints the saved path(s)"),
-                           ("edit", "edit image(s), or make a variation; prints the saved path(s)")):
+    for name, helptext in (
+        ("generate", "generate image(s) from a prompt; prints the saved path(s)"),
+        ("edit", "edit image(s), or make a variation; prints the saved path(s)"),
+    ):
         one = command(name, helptext)
         if name == "generate":
             one.add_argument("prompt", help="what to draw")
         else:
-            one.add_argument("images", nargs="+", metavar="IMAGE",
-                             help="input image file(s) or URL(s); the first is the one edited")
+            one.add_argument(
+                "images", nargs="+", metavar="IMAGE", help="input image file(s) or URL(s); the first is the one edited"
+            )
             one.add_argument("--prompt", help="the change to make (omit for a variation, where the model offers one)")
             one.add_argument("--mask", help="PNG of the image's size whose transparent pixels mark the area to change")
-        one.add_argument("--model", help="model id or alias, e.g. openai/gpt-image-2 (default: the "
-                         "default_model setting; `atelier-mcp models` lists them)")
+        one.add_argument(
+            "--model",
+            help="model id or alias, e.g. openai/gpt-image-2 (default: the "
+            "default_model setting; `atelier-mcp models` lists them)",
+        )
         one.add_argument("--size", help="WxH in pixels, auto, or an aspect ratio W:H")
         one.add_argument("--aspect-ratio", help="W:H, e.g. 16:9, for models that take a ratio")
         one.add_argument("--resolution", help="resolution class, e.g. 1K, 2K, 4K, for models that take one")
         one.add_argument("--quality", help="e.g. low, medium, high (the model's own values)")
-        one.add_argument("--n", type=_bounded(1, MAX_IMAGES, "images"), default=1,
-                         help="number of images (default 1)")
+        one.add_argument("--n", type=_bounded(1, MAX_IMAGES, "images"), default=1, help="number of images (default 1)")
         one.add_argument("--output-format", help="png, jpeg or webp (the model's own values)")
-        one.add_argument("--output-compression", type=_bounded(0, 100, "(100 = least compression)"),
-                         help="JPEG/WebP compression, 0 to 100")
+        one.add_argument(
+            "--output-compression",
+            type=_bounded(0, 100, "(100 = least compression)"),
+            help="JPEG/WebP compression, 0 to 100",
+        )
         one.add_argument("--background", help="transparent, opaque or auto, for models that offer it")
-        one.add_argument("--seed", type=_bounded(0, 2**32 - 1, "(a seed)"),
-                         help="seed for reproducible results, for models that take one")
+        one.add_argument(
+            "--seed",
+            type=_bounded(0, 2**32 - 1, "(a seed)"),
+            help="seed for reproducible results, for models that take one",
+        )
         one.add_argument("--negative-prompt", help="what to keep out of the picture, for models that take it")
         one.add_argument("--style", help="a named style, for models that offer styles")
-        one.add_argument("--option", action="append", default=[], metavar="KEY=JSON",
-                         help="model-specific option (repeatable), e.g. --option moderation='\"low\"'")
+        one.add_argument(
+            "--option",
+            action="append",
+            default=[],
+            metavar="KEY=JSON",
+            help="model-specific option (repeatable), e.g. --option moderation='\"low\"'",
+        )
         one.add_argument("--filename", help="output path relative to the output directory")
         one.add_argument("--overwrite", action="store_true", help="replace an existing file at --filename")
-        one.add_argument("--dry-run", action="store_true",
-                         help="validate and price the call, send nothing (free)")
+        one.add_argument("--dry-run", action="store_true", help="validate and price the call, send nothing (free)")
         one.add_argument("--json", action="store_true", help="print the whole outcome as JSON")
 
     command("doctor", "check settings, plugins and providers (spends nothing)")
     usage = command("usage", "spend by day, provider and model (from the ledger)")
-    usage.add_argument("--days", type=_bounded(1, MAX_DAYS, "days"), default=30,
-                       help="how many UTC days back (default 30)")
+    usage.add_argument(
+        "--days", type=_bounded(1, MAX_DAYS, "days"), default=30, help="how many UTC days back (default 30)"
+    )
     usage.add_argument("--json", action="store_true", help="print the report as JSON")
     command("demo", "run an offline end-to-end demo: a real stdio server driven by the MCP client")
     gallery = command("gallery", "open the image gallery (search, filters, session trees, cost) in a browser")
-    gallery.add_argument("--port", type=_bounded(0, 65535, "(a TCP port; 0 picks a free one)"), default=0,
-                         help="port on 127.0.0.1 (default: a free one)")
+    gallery.add_argument(
+        "--port",
+        type=_bounded(0, 65535, "(a TCP port; 0 picks a free one)"),
+        default=0,
+        help="port on 127.0.0.1 (default: a free one)",
+    )
     gallery.add_argument("--no-open", action="store_true", help="print the address, do not open a browser")
-    prune = command("prune", "delete the oldest images beyond the retention limits "
-                    "(never one an open session or unfinished job needs)")
+    prune = command(
+        "prune",
+        "delete the oldest images beyond the retention limits (never one an open session or unfinished job needs)",
+    )
     prune.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
-    prune.add_argument("--max-total-bytes", type=_bounded(0, 2**62, "bytes"),
-                       help="keep the library under this size (default: the library.max_total_bytes setting)")
-    prune.add_argument("--max-age-days", type=_bounded(1, 100_000, "days"),
-                       help="delete images older than this (default: the library.max_age_days setting)")
+    prune.add_argument(
+        "--max-total-bytes",
+        type=_bounded(0, 2**62, "bytes"),
+        help="keep the library under this size (default: the library.max_total_bytes setting)",
+    )
+    prune.add_argument(
+        "--max-age-days",
+        type=_bounded(1, 100_000, "days"),
+        help="delete images older than this (default: the library.max_age_days setting)",
+    )
     prune.add_argument("--json", action="store_true", help="print the plan as JSON")
     return parser
 
@@ -251,8 +282,10 @@ def _usage(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**report, "limits": limits}, indent=2))
         return 0
-    print(f"Spend since {report['since']} (UTC): ${report['total_usd']:.4f} on "
-          f"{report['images']} image(s) in {report['calls']} call(s)")
+    print(
+        f"Spend since {report['since']} (UTC): ${report['total_usd']:.4f} on "
+        f"{report['images']} image(s) in {report['calls']} call(s)"
+    )
     for title, rows in (("By day", report["by_day"]), ("By provider", report["by_provider"])):
         print(f"{title}:")
         for key, usd in rows.items():
@@ -283,13 +316,17 @@ async def _prune(settings: Settings, args: argparse.Namespace) -> int:
     atelier = _build(settings)
     try:
         library = atelier.library
-        library.max_total_bytes = (args.max_total_bytes if args.max_total_bytes is not None
-                                   else settings.library.max_total_bytes)
+        library.max_total_bytes = (
+            args.max_total_bytes if args.max_total_bytes is not None else settings.library.max_total_bytes
+        )
         library.max_age_days = args.max_age_days if args.max_age_days is not None else settings.library.max_age_days
         if library.max_total_bytes is None and library.max_age_days is None:
-            print("atelier-mcp prune: no limit given: pass --max-total-bytes or --max-age-days, or set "
-                  "library.max_total_bytes / library.max_age_days (ATELIER_LIBRARY__MAX_TOTAL_BYTES, "
-                  "ATELIER_LIBRARY__MAX_AGE_DAYS)", file=sys.stderr)
+            print(
+                "atelier-mcp prune: no limit given: pass --max-total-bytes or --max-age-days, or set "
+                "library.max_total_bytes / library.max_age_days (ATELIER_LIBRARY__MAX_TOTAL_BYTES, "
+                "ATELIER_LIBRARY__MAX_AGE_DAYS)",
+                file=sys.stderr,
+            )
             return 2
         await library.backfill()
         sessions = SessionManager(atelier)
@@ -304,15 +341,33 @@ async def _prune(settings: Settings, args: argparse.Namespace) -> int:
         await atelier.aclose()
     verb = "would delete" if args.dry_run else "deleted"
     if args.json:
-        print(json.dumps({"dry_run": args.dry_run, "total_bytes": plan.total_bytes, "freed_bytes": plan.freed_bytes,
-                          "kept_in_use": plan.kept_protected,
-                          "images": [{"path": e.relative, "bytes": e.bytes, "created": e.created_iso,
-                                      "reason": plan.reasons[e.relative]} for e in plan.remove]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "dry_run": args.dry_run,
+                    "total_bytes": plan.total_bytes,
+                    "freed_bytes": plan.freed_bytes,
+                    "kept_in_use": plan.kept_protected,
+                    "images": [
+                        {
+                            "path": e.relative,
+                            "bytes": e.bytes,
+                            "created": e.created_iso,
+                            "reason": plan.reasons[e.relative],
+                        }
+                        for e in plan.remove
+                    ],
+                },
+                indent=2,
+            )
+        )
         return 0
     for entry in plan.remove:
         print(f"{verb}: {entry.relative} ({entry.bytes:,} bytes, {entry.created_iso}; {plan.reasons[entry.relative]})")
-    print(f"{len(plan.remove)} image(s), {plan.freed_bytes:,} of {plan.total_bytes:,} bytes {verb}; "
-          f"{plan.kept_protected} kept because an open session or unfinished job needs them")
+    print(
+        f"{len(plan.remove)} image(s), {plan.freed_bytes:,} of {plan.total_bytes:,} bytes {verb}; "
+        f"{plan.kept_protected} kept because an open session or unfinished job needs them"
+    )
     return 0
 
 
@@ -348,8 +403,7 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
         shown = _first_of([*sizes.get("presets", []), *sizes.get("aspect_ratios", [])], 3)
         if sizes.get("custom"):
             shown += " + custom WxH"
-        rows.append((model["id"], "yes" if model["available"] else "no",
-                     ",".join(model["operations"]), shown))
+        rows.append((model["id"], "yes" if model["available"] else "no", ",".join(model["operations"]), shown))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
@@ -393,10 +447,18 @@ async def _one_off(settings: Settings, args: argparse.Namespace, command: str) -
         except json.JSONDecodeError:
             options[key] = raw
     values: dict[str, Any] = {
-        "model": args.model, "n": args.n, "size": args.size, "aspect_ratio": args.aspect_ratio,
-        "resolution": args.resolution, "quality": args.quality, "output_format": args.output_format,
-        "output_compression": args.output_compression, "background": args.background,
-        "seed": args.seed, "negative_prompt": args.negative_prompt, "style": args.style,
+        "model": args.model,
+        "n": args.n,
+        "size": args.size,
+        "aspect_ratio": args.aspect_ratio,
+        "resolution": args.resolution,
+        "quality": args.quality,
+        "output_format": args.output_format,
+        "output_compression": args.output_compression,
+        "background": args.background,
+        "seed": args.seed,
+        "negative_prompt": args.negative_prompt,
+        "style": args.style,
         "options": options,
     }
     if command == "generate":
@@ -409,20 +471,34 @@ async def _one_off(settings: Settings, args: argparse.Namespace, command: str) -
         if missing:
             print(f"atelier-mcp {command}: {missing}", file=sys.stderr)
             return 2
-        values.update(prompt=args.prompt, images=[_absolute(p) for p in args.images],
-                      mask=_absolute(args.mask) if args.mask else None)
+        values.update(
+            prompt=args.prompt,
+            images=[_absolute(p) for p in args.images],
+            mask=_absolute(args.mask) if args.mask else None,
+        )
         extra = {str(Path(p).parent) for p in values["images"] if not _is_url(p)}
         if values["mask"] and not _is_url(values["mask"]):
             extra.add(str(Path(values["mask"]).parent))
-        settings = settings.model_copy(update={"storage": settings.storage.model_copy(
-            update={"input_dirs": [*settings.storage.input_dirs, *map(Path, sorted(extra))]})})
+        settings = settings.model_copy(
+            update={
+                "storage": settings.storage.model_copy(
+                    update={"input_dirs": [*settings.storage.input_dirs, *map(Path, sorted(extra))]}
+                )
+            }
+        )
         operation = Operation.EDIT
     call = ImageCall(**{k: v for k, v in values.items() if v is not None})
     atelier = _build(settings)
     try:
         with _progress_display(f"{command} {args.n} image(s)") as progress:
-            outcome = await atelier.execute(call, operation, filename=args.filename, progress=progress,
-                                            overwrite=args.overwrite, dry_run=args.dry_run)
+            outcome = await atelier.execute(
+                call,
+                operation,
+                filename=args.filename,
+                progress=progress,
+                overwrite=args.overwrite,
+                dry_run=args.dry_run,
+            )
     finally:
         await atelier.aclose()
     if args.json:
@@ -430,8 +506,10 @@ async def _one_off(settings: Settings, args: argparse.Namespace, command: str) -
         return 0
     if outcome.dry_run:
         estimate = outcome.cost.estimate_usd
-        print(f"dry run: {outcome.model} accepts this call; estimated cost "
-              f"{'unknown' if estimate is None else f'${estimate:.4f}'}")
+        print(
+            f"dry run: {outcome.model} accepts this call; estimated cost "
+            f"{'unknown' if estimate is None else f'${estimate:.4f}'}"
+        )
         print("applied: " + json.dumps(outcome.applied))
     for image in outcome.images:
         print(image.path)
@@ -472,8 +550,13 @@ def _progress_display(title: str) -> Iterator[Progress | None]:
     from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
     from rich.progress import Progress as Bar
 
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-               TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+    )
     with Bar(*columns, console=Console(file=sys.stderr), transient=True) as bar:
         task = bar.add_task(title, total=1.0)
 

@@ -24,6 +24,7 @@ from pydantic_settings import (
 
 __all__ = [
     "CostSettings",
+    "ExplicitSettings",
     "HttpSettings",
     "JobSettings",
     "LibrarySettings",
@@ -31,9 +32,8 @@ __all__ = [
     "PluginSettings",
     "PreviewSettings",
     "SessionSettings",
-    "StateSettings",
-    "ExplicitSettings",
     "Settings",
+    "StateSettings",
     "StorageSettings",
     "config_path",
     "unknown_setting_warnings",
@@ -58,9 +58,7 @@ class StorageSettings(_Section):
     output_dir: Path | None = Field(
         None, description="where images are written; default <user data dir>/atelier/images"
     )
-    input_dirs: list[Path] = Field(
-        default_factory=list, description="extra directories input images may be read from"
-    )
+    input_dirs: list[Path] = Field(default_factory=list, description="extra directories input images may be read from")
     allow_remote_inputs: bool = Field(False, description="allow https:// input image URLs")
     remote_timeout_s: float = 20.0
     remote_max_bytes: int = 20 * 1024 * 1024
@@ -75,7 +73,9 @@ class StorageSettings(_Section):
     max_resource_bytes: int = Field(
         # Comfortably above the largest image a provider may return: the answer cap for a
         # 4096 x 4096 PNG (ImageRequest.max_image_bytes, about 70 MB).
-        96 * 1024 * 1024, ge=1, description="resources/read refuses files larger than this"
+        96 * 1024 * 1024,
+        ge=1,
+        description="resources/read refuses files larger than this",
     )
     file_mode: int = 0o644
     url: str | None = Field(
@@ -83,12 +83,8 @@ class StorageSettings(_Section):
         description="s3://bucket/prefix: also keep every image in an S3-compatible bucket "
         "(credentials and region from the AWS_* variables)",
     )
-    endpoint_url: str | None = Field(
-        None, description="the S3 endpoint for a non-AWS server (MinIO, Ceph, R2 …)"
-    )
-    presign_ttl_s: float = Field(
-        0.0, ge=0, le=7 * 86400, description="add pre-signed GET URLs to results (0 = off)"
-    )
+    endpoint_url: str | None = Field(None, description="the S3 endpoint for a non-AWS server (MinIO, Ceph, R2 …)")
+    presign_ttl_s: float = Field(0.0, ge=0, le=7 * 86400, description="add pre-signed GET URLs to results (0 = off)")
 
 
 class PreviewSettings(_Section):
@@ -132,9 +128,7 @@ class HttpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = 8765
     path: str = "/mcp"
-    auth_token: SecretStr | None = Field(
-        None, description="one bearer token for every caller (principal 'default')"
-    )
+    auth_token: SecretStr | None = Field(None, description="one bearer token for every caller (principal 'default')")
     tokens: dict[str, SecretStr] = Field(
         default_factory=dict,
         description="principal → bearer token (JSON in ATELIER_HTTP__TOKENS); each principal "
@@ -185,9 +179,7 @@ class LibrarySettings(_Section):
     max_total_bytes: int | None = Field(
         None, ge=0, description="retention: prune the oldest images above this total (None = no limit)"
     )
-    max_age_days: float | None = Field(
-        None, gt=0, description="retention: prune images older than this (None = keep)"
-    )
+    max_age_days: float | None = Field(None, gt=0, description="retention: prune images older than this (None = keep)")
 
 
 class CostSettings(_Section):
@@ -197,9 +189,7 @@ class CostSettings(_Section):
     ask_above_usd: float | None = Field(
         None, description="ask the user (MCP elicitation) before calls estimated above this"
     )
-    allow_unpriced: bool = Field(
-        False, description="with limits set, allow calls to models without a known price"
-    )
+    allow_unpriced: bool = Field(False, description="with limits set, allow calls to models without a known price")
     prices: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="price overrides per canonical model id"
     )

@@ -3,11 +3,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
-from atelier_core.testing import FakeUpstream, configured
-
 from atelier_pixelart import PixelArtProvider
 from fake_pixelforge import KEY, FakePixelForge
+
+from atelier_core.testing import FakeUpstream, configured
 
 
 @pytest.fixture

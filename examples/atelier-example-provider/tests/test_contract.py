@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import atelier_pixelart
 import pytest
+from atelier_pixelart import PixelArtProvider
+from fake_pixelforge import FakePixelForge
 
 from atelier_core import Provider
 from atelier_core.testing import ProviderContract
-
-import atelier_pixelart
-from atelier_pixelart import PixelArtProvider
-from fake_pixelforge import FakePixelForge
 
 
 class TestPixelArtContract(ProviderContract):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atelier_pixelart
 import pytest
+from atelier_pixelart import PixelArtProvider, PixelArtSettings
+from fake_pixelforge import KEY, FakePixelForge
 
 from atelier_core import (
     AuthenticationError,
@@ -16,16 +19,17 @@ from atelier_core import (
 )
 from atelier_core.testing import FakeUpstream, build_test_registry, configured, read_image
 
-import atelier_pixelart
-from atelier_pixelart import PixelArtProvider, PixelArtSettings
-from fake_pixelforge import KEY, FakePixelForge
-
 CTX = CallContext(timeout_s=10)
 
 
 def _request(**kw: object) -> ImageRequest:
     values: dict[str, object] = dict(
-        operation=Operation.GENERATE, model="pixel-1", prompt="a castle", width=32, height=32, n=2,
+        operation=Operation.GENERATE,
+        model="pixel-1",
+        prompt="a castle",
+        width=32,
+        height=32,
+        n=2,
         output_format="gif",
     )
     values.update(kw)

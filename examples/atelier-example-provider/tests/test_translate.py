@@ -6,6 +6,7 @@ import base64
 from typing import Any
 
 import pytest
+from atelier_pixelart.translate import endpoint, error_from_response, request_body, result_from_response
 
 from atelier_core import (
     AuthenticationError,
@@ -21,12 +22,15 @@ from atelier_core import (
 )
 from atelier_core.testing import make_image
 
-from atelier_pixelart.translate import endpoint, error_from_response, request_body, result_from_response
-
 
 def _request(**kw: Any) -> ImageRequest:
     base: dict[str, Any] = dict(
-        operation=Operation.GENERATE, model="pixel-1", prompt="a knight", width=64, height=64, n=2,
+        operation=Operation.GENERATE,
+        model="pixel-1",
+        prompt="a knight",
+        width=64,
+        height=64,
+        n=2,
         output_format="png",
     )
     return ImageRequest(**{**base, **kw})
@@ -35,8 +39,15 @@ def _request(**kw: Any) -> ImageRequest:
 def test_generate_body_renames_every_field() -> None:
     body = request_body(_request(seed=7, options={"palette": "gameboy", "dither": True}))
     assert body == {
-        "model": "pixel-1", "prompt": "a knight", "width": 64, "height": 64, "count": 2,
-        "format": "png", "seed": 7, "palette": "gameboy", "dither": True,
+        "model": "pixel-1",
+        "prompt": "a knight",
+        "width": 64,
+        "height": 64,
+        "count": 2,
+        "format": "png",
+        "seed": 7,
+        "palette": "gameboy",
+        "dither": True,
     }
     assert endpoint(_request()) == "/images"
 

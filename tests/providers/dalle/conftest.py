@@ -6,9 +6,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from dalle_support import ImagesServer, make_provider
+
 from atelier_core.testing import FakeUpstream
 from atelier_dalle import DalleProvider
-from dalle_support import ImagesServer, make_provider
 
 
 @pytest.fixture

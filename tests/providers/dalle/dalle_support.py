@@ -48,10 +48,13 @@ class ImagesServer:
 
     def refuse_next(self) -> None:
         """The next call to any images endpoint is refused by the "safety system"."""
-        body = {"error": {
-            "code": "content_policy_violation", "type": "invalid_request_error",
-            "message": "Your request was rejected as a result of our safety system.",
-        }}
+        body = {
+            "error": {
+                "code": "content_policy_violation",
+                "type": "invalid_request_error",
+                "message": "Your request was rejected as a result of our safety system.",
+            }
+        }
         for operation in ("generations", "edits", "variations"):
             self.up.reply("POST", route(operation), status=400, json=body)
 

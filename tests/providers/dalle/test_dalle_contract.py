@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from atelier_core import Provider
-from atelier_core.testing import ProviderContract, configured
 from dalle_support import ImagesServer
 
 import atelier_dalle
+from atelier_core import Provider
+from atelier_core.testing import ProviderContract, configured
 from atelier_dalle import DalleProvider
 
 
@@ -26,9 +26,7 @@ class TestDalleContract(ProviderContract):
     def provider(self, server: ImagesServer) -> Provider:
         # Answers in base64, as the provider asks by default (the contract's context
         # cannot download; URL answers are covered in test_dalle_wire / test_dalle_router).
-        return configured(
-            DalleProvider(), api_key="sk-contract", base_url=f"{server.up.url}/v1", timeout_s=5
-        )
+        return configured(DalleProvider(), api_key="sk-contract", base_url=f"{server.up.url}/v1", timeout_s=5)
 
     @pytest.fixture
     def refuse(self, server: ImagesServer) -> Callable[[], object]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import io
 
 import pytest
-from atelier_core import InputImage, InputImageError
-from atelier_core.testing import make_image, make_mask, read_image
 from PIL import Image
 
+from atelier_core import InputImage, InputImageError
+from atelier_core.testing import make_image, make_mask, read_image
 from atelier_dalle.convert import quick_check, to_upload
 
 MB4 = 4 * 1024 * 1024
@@ -25,8 +25,14 @@ def _mode(data: bytes) -> str:
 
 
 def _upload(image: InputImage, role: str = "image", *, needs_alpha: bool = False, limit: int = MB4) -> bytes:
-    return to_upload(image, role=role, where="images[0]", model="dall-e-2",  # type: ignore[arg-type]
-                     max_bytes=limit, needs_transparency=needs_alpha)
+    return to_upload(
+        image,
+        role=role,
+        where="images[0]",
+        model="dall-e-2",  # type: ignore[arg-type]
+        max_bytes=limit,
+        needs_transparency=needs_alpha,
+    )
 
 
 def test_compliant_png_is_uploaded_unchanged() -> None:
@@ -65,8 +71,9 @@ def test_mask_becomes_rgba_and_needs_a_transparent_pixel() -> None:
 def test_transparency_rule_when_a_model_declares_it() -> None:
     opaque = make_image(32, 32, "png")
     with pytest.raises(InputImageError, match="no transparency and no mask"):
-        quick_check(_image(opaque, "png", 32, False), where="images[0]", model="m", max_bytes=MB4,
-                    needs_transparency=True)
+        quick_check(
+            _image(opaque, "png", 32, False), where="images[0]", model="m", max_bytes=MB4, needs_transparency=True
+        )
     rgba_opaque = io.BytesIO()
     Image.new("RGBA", (32, 32), (9, 9, 9, 255)).save(rgba_opaque, "PNG")
     with pytest.raises(InputImageError, match="no transparent pixel"):
@@ -83,8 +90,9 @@ def test_too_large_after_conversion_is_refused_with_the_rule() -> None:
     # An already-compliant PNG is judged in check(), without decoding.
     png = make_image(64, 64, "png")
     with pytest.raises(InputImageError, match="as PNG, over"):
-        quick_check(_image(png, "png", 64, False), where="images[0]", model="dall-e-2", max_bytes=100,
-                    needs_transparency=False)
+        quick_check(
+            _image(png, "png", 64, False), where="images[0]", model="dall-e-2", max_bytes=100, needs_transparency=False
+        )
 
 
 def test_undecodable_input_is_refused() -> None:

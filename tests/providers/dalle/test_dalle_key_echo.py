@@ -13,8 +13,10 @@ class _Echo:
     status_code = 401
     code = "invalid_api_key"
     type = "invalid_request_error"
-    body: ClassVar[dict[str, str]] = {"message": f"Incorrect API key provided: {KEY}. You can find your API key at ...",
-            "code": "invalid_api_key"}
+    body: ClassVar[dict[str, str]] = {
+        "message": f"Incorrect API key provided: {KEY}. You can find your API key at ...",
+        "code": "invalid_api_key",
+    }
 
 
 def test_echoed_keys_are_redacted_from_upstream_messages() -> None:

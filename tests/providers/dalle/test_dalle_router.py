@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from atelier_core import Operation
-from atelier_core.engine.pipeline import Pipeline
-from atelier_core.testing import build_test_atelier, make_image, read_image
-from atelier_core.plugin.types import ImageCall
 from dalle_support import ImagesServer, fields
 
 import atelier_dalle
+from atelier_core import Operation
+from atelier_core.engine.pipeline import Pipeline
+from atelier_core.plugin.types import ImageCall
+from atelier_core.testing import build_test_atelier, make_image, read_image
 
 
 def _atelier(tmp_path: Path, server: ImagesServer, **dalle: Any) -> Pipeline:
@@ -92,10 +92,16 @@ async def test_generate_edit_and_variation_through_mcp(tmp_path: Path, server: I
             "generate_image", {"prompt": "a lighthouse", "model": "dalle/dall-e-2", "size": "256x256"}
         )
         assert not generated.is_error, generated.content
-        edited = await client.call_tool("edit_image", {
-            "prompt": "add a lamp", "images": [str(source)], "mask": str(mask), "model": "dalle/dall-e-2",
-            "size": "256x256",
-        })
+        edited = await client.call_tool(
+            "edit_image",
+            {
+                "prompt": "add a lamp",
+                "images": [str(source)],
+                "mask": str(mask),
+                "model": "dalle/dall-e-2",
+                "size": "256x256",
+            },
+        )
         assert not edited.is_error, edited.content
         varied = await client.call_tool("edit_image", {"images": [str(source)], "model": "dalle/dall-e-2"})
         assert not varied.is_error, varied.content
@@ -104,7 +110,10 @@ async def test_generate_edit_and_variation_through_mcp(tmp_path: Path, server: I
     operations = [CallOutcome.model_validate(r.structured_content).operation for r in (generated, edited, varied)]
     assert operations == ["generate", "edit", "variation"]
     assert [r.path for r in server.up.requests if r.method == "POST"] == [
-        "/v1/images/generations", "/v1/images/edits", "/v1/images/variations", "/v1/images/generations",
+        "/v1/images/generations",
+        "/v1/images/edits",
+        "/v1/images/variations",
+        "/v1/images/generations",
     ]
     assert "mask" in fields(server.up.requests_to("/edits$")[0])
     assert refused.is_error and "safety system" in str(refused.content)

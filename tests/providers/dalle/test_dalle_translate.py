@@ -9,6 +9,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from dalle_support import make_provider
+
+import atelier_dalle
 from atelier_core import (
     AuthenticationError,
     ConfigurationError,
@@ -24,25 +27,26 @@ from atelier_core import (
     UpstreamUnavailableError,
 )
 from atelier_core.engine.registry import ModelEntry
+from atelier_core.engine.validation import validate_call
 from atelier_core.plugin.types import ImageCall
 from atelier_core.settings import Settings
 from atelier_core.testing import build_test_registry, make_image, make_mask
-from atelier_core.engine.validation import validate_call
-
-import atelier_dalle
 from atelier_dalle import DALL_E_2, DALL_E_3, DalleProvider, DalleSettings
 from atelier_dalle.errors import Target, map_status, parse_retry_after
 from atelier_dalle.models import BUILTIN, build_extra
 from atelier_dalle.translate import decode_b64, parse_response, request_kwargs, sniff_mime
 
-from dalle_support import make_provider
-
 PNG = make_image(8, 8)
 
 
-def _validated(provider: DalleProvider, model: str, operation: Operation = Operation.GENERATE,
-               images: list[InputImage] | None = None, mask: InputImage | None = None,
-               **call: Any) -> ImageRequest:
+def _validated(
+    provider: DalleProvider,
+    model: str,
+    operation: Operation = Operation.GENERATE,
+    images: list[InputImage] | None = None,
+    mask: InputImage | None = None,
+    **call: Any,
+) -> ImageRequest:
     spec = next(s for s in provider.catalog() if s.id == model)
     entry = ModelEntry(f"dalle/{model}", spec, provider, "dalle")
     return validate_call(ImageCall(model=model, **call), entry, operation, images or [], mask).request
@@ -119,9 +123,7 @@ def test_keyless_server_is_available_only_when_declared() -> None:
 
 
 def test_azure_mode_uses_the_azure_key_and_names_its_variables() -> None:
-    provider = make_provider(
-        api_key="sk-openai", azure_endpoint="https://res.openai.azure.com", azure_api_key="az-key"
-    )
+    provider = make_provider(api_key="sk-openai", azure_endpoint="https://res.openai.azure.com", azure_api_key="az-key")
     settings = provider.settings
     assert settings.azure and not settings.is_openai_api
     assert settings.effective_key is not None and settings.effective_key.get_secret_value() == "az-key"
@@ -212,13 +214,22 @@ def test_dall_e_3_generate_kwargs() -> None:
     provider = make_provider(api_key="k")
     request = _validated(provider, "dall-e-3", prompt="a fox", size="1024x1792", quality="hd", style="natural")
     assert _kwargs(provider, request) == {
-        "model": "dall-e-3", "n": 1, "prompt": "a fox", "size": "1024x1792",
-        "response_format": "b64_json", "quality": "hd", "style": "natural",
+        "model": "dall-e-3",
+        "n": 1,
+        "prompt": "a fox",
+        "size": "1024x1792",
+        "response_format": "b64_json",
+        "quality": "hd",
+        "style": "natural",
     }
     default = _validated(provider, "dall-e-3", prompt="a fox")
     assert _kwargs(provider, default, "url") == {
-        "model": "dall-e-3", "n": 1, "prompt": "a fox", "size": "1024x1024",
-        "response_format": "url", "quality": "standard",
+        "model": "dall-e-3",
+        "n": 1,
+        "prompt": "a fox",
+        "size": "1024x1024",
+        "response_format": "url",
+        "quality": "standard",
     }
 
 
@@ -229,7 +240,11 @@ def test_dall_e_2_generate_edit_and_variation_kwargs() -> None:
     image = _input(64)
     edit = _validated(provider, "dall-e-2", Operation.EDIT, [image], None, prompt="hat", n=2, size="256x256")
     assert _kwargs(provider, edit) == {
-        "model": "dall-e-2", "n": 2, "prompt": "hat", "size": "256x256", "response_format": "b64_json",
+        "model": "dall-e-2",
+        "n": 2,
+        "prompt": "hat",
+        "size": "256x256",
+        "response_format": "b64_json",
     }
     var = _validated(provider, "dall-e-2", Operation.VARIATION, [image], None, n=2)
     assert _kwargs(provider, var) == {"model": "dall-e-2", "n": 2, "size": "1024x1024", "response_format": "b64_json"}
@@ -253,8 +268,13 @@ def test_extra_model_kwargs_use_its_upstream_name_and_extra_body() -> None:
     wire = provider._wire("sd")
     kwargs = request_kwargs(request, wire, response_format="url", upstream_model=provider._upstream_name("sd", wire))
     assert kwargs == {
-        "model": "stablediffusion", "n": 1, "prompt": "p", "size": "256x256",
-        "response_format": "url", "quality": "final", "extra_body": {"step": 25},
+        "model": "stablediffusion",
+        "n": 1,
+        "prompt": "p",
+        "size": "256x256",
+        "response_format": "url",
+        "quality": "final",
+        "extra_body": {"step": 25},
     }
     assert provider._upstream_name("dall-e-3", provider._wire("dall-e-3")) == "my-dalle"
     multi = make_provider(api_key="k", models={"m": {"output_formats": ["png", "jpeg"]}})
@@ -274,14 +294,18 @@ def _parse(payload: Any) -> Any:
 
 def test_parse_b64_url_relative_url_data_url_and_revised_prompt() -> None:
     b64 = base64.b64encode(PNG).decode()
-    items = _parse({"data": [
-        {"b64_json": b64, "revised_prompt": "a red fox"},
-        {"url": "https://cdn.example/x.png"},
-        {"url": "/generated/y.png"},
-        {"url": f"data:image/png;base64,{b64}"},
-        {"b64_json": "@@not base64@@"},
-        {},
-    ]})
+    items = _parse(
+        {
+            "data": [
+                {"b64_json": b64, "revised_prompt": "a red fox"},
+                {"url": "https://cdn.example/x.png"},
+                {"url": "/generated/y.png"},
+                {"url": f"data:image/png;base64,{b64}"},
+                {"b64_json": "@@not base64@@"},
+                {},
+            ]
+        }
+    )
     assert items[0].data == PNG and items[0].revised_prompt == "a red fox"
     assert items[1].url == "https://cdn.example/x.png"
     assert items[2].url == "http://h:1/generated/y.png"
@@ -324,18 +348,28 @@ def test_sniff_mime() -> None:
 # -- error mapping -------------------------------------------------------------------
 
 TARGET = Target(
-    model="dalle/dall-e-3", upstream_model="dall-e-3", server="http://127.0.0.1:9/v1",
-    is_openai_api=False, azure=False, retired_by_openai=True,
-    key_variables=("ATELIER_PROVIDERS__DALLE__API_KEY", "OPENAI_API_KEY"), timeout_s=5,
+    model="dalle/dall-e-3",
+    upstream_model="dall-e-3",
+    server="http://127.0.0.1:9/v1",
+    is_openai_api=False,
+    azure=False,
+    retired_by_openai=True,
+    key_variables=("ATELIER_PROVIDERS__DALLE__API_KEY", "OPENAI_API_KEY"),
+    timeout_s=5,
 )
 
 
 def _status(status: int, body: Any = None, headers: dict[str, str] | None = None) -> Any:
     error = body if isinstance(body, dict) else None
     return SimpleNamespace(
-        status_code=status, body=body, code=(error or {}).get("code"), type=(error or {}).get("type"),
-        param=(error or {}).get("param"), request_id="req_1",
-        response=SimpleNamespace(headers=headers or {}), message=f"Error code: {status}",
+        status_code=status,
+        body=body,
+        code=(error or {}).get("code"),
+        type=(error or {}).get("type"),
+        param=(error or {}).get("param"),
+        request_id="req_1",
+        response=SimpleNamespace(headers=headers or {}),
+        message=f"Error code: {status}",
     )
 
 
@@ -355,16 +389,33 @@ def test_status_mapping() -> None:
 
 
 def test_safety_refusals_quote_the_reason() -> None:
-    openai_style = map_status(_status(400, {
-        "code": "content_policy_violation",
-        "message": "Your request was rejected as a result of our safety system.",
-    }), TARGET)
-    assert isinstance(openai_style, SafetyRefusalError) and "rejected as a result of our safety system" in str(openai_style)
-    azure_style = map_status(_status(400, {
-        "code": "content_policy_violation", "message": "blocked",
-        "inner_error": {"code": "ResponsibleAIPolicyViolation",
-                        "content_filter_results": {"violence": {"filtered": True}, "hate": {"filtered": False}}},
-    }), TARGET)
+    openai_style = map_status(
+        _status(
+            400,
+            {
+                "code": "content_policy_violation",
+                "message": "Your request was rejected as a result of our safety system.",
+            },
+        ),
+        TARGET,
+    )
+    assert isinstance(openai_style, SafetyRefusalError) and "rejected as a result of our safety system" in str(
+        openai_style
+    )
+    azure_style = map_status(
+        _status(
+            400,
+            {
+                "code": "content_policy_violation",
+                "message": "blocked",
+                "inner_error": {
+                    "code": "ResponsibleAIPolicyViolation",
+                    "content_filter_results": {"violence": {"filtered": True}, "hate": {"filtered": False}},
+                },
+            },
+        ),
+        TARGET,
+    )
     assert isinstance(azure_style, SafetyRefusalError) and "filtered: violence" in str(azure_style)
     assert not azure_style.retryable
 
@@ -385,13 +436,16 @@ def test_missing_model_messages() -> None:
     assert "Azure deployment 'dalle3-prod'" in str(azure) and "deployments" in str(azure)
     route = map_status(_status(404, {"message": "Not Found"}), TARGET)
     assert route.code == "endpoint_not_found"
-    deprecated = map_status(_status(400, {"message": "The model dall-e-2 has been deprecated"}),
-                            dataclasses.replace(TARGET, is_openai_api=True))
+    deprecated = map_status(
+        _status(400, {"message": "The model dall-e-2 has been deprecated"}),
+        dataclasses.replace(TARGET, is_openai_api=True),
+    )
     assert isinstance(deprecated, RetiredModelError)
     localai = map_status(_status(500, {"message": "model stablediffusion not found"}), TARGET)
     assert localai.code == "model_not_found" and not localai.retryable
-    assert isinstance(map_status(_status(500, {"message": "could not load model: OOM"}), TARGET),
-                      UpstreamUnavailableError)
+    assert isinstance(
+        map_status(_status(500, {"message": "could not load model: OOM"}), TARGET), UpstreamUnavailableError
+    )
 
 
 @pytest.mark.parametrize(

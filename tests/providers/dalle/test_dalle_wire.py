@@ -13,6 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from dalle_support import ImagesServer, fetching_context, fields
+from PIL import Image
+
 from atelier_core import (
     AuthenticationError,
     CallContext,
@@ -27,20 +30,23 @@ from atelier_core import (
     UpstreamUnavailableError,
 )
 from atelier_core.engine.registry import ModelEntry
-from atelier_core.testing import FakeUpstream, make_image, make_mask, read_image
-from atelier_core.plugin.types import ImageCall
 from atelier_core.engine.validation import validate_call
-from dalle_support import ImagesServer, fetching_context, fields
-from PIL import Image
-
+from atelier_core.plugin.types import ImageCall
+from atelier_core.testing import FakeUpstream, make_image, make_mask, read_image
 from atelier_dalle import DalleProvider
 
 GEN = "/v1/images/generations"
 Factory = Callable[..., DalleProvider]
 
 
-def _request(provider: DalleProvider, model: str, operation: Operation = Operation.GENERATE,
-             images: list[InputImage] | None = None, mask: InputImage | None = None, **call: Any) -> ImageRequest:
+def _request(
+    provider: DalleProvider,
+    model: str,
+    operation: Operation = Operation.GENERATE,
+    images: list[InputImage] | None = None,
+    mask: InputImage | None = None,
+    **call: Any,
+) -> ImageRequest:
     spec = next(s for s in provider.catalog() if s.id == model)
     entry = ModelEntry(f"dalle/{model}", spec, provider, "dalle")
     return validate_call(ImageCall(model=model, **call), entry, operation, images or [], mask).request
@@ -51,8 +57,14 @@ def _ctx(timeout_s: float = 5.0) -> CallContext:
 
 
 def _input(size: int = 64, fmt: str = "png", alpha: bool = False) -> InputImage:
-    return InputImage(data=make_image(size, size, fmt, alpha=alpha), format=fmt, width=size, height=size,
-                      has_alpha=alpha, source=f"photo.{fmt}")
+    return InputImage(
+        data=make_image(size, size, fmt, alpha=alpha),
+        format=fmt,
+        width=size,
+        height=size,
+        has_alpha=alpha,
+        source=f"photo.{fmt}",
+    )
 
 
 def _b64(data: bytes) -> str:
@@ -70,8 +82,13 @@ async def test_dall_e_3_generate_on_the_wire(server: ImagesServer, provider_for:
     (sent,) = server.up.requests
     assert sent.path == GEN
     assert sent.json() == {
-        "model": "dall-e-3", "prompt": "a fox", "n": 1, "size": "1792x1024", "quality": "hd",
-        "style": "natural", "response_format": "b64_json",
+        "model": "dall-e-3",
+        "prompt": "a fox",
+        "n": 1,
+        "size": "1792x1024",
+        "quality": "hd",
+        "style": "natural",
+        "response_format": "b64_json",
     }
     assert sent.headers["authorization"] == "Bearer sk-test-dalle"
     assert sent.headers.get("x-stainless-retry-count") == "0"
@@ -86,7 +103,11 @@ async def test_dall_e_2_generate_n_on_the_wire(server: ImagesServer, provider_fo
     provider = provider_for()
     result = await provider.run(_request(provider, "dall-e-2", prompt="a fox", size="256x256", n=3), _ctx())
     assert server.up.requests[0].json() == {
-        "model": "dall-e-2", "prompt": "a fox", "n": 3, "size": "256x256", "response_format": "b64_json",
+        "model": "dall-e-2",
+        "prompt": "a fox",
+        "n": 3,
+        "size": "256x256",
+        "response_format": "b64_json",
     }
     assert [read_image(i.data).size for i in result.images] == ["256x256"] * 3 and not result.failures
     await provider.aclose()
@@ -121,7 +142,11 @@ async def test_edit_with_mask_is_multipart_with_rgba_png(server: ImagesServer, p
     assert sent.path == "/v1/images/edits" and sent.headers["content-type"].startswith("multipart/form-data")
     form = fields(sent)
     assert {k: form[k] for k in ("model", "prompt", "n", "size", "response_format")} == {
-        "model": "dall-e-2", "prompt": "add a hat", "n": "2", "size": "256x256", "response_format": "b64_json",
+        "model": "dall-e-2",
+        "prompt": "add a hat",
+        "n": "2",
+        "size": "256x256",
+        "response_format": "b64_json",
     }
     name, ctype, data = form["image"]
     assert (name, ctype) == ("image.png", "image/png")
@@ -147,15 +172,31 @@ async def test_variation_is_multipart_without_prompt(server: ImagesServer, provi
 
 
 async def test_configured_extra_model_on_the_wire(server: ImagesServer, provider_for: Factory) -> None:
-    provider = provider_for(models={"sd": {
-        "upstream_model": "stablediffusion", "sizes": ["512x512"], "n_max": 2,
-        "response_format": "url", "extra_body": {"step": 25}, "operations": "generate edit",
-        "qualities": ["fast", "fine"], "default_quality": "fast",
-    }})
+    provider = provider_for(
+        models={
+            "sd": {
+                "upstream_model": "stablediffusion",
+                "sizes": ["512x512"],
+                "n_max": 2,
+                "response_format": "url",
+                "extra_body": {"step": 25},
+                "operations": "generate edit",
+                "qualities": ["fast", "fine"],
+                "default_quality": "fast",
+            }
+        }
+    )
     result = await provider.run(_request(provider, "sd", prompt="a fox", n=2), fetching_context(server.up))
     body = server.up.requests[0].json()
-    assert body == {"model": "stablediffusion", "prompt": "a fox", "n": 2, "size": "512x512",
-                    "response_format": "url", "quality": "fast", "step": 25}
+    assert body == {
+        "model": "stablediffusion",
+        "prompt": "a fox",
+        "n": 2,
+        "size": "512x512",
+        "response_format": "url",
+        "quality": "fast",
+        "step": 25,
+    }
     assert len(result.images) == 2 and result.applied == {"upstream_model": "stablediffusion"}
     edit = _request(provider, "sd", Operation.EDIT, [_input(64)], None, prompt="hat", quality="fine")
     await provider.run(edit, fetching_context(server.up))
@@ -173,9 +214,14 @@ async def test_keyless_server_gets_no_authorization_header(server: ImagesServer,
 
 
 async def test_azure_deployment_paths_and_key(server: ImagesServer, provider_for: Factory) -> None:
-    provider = provider_for(base_url=None, api_key=None, azure_endpoint=server.up.url,
-                            azure_api_key="az-secret", azure_api_version="2024-02-01",
-                            deployments={"dall-e-3": "dalle3-prod"})
+    provider = provider_for(
+        base_url=None,
+        api_key=None,
+        azure_endpoint=server.up.url,
+        azure_api_key="az-secret",
+        azure_api_version="2024-02-01",
+        deployments={"dall-e-3": "dalle3-prod"},
+    )
     result = await provider.run(_request(provider, "dall-e-3", prompt="p"), _ctx())
     (sent,) = server.up.requests
     assert sent.path == "/openai/deployments/dalle3-prod/images/generations"
@@ -189,9 +235,18 @@ async def test_azure_deployment_paths_and_key(server: ImagesServer, provider_for
 
 
 async def test_model_the_server_does_not_serve(upstream: FakeUpstream, provider_for: Factory) -> None:
-    upstream.reply("POST", GEN, status=404, json={"error": {
-        "code": "model_not_found", "message": "The model `dall-e-3` does not exist or you do not have access to it.",
-        "type": "invalid_request_error"}})
+    upstream.reply(
+        "POST",
+        GEN,
+        status=404,
+        json={
+            "error": {
+                "code": "model_not_found",
+                "message": "The model `dall-e-3` does not exist or you do not have access to it.",
+                "type": "invalid_request_error",
+            }
+        },
+    )
     provider = provider_for()
     with pytest.raises(UpstreamError) as caught:
         await provider.run(_request(provider, "dall-e-3", prompt="p"), _ctx())
@@ -202,8 +257,13 @@ async def test_model_the_server_does_not_serve(upstream: FakeUpstream, provider_
 
 
 async def test_rate_limit_with_retry_after_is_retryable(upstream: FakeUpstream, provider_for: Factory) -> None:
-    upstream.reply("POST", GEN, status=429, json={"error": {"code": "rate_limit_exceeded", "message": "slow down"}},
-                   headers={"retry-after": "3"})
+    upstream.reply(
+        "POST",
+        GEN,
+        status=429,
+        json={"error": {"code": "rate_limit_exceeded", "message": "slow down"}},
+        headers={"retry-after": "3"},
+    )
     provider = provider_for()
     with pytest.raises(RateLimitedError) as caught:
         await provider.run(_request(provider, "dall-e-2", prompt="p"), _ctx())
@@ -253,9 +313,18 @@ async def test_bad_key_names_the_variable(upstream: FakeUpstream, provider_for: 
 
 
 async def test_safety_refusal_quotes_the_reason(upstream: FakeUpstream, provider_for: Factory) -> None:
-    upstream.reply("POST", GEN, status=400, json={"error": {
-        "code": "content_policy_violation", "type": "invalid_request_error",
-        "message": "Your request was rejected as a result of our safety system."}})
+    upstream.reply(
+        "POST",
+        GEN,
+        status=400,
+        json={
+            "error": {
+                "code": "content_policy_violation",
+                "type": "invalid_request_error",
+                "message": "Your request was rejected as a result of our safety system.",
+            }
+        },
+    )
     provider = provider_for()
     with pytest.raises(SafetyRefusalError, match="rejected as a result of our safety system") as caught:
         await provider.run(_request(provider, "dall-e-3", prompt="p"), _ctx())

@@ -53,5 +53,3 @@ def developer(serving: FakeUpstream) -> Iterator[Provider]:
 def vertex(serving: FakeUpstream) -> Iterator[Provider]:
     """Vertex AI express mode (vertexai=True with an API key): no ADC needed."""
     yield make_provider(serving, vertexai=True)
-
-

@@ -46,22 +46,28 @@ def gemini_reply(request: Recorded) -> Reply:
     w, h = (int(v) for v in size.split("x"))
     mime = image_config.get("imageOutputOptions", {}).get("mimeType", "image/png")
     fmt = mime.split("/")[1]
-    return Reply(json={
-        "candidates": [{
-            "content": {"role": "model", "parts": [
-                {"text": "Here is your picture."},
-                {"inlineData": {"mimeType": mime, "data": _picture(w, h, fmt)}},
-            ]},
-            "finishReason": "STOP",
-        }],
-        "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 1290, "totalTokenCount": 1300},
-        "responseId": "resp-1",
-    })
+    return Reply(
+        json={
+            "candidates": [
+                {
+                    "content": {
+                        "role": "model",
+                        "parts": [
+                            {"text": "Here is your picture."},
+                            {"inlineData": {"mimeType": mime, "data": _picture(w, h, fmt)}},
+                        ],
+                    },
+                    "finishReason": "STOP",
+                }
+            ],
+            "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 1290, "totalTokenCount": 1300},
+            "responseId": "resp-1",
+        }
+    )
 
 
 def imagen_reply(request: Recorded) -> Reply:
     """A well-behaved :predict: sampleCount images of the declared size and mime type."""
-    from atelier_gemini.models import MODELS
 
     body = request.json()
     params = body.get("parameters", {})
@@ -74,9 +80,13 @@ def imagen_reply(request: Recorded) -> Reply:
     mime = params.get("outputOptions", {}).get("mimeType", "image/png")
     fmt = mime.split("/")[1]
     image = _picture(w, h, fmt)
-    return Reply(json={"predictions": [
-        {"bytesBase64Encoded": image, "mimeType": mime} for _ in range(params.get("sampleCount", 1))
-    ]})
+    return Reply(
+        json={
+            "predictions": [
+                {"bytesBase64Encoded": image, "mimeType": mime} for _ in range(params.get("sampleCount", 1))
+            ]
+        }
+    )
 
 
 def make_provider(up: FakeUpstream, **settings: Any) -> Provider:

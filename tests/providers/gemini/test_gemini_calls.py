@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+from gemini_fake import GEMINI_PATH, KEY, PREDICT_PATH, make_provider
 
 from atelier_core import (
     AuthenticationError,
@@ -23,16 +24,15 @@ from atelier_core import (
 )
 from atelier_core.testing import FakeUpstream, make_image, make_mask, read_image
 
-from gemini_fake import GEMINI_PATH, KEY, PREDICT_PATH, make_provider
-
 pytestmark = pytest.mark.anyio
 
 CTX = CallContext(timeout_s=10)
 
 
 def _image(fmt: str = "png", color: tuple[int, int, int] = (10, 20, 30), source: str = "a.png") -> InputImage:
-    return InputImage(data=make_image(32, 32, fmt, color=color), format=fmt, width=32, height=32,
-                      has_alpha=False, source=source)
+    return InputImage(
+        data=make_image(32, 32, fmt, color=color), format=fmt, width=32, height=32, has_alpha=False, source=source
+    )
 
 
 def _request(model: str = "gemini-3-pro-image", **kw: Any) -> ImageRequest:
@@ -77,8 +77,9 @@ async def test_generate_developer_api_wire_and_result(developer: Any, serving: F
 
 async def test_multi_image_edit_sends_every_image_in_one_call(developer: Any, serving: FakeUpstream) -> None:
     images = (_image(), _image("jpeg", (200, 0, 0), "b.jpg"), _image("webp", (0, 200, 0), "c.webp"))
-    request = _request(operation=Operation.EDIT, prompt="put the cat on the sofa", images=images,
-                       options={"include_text": False})
+    request = _request(
+        operation=Operation.EDIT, prompt="put the cat on the sofa", images=images, options={"include_text": False}
+    )
     result = await developer.run(request, CTX)
     await developer.aclose()
     (sent,) = serving.requests
@@ -91,8 +92,11 @@ async def test_multi_image_edit_sends_every_image_in_one_call(developer: Any, se
 
 
 async def test_vertex_express_gemini_sends_vertex_only_options(vertex: Any, serving: FakeUpstream) -> None:
-    request = _request(output_format="jpeg", output_compression=30,
-                       options={"person_generation": "ALLOW_ADULT", "prominent_people": "BLOCK_PROMINENT_PEOPLE"})
+    request = _request(
+        output_format="jpeg",
+        output_compression=30,
+        options={"person_generation": "ALLOW_ADULT", "prominent_people": "BLOCK_PROMINENT_PEOPLE"},
+    )
     result = await vertex.run(request, CTX)
     await vertex.aclose()
     (sent,) = serving.requests
@@ -107,10 +111,21 @@ async def test_vertex_express_gemini_sends_vertex_only_options(vertex: Any, serv
 
 
 async def test_imagen_generate_in_vertex_express_mode(vertex: Any, serving: FakeUpstream) -> None:
-    request = _request(model="imagen-4.0-generate-001", n=3, aspect_ratio="9:16", resolution="2K", seed=5,
-                       output_format="jpeg", output_compression=10,
-                       options={"person_generation": "DONT_ALLOW", "safety_filter_level": "BLOCK_ONLY_HIGH",
-                                "enhance_prompt": False, "guidance_scale": 12.5})
+    request = _request(
+        model="imagen-4.0-generate-001",
+        n=3,
+        aspect_ratio="9:16",
+        resolution="2K",
+        seed=5,
+        output_format="jpeg",
+        output_compression=10,
+        options={
+            "person_generation": "DONT_ALLOW",
+            "safety_filter_level": "BLOCK_ONLY_HIGH",
+            "enhance_prompt": False,
+            "guidance_scale": 12.5,
+        },
+    )
     result = await vertex.run(request, CTX)
     await vertex.aclose()
     (sent,) = serving.requests
@@ -119,10 +134,17 @@ async def test_imagen_generate_in_vertex_express_mode(vertex: Any, serving: Fake
     assert sent.json() == {
         "instances": [{"prompt": "a red fox"}],
         "parameters": {
-            "sampleCount": 3, "aspectRatio": "9:16", "guidanceScale": 12.5, "seed": 5,
-            "safetySetting": "BLOCK_ONLY_HIGH", "personGeneration": "DONT_ALLOW", "includeRaiReason": True,
+            "sampleCount": 3,
+            "aspectRatio": "9:16",
+            "guidanceScale": 12.5,
+            "seed": 5,
+            "safetySetting": "BLOCK_ONLY_HIGH",
+            "personGeneration": "DONT_ALLOW",
+            "includeRaiReason": True,
             "outputOptions": {"mimeType": "image/jpeg", "compressionQuality": 10},
-            "addWatermark": False, "sampleImageSize": "2K", "enhancePrompt": False,
+            "addWatermark": False,
+            "sampleImageSize": "2K",
+            "enhancePrompt": False,
         },
     }
     assert len(result.images) == 3 and not result.failures
@@ -131,11 +153,17 @@ async def test_imagen_generate_in_vertex_express_mode(vertex: Any, serving: Fake
 
 async def test_imagen_partial_filtering_is_a_partial_success(vertex: Any, upstream: FakeUpstream) -> None:
     png = base64.b64encode(make_image(16, 16)).decode()
-    upstream.reply("POST", PREDICT_PATH, json={"predictions": [
-        {"bytesBase64Encoded": png, "mimeType": "image/png"},
-        {"raiFilteredReason": "39322892: violence"},
-        {"bytesBase64Encoded": png, "mimeType": "image/png"},
-    ]})
+    upstream.reply(
+        "POST",
+        PREDICT_PATH,
+        json={
+            "predictions": [
+                {"bytesBase64Encoded": png, "mimeType": "image/png"},
+                {"raiFilteredReason": "39322892: violence"},
+                {"bytesBase64Encoded": png, "mimeType": "image/png"},
+            ]
+        },
+    )
     result = await vertex.run(_request(model="imagen-4.0-fast-generate-001", n=4, negative_prompt=None), CTX)
     await vertex.aclose()
     assert len(result.images) == 2
@@ -152,9 +180,16 @@ async def test_imagen_all_filtered_is_a_refusal(vertex: Any, upstream: FakeUpstr
 
 async def test_imagen_edit_with_mask(vertex: Any, serving: FakeUpstream) -> None:
     mask = InputImage(data=make_mask(32, 32), format="png", width=32, height=32, has_alpha=True, source="m.png")
-    request = _request(model="imagen-3.0-capability-001", operation=Operation.EDIT, prompt="a hat",
-                       images=(_image(),), mask=mask, negative_prompt="blurry", n=2,
-                       options={"mask_dilation": 0.02})
+    request = _request(
+        model="imagen-3.0-capability-001",
+        operation=Operation.EDIT,
+        prompt="a hat",
+        images=(_image(),),
+        mask=mask,
+        negative_prompt="blurry",
+        n=2,
+        options={"mask_dilation": 0.02},
+    )
     result = await vertex.run(request, CTX)
     await vertex.aclose()
     (sent,) = serving.requests
@@ -211,7 +246,9 @@ async def test_text_without_image_is_no_image_returned(developer: Any, upstream:
 
 async def test_thought_images_are_not_results(developer: Any, upstream: FakeUpstream) -> None:
     thought = {**_png_part(), "thought": True}
-    upstream.reply("POST", GEMINI_PATH, json=_gemini_json([thought, {"text": "thinking", "thought": True}, _png_part()]))
+    upstream.reply(
+        "POST", GEMINI_PATH, json=_gemini_json([thought, {"text": "thinking", "thought": True}, _png_part()])
+    )
     result = await developer.run(_request(), CTX)
     await developer.aclose()
     assert len(result.images) == 1 and result.texts == []
@@ -220,8 +257,13 @@ async def test_thought_images_are_not_results(developer: Any, upstream: FakeUpst
 async def test_429_with_retry_after_is_rate_limited_and_not_retried_by_the_sdk(
     developer: Any, upstream: FakeUpstream
 ) -> None:
-    upstream.reply("POST", GEMINI_PATH, status=429, headers={"retry-after": "2"},
-                   json={"error": {"code": 429, "message": "Resource has been exhausted", "status": "RESOURCE_EXHAUSTED"}})
+    upstream.reply(
+        "POST",
+        GEMINI_PATH,
+        status=429,
+        headers={"retry-after": "2"},
+        json={"error": {"code": 429, "message": "Resource has been exhausted", "status": "RESOURCE_EXHAUSTED"}},
+    )
     with pytest.raises(RateLimitedError) as caught:
         await developer.run(_request(), CTX)
     await developer.aclose()
@@ -230,9 +272,19 @@ async def test_429_with_retry_after_is_rate_limited_and_not_retried_by_the_sdk(
 
 
 async def test_429_retry_info_delay(developer: Any, upstream: FakeUpstream) -> None:
-    upstream.reply("POST", GEMINI_PATH, status=429, json={"error": {
-        "code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED",
-        "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "31s"}]}})
+    upstream.reply(
+        "POST",
+        GEMINI_PATH,
+        status=429,
+        json={
+            "error": {
+                "code": 429,
+                "message": "quota",
+                "status": "RESOURCE_EXHAUSTED",
+                "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "31s"}],
+            }
+        },
+    )
     with pytest.raises(RateLimitedError) as caught:
         await developer.run(_request(), CTX)
     await developer.aclose()
@@ -270,8 +322,14 @@ async def test_connection_reset_is_unavailable(developer: Any, upstream: FakeUps
     ("kwargs", "code"),
     [
         ({"body": "<html>gateway</html>", "content_type": "text/html"}, "upstream_protocol_error"),
-        ({"json": {"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": "!!"}}]}}]}},
-         "upstream_protocol_error"),
+        (
+            {
+                "json": {
+                    "candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": "!!"}}]}}]
+                }
+            },
+            "upstream_protocol_error",
+        ),
         ({"json": {"candidates": []}}, "no_image_returned"),
         ({"json": {}}, "no_image_returned"),
     ],
@@ -285,15 +343,19 @@ async def test_malformed_answers(developer: Any, upstream: FakeUpstream, kwargs:
     assert caught.value.code == code
 
 
-@pytest.mark.parametrize(("status", "kind", "code"), [
-    (401, AuthenticationError, "authentication_failed"),
-    (403, AuthenticationError, "authentication_failed"),
-    (404, UpstreamError, "model_not_found"),
-    (400, UpstreamError, "upstream_rejected"),
-])
+@pytest.mark.parametrize(
+    ("status", "kind", "code"),
+    [
+        (401, AuthenticationError, "authentication_failed"),
+        (403, AuthenticationError, "authentication_failed"),
+        (404, UpstreamError, "model_not_found"),
+        (400, UpstreamError, "upstream_rejected"),
+    ],
+)
 async def test_client_errors(developer: Any, upstream: FakeUpstream, status: int, kind: type, code: str) -> None:
-    upstream.reply("POST", GEMINI_PATH, status=status,
-                   json={"error": {"code": status, "message": f"nope {status}", "status": "X"}})
+    upstream.reply(
+        "POST", GEMINI_PATH, status=status, json={"error": {"code": status, "message": f"nope {status}", "status": "X"}}
+    )
     with pytest.raises(kind) as caught:
         await developer.run(_request(), CTX)
     await developer.aclose()
@@ -304,17 +366,31 @@ async def test_client_errors(developer: Any, upstream: FakeUpstream, status: int
 
 
 async def test_invalid_key_400_is_authentication(developer: Any, upstream: FakeUpstream) -> None:
-    upstream.reply("POST", GEMINI_PATH, status=400, json={"error": {
-        "code": 400, "message": "API key not valid. Please pass a valid API key.", "status": "INVALID_ARGUMENT",
-        "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]}})
+    upstream.reply(
+        "POST",
+        GEMINI_PATH,
+        status=400,
+        json={
+            "error": {
+                "code": 400,
+                "message": "API key not valid. Please pass a valid API key.",
+                "status": "INVALID_ARGUMENT",
+                "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}],
+            }
+        },
+    )
     with pytest.raises(AuthenticationError):
         await developer.run(_request(), CTX)
     await developer.aclose()
 
 
 async def test_imagen_404_points_to_gemini_models(vertex: Any, upstream: FakeUpstream) -> None:
-    upstream.reply("POST", PREDICT_PATH, status=404,
-                   json={"error": {"code": 404, "message": "model not found", "status": "NOT_FOUND"}})
+    upstream.reply(
+        "POST",
+        PREDICT_PATH,
+        status=404,
+        json={"error": {"code": 404, "message": "model not found", "status": "NOT_FOUND"}},
+    )
     with pytest.raises(UpstreamError) as caught:
         await vertex.run(_request(model="imagen-4.0-ultra-generate-001"), CTX)
     await vertex.aclose()

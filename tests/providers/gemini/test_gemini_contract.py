@@ -6,12 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from gemini_fake import GEMINI_PATH, PREDICT_PATH, make_provider
 
 import atelier_gemini
 from atelier_core import Provider
 from atelier_core.testing import FakeUpstream, ProviderContract
-
-from gemini_fake import GEMINI_PATH, PREDICT_PATH, make_provider
 
 
 class TestGeminiContract(ProviderContract):
@@ -32,4 +31,3 @@ class TestGeminiContract(ProviderContract):
             serving.reply("POST", PREDICT_PATH, json={"predictions": [{"raiFilteredReason": "blocked: violence"}]})
 
         return refuse_next
-

@@ -9,10 +9,10 @@ import pytest
 import atelier_gemini
 from atelier_core import InputImage, InvalidParameterError, Operation
 from atelier_core.engine.registry import ModelEntry, build_registry
+from atelier_core.engine.validation import validate_call
+from atelier_core.plugin.types import ImageCall
 from atelier_core.settings import Settings
 from atelier_core.testing import configured, make_image, make_mask
-from atelier_core.plugin.types import ImageCall
-from atelier_core.engine.validation import validate_call
 from atelier_gemini import GeminiProvider
 
 
@@ -22,8 +22,14 @@ def _provider(**settings: Any) -> GeminiProvider:
     return provider
 
 
-def _validate(provider: GeminiProvider, model: str, operation: Operation = Operation.GENERATE,
-              images: tuple[InputImage, ...] = (), mask: InputImage | None = None, **call: Any) -> Any:
+def _validate(
+    provider: GeminiProvider,
+    model: str,
+    operation: Operation = Operation.GENERATE,
+    images: tuple[InputImage, ...] = (),
+    mask: InputImage | None = None,
+    **call: Any,
+) -> Any:
     spec = next(s for s in provider.catalog() if s.id == model)
     entry = ModelEntry(f"gemini/{model}", spec, provider, "gemini")
     return validate_call(ImageCall(model=model, prompt="a fox", **call), entry, operation, list(images), mask)
@@ -84,7 +90,9 @@ def test_vertex_adc_client_uses_project_and_location_without_loading_credentials
 
 
 def test_gateway_base_url_and_api_version() -> None:
-    api = _provider(api_key="k", base_url="https://gw.example/gemini/", api_version="v1beta")._build_client()._api_client
+    api = (
+        _provider(api_key="k", base_url="https://gw.example/gemini/", api_version="v1beta")._build_client()._api_client
+    )
     assert api._http_options.base_url == "https://gw.example/gemini/"
     assert api._http_options.api_version == "v1beta"
 
@@ -98,7 +106,9 @@ def test_unavailable_reasons() -> None:
     assert "GOOGLE_API_KEY" in (_provider().unavailable_reason(flash) or "")
     assert _provider(api_key="k").unavailable_reason(flash) is None
     reason = _provider(api_key="k").unavailable_reason(imagen) or ""
-    assert "needs Vertex AI" in reason and "GOOGLE_GENAI_USE_VERTEXAI=true" in reason and "GOOGLE_CLOUD_PROJECT" in reason
+    assert (
+        "needs Vertex AI" in reason and "GOOGLE_GENAI_USE_VERTEXAI=true" in reason and "GOOGLE_CLOUD_PROJECT" in reason
+    )
     assert "GOOGLE_CLOUD_PROJECT" in (_provider(vertexai=True).unavailable_reason(imagen) or "")
     assert _provider(vertexai=True, project="p").unavailable_reason(imagen) is None
     assert _provider(vertexai=True, api_key="express").unavailable_reason(imagen) is None
@@ -108,15 +118,18 @@ def test_unavailable_reasons() -> None:
 # -- sizes: requested WxH → ratio and tier, reported -----------------------------------
 
 
-@pytest.mark.parametrize(("model", "size", "ratio", "tier"), [
-    ("gemini-3-pro-image", "2752x1536", "16:9", "2K"),    # exact: declared output size
-    ("gemini-3-pro-image", "1920x1080", "16:9", "2K"),    # nearest ratio, tier by long edge
-    ("gemini-3-pro-image", "1024x1024", "1:1", "1K"),
-    ("gemini-3-pro-image", "4096x4096", "1:1", "4K"),
-    ("gemini-3.1-flash-image", "800x1200", "2:3", "1K"),
-    ("gemini-2.5-flash-image", "1344x768", "16:9", None),  # single-tier model: no tier sent
-    ("imagen-4.0-generate-001", "1280x960", "4:3", "1K"),
-])
+@pytest.mark.parametrize(
+    ("model", "size", "ratio", "tier"),
+    [
+        ("gemini-3-pro-image", "2752x1536", "16:9", "2K"),  # exact: declared output size
+        ("gemini-3-pro-image", "1920x1080", "16:9", "2K"),  # nearest ratio, tier by long edge
+        ("gemini-3-pro-image", "1024x1024", "1:1", "1K"),
+        ("gemini-3-pro-image", "4096x4096", "1:1", "4K"),
+        ("gemini-3.1-flash-image", "800x1200", "2:3", "1K"),
+        ("gemini-2.5-flash-image", "1344x768", "16:9", None),  # single-tier model: no tier sent
+        ("imagen-4.0-generate-001", "1280x960", "4:3", "1K"),
+    ],
+)
 def test_pixel_size_maps_to_ratio_and_tier(model: str, size: str, ratio: str, tier: str | None) -> None:
     validated = _validate(_provider(api_key="k", vertexai=True), model, size=size)
     assert (validated.request.aspect_ratio, validated.request.resolution) == (ratio, tier)
@@ -139,12 +152,15 @@ def test_tier_refused_on_single_tier_model() -> None:
 # -- model checks --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("call", [
-    {"output_format": "jpeg"},
-    {"output_format": "jpeg", "output_compression": 20},
-    {"options": {"person_generation": "ALLOW_ADULT"}},
-    {"options": {"prominent_people": "BLOCK_PROMINENT_PEOPLE"}},
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        {"output_format": "jpeg"},
+        {"output_format": "jpeg", "output_compression": 20},
+        {"options": {"person_generation": "ALLOW_ADULT"}},
+        {"options": {"prominent_people": "BLOCK_PROMINENT_PEOPLE"}},
+    ],
+)
 def test_vertex_only_options_refused_on_developer_api(call: dict[str, Any]) -> None:
     with pytest.raises(InvalidParameterError) as caught:
         _validate(_provider(api_key="k"), "gemini-3-pro-image", **call)
@@ -175,13 +191,25 @@ def test_imagen_checks() -> None:
     image = InputImage(data=make_image(8, 8), format="png", width=8, height=8, has_alpha=False)
     mask = InputImage(data=make_mask(8, 8), format="png", width=8, height=8, has_alpha=True)
     with pytest.raises(InvalidParameterError, match="mask_mode"):
-        _validate(vertex, "imagen-3.0-capability-001", Operation.EDIT, images=(image,), mask=mask,
-                  options={"mask_mode": "background"})
+        _validate(
+            vertex,
+            "imagen-3.0-capability-001",
+            Operation.EDIT,
+            images=(image,),
+            mask=mask,
+            options={"mask_mode": "background"},
+        )
     with pytest.raises(InvalidParameterError, match="needs a mask"):
-        _validate(vertex, "imagen-3.0-capability-001", Operation.EDIT, images=(image,),
-                  options={"mask_mode": "user_provided"})
-    _validate(vertex, "imagen-3.0-capability-001", Operation.EDIT, images=(image,),
-              options={"mask_mode": "foreground", "edit_mode": "inpaint_removal"})
+        _validate(
+            vertex, "imagen-3.0-capability-001", Operation.EDIT, images=(image,), options={"mask_mode": "user_provided"}
+        )
+    _validate(
+        vertex,
+        "imagen-3.0-capability-001",
+        Operation.EDIT,
+        images=(image,),
+        options={"mask_mode": "foreground", "edit_mode": "inpaint_removal"},
+    )
 
 
 # -- cost ----------------------------------------------------------------------------

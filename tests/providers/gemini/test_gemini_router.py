@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gemini_fake import GEMINI_PATH, KEY, PREDICT_PATH
 
 import atelier_gemini
 from atelier_core import Operation, UpstreamUnavailableError
 from atelier_core.engine.pipeline import Pipeline
-from atelier_core.testing import FakeUpstream, Reply, build_test_atelier, connect, make_image, read_image
 from atelier_core.plugin.types import ImageCall
-from gemini_fake import GEMINI_PATH, KEY, PREDICT_PATH
+from atelier_core.testing import FakeUpstream, Reply, build_test_atelier, connect, make_image, read_image
 
 pytestmark = pytest.mark.anyio
 
@@ -58,22 +58,30 @@ async def test_multi_image_composition_through_mcp(tmp_path: Path, serving: Fake
         paths.append(str(path))
     atelier = _atelier(tmp_path, serving)
     async with connect(atelier) as client:
-        result = await client.call_tool("edit_image", {
-            "images": paths, "prompt": "put all three on one shelf", "model": "nano-banana-2",
-            "aspect_ratio": "3:2",
-        })
+        result = await client.call_tool(
+            "edit_image",
+            {
+                "images": paths,
+                "prompt": "put all three on one shelf",
+                "model": "nano-banana-2",
+                "aspect_ratio": "3:2",
+            },
+        )
     assert not result.is_error, result
     (sent,) = serving.requests_to(GEMINI_PATH)
     assert sent.path == "/v1/models/gemini-3.1-flash-image:generateContent"
     parts = sent.json()["contents"][0]["parts"]
     assert parts[0] == {"text": "put all three on one shelf"}
     assert [base64.urlsafe_b64decode(p["inlineData"]["data"]) for p in parts[1:]] == [
-        Path(p).read_bytes() for p in paths]
+        Path(p).read_bytes() for p in paths
+    ]
     assert sent.headers["x-goog-api-key"] == KEY and not sent.query
 
 
 async def test_refusal_through_mcp_is_a_tool_error(tmp_path: Path, serving: FakeUpstream) -> None:
-    serving.reply("POST", GEMINI_PATH, json={"candidates": [{"content": {"parts": []}, "finishReason": "IMAGE_SAFETY"}]})
+    serving.reply(
+        "POST", GEMINI_PATH, json={"candidates": [{"content": {"parts": []}, "finishReason": "IMAGE_SAFETY"}]}
+    )
     atelier = _atelier(tmp_path, serving)
     async with connect(atelier) as client:
         result = await client.call_tool("generate_image", {"prompt": "x", "model": "nano-banana"})
@@ -84,8 +92,13 @@ async def test_refusal_through_mcp_is_a_tool_error(tmp_path: Path, serving: Fake
 
 
 async def test_one_retry_layer_429_then_success(tmp_path: Path, serving: FakeUpstream) -> None:
-    serving.reply("POST", GEMINI_PATH, status=429, headers={"retry-after": "0"},
-                  json={"error": {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED"}})
+    serving.reply(
+        "POST",
+        GEMINI_PATH,
+        status=429,
+        headers={"retry-after": "0"},
+        json={"error": {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED"}},
+    )
     atelier = _atelier(tmp_path, serving, max_retries=2, backoff_base_s=0.01)
     try:
         outcome = await atelier.execute(ImageCall(model="nano-banana", prompt="a fox"), Operation.GENERATE)
@@ -108,8 +121,11 @@ async def test_persistent_503_attempts_equal_the_budget(tmp_path: Path, upstream
 
 async def test_imagen_on_vertex_partial_success_is_saved_and_reported(tmp_path: Path, upstream: FakeUpstream) -> None:
     png = base64.b64encode(make_image(64, 64)).decode()
-    upstream.reply("POST", PREDICT_PATH, json={"predictions": [
-        {"bytesBase64Encoded": png, "mimeType": "image/png"}, {"raiFilteredReason": "violence"}]})
+    upstream.reply(
+        "POST",
+        PREDICT_PATH,
+        json={"predictions": [{"bytesBase64Encoded": png, "mimeType": "image/png"}, {"raiFilteredReason": "violence"}]},
+    )
     atelier = _atelier(tmp_path, upstream, vertexai=True)
     try:
         outcome = await atelier.execute(ImageCall(model="imagen-4", prompt="a fox", n=2), Operation.GENERATE)
@@ -125,9 +141,10 @@ async def test_output_compression_has_openais_meaning_through_mcp(tmp_path: Path
     # 80 means "little compression, high quality" everywhere: Imagen gets quality 80 (it got 20).
     atelier = _atelier(tmp_path, serving, vertexai=True)
     async with connect(atelier) as client:
-        result = await client.call_tool("generate_image", {
-            "prompt": "a fox", "model": "imagen-4.0-generate-001", "output_format": "jpeg",
-            "output_compression": 80})
+        result = await client.call_tool(
+            "generate_image",
+            {"prompt": "a fox", "model": "imagen-4.0-generate-001", "output_format": "jpeg", "output_compression": 80},
+        )
     assert not result.is_error, result.content
     (sent,) = serving.requests
     assert sent.json()["parameters"]["outputOptions"] == {"mimeType": "image/jpeg", "compressionQuality": 80}

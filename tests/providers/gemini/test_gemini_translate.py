@@ -47,11 +47,16 @@ def _image(fmt: str = "png") -> InputImage:
 def test_contents_prompt_then_images_in_order() -> None:
     images = (_image(), _image("jpeg"))
     contents = translate.gemini_contents(_request(operation=Operation.EDIT, images=images))
-    assert contents == [{"role": "user", "parts": [
-        {"text": "a fox"},
-        {"inline_data": {"data": images[0].data, "mime_type": "image/png"}},
-        {"inline_data": {"data": images[1].data, "mime_type": "image/jpeg"}},
-    ]}]
+    assert contents == [
+        {
+            "role": "user",
+            "parts": [
+                {"text": "a fox"},
+                {"inline_data": {"data": images[0].data, "mime_type": "image/png"}},
+                {"inline_data": {"data": images[1].data, "mime_type": "image/jpeg"}},
+            ],
+        }
+    ]
 
 
 def test_config_minimal() -> None:
@@ -59,8 +64,9 @@ def test_config_minimal() -> None:
 
 
 def test_config_everything_developer_api() -> None:
-    request = _request(aspect_ratio="21:9", resolution="4K", seed=-3,
-                       options={"include_text": False, "temperature": 1.5})
+    request = _request(
+        aspect_ratio="21:9", resolution="4K", seed=-3, options={"include_text": False, "temperature": 1.5}
+    )
     assert translate.gemini_config(request, PRO, vertex=False) == {
         "response_modalities": ["IMAGE"],
         "image_config": {"aspect_ratio": "21:9", "image_size": "4K"},
@@ -75,8 +81,11 @@ def test_config_no_tier_for_single_tier_model() -> None:
 
 
 def test_config_vertex_only_fields_only_in_vertex_mode() -> None:
-    request = _request(output_format="jpeg", output_compression=25,
-                       options={"person_generation": "ALLOW_NONE", "prominent_people": "ALLOW_PROMINENT_PEOPLE"})
+    request = _request(
+        output_format="jpeg",
+        output_compression=25,
+        options={"person_generation": "ALLOW_NONE", "prominent_people": "ALLOW_PROMINENT_PEOPLE"},
+    )
     assert "image_config" not in translate.gemini_config(request, PRO, vertex=False)
     assert translate.gemini_config(request, PRO, vertex=True)["image_config"] == {
         "person_generation": "ALLOW_NONE",
@@ -89,7 +98,10 @@ def test_config_vertex_only_fields_only_in_vertex_mode() -> None:
 def test_vertex_only_parameters_listed() -> None:
     request = _request(output_format="jpeg", output_compression=1, options={"person_generation": "ALLOW_ALL"})
     assert [p for p, _ in translate.vertex_only_parameters(request)] == [
-        "options.person_generation", "output_format", "output_compression"]
+        "options.person_generation",
+        "output_format",
+        "output_compression",
+    ]
     assert translate.vertex_only_parameters(_request(output_format="png")) == []
 
 
@@ -105,7 +117,9 @@ def _blob(data: bytes = b"\x89PNG", mime: str = "image/png") -> NS:
 
 
 def _response(parts: list[NS] | None = None, finish: str | None = "STOP", **kw: Any) -> NS:
-    candidates = None if parts is None else [NS(content=NS(parts=parts), finish_reason=NS(value=finish), finish_message=None)]
+    candidates = (
+        None if parts is None else [NS(content=NS(parts=parts), finish_reason=NS(value=finish), finish_message=None)]
+    )
     values = {"candidates": candidates, "prompt_feedback": None, "usage_metadata": None, "response_id": "r1"}
     values.update(kw)
     return NS(**values)
@@ -119,11 +133,13 @@ def test_parse_images_and_texts() -> None:
 
 
 def test_parse_skips_thoughts_and_non_images() -> None:
-    response = _response([
-        _part(inline_data=_blob(b"thought"), thought=True),
-        _part(inline_data=_blob(b"%PDF", "application/pdf")),
-        _part(inline_data=_blob(b"final")),
-    ])
+    response = _response(
+        [
+            _part(inline_data=_blob(b"thought"), thought=True),
+            _part(inline_data=_blob(b"%PDF", "application/pdf")),
+            _part(inline_data=_blob(b"final")),
+        ]
+    )
     result = translate.parse_gemini(response, _request(), model="m")
     assert [i.data for i in result.images] == [b"final"]
 
@@ -134,8 +150,9 @@ def test_parse_keeps_at_most_n_images() -> None:
 
 
 def test_prompt_block_quotes_reason_and_message() -> None:
-    response = _response(None, prompt_feedback=NS(block_reason=NS(value="PROHIBITED_CONTENT"),
-                                                  block_reason_message="not allowed here"))
+    response = _response(
+        None, prompt_feedback=NS(block_reason=NS(value="PROHIBITED_CONTENT"), block_reason_message="not allowed here")
+    )
     with pytest.raises(SafetyRefusalError) as caught:
         translate.parse_gemini(response, _request(), model="gemini/x")
     assert "PROHIBITED_CONTENT" in str(caught.value) and "not allowed here" in str(caught.value)
@@ -169,9 +186,18 @@ def test_no_candidates_is_protocol_error() -> None:
 
 def _usage() -> NS:
     return NS(
-        prompt_token_count=300, candidates_token_count=1130, total_token_count=1530, thoughts_token_count=100,
-        prompt_tokens_details=[NS(modality=NS(value="TEXT"), token_count=40), NS(modality=NS(value="IMAGE"), token_count=260)],
-        candidates_tokens_details=[NS(modality=NS(value="IMAGE"), token_count=1120), NS(modality=NS(value="TEXT"), token_count=10)],
+        prompt_token_count=300,
+        candidates_token_count=1130,
+        total_token_count=1530,
+        thoughts_token_count=100,
+        prompt_tokens_details=[
+            NS(modality=NS(value="TEXT"), token_count=40),
+            NS(modality=NS(value="IMAGE"), token_count=260),
+        ],
+        candidates_tokens_details=[
+            NS(modality=NS(value="IMAGE"), token_count=1120),
+            NS(modality=NS(value="TEXT"), token_count=10),
+        ],
     )
 
 
@@ -196,12 +222,24 @@ def test_cost_prices_each_modality() -> None:
 
 def test_imagen_generate_config_full() -> None:
     spec = SPECS["imagen-4.0-generate-001"]
-    request = _request(model=spec.id, n=4, aspect_ratio="4:3", resolution="2K", output_format="png",
-                       options={"person_generation": "ALLOW_ALL", "add_watermark": True})
+    request = _request(
+        model=spec.id,
+        n=4,
+        aspect_ratio="4:3",
+        resolution="2K",
+        output_format="png",
+        options={"person_generation": "ALLOW_ALL", "add_watermark": True},
+    )
     config, applied = translate.imagen_generate_config(request, spec)
-    assert config == {"number_of_images": 4, "include_rai_reason": True, "aspect_ratio": "4:3",
-                      "output_mime_type": "image/png", "person_generation": "ALLOW_ALL",
-                      "add_watermark": True, "image_size": "2K"}
+    assert config == {
+        "number_of_images": 4,
+        "include_rai_reason": True,
+        "aspect_ratio": "4:3",
+        "output_mime_type": "image/png",
+        "person_generation": "ALLOW_ALL",
+        "add_watermark": True,
+        "image_size": "2K",
+    }
     assert applied == {}
 
 
@@ -218,7 +256,8 @@ def test_imagen_edit_modes() -> None:
     config, mask_cfg, _ = translate.imagen_edit_config(_request(**base, mask=mask))
     assert config["edit_mode"] == "EDIT_MODE_INPAINT_INSERTION" and mask_cfg == {"mask_mode": "MASK_MODE_USER_PROVIDED"}
     config, mask_cfg, _ = translate.imagen_edit_config(
-        _request(**base, options={"mask_mode": "background", "edit_mode": "bgswap", "mask_dilation": 0.1}))
+        _request(**base, options={"mask_mode": "background", "edit_mode": "bgswap", "mask_dilation": 0.1})
+    )
     assert config["edit_mode"] == "EDIT_MODE_BGSWAP"
     assert mask_cfg == {"mask_mode": "MASK_MODE_BACKGROUND", "mask_dilation": 0.1}
     config, mask_cfg, _ = translate.imagen_edit_config(_request(**base, negative_prompt="fog"))
@@ -235,8 +274,11 @@ def test_imagen_mask_inverts_alpha_to_white_edit_area() -> None:
 
 
 def _generated(data: bytes | None = None, reason: str | None = None) -> NS:
-    return NS(image=NS(image_bytes=data, mime_type="image/png" if data else None),
-              rai_filtered_reason=reason, enhanced_prompt="better" if data else None)
+    return NS(
+        image=NS(image_bytes=data, mime_type="image/png" if data else None),
+        rai_filtered_reason=reason,
+        enhanced_prompt="better" if data else None,
+    )
 
 
 def test_parse_imagen_partial() -> None:
@@ -244,7 +286,10 @@ def test_parse_imagen_partial() -> None:
     result = translate.parse_imagen(response, _request(n=4), model="m")
     assert [i.data for i in result.images] == [b"a"] and result.images[0].revised_prompt == "better"
     assert [(f.index, f.code) for f in result.failures] == [
-        (1, "safety_refusal"), (2, "no_image_returned"), (3, "no_image_returned")]
+        (1, "safety_refusal"),
+        (2, "no_image_returned"),
+        (3, "no_image_returned"),
+    ]
 
 
 def test_parse_imagen_nothing() -> None:
@@ -258,8 +303,14 @@ def test_parse_imagen_nothing() -> None:
 
 
 class APIError(Exception):
-    def __init__(self, code: int, message: str = "msg", status: str = "S", details: Any = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        message: str = "msg",
+        status: str = "S",
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code, self.message, self.status = code, message, status
         self.details = details or {"error": {"code": code, "message": message}}
@@ -274,26 +325,51 @@ def _details(*items: dict[str, Any]) -> dict[str, Any]:
     return {"error": {"code": 429, "details": list(items)}}
 
 
-@pytest.mark.parametrize(("exc", "kind", "retry_after"), [
-    (APIError(429, headers={"retry-after": "4"}), RateLimitedError, 4.0),
-    # An HTTP date is honoured (the core's shared parser); one in the past means "now".
-    (APIError(429, headers={"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"}), RateLimitedError, 0.0),
-    (APIError(429, details=_details({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "12.5s"})),
-     RateLimitedError, 12.5),
-    (APIError(429, details=_details({"@type": "type.googleapis.com/google.rpc.QuotaFailure",
-                                     "violations": [{"quotaId": "GenerateRequestsPerDayPerProjectPerModel"}]})),
-     QuotaExceededError, None),
-])
+@pytest.mark.parametrize(
+    ("exc", "kind", "retry_after"),
+    [
+        (APIError(429, headers={"retry-after": "4"}), RateLimitedError, 4.0),
+        # An HTTP date is honoured (the core's shared parser); one in the past means "now".
+        (APIError(429, headers={"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"}), RateLimitedError, 0.0),
+        (
+            APIError(
+                429, details=_details({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "12.5s"})
+            ),
+            RateLimitedError,
+            12.5,
+        ),
+        (
+            APIError(
+                429,
+                details=_details(
+                    {
+                        "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                        "violations": [{"quotaId": "GenerateRequestsPerDayPerProjectPerModel"}],
+                    }
+                ),
+            ),
+            QuotaExceededError,
+            None,
+        ),
+    ],
+)
 def test_429(exc: APIError, kind: type, retry_after: float | None) -> None:
     mapped = _map(exc)
     assert type(mapped) is kind and mapped.retry_after_s == retry_after
     assert mapped.retryable is (kind is RateLimitedError)
 
 
-@pytest.mark.parametrize(("code", "kind"), [
-    (500, UpstreamUnavailableError), (503, UpstreamUnavailableError), (504, UpstreamUnavailableError),
-    (408, UpstreamUnavailableError), (401, AuthenticationError), (403, AuthenticationError),
-])
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        (500, UpstreamUnavailableError),
+        (503, UpstreamUnavailableError),
+        (504, UpstreamUnavailableError),
+        (408, UpstreamUnavailableError),
+        (401, AuthenticationError),
+        (403, AuthenticationError),
+    ],
+)
 def test_status_kinds(code: int, kind: type) -> None:
     assert type(_map(APIError(code))) is kind
 
@@ -327,5 +403,9 @@ def test_transport_errors_by_class_name() -> None:
 def test_retry_after_seconds() -> None:
     assert translate.retry_after_seconds({"retry-after": "0"}, None) == 0.0
     assert translate.retry_after_seconds({"retry-after": "-5"}, None) is None
-    assert translate.retry_after_seconds(None, {"error": {"details": [
-        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "bogus"}]}}) is None
+    assert (
+        translate.retry_after_seconds(
+            None, {"error": {"details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "bogus"}]}}
+        )
+        is None
+    )

@@ -9,9 +9,9 @@ from typing import Any
 
 from atelier_core import CallContext, ImageRequest, InputImage, Operation
 from atelier_core.engine.registry import ModelEntry
-from atelier_core.testing import Recorded, Reply, make_image
-from atelier_core.plugin.types import ImageCall
 from atelier_core.engine.validation import validate_call
+from atelier_core.plugin.types import ImageCall
+from atelier_core.testing import Recorded, Reply, make_image
 from atelier_minimax import MiniMaxProvider
 from atelier_minimax.models import RATIO_SIZES
 

@@ -37,7 +37,11 @@ async def test_generate_sends_every_image_01_parameter(upstream: FakeUpstream, p
     upstream.handle("POST", PATH, draw)
     face = portrait("png")
     request = validated(
-        provider, n=3, seed=77, size="768x512", images=[face],
+        provider,
+        n=3,
+        seed=77,
+        size="768x512",
+        images=[face],
         prompt="the same woman as a 1920s aviator",
         options={"prompt_optimizer": False, "aigc_watermark": True},
     )
@@ -58,9 +62,7 @@ async def test_generate_sends_every_image_01_parameter(upstream: FakeUpstream, p
         "seed": 77,
         "prompt_optimizer": False,
         "aigc_watermark": True,
-        "subject_reference": [
-            {"type": "character", "image_file": "data:image/png;base64," + b64(face.data)}
-        ],
+        "subject_reference": [{"type": "character", "image_file": "data:image/png;base64," + b64(face.data)}],
     }
     assert len(result.images) == 3 and result.failures == []
     for image in result.images:
@@ -72,11 +74,15 @@ async def test_generate_sends_every_image_01_parameter(upstream: FakeUpstream, p
     assert result.usage is not None and result.usage.images == 3
 
 
-async def test_generate_sends_every_image_01_live_parameter(upstream: FakeUpstream,
-                                                             provider: MiniMaxProvider) -> None:
+async def test_generate_sends_every_image_01_live_parameter(upstream: FakeUpstream, provider: MiniMaxProvider) -> None:
     upstream.handle("POST", PATH, draw)
     request = validated(
-        provider, "image-01-live", aspect_ratio="9:16", style="watercolor", seed=5, n=2,
+        provider,
+        "image-01-live",
+        aspect_ratio="9:16",
+        style="watercolor",
+        seed=5,
+        n=2,
         options={"style_weight": 0.4, "prompt_optimizer": True},
     )
     result = await provider.run(request, context())
@@ -135,13 +141,16 @@ async def test_missing_key_at_call_time_is_a_clear_error(make_provider: Make) ->
 # -- hosts ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("chosen", "host"), [
-    ({}, "https://api.minimax.io"),
-    ({"region": "global"}, "https://api.minimax.io"),
-    ({"region": "cn"}, "https://api.minimaxi.com"),
-    ({"api_host": "https://api.minimaxi.com"}, "https://api.minimaxi.com"),
-    ({"region": "cn", "api_host": "api.minimax.io"}, "https://api.minimax.io"),
-])
+@pytest.mark.parametrize(
+    ("chosen", "host"),
+    [
+        ({}, "https://api.minimax.io"),
+        ({"region": "global"}, "https://api.minimax.io"),
+        ({"region": "cn"}, "https://api.minimaxi.com"),
+        ({"api_host": "https://api.minimaxi.com"}, "https://api.minimaxi.com"),
+        ({"region": "cn", "api_host": "api.minimax.io"}, "https://api.minimax.io"),
+    ],
+)
 async def test_the_client_targets_the_chosen_host(chosen: dict[str, str], host: str) -> None:
     provider = configured(MiniMaxProvider(), api_key=KEY, **chosen)
     assert isinstance(provider, MiniMaxProvider)
@@ -226,9 +235,16 @@ async def test_partial_success_over_the_wire(upstream: FakeUpstream, provider: M
 
 
 async def test_success_count_zero_over_the_wire(upstream: FakeUpstream, provider: MiniMaxProvider) -> None:
-    upstream.reply("POST", PATH, json={"id": "z", "data": {"image_base64": []},
-                                       "metadata": {"success_count": "0", "failed_count": "2"},
-                                       "base_resp": {"status_code": 0, "status_msg": "success"}})
+    upstream.reply(
+        "POST",
+        PATH,
+        json={
+            "id": "z",
+            "data": {"image_base64": []},
+            "metadata": {"success_count": "0", "failed_count": "2"},
+            "base_resp": {"status_code": 0, "status_msg": "success"},
+        },
+    )
     with pytest.raises(UpstreamError) as caught:
         await provider.run(validated(provider, n=2), context())
     assert caught.value.code == "no_image_returned" and caught.value.request_id == "z"
@@ -238,8 +254,9 @@ async def test_success_count_zero_over_the_wire(upstream: FakeUpstream, provider
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
-async def test_http_5xx_is_unavailable_and_retryable(upstream: FakeUpstream, provider: MiniMaxProvider,
-                                                     status: int) -> None:
+async def test_http_5xx_is_unavailable_and_retryable(
+    upstream: FakeUpstream, provider: MiniMaxProvider, status: int
+) -> None:
     upstream.reply("POST", PATH, status=status, body="<html>bad gateway</html>", content_type="text/html")
     with pytest.raises(UpstreamUnavailableError) as caught:
         await provider.run(validated(provider), context())
@@ -281,8 +298,9 @@ async def test_stall_mid_body_is_a_timeout(make_provider: Make) -> None:
 
     async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 5000\r\nTrace-Id: tr-stall\r\n\r\n{")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 5000\r\nTrace-Id: tr-stall\r\n\r\n{"
+        )
         await writer.drain()
         await release.wait()
         writer.close()
@@ -302,8 +320,9 @@ async def test_stall_mid_body_is_a_timeout(make_provider: Make) -> None:
     assert "mid-transfer" in str(caught.value) and caught.value.request_id == "tr-stall"
 
 
-async def test_connection_reset_before_any_answer_is_unavailable(upstream: FakeUpstream,
-                                                                 provider: MiniMaxProvider) -> None:
+async def test_connection_reset_before_any_answer_is_unavailable(
+    upstream: FakeUpstream, provider: MiniMaxProvider
+) -> None:
     upstream.reply("POST", PATH, reset=True)
     with pytest.raises(UpstreamUnavailableError) as caught:
         await provider.run(validated(provider), context())
@@ -330,13 +349,15 @@ async def test_body_cut_short_is_a_protocol_error(upstream: FakeUpstream, provid
     assert not caught.value.retryable and "cut off" in str(caught.value)
 
 
-@pytest.mark.parametrize("body", [
-    "<html><title>Gateway</title></html>",
-    '{"base_resp": {"status_code": 0}, "data": {"image_base64": ["/9j/',
-    "",
-])
-async def test_malformed_json_is_a_protocol_error(upstream: FakeUpstream, provider: MiniMaxProvider,
-                                                  body: str) -> None:
+@pytest.mark.parametrize(
+    "body",
+    [
+        "<html><title>Gateway</title></html>",
+        '{"base_resp": {"status_code": 0}, "data": {"image_base64": ["/9j/',
+        "",
+    ],
+)
+async def test_malformed_json_is_a_protocol_error(upstream: FakeUpstream, provider: MiniMaxProvider, body: str) -> None:
     upstream.reply("POST", PATH, body=body, content_type="application/json", headers={"Trace-Id": "tr-m"})
     with pytest.raises(UpstreamProtocolError) as caught:
         await provider.run(validated(provider), context())
@@ -352,8 +373,9 @@ async def test_truncated_base64_is_a_protocol_error(upstream: FakeUpstream, prov
         await provider.run(validated(provider), context())
 
 
-async def test_truncated_base64_of_one_image_keeps_the_others(upstream: FakeUpstream,
-                                                              provider: MiniMaxProvider) -> None:
+async def test_truncated_base64_of_one_image_keeps_the_others(
+    upstream: FakeUpstream, provider: MiniMaxProvider
+) -> None:
     payload = answer([jpeg(), jpeg(64, 64, 1)])
     payload["data"]["image_base64"][1] = payload["data"]["image_base64"][1][:-2]
     upstream.reply("POST", PATH, json=payload)
@@ -387,8 +409,9 @@ async def test_redirects_are_not_followed(upstream: FakeUpstream, provider: Mini
     assert len(upstream.requests) == 1
 
 
-async def test_key_is_not_logged(upstream: FakeUpstream, provider: MiniMaxProvider,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+async def test_key_is_not_logged(
+    upstream: FakeUpstream, provider: MiniMaxProvider, capsys: pytest.CaptureFixture[str]
+) -> None:
     import structlog
 
     upstream.handle("POST", PATH, draw)
@@ -403,8 +426,9 @@ async def test_key_is_not_logged(upstream: FakeUpstream, provider: MiniMaxProvid
     assert KEY not in captured.out + captured.err
 
 
-async def test_an_oversized_answer_is_refused(upstream: FakeUpstream, provider: MiniMaxProvider,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_an_oversized_answer_is_refused(
+    upstream: FakeUpstream, provider: MiniMaxProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import atelier_minimax.client
 
     monkeypatch.setattr(atelier_minimax.client, "MAX_ANSWER_BYTES", 1024)

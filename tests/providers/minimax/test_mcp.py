@@ -14,7 +14,8 @@ from ._support import KEY, PATH, b64, draw, jpeg
 
 def _atelier(tmp_path: Path, upstream: FakeUpstream) -> Any:
     return build_test_atelier(
-        tmp_path, [atelier_minimax],
+        tmp_path,
+        [atelier_minimax],
         providers={"minimax": {"api_key": KEY, "base_url": upstream.url, "timeout_s": 10}},
         storage={"output_dir": tmp_path / "images", "input_dirs": [tmp_path / "inputs"]},
     )
@@ -28,10 +29,18 @@ async def test_generate_image_01_with_a_subject_reference(tmp_path: Path, upstre
 
     face.write_bytes(make_image(96, 128, "png"))
     async with connect(_atelier(tmp_path, upstream)) as client:
-        result = await client.call_tool("generate_image", {
-            "model": "minimax/image-01", "prompt": "the same person on the moon", "size": "1024x768",
-            "images": [str(face)], "seed": 9, "options": {"aigc_watermark": True}, "return_image": "none",
-        })
+        result = await client.call_tool(
+            "generate_image",
+            {
+                "model": "minimax/image-01",
+                "prompt": "the same person on the moon",
+                "size": "1024x768",
+                "images": [str(face)],
+                "seed": 9,
+                "options": {"aigc_watermark": True},
+                "return_image": "none",
+            },
+        )
     assert not result.is_error, result.content
     body = upstream.requests[0].json()
     assert body["subject_reference"] == [
@@ -49,10 +58,17 @@ async def test_generate_image_01_with_a_subject_reference(tmp_path: Path, upstre
 async def test_generate_image_01_live_with_a_style(tmp_path: Path, upstream: FakeUpstream) -> None:
     upstream.handle("POST", PATH, draw)
     async with connect(_atelier(tmp_path, upstream)) as client:
-        result = await client.call_tool("generate_image", {
-            "model": "image-01-live", "prompt": "a harbour at dawn", "style": "watercolor",
-            "aspect_ratio": "4:3", "n": 2, "options": {"style_weight": 0.6},
-        })
+        result = await client.call_tool(
+            "generate_image",
+            {
+                "model": "image-01-live",
+                "prompt": "a harbour at dawn",
+                "style": "watercolor",
+                "aspect_ratio": "4:3",
+                "n": 2,
+                "options": {"style_weight": 0.6},
+            },
+        )
     assert not result.is_error, result.content
     assert upstream.requests[0].json()["style"] == {"style_type": "水彩", "style_weight": 0.6}
     outcome = result.structured_content
@@ -65,9 +81,14 @@ async def test_live_refuses_a_subject_reference_before_any_call(tmp_path: Path, 
     face = tmp_path / "inputs" / "face.jpg"
     face.write_bytes(jpeg())
     async with connect(_atelier(tmp_path, upstream)) as client:
-        result = await client.call_tool("generate_image", {
-            "model": "minimax/image-01-live", "prompt": "x", "images": [str(face)],
-        })
+        result = await client.call_tool(
+            "generate_image",
+            {
+                "model": "minimax/image-01-live",
+                "prompt": "x",
+                "images": [str(face)],
+            },
+        )
     assert result.is_error
     text = " ".join(getattr(c, "text", "") for c in result.content)
     assert "images" in text and "minimax/image-01-live" in text

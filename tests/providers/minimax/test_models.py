@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from atelier_core import AtelierError, InputImage, InputImageError, InvalidParameterError, Operation
-from atelier_core.testing import configured
-from atelier_core.plugin.types import ImageCall
 from atelier_core.engine.validation import validate_call
+from atelier_core.plugin.types import ImageCall
+from atelier_core.testing import configured
 from atelier_minimax import IMAGE_01, IMAGE_01_LIVE, MODELS, MiniMaxProvider
 from atelier_minimax.models import RATIO_SIZES, SEED_MAX
 
@@ -27,8 +27,9 @@ def offline() -> MiniMaxProvider:
     return provider
 
 
-def _refusal(provider: MiniMaxProvider, model: str = "image-01", images: list[InputImage] | None = None,
-             **call: Any) -> AtelierError:
+def _refusal(
+    provider: MiniMaxProvider, model: str = "image-01", images: list[InputImage] | None = None, **call: Any
+) -> AtelierError:
     with pytest.raises(AtelierError) as caught:
         validated(provider, model, images=images, **call)
     return caught.value
@@ -72,8 +73,7 @@ def test_image_01_takes_custom_sizes(offline: MiniMaxProvider, size: str) -> Non
         ("2056x1024", "512–2048"),
     ],
 )
-def test_image_01_refuses_bad_custom_sizes_with_the_nearest(offline: MiniMaxProvider, size: str,
-                                                            problem: str) -> None:
+def test_image_01_refuses_bad_custom_sizes_with_the_nearest(offline: MiniMaxProvider, size: str, problem: str) -> None:
     error = _refusal(offline, size=size)
     assert isinstance(error, InvalidParameterError) and error.parameter == "size"
     assert problem in str(error) and "nearest valid size" in str(error)
@@ -146,8 +146,14 @@ def test_portrait_must_be_jpeg_or_png(offline: MiniMaxProvider, fmt: str) -> Non
 
 
 def test_portrait_must_be_under_10_mb(offline: MiniMaxProvider) -> None:
-    big = InputImage(data=b"\xff\xd8\xff" + bytes(10 * 1024 * 1024), format="jpeg", width=8, height=8,
-                     has_alpha=False, source="huge.jpg")
+    big = InputImage(
+        data=b"\xff\xd8\xff" + bytes(10 * 1024 * 1024),
+        format="jpeg",
+        width=8,
+        height=8,
+        has_alpha=False,
+        source="huge.jpg",
+    )
     error = _refusal(offline, images=[big])
     assert error.code == "image_file_too_large" and "10,485,760" in str(error)
 
@@ -202,8 +208,9 @@ def test_live_maps_a_ratio_shaped_size_and_says_so(offline: MiniMaxProvider) -> 
     # The core's rule for ratio-only models: a WxH within 3% of a ratio becomes that ratio,
     # with a note, and the produced size is reported from ratio_sizes.
     spec_entry = entry(offline, "image-01-live")
-    done = validate_call(ImageCall(model="image-01-live", prompt="x", size="1280x720"), spec_entry,
-                         Operation.GENERATE, [])
+    done = validate_call(
+        ImageCall(model="image-01-live", prompt="x", size="1280x720"), spec_entry, Operation.GENERATE, []
+    )
     assert done.request.aspect_ratio == "16:9" and done.request.size is None
     assert any("16:9" in note for note in done.notes)
 

@@ -22,11 +22,11 @@ from atelier_core import (
     UpstreamProtocolError,
     UpstreamTimeoutError,
 )
-from atelier_core.engine.throttle import LimiterPool
 from atelier_core.engine.pipeline import Pipeline
+from atelier_core.engine.throttle import LimiterPool
+from atelier_core.plugin.types import ImageCall
 from atelier_core.testing import FakeUpstream, read_image
 from atelier_core.testing.harness import build_test_atelier
-from atelier_core.plugin.types import ImageCall
 
 from ._support import KEY, PATH, answer, b64, draw, failure, jpeg
 
@@ -36,10 +36,17 @@ JITTER_S = 0.05  # request build + loopback delivery, on a shared 2-core machine
 
 
 def _atelier(tmp_path: Path, upstream: FakeUpstream, **minimax: Any) -> Pipeline:
-    settings: dict[str, Any] = {"api_key": KEY, "base_url": upstream.url, "timeout_s": 5.0,
-                                "backoff_base_s": 0.01, **minimax}
+    settings: dict[str, Any] = {
+        "api_key": KEY,
+        "base_url": upstream.url,
+        "timeout_s": 5.0,
+        "backoff_base_s": 0.01,
+        **minimax,
+    }
     return build_test_atelier(
-        tmp_path, [atelier_minimax], providers={"minimax": settings},
+        tmp_path,
+        [atelier_minimax],
+        providers={"minimax": settings},
         storage={"output_dir": tmp_path / "images", "input_dirs": [tmp_path / "inputs"]},
     )
 
@@ -95,8 +102,14 @@ async def test_image_01_with_a_subject_reference_is_saved(tmp_path: Path, upstre
     atelier = _atelier(tmp_path, upstream)
     try:
         outcome = await atelier.execute(
-            ImageCall(model="minimax/image-01", prompt="the same person as an astronaut", n=2,
-                      aspect_ratio="16:9", images=[str(inputs / "face.jpg")], seed=3),
+            ImageCall(
+                model="minimax/image-01",
+                prompt="the same person as an astronaut",
+                n=2,
+                aspect_ratio="16:9",
+                images=[str(inputs / "face.jpg")],
+                seed=3,
+            ),
             Operation.GENERATE,
         )
     finally:
@@ -121,8 +134,13 @@ async def test_image_01_live_with_a_style_is_saved(tmp_path: Path, upstream: Fak
     atelier = _atelier(tmp_path, upstream)
     try:
         outcome = await atelier.execute(
-            ImageCall(model="image-01-live", prompt="a castle", style="medieval", aspect_ratio="3:4",
-                      options={"style_weight": 0.9}),
+            ImageCall(
+                model="image-01-live",
+                prompt="a castle",
+                style="medieval",
+                aspect_ratio="3:4",
+                options={"style_weight": 0.9},
+            ),
             Operation.GENERATE,
         )
     finally:
@@ -137,8 +155,7 @@ async def test_partial_success_saves_what_came_back(tmp_path: Path, upstream: Fa
     upstream.reply("POST", PATH, json=answer([jpeg(1024, 1024, 1), jpeg(1024, 1024, 2)], success=2, failed=2))
     atelier = _atelier(tmp_path, upstream)
     try:
-        outcome = await atelier.execute(ImageCall(model="minimax/image-01", prompt="four", n=4),
-                                        Operation.GENERATE)
+        outcome = await atelier.execute(ImageCall(model="minimax/image-01", prompt="four", n=4), Operation.GENERATE)
     finally:
         await atelier.aclose()
     assert len(outcome.images) == 2 and all(Path(r.path).is_file() for r in outcome.images)

@@ -32,8 +32,10 @@ def test_region_cn_selects_the_mainland_host(monkeypatch: pytest.MonkeyPatch) ->
     assert _loaded().base_url == "https://api.minimaxi.com"
 
 
-@pytest.mark.parametrize(("given", "host"), [("china", "cn"), ("Mainland", "cn"), ("international", "global"),
-                                              ("GLOBAL", "global"), ("intl", "global")])
+@pytest.mark.parametrize(
+    ("given", "host"),
+    [("china", "cn"), ("Mainland", "cn"), ("international", "global"), ("GLOBAL", "global"), ("intl", "global")],
+)
 def test_region_spellings(given: str, host: str) -> None:
     assert resolve_base_url(MiniMaxSettings(region=given)) == HOSTS[host]
 
@@ -105,9 +107,7 @@ def test_without_a_key_the_reason_names_the_variables() -> None:
 
 
 @pytest.mark.parametrize("bad", ["ftp://api.minimax.io", "https://", "http:///path"])
-def test_a_malformed_host_makes_models_unavailable_with_the_reason(
-    monkeypatch: pytest.MonkeyPatch, bad: str
-) -> None:
+def test_a_malformed_host_makes_models_unavailable_with_the_reason(monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
     monkeypatch.setenv("MINIMAX_API_KEY", "k")
     monkeypatch.setenv("MINIMAX_API_HOST", bad)
     provider = _loaded()

@@ -53,12 +53,16 @@ def offline() -> MiniMaxProvider:
     return provider
 
 
-def _parse(payload: Any, *, status: int = 200, requested: int = 1, headers: dict[str, str] | None = None,
-           wait: float | None = None) -> Any:
+def _parse(
+    payload: Any,
+    *,
+    status: int = 200,
+    requested: int = 1,
+    headers: dict[str, str] | None = None,
+    wait: float | None = None,
+) -> Any:
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    return parse_answer(
-        status, headers or {}, body, requested=requested, host=HOST, secret=KEY, rate_limit_wait_s=wait
-    )
+    return parse_answer(status, headers or {}, body, requested=requested, host=HOST, secret=KEY, rate_limit_wait_s=wait)
 
 
 # -- request body -------------------------------------------------------------------
@@ -92,7 +96,11 @@ def test_body_custom_size_sends_width_height_without_ratio(offline: MiniMaxProvi
 def test_body_every_image_01_parameter(offline: MiniMaxProvider) -> None:
     face = portrait("png")
     request = validated(
-        offline, n=9, seed=1234, size="512x2048", images=[face],
+        offline,
+        n=9,
+        seed=1234,
+        size="512x2048",
+        images=[face],
         options={"prompt_optimizer": True, "aigc_watermark": False},
     )
     body = build_body(request)
@@ -109,8 +117,9 @@ def test_body_unset_options_are_not_sent(offline: MiniMaxProvider) -> None:
     assert "prompt_optimizer" not in body
 
 
-@pytest.mark.parametrize(("given", "wire"), [*STYLE_TYPES.items(), *((v, v) for v in STYLE_TYPES.values()),
-                                             ("Watercolor", "水彩")])
+@pytest.mark.parametrize(
+    ("given", "wire"), [*STYLE_TYPES.items(), *((v, v) for v in STYLE_TYPES.values()), ("Watercolor", "水彩")]
+)
 def test_body_style_names_map_to_the_wire_value(offline: MiniMaxProvider, given: str, wire: str) -> None:
     body = build_body(validated(offline, "image-01-live", style=given))
     assert body["style"] == {"style_type": wire, "style_weight": DEFAULT_STYLE_WEIGHT}

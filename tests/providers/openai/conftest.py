@@ -7,12 +7,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from openai_support import KEY, RegistryFactory
 
 import atelier_openai
 from atelier_core.engine.registry import Registry, build_registry
 from atelier_core.settings import Settings
 from atelier_core.testing import FakeUpstream
-from openai_support import KEY, RegistryFactory
 
 
 @pytest.fixture
@@ -29,7 +29,8 @@ def make_registry(upstream: FakeUpstream) -> RegistryFactory:
         values: dict[str, Any] = {"api_key": KEY, "base_url": upstream.url + "/v1", "timeout_s": 5.0}
         values.update(overrides)
         values = {k: v for k, v in values.items() if v is not None}
-        return build_registry(Settings(providers={"openai": values}), plugins=[("openai", atelier_openai)],
-                              entry_points=False)
+        return build_registry(
+            Settings(providers={"openai": values}), plugins=[("openai", atelier_openai)], entry_points=False
+        )
 
     return make

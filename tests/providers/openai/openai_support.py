@@ -14,8 +14,8 @@ from PIL import Image
 
 from atelier_core import CallContext, InputImage, Operation
 from atelier_core.engine.registry import ModelEntry, Registry
-from atelier_core.plugin.types import ImageCall
 from atelier_core.engine.validation import Validated, validate_call
+from atelier_core.plugin.types import ImageCall
 
 KEY = "sk-test-CANARY-0123456789abcdef"
 
@@ -38,15 +38,23 @@ def b64(data: bytes) -> str:
 
 
 def input_image(width: int = 8, height: int = 8, *, alpha: bool = False, source: str = "a.png") -> InputImage:
-    return InputImage(data=png_bytes(width, height, alpha=alpha), format="png", width=width,
-                      height=height, has_alpha=alpha, source=source)
+    return InputImage(
+        data=png_bytes(width, height, alpha=alpha),
+        format="png",
+        width=width,
+        height=height,
+        has_alpha=alpha,
+        source=source,
+    )
 
 
 def images_json(count: int = 1, *, usage: bool = True, **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"created": 1, "data": [{"b64_json": b64(png_bytes())} for _ in range(count)]}
     if usage:
         body["usage"] = {
-            "input_tokens": 50, "output_tokens": 100, "total_tokens": 150,
+            "input_tokens": 50,
+            "output_tokens": 100,
+            "total_tokens": 150,
             "input_tokens_details": {"text_tokens": 40, "image_tokens": 10},
         }
     body.update(extra)
@@ -68,7 +76,12 @@ class Recorder:
         self.partials.append((index, data))
 
 
-def validated(entry: ModelEntry, operation: Operation = Operation.GENERATE, images: tuple[InputImage, ...] = (),
-              mask: InputImage | None = None, **call: Any) -> Validated:
+def validated(
+    entry: ModelEntry,
+    operation: Operation = Operation.GENERATE,
+    images: tuple[InputImage, ...] = (),
+    mask: InputImage | None = None,
+    **call: Any,
+) -> Validated:
     call.setdefault("prompt", "a lighthouse at dusk")
     return validate_call(ImageCall(**call), entry, operation, images, mask)

@@ -18,8 +18,13 @@ from atelier_core.testing.samples import make_image
 from atelier_openai import OpenAIProvider
 
 _FIELD = re.compile(rb'name="(size|output_format|n)"\r\n\r\n([^\r]*)\r\n')
-MODERATION = {"error": {"code": "moderation_blocked", "type": "image_generation_user_error",
-                        "message": "Your request was rejected by the safety system. safety_violations=[violence]."}}
+MODERATION = {
+    "error": {
+        "code": "moderation_blocked",
+        "type": "image_generation_user_error",
+        "message": "Your request was rejected by the safety system. safety_violations=[violence].",
+    }
+}
 
 
 class FakeOpenAIImages:
@@ -47,11 +52,21 @@ class FakeOpenAIImages:
         fmt = fields.get("output_format", "png")
         n = int(fields.get("n", "1"))
         data = _encoded(width, height, fmt)
-        return Reply(json={"created": 1, "size": f"{width}x{height}", "output_format": fmt,
-                           "data": [{"b64_json": data} for _ in range(n)],
-                           "usage": {"input_tokens": 10, "output_tokens": 100, "total_tokens": 110,
-                                     "input_tokens_details": {"text_tokens": 10, "image_tokens": 0}}},
-                     headers={"x-request-id": "req_contract"})
+        return Reply(
+            json={
+                "created": 1,
+                "size": f"{width}x{height}",
+                "output_format": fmt,
+                "data": [{"b64_json": data} for _ in range(n)],
+                "usage": {
+                    "input_tokens": 10,
+                    "output_tokens": 100,
+                    "total_tokens": 110,
+                    "input_tokens_details": {"text_tokens": 10, "image_tokens": 0},
+                },
+            },
+            headers={"x-request-id": "req_contract"},
+        )
 
 
 @functools.lru_cache(maxsize=32)
@@ -81,8 +96,9 @@ class TestOpenAIContract(ProviderContract):
 
     @pytest.fixture
     def provider(self, upstream: FakeUpstream) -> Provider:
-        return configured(OpenAIProvider(), api_key="sk-contract-key-123", base_url=upstream.url + "/v1",
-                          timeout_s=20.0)
+        return configured(
+            OpenAIProvider(), api_key="sk-contract-key-123", base_url=upstream.url + "/v1", timeout_s=20.0
+        )
 
     @pytest.fixture
     def refuse(self, fake: FakeOpenAIImages) -> Callable[[], Any]:

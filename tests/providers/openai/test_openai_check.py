@@ -5,23 +5,31 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from openai_support import KEY, input_image, validated
 
 import atelier_openai
 from atelier_core import InvalidParameterError, MissingCredentialsError, Operation
 from atelier_core.engine.registry import ModelEntry, build_registry
-from atelier_core.settings import Settings, PluginSettings
+from atelier_core.settings import PluginSettings, Settings
 from atelier_openai.models import CATALOGUE
-from openai_support import KEY, input_image, validated
 
 
 def _entry(model_id: str, **settings: Any) -> ModelEntry:
-    registry = build_registry(Settings(providers={"openai": {"api_key": KEY, **settings}}),
-                              plugins=[("openai", atelier_openai)], entry_points=False)
+    registry = build_registry(
+        Settings(providers={"openai": {"api_key": KEY, **settings}}),
+        plugins=[("openai", atelier_openai)],
+        entry_points=False,
+    )
     return registry.resolve(model_id)
 
 
-def _refused(entry: ModelEntry, operation: Operation = Operation.GENERATE, images: tuple[Any, ...] = (),
-             mask: Any = None, **call: Any) -> InvalidParameterError:
+def _refused(
+    entry: ModelEntry,
+    operation: Operation = Operation.GENERATE,
+    images: tuple[Any, ...] = (),
+    mask: Any = None,
+    **call: Any,
+) -> InvalidParameterError:
     with pytest.raises(InvalidParameterError) as caught:
         validated(entry, operation, images, mask, **call)
     return caught.value
@@ -70,8 +78,9 @@ def test_markup_rules() -> None:
     assert "size of the first" in str(_refused(entry, Operation.EDIT, (base, small), options={"markup": True}))
     assert "applies to edit only" in str(_refused(entry, options={"markup": True}))
     # not offered where the SDK does not list it
-    assert "not an option" in str(_refused(_entry("gpt-image-2"), Operation.EDIT, (base, overlay),
-                                           options={"markup": True}))
+    assert "not an option" in str(
+        _refused(_entry("gpt-image-2"), Operation.EDIT, (base, overlay), options={"markup": True})
+    )
 
 
 def test_gif_and_svg_rules() -> None:

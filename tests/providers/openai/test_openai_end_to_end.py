@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 from mcp import Client
+from openai_support import GEN, KEY, b64, images_json, png_bytes
 
 import atelier_openai
 from atelier_core import Operation, RateLimitedError, SafetyRefusalError, UpstreamProtocolError
 from atelier_core.engine.pipeline import Pipeline
 from atelier_core.mcp.app import build_server
+from atelier_core.plugin.types import ImageCall
 from atelier_core.settings import Settings
 from atelier_core.testing import FakeUpstream
-from atelier_core.plugin.types import ImageCall
-from openai_support import GEN, KEY, b64, images_json, png_bytes
 
 pytestmark = pytest.mark.usefixtures("anyio_backend")
 
@@ -28,14 +28,20 @@ def make_atelier(tmp_path: Path, upstream: FakeUpstream | None, **openai: Any) -
     values.update(openai)
     # These tests compare saved files with the vendor's bytes, so no provenance is embedded
     # (embedding inserts chunks without re-encoding: tests/core/test_embed.py).
-    settings = Settings(storage={"output_dir": str(tmp_path / "out")}, providers={"openai": values},
-                        library={"embed_metadata": False})
+    settings = Settings(
+        storage={"output_dir": str(tmp_path / "out")}, providers={"openai": values}, library={"embed_metadata": False}
+    )
     return Pipeline.build(settings, plugins=[("openai", atelier_openai)], entry_points=False)
 
 
 async def test_429_retry_after_through_the_router(tmp_path: Path, upstream: FakeUpstream) -> None:
-    upstream.reply("POST", GEN, status=429, headers={"retry-after": "0.2"},
-                   json={"error": {"code": "rate_limit_exceeded", "message": "Rate limit reached"}})
+    upstream.reply(
+        "POST",
+        GEN,
+        status=429,
+        headers={"retry-after": "0.2"},
+        json={"error": {"code": "rate_limit_exceeded", "message": "Rate limit reached"}},
+    )
     upstream.reply("POST", GEN, json=images_json(1), headers={"x-request-id": "req_ok"})
     atelier = make_atelier(tmp_path, upstream)
     try:
@@ -49,8 +55,13 @@ async def test_429_retry_after_through_the_router(tmp_path: Path, upstream: Fake
 
 async def test_rate_limit_that_persists_reports_when_to_retry(tmp_path: Path, upstream: FakeUpstream) -> None:
     for _ in range(3):
-        upstream.reply("POST", GEN, status=429, headers={"retry-after": "0.05"},
-                       json={"error": {"code": "rate_limit_exceeded", "message": "Rate limit reached"}})
+        upstream.reply(
+            "POST",
+            GEN,
+            status=429,
+            headers={"retry-after": "0.05"},
+            json={"error": {"code": "rate_limit_exceeded", "message": "Rate limit reached"}},
+        )
     atelier = make_atelier(tmp_path, upstream, max_retries=2)
     try:
         with pytest.raises(RateLimitedError) as caught:
@@ -63,8 +74,9 @@ async def test_rate_limit_that_persists_reports_when_to_retry(tmp_path: Path, up
 async def test_truncated_image_among_several_is_listed_not_saved(tmp_path: Path, upstream: FakeUpstream) -> None:
     good = png_bytes(16, 16)
     cut = b64(good[: len(good) - 16])  # valid base64 of a PNG that lost its end
-    upstream.reply("POST", GEN, json={"created": 1, "data": [{"b64_json": b64(good)}, {"b64_json": cut},
-                                                             {"b64_json": b64(good)}]})
+    upstream.reply(
+        "POST", GEN, json={"created": 1, "data": [{"b64_json": b64(good)}, {"b64_json": cut}, {"b64_json": b64(good)}]}
+    )
     atelier = make_atelier(tmp_path, upstream)
     try:
         outcome = await atelier.execute(ImageCall(model="gpt-image-1-mini", prompt="a fox", n=3), Operation.GENERATE)
@@ -92,12 +104,24 @@ async def test_streamed_partials_reach_the_caller_and_only_the_final_is_saved(
 ) -> None:
     partial, final = png_bytes(8, 8, colour="blue"), png_bytes(16, 16)
     common = {"background": "opaque", "created_at": 1, "output_format": "png", "quality": "low", "size": "1024x1024"}
-    upstream.reply("POST", GEN, sse=[
-        {"type": "image_generation.partial_image", "b64_json": b64(partial), "partial_image_index": 0, **common},
-        {"type": "image_generation.completed", "b64_json": b64(final), **common,
-         "usage": {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3,
-                   "input_tokens_details": {"text_tokens": 1, "image_tokens": 0}}},
-    ])
+    upstream.reply(
+        "POST",
+        GEN,
+        sse=[
+            {"type": "image_generation.partial_image", "b64_json": b64(partial), "partial_image_index": 0, **common},
+            {
+                "type": "image_generation.completed",
+                "b64_json": b64(final),
+                **common,
+                "usage": {
+                    "input_tokens": 1,
+                    "output_tokens": 2,
+                    "total_tokens": 3,
+                    "input_tokens_details": {"text_tokens": 1, "image_tokens": 0},
+                },
+            },
+        ],
+    )
     seen: list[tuple[int, bytes]] = []
     progress: list[float] = []
 
@@ -110,8 +134,10 @@ async def test_streamed_partials_reach_the_caller_and_only_the_final_is_saved(
     atelier = make_atelier(tmp_path, upstream)
     try:
         outcome = await atelier.execute(
-            ImageCall(model="gpt-image-2", prompt="a fox", options={"partial_images": 1}), Operation.GENERATE,
-            progress=on_progress, partial=on_partial,
+            ImageCall(model="gpt-image-2", prompt="a fox", options={"partial_images": 1}),
+            Operation.GENERATE,
+            progress=on_progress,
+            partial=on_partial,
         )
     finally:
         await atelier.aclose()
@@ -142,12 +168,19 @@ async def test_generate_and_edit_through_mcp(tmp_path: Path, upstream: FakeUpstr
     async with Client(build_server(atelier)) as client:
         listed = await client.call_tool("list_available_models", {"provider": "openai"})
         assert all(m["available"] for m in listed.structured_content["models"])  # type: ignore[index]
-        generated = await client.call_tool("generate_image", {
-            "prompt": "a fox", "model": "openai/gpt-image-2", "size": "1280x720", "quality": "low"})
+        generated = await client.call_tool(
+            "generate_image", {"prompt": "a fox", "model": "openai/gpt-image-2", "size": "1280x720", "quality": "low"}
+        )
         assert not generated.is_error, generated.content
-        edited = await client.call_tool("edit_image", {
-            "prompt": "make it blue", "model": "gpt-image-1.5", "images": [source],
-            "options": {"input_fidelity": "high"}})
+        edited = await client.call_tool(
+            "edit_image",
+            {
+                "prompt": "make it blue",
+                "model": "gpt-image-1.5",
+                "images": [source],
+                "options": {"input_fidelity": "high"},
+            },
+        )
         assert not edited.is_error, edited.content
     body = upstream.requests[0].json()
     assert body["model"] == "gpt-image-2" and body["size"] == "1280x720" and body["quality"] == "low"
@@ -157,9 +190,18 @@ async def test_generate_and_edit_through_mcp(tmp_path: Path, upstream: FakeUpstr
 
 
 async def test_moderation_block_through_mcp_is_a_tool_error(tmp_path: Path, upstream: FakeUpstream) -> None:
-    upstream.reply("POST", GEN, status=400, json={"error": {
-        "code": "moderation_blocked", "type": "image_generation_user_error",
-        "message": "Your request was rejected by the safety system. safety_violations=[violence]."}})
+    upstream.reply(
+        "POST",
+        GEN,
+        status=400,
+        json={
+            "error": {
+                "code": "moderation_blocked",
+                "type": "image_generation_user_error",
+                "message": "Your request was rejected by the safety system. safety_violations=[violence].",
+            }
+        },
+    )
     atelier = make_atelier(tmp_path, upstream)
     async with Client(build_server(atelier)) as client:
         result = await client.call_tool("generate_image", {"prompt": "something", "model": "gpt-image-2"})
@@ -175,10 +217,17 @@ async def test_gateway_url_answers_are_downloaded_from_the_gateway_host_only(
 ) -> None:
     image = png_bytes(16, 16)
     upstream.reply("GET", "/files/a.png", body=image, content_type="image/png")
-    upstream.reply("POST", GEN, json={"created": 1, "data": [
-        {"url": upstream.url + "/files/a.png"},
-        {"url": "http://203.0.113.9/elsewhere.png"},  # another host: never fetched
-    ]})
+    upstream.reply(
+        "POST",
+        GEN,
+        json={
+            "created": 1,
+            "data": [
+                {"url": upstream.url + "/files/a.png"},
+                {"url": "http://203.0.113.9/elsewhere.png"},  # another host: never fetched
+            ],
+        },
+    )
     atelier = make_atelier(tmp_path, upstream)
     try:
         outcome = await atelier.execute(ImageCall(model="openai/gpt-image-2", prompt="a fox", n=2), Operation.GENERATE)

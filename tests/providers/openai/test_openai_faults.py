@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+from openai_support import GEN, KEY, Recorder, RegistryFactory, b64, images_json, png_bytes, validated
 
 from atelier_core import (
     AuthenticationError,
@@ -23,21 +24,22 @@ from atelier_core import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from atelier_core.engine.throttle import ProviderLimiter, RetryPolicy, call_with_retries
 from atelier_core.engine.registry import ModelEntry
+from atelier_core.engine.throttle import ProviderLimiter, RetryPolicy, call_with_retries
 from atelier_core.testing import FakeUpstream
-from openai_support import GEN, KEY, Recorder, RegistryFactory, b64, images_json, png_bytes, validated
 
 pytestmark = pytest.mark.usefixtures("anyio_backend")
 
 # The body OpenAI sends for a GPT Image moderation block (shape as reported in the wild).
-MODERATION = {"error": {
-    "code": "moderation_blocked",
-    "message": "Your request was rejected by the safety system. If you believe this is an error, contact us. "
-               "safety_violations=[sexual].",
-    "param": None,
-    "type": "image_generation_user_error",
-}}
+MODERATION = {
+    "error": {
+        "code": "moderation_blocked",
+        "message": "Your request was rejected by the safety system. If you believe this is an error, contact us. "
+        "safety_violations=[sexual].",
+        "param": None,
+        "type": "image_generation_user_error",
+    }
+}
 
 
 async def call(entry: ModelEntry, **kwargs: Any) -> ProviderResult:
@@ -52,12 +54,17 @@ async def with_retries(entry: ModelEntry, *, max_retries: int = 2, **kwargs: Any
     """The provider call wrapped in the core's one retry layer, with tiny backoffs."""
     request = validated(entry, **kwargs).request
     settings = entry.provider.settings
-    policy = RetryPolicy(max_retries=max_retries, retry_after_cap_s=settings.retry_after_cap_s,
-                         backoff_base_s=0.01, timeout_s=settings.timeout_s)
+    policy = RetryPolicy(
+        max_retries=max_retries,
+        retry_after_cap_s=settings.retry_after_cap_s,
+        backoff_base_s=0.01,
+        timeout_s=settings.timeout_s,
+    )
     limiter = ProviderLimiter(max_concurrency=2, requests_per_minute=None)
     try:
-        return await call_with_retries(lambda: entry.provider.run(request, Recorder().ctx), policy=policy,
-                                       limiter=limiter, provider="openai")
+        return await call_with_retries(
+            lambda: entry.provider.run(request, Recorder().ctx), policy=policy, limiter=limiter, provider="openai"
+        )
     finally:
         await entry.provider.aclose()
 
@@ -66,9 +73,19 @@ async def with_retries(entry: ModelEntry, *, max_retries: int = 2, **kwargs: Any
 
 
 async def test_429_with_retry_after_is_rate_limited(upstream: FakeUpstream, make_registry: RegistryFactory) -> None:
-    upstream.reply("POST", GEN, status=429, headers={"retry-after": "7", "x-request-id": "req_429"},
-                   json={"error": {"code": "rate_limit_exceeded", "message": "Rate limit reached for images per min",
-                                   "type": "requests"}})
+    upstream.reply(
+        "POST",
+        GEN,
+        status=429,
+        headers={"retry-after": "7", "x-request-id": "req_429"},
+        json={
+            "error": {
+                "code": "rate_limit_exceeded",
+                "message": "Rate limit reached for images per min",
+                "type": "requests",
+            }
+        },
+    )
     with pytest.raises(RateLimitedError) as caught:
         await call(make_registry().resolve("gpt-image-2"))
     error = caught.value
@@ -80,8 +97,13 @@ async def test_429_with_retry_after_is_rate_limited(upstream: FakeUpstream, make
 async def test_429_then_success_through_the_core_retry_layer(
     upstream: FakeUpstream, make_registry: RegistryFactory
 ) -> None:
-    upstream.reply("POST", GEN, status=429, headers={"retry-after-ms": "150"},
-                   json={"error": {"code": "rate_limit_exceeded", "message": "slow down"}})
+    upstream.reply(
+        "POST",
+        GEN,
+        status=429,
+        headers={"retry-after-ms": "150"},
+        json={"error": {"code": "rate_limit_exceeded", "message": "slow down"}},
+    )
     upstream.reply("POST", GEN, json=images_json(1))
     result = await with_retries(make_registry(retry_after_cap_s=5).resolve("gpt-image-2"))
     assert len(result.images) == 1
@@ -101,8 +123,13 @@ async def test_429_over_the_cap_is_not_retried(upstream: FakeUpstream, make_regi
 async def test_429_http_date_and_garbage_retry_after(upstream: FakeUpstream, make_registry: RegistryFactory) -> None:
     from email.utils import formatdate
 
-    upstream.reply("POST", GEN, status=429, headers={"retry-after": formatdate(time.time() + 30, usegmt=True)},
-                   json={"error": {"message": "later"}})
+    upstream.reply(
+        "POST",
+        GEN,
+        status=429,
+        headers={"retry-after": formatdate(time.time() + 30, usegmt=True)},
+        json={"error": {"message": "later"}},
+    )
     upstream.reply("POST", GEN, status=429, headers={"retry-after": "whenever"}, json={"error": {"message": "later"}})
     entry = make_registry().resolve("gpt-image-2")
     with pytest.raises(RateLimitedError) as dated:
@@ -114,9 +141,19 @@ async def test_429_http_date_and_garbage_retry_after(upstream: FakeUpstream, mak
 
 
 async def test_insufficient_quota_is_not_a_rate_limit(upstream: FakeUpstream, make_registry: RegistryFactory) -> None:
-    upstream.reply("POST", GEN, status=429, headers={"retry-after": "1"}, json={"error": {
-        "code": "insufficient_quota", "type": "insufficient_quota",
-        "message": "You exceeded your current quota, please check your plan and billing details."}})
+    upstream.reply(
+        "POST",
+        GEN,
+        status=429,
+        headers={"retry-after": "1"},
+        json={
+            "error": {
+                "code": "insufficient_quota",
+                "type": "insufficient_quota",
+                "message": "You exceeded your current quota, please check your plan and billing details.",
+            }
+        },
+    )
     with pytest.raises(QuotaExceededError) as caught:
         await with_retries(make_registry().resolve("gpt-image-2"))
     assert not caught.value.retryable and len(upstream.requests) == 1
@@ -130,8 +167,13 @@ async def test_insufficient_quota_is_not_a_rate_limit(upstream: FakeUpstream, ma
 async def test_5xx_is_unavailable_and_retryable(
     status: int, upstream: FakeUpstream, make_registry: RegistryFactory
 ) -> None:
-    upstream.reply("POST", GEN, status=status, headers={"x-request-id": f"req_{status}"},
-                   json={"error": {"message": "The server had an error", "type": "server_error"}})
+    upstream.reply(
+        "POST",
+        GEN,
+        status=status,
+        headers={"x-request-id": f"req_{status}"},
+        json={"error": {"message": "The server had an error", "type": "server_error"}},
+    )
     with pytest.raises(UpstreamUnavailableError) as caught:
         await call(make_registry().resolve("gpt-image-2"))
     assert caught.value.retryable and caught.value.request_id == f"req_{status}"
@@ -159,7 +201,9 @@ async def test_x_should_retry_false_is_honoured(upstream: FakeUpstream, make_reg
     assert not caught.value.retryable and len(upstream.requests) == 1
 
 
-async def test_hang_past_the_timeout_may_have_been_billed(upstream: FakeUpstream, make_registry: RegistryFactory) -> None:
+async def test_hang_past_the_timeout_may_have_been_billed(
+    upstream: FakeUpstream, make_registry: RegistryFactory
+) -> None:
     upstream.reply("POST", GEN, hang=True)
     started = time.monotonic()
     with pytest.raises(UpstreamTimeoutError) as caught:
@@ -202,8 +246,13 @@ async def test_body_shorter_than_content_length_is_not_blindly_retried(
 
 
 async def test_malformed_json_is_a_protocol_error(upstream: FakeUpstream, make_registry: RegistryFactory) -> None:
-    upstream.reply("POST", GEN, body='{"created": 1, "data": [', content_type="application/json",
-                   headers={"x-request-id": "req_bad"})
+    upstream.reply(
+        "POST",
+        GEN,
+        body='{"created": 1, "data": [',
+        content_type="application/json",
+        headers={"x-request-id": "req_bad"},
+    )
     with pytest.raises(UpstreamProtocolError) as caught:
         await call(make_registry().resolve("gpt-image-2"))
     assert caught.value.request_id == "req_bad" and not caught.value.retryable
@@ -235,16 +284,27 @@ async def test_truncated_base64_single_image(upstream: FakeUpstream, make_regist
 async def test_partial_success_keeps_the_good_images(upstream: FakeUpstream, make_registry: RegistryFactory) -> None:
     good = png_bytes()
     text = b64(good)
-    upstream.reply("POST", GEN, headers={"x-request-id": "req_partial"}, json={
-        "created": 1,
-        "data": [{"b64_json": text}, {"b64_json": text[:-5]}, {"b64_json": text}, {"b64_json": None}],
-        "usage": {"input_tokens": 1, "output_tokens": 4, "total_tokens": 5,
-                  "input_tokens_details": {"text_tokens": 1, "image_tokens": 0}},
-    })
+    upstream.reply(
+        "POST",
+        GEN,
+        headers={"x-request-id": "req_partial"},
+        json={
+            "created": 1,
+            "data": [{"b64_json": text}, {"b64_json": text[:-5]}, {"b64_json": text}, {"b64_json": None}],
+            "usage": {
+                "input_tokens": 1,
+                "output_tokens": 4,
+                "total_tokens": 5,
+                "input_tokens_details": {"text_tokens": 1, "image_tokens": 0},
+            },
+        },
+    )
     result = await call(make_registry().resolve("gpt-image-2"), n=4)
     assert [image.data for image in result.images] == [good, good]
     assert [(f.index, f.code) for f in result.failures] == [
-        (1, "upstream_protocol_error"), (3, "upstream_protocol_error")]
+        (1, "upstream_protocol_error"),
+        (3, "upstream_protocol_error"),
+    ]
     assert result.request_id == "req_partial" and result.usage is not None and result.usage.images == 2
 
 
@@ -263,8 +323,17 @@ async def test_moderation_block_is_a_safety_refusal(upstream: FakeUpstream, make
 
 
 async def test_legacy_content_policy_violation(upstream: FakeUpstream, make_registry: RegistryFactory) -> None:
-    upstream.reply("POST", "/v1/images/edits", status=400, json={"error": {
-        "code": "content_policy_violation", "message": "Your request was rejected as a result of our safety system."}})
+    upstream.reply(
+        "POST",
+        "/v1/images/edits",
+        status=400,
+        json={
+            "error": {
+                "code": "content_policy_violation",
+                "message": "Your request was rejected as a result of our safety system.",
+            }
+        },
+    )
     from openai_support import input_image
 
     entry = make_registry().resolve("gpt-image-1.5")
@@ -278,8 +347,17 @@ async def test_legacy_content_policy_violation(upstream: FakeUpstream, make_regi
 async def test_auth_errors_name_the_variable_and_never_the_key(
     status: int, upstream: FakeUpstream, make_registry: RegistryFactory
 ) -> None:
-    upstream.reply("POST", GEN, status=status, json={"error": {
-        "code": "invalid_api_key", "message": f"Incorrect API key provided: {KEY}. You can find your key at ..."}})
+    upstream.reply(
+        "POST",
+        GEN,
+        status=status,
+        json={
+            "error": {
+                "code": "invalid_api_key",
+                "message": f"Incorrect API key provided: {KEY}. You can find your key at ...",
+            }
+        },
+    )
     with pytest.raises(AuthenticationError) as caught:
         await with_retries(make_registry().resolve("gpt-image-2"))
     text = str(caught.value) + json.dumps(caught.value.to_dict())
@@ -288,8 +366,17 @@ async def test_auth_errors_name_the_variable_and_never_the_key(
 
 
 async def test_404_model_suggests_models(upstream: FakeUpstream, make_registry: RegistryFactory) -> None:
-    upstream.reply("POST", GEN, status=404, json={"error": {
-        "code": "model_not_found", "message": "The model `gpt-image-2.6-flare` does not exist or you do not have access to it."}})
+    upstream.reply(
+        "POST",
+        GEN,
+        status=404,
+        json={
+            "error": {
+                "code": "model_not_found",
+                "message": "The model `gpt-image-2.6-flare` does not exist or you do not have access to it.",
+            }
+        },
+    )
     with pytest.raises(UnknownModelError) as caught:
         await call(make_registry().resolve("gpt-image-2.6-flare"))
     error = caught.value
@@ -307,8 +394,19 @@ def test_retired_model_names_the_replacement(make_registry: RegistryFactory) -> 
 
 
 async def test_other_400_is_a_non_retryable_rejection(upstream: FakeUpstream, make_registry: RegistryFactory) -> None:
-    upstream.reply("POST", GEN, status=400, json={"error": {
-        "code": "invalid_value", "param": "size", "message": "Invalid size '4096x4096'.", "type": "invalid_request_error"}})
+    upstream.reply(
+        "POST",
+        GEN,
+        status=400,
+        json={
+            "error": {
+                "code": "invalid_value",
+                "param": "size",
+                "message": "Invalid size '4096x4096'.",
+                "type": "invalid_request_error",
+            }
+        },
+    )
     with pytest.raises(UpstreamError) as caught:
         await with_retries(make_registry().resolve("gpt-image-2"))
     error = caught.value

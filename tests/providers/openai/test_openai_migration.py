@@ -8,14 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import atelier_openai
 import pytest
+from mcp import Client
+from openai_support import EDIT, GEN, KEY, b64, images_json, png_bytes
+
+import atelier_openai
 from atelier_core.engine.pipeline import Pipeline
 from atelier_core.mcp.app import build_server
 from atelier_core.settings import Settings
 from atelier_core.testing import FakeUpstream
-from mcp import Client
-from openai_support import EDIT, GEN, KEY, b64, images_json, png_bytes
 
 pytestmark = pytest.mark.usefixtures("anyio_backend")
 RESPONSES = "/v1/responses"
@@ -23,21 +24,47 @@ SOURCE = "data:image/png;base64," + b64(png_bytes(16, 16))
 
 
 def make_atelier(tmp_path: Path, upstream: FakeUpstream, **openai: Any) -> Pipeline:
-    values: dict[str, Any] = {"backoff_base_s": 0.01, "timeout_s": 5.0, "api_key": KEY,
-                              "base_url": upstream.url + "/v1", **openai}
+    values: dict[str, Any] = {
+        "backoff_base_s": 0.01,
+        "timeout_s": 5.0,
+        "api_key": KEY,
+        "base_url": upstream.url + "/v1",
+        **openai,
+    }
     settings = Settings(storage={"output_dir": str(tmp_path / "out")}, providers={"openai": values})
     return Pipeline.build(settings, plugins=[("openai", atelier_openai)], entry_points=False)
 
 
 def response_json(response_id: str, *, colour: str = "red") -> dict[str, Any]:
     return {
-        "id": response_id, "object": "response", "created_at": 1, "model": "gpt-4.1-mini",
-        "status": "completed", "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
-        "output": [{"id": "ig_1", "type": "image_generation_call", "status": "completed",
-                    "result": b64(png_bytes(16, 16, colour=colour)), "revised_prompt": "a fox, refined",
-                    "size": "1024x1024", "quality": "low", "output_format": "png", "background": "opaque"}],
-        "usage": {"input_tokens": 120, "output_tokens": 30, "total_tokens": 150,
-                  "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}},
+        "id": response_id,
+        "object": "response",
+        "created_at": 1,
+        "model": "gpt-4.1-mini",
+        "status": "completed",
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "output": [
+            {
+                "id": "ig_1",
+                "type": "image_generation_call",
+                "status": "completed",
+                "result": b64(png_bytes(16, 16, colour=colour)),
+                "revised_prompt": "a fox, refined",
+                "size": "1024x1024",
+                "quality": "low",
+                "output_format": "png",
+                "background": "opaque",
+            }
+        ],
+        "usage": {
+            "input_tokens": 120,
+            "output_tokens": 30,
+            "total_tokens": 150,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 0},
+        },
     }
 
 
@@ -48,8 +75,9 @@ def text(result: Any) -> str:
 async def test_user_is_sent_as_safety_identifier_with_a_note(tmp_path: Path, upstream: FakeUpstream) -> None:
     upstream.reply("POST", GEN, json=images_json(1))
     async with Client(build_server(make_atelier(tmp_path, upstream))) as client:
-        result = await client.call_tool("generate_image", {
-            "prompt": "a fox", "model": "openai/gpt-image-2", "options": {"user": "user-42"}})
+        result = await client.call_tool(
+            "generate_image", {"prompt": "a fox", "model": "openai/gpt-image-2", "options": {"user": "user-42"}}
+        )
     assert not result.is_error, result.content
     assert upstream.requests[0].json()["safety_identifier"] == "user-42"
     assert "user" not in upstream.requests[0].json()
@@ -61,9 +89,15 @@ async def test_input_fidelity_on_a_model_that_fixes_it_is_accepted_and_reported(
 ) -> None:
     upstream.reply("POST", EDIT, json=images_json(1))
     async with Client(build_server(make_atelier(tmp_path, upstream))) as client:
-        result = await client.call_tool("edit_image", {
-            "prompt": "make it blue", "model": "openai/gpt-image-2", "images": [SOURCE],
-            "options": {"input_fidelity": "high"}})
+        result = await client.call_tool(
+            "edit_image",
+            {
+                "prompt": "make it blue",
+                "model": "openai/gpt-image-2",
+                "images": [SOURCE],
+                "options": {"input_fidelity": "high"},
+            },
+        )
     assert not result.is_error, result.content
     outcome = result.structured_content or {}
     assert outcome["applied"]["not_applied"] == {"options.input_fidelity": "high"}
@@ -83,15 +117,28 @@ async def test_retired_model_points_to_the_mapping(tmp_path: Path, upstream: Fak
 async def test_responses_route_per_call_sends_the_image_tool(tmp_path: Path, upstream: FakeUpstream) -> None:
     upstream.reply("POST", RESPONSES, json=response_json("resp_1"), headers={"x-request-id": "req_r1"})
     async with Client(build_server(make_atelier(tmp_path, upstream))) as client:
-        result = await client.call_tool("edit_image", {
-            "prompt": "make it blue", "model": "openai/gpt-image-2", "images": [SOURCE], "quality": "low",
-            "options": {"route": "responses", "user": "u-1"}})
+        result = await client.call_tool(
+            "edit_image",
+            {
+                "prompt": "make it blue",
+                "model": "openai/gpt-image-2",
+                "images": [SOURCE],
+                "quality": "low",
+                "options": {"route": "responses", "user": "u-1"},
+            },
+        )
     assert not result.is_error, result.content
     body = upstream.requests[0].json()
     assert body["model"] == "gpt-4.1-mini" and body["tool_choice"] == {"type": "image_generation"}
     tool = body["tools"][0]
-    assert tool == {"type": "image_generation", "model": "gpt-image-2", "action": "edit", "size": "auto",
-                    "quality": "low", "output_format": "png"}
+    assert tool == {
+        "type": "image_generation",
+        "model": "gpt-image-2",
+        "action": "edit",
+        "size": "auto",
+        "quality": "low",
+        "output_format": "png",
+    }
     content = body["input"][0]["content"]
     assert content[0] == {"type": "input_text", "text": "make it blue"}
     assert content[1]["type"] == "input_image" and content[1]["image_url"].startswith("data:image/png;base64,")
@@ -108,17 +155,27 @@ async def test_responses_route_per_model_chains_session_turns(tmp_path: Path, up
     upstream.reply("POST", EDIT, json=images_json(1))
     atelier = make_atelier(tmp_path, upstream, responses_edit_models=["gpt-image-2"])
     async with Client(build_server(atelier)) as client:
-        started = await client.call_tool("edit_session", {"action": "start", "image": SOURCE,
-                                                          "model": "openai/gpt-image-2"})
+        started = await client.call_tool(
+            "edit_session", {"action": "start", "image": SOURCE, "model": "openai/gpt-image-2"}
+        )
         assert not started.is_error, started.content
         session = started.structured_content["session"]["session_id"]  # type: ignore[index]
-        first = await client.call_tool("edit_session", {"action": "continue", "session_id": session,
-                                                        "prompt": "add a hat"})
-        second = await client.call_tool("edit_session", {"action": "continue", "session_id": session,
-                                                         "prompt": "now make it blue"})
-        branch = await client.call_tool("edit_session", {"action": "continue", "session_id": session,
-                                                         "prompt": "plain edit", "from_turn": 1,
-                                                         "options": {"route": "images"}})
+        first = await client.call_tool(
+            "edit_session", {"action": "continue", "session_id": session, "prompt": "add a hat"}
+        )
+        second = await client.call_tool(
+            "edit_session", {"action": "continue", "session_id": session, "prompt": "now make it blue"}
+        )
+        branch = await client.call_tool(
+            "edit_session",
+            {
+                "action": "continue",
+                "session_id": session,
+                "prompt": "plain edit",
+                "from_turn": 1,
+                "options": {"route": "images"},
+            },
+        )
     for result in (first, second, branch):
         assert not result.is_error, result.content
     turn1, turn2 = upstream.requests[0].json(), upstream.requests[1].json()
@@ -133,11 +190,18 @@ async def test_previous_response_id_without_the_route_is_refused_before_sending(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
     async with Client(build_server(make_atelier(tmp_path, upstream))) as client:
-        result = await client.call_tool("edit_image", {
-            "prompt": "x", "model": "openai/gpt-image-2", "images": [SOURCE],
-            "options": {"previous_response_id": "resp_1"}})
-        many = await client.call_tool("generate_image", {
-            "prompt": "x", "model": "openai/gpt-image-2", "n": 2, "options": {"route": "responses"}})
+        result = await client.call_tool(
+            "edit_image",
+            {
+                "prompt": "x",
+                "model": "openai/gpt-image-2",
+                "images": [SOURCE],
+                "options": {"previous_response_id": "resp_1"},
+            },
+        )
+        many = await client.call_tool(
+            "generate_image", {"prompt": "x", "model": "openai/gpt-image-2", "n": 2, "options": {"route": "responses"}}
+        )
     assert result.is_error and "options.route=responses" in text(result)
     assert many.is_error and "must be 1 on the Responses API route" in text(many)
     assert upstream.requests == []

@@ -184,7 +184,11 @@ def test_custom_size_rule(size: str, ok: bool) -> None:
 
 def test_every_family_row_is_used() -> None:
     assert {caps.family for caps, _ in FAMILIES.values()} == {
-        "gpt-image-2", "gpt-image-2.5", "gpt-image-2.6", "gpt-image-1.5", "gpt-image-1-mini",
+        "gpt-image-2",
+        "gpt-image-2.5",
+        "gpt-image-2.6",
+        "gpt-image-1.5",
+        "gpt-image-1-mini",
         "chatgpt-image-latest",
     }
 

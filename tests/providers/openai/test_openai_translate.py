@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from openai_support import KEY, b64, input_image, png_bytes, validated
 
 import atelier_openai
 from atelier_core import ImageRequest, Operation, UpstreamProtocolError
@@ -15,7 +15,6 @@ from atelier_core.settings import Settings
 from atelier_openai import translate
 from atelier_openai.models import CATALOGUE
 from atelier_openai.settings import OpenAISettings
-from openai_support import KEY, b64, input_image, png_bytes, validated
 
 IDS = [spec.id for spec in CATALOGUE]
 
@@ -23,7 +22,8 @@ IDS = [spec.id for spec in CATALOGUE]
 def _entry(model_id: str, **settings: Any) -> ModelEntry:
     registry = build_registry(
         Settings(providers={"openai": {"api_key": KEY, **settings}}),
-        plugins=[("openai", atelier_openai)], entry_points=False,
+        plugins=[("openai", atelier_openai)],
+        entry_points=False,
     )
     return registry.resolve(f"openai/{model_id}")
 
@@ -75,7 +75,11 @@ def test_generate_kwargs_map_every_parameter(model_id: str) -> None:
 def test_generate_defaults_are_explicit_auto_and_png(model_id: str) -> None:
     request = validated(_entry(model_id)).request
     assert translate.generate_kwargs(request, _conf()) == {
-        "model": model_id, "prompt": "a lighthouse at dusk", "n": 1, "size": "auto", "output_format": "png",
+        "model": model_id,
+        "prompt": "a lighthouse at dusk",
+        "n": 1,
+        "size": "auto",
+        "output_format": "png",
     }
 
 
@@ -127,13 +131,17 @@ def test_markup_sends_the_last_image_as_overlay(model_id: str) -> None:
 
 @pytest.mark.parametrize("model_id", ["gpt-image-2.6-flare", "gpt-image-2.6-sunburst"])
 def test_gif_and_svg_parameters(model_id: str) -> None:
-    gif = validated(_entry(model_id), output_format="gif",
-                    options={"frame_count": 4, "frame_duration_ms": 120}).request
-    kwargs = translate.generate_kwargs(gif, _conf(partial_images=2), translate.partials_for(gif, _conf(partial_images=2)))
+    gif = validated(_entry(model_id), output_format="gif", options={"frame_count": 4, "frame_duration_ms": 120}).request
+    kwargs = translate.generate_kwargs(
+        gif, _conf(partial_images=2), translate.partials_for(gif, _conf(partial_images=2))
+    )
     assert kwargs["output_format"] == "gif" and kwargs["frame_count"] == 4 and kwargs["frame_duration_ms"] == 120
     assert "stream" not in kwargs  # the streaming default never applies to GIF
-    svg = validated(_entry(model_id, svg_output=True), output_format="svg",
-                    options={"svg_model": "gpt-5", "svg_reasoning_effort": "low"}).request
+    svg = validated(
+        _entry(model_id, svg_output=True),
+        output_format="svg",
+        options={"svg_model": "gpt-5", "svg_reasoning_effort": "low"},
+    ).request
     kwargs = translate.generate_kwargs(svg, _conf())
     assert kwargs["svg"] == {"model": "gpt-5", "reasoning": {"effort": "low"}}
 
@@ -159,8 +167,12 @@ def test_partial_success_keeps_good_images_and_lists_failures() -> None:
     good = png_bytes()
     not_an_image = b64(b"GIF? no: plain text")
     items = [_item(good), _item(raw=not_an_image), _item(raw=b64(good)[:-2]), _item(url="https://x/y.png"), _item(good)]
-    usage = SimpleNamespace(input_tokens=1, output_tokens=2, total_tokens=3,
-                            input_tokens_details=SimpleNamespace(text_tokens=1, image_tokens=0))
+    usage = SimpleNamespace(
+        input_tokens=1,
+        output_tokens=2,
+        total_tokens=3,
+        input_tokens_details=SimpleNamespace(text_tokens=1, image_tokens=0),
+    )
     result = translate.result_from_items(items, _request(n=5), usage=usage, request_id="req_9")
     assert len(result.images) == 2 and all(i.data == good for i in result.images)
     assert [f.index for f in result.failures] == [1, 2, 3]
@@ -178,8 +190,7 @@ def test_fewer_images_than_asked_are_listed() -> None:
 
 def test_all_items_broken_is_a_protocol_error() -> None:
     with pytest.raises(UpstreamProtocolError, match="2 of 2"):
-        translate.result_from_items([_item(raw="@@@@"), _item(raw="")], _request(n=2),
-                                    request_id="req_x")
+        translate.result_from_items([_item(raw="@@@@"), _item(raw="")], _request(n=2), request_id="req_x")
     with pytest.raises(UpstreamProtocolError, match="without any image"):
         translate.result_from_items([], _request())
 
@@ -199,8 +210,9 @@ def test_svg_output_is_checked_as_svg() -> None:
 
 def test_usage_mapping_handles_missing_details() -> None:
     assert translate.usage_from(None) is None
-    usage = translate.usage_from(SimpleNamespace(input_tokens=3, output_tokens=4, total_tokens=7,
-                                                 input_tokens_details=None), images=1)
+    usage = translate.usage_from(
+        SimpleNamespace(input_tokens=3, output_tokens=4, total_tokens=7, input_tokens_details=None), images=1
+    )
     assert usage is not None and usage.input_text_tokens is None and usage.total_tokens == 7
 
 
@@ -236,9 +248,15 @@ def test_cost_from_usage_and_estimates() -> None:
     entry = _entry("gpt-image-2")
     request = validated(entry, quality="high", size="1024x1024", n=2).request
     assert entry.provider.estimate_cost(request, entry.spec) == pytest.approx(2 * 0.211)
-    usage = translate.usage_from(SimpleNamespace(
-        input_tokens=100, output_tokens=1000, total_tokens=1100,
-        input_tokens_details=SimpleNamespace(text_tokens=60, image_tokens=40)), images=1)
+    usage = translate.usage_from(
+        SimpleNamespace(
+            input_tokens=100,
+            output_tokens=1000,
+            total_tokens=1100,
+            input_tokens_details=SimpleNamespace(text_tokens=60, image_tokens=40),
+        ),
+        images=1,
+    )
     assert usage is not None
     cost = entry.provider.cost_from_usage(usage, request, entry.spec, 1)
     assert cost == pytest.approx((1000 * 30 + 60 * 5 + 40 * 8) / 1_000_000)

@@ -11,11 +11,6 @@ import json
 from typing import Any
 
 import pytest
-
-from atelier_core import Operation, ProviderResult
-from atelier_core.engine.registry import ModelEntry
-from atelier_core.testing import FakeUpstream
-from atelier_openai.models import CATALOGUE
 from openai_support import (
     EDIT,
     GEN,
@@ -29,6 +24,11 @@ from openai_support import (
     validated,
 )
 
+from atelier_core import Operation, ProviderResult
+from atelier_core.engine.registry import ModelEntry
+from atelier_core.testing import FakeUpstream
+from atelier_openai.models import CATALOGUE
+
 IDS = [spec.id for spec in CATALOGUE]
 
 # Asking for anyio_backend up front keeps anyio from re-creating (and un-parametrizing)
@@ -36,8 +36,15 @@ IDS = [spec.id for spec in CATALOGUE]
 pytestmark = pytest.mark.usefixtures("anyio_backend")
 
 
-async def run(entry: ModelEntry, operation: Operation = Operation.GENERATE, *, ctx: Recorder | None = None,
-              images: tuple[Any, ...] = (), mask: Any = None, **call: Any) -> ProviderResult:
+async def run(
+    entry: ModelEntry,
+    operation: Operation = Operation.GENERATE,
+    *,
+    ctx: Recorder | None = None,
+    images: tuple[Any, ...] = (),
+    mask: Any = None,
+    **call: Any,
+) -> ProviderResult:
     request = validated(entry, operation, images, mask, **call).request
     recorder = ctx or Recorder()
     try:
@@ -50,23 +57,41 @@ async def run(entry: ModelEntry, operation: Operation = Operation.GENERATE, *, c
 async def test_generate_every_parameter_reaches_the_wire(
     model_id: str, upstream: FakeUpstream, make_registry: RegistryFactory
 ) -> None:
-    upstream.reply("POST", GEN, json=images_json(2, size="1536x1024", quality="high", background="opaque",
-                                                 output_format="jpeg"),
-                   headers={"x-request-id": "req_gen_1"})
+    upstream.reply(
+        "POST",
+        GEN,
+        json=images_json(2, size="1536x1024", quality="high", background="opaque", output_format="jpeg"),
+        headers={"x-request-id": "req_gen_1"},
+    )
     entry = make_registry(organization="org-1", project="proj-1").resolve(f"openai/{model_id}")
     spec = entry.spec
     options: dict[str, Any] = {"moderation": "low", "safety_identifier": "u-1"}
     if "complexity" in spec.describe_options():
         options["complexity"] = "high"
     size = "1280x720" if spec.sizes.custom else "1536x1024"
-    result = await run(entry, n=2, size=size, quality="high", output_format="jpeg", output_compression=55,
-                       background="opaque", options=options)
+    result = await run(
+        entry,
+        n=2,
+        size=size,
+        quality="high",
+        output_format="jpeg",
+        output_compression=55,
+        background="opaque",
+        options=options,
+    )
     [sent] = upstream.requests
     assert sent.path == GEN
     body = sent.json()
     expected = {
-        "model": model_id, "prompt": "a lighthouse at dusk", "n": 2, "size": size, "quality": "high",
-        "output_format": "jpeg", "output_compression": 55, "background": "opaque", **options,
+        "model": model_id,
+        "prompt": "a lighthouse at dusk",
+        "n": 2,
+        "size": size,
+        "quality": "high",
+        "output_format": "jpeg",
+        "output_compression": 55,
+        "background": "opaque",
+        **options,
     }
     assert body == expected
     assert sent.headers["authorization"] == f"Bearer {KEY}"
@@ -89,8 +114,9 @@ async def test_multipart_edit_with_several_images_and_a_mask(
     options: dict[str, Any] = {}
     if "input_fidelity" in entry.spec.describe_options():
         options["input_fidelity"] = "low"
-    result = await run(entry, Operation.EDIT, images=images, mask=mask, n=1, quality="medium",
-                       background="auto", options=options)
+    result = await run(
+        entry, Operation.EDIT, images=images, mask=mask, n=1, quality="medium", background="auto", options=options
+    )
     [sent] = upstream.requests
     assert sent.path == EDIT and sent.headers["content-type"].startswith("multipart/form-data")
     form = sent.form()
@@ -129,9 +155,21 @@ async def test_gif_and_svg_reach_the_wire(upstream: FakeUpstream, make_registry:
     frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=100)
     upstream.reply("POST", GEN, json={"created": 1, "data": [{"b64_json": b64(buf.getvalue())}]})
     svg = b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 8 8"><rect width="8" height="8"/></svg>'
-    upstream.reply("POST", GEN, json={"created": 1, "data": [{"b64_json": b64(svg)}],
-                                      "svg_usage": {"input_tokens": 1, "model": "gpt-5", "output_tokens": 2,
-                                                    "reasoning_tokens": 3, "total_tokens": 6}})
+    upstream.reply(
+        "POST",
+        GEN,
+        json={
+            "created": 1,
+            "data": [{"b64_json": b64(svg)}],
+            "svg_usage": {
+                "input_tokens": 1,
+                "model": "gpt-5",
+                "output_tokens": 2,
+                "reasoning_tokens": 3,
+                "total_tokens": 6,
+            },
+        },
+    )
     entry = make_registry(partial_images=2, svg_output=True).resolve("gpt-image-2.6-flare")
     gif = await run(entry, output_format="gif", options={"frame_count": 2, "frame_duration_ms": 100})
     svg_result = await run(entry, output_format="svg", options={"svg_model": "gpt-5"})
@@ -146,26 +184,49 @@ async def test_gif_and_svg_reach_the_wire(upstream: FakeUpstream, make_registry:
 
 
 def _partial(index: int, data: bytes, kind: str = "image_generation") -> dict[str, Any]:
-    return {"type": f"{kind}.partial_image", "b64_json": b64(data), "partial_image_index": index,
-            "background": "opaque", "created_at": 1, "output_format": "png", "quality": "low",
-            "size": "1024x1024"}
+    return {
+        "type": f"{kind}.partial_image",
+        "b64_json": b64(data),
+        "partial_image_index": index,
+        "background": "opaque",
+        "created_at": 1,
+        "output_format": "png",
+        "quality": "low",
+        "size": "1024x1024",
+    }
 
 
 def _completed(data: bytes, kind: str = "image_generation") -> dict[str, Any]:
-    return {"type": f"{kind}.completed", "b64_json": b64(data), "background": "opaque", "created_at": 1,
-            "output_format": "png", "quality": "low", "size": "1024x1024",
-            "usage": {"input_tokens": 5, "output_tokens": 200, "total_tokens": 205,
-                      "input_tokens_details": {"text_tokens": 5, "image_tokens": 0}}}
+    return {
+        "type": f"{kind}.completed",
+        "b64_json": b64(data),
+        "background": "opaque",
+        "created_at": 1,
+        "output_format": "png",
+        "quality": "low",
+        "size": "1024x1024",
+        "usage": {
+            "input_tokens": 5,
+            "output_tokens": 200,
+            "total_tokens": 205,
+            "input_tokens_details": {"text_tokens": 5, "image_tokens": 0},
+        },
+    }
 
 
-@pytest.mark.parametrize(("operation", "kind", "path"),
-                         [(Operation.GENERATE, "image_generation", GEN), (Operation.EDIT, "image_edit", EDIT)])
+@pytest.mark.parametrize(
+    ("operation", "kind", "path"), [(Operation.GENERATE, "image_generation", GEN), (Operation.EDIT, "image_edit", EDIT)]
+)
 async def test_streaming_partials_become_progress_and_the_final_is_the_full_image(
     operation: Operation, kind: str, path: str, upstream: FakeUpstream, make_registry: RegistryFactory
 ) -> None:
     first, second, final = png_bytes(colour="blue"), png_bytes(colour="green"), png_bytes(16, 16)
-    upstream.reply("POST", path, sse=[_partial(0, first, kind), _partial(1, second, kind), _completed(final, kind)],
-                   headers={"x-request-id": "req_stream"})
+    upstream.reply(
+        "POST",
+        path,
+        sse=[_partial(0, first, kind), _partial(1, second, kind), _completed(final, kind)],
+        headers={"x-request-id": "req_stream"},
+    )
     entry = make_registry().resolve("gpt-image-2")
     recorder = Recorder()
     images = (input_image(),) if operation is Operation.EDIT else ()
@@ -183,7 +244,9 @@ async def test_streaming_partials_become_progress_and_the_final_is_the_full_imag
     assert result.applied["size"] == "1024x1024"
 
 
-async def test_stream_without_completed_event_is_an_error(upstream: FakeUpstream, make_registry: RegistryFactory) -> None:
+async def test_stream_without_completed_event_is_an_error(
+    upstream: FakeUpstream, make_registry: RegistryFactory
+) -> None:
     from atelier_core import UpstreamProtocolError
 
     upstream.reply("POST", GEN, sse=[_partial(0, png_bytes())])
@@ -196,9 +259,21 @@ async def test_stream_without_completed_event_is_an_error(upstream: FakeUpstream
 async def test_stream_error_event_is_mapped(upstream: FakeUpstream, make_registry: RegistryFactory) -> None:
     from atelier_core import SafetyRefusalError
 
-    upstream.reply("POST", GEN, sse=[{"type": "error", "error": {
-        "code": "moderation_blocked", "message": "Your request was rejected by the safety system.",
-        "type": "image_generation_user_error"}}], headers={"x-request-id": "req_sse"})
+    upstream.reply(
+        "POST",
+        GEN,
+        sse=[
+            {
+                "type": "error",
+                "error": {
+                    "code": "moderation_blocked",
+                    "message": "Your request was rejected by the safety system.",
+                    "type": "image_generation_user_error",
+                },
+            }
+        ],
+        headers={"x-request-id": "req_sse"},
+    )
     with pytest.raises(SafetyRefusalError, match="safety system") as caught:
         await run(make_registry().resolve("gpt-image-2"), options={"partial_images": 1})
     assert caught.value.request_id == "req_sse" and not caught.value.retryable
@@ -225,8 +300,13 @@ async def test_gateway_base_url_and_model_names(upstream: FakeUpstream, make_reg
 async def test_azure_mode(operation: Operation, upstream: FakeUpstream, make_registry: RegistryFactory) -> None:
     suffix = "generations" if operation is Operation.GENERATE else "edits"
     upstream.reply("POST", f"/openai/deployments/img-prod/images/{suffix}", json=images_json(1))
-    registry = make_registry(base_url=None, azure=True, azure_endpoint=upstream.url,
-                             azure_api_version="2025-04-01-preview", model_names={"gpt-image-1.5": "img-prod"})
+    registry = make_registry(
+        base_url=None,
+        azure=True,
+        azure_endpoint=upstream.url,
+        azure_api_version="2025-04-01-preview",
+        model_names={"gpt-image-1.5": "img-prod"},
+    )
     entry = registry.resolve("gpt-image-1.5")
     assert entry.unavailable_reason() is None
     images = (input_image(),) if operation is Operation.EDIT else ()
@@ -237,12 +317,20 @@ async def test_azure_mode(operation: Operation, upstream: FakeUpstream, make_reg
     assert sent.headers["api-key"] == KEY and "authorization" not in sent.headers
 
 
-async def test_azure_missing_deployment_names_the_setting(upstream: FakeUpstream, make_registry: RegistryFactory) -> None:
+async def test_azure_missing_deployment_names_the_setting(
+    upstream: FakeUpstream, make_registry: RegistryFactory
+) -> None:
     from atelier_core import ConfigurationError
 
-    upstream.reply("POST", "^/openai/deployments/.*", status=404,
-                   json={"error": {"code": "DeploymentNotFound", "message": "The API deployment does not exist."}})
-    registry = make_registry(base_url=None, azure=True, azure_endpoint=upstream.url, azure_api_version="2025-04-01-preview")
+    upstream.reply(
+        "POST",
+        "^/openai/deployments/.*",
+        status=404,
+        json={"error": {"code": "DeploymentNotFound", "message": "The API deployment does not exist."}},
+    )
+    registry = make_registry(
+        base_url=None, azure=True, azure_endpoint=upstream.url, azure_api_version="2025-04-01-preview"
+    )
     with pytest.raises(ConfigurationError, match="model_names"):
         await run(registry.resolve("gpt-image-2"))
 
@@ -276,8 +364,12 @@ async def test_vendor_environment_variables_are_honoured(
     assert headers["openai-organization"] == "org-env" and headers["openai-project"] == "proj-env"
 
 
-async def test_client_is_created_lazily_reused_and_closed(upstream: FakeUpstream, make_registry: RegistryFactory) -> None:
-    upstream.handle("POST", GEN, lambda _r: __import__("atelier_core.testing", fromlist=["Reply"]).Reply(json=images_json(1)))
+async def test_client_is_created_lazily_reused_and_closed(
+    upstream: FakeUpstream, make_registry: RegistryFactory
+) -> None:
+    upstream.handle(
+        "POST", GEN, lambda _r: __import__("atelier_core.testing", fromlist=["Reply"]).Reply(json=images_json(1))
+    )
     entry = make_registry().resolve("gpt-image-2")
     provider: Any = entry.provider
     assert provider._client is None

@@ -40,8 +40,9 @@ class Charge:
     request_id: str | None = None
 
 
-def charge_of(plan: Plan, received: Received | None, *, stored: int | None = None,
-              images: int | None = None) -> Charge | None:
+def charge_of(
+    plan: Plan, received: Received | None, *, stored: int | None = None, images: int | None = None
+) -> Charge | None:
     """The ledger line for a call's answers; None when nothing can have been billed.
 
     ``received`` None: ``images`` were sent and nothing came back (abandoned mid-call).
@@ -49,8 +50,9 @@ def charge_of(plan: Plan, received: Received | None, *, stored: int | None = Non
     per_image = (plan.cost.estimate_usd / max(1, plan.request.n)) if plan.cost.estimate_usd is not None else None
     if received is None:
         count = images or plan.request.n
-        return Charge("maybe_billed", 0, round(per_image * count, 6) if per_image is not None else None,
-                      maybe_billed=count)
+        return Charge(
+            "maybe_billed", 0, round(per_image * count, 6) if per_image is not None else None, maybe_billed=count
+        )
     billed = len(received.images)
     if not billed and not received.maybe_billed:
         return None
@@ -64,8 +66,14 @@ def charge_of(plan: Plan, received: Received | None, *, stored: int | None = Non
     else:
         status = "billed"
     usage = received.usage.model_dump(exclude_none=True) if received.usage else None
-    return Charge(status, billed, cost, maybe_billed=received.maybe_billed, usage=usage,
-                  request_id=received.request_id or _request_id(received))
+    return Charge(
+        status,
+        billed,
+        cost,
+        maybe_billed=received.maybe_billed,
+        usage=usage,
+        request_id=received.request_id or _request_id(received),
+    )
 
 
 def _request_id(received: Received) -> str | None:
@@ -80,9 +88,16 @@ async def account(pipe: Pipeline, plan: Plan, charge: Charge | None, *, hold: st
     entry = plan.entry
     try:
         await pipe.spend.record(
-            provider=entry.provider_name, model=entry.canonical_id, operation=plan.operation.value,
-            images=charge.images, quote=plan.quote, cost_usd=charge.cost_usd, status=charge.status,
-            usage=charge.usage, request_id=charge.request_id, hold=hold,
+            provider=entry.provider_name,
+            model=entry.canonical_id,
+            operation=plan.operation.value,
+            images=charge.images,
+            quote=plan.quote,
+            cost_usd=charge.cost_usd,
+            status=charge.status,
+            usage=charge.usage,
+            request_id=charge.request_id,
+            hold=hold,
         )
     except Exception as exc:  # the images are saved; a ledger failure must not lose them
         log.error("ledger write failed", error=f"{type(exc).__name__}: {exc}")
@@ -97,7 +112,9 @@ def say_billed(error: AtelierError, charge: Charge | None) -> AtelierError:
         said = f"the provider billed for {charge.images} image(s) that could not be saved{amount}"
     else:
         said = f"the provider may have billed this call{amount}"
-    error.message = f"{error.message.rstrip('.')}. Note: {said}; it is recorded in get_usage and counts toward the spend limits"
+    error.message = (
+        f"{error.message.rstrip('.')}. Note: {said}; it is recorded in get_usage and counts toward the spend limits"
+    )
     error.args = (error.message,)
     error.billing = "billed" if charge.images else "maybe_billed"
     error.billed_usd = charge.cost_usd

@@ -22,10 +22,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from atelier_core.plugin.provider import Provider
 from atelier_core.engine.registry import Registry, build_registry
-from atelier_core.settings import ExplicitSettings
+from atelier_core.plugin.provider import Provider
 from atelier_core.plugin.spec import ModelSpec, Operation, Pricing
+from atelier_core.settings import ExplicitSettings
 
 __all__ = ["REGENERATE", "builtin_plugins", "catalog_registry", "main", "providers_markdown"]
 
@@ -136,9 +136,7 @@ def _provider_section(provider: Provider, registry: Registry) -> list[str]:
         lines.pop()
     if provider.retired:
         lines += ["", "Retired (calls explain the replacement):", ""]
-        lines += [
-            f"- `{r.id}`: retired {r.retired_on}; use `{r.replacement}`" for r in provider.retired
-        ]
+        lines += [f"- `{r.id}`: retired {r.retired_on}; use `{r.replacement}`" for r in provider.retired]
     return lines
 
 

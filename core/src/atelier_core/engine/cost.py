@@ -138,10 +138,7 @@ class SpendGuard:
     @property
     def limited(self) -> bool:
         s = self.settings
-        return any(
-            v is not None
-            for v in (s.max_per_call_usd, s.max_per_day_usd, s.max_per_run_usd, s.ask_above_usd)
-        )
+        return any(v is not None for v in (s.max_per_call_usd, s.max_per_day_usd, s.max_per_run_usd, s.ask_above_usd))
 
     @property
     def _budgeted(self) -> bool:
@@ -169,8 +166,12 @@ class SpendGuard:
 
         self._verdict(quote, model, None, budget=False)  # per-call refusals need no database
         hold = await self.state.reservations.reserve(
-            quote.estimate_usd, day=_today(), run_id=self.run_id, ttl_s=self.reservation_ttl_s,
-            check=policy, principal=current_principal(),
+            quote.estimate_usd,
+            day=_today(),
+            run_id=self.run_id,
+            ttl_s=self.reservation_ttl_s,
+            check=policy,
+            principal=current_principal(),
         )
         return verdicts[0], hold
 
@@ -246,9 +247,19 @@ class SpendGuard:
             return
         await self.state.ledger.record(
             LedgerEntry(
-                at=time.time(), day=_today(), run_id=self.run_id, provider=provider, model=model,
-                operation=operation, images=images, estimate_usd=quote.estimate_usd,
-                cost_usd=cost_usd, status=status, usage=usage, request_id=request_id, job_id=job_id,
+                at=time.time(),
+                day=_today(),
+                run_id=self.run_id,
+                provider=provider,
+                model=model,
+                operation=operation,
+                images=images,
+                estimate_usd=quote.estimate_usd,
+                cost_usd=cost_usd,
+                status=status,
+                usage=usage,
+                request_id=request_id,
+                job_id=job_id,
                 principal=current_principal(),
             ),
             release=hold,

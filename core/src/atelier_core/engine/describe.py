@@ -14,17 +14,20 @@ if TYPE_CHECKING:
     from atelier_core.engine.pipeline import Pipeline
 
 
-def describe_models(pipe: Pipeline, provider: str | None = None, capability: str | None = None
-) -> dict[str, Any]:
+def describe_models(pipe: Pipeline, provider: str | None = None, capability: str | None = None) -> dict[str, Any]:
     """Data for ``list_available_models``: every model, compactly, plus diagnostics."""
     if capability is not None and capability not in {op.value for op in Operation}:
         raise InvalidParameterError(
-            "capability", capability, "is not a capability",
+            "capability",
+            capability,
+            "is not a capability",
             allowed=[op.value for op in Operation],
         )
     if provider is not None and provider not in pipe.registry.providers:
         raise InvalidParameterError(
-            "provider", provider, "is not a loaded provider",
+            "provider",
+            provider,
+            "is not a loaded provider",
             allowed=sorted(pipe.registry.providers) or "none loaded",
         )
     models = [describe_entry(entry) for entry in pipe.registry.entries(provider, capability)]
@@ -91,8 +94,7 @@ def describe_entry(entry: ModelEntry) -> dict[str, Any]:
         out["options"] = options
     if spec.pricing is not None:
         price: dict[str, Any] = {
-            k: v for k, v in spec.pricing.model_dump(exclude_defaults=True).items()
-            if k not in ("source",)
+            k: v for k, v in spec.pricing.model_dump(exclude_defaults=True).items() if k not in ("source",)
         }
         out["price_usd"] = price
     return out

@@ -66,8 +66,7 @@ async def run_with_fallback(pipe: Pipeline, plan: Plan, run_once: RunOnce, **kwa
     for candidate in chain:
         try:
             call = plan.spec.call.model_copy(update={"model": candidate})
-            other = await pipe.plan(call, plan.spec.operation, output=plan.spec.output,
-                                    confirmed=plan.spec.confirmed)
+            other = await pipe.plan(call, plan.spec.operation, output=plan.spec.output, confirmed=plan.spec.confirmed)
         except AtelierError as exc:  # cannot honour the request as given (or is unavailable)
             notes.append(f"fallback {candidate} skipped: {_why(exc)}")
             continue
@@ -95,8 +94,9 @@ async def run_with_fallback(pipe: Pipeline, plan: Plan, run_once: RunOnce, **kwa
     raise failed
 
 
-async def plan_with_fallback(pipe: Pipeline, make: MakePlan, call: ImageCall, operation: Operation,
-                             **kwargs: Any) -> Plan:
+async def plan_with_fallback(
+    pipe: Pipeline, make: MakePlan, call: ImageCall, operation: Operation, **kwargs: Any
+) -> Plan:
     """``make(pipe, call, operation)``; when the model is unavailable (its provider is not
     configured or is disabled) and it has fallbacks, the plan of the first listed model that
     is available and takes the request as given. Nothing has been sent at this point."""

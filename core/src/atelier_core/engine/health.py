@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
+
 from atelier_core import __version__
 from atelier_core.identity import current_principal
 
@@ -60,8 +61,10 @@ async def health_report(pipe: Pipeline, jobs: JobManager | None = None) -> dict[
         "models": {"total": sum(info["models"] for info in providers.values()), "available": available},
         "providers": providers,
         "folders": folders,
-        "spend": {"today_usd": round(await pipe.ledger.spent(day=today, principal=current_principal()), 6),
-                  "limits": settings.cost.model_dump(exclude={"prices"}, exclude_none=True)},
+        "spend": {
+            "today_usd": round(await pipe.ledger.spent(day=today, principal=current_principal()), 6),
+            "limits": settings.cost.model_dump(exclude={"prices"}, exclude_none=True),
+        },
     }
     if settings.default_model:
         report["default_model"] = settings.default_model

@@ -150,7 +150,8 @@ class LoopWatchdog:
                     BLOCKING.append((label, now - started))
                     log.warning(
                         "a provider is blocking the event loop: every request waits until it yields",
-                        provider=label, blocked_s=round(now - started, 2),
+                        provider=label,
+                        blocked_s=round(now - started, 2),
                         fix="use async clients, await asyncio.sleep, or asyncio.to_thread for blocking work",
                     )
             self._reported = {k for k in self._reported if _RUNNING.get(k[0], (None, None))[1] == k[1]}
@@ -161,7 +162,8 @@ class LoopWatchdog:
         BLOCKED.append(BlockedStep(label, seconds, imported))
         log.warning(
             "a provider blocked the event loop",
-            provider=label, blocked_s=round(seconds, 2),
+            provider=label,
+            blocked_s=round(seconds, 2),
             cause="a first import" if imported else "synchronous work in an async method",
         )
 
@@ -183,12 +185,13 @@ def _crash(label: str, method: str, exc: BaseException) -> PluginError:
         what = f"SystemExit({exc.code!r})"
     log.error(
         "a provider crashed; the call fails, the server keeps serving",
-        provider=label, method=method, exception=what,
+        provider=label,
+        method=method,
+        exception=what,
         exc_info=(type(exc), exc, exc.__traceback__),
     )
     return PluginError(
-        f"provider {label} failed in {method}(): it raised {what} (a bug in the plugin; "
-        "details are in the server log)",
+        f"provider {label} failed in {method}(): it raised {what} (a bug in the plugin; details are in the server log)",
         fix="try another model, or report it to the plugin's author",
     )
 

@@ -92,14 +92,22 @@ def _saved_before(files: Sequence[str]) -> str:
         return ""
     return f" {len(images)} image(s) were saved before it stopped: {', '.join(images)}."
 
+
 ProgressListener = Callable[[float | None, str], Awaitable[None]]
 
 
 class JobRun:
     """What a runner gets for one job: its request and ways to report progress."""
 
-    def __init__(self, manager: JobManager, job_id: str, operation: str, request: dict[str, Any],
-                 context: object = None, resume_tasks: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        manager: JobManager,
+        job_id: str,
+        operation: str,
+        request: dict[str, Any],
+        context: object = None,
+        resume_tasks: dict[str, str] | None = None,
+    ) -> None:
         self._manager = manager
         self.job_id = job_id
         self.operation = operation
@@ -120,9 +128,7 @@ class JobRun:
         await self._manager.records.set_vendor_task(self.job_id, batch, task_id)
         self.has_vendor_task = True
 
-    async def progress(
-        self, fraction: float | None, message: str, *, stage: JobState | None = None
-    ) -> None:
+    async def progress(self, fraction: float | None, message: str, *, stage: JobState | None = None) -> None:
         """Report progress, optionally entering a new ``stage`` (see :meth:`stage`)."""
         if stage is not None and stage not in (JobState.RUNNING, JobState.SAVING):
             raise ValueError(f"a runner may only enter running or saving, not {stage}")
@@ -273,6 +279,7 @@ class JobManager:
                     await self.prune()
             except Exception:  # keep the heartbeat alive through a transient DB error
                 log.exception("job maintenance failed; retrying at the next heartbeat")
+
     def _notify(self) -> None:
         event, self._changed = self._changed, anyio.Event()
         event.set()
@@ -319,10 +326,17 @@ class JobManager:
         job_id = new_job_id()
         try:
             await self.records.insert(
-                job_id=job_id, operation=operation, origin=origin,
-                message="waiting for a provider slot", request=request, owner=self.owner,
-                owner_host=self.host, owner_pid=self.pid, lease_until=now + self.settings.lease_s,
-                now=now, idempotency=(idempotency_key, fingerprint or "") if idempotency_key else None,
+                job_id=job_id,
+                operation=operation,
+                origin=origin,
+                message="waiting for a provider slot",
+                request=request,
+                owner=self.owner,
+                owner_host=self.host,
+                owner_pid=self.pid,
+                lease_until=now + self.settings.lease_s,
+                now=now,
+                idempotency=(idempotency_key, fingerprint or "") if idempotency_key else None,
                 principal=current_principal(),
             )
         except KeyTaken:
@@ -335,9 +349,16 @@ class JobManager:
         self._tg.start_soon(self._run, job_id, operation, request, context)
         log.info("job submitted", job_id=job_id, operation=operation, origin=origin)
         return Job(
-            id=job_id, operation=operation, origin=origin, state=JobState.QUEUED,
-            message="waiting for a provider slot", request=request, owner=self.owner,
-            principal=current_principal(), created_at=now, updated_at=now,
+            id=job_id,
+            operation=operation,
+            origin=origin,
+            state=JobState.QUEUED,
+            message="waiting for a provider slot",
+            request=request,
+            owner=self.owner,
+            principal=current_principal(),
+            created_at=now,
+            updated_at=now,
         )
 
     async def knows_key(self, key: str) -> bool:
@@ -351,9 +372,10 @@ class JobManager:
         job_id = found.job_id
         if found.fingerprint != fingerprint:
             raise RequestError(
-                f"idempotency_key {shorten(key)!s} was already used for a different request "
-                f"(job {job_id})",
-                code="idempotency_conflict", parameter="idempotency_key", value=key,
+                f"idempotency_key {shorten(key)!s} was already used for a different request (job {job_id})",
+                code="idempotency_conflict",
+                parameter="idempotency_key",
+                value=key,
                 fix="use a new idempotency_key for a new request, or repeat the original "
                 "request exactly to get its result",
             )
@@ -361,8 +383,14 @@ class JobManager:
         log.info("idempotent repeat: returning the earlier job", job_id=job_id)
         return job.model_copy(update={"reused": True})
 
-    async def _run(self, job_id: str, operation: str, request: dict[str, Any], context: object = None,
-                   resume_tasks: dict[str, str] | None = None) -> None:
+    async def _run(
+        self,
+        job_id: str,
+        operation: str,
+        request: dict[str, Any],
+        context: object = None,
+        resume_tasks: dict[str, str] | None = None,
+    ) -> None:
         active = self._active[job_id]
         outcome: dict[str, Any] | None = None
         error: dict[str, Any] | None = None
@@ -382,8 +410,7 @@ class JobManager:
                     log.exception("job runner crashed", job_id=job_id)
                     error = {
                         "code": "internal_error",
-                        "message": f"the job failed unexpectedly ({type(exc).__name__}); "
-                        "see the server log",
+                        "message": f"the job failed unexpectedly ({type(exc).__name__}); see the server log",
                         "retryable": False,
                     }
             with anyio.CancelScope(shield=True):
@@ -410,18 +437,24 @@ class JobManager:
         """Move an unfinished job to a terminal state; ``False`` if it already was."""
         # Without an outcome, keep the files the job recorded as it saved them.
         files = self._files_of(outcome) if outcome else None
-        changed = await self.records.finish(job_id, Ending(
-            state, message, outcome=outcome, error=error, files=files, may_be_billed=may_be_billed,
-        ))
+        changed = await self.records.finish(
+            job_id,
+            Ending(
+                state,
+                message,
+                outcome=outcome,
+                error=error,
+                files=files,
+                may_be_billed=may_be_billed,
+            ),
+        )
         active = self._active.get(job_id)
         if changed and active is not None:
             active.state = state
         self._notify()
         return bool(changed)
 
-    async def _on_progress(
-        self, job_id: str, fraction: float | None, message: str, stage: JobState | None
-    ) -> None:
+    async def _on_progress(self, job_id: str, fraction: float | None, message: str, stage: JobState | None) -> None:
         active = self._active.get(job_id)
         if active is None or active.state.terminal:
             return
@@ -468,9 +501,14 @@ class JobManager:
     async def _flush(self, job_id: str, active: _Active, *, durable: bool = False) -> None:
         active.last_write = time.monotonic()
         active.dirty = False
-        await self.records.advance(job_id, state=active.state, message=active.message,
-                                   progress=active.progress, started_at=active.started_at,
-                                   durable=durable)
+        await self.records.advance(
+            job_id,
+            state=active.state,
+            message=active.message,
+            progress=active.progress,
+            started_at=active.started_at,
+            durable=durable,
+        )
 
     async def _on_partial(self, job_id: str, data: bytes, index: int) -> None:
         active = self._active.get(job_id)
@@ -507,11 +545,13 @@ class JobManager:
             active = self._active.get(job_id)
             if active is not None and not job.terminal and not active.state.terminal:
                 # This process runs it: its in-memory stage is fresher than the row.
-                found[job_id] = job.model_copy(update={
-                    "state": active.state,
-                    "message": active.message or job.message,
-                    "progress": active.progress if active.progress is not None else job.progress,
-                })
+                found[job_id] = job.model_copy(
+                    update={
+                        "state": active.state,
+                        "message": active.message or job.message,
+                        "progress": active.progress if active.progress is not None else job.progress,
+                    }
+                )
         missing = [job_id for job_id in unique if job_id not in found]
         if missing:
             raise NotFoundError(
@@ -525,8 +565,9 @@ class JobManager:
 
     async def recent(self, *, limit: int = 20, include_finished: bool = True) -> list[Job]:
         """Recent jobs, newest first (synchronous calls that were not handed off excluded)."""
-        return await self.records.recent(limit=max(1, min(limit, 200)), include_finished=include_finished,
-                                         principal=current_principal())
+        return await self.records.recent(
+            limit=max(1, min(limit, 200)), include_finished=include_finished, principal=current_principal()
+        )
 
     async def wait(self, job_ids: Sequence[str], timeout_s: float) -> list[Job]:
         """The barrier: return when every job is terminal or ``timeout_s`` has passed."""
@@ -562,8 +603,9 @@ class JobManager:
         up), the job is cancelled too.
         """
         limit = self.settings.handoff_after_s if handoff_after_s is None else handoff_after_s
-        job = await self.submit(operation, request, origin="call", idempotency_key=idempotency_key,
-                                context=context, identity=identity)
+        job = await self.submit(
+            operation, request, origin="call", idempotency_key=idempotency_key, context=context, identity=identity
+        )
         owned = not job.reused  # a repeat waits for the earlier job but never cancels it
         active = self._active.get(job.id)
         if active is not None and on_progress is not None:
@@ -610,10 +652,7 @@ class JobManager:
             )
         sent = active.state is not JobState.QUEUED
         if sent:
-            message = (
-                "cancelled while the provider was working on it: the provider may still "
-                "bill for this request"
-            )
+            message = "cancelled while the provider was working on it: the provider may still bill for this request"
         else:
             message = "cancelled before the request was sent to the provider: nothing was billed"
         finished = await self._finish(job_id, JobState.CANCELLED, message, may_be_billed=sent)
@@ -658,17 +697,22 @@ class JobManager:
         if not sent:
             detail = "the server process stopped before the request was sent; nothing was billed"
         elif job.state is JobState.SAVING:
-            detail = ("the server process stopped while saving the images; the provider has "
-                      "billed for them, and it was not re-sent")
+            detail = (
+                "the server process stopped while saving the images; the provider has "
+                "billed for them, and it was not re-sent"
+            )
         else:
-            detail = ("the server process running it stopped while the provider was working "
-                      "on it; the provider may have billed for it, and it was not re-sent")
+            detail = (
+                "the server process running it stopped while the provider was working "
+                "on it; the provider may have billed for it, and it was not re-sent"
+            )
         error: dict[str, Any] = {
             "code": "interrupted",
             "message": f"Job interrupted: {detail}." + _saved_before(job.files),
             "retryable": True,
             "fix": "submit the call again for the images you still need"
-            if job.files else "submit the call again if you still want the image",
+            if job.files
+            else "submit the call again if you still want the image",
         }
         if job.files:
             error["saved"] = [f for f in job.files if not f.endswith(".json")]
@@ -690,16 +734,27 @@ class JobManager:
 
         ended = await self.records.recover(exclude_owner=self.owner, host=self.host, decide=decide)
         for job, _ in ended:
-            log.warning("job interrupted by the death of its server process",
-                        job_id=job.id, owner=job.owner, state=job.state.value)
+            log.warning(
+                "job interrupted by the death of its server process",
+                job_id=job.id,
+                owner=job.owner,
+                state=job.state.value,
+            )
         count = len(ended)
         for job in resumable:
-            if await self.records.take_over(job.id, previous=job.owner, owner=self.owner, host=self.host,
-                                            pid=self.pid, lease_until=now + self.settings.lease_s):
+            if await self.records.take_over(
+                job.id,
+                previous=job.owner,
+                owner=self.owner,
+                host=self.host,
+                pid=self.pid,
+                lease_until=now + self.settings.lease_s,
+            ):
                 # A queue-based vendor is still working on it: poll again, do not re-send.
                 self._resumable.append(job)
-                log.info("job resumes polling its vendor task after a restart", job_id=job.id,
-                         tasks=len(job.vendor_tasks))
+                log.info(
+                    "job resumes polling its vendor task after a restart", job_id=job.id, tasks=len(job.vendor_tasks)
+                )
                 count += 1
         if ended:
             self._notify()
@@ -732,8 +787,7 @@ class JobManager:
                 "fix": "submit the call again if you still want the image",
             }
             try:
-                await self._finish(job_id, JobState.FAILED, "failed: interrupted", error=error,
-                                   may_be_billed=sent)
+                await self._finish(job_id, JobState.FAILED, "failed: interrupted", error=error, may_be_billed=sent)
             except Exception:
                 log.exception("could not record an interrupted job", job_id=job_id)
 
@@ -747,6 +801,7 @@ class JobManager:
             await anyio.to_thread.run_sync(_delete_files, [name for job in old for name in job.files])
         log.info("pruned old jobs", count=len(old), files_deleted=self.settings.delete_files_on_prune)
         return len(old)
+
 
 def _sniff_mime(data: bytes) -> str | None:
     if data.startswith(b"\x89PNG"):
@@ -772,8 +827,13 @@ def pipeline_runner(pipeline: Pipeline, sessions: SessionManager | None = None) 
             plan = await pipeline.plan(spec.call, spec.operation, output=spec.output, confirmed=spec.confirmed)
 
         async def progress(fraction: float, message: str) -> None:
-            stage = (JobState.SAVING if fraction >= SAVING_FRACTION
-                     else JobState.RUNNING if fraction > SENT_FRACTION else None)
+            stage = (
+                JobState.SAVING
+                if fraction >= SAVING_FRACTION
+                else JobState.RUNNING
+                if fraction > SENT_FRACTION
+                else None
+            )
             await job.progress(fraction, message, stage=stage)
 
         plan.job_id = job.job_id  # its files name the job, for start-up after a crash
@@ -798,12 +858,16 @@ def build_jobs(pipeline: Pipeline, sessions: SessionManager | None = None) -> Jo
     preview = settings.preview
 
     def shrink(data: bytes) -> tuple[bytes, str]:
-        small = imaging.make_preview(data, max_edge=preview.max_edge, max_bytes=preview.max_bytes,
-                                     fmt=preview.format)
+        small = imaging.make_preview(data, max_edge=preview.max_edge, max_bytes=preview.max_bytes, fmt=preview.format)
         return small.data, small.mime_type
 
-    return JobManager(pipeline.state, pipeline_runner(pipeline, sessions),
-                      settings.jobs, max_partial_bytes=preview.max_bytes, shrink_partial=shrink)
+    return JobManager(
+        pipeline.state,
+        pipeline_runner(pipeline, sessions),
+        settings.jobs,
+        max_partial_bytes=preview.max_bytes,
+        shrink_partial=shrink,
+    )
 
 
 def _delete_files(names: list[str]) -> None:

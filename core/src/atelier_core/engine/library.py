@@ -60,13 +60,16 @@ def current_origin() -> ImageOrigin:
 
 
 @contextmanager
-def origin(*, session_id: str | None = None, turn: int | None = None,
-           job_id: str | None = None) -> Iterator[None]:
+def origin(*, session_id: str | None = None, turn: int | None = None, job_id: str | None = None) -> Iterator[None]:
     """Tag the images saved inside this block (merged with an enclosing origin)."""
     outer = current_origin()
-    token = _origin.set(ImageOrigin(session_id=session_id or outer.session_id,
-                                    turn=turn if turn is not None else outer.turn,
-                                    job_id=job_id or outer.job_id))
+    token = _origin.set(
+        ImageOrigin(
+            session_id=session_id or outer.session_id,
+            turn=turn if turn is not None else outer.turn,
+            job_id=job_id or outer.job_id,
+        )
+    )
     try:
         yield
     finally:
@@ -139,8 +142,15 @@ class ImageLibrary:
 
     # -- recording -------------------------------------------------------------------
 
-    async def entry_for(self, saved: SavedImage, metadata: dict[str, Any], *, cost_usd: float | None,
-                        inputs: Sequence[bytes] = (), embedded: bool = False) -> ImageEntry:
+    async def entry_for(
+        self,
+        saved: SavedImage,
+        metadata: dict[str, Any],
+        *,
+        cost_usd: float | None,
+        inputs: Sequence[bytes] = (),
+        embedded: bool = False,
+    ) -> ImageEntry:
         """The row for a just-saved image (lineage: the first input, if it is one of ours)."""
         where = current_origin()
         principal = current_principal()
@@ -151,12 +161,26 @@ class ImageLibrary:
             if parent is not None:
                 edited_from = parent.relative
         return ImageEntry(
-            relative=saved.relative, created_at=time.time(), width=saved.width, height=saved.height,
-            format=saved.format, bytes=saved.bytes, sha256=saved.sha256,
-            prompt=metadata.get("prompt"), model=metadata.get("model"), provider=metadata.get("provider"),
-            operation=metadata.get("operation"), applied=dict(metadata.get("applied") or {}),
-            seed=metadata.get("seed"), cost_usd=cost_usd, session_id=where.session_id, turn=where.turn,
-            job_id=where.job_id, edited_from=edited_from, embedded=embedded, principal=principal,
+            relative=saved.relative,
+            created_at=time.time(),
+            width=saved.width,
+            height=saved.height,
+            format=saved.format,
+            bytes=saved.bytes,
+            sha256=saved.sha256,
+            prompt=metadata.get("prompt"),
+            model=metadata.get("model"),
+            provider=metadata.get("provider"),
+            operation=metadata.get("operation"),
+            applied=dict(metadata.get("applied") or {}),
+            seed=metadata.get("seed"),
+            cost_usd=cost_usd,
+            session_id=where.session_id,
+            turn=where.turn,
+            job_id=where.job_id,
+            edited_from=edited_from,
+            embedded=embedded,
+            principal=principal,
         )
 
     async def record(self, entries: Sequence[ImageEntry]) -> None:
@@ -204,8 +228,9 @@ class ImageLibrary:
         entries: list[ImageEntry] = []
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
             # Hidden folders, and other principals' folders below the local output root.
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")
-                           and not (dirpath == str(root) and d == "principals")]
+            dirnames[:] = [
+                d for d in dirnames if not d.startswith(".") and not (dirpath == str(root) and d == "principals")
+            ]
             for name in filenames:
                 if not name.endswith(".json") or name.startswith(TEMP_PREFIX):
                     continue
@@ -230,9 +255,15 @@ class ImageLibrary:
         return ImageEntry(
             relative=relative,
             created_at=_timestamp(record.get("created_at") or record.get("created"), stat.st_mtime),
-            width=int(record.get("width") or 0), height=int(record.get("height") or 0), format=fmt,
-            bytes=stat.st_size, sha256=str(record["sha256"]), prompt=record.get("prompt"),
-            model=record.get("model"), provider=record.get("provider"), operation=record.get("operation"),
+            width=int(record.get("width") or 0),
+            height=int(record.get("height") or 0),
+            format=fmt,
+            bytes=stat.st_size,
+            sha256=str(record["sha256"]),
+            prompt=record.get("prompt"),
+            model=record.get("model"),
+            provider=record.get("provider"),
+            operation=record.get("operation"),
             applied=applied if isinstance(applied := record.get("applied"), dict) else {},
             seed=record.get("seed") if isinstance(record.get("seed"), int) else None,
             cost_usd=_cost_of(record),
@@ -251,7 +282,9 @@ class ImageLibrary:
         if found is None:
             raise NotFoundError(
                 f"{parameter}={shorten(uri)}: the file exists but is not in the image index",
-                code="image_not_indexed", parameter=parameter, value=uri,
+                code="image_not_indexed",
+                parameter=parameter,
+                value=uri,
                 fix="use an image made by this server (find_images lists them)",
             )
         return found
@@ -289,8 +322,9 @@ class ImageLibrary:
 
     # -- retention ---------------------------------------------------------------------
 
-    async def plan_prune(self, *, max_total_bytes: int | None, max_age_days: float | None,
-                         protected: set[str], now: float | None = None) -> PrunePlan:
+    async def plan_prune(
+        self, *, max_total_bytes: int | None, max_age_days: float | None, protected: set[str], now: float | None = None
+    ) -> PrunePlan:
         """The oldest images past the age limit, then the oldest until the total fits.
 
         ``protected``: relative paths an open session or unfinished job needs; never removed.
@@ -312,11 +346,13 @@ class ImageLibrary:
                 kept += 1
                 continue
             remove.append(entry)
-            reasons[entry.relative] = (f"older than {max_age_days:g} days" if too_old
-                                       else f"total above {max_total_bytes:,} bytes")
+            reasons[entry.relative] = (
+                f"older than {max_age_days:g} days" if too_old else f"total above {max_total_bytes:,} bytes"
+            )
             remaining -= entry.bytes
-        return PrunePlan(remove=remove, kept_protected=kept, total_bytes=total,
-                         freed_bytes=total - remaining, reasons=reasons)
+        return PrunePlan(
+            remove=remove, kept_protected=kept, total_bytes=total, freed_bytes=total - remaining, reasons=reasons
+        )
 
     async def relative(self, reference: str) -> str | None:
         """The path inside the output root of a path or ``atelier://`` URI (None if outside)."""
@@ -335,8 +371,9 @@ class ImageLibrary:
         more relative paths to spare (the images a call has just returned)."""
         protected = await self.protected() if self.protected is not None else set()
         protected |= keep or set()
-        plan = await self.plan_prune(max_total_bytes=self.max_total_bytes, max_age_days=self.max_age_days,
-                                     protected=protected)
+        plan = await self.plan_prune(
+            max_total_bytes=self.max_total_bytes, max_age_days=self.max_age_days, protected=protected
+        )
         if not dry_run and plan.remove:
             await self.apply_prune(plan)
         return plan

@@ -35,9 +35,21 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-        "keepcost")]
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 @cache
@@ -114,6 +126,9 @@ class MemoryReturner:
                 await anyio.to_thread.run_sync(malloc_trim)
                 self.trims += 1
                 after = resident_bytes()
-                log.debug("memory returned after a burst", free_mb=free >> 20,
-                          rss_before_mb=None if before is None else before >> 20,
-                          rss_after_mb=None if after is None else after >> 20)
+                log.debug(
+                    "memory returned after a burst",
+                    free_mb=free >> 20,
+                    rss_before_mb=None if before is None else before >> 20,
+                    rss_after_mb=None if after is None else after >> 20,
+                )

@@ -42,8 +42,7 @@ class Mirrored:
     note: str | None = None
 
 
-async def mirror(bucket: BucketStore, store: OutputStore, saved: SavedImage,
-                 metadata: dict[str, Any]) -> Mirrored:
+async def mirror(bucket: BucketStore, store: OutputStore, saved: SavedImage, metadata: dict[str, Any]) -> Mirrored:
     """Put ``saved`` (and its sidecar) into ``bucket``; where it went, or a note why not."""
     key = store.key_of(saved.relative)
     meta = {name: metadata.get(name) for name in _OBJECT_FIELDS}
@@ -53,11 +52,11 @@ async def mirror(bucket: BucketStore, store: OutputStore, saved: SavedImage,
         await bucket.put(key, data, content_type=saved.mime_type, metadata=meta)
         if saved.sidecar is not None:
             sidecar = await anyio.to_thread.run_sync(saved.sidecar.read_bytes)
-            await bucket.put(f"{key}.json", sidecar, content_type="application/json",
-                             metadata={"sha256": saved.sha256})
+            await bucket.put(f"{key}.json", sidecar, content_type="application/json", metadata={"sha256": saved.sha256})
         url = await bucket.presign(key)
     except (AtelierError, OSError) as exc:
         log.error("an image could not be copied to the bucket", key=key, error=str(exc))
-        return Mirrored(note=f"{saved.relative} is saved on this server but not in the bucket "
-                             f"({bucket.location(key)}): {exc}")
+        return Mirrored(
+            note=f"{saved.relative} is saved on this server but not in the bucket ({bucket.location(key)}): {exc}"
+        )
     return Mirrored(object_uri=bucket.location(key), url=url)

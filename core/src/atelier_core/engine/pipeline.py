@@ -142,8 +142,9 @@ class Pipeline:
         if self._bucket is None and storage.url:
             from atelier_core.media.objects import BucketStore
 
-            self._bucket = BucketStore(storage.url, endpoint_url=storage.endpoint_url,
-                                       presign_ttl_s=storage.presign_ttl_s)
+            self._bucket = BucketStore(
+                storage.url, endpoint_url=storage.endpoint_url, presign_ttl_s=storage.presign_ttl_s
+            )
         return self._bucket
 
     def decode_limiter(self) -> anyio.CapacityLimiter:
@@ -235,8 +236,13 @@ class Pipeline:
             max_pixels=storage.max_input_pixels,
         )
         pipeline = cls(
-            settings, registry, store=store, intake=intake, fetcher=fetcher,
-            limits=LimiterPool(sleep=sleep), sleep=sleep,
+            settings,
+            registry,
+            store=store,
+            intake=intake,
+            fetcher=fetcher,
+            limits=LimiterPool(sleep=sleep),
+            sleep=sleep,
         )
         if settings.plugins.strict:
             pipeline.registry  # noqa: B018 - strict plugins: a broken one stops the start, not a call
@@ -263,8 +269,16 @@ class Pipeline:
     ) -> Plan:
         """The plan stage: every check that can refuse the call. Sends nothing, spends nothing.
         A model that is unavailable here moves to its configured fallbacks (engine/fallback.py)."""
-        return await plan_with_fallback(self, make_plan, call, operation, output=output, confirmed=confirmed,
-                                        require_available=require_available, check_outputs=check_outputs)
+        return await plan_with_fallback(
+            self,
+            make_plan,
+            call,
+            operation,
+            output=output,
+            confirmed=confirmed,
+            require_available=require_available,
+            check_outputs=check_outputs,
+        )
 
     async def execute(
         self,
@@ -280,8 +294,9 @@ class Pipeline:
         saved: OnSaved | None = None,
     ) -> CallOutcome:
         """Plan and run one generate/edit/variation call (see :meth:`run`)."""
-        plan = await self.plan(call, operation, output=OutputRequest(filename=filename, overwrite=overwrite),
-                               require_available=not dry_run)
+        plan = await self.plan(
+            call, operation, output=OutputRequest(filename=filename, overwrite=overwrite), require_available=not dry_run
+        )
         if dry_run:
             return await dry_run_outcome(self, plan)
         return await self.run(plan, progress=progress, partial=partial, confirm=confirm, saved=saved)
@@ -297,8 +312,9 @@ class Pipeline:
     ) -> CallOutcome:
         """:meth:`run_once`, and on a rate limit or an unavailable provider with nothing
         billed, the model's configured fallbacks (see :mod:`atelier_core.engine.fallback`)."""
-        return await run_with_fallback(self, plan, self.run_once, progress=progress, partial=partial,
-                                       confirm=confirm, saved=saved)
+        return await run_with_fallback(
+            self, plan, self.run_once, progress=progress, partial=partial, confirm=confirm, saved=saved
+        )
 
     async def run_once(
         self,
@@ -335,8 +351,12 @@ class Pipeline:
             charge = charge_of(plan, received, stored=len(stored.records))
             await report(progress, 1.0, f"saved {len(stored.records)} image(s)")
             if not stored.records:
-                raise say_billed(most_meaningful([*received.errors, *stored.errors], plan.entry,
-                                                 [*received.failures, *stored.failures]), charge)
+                raise say_billed(
+                    most_meaningful(
+                        [*received.errors, *stored.errors], plan.entry, [*received.failures, *stored.failures]
+                    ),
+                    charge,
+                )
             return self._outcome(plan, sent, received, stored)
         finally:
             if charge is not None:
@@ -350,11 +370,15 @@ class Pipeline:
         failures = sorted([*received.failures, *stored.failures], key=lambda f: f.index)
         notes = [*plan.notes, *sent.notes, *received.notes, *stored.notes]
         if failures:
-            notes.append(f"{len(stored.records)} of {plan.request.n} image(s) produced; {len(failures)} failed "
-                         "(see failures); the saved ones are kept — do not pay for them again")
+            notes.append(
+                f"{len(stored.records)} of {plan.request.n} image(s) produced; {len(failures)} failed "
+                "(see failures); the saved ones are kept — do not pay for them again"
+            )
         if received.maybe_billed:
-            notes.append(f"{received.maybe_billed} image(s) came back unusable or not at all and may have "
-                         "been billed; recorded in get_usage")
+            notes.append(
+                f"{received.maybe_billed} image(s) came back unusable or not at all and may have "
+                "been billed; recorded in get_usage"
+            )
         return CallOutcome(
             model=plan.entry.canonical_id,
             provider=plan.entry.provider_name,
@@ -392,8 +416,10 @@ class Pipeline:
     @staticmethod
     def ask_message(plan: Plan) -> str:
         """The question asked before a call above ``cost.ask_above_usd``."""
-        return (f"Generate {plan.request.n} image(s) with {plan.entry.canonical_id} "
-                f"for an estimated ${plan.quote.estimate_usd or 0:.4f}?")
+        return (
+            f"Generate {plan.request.n} image(s) with {plan.entry.canonical_id} "
+            f"for an estimated ${plan.quote.estimate_usd or 0:.4f}?"
+        )
 
     def resolve(self, model: str | None) -> ModelEntry:
         """The model entry for ``model`` or the configured default model."""

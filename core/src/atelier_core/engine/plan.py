@@ -60,8 +60,10 @@ class CallPlan(BaseModel):
     output: OutputRequest = OutputRequest()
     confirmed: bool = False
     session: dict[str, Any] | None = Field(
-        None, description="an edit-session turn: recorded in that session once the call has run "
-        "(see SessionManager.turn_ref)")
+        None,
+        description="an edit-session turn: recorded in that session once the call has run "
+        "(see SessionManager.turn_ref)",
+    )
 
 
 @dataclass(slots=True)
@@ -95,7 +97,9 @@ class Plan:
     @property
     def quote(self) -> Quote:
         return Quote(
-            estimate_usd=self.cost.estimate_usd, images=self.request.n, basis=self.cost.basis,
+            estimate_usd=self.cost.estimate_usd,
+            images=self.request.n,
+            basis=self.cost.basis,
             pricing_as_of=self.cost.pricing_as_of,
         )
 
@@ -115,8 +119,7 @@ def resolve(pipe: Pipeline, model: str | None) -> ModelEntry:
             None,
             "is required: no default model is configured",
             allowed=available or "no model is available; see list_available_models",
-            fix="pass model (see list_available_models), or set default_model "
-            "(ATELIER_DEFAULT_MODEL)",
+            fix="pass model (see list_available_models), or set default_model (ATELIER_DEFAULT_MODEL)",
         )
     return pipe.registry.resolve(name)
 
@@ -139,11 +142,7 @@ async def make_plan(
     entry = resolve(pipe, call.model)
     spec = CallPlan(model=entry.canonical_id, operation=operation, call=call, output=output, confirmed=confirmed)
     notes: list[str] = []
-    if (
-        operation is Operation.EDIT
-        and not (call.prompt or "").strip()
-        and entry.spec.supports(Operation.VARIATION)
-    ):
+    if operation is Operation.EDIT and not (call.prompt or "").strip() and entry.spec.supports(Operation.VARIATION):
         operation = Operation.VARIATION
         notes.append("no prompt: made a variation of the input image")
     images, mask = await _load_inputs(pipe, call)
@@ -154,13 +153,26 @@ async def make_plan(
         reason = entry.unavailable_reason()
         if reason is not None:
             notes.append(f"a real call would be refused now: {reason}")
-    plan = Plan(spec=spec, operation=operation, entry=entry, validated=validated,
-                cost=quote(pipe, entry, validated.request), notes=[*notes, *validated.notes])
+    plan = Plan(
+        spec=spec,
+        operation=operation,
+        entry=entry,
+        validated=validated,
+        cost=quote(pipe, entry, validated.request),
+        notes=[*notes, *validated.notes],
+    )
     if output.filename is not None and check_outputs:
         # Filesystem checks (lstat, reading a sidecar in the way): off the event loop.
-        plan.slots = await anyio.to_thread.run_sync(functools.partial(
-            plan_outputs, pipe.store, output.filename, plan.planned_format, plan.request.n,
-            overwrite=output.overwrite))
+        plan.slots = await anyio.to_thread.run_sync(
+            functools.partial(
+                plan_outputs,
+                pipe.store,
+                output.filename,
+                plan.planned_format,
+                plan.request.n,
+                overwrite=output.overwrite,
+            )
+        )
         plan.notes.extend(slot.note for slot in plan.slots if slot.note)
     return plan
 

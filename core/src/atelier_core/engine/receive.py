@@ -118,17 +118,21 @@ async def receive(pipe: Pipeline, plan: Plan, sent: Sent) -> Received:
             pending.append((batch.start + local, image))
         accounted = min(len(result.images), batch.request.n) + len(result.failures)
         for missing in range(accounted, batch.request.n):
-            failures.append(ItemFailure(
-                index=batch.start + missing, code="missing_image",
-                message=f"{entry.provider_name} returned {len(result.images)} of "
-                f"{batch.request.n} requested image(s) without saying why",
-            ))
+            failures.append(
+                ItemFailure(
+                    index=batch.start + missing,
+                    code="missing_image",
+                    message=f"{entry.provider_name} returned {len(result.images)} of "
+                    f"{batch.request.n} requested image(s) without saying why",
+                )
+            )
     cap = plan.request.max_image_bytes()
     decoded: list[ReceivedImage | AtelierError | None] = [None] * len(pending)
 
     async def decode(slot: int, index: int, image: Any) -> None:
-        decoded[slot] = await anyio.to_thread.run_sync(_decode, pipe, image, index, entry.provider_name, cap,
-                                                        plan.want_preview, limiter=pipe.decode_limiter())
+        decoded[slot] = await anyio.to_thread.run_sync(
+            _decode, pipe, image, index, entry.provider_name, cap, plan.want_preview, limiter=pipe.decode_limiter()
+        )
 
     async with anyio.create_task_group() as group:  # worker threads: the decodes overlap
         for slot, (index, image) in enumerate(pending):
@@ -137,8 +141,9 @@ async def receive(pipe: Pipeline, plan: Plan, sent: Sent) -> Received:
     for (index, _image), outcome in zip(pending, decoded, strict=True):
         assert outcome is not None
         if isinstance(outcome, AtelierError):
-            log.warning("provider returned an invalid image", provider=entry.provider_name,
-                        index=index, error=outcome.code)
+            log.warning(
+                "provider returned an invalid image", provider=entry.provider_name, index=index, error=outcome.code
+            )
             failures.append(ItemFailure(index=index, code=outcome.code, message=str(outcome)))
             errors.append(outcome)
             maybe_billed += 1  # the provider made it; it is unusable, not unbilled
@@ -147,9 +152,16 @@ async def receive(pipe: Pipeline, plan: Plan, sent: Sent) -> Received:
     failures.sort(key=lambda f: f.index)
     notes = [*provider_notes, *_applied_from_images(applied, plan, images)]
     return Received(
-        images=images, failures=failures, errors=errors, applied=applied,
-        cost=settle(plan, usage, provider_cost, len(images)), usage=usage, texts=texts,
-        request_id=", ".join(dict.fromkeys(request_ids)) or None, notes=notes, maybe_billed=maybe_billed,
+        images=images,
+        failures=failures,
+        errors=errors,
+        applied=applied,
+        cost=settle(plan, usage, provider_cost, len(images)),
+        usage=usage,
+        texts=texts,
+        request_id=", ".join(dict.fromkeys(request_ids)) or None,
+        notes=notes,
+        maybe_billed=maybe_billed,
         continuation=continuation,
     )
 
@@ -158,14 +170,17 @@ def _too_large(size: int, cap: int, provider: str) -> UpstreamProtocolError:
     return UpstreamProtocolError(
         f"{provider} returned {size:,} bytes for one image, more than an image of the requested "
         f"size and format can take ({cap:,} bytes); it was not decoded or saved",
-        code="upstream_answer_too_large", provider=provider, retryable=False,
+        code="upstream_answer_too_large",
+        provider=provider,
+        retryable=False,
         fix="do not retry blindly (the call may have been billed); report it to the provider, "
         "or ask for a smaller size",
     )
 
 
-def _decode(pipe: Pipeline, image: Any, index: int, provider: str, cap: int,
-            want_preview: bool = True) -> ReceivedImage | AtelierError:
+def _decode(
+    pipe: Pipeline, image: Any, index: int, provider: str, cap: int, want_preview: bool = True
+) -> ReceivedImage | AtelierError:
     """Fully decode one returned image (a 4K PNG takes a third of a second) and make the
     default preview from the same decode. Errors are returned, not raised.
 
@@ -178,12 +193,20 @@ def _decode(pipe: Pipeline, image: Any, index: int, provider: str, cap: int,
     if not want_preview and imaging.sniff(image.data) == "png":
         try:
             info = imaging.check_png_structure(
-                image.data, max_pixels=pipe.settings.storage.max_input_pixels, provider=provider)
+                image.data, max_pixels=pipe.settings.storage.max_input_pixels, provider=provider
+            )
         except AtelierError as exc:
             return exc
-        return ReceivedImage(index=index, data=image.data, format=info.format, width=info.width,
-                             height=info.height, preview=None, seed=image.seed,
-                             revised_prompt=image.revised_prompt)
+        return ReceivedImage(
+            index=index,
+            data=image.data,
+            format=info.format,
+            width=info.width,
+            height=info.height,
+            preview=None,
+            seed=image.seed,
+            revised_prompt=image.revised_prompt,
+        )
     try:
         decoded = imaging.decode_image(
             image.data, max_pixels=pipe.settings.storage.max_input_pixels, upstream=True, provider=provider
@@ -192,9 +215,16 @@ def _decode(pipe: Pipeline, image: Any, index: int, provider: str, cap: int,
         return exc
     try:
         info = decoded.info
-        return ReceivedImage(index=index, data=image.data, format=info.format, width=info.width,
-                             height=info.height, preview=_preview(pipe, decoded, provider),
-                             seed=image.seed, revised_prompt=image.revised_prompt)
+        return ReceivedImage(
+            index=index,
+            data=image.data,
+            format=info.format,
+            width=info.width,
+            height=info.height,
+            preview=_preview(pipe, decoded, provider),
+            seed=image.seed,
+            revised_prompt=image.revised_prompt,
+        )
     finally:
         decoded.image.close()
 
@@ -202,8 +232,9 @@ def _decode(pipe: Pipeline, image: Any, index: int, provider: str, cap: int,
 def _preview(pipe: Pipeline, decoded: imaging.DecodedImage, provider: str) -> imaging.Preview | None:
     settings = pipe.settings.preview
     try:
-        return imaging.make_preview(decoded, max_edge=settings.max_edge,
-                                    max_bytes=settings.max_bytes, fmt=settings.format)
+        return imaging.make_preview(
+            decoded, max_edge=settings.max_edge, max_bytes=settings.max_bytes, fmt=settings.format
+        )
     except Exception as exc:  # a preview is a convenience; the MCP layer retries from the file
         log.warning("preview failed", provider=provider, error=type(exc).__name__)
         return None
@@ -226,13 +257,16 @@ def _applied_from_images(applied: dict[str, Any], plan: Plan, images: list[Recei
         elif said is None and plan.validated.requested.get("size") not in (None, real):
             applied["size"] = real
     else:
-        notes.append("the images came back in different sizes: "
-                     + ", ".join(f"{w}x{h}" for w, h in sizes) + " (see each image)")
+        notes.append(
+            "the images came back in different sizes: " + ", ".join(f"{w}x{h}" for w, h in sizes) + " (see each image)"
+        )
     asked = plan.request.output_format or applied.get("output_format")
     if len(formats) == 1:
         if asked is not None and formats[0] != asked:
-            notes.append(f"{asked.upper()} was asked for; the provider answered {formats[0].upper()}, "
-                         "saved under its own extension")
+            notes.append(
+                f"{asked.upper()} was asked for; the provider answered {formats[0].upper()}, "
+                "saved under its own extension"
+            )
         if "output_format" in applied or asked is not None:
             applied["output_format"] = formats[0]
     else:
@@ -285,8 +319,7 @@ def most_meaningful(errors: list[AtelierError], entry: ModelEntry, failures: lis
     if errors:
         return min(errors, key=_rank)
     return UpstreamProtocolError(
-        f"{entry.canonical_id} returned no image"
-        + (f" ({failures[0].message})" if failures else ""),
+        f"{entry.canonical_id} returned no image" + (f" ({failures[0].message})" if failures else ""),
         provider=entry.provider_name,
         fix="try again; if it persists, change the prompt or the model",
     )

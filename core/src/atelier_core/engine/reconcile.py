@@ -168,7 +168,10 @@ def _rebuilt_record(job: Job, image: Path) -> dict[str, Any] | None:
     call: dict[str, Any] = found_call if isinstance(found_call, dict) else {}
     requested = {k: v for k, v in call.items() if k not in ("prompt", "images", "mask") and v is not None}
     return {
-        "format": fmt, "width": width, "height": height, "bytes": len(data),
+        "format": fmt,
+        "width": width,
+        "height": height,
+        "bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
         "created": dt.datetime.fromtimestamp(image.stat().st_mtime, dt.UTC).isoformat(timespec="seconds"),
         "model": job.request.get("model") or call.get("model"),
@@ -176,8 +179,7 @@ def _rebuilt_record(job: Job, image: Path) -> dict[str, Any] | None:
         "prompt": call.get("prompt"),
         "requested": requested,
         "job": job.id,
-        "rebuilt": "from the job record at start-up, after a crash: applied values, seed and cost "
-                   "were not recorded",
+        "rebuilt": "from the job record at start-up, after a crash: applied values, seed and cost were not recorded",
     }
 
 
@@ -219,9 +221,12 @@ async def reconcile(store: OutputStore, records: JobStore, *, retention_s: float
     for job_id, paths in done.attached.items():
         if await records.attach_saved(job_id, paths):
             log.warning("files found after a crash attached to their job", job_id=job_id, files=len(paths))
-    done.sidecars_rebuilt = await anyio.to_thread.run_sync(_rebuild_sidecars, store,
-                                                           await records.with_files(since))
+    done.sidecars_rebuilt = await anyio.to_thread.run_sync(_rebuild_sidecars, store, await records.with_files(since))
     if done.temps_removed or done.attached or done.sidecars_rebuilt:
-        log.info("output folder reconciled", temps_removed=done.temps_removed,
-                 jobs_attached=len(done.attached), sidecars_rebuilt=len(done.sidecars_rebuilt))
+        log.info(
+            "output folder reconciled",
+            temps_removed=done.temps_removed,
+            jobs_attached=len(done.attached),
+            sidecars_rebuilt=len(done.sidecars_rebuilt),
+        )
     return done

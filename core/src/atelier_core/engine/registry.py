@@ -105,7 +105,12 @@ class Registry:
     # -- building ------------------------------------------------------------------
 
     def add_provider(
-        self, provider: Provider, plugin: str, settings: Settings, *, configured: bool = False,
+        self,
+        provider: Provider,
+        plugin: str,
+        settings: Settings,
+        *,
+        configured: bool = False,
         built_in: bool = False,
     ) -> None:
         name = provider.name
@@ -113,9 +118,7 @@ class Registry:
             raise ConfigurationError(f"plugin {plugin} registered a provider with bad name {name!r}")
         if name in self.providers:
             other = self._provider_plugin[name]
-            raise ConfigurationError(
-                f"provider name {name!r} is registered by both plugin {other} and plugin {plugin}"
-            )
+            raise ConfigurationError(f"provider name {name!r} is registered by both plugin {other} and plugin {plugin}")
         if not configured:
             provider.configure(_provider_settings(provider, settings))
         self.providers[name] = provider
@@ -185,16 +188,25 @@ class Registry:
                 }:
                     return entry
         if target == "":
-            holders = [c for c, e in self.models.items() if lowered in {a.lower() for a in (e.spec.id, *e.spec.aliases)}]
+            holders = [
+                c for c, e in self.models.items() if lowered in {a.lower() for a in (e.spec.id, *e.spec.aliases)}
+            ]
             raise InvalidParameterError(
-                "model", name, f"is ambiguous: it names {' and '.join(holders)}",
-                allowed=holders, fix="use the canonical id (provider/model)", code="ambiguous_model",
+                "model",
+                name,
+                f"is ambiguous: it names {' and '.join(holders)}",
+                allowed=holders,
+                fix="use the canonical id (provider/model)",
+                code="ambiguous_model",
             )
         retired = self.retired.get(key) or self.retired.get(lowered)
         if retired:
             provider, info = retired
             raise RetiredModelError(
-                name, retired_on=info.retired_on, replacement=info.replacement, provider=provider.name,
+                name,
+                retired_on=info.retired_on,
+                replacement=info.replacement,
+                provider=provider.name,
                 guide=info.guide,
             )
         raise UnknownModelError(name, [*self.models, *(a for a, t in self.aliases.items() if t)])
@@ -208,9 +220,7 @@ class Registry:
                 fix=_availability_fix(entry, self),
             )
 
-    def entries(
-        self, provider: str | None = None, capability: str | None = None
-    ) -> list[ModelEntry]:
+    def entries(self, provider: str | None = None, capability: str | None = None) -> list[ModelEntry]:
         out = []
         for entry in self.models.values():
             if provider and entry.provider_name != provider:
@@ -223,8 +233,7 @@ class Registry:
     def diagnostics(self) -> dict[str, Any]:
         return {
             "plugins": [
-                {k: v for k, v in vars_of(record).items() if v not in (None, [], 0.0)}
-                for record in self.plugins
+                {k: v for k, v in vars_of(record).items() if v not in (None, [], 0.0)} for record in self.plugins
             ],
             "problems": list(self.problems),
         }
@@ -257,7 +266,8 @@ def _availability_fix(entry: ModelEntry, registry: Registry) -> str:
     others = [
         e.canonical_id
         for e in registry.models.values()
-        if e.provider is not entry.provider and e.unavailable_reason() is None
+        if e.provider is not entry.provider
+        and e.unavailable_reason() is None
         and set(entry.spec.operations) & set(e.spec.operations)
     ]
     hint = f"; or use an available model such as {', '.join(others[:3])}" if others else ""
@@ -402,9 +412,15 @@ def build_registry(
     if entry_points:
         for item in found:
             source = f"entry point {item.distribution} {item.version}"
-            candidates.append(_Candidate(item.entry_point.name, source, item.entry_point, item.distribution,
-                                         PluginRecord(item.entry_point.name, source, "loaded",
-                                                      distribution=item.distribution)))
+            candidates.append(
+                _Candidate(
+                    item.entry_point.name,
+                    source,
+                    item.entry_point,
+                    item.distribution,
+                    PluginRecord(item.entry_point.name, source, "loaded", distribution=item.distribution),
+                )
+            )
 
     loaded: list[_Candidate] = []
     for candidate in candidates:
@@ -477,8 +493,14 @@ def _load(pm: pluggy.PluginManager, candidate: _Candidate, settings: Settings) -
     finally:
         record.seconds = time.perf_counter() - started
         if conf.trace:
-            log.info("plugin", plugin=name, source=record.source, status=record.status,
-                     providers=[p.name for p in candidate.offered], seconds=round(record.seconds, 4))
+            log.info(
+                "plugin",
+                plugin=name,
+                source=record.source,
+                status=record.status,
+                providers=[p.name for p in candidate.offered],
+                seconds=round(record.seconds, 4),
+            )
 
 
 def _validation_title(exc: ValidationError) -> str:
@@ -495,8 +517,13 @@ def _fail(
         pm.unregister(name=record.name)
     if exc is not None and trace:
         record.traceback = "".join(traceback.format_exception(exc))
-    log.warning("plugin failed to load", plugin=record.name, source=record.source, problems=problems,
-                **({"traceback": record.traceback} if record.traceback else {}))
+    log.warning(
+        "plugin failed to load",
+        plugin=record.name,
+        source=record.source,
+        problems=problems,
+        **({"traceback": record.traceback} if record.traceback else {}),
+    )
 
 
 def _offered(pm: pluggy.PluginManager, name: str, plugin: object, settings: Settings) -> list[Provider]:
@@ -517,8 +544,7 @@ def _offered(pm: pluggy.PluginManager, name: str, plugin: object, settings: Sett
         log.info("hook call", hook="register_providers", plugin=name)
     hookimpls[0].function(register=register)
     if trace:
-        log.info("hook done", hook="register_providers", plugin=name,
-                 offered=[type(p).__name__ for p in offered])
+        log.info("hook done", hook="register_providers", plugin=name, offered=[type(p).__name__ for p in offered])
     names = [p.name for p in offered]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -562,8 +588,8 @@ def _owned(
         for holder in holders:
             refused[id(holder)] = (
                 f"provider name {name!r} is claimed by {' and '.join(dists)}; both are refused. "
-                f"Pick one with the setting plugins.owners, e.g. [plugins.owners] {name} = \"{example}\" "
-                f"or ATELIER_PLUGINS__OWNERS='{{\"{name}\": \"{example}\"}}', or uninstall one"
+                f'Pick one with the setting plugins.owners, e.g. [plugins.owners] {name} = "{example}" '
+                f'or ATELIER_PLUGINS__OWNERS=\'{{"{name}": "{example}"}}\', or uninstall one'
             )
     kept: list[_Candidate] = []
     for candidate in loaded:
@@ -592,8 +618,13 @@ def _commit(registry: Registry, candidate: _Candidate, settings: Settings) -> No
     try:
         for provider in candidate.offered:
             isolation.guard(provider, f"{provider.name} (plugin {label})")
-            registry.add_provider(provider, candidate.name, settings, configured=True,
-                                  built_in=candidate.distribution in registry.built_ins)
+            registry.add_provider(
+                provider,
+                candidate.name,
+                settings,
+                configured=True,
+                built_in=candidate.distribution in registry.built_ins,
+            )
             staged.append(provider.name)
     except AtelierError as exc:
         for provider_name in staged:

@@ -69,19 +69,30 @@ async def store(pipe: Pipeline, plan: Plan, received: Received, *, on_saved: OnS
         mirrored = Mirrored() if pipe.bucket is None else await mirror(pipe.bucket, pipe.store, saved, metadata)
         if mirrored.note:
             out.notes.append(mirrored.note)
-        out.records.append(ImageRecord(
-            path=str(saved.path), uri=saved.uri, resource_uri=saved.resource_uri,
-            width=saved.width, height=saved.height, format=saved.format, bytes=saved.bytes,
-            sha256=saved.sha256, seed=image.seed, revised_prompt=image.revised_prompt,
-            sidecar=str(saved.sidecar) if saved.sidecar else None,
-            object_uri=mirrored.object_uri, url=mirrored.url,
-        ))
+        out.records.append(
+            ImageRecord(
+                path=str(saved.path),
+                uri=saved.uri,
+                resource_uri=saved.resource_uri,
+                width=saved.width,
+                height=saved.height,
+                format=saved.format,
+                bytes=saved.bytes,
+                sha256=saved.sha256,
+                seed=image.seed,
+                revised_prompt=image.revised_prompt,
+                sidecar=str(saved.sidecar) if saved.sidecar else None,
+                object_uri=mirrored.object_uri,
+                url=mirrored.url,
+            )
+        )
     await _index(pipe, plan, indexed, received.cost.cost_usd)
     return out
 
 
-async def _index(pipe: Pipeline, plan: Plan, saved: list[tuple[SavedImage, dict[str, Any]]],
-                 cost_usd: float | None) -> None:
+async def _index(
+    pipe: Pipeline, plan: Plan, saved: list[tuple[SavedImage, dict[str, Any]]], cost_usd: float | None
+) -> None:
     """Add the saved images to the image library (lineage from the first input image).
     Never fails the call: the files are saved and paid for."""
     if not saved:
@@ -90,9 +101,12 @@ async def _index(pipe: Pipeline, plan: Plan, saved: list[tuple[SavedImage, dict[
     inputs = [image.data for image in plan.request.images]
     library = pipe.library
     try:
-        rows = [await library.entry_for(item, meta, cost_usd=share, inputs=inputs,
-                                        embedded=bool(meta.get("metadata_embedded")))
-                for item, meta in saved]
+        rows = [
+            await library.entry_for(
+                item, meta, cost_usd=share, inputs=inputs, embedded=bool(meta.get("metadata_embedded"))
+            )
+            for item, meta in saved
+        ]
     except Exception as exc:
         log.warning("image index lookup failed", error=type(exc).__name__)
         return
@@ -114,8 +128,9 @@ def _with_metadata(pipe: Pipeline, image: ReceivedImage, metadata: dict[str, Any
     return data
 
 
-def _save(pipe: Pipeline, plan: Plan, slot: OutputSlot | None, image: ReceivedImage,
-          metadata: dict[str, Any]) -> tuple[SavedImage, str | None]:
+def _save(
+    pipe: Pipeline, plan: Plan, slot: OutputSlot | None, image: ReceivedImage, metadata: dict[str, Any]
+) -> tuple[SavedImage, str | None]:
     """Publish one image; returns it and a note when it did not go where planned."""
     the_store = pipe.store
     note: str | None = None
@@ -123,10 +138,16 @@ def _save(pipe: Pipeline, plan: Plan, slot: OutputSlot | None, image: ReceivedIm
 
     def save(target: OutputSlot | None) -> SavedImage:
         return the_store.save(
-            data, image.format, filename=target.filename if target else None,
-            planned=target.parts if target else None, overwrite=plan.spec.output.overwrite and target is not None,
-            metadata=metadata, width=image.width, height=image.height,
-            sidecar=target.sidecar if target else True, tag=plan.job_id,
+            data,
+            image.format,
+            filename=target.filename if target else None,
+            planned=target.parts if target else None,
+            overwrite=plan.spec.output.overwrite and target is not None,
+            metadata=metadata,
+            width=image.width,
+            height=image.height,
+            sidecar=target.sidecar if target else True,
+            tag=plan.job_id,
         )
 
     if slot is None:

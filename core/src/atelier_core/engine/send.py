@@ -16,6 +16,7 @@ import structlog
 from atelier_core.engine.progress import SAVING_FRACTION, SENT_FRACTION, PartialSink, Progress, report
 from atelier_core.engine.throttle import RetryPolicy, call_with_retries
 from atelier_core.logging import scrub
+from atelier_core.plugin.answers import answer_limit, answer_limit_for
 from atelier_core.plugin.errors import (
     AtelierError,
     InputImageError,
@@ -23,7 +24,6 @@ from atelier_core.plugin.errors import (
     UpstreamProtocolError,
     UpstreamTimeoutError,
 )
-from atelier_core.plugin.answers import answer_limit, answer_limit_for
 from atelier_core.plugin.provider import CallContext
 from atelier_core.plugin.types import ImageRequest, ProviderResult
 
@@ -73,8 +73,9 @@ def batches_for(plan: Plan) -> Sent:
     return Sent(batches=batches, notes=notes)
 
 
-async def send(pipe: Pipeline, plan: Plan, sent: Sent, *, progress: Progress | None = None,
-               partial: PartialSink | None = None) -> None:
+async def send(
+    pipe: Pipeline, plan: Plan, sent: Sent, *, progress: Progress | None = None, partial: PartialSink | None = None
+) -> None:
     """Call the provider for every batch of ``sent``: limits, the one retry layer, in
     parallel. Each batch keeps its result or its error."""
     entry = plan.entry
@@ -103,9 +104,14 @@ async def send(pipe: Pipeline, plan: Plan, sent: Sent, *, progress: Progress | N
         async def task_started(task_id: str) -> None:
             await sink(batch.start, task_id)  # kept with the job: a restart resumes polling
 
-        return CallContext(timeout_s=policy.timeout_s, progress=batch_progress, partial_image=partial,
-                           download=functools.partial(download, pipe), task_started=task_started,
-                           keep_vendor_task=plan.keep_vendor_tasks)
+        return CallContext(
+            timeout_s=policy.timeout_s,
+            progress=batch_progress,
+            partial_image=partial,
+            download=functools.partial(download, pipe),
+            task_started=task_started,
+            keep_vendor_task=plan.keep_vendor_tasks,
+        )
 
     async def _sent(batch: Batch) -> ProviderResult:
         # Runs with a limiter slot held: report it, so jobs can tell queued from sent.
@@ -126,7 +132,10 @@ async def send(pipe: Pipeline, plan: Plan, sent: Sent, *, progress: Progress | N
         try:
             batch.result = await call_with_retries(
                 lambda: _sent(batch),
-                policy=policy, limiter=limiter, provider=provider.name, sleep=pipe._sleep,
+                policy=policy,
+                limiter=limiter,
+                provider=provider.name,
+                sleep=pipe._sleep,
             )
             if not isinstance(batch.result, ProviderResult):
                 raise UpstreamProtocolError(
@@ -140,9 +149,9 @@ async def send(pipe: Pipeline, plan: Plan, sent: Sent, *, progress: Progress | N
             # anything), tell the caller only that it happened.
             log.exception("provider raised an unexpected exception", provider=provider.name)
             batch.error = UpstreamError(
-                f"provider {provider.name} failed unexpectedly (an internal error; details "
-                "are in the server log)",
-                code="provider_internal_error", provider=provider.name,
+                f"provider {provider.name} failed unexpectedly (an internal error; details are in the server log)",
+                code="provider_internal_error",
+                provider=provider.name,
             )
         finally:
             done += 1
@@ -161,7 +170,8 @@ async def download(pipe: Pipeline, url: str, allowed_hosts: Sequence[str]) -> by
     except InputImageError as exc:  # the provider's answer is at fault, not the caller
         raise UpstreamProtocolError(
             f"could not download the image the provider returned: {exc.message}",
-            code=exc.code, fix=exc.fix,
+            code=exc.code,
+            fix=exc.fix,
         ) from None
 
 

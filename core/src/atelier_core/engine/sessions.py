@@ -40,7 +40,6 @@ log = structlog.get_logger("atelier.sessions")
 CARRIED = ("size", "aspect_ratio", "resolution", "quality", "output_format", "background")
 
 
-
 @dataclass(slots=True)
 class SessionTurn:
     turn: int
@@ -120,9 +119,14 @@ class SessionManager:
                 code="session_not_found",
             )
         return SessionView(
-            id=record.id, status=record.status, created_at=record.created_at,
-            last_used=record.last_used, head=record.head, defaults=record.defaults,
-            ended_reason=record.ended_reason, turns=[_turn(t) for t in record.turns],
+            id=record.id,
+            status=record.status,
+            created_at=record.created_at,
+            last_used=record.last_used,
+            head=record.head,
+            defaults=record.defaults,
+            ended_reason=record.ended_reason,
+            turns=[_turn(t) for t in record.turns],
         )
 
     async def list(self, *, include_ended: bool = False, limit: int = 50) -> builtins.list[SessionView]:
@@ -135,7 +139,9 @@ class SessionManager:
     async def evict(self) -> builtins.list[str]:
         """End sessions idle past the TTL and those beyond the LRU cap."""
         ended = await self._records.evict(
-            now=self._clock(), idle_ttl_s=self._settings.idle_ttl_s, max_open=self._settings.max_sessions,
+            now=self._clock(),
+            idle_ttl_s=self._settings.idle_ttl_s,
+            max_open=self._settings.max_sessions,
         )
         for session_id, _reason in ended:
             log.info("session ended by eviction", session=session_id)
@@ -170,7 +176,9 @@ class SessionManager:
         ``session_id``: an id made earlier with :func:`new_session_id`."""
         if (prompt is None) == (image is None):
             raise InvalidParameterError(
-                "prompt", prompt, "and image: give exactly one to start a session",
+                "prompt",
+                prompt,
+                "and image: give exactly one to start a session",
                 fix="start from a prompt (generates the first image) or from an image",
             )
         defaults = {k: v for k, v in call.model_dump(include=set(CARRIED)).items() if v is not None}
@@ -181,13 +189,21 @@ class SessionManager:
         outcome: Any = None
         if prompt is not None:
             with origin(session_id=session_id, turn=0):
-                outcome = await self._execute(call.model_copy(update={"prompt": prompt, "n": 1}),
-                                              Operation.GENERATE, **execute_kwargs)
+                outcome = await self._execute(
+                    call.model_copy(update={"prompt": prompt, "n": 1}), Operation.GENERATE, **execute_kwargs
+                )
             first = outcome.images[0]
             turn = SessionTurn(
-                turn=0, parent=None, created_at=now, operation="generate", prompt=prompt,
-                model=outcome.model, parameters=dict(outcome.applied), image_path=str(first.path),
-                resource_uri=first.resource_uri, sha256=first.sha256,
+                turn=0,
+                parent=None,
+                created_at=now,
+                operation="generate",
+                prompt=prompt,
+                model=outcome.model,
+                parameters=dict(outcome.applied),
+                image_path=str(first.path),
+                resource_uri=first.resource_uri,
+                sha256=first.sha256,
                 outcome=outcome.model_dump(mode="json"),
             )
             defaults.setdefault("model", outcome.model)
@@ -195,13 +211,27 @@ class SessionManager:
             assert image is not None
             path, resource_uri = await self._import(image)
             turn = SessionTurn(
-                turn=0, parent=None, created_at=now, operation="import", prompt=None, model=None,
-                parameters={}, image_path=str(path), resource_uri=resource_uri,
+                turn=0,
+                parent=None,
+                created_at=now,
+                operation="import",
+                prompt=None,
+                model=None,
+                parameters={},
+                image_path=str(path),
+                resource_uri=resource_uri,
                 sha256=await asyncio.to_thread(_sha256, path),
             )
         await self._records.create(
-            SessionRecord(id=session_id, status="open", created_at=now, last_used=now, head=0,
-                          defaults=defaults, principal=current_principal()),
+            SessionRecord(
+                id=session_id,
+                status="open",
+                created_at=now,
+                last_used=now,
+                head=0,
+                defaults=defaults,
+                principal=current_principal(),
+            ),
             _record(turn),
         )
         await self.evict()
@@ -212,7 +242,9 @@ class SessionManager:
         root (so later turns never depend on a file outside it)."""
         image = await self._atelier.intake.load(reference, parameter="image")
         saved = await asyncio.to_thread(
-            self._atelier.store.save, image.data, image.format,
+            self._atelier.store.save,
+            image.data,
+            image.format,
             metadata={"operation": "session import", "source": image.source},
         )
         return saved.path, saved.resource_uri
@@ -227,16 +259,20 @@ class SessionManager:
             last = view.turns[view.head].resource_uri if view.head is not None and view.turns else None
             raise RequestError(
                 f"session {session_id} has ended ({view.ended_reason})",
-                parameter="session_id", value=session_id, code="session_ended",
-                fix="start a new session"
-                + (f" from its last image: action=start image={last}" if last else ""),
+                parameter="session_id",
+                value=session_id,
+                code="session_ended",
+                fix="start a new session" + (f" from its last image: action=start image={last}" if last else ""),
             )
         base_index = view.head if from_turn is None else from_turn
         by_index = {t.turn: t for t in view.turns}
         if base_index not in by_index:
             raise InvalidParameterError(
-                "from_turn", from_turn, f"is not a turn of session {session_id}",
-                allowed=f"0–{len(view.turns) - 1}", fix="see action=history for the turns",
+                "from_turn",
+                from_turn,
+                f"is not a turn of session {session_id}",
+                allowed=f"0–{len(view.turns) - 1}",
+                fix="see action=history for the turns",
             )
         base = by_index[base_index]
         path = Path(base.image_path)
@@ -247,32 +283,53 @@ class SessionManager:
         if not elsewhere and digest != base.sha256:
             raise InputImageError(
                 f"turn {base.turn}'s image changed or was deleted on disk since it was made",
-                parameter="from_turn", value=base.turn, code="session_image_changed",
+                parameter="from_turn",
+                value=base.turn,
+                code="session_image_changed",
                 fix="continue from another turn, or start a new session from the current file",
             )
         model = call.model or view.defaults.get("model")
         if not model:
-            raise InvalidParameterError("model", None, "is needed: this session has no model yet",
-                                        fix="pass model (any model with the edit capability)")
+            raise InvalidParameterError(
+                "model",
+                None,
+                "is needed: this session has no model yet",
+                fix="pass model (any model with the edit capability)",
+            )
         entry = self._atelier.registry.resolve(model)
         if Operation.EDIT not in entry.spec.operations:
             able = [e.canonical_id for e in self._atelier.registry.entries(capability="edit")]
             raise InvalidParameterError(
-                "model", model, "cannot edit, so it cannot continue a session",
-                allowed=able[:8], fix="pick a model with the edit capability",
+                "model",
+                model,
+                "cannot edit, so it cannot continue a session",
+                allowed=able[:8],
+                fix="pick a model with the edit capability",
                 code="unsupported_capability",
             )
         carried, notes = _carry(view.defaults, call, entry.spec)
         options = _chained(base, entry.canonical_id, call.options, notes)
         reference = base.resource_uri or str(path)
         edit_call = call.model_copy(
-            update={**carried, "model": entry.canonical_id, "images": [reference, *call.images], "n": 1,
-                    "options": options}
+            update={
+                **carried,
+                "model": entry.canonical_id,
+                "images": [reference, *call.images],
+                "n": 1,
+                "options": options,
+            }
         )
         return view, base, edit_call, notes
 
-    def turn_ref(self, session_id: str, call: ImageCall, *, start: bool = False,
-                 parent: int | None = None, view: SessionView | None = None) -> dict[str, Any]:
+    def turn_ref(
+        self,
+        session_id: str,
+        call: ImageCall,
+        *,
+        start: bool = False,
+        parent: int | None = None,
+        view: SessionView | None = None,
+    ) -> dict[str, Any]:
         """What :meth:`record` needs to add a turn once its call has run (a job stores it):
         the session, the parent turn, the prompt and the session's defaults after the turn."""
         defaults = dict(view.defaults) if view is not None else {}
@@ -282,8 +339,7 @@ class SessionManager:
                 defaults[key] = value
         if call.model:
             defaults["model"] = call.model
-        return {"session_id": session_id, "start": start, "parent": parent, "prompt": call.prompt,
-                "defaults": defaults}
+        return {"session_id": session_id, "start": start, "parent": parent, "prompt": call.prompt, "defaults": defaults}
 
     async def record(self, ref: dict[str, Any], outcome: Any) -> SessionView:
         """Add the turn a call made (its first image) to the session ``ref`` names: turn 0
@@ -295,15 +351,29 @@ class SessionManager:
         async with self._lock(session_id):
             turn_no = 0 if ref["start"] else await self._records.count_turns(session_id)
             turn = SessionTurn(
-                turn=turn_no, parent=ref["parent"], created_at=now,
-                operation="generate" if ref["start"] else "edit", prompt=ref["prompt"], model=outcome.model,
-                parameters=dict(outcome.applied), image_path=str(image.path), resource_uri=image.resource_uri,
-                sha256=image.sha256, outcome=outcome.model_dump(mode="json"),
+                turn=turn_no,
+                parent=ref["parent"],
+                created_at=now,
+                operation="generate" if ref["start"] else "edit",
+                prompt=ref["prompt"],
+                model=outcome.model,
+                parameters=dict(outcome.applied),
+                image_path=str(image.path),
+                resource_uri=image.resource_uri,
+                sha256=image.sha256,
+                outcome=outcome.model_dump(mode="json"),
             )
             if ref["start"]:
                 await self._records.create(
-                    SessionRecord(id=session_id, status="open", created_at=now, last_used=now, head=0,
-                                  defaults=defaults, principal=current_principal()),
+                    SessionRecord(
+                        id=session_id,
+                        status="open",
+                        created_at=now,
+                        last_used=now,
+                        head=0,
+                        defaults=defaults,
+                        principal=current_principal(),
+                    ),
                     _record(turn),
                 )
             else:
@@ -329,9 +399,16 @@ class SessionManager:
             image = outcome.images[0]
             now = self._clock()
             turn = SessionTurn(
-                turn=len(view.turns), parent=base.turn, created_at=now, operation="edit",
-                prompt=call.prompt, model=outcome.model, parameters=dict(outcome.applied),
-                image_path=str(image.path), resource_uri=image.resource_uri, sha256=image.sha256,
+                turn=len(view.turns),
+                parent=base.turn,
+                created_at=now,
+                operation="edit",
+                prompt=call.prompt,
+                model=outcome.model,
+                parameters=dict(outcome.applied),
+                image_path=str(image.path),
+                resource_uri=image.resource_uri,
+                sha256=image.sha256,
                 outcome=outcome.model_dump(mode="json"),
             )
             defaults = dict(view.defaults)
@@ -352,8 +429,9 @@ def _chained(base: SessionTurn, model: str, options: dict[str, Any], notes: list
         return options
     if any(key in options and options[key] != value for key, value in continuation.items()):
         return options  # the caller chose otherwise (another route, or its own response id)
-    notes.append(f"continued turn {base.turn}'s conversation with {model} "
-                 f"({', '.join(f'options.{k}' for k in continuation)})")
+    notes.append(
+        f"continued turn {base.turn}'s conversation with {model} ({', '.join(f'options.{k}' for k in continuation)})"
+    )
     return {**options, **continuation}
 
 
@@ -392,18 +470,32 @@ def _carry(defaults: dict[str, Any], call: ImageCall, spec: Any) -> tuple[dict[s
 
 def _turn(record: TurnRecord) -> SessionTurn:
     return SessionTurn(
-        turn=record.turn, parent=record.parent, created_at=record.created_at,
-        operation=record.operation, prompt=record.prompt, model=record.model,
-        parameters=record.parameters, image_path=record.image_path,
-        resource_uri=record.resource_uri, sha256=record.sha256, outcome=record.outcome,
+        turn=record.turn,
+        parent=record.parent,
+        created_at=record.created_at,
+        operation=record.operation,
+        prompt=record.prompt,
+        model=record.model,
+        parameters=record.parameters,
+        image_path=record.image_path,
+        resource_uri=record.resource_uri,
+        sha256=record.sha256,
+        outcome=record.outcome,
     )
 
 
 def _record(turn: SessionTurn) -> TurnRecord:
     return TurnRecord(
-        turn=turn.turn, parent=turn.parent, created_at=turn.created_at, operation=turn.operation,
-        prompt=turn.prompt, model=turn.model, parameters=turn.parameters,
-        image_path=turn.image_path, resource_uri=turn.resource_uri, sha256=turn.sha256,
+        turn=turn.turn,
+        parent=turn.parent,
+        created_at=turn.created_at,
+        operation=turn.operation,
+        prompt=turn.prompt,
+        model=turn.model,
+        parameters=turn.parameters,
+        image_path=turn.image_path,
+        resource_uri=turn.resource_uri,
+        sha256=turn.sha256,
         outcome=turn.outcome,
     )
 

@@ -41,7 +41,9 @@ def size_of(call: ImageCall, rules: SizeRules, name: str, notes: list[str], tier
         ratio, size = size, None
     if size and ratio:
         raise InvalidParameterError(
-            "size", call.size, "and aspect_ratio were both given",
+            "size",
+            call.size,
+            "and aspect_ratio were both given",
             fix="give either size (WxH) or aspect_ratio, not both",
         )
     if size == "auto":
@@ -54,7 +56,10 @@ def size_of(call: ImageCall, rules: SizeRules, name: str, notes: list[str], tier
         wh = parse_size(size)
         if wh is None:
             raise InvalidParameterError(
-                "size", call.size, "is not a size", allowed=rules.describe(),
+                "size",
+                call.size,
+                "is not a size",
+                allowed=rules.describe(),
                 fix='write sizes as "WIDTHxHEIGHT", e.g. "1024x1024"',
             )
         return _pixel_size(wh, call.size or size, rules, name, notes, tier)
@@ -77,8 +82,13 @@ def _pixel_size(
     width, height = wh
     text = f"{width}x{height}"
     if width <= 0 or height <= 0:  # before any ratio arithmetic ("0x0" on a ratio model)
-        raise InvalidParameterError("size", given, "must have positive edges", allowed=rules.describe(),
-                                    fix='write sizes as "WIDTHxHEIGHT" with positive edges, e.g. "1024x1024"')
+        raise InvalidParameterError(
+            "size",
+            given,
+            "must have positive edges",
+            allowed=rules.describe(),
+            fix='write sizes as "WIDTHxHEIGHT" with positive edges, e.g. "1024x1024"',
+        )
     if text in rules.presets:
         return Sizing(width=width, height=height, resolution=tier)
     if rules.custom is not None:
@@ -87,7 +97,9 @@ def _pixel_size(
             return Sizing(width=width, height=height, resolution=tier)
         nearest = rules.custom.nearest(width, height)
         raise InvalidParameterError(
-            "size", given, f"is not allowed for {name}: {'; '.join(problems)}",
+            "size",
+            given,
+            f"is not allowed for {name}: {'; '.join(problems)}",
             allowed=rules.describe(),
             fix=f"nearest valid size is {nearest[0]}x{nearest[1]}" if nearest else "pick an allowed size",
             code="size_not_supported",
@@ -96,7 +108,9 @@ def _pixel_size(
         mapped = _map_to_ratio(width, height, rules)
         if mapped is not None:
             ratio, mapped_tier = mapped
-            notes.append(f"size {text} mapped to aspect_ratio {ratio}" + (f", resolution {mapped_tier}" if mapped_tier else ""))
+            notes.append(
+                f"size {text} mapped to aspect_ratio {ratio}" + (f", resolution {mapped_tier}" if mapped_tier else "")
+            )
             return Sizing(aspect_ratio=ratio, resolution=tier or mapped_tier)
     allowed = list(rules.presets) or [rules.describe()]
     fix = "pick one of the allowed sizes"
@@ -114,7 +128,10 @@ def _ratio_size(ratio: str, rules: SizeRules, name: str, notes: list[str], tier:
     parsed = parse_ratio(ratio)
     if parsed is None:
         raise InvalidParameterError(
-            "aspect_ratio", ratio, "is not a ratio", fix='write ratios as "W:H", e.g. "16:9"',
+            "aspect_ratio",
+            ratio,
+            "is not a ratio",
+            fix='write ratios as "W:H", e.g. "16:9"',
             allowed=list(rules.aspect_ratios) or None,
         )
     if rules.aspect_ratios:
@@ -123,7 +140,10 @@ def _ratio_size(ratio: str, rules: SizeRules, name: str, notes: list[str], tier:
                 return Sizing(aspect_ratio=option, resolution=tier or rules.default_resolution)
         if not rules.takes_pixels:
             raise InvalidParameterError(
-                "aspect_ratio", ratio, f"is not allowed for {name}", allowed=list(rules.aspect_ratios),
+                "aspect_ratio",
+                ratio,
+                f"is not allowed for {name}",
+                allowed=list(rules.aspect_ratios),
                 fix="use the closest allowed ratio",
             )
     # Pixel model asked for a ratio: pick a matching preset, else build a custom size.
@@ -149,7 +169,10 @@ def _ratio_size(ratio: str, rules: SizeRules, name: str, notes: list[str], tier:
             notes.append(f"aspect_ratio {ratio} mapped to size {nearest[0]}x{nearest[1]}")
             return Sizing(width=nearest[0], height=nearest[1])
     raise InvalidParameterError(
-        "aspect_ratio", ratio, f"cannot be produced by {name}", allowed=rules.describe(),
+        "aspect_ratio",
+        ratio,
+        f"cannot be produced by {name}",
+        allowed=rules.describe(),
         fix="use one of the allowed sizes",
     )
 

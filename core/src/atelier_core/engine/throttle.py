@@ -99,8 +99,12 @@ class ProviderLimiter:
         current = min(self.limit, float(max(1, self.in_flight)))
         self.limit = max(1.0, math.floor(current / 2))
         self._generation += 1
-        log.info("provider rate limited: fewer calls at once", provider=self.name,
-                 limit_before=None if math.isinf(before) else int(before), limit=int(self.limit))
+        log.info(
+            "provider rate limited: fewer calls at once",
+            provider=self.name,
+            limit_before=None if math.isinf(before) else int(before),
+            limit=int(self.limit),
+        )
 
     def succeeded(self) -> None:
         """A call went through: let one more in, up to the cap."""

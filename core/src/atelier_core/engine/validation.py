@@ -59,8 +59,8 @@ def validate_call(
     tier = _choice("resolution", call.resolution, spec.sizes.resolutions, name) if call.resolution else None
     sizing = size_of(call, spec.sizes, name, notes, tier)
     output_format = _choice("output_format", _norm_format(call.output_format), spec.output_formats, name)
-    output_format = output_format or spec.default_output_format or (
-        spec.output_formats[0] if spec.output_formats else None
+    output_format = (
+        output_format or spec.default_output_format or (spec.output_formats[0] if spec.output_formats else None)
     )
     background = _choice("background", call.background, spec.backgrounds, name)
     if background == "transparent":
@@ -80,9 +80,7 @@ def validate_call(
     compression = call.output_compression
     if compression is not None:
         if not 0 <= compression <= 100:
-            raise InvalidParameterError(
-                "output_compression", compression, "is out of range", allowed="0–100"
-            )
+            raise InvalidParameterError("output_compression", compression, "is out of range", allowed="0–100")
         if output_format not in spec.compression_formats:
             raise InvalidParameterError(
                 "output_compression",
@@ -129,9 +127,7 @@ def validate_call(
 
 
 def applied_parameters(request: ImageRequest, canonical_id: str) -> dict[str, Any]:
-    data = request.model_dump(
-        exclude={"images", "mask", "prompt", "operation", "model"}, exclude_none=True
-    )
+    data = request.model_dump(exclude={"images", "mask", "prompt", "operation", "model"}, exclude_none=True)
     data = {k: v for k, v in data.items() if v not in ({}, ())}
     data.pop("width", None)
     data.pop("height", None)
@@ -181,7 +177,9 @@ def _seed(seed: int | None, n: int, spec: ModelSpec, name: str) -> None:
         f": n={n} is sent as {len(sent)} calls with seeds {sent[0]}…{sent[-1]}" if fanned else ""
     )
     raise InvalidParameterError(
-        "seed", seed, problem,
+        "seed",
+        seed,
+        problem,
         allowed=f"{low}–{last_start if fanned else high}" + (f" for n={n}" if fanned else ""),
         fix=f"use a seed between {low} and {max(low, last_start)}",
         code="seed_out_of_range",
@@ -221,12 +219,15 @@ def _applicability(request: ImageRequest, spec: ModelSpec, name: str) -> None:
         elif rule.input_formats is not None:
             wrong = [i.format for i in request.images if i.format not in rule.input_formats]
             if wrong:
-                problem = (f"applies to {'/'.join(rule.input_formats)} input images only on {name}, "
-                           f"not {wrong[0]}")
+                problem = f"applies to {'/'.join(rule.input_formats)} input images only on {name}, not {wrong[0]}"
                 fix = f"pass {'/'.join(rule.input_formats)} images, or remove {key}"
         if problem is not None:
             raise InvalidParameterError(
-                key, value, problem, allowed=rule.describe(), fix=rule.fix or fix,
+                key,
+                value,
+                problem,
+                allowed=rule.describe(),
+                fix=rule.fix or fix,
                 code="unsupported_parameter",
             )
 
@@ -235,9 +236,7 @@ def _prompt(prompt: str | None, spec: ModelSpec, operation: Operation, name: str
     text = prompt.strip() if prompt is not None else None
     if not text:
         if operation in spec.prompt_required_for:
-            raise InvalidParameterError(
-                "prompt", prompt or "", "is empty", fix="describe the image you want in prompt"
-            )
+            raise InvalidParameterError("prompt", prompt or "", "is empty", fix="describe the image you want in prompt")
         return None
     if spec.prompt_max_chars and len(text) > spec.prompt_max_chars:
         raise InvalidParameterError(
@@ -253,7 +252,10 @@ def _prompt(prompt: str | None, spec: ModelSpec, operation: Operation, name: str
 def _n(n: int, spec: ModelSpec, name: str) -> int:
     if isinstance(n, bool) or not 1 <= n <= spec.n_max:
         raise InvalidParameterError(
-            "n", n, f"is out of range for {name}", allowed=f"1–{spec.n_max}",
+            "n",
+            n,
+            f"is out of range for {name}",
+            allowed=f"1–{spec.n_max}",
             fix=f"ask for at most {spec.n_max} image(s) per call",
         )
     return n
@@ -275,7 +277,10 @@ def _choice(parameter: str, value: str | None, allowed: Sequence[str], name: str
         if option.lower() == value.strip().lower():
             return option
     raise InvalidParameterError(
-        parameter, value, f"is not allowed for {name}", allowed=list(allowed),
+        parameter,
+        value,
+        f"is not allowed for {name}",
+        allowed=list(allowed),
         fix=f"use one of the allowed values for {parameter}",
     )
 
@@ -301,7 +306,9 @@ def _compat_options(
             continue
         if options.get(target) not in (None, value):
             raise InvalidParameterError(
-                f"options.{key}", value, f"conflicts with options.{target} ({name} sends {key} as {target})",
+                f"options.{key}",
+                value,
+                f"conflicts with options.{target} ({name} sends {key} as {target})",
                 allowed=f"options.{target} alone, or both with the same value",
                 fix=f"drop options.{key} and keep options.{target}",
             )
@@ -315,8 +322,11 @@ def _options(options: dict[str, Any], spec: ModelSpec, name: str) -> dict[str, A
         return {}
     if spec.options is None:
         raise InvalidParameterError(
-            "options", options, f"are not supported: {name} takes no extra options",
-            fix="remove options", code="unsupported_parameter",
+            "options",
+            options,
+            f"are not supported: {name} takes no extra options",
+            fix="remove options",
+            code="unsupported_parameter",
         )
     try:
         parsed = spec.options.model_validate(options)
@@ -328,7 +338,9 @@ def _options(options: dict[str, Any], spec: ModelSpec, name: str) -> dict[str, A
         if first["type"] == "extra_forbidden":
             problem = "is not an option of this model"
         raise InvalidParameterError(
-            f"options.{where}", first.get("input"), f"{problem} ({name})",
+            f"options.{where}",
+            first.get("input"),
+            f"{problem} ({name})",
             allowed=f"options: {', '.join(allowed_keys)}" if allowed_keys else "no options",
             fix="see list_available_models for each option's allowed values",
         ) from None
@@ -347,7 +359,9 @@ def _check_images(
         rules = spec.reference_images
         if images and rules is None:
             raise InvalidParameterError(
-                "images", f"{len(images)} image(s)", f"are not accepted by {name} when generating",
+                "images",
+                f"{len(images)} image(s)",
+                f"are not accepted by {name} when generating",
                 fix="remove images, pick a model that takes reference images "
                 "(list_available_models), or use edit_image to change an image",
                 code="unsupported_parameter",
@@ -361,14 +375,19 @@ def _check_images(
         assert rules is not None  # guaranteed by ModelSpec validation
         if len(images) < max(rules.min_count, 1):
             raise InvalidParameterError(
-                "images", len(images), f"are too few for {name}",
+                "images",
+                len(images),
+                f"are too few for {name}",
                 allowed=f"{max(rules.min_count, 1)}–{rules.max_count} image(s)",
                 fix="pass the image to edit in images",
             )
     if len(images) > rules.max_count:
         raise InvalidParameterError(
-            "images", f"{len(images)} images", f"are too many for {name}",
-            allowed=f"at most {rules.max_count}", fix=f"pass at most {rules.max_count} image(s)",
+            "images",
+            f"{len(images)} images",
+            f"are too many for {name}",
+            allowed=f"at most {rules.max_count}",
+            fix=f"pass at most {rules.max_count} image(s)",
             code="too_many_images",
         )
     for index, image in enumerate(images):
@@ -376,48 +395,64 @@ def _check_images(
         if image.format not in rules.formats:
             raise InputImageError(
                 f"{where} ({image.source}) is {image.format}, which {name} does not accept",
-                parameter=where, allowed=list(rules.formats),
-                fix="convert the image to an accepted format", code="unsupported_image_format",
+                parameter=where,
+                allowed=list(rules.formats),
+                fix="convert the image to an accepted format",
+                code="unsupported_image_format",
             )
         if len(image.data) > rules.max_bytes:
             raise InputImageError(
                 f"{where} ({image.source}) is {len(image.data):,} bytes, over {name}'s limit",
-                parameter=where, allowed=f"at most {rules.max_bytes:,} bytes",
-                fix="downscale or compress the image", code="image_file_too_large",
+                parameter=where,
+                allowed=f"at most {rules.max_bytes:,} bytes",
+                fix="downscale or compress the image",
+                code="image_file_too_large",
             )
         if rules.must_be_square and image.width != image.height:
             raise InputImageError(
                 f"{where} ({image.source}) is {image.width}x{image.height}; {name} needs a square image",
-                parameter=where, fix="crop or pad the image to a square", code="image_not_square",
+                parameter=where,
+                fix="crop or pad the image to a square",
+                code="image_not_square",
             )
     if mask is None:
         if operation is Operation.EDIT and rules.mask is not None and rules.mask.required:
             raise InvalidParameterError(
-                "mask", None, f"is required: {name} edits only the area a mask marks",
+                "mask",
+                None,
+                f"is required: {name} edits only the area a mask marks",
                 fix="pass mask: a PNG of the image's size, transparent where the image should change",
             )
         return
     mask_rules = rules.mask
     if mask_rules is None:
         raise InvalidParameterError(
-            "mask", mask.source, f"is not supported by {name}",
-            fix="remove mask, or choose a model that supports masks", code="unsupported_parameter",
+            "mask",
+            mask.source,
+            f"is not supported by {name}",
+            fix="remove mask, or choose a model that supports masks",
+            code="unsupported_parameter",
         )
     if mask.format not in mask_rules.formats:
         raise InputImageError(
-            f"mask ({mask.source}) is {mask.format}", parameter="mask",
-            allowed=list(mask_rules.formats), fix="save the mask as PNG with an alpha channel",
+            f"mask ({mask.source}) is {mask.format}",
+            parameter="mask",
+            allowed=list(mask_rules.formats),
+            fix="save the mask as PNG with an alpha channel",
             code="mask_must_be_png",
         )
     if len(mask.data) > mask_rules.max_bytes:
         raise InputImageError(
-            f"mask is {len(mask.data):,} bytes", parameter="mask",
-            allowed=f"at most {mask_rules.max_bytes:,} bytes", code="image_file_too_large",
+            f"mask is {len(mask.data):,} bytes",
+            parameter="mask",
+            allowed=f"at most {mask_rules.max_bytes:,} bytes",
+            code="image_file_too_large",
             fix="compress the mask",
         )
     if mask_rules.needs_alpha and not mask.has_alpha:
         raise InputImageError(
-            "mask has no alpha channel", parameter="mask",
+            "mask has no alpha channel",
+            parameter="mask",
             fix="use a PNG whose fully transparent pixels mark the area to change",
             code="mask_needs_alpha",
         )
@@ -425,5 +460,7 @@ def _check_images(
     if mask_rules.same_size_as_first_image and (mask.width, mask.height) != (first.width, first.height):
         raise InputImageError(
             f"mask is {mask.width}x{mask.height} but the image is {first.width}x{first.height}",
-            parameter="mask", fix="resize the mask to the image's size", code="mask_size_mismatch",
+            parameter="mask",
+            fix="resize the mask to the image's size",
+            code="mask_size_mismatch",
         )

@@ -40,6 +40,7 @@ INSTRUCTIONS = (
     "edit_image accepts as input. The placeholder model draws placeholders, not AI images."
 )
 
+
 def build_server(atelier: Pipeline, *, configure_logs: bool = True) -> MCPServer[Pipeline]:
     """The MCP server for ``atelier`` (logging is configured first: MCPServer's own
     ``basicConfig`` is then a no-op and every log line goes through our redaction)."""
@@ -74,8 +75,9 @@ def build_server(atelier: Pipeline, *, configure_logs: bool = True) -> MCPServer
             async with jobs.running():  # background jobs live as long as the server
                 # What a crash left in the output folder, reconciled with the jobs just
                 # recovered: off the event loop, never blocking start-up.
-                sweep = asyncio.create_task(reconcile(
-                    atelier.store, jobs.records, retention_s=atelier.settings.jobs.retention_days * 86_400))
+                sweep = asyncio.create_task(
+                    reconcile(atelier.store, jobs.records, retention_s=atelier.settings.jobs.retention_days * 86_400)
+                )
                 yield atelier
         finally:
             returner.cancel()
@@ -101,8 +103,13 @@ def build_server(atelier: Pipeline, *, configure_logs: bool = True) -> MCPServer
         subscriptions=bus,
         lifespan=lifespan,
         log_level=atelier.settings.logging.level,
-        middleware=[principal_scope, protocol_compat, error_codes, warm_up.middleware,
-                    LibraryMiddleware(atelier.library, bus)],
+        middleware=[
+            principal_scope,
+            protocol_compat,
+            error_codes,
+            warm_up.middleware,
+            LibraryMiddleware(atelier.library, bus),
+        ],
     )
     add_image_resources(server, atelier)
     install_image_reads(server, atelier)

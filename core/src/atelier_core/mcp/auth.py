@@ -120,9 +120,7 @@ class JwksTokens:
                 f"got scheme {parts.scheme!r}. Fix: use the issuer's https JWKS address."
             )
         if parts.username or parts.password:
-            raise ConfigurationError(
-                "http.oauth_jwks_url must not carry credentials. Fix: remove user:password@."
-            )
+            raise ConfigurationError("http.oauth_jwks_url must not carry credentials. Fix: remove user:password@.")
         self.issuer = issuer
         self.audience = audience
         self._jwks_url = jwks_url
@@ -229,9 +227,7 @@ def token_verifier(settings: Settings) -> StaticTokens | JwksTokens | None:
                 "OAuth needs both http.oauth_issuer and http.oauth_jwks_url. Fix: set the "
                 "missing one (ATELIER_HTTP__OAUTH_ISSUER / ATELIER_HTTP__OAUTH_JWKS_URL)."
             )
-        return JwksTokens(
-            issuer=http.oauth_issuer, jwks_url=http.oauth_jwks_url, audience=http.oauth_audience
-        )
+        return JwksTokens(issuer=http.oauth_issuer, jwks_url=http.oauth_jwks_url, audience=http.oauth_audience)
     return StaticTokens(tokens) if tokens else None
 
 

@@ -16,8 +16,11 @@ def _price(entry: dict[str, Any]) -> float | None:
     price = entry.get("price_usd") or {}
     if price.get("per_image") is not None:
         return float(price["per_image"])
-    table = [*price.get("per_image_by_quality", {}).values(), *price.get("per_image_by_size", {}).values(),
-             *price.get("per_image_by_quality_size", {}).values()]
+    table = [
+        *price.get("per_image_by_quality", {}).values(),
+        *price.get("per_image_by_size", {}).values(),
+        *price.get("per_image_by_quality_size", {}).values(),
+    ]
     return float(min(table)) if table else None
 
 
@@ -71,15 +74,18 @@ def catalogue_text(data: dict[str, Any], *, full: bool) -> str:
     if full:
         lines.append("Full per-model detail (sizes, qualities, options, limits, prices) is in the structured content.")
     else:
-        lines.append("Per model: id, availability, operations, sizes, formats and the lowest price in the structured "
-                     "content; full detail with model=<id>, provider=<name> or detail=true.")
+        lines.append(
+            "Per model: id, availability, operations, sizes, formats and the lowest price in the structured "
+            "content; full detail with model=<id>, provider=<name> or detail=true."
+        )
     return "\n".join(lines)
 
 
 def health_text(report: dict[str, Any]) -> str:
     models = report["models"]
-    lines = [f"Atelier {report['version']}: {report['status']}. {models['available']} of {models['total']} "
-             "model(s) usable."]
+    lines = [
+        f"Atelier {report['version']}: {report['status']}. {models['available']} of {models['total']} model(s) usable."
+    ]
     for name, info in report["providers"].items():
         state = f"{info['available']}/{info['models']} usable" + (f" — {info['reason']}" if "reason" in info else "")
         lines.append(f"  {name}: {state}")
@@ -87,8 +93,11 @@ def health_text(report: dict[str, Any]) -> str:
     if "jobs" in report:
         lines.append(f"Unfinished jobs: {report['jobs']['unfinished']}.")
     spend = report["spend"]
-    lines.append(f"Spent today: ${spend['today_usd']:.4f}" + (
-        "; limits " + ", ".join(f"{k}={v}" for k, v in spend["limits"].items()) if spend["limits"] else "") + ".")
+    lines.append(
+        f"Spent today: ${spend['today_usd']:.4f}"
+        + ("; limits " + ", ".join(f"{k}={v}" for k, v in spend["limits"].items()) if spend["limits"] else "")
+        + "."
+    )
     for problem in report.get("plugin_problems", []):
         lines.append(f"Problem: {problem.get('name', '')} {problem.get('error') or problem.get('problem', '')}".strip())
     return "\n".join(lines)

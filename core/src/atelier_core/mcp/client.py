@@ -42,9 +42,7 @@ def _mask_data_url(width: int, height: int) -> str:
     from PIL import Image, ImageDraw
 
     mask = Image.new("RGBA", (width, height), (0, 0, 0, 255))
-    ImageDraw.Draw(mask).rectangle(
-        [width // 3, height // 3, 2 * width // 3, 2 * height // 3], fill=(0, 0, 0, 0)
-    )
+    ImageDraw.Draw(mask).rectangle([width // 3, height // 3, 2 * width // 3, 2 * height // 3], fill=(0, 0, 0, 0))
     out = io.BytesIO()
     mask.save(out, "PNG")
     return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
@@ -85,9 +83,14 @@ async def run_demo(notice: str) -> int:
         for reason, ids in reasons.items():
             print(f"   - {len(ids)} unavailable ({', '.join(ids[:2])}{', …' if len(ids) > 2 else ''}): {reason}")
 
-        generated = await client.call_tool("generate_image", {
-            "prompt": "a lighthouse on a cliff at dawn", "model": "placeholder", "size": "768x512",
-        })
+        generated = await client.call_tool(
+            "generate_image",
+            {
+                "prompt": "a lighthouse on a cliff at dawn",
+                "model": "placeholder",
+                "size": "768x512",
+            },
+        )
         if generated.is_error:
             print(f"generate failed: {generated.content[0].text}", file=sys.stderr)  # type: ignore[union-attr]
             return 1
@@ -95,10 +98,15 @@ async def run_demo(notice: str) -> int:
         print(f"3. generated {first['width']}x{first['height']} {first['format']}: {first['path']}")
         print(f"   resource: {first['resource_uri']}; {_preview_line(generated)}")
 
-        edited = await client.call_tool("edit_image", {
-            "prompt": "add a red door", "model": "placeholder",
-            "images": [first["resource_uri"]], "mask": _mask_data_url(first["width"], first["height"]),
-        })
+        edited = await client.call_tool(
+            "edit_image",
+            {
+                "prompt": "add a red door",
+                "model": "placeholder",
+                "images": [first["resource_uri"]],
+                "mask": _mask_data_url(first["width"], first["height"]),
+            },
+        )
         if edited.is_error:
             print(f"edit failed: {edited.content[0].text}", file=sys.stderr)  # type: ignore[union-attr]
             return 1

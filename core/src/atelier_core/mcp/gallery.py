@@ -47,10 +47,16 @@ log = structlog.get_logger("atelier.gallery")
 
 PREFIX = "/gallery"
 COOKIE = "atelier_gallery"
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
-       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
 _THUMB_EDGE = 320
 
 
@@ -68,8 +74,12 @@ def _item(library: ImageLibrary, entry: ImageEntry) -> dict[str, Any]:
 
 
 def _error(exc: AtelierError, status: int = 400) -> JSONResponse:
-    body = {"error": exc.message, "code": exc.code, "parameter": getattr(exc, "parameter", None),
-            "fix": getattr(exc, "fix", None)}
+    body = {
+        "error": exc.message,
+        "code": exc.code,
+        "parameter": getattr(exc, "parameter", None),
+        "fix": getattr(exc, "fix", None),
+    }
     return JSONResponse(body, status_code=status, headers=_HEADERS)
 
 
@@ -80,8 +90,9 @@ def gallery_app(library: ImageLibrary, resolve_model: Any | None = None) -> Star
         token = request.query_params.get("token")
         if token:  # move it into a cookie and out of the address bar (and history)
             response = RedirectResponse(f"{PREFIX}/", status_code=303, headers=_HEADERS)
-            response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path=PREFIX,
-                                secure=request.url.scheme == "https")
+            response.set_cookie(
+                COOKIE, token, httponly=True, samesite="strict", path=PREFIX, secure=request.url.scheme == "https"
+            )
             return response
         return Response(_asset("gallery.html"), media_type="text/html; charset=utf-8", headers=_HEADERS)
 
@@ -98,32 +109,42 @@ def gallery_app(library: ImageLibrary, resolve_model: Any | None = None) -> Star
         with acting_as(principal_of(request)) as principal:
             try:
                 if unknown:
-                    raise InvalidParameterError(unknown[0], params[unknown[0]], "is not a gallery filter",
-                                                allowed=sorted(allowed), fix="remove it from the query string")
+                    raise InvalidParameterError(
+                        unknown[0],
+                        params[unknown[0]],
+                        "is not a gallery filter",
+                        allowed=sorted(allowed),
+                        fix="remove it from the query string",
+                    )
                 limit_text = params.get("limit") or "40"
                 if not limit_text.isdigit():
-                    raise InvalidParameterError("limit", limit_text, "is not a whole number",
-                                                fix="pass limit between 1 and 100")
+                    raise InvalidParameterError(
+                        "limit", limit_text, "is not a whole number", fix="pass limit between 1 and 100"
+                    )
                 query = ImageQuery(
-                    text=params.get("query") or None, model=params.get("model") or None,
+                    text=params.get("query") or None,
+                    model=params.get("model") or None,
                     provider=params.get("provider") or None,
                     since=parse_when(params["since"], "since") if params.get("since") else None,
                     until=parse_when(params["until"], "until", end=True) if params.get("until") else None,
-                    session_id=params.get("session_id") or None, job_id=params.get("job_id") or None,
-                    cursor=params.get("cursor") or None, limit=int(limit_text), principal=principal,
+                    session_id=params.get("session_id") or None,
+                    job_id=params.get("job_id") or None,
+                    cursor=params.get("cursor") or None,
+                    limit=int(limit_text),
+                    principal=principal,
                 )
                 entries, cursor = await library.search(query)
             except AtelierError as exc:
                 return _error(exc)
-        return JSONResponse({"images": [_item(library, e) for e in entries], "next_cursor": cursor},
-                            headers=_HEADERS)
+        return JSONResponse({"images": [_item(library, e) for e in entries], "next_cursor": cursor}, headers=_HEADERS)
 
     async def summary(request: Request) -> Response:
         with acting_as(principal_of(request)) as principal:
             index = library.index
             count, total = await index.totals(principal=principal)
             body = {
-                "images": count, "bytes": total,
+                "images": count,
+                "bytes": total,
                 "models": await index.distinct("model", principal=principal),
                 "providers": await index.distinct("provider", principal=principal),
                 "sessions": await index.sessions(principal=principal),
@@ -136,15 +157,19 @@ def gallery_app(library: ImageLibrary, resolve_model: Any | None = None) -> Star
         with acting_as(principal_of(request)) as principal:
             entries, _ = await library.search(ImageQuery(session_id=session_id, principal=principal, limit=100))
         if not entries:
-            return JSONResponse({"error": f"session_id={session_id!r}: no images of this session",
-                                 "fix": "pick a session from /gallery/api/summary"}, status_code=404,
-                                headers=_HEADERS)
+            return JSONResponse(
+                {
+                    "error": f"session_id={session_id!r}: no images of this session",
+                    "fix": "pick a session from /gallery/api/summary",
+                },
+                status_code=404,
+                headers=_HEADERS,
+            )
         by_relative = {e.relative: e for e in entries}
         nodes = []
         for entry in sorted(entries, key=lambda e: (e.turn if e.turn is not None else -1, e.created_at)):
             parent = by_relative.get(entry.edited_from or "")
-            nodes.append({**_item(library, entry),
-                          "parent_turn": parent.turn if parent is not None else None})
+            nodes.append({**_item(library, entry), "parent_turn": parent.turn if parent is not None else None})
         return JSONResponse({"session_id": session_id, "nodes": nodes}, headers=_HEADERS)
 
     async def _entry(request: Request) -> ImageEntry | Response:
@@ -186,18 +211,20 @@ def gallery_app(library: ImageLibrary, resolve_model: Any | None = None) -> Star
     async def root(_: Request) -> Response:
         return RedirectResponse(f"{PREFIX}/", status_code=307, headers=_HEADERS)
 
-    return Starlette(routes=[
-        Route(PREFIX, root),
-        Route(f"{PREFIX}/", page),
-        Route(f"{PREFIX}/app.js", script),
-        Route(f"{PREFIX}/app.css", style),
-        Route(f"{PREFIX}/favicon.ico", icon),
-        Route(f"{PREFIX}/api/images", images),
-        Route(f"{PREFIX}/api/summary", summary),
-        Route(f"{PREFIX}/api/sessions/{{session_id}}", session_tree),
-        Route(f"{PREFIX}/file/{{path:path}}", file),
-        Route(f"{PREFIX}/thumb/{{path:path}}", thumb),
-    ])
+    return Starlette(
+        routes=[
+            Route(PREFIX, root),
+            Route(f"{PREFIX}/", page),
+            Route(f"{PREFIX}/app.js", script),
+            Route(f"{PREFIX}/app.css", style),
+            Route(f"{PREFIX}/favicon.ico", icon),
+            Route(f"{PREFIX}/api/images", images),
+            Route(f"{PREFIX}/api/summary", summary),
+            Route(f"{PREFIX}/api/sessions/{{session_id}}", session_tree),
+            Route(f"{PREFIX}/file/{{path:path}}", file),
+            Route(f"{PREFIX}/thumb/{{path:path}}", thumb),
+        ]
+    )
 
 
 def cookie_bearer(app: ASGIApp) -> ASGIApp:

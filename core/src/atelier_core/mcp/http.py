@@ -21,6 +21,7 @@ from atelier_core.settings import Settings
 
 log = structlog.get_logger("atelier.server")
 
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -33,15 +34,13 @@ def is_loopback(host: str) -> bool:
 def transport_security(settings: Settings, host: str) -> TransportSecuritySettings:
     """Host/Origin validation for the bind address (always on, also for non-loopback)."""
     hosts = ["127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]", "[::1]:*"]
-    origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*",
-               "http://127.0.0.1", "http://localhost"]
+    origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*", "http://127.0.0.1", "http://localhost"]
     if not is_loopback(host) and host not in ("0.0.0.0", "::"):
         shown = f"[{host}]" if ":" in host else host
         hosts += [shown, f"{shown}:*"]
     hosts += settings.http.allowed_hosts
     origins += settings.http.allowed_origins
-    return TransportSecuritySettings(enable_dns_rebinding_protection=True,
-                                     allowed_hosts=hosts, allowed_origins=origins)
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
 
 
 def http_app(atelier: Pipeline, *, host: str) -> ASGIApp:
@@ -82,13 +81,15 @@ def gallery_only_app(atelier: Pipeline, *, host: str, token: str) -> ASGIApp:
     """``atelier-mcp gallery``: the gallery alone, Host/Origin-checked, behind a one-off
     token for the local principal (handed to the browser once, then kept in a cookie)."""
     security = transport_security(atelier.settings, host)
-    app: ASGIApp = HostOriginCheck(gallery_app(atelier.library),
-                                   AllowedOrigins.of(security.allowed_hosts, security.allowed_origins))
+    app: ASGIApp = HostOriginCheck(
+        gallery_app(atelier.library), AllowedOrigins.of(security.allowed_hosts, security.allowed_origins)
+    )
     return cookie_bearer(with_auth(app, StaticTokens({LOCAL_PRINCIPAL: token})))
 
 
-async def serve_gallery(atelier: Pipeline, *, port: int = 0, open_browser: bool = True,
-                        ready: Callable[[str], None] | None = None) -> None:
+async def serve_gallery(
+    atelier: Pipeline, *, port: int = 0, open_browser: bool = True, ready: Callable[[str], None] | None = None
+) -> None:
     """Serve the gallery on 127.0.0.1 until interrupted; print (and open) its address."""
     import secrets
     import socket
@@ -104,8 +105,12 @@ async def serve_gallery(atelier: Pipeline, *, port: int = 0, open_browser: bool 
     url = f"http://{host}:{sock.getsockname()[1]}/gallery/?token={token}"
     try:
         await atelier.library.backfill()
-        config = uvicorn.Config(gallery_only_app(atelier, host=host, token=token), log_config=None,
-                                lifespan="off", log_level=atelier.settings.logging.level.lower())
+        config = uvicorn.Config(
+            gallery_only_app(atelier, host=host, token=token),
+            log_config=None,
+            lifespan="off",
+            log_level=atelier.settings.logging.level.lower(),
+        )
         print(f"Atelier gallery: {url}", flush=True)
         if open_browser:
             webbrowser.open(url)
@@ -125,8 +130,12 @@ async def serve_http(atelier: Pipeline, *, host: str | None = None, port: int | 
     host = host or settings.http.host
     port = settings.http.port if port is None else port
     app = http_app(atelier, host=host)
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="on",
-                            log_level=settings.logging.level.lower())
-    log.info("serving streamable HTTP", url=f"http://{host}:{port}{settings.http.path}",
-             auth=type(verifier).__name__ if (verifier := token_verifier(settings)) else "none")
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, lifespan="on", log_level=settings.logging.level.lower()
+    )
+    log.info(
+        "serving streamable HTTP",
+        url=f"http://{host}:{port}{settings.http.path}",
+        auth=type(verifier).__name__ if (verifier := token_verifier(settings)) else "none",
+    )
     await uvicorn.Server(config).serve()

@@ -73,22 +73,26 @@ _THUMB_EDGE = 96
 _THUMB_BYTES = 3_000
 _PROMPT_SHOWN = 300
 
-FIND_DESCRIPTION = ("Find images made before: words from the prompt, model, provider, date range "
-                    "(since/until), session, job or edited_from (lineage). Newest first; page "
-                    "with cursor. Bills nothing.")
+FIND_DESCRIPTION = (
+    "Find images made before: words from the prompt, model, provider, date range "
+    "(since/until), session, job or edited_from (lineage). Newest first; page "
+    "with cursor. Bills nothing."
+)
 
 
 def strict_csp(html: str, *, images: str = "data:") -> str:
     """``html`` with a Content-Security-Policy meta tag allowing only its own inline
     script and style (by sha256) and images from ``images``: nothing else loads, nothing
     is fetched, no form posts anywhere."""
+
     def hashes(tag: str) -> str:
         found = re.findall(rf"<{tag}>(.*?)</{tag}>", html, flags=re.DOTALL)
-        return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()}'"
-                        for b in found)
+        return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()}'" for b in found)
 
-    policy = (f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; "
-              f"img-src {images}; base-uri 'none'; form-action 'none'")
+    policy = (
+        f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; "
+        f"img-src {images}; base-uri 'none'; form-action 'none'"
+    )
     return html.replace("<!--CSP-->", f'<meta http-equiv="Content-Security-Policy" content="{policy}">', 1)
 
 
@@ -104,9 +108,15 @@ def viewer_html() -> str:
 def viewer_apps() -> Apps:
     """The MCP Apps extension carrying the viewer resource (no extra domains: strict CSP)."""
     apps = Apps()
-    apps.add_html_resource(VIEWER_URI, viewer_html(), name="atelier-viewer", title="Atelier image viewer",
-                           description="Shows the images of a result, their parameters and cost",
-                           csp=ResourceCsp(connect_domains=[], resource_domains=[]), prefers_border=True)
+    apps.add_html_resource(
+        VIEWER_URI,
+        viewer_html(),
+        name="atelier-viewer",
+        title="Atelier image viewer",
+        description="Shows the images of a result, their parameters and cost",
+        csp=ResourceCsp(connect_domains=[], resource_domains=[]),
+        prefers_border=True,
+    )
     return apps
 
 
@@ -122,8 +132,10 @@ def _line(entry: ImageEntry, uri: str) -> str:
     prompt = (entry.prompt or "").replace("\n", " ")
     cost = f" ${entry.cost_usd:.4f}" if entry.cost_usd is not None else ""
     where = f" session {entry.session_id} turn {entry.turn}" if entry.session_id else ""
-    return (f"{uri} {entry.created_iso} {entry.model or '?'} {entry.width}x{entry.height}{cost}{where}"
-            f" — {shorten(prompt, 120) if prompt else '(no prompt)'}")
+    return (
+        f"{uri} {entry.created_iso} {entry.model or '?'} {entry.width}x{entry.height}{cost}{where}"
+        f" — {shorten(prompt, 120) if prompt else '(no prompt)'}"
+    )
 
 
 class FindImages:
@@ -143,16 +155,25 @@ class FindImages:
             canonical = None
         if canonical is not None:
             return canonical
-        raise InvalidParameterError("model", value, "matches no model of any indexed image",
-                                    allowed=known[:30] or "no images yet",
-                                    fix="pass a model id as shown in find_images results, or omit model")
+        raise InvalidParameterError(
+            "model",
+            value,
+            "matches no model of any indexed image",
+            allowed=known[:30] or "no images yet",
+            fix="pass a model id as shown in find_images results, or omit model",
+        )
 
     async def _provider(self, value: str) -> str:
         known = await self._library.index.distinct("provider", principal=current_principal())
         if value in known:
             return value
-        raise InvalidParameterError("provider", value, "matches no provider of any indexed image",
-                                    allowed=known or "no images yet", fix="pass one of the allowed providers, or omit it")
+        raise InvalidParameterError(
+            "provider",
+            value,
+            "matches no provider of any indexed image",
+            allowed=known or "no images yet",
+            fix="pass one of the allowed providers, or omit it",
+        )
 
     async def _edited_from(self, value: str) -> str:
         return (await self._library.entry(value, parameter="edited_from")).relative
@@ -162,15 +183,24 @@ class FindImages:
         since = parse_when(args["since"], "since") if args.get("since") else None
         until = parse_when(args["until"], "until", end=True) if args.get("until") else None
         if since is not None and until is not None and since > until:
-            raise InvalidParameterError("since", args["since"], f"is after until={args['until']}",
-                                        fix="swap since and until, or drop one of them")
+            raise InvalidParameterError(
+                "since",
+                args["since"],
+                f"is after until={args['until']}",
+                fix="swap since and until, or drop one of them",
+            )
         return ImageQuery(
-            text=args.get("query"), since=since, until=until,
+            text=args.get("query"),
+            since=since,
+            until=until,
             model=await self._model(args["model"]) if args.get("model") else None,
             provider=await self._provider(args["provider"]) if args.get("provider") else None,
-            session_id=args.get("session_id"), job_id=args.get("job_id"),
+            session_id=args.get("session_id"),
+            job_id=args.get("job_id"),
             edited_from=await self._edited_from(args["edited_from"]) if args.get("edited_from") else None,
-            limit=args.get("limit") or 20, cursor=args.get("cursor"), principal=current_principal(),
+            limit=args.get("limit") or 20,
+            cursor=args.get("cursor"),
+            principal=current_principal(),
         )
 
     def _thumbnail(self, entry: ImageEntry) -> ImageContent | None:
@@ -224,8 +254,18 @@ class FindImages:
         cursor: Annotated[str | None, Field(description="next_cursor of a page.")] = None,
         thumbnails: Annotated[bool, Field(description="Add small inline thumbnails.")] = False,
     ) -> CallToolResult:
-        args = dict(query=query, model=model, provider=provider, since=since, until=until,
-                    session_id=session_id, job_id=job_id, edited_from=edited_from, limit=limit, cursor=cursor)
+        args = dict(
+            query=query,
+            model=model,
+            provider=provider,
+            since=since,
+            until=until,
+            session_id=session_id,
+            job_id=job_id,
+            edited_from=edited_from,
+            limit=limit,
+            cursor=cursor,
+        )
         return await self.page(await self.query(**args), thumbnails)
 
 
@@ -282,18 +322,22 @@ class LibraryMiddleware:
             static = [Resource.model_validate(r) if isinstance(r, dict) else r for r in listed or []]
         try:
             entries, next_cursor = await self._library.search(
-                ImageQuery(limit=LIST_PAGE, cursor=cursor, principal=current_principal()))
+                ImageQuery(limit=LIST_PAGE, cursor=cursor, principal=current_principal())
+            )
         except InvalidParameterError as exc:
             raise MCPError(INVALID_PARAMS, f"Invalid cursor: {exc.message}") from None
-        images = [Resource(
-            uri=self._library.uri(e),
-            name=e.relative.rsplit("/", 1)[-1],
-            title=shorten(e.prompt or e.relative, 80),
-            description=f"{e.created_iso} {e.model or ''} {e.width}x{e.height}".strip(),
-            mime_type=f"image/{e.format}",
-            size=e.bytes,
-            annotations=Annotations(last_modified=e.created_iso),
-        ) for e in entries]
+        images = [
+            Resource(
+                uri=self._library.uri(e),
+                name=e.relative.rsplit("/", 1)[-1],
+                title=shorten(e.prompt or e.relative, 80),
+                description=f"{e.created_iso} {e.model or ''} {e.width}x{e.height}".strip(),
+                mime_type=f"image/{e.format}",
+                size=e.bytes,
+                annotations=Annotations(last_modified=e.created_iso),
+            )
+            for e in entries
+        ]
         return ListResourcesResult(resources=static + images, next_cursor=next_cursor)
 
     async def _read_meta(self, uri: str) -> HandlerResult:

@@ -20,8 +20,15 @@ from typing import Any
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp_types.version import is_version_at_least
 
-__all__ = ["RESOURCE_LINK_SINCE", "code_in_text", "downgrade_content", "error_codes", "protocol_compat",
-           "speaks_resource_links", "with_error_code"]
+__all__ = [
+    "RESOURCE_LINK_SINCE",
+    "code_in_text",
+    "downgrade_content",
+    "error_codes",
+    "protocol_compat",
+    "speaks_resource_links",
+    "with_error_code",
+]
 
 #: The first protocol revision with ``resource_link`` content blocks.
 RESOURCE_LINK_SINCE = "2025-06-18"
@@ -81,7 +88,7 @@ def code_in_text(result: dict[str, Any]) -> dict[str, Any]:
     for index, block in enumerate(content):
         if isinstance(block, dict) and block.get("type") == "text":
             tagged = {**block, "text": f"{block.get('text', '')} [code: {error.get('code')}]"}
-            return {**result, "content": [*content[:index], tagged, *content[index + 1:]]}
+            return {**result, "content": [*content[:index], tagged, *content[index + 1 :]]}
     return result
 
 

@@ -18,8 +18,9 @@ __all__ = ["ProgressReporter", "ProgressSink"]
 
 
 class ProgressSink(Protocol):
-    async def report_progress(self, progress: float, total: float | None = None,
-                              message: str | None = None) -> None: ...
+    async def report_progress(
+        self, progress: float, total: float | None = None, message: str | None = None
+    ) -> None: ...
 
 
 class ProgressReporter:

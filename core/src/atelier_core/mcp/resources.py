@@ -39,8 +39,7 @@ from atelier_core.plugin.errors import AtelierError, NotFoundError, RequestError
 
 __all__ = ["add_image_resources", "install_image_reads", "read_base64"]
 
-_MIME_BY_EXT = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg",
-                "webp": "image/webp", "gif": "image/gif"}
+_MIME_BY_EXT = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
 _CHUNK = 3 * 1024 * 1024  # a multiple of 3: chunk encodings concatenate to the whole file's
 _INVALID_PARAMS = -32602
 _INTERNAL_ERROR = -32603
@@ -56,18 +55,27 @@ def _open_checked(path: Path, uri: str, max_bytes: int) -> tuple[int, int]:
     try:
         fd = os.open(path, flags)
     except OSError:
-        raise NotFoundError(f"uri={uri}: no such image in the output root", code="image_not_found",
-                            parameter="uri", fix="use a resource URI returned by this server") from None
+        raise NotFoundError(
+            f"uri={uri}: no such image in the output root",
+            code="image_not_found",
+            parameter="uri",
+            fix="use a resource URI returned by this server",
+        ) from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise NotFoundError(f"uri={uri}: not a regular file", code="image_not_found", parameter="uri",
-                                fix="use a resource URI returned by this server")
+            raise NotFoundError(
+                f"uri={uri}: not a regular file",
+                code="image_not_found",
+                parameter="uri",
+                fix="use a resource URI returned by this server",
+            )
         if st.st_size > max_bytes:
             raise ResourceTooLarge(
                 f"uri={uri}: the file is {st.st_size:,} bytes, above the limit of {max_bytes:,} bytes "
                 "for resources/read (storage.max_resource_bytes); nothing was read",
-                code="resource_too_large", parameter="uri",
+                code="resource_too_large",
+                parameter="uri",
                 allowed=f"files of at most {max_bytes:,} bytes",
                 fix=f"open the file from disk instead ({path}), or raise storage.max_resource_bytes",
             )
@@ -100,10 +108,14 @@ def read_base64(path: Path, uri: str, max_bytes: int) -> str:
         while done < size:
             want = min(_CHUNK, size - done)  # a multiple of 3 except for the last chunk
             if _read_exactly(fd, view[:want]) < want:
-                raise NotFoundError(f"uri={uri}: the file shrank while it was read", code="image_not_found",
-                                    parameter="uri", fix="read it again")
+                raise NotFoundError(
+                    f"uri={uri}: the file shrank while it was read",
+                    code="image_not_found",
+                    parameter="uri",
+                    fix="read it again",
+                )
             encoded = binascii.b2a_base64(view[:want], newline=False)
-            out[position: position + len(encoded)] = encoded
+            out[position : position + len(encoded)] = encoded
             position += len(encoded)
             done += want
         return out.decode("ascii")
@@ -116,17 +128,23 @@ async def read_bucket_base64(atelier: Pipeline, uri: str, max_bytes: int) -> str
     and encoded chunk by chunk; refused above ``max_bytes`` from the object's size, before
     any byte is read. The key is the current principal's, so nobody reads another's."""
     assert atelier.bucket is not None
-    key = atelier.store.key_of(unquote(uri[len(RESOURCE_PREFIX):]))
+    key = atelier.store.key_of(unquote(uri[len(RESOURCE_PREFIX) :]))
     try:
         info, chunks = await atelier.bucket.stream(key)
     except NotFoundError:
-        raise NotFoundError(f"uri={uri}: no such image in the output root or the bucket", code="image_not_found",
-                            parameter="uri", fix="use a resource URI returned by this server") from None
+        raise NotFoundError(
+            f"uri={uri}: no such image in the output root or the bucket",
+            code="image_not_found",
+            parameter="uri",
+            fix="use a resource URI returned by this server",
+        ) from None
     if info.size > max_bytes:
         raise ResourceTooLarge(
             f"uri={uri}: the image is {info.size:,} bytes, above the limit of {max_bytes:,} bytes "
             "for resources/read (storage.max_resource_bytes); nothing was read",
-            code="resource_too_large", parameter="uri", allowed=f"images of at most {max_bytes:,} bytes",
+            code="resource_too_large",
+            parameter="uri",
+            allowed=f"images of at most {max_bytes:,} bytes",
             fix="fetch it with the pre-signed URL in the result (storage.presign_ttl_s), or raise "
             "storage.max_resource_bytes",
         )
@@ -161,9 +179,13 @@ def install_image_reads(server: MCPServer[Pipeline], atelier: Pipeline) -> None:
         mime = _MIME_BY_EXT.get(uri.rsplit(".", 1)[-1].lower())
         try:
             if mime is None:
-                raise NotFoundError(f"uri={uri}: not an image resource", code="image_not_found",
-                                    parameter="uri", allowed=sorted(_MIME_BY_EXT),
-                                    fix="use a resource URI returned by this server")
+                raise NotFoundError(
+                    f"uri={uri}: not an image resource",
+                    code="image_not_found",
+                    parameter="uri",
+                    allowed=sorted(_MIME_BY_EXT),
+                    fix="use a resource URI returned by this server",
+                )
             try:
                 path = atelier.store.resolve_resource(uri)
             except NotFoundError:
@@ -204,6 +226,8 @@ def add_image_resources(server: MCPServer[Pipeline], atelier: Pipeline) -> None:
 
     for ext, mime in _MIME_BY_EXT.items():
         server.resource(
-            f"{RESOURCE_PREFIX}{{+path}}.{ext}", name=f"image-{ext}", mime_type=mime,
+            f"{RESOURCE_PREFIX}{{+path}}.{ext}",
+            name=f"image-{ext}",
+            mime_type=mime,
             description=f"A saved {ext} image",
         )(reader(ext))

@@ -103,8 +103,11 @@ def error_result(error: dict[str, Any]) -> CallToolResult:
     """An error as a tool result: the message as text, the whole error (``code`` first)
     as structured content, so a client can branch on ``structuredContent.error.code``."""
     clean: dict[str, Any] = json.loads(scrub(json.dumps(error)))
-    return CallToolResult(content=[TextContent(type="text", text=str(clean.get("message", "")))],
-                          structured_content={"error": clean}, is_error=True)
+    return CallToolResult(
+        content=[TextContent(type="text", text=str(clean.get("message", "")))],
+        structured_content={"error": clean},
+        is_error=True,
+    )
 
 
 def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -140,20 +143,35 @@ def argument_error(tool: str, schema: dict[str, Any], exc: ValidationError) -> d
     if first["type"] == "extra_forbidden":
         close = closest(name, properties)
         hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-        return {"code": "unknown_argument", "parameter": where, "retryable": False,
-                "allowed": sorted(properties),
-                "message": f"{tool} has no argument {name!r}{hint}. Allowed: {', '.join(sorted(properties))}. "
-                f"Fix: remove {name!r} or use one of the allowed arguments.",
-                "fix": f"remove {name!r} or use one of the allowed arguments"}
+        return {
+            "code": "unknown_argument",
+            "parameter": where,
+            "retryable": False,
+            "allowed": sorted(properties),
+            "message": f"{tool} has no argument {name!r}{hint}. Allowed: {', '.join(sorted(properties))}. "
+            f"Fix: remove {name!r} or use one of the allowed arguments.",
+            "fix": f"remove {name!r} or use one of the allowed arguments",
+        }
     if first["type"] == "missing":
-        return {"code": "missing_argument", "parameter": where, "retryable": False,
-                "message": f"{tool} needs the argument {where!r}. Fix: pass {where}.", "fix": f"pass {where}"}
+        return {
+            "code": "missing_argument",
+            "parameter": where,
+            "retryable": False,
+            "message": f"{tool} needs the argument {where!r}. Fix: pass {where}.",
+            "fix": f"pass {where}",
+        }
     spec = properties.get(name, {})
     allowed = spec.get("enum") or spec.get("description") or spec.get("type")
     shown = ", ".join(map(str, allowed)) if isinstance(allowed, list) else str(allowed or "see the tool schema")
-    return {"code": "invalid_argument", "parameter": where, "retryable": False, "allowed": shown,
-            "message": f"{tool} argument {where!r} is invalid: {first['msg']}. Allowed: {shown}. "
-            f"Fix: pass a valid {where}.", "fix": f"pass a valid {where}"}
+    return {
+        "code": "invalid_argument",
+        "parameter": where,
+        "retryable": False,
+        "allowed": shown,
+        "message": f"{tool} argument {where!r} is invalid: {first['msg']}. Allowed: {shown}. "
+        f"Fix: pass a valid {where}.",
+        "fix": f"pass a valid {where}",
+    }
 
 
 class AtelierTool(Tool):
@@ -190,14 +208,24 @@ def compact_tool(
     # The published schema is the SDK's (built above); the strict model only validates, so
     # its own build waits for the tool's first call (defer_build): each schema is built
     # once at start-up, not twice.
-    strict = type(tool.fn_metadata.arg_model.__name__, (tool.fn_metadata.arg_model,),
-                  {"model_config": {**tool.fn_metadata.arg_model.model_config, "extra": "forbid",
-                                    "hide_input_in_errors": True, "defer_build": True}})
+    strict = type(
+        tool.fn_metadata.arg_model.__name__,
+        (tool.fn_metadata.arg_model,),
+        {
+            "model_config": {
+                **tool.fn_metadata.arg_model.model_config,
+                "extra": "forbid",
+                "hide_input_in_errors": True,
+                "defer_build": True,
+            }
+        },
+    )
     tool.fn_metadata.arg_model = strict
     tool.parameters = {**compact_schema(tool.parameters), "additionalProperties": False}
     if output_schema is not None:
         tool.fn_metadata.output_schema = output_schema
     return tool
+
 
 def hints(annotations: ToolAnnotations) -> dict[str, Any]:
     return annotations.model_dump(exclude={"title"}, exclude_none=True)

@@ -80,11 +80,12 @@ def answer_for_undecodable(line: str | bytes) -> JSONRPCError | None:
         detail = "it is not a valid JSON-RPC request"
         code = INVALID_REQUEST
     else:
-        detail = (f"{where} contains text that is not valid Unicode (a lone UTF-16 surrogate such as "
-                  "\\ud800)")
+        detail = f"{where} contains text that is not valid Unicode (a lone UTF-16 surrogate such as \\ud800)"
         code = INVALID_PARAMS if where.startswith("params") else INVALID_REQUEST
-    text = (f"The request could not be decoded: {detail}. Nothing was run. Fix: send valid Unicode "
-            "(surrogates only as pairs), or drop the character.")
+    text = (
+        f"The request could not be decoded: {detail}. Nothing was run. Fix: send valid Unicode "
+        "(surrogates only as pairs), or drop the character."
+    )
     return JSONRPCError(jsonrpc="2.0", id=ident, error=ErrorData(code=code, message=text))
 
 
@@ -128,8 +129,16 @@ class UndecodableAnswers:
             answer = _http_answer(body)
             if answer is not None:
                 payload = answer.model_dump_json(by_alias=True, exclude_none=True).encode()
-                await send({"type": "http.response.start", "status": 400, "headers": [
-                    (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 400,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(payload)).encode()),
+                        ],
+                    }
+                )
                 await send({"type": "http.response.body", "body": payload})
                 return
 
@@ -139,7 +148,9 @@ class UndecodableAnswers:
         await self.app(scope, replay, send)
 
 
-_LONE_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<![0-9a-fA-F]{4})\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<![0-9a-fA-F]{4})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
 
 
 def _http_answer(body: bytes) -> JSONRPCError | None:
@@ -173,7 +184,7 @@ def _write_line(wire: BinaryIO, data: bytes) -> None:
     view = memoryview(data)
     while view:  # an unbuffered pipe may take part of a large write
         written = wire.write(view)
-        view = view[written or 0:]
+        view = view[written or 0 :]
     wire.write(b"\n")
 
 
@@ -197,8 +208,11 @@ async def run_stdio(server: MCPServer[Any]) -> None:
                         if isinstance(item, Exception):
                             answer = undecodable_answer(item)
                             if answer is not None:
-                                log.warning("request could not be decoded; answered with an error",
-                                            id=str(answer.id)[:40], code=answer.error.code)
+                                log.warning(
+                                    "request could not be decoded; answered with an error",
+                                    id=str(answer.id)[:40],
+                                    code=answer.error.code,
+                                )
                                 await outbound_send.send(SessionMessage(answer))
                                 continue
                         await inbound_send.send(item)
@@ -211,7 +225,8 @@ async def run_stdio(server: MCPServer[Any]) -> None:
                         async for item in outbound_receive:
                             message = item.message
                             data = type(message).__pydantic_serializer__.to_json(
-                                message, by_alias=True, exclude_unset=True)
+                                message, by_alias=True, exclude_unset=True
+                            )
                             del message, item
                             await anyio.to_thread.run_sync(_write_line, wire, data)
                             del data

@@ -20,9 +20,9 @@ from mcp_types import (
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field
 
+from atelier_core.engine.pipeline import CallOutcome
 from atelier_core.plugin.errors import AtelierError, NotFoundError
 from atelier_core.state.jobs import Job, JobState, iso_utc, validate_job_ids
-from atelier_core.engine.pipeline import CallOutcome
 
 if TYPE_CHECKING:
     from atelier_core.mcp.tools import Tools
@@ -65,21 +65,24 @@ def job_line(job: Job) -> str:
     return " ".join(parts)
 
 
-def job_ticket(job: Job, outcome: CallOutcome, *, handed_off: bool,
-                after_s: float = 0.0) -> CallToolResult:
+def job_ticket(job: Job, outcome: CallOutcome, *, handed_off: bool, after_s: float = 0.0) -> CallToolResult:
     """The answer when a call continues as a job: its id and how to collect the result."""
     collect = f'get_jobs(job_ids=["{job.id}"], wait_s=30)'
     if handed_off:
-        text = (f"Still running after {after_s:g} s, so it continues in the background as job "
-                f"{job.id} ({outcome.model}); it will not be sent again. Collect the result "
-                f"with {collect}; cancel with cancel_job.")
+        text = (
+            f"Still running after {after_s:g} s, so it continues in the background as job "
+            f"{job.id} ({outcome.model}); it will not be sent again. Collect the result "
+            f"with {collect}; cancel with cancel_job."
+        )
     else:
-        text = (f"Started background job {job.id} ({outcome.model}). Collect the result with "
-                f"{collect}; cancel with cancel_job.")
-    outcome = outcome.model_copy(update={"job": {**job.summary(), "handed_off": handed_off,
-                                                 "collect_with": collect}})
-    return CallToolResult(content=[TextContent(type="text", text=text)],
-                          structured_content=outcome.model_dump(mode="json"))
+        text = (
+            f"Started background job {job.id} ({outcome.model}). Collect the result with "
+            f"{collect}; cancel with cancel_job."
+        )
+    outcome = outcome.model_copy(update={"job": {**job.summary(), "handed_off": handed_off, "collect_with": collect}})
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)], structured_content=outcome.model_dump(mode="json")
+    )
 
 
 class TaskIdParams(RequestParams):
@@ -111,11 +114,16 @@ class TasksExtension(Extension):
     @staticmethod
     def _declared(ctx: ServerRequestContext[Any, Any]) -> bool:
         caps = ctx.session.client_capabilities
-        return (ctx.protocol_version in MODERN_PROTOCOL_VERSIONS and caps is not None
-                and bool(caps.extensions) and TASKS_EXTENSION in (caps.extensions or {}))
+        return (
+            ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+            and caps is not None
+            and bool(caps.extensions)
+            and TASKS_EXTENSION in (caps.extensions or {})
+        )
 
-    async def intercept_tool_call(self, params: CallToolRequestParams,
-                                  ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    async def intercept_tool_call(
+        self, params: CallToolRequestParams, ctx: ServerRequestContext[Any, Any], call_next: CallNext
+    ) -> HandlerResult:
         if params.name not in _TASK_TOOLS or self._tools.jobs is None or not self._declared(ctx):
             return await call_next(ctx)
         slot = TaskSlot()
@@ -130,8 +138,11 @@ class TasksExtension(Extension):
 
     async def _job(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> Job:
         if not self._declared(ctx):
-            raise MCPError(-32021, "Missing required client capability",
-                           {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}})
+            raise MCPError(
+                -32021,
+                "Missing required client capability",
+                {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}},
+            )
         jobs = self._tools.jobs
         try:
             if jobs is None:
@@ -149,8 +160,11 @@ class TasksExtension(Extension):
             status = "failed" if code in ("interrupted", "internal_error") else "completed"
         retention_ms = int(self._tools.atelier.settings.jobs.retention_days * 86_400_000)
         task: dict[str, Any] = {
-            "taskId": job.id, "status": status, "createdAt": iso_utc(job.created_at),
-            "lastUpdatedAt": iso_utc(job.updated_at), "ttlMs": retention_ms,
+            "taskId": job.id,
+            "status": status,
+            "createdAt": iso_utc(job.created_at),
+            "lastUpdatedAt": iso_utc(job.updated_at),
+            "ttlMs": retention_ms,
             "pollIntervalMs": _POLL_INTERVAL_MS,
         }
         message = job_line(job).split(": ", 1)[1]

@@ -37,12 +37,13 @@ from mcp_types import (
 from pydantic import BaseModel, Field, ValidationError
 
 from atelier_core.engine.cost import usage_report
-from atelier_core.identity import current_principal
 from atelier_core.engine.health import health_report
 from atelier_core.engine.jobs import JobManager
 from atelier_core.engine.pipeline import CallOutcome, OutputRequest, Pipeline, Plan
 from atelier_core.engine.sessions import CARRIED, SessionManager, SessionView, new_session_id
+from atelier_core.identity import current_principal
 from atelier_core.mcp.catalogue import catalogue_text, health_text, summarize_model
+from atelier_core.mcp.library import FIND_DESCRIPTION, FindImages
 from atelier_core.mcp.render import ReturnImage, render
 from atelier_core.mcp.reporting import ProgressReporter
 from atelier_core.mcp.schema import OUTCOME_SCHEMA, CodedToolError, compact_tool, hints
@@ -53,7 +54,6 @@ from atelier_core.plugin.spec import Operation
 from atelier_core.plugin.types import ImageCall
 from atelier_core.settings import Settings
 from atelier_core.state.jobs import Job, JobState, validate_job_ids
-from atelier_core.mcp.library import FIND_DESCRIPTION, FindImages
 
 log = structlog.get_logger("atelier.server")
 
@@ -99,23 +99,42 @@ class Tools:
             raise pipeline.spend.ask_refusal(plan.quote, asked=answer is not None)
         return True
 
-    async def _run(self, ctx: Context, call_args: dict[str, Any], operation: Operation,
-                   filename: str | None, overwrite: bool, return_image: ReturnImage | None,
-                   dry_run: bool, as_job: bool = False,
-                   idempotency_key: str | None = None) -> CallToolResult:
+    async def _run(
+        self,
+        ctx: Context,
+        call_args: dict[str, Any],
+        operation: Operation,
+        filename: str | None,
+        overwrite: bool,
+        return_image: ReturnImage | None,
+        dry_run: bool,
+        as_job: bool = False,
+        idempotency_key: str | None = None,
+    ) -> CallToolResult:
         pipeline = self.atelier
         mode: ReturnImage = return_image or pipeline.settings.preview.default
         progress = ProgressReporter(ctx)
         try:
             call = ImageCall(**{k: v for k, v in call_args.items() if v is not None})
             # A repeat of a keyed call finds its earlier job even though its files exist now.
-            repeat = (idempotency_key is not None and self.jobs is not None
-                      and await self.jobs.knows_key(idempotency_key))
-            plan = await pipeline.plan(call, operation, output=OutputRequest(filename=filename, overwrite=overwrite),
-                                       require_available=not dry_run, check_outputs=not repeat)
+            repeat = (
+                idempotency_key is not None and self.jobs is not None and await self.jobs.knows_key(idempotency_key)
+            )
+            plan = await pipeline.plan(
+                call,
+                operation,
+                output=OutputRequest(filename=filename, overwrite=overwrite),
+                require_available=not dry_run,
+                check_outputs=not repeat,
+            )
             if dry_run:
-                return await render(await pipeline.dry_run_outcome(plan), mode, pipeline.settings, pipeline.previews,
-                                    pipeline.thumbnails)
+                return await render(
+                    await pipeline.dry_run_outcome(plan),
+                    mode,
+                    pipeline.settings,
+                    pipeline.previews,
+                    pipeline.thumbnails,
+                )
             plan.want_preview = mode != "none"  # nothing inlined: no preview to make
             if await self._confirm_spend(ctx, plan):
                 plan.spec.confirmed = True
@@ -155,12 +174,26 @@ class Tools:
         as_job: Annotated[bool, Field(description=_AS_JOB_DOC)] = False,
         idempotency_key: Annotated[str | None, Field(max_length=200, description=_IDEMPOTENCY_DOC)] = None,
     ) -> Annotated[CallToolResult, CallOutcome]:
-        args = dict(prompt=prompt, model=model, size=size, aspect_ratio=aspect_ratio,
-                    resolution=resolution, quality=quality, n=n, output_format=output_format,
-                    output_compression=output_compression, background=background, seed=seed,
-                    negative_prompt=negative_prompt, style=style, options=options, images=images)
-        return await self._run(ctx, args, Operation.GENERATE, filename, overwrite, return_image, dry_run,
-                               as_job, idempotency_key)
+        args = dict(
+            prompt=prompt,
+            model=model,
+            size=size,
+            aspect_ratio=aspect_ratio,
+            resolution=resolution,
+            quality=quality,
+            n=n,
+            output_format=output_format,
+            output_compression=output_compression,
+            background=background,
+            seed=seed,
+            negative_prompt=negative_prompt,
+            style=style,
+            options=options,
+            images=images,
+        )
+        return await self._run(
+            ctx, args, Operation.GENERATE, filename, overwrite, return_image, dry_run, as_job, idempotency_key
+        )
 
     async def edit_image(
         self,
@@ -188,37 +221,67 @@ class Tools:
         as_job: Annotated[bool, Field(description=_SAME)] = False,
         idempotency_key: Annotated[str | None, Field(max_length=200, description=_SAME)] = None,
     ) -> Annotated[CallToolResult, CallOutcome]:
-        args = dict(prompt=prompt, images=images, mask=mask, model=model, size=size,
-                    aspect_ratio=aspect_ratio, resolution=resolution, quality=quality, n=n,
-                    output_format=output_format, output_compression=output_compression,
-                    background=background, seed=seed, negative_prompt=negative_prompt,
-                    style=style, options=options)
-        return await self._run(ctx, args, Operation.EDIT, filename, overwrite, return_image, dry_run,
-                               as_job, idempotency_key)
+        args = dict(
+            prompt=prompt,
+            images=images,
+            mask=mask,
+            model=model,
+            size=size,
+            aspect_ratio=aspect_ratio,
+            resolution=resolution,
+            quality=quality,
+            n=n,
+            output_format=output_format,
+            output_compression=output_compression,
+            background=background,
+            seed=seed,
+            negative_prompt=negative_prompt,
+            style=style,
+            options=options,
+        )
+        return await self._run(
+            ctx, args, Operation.EDIT, filename, overwrite, return_image, dry_run, as_job, idempotency_key
+        )
 
     # -- background jobs --------------------------------------------------------------
 
-    async def _run_job(self, plan: Plan, mode: ReturnImage, as_job: bool,
-                       progress: Callable[[float | None, str], Awaitable[None]],
-                       idempotency_key: str | None = None,
-                       identity: dict[str, Any] | None = None) -> CallToolResult:
+    async def _run_job(
+        self,
+        plan: Plan,
+        mode: ReturnImage,
+        as_job: bool,
+        progress: Callable[[float | None, str], Awaitable[None]],
+        idempotency_key: str | None = None,
+        identity: dict[str, Any] | None = None,
+    ) -> CallToolResult:
         assert self.jobs is not None
         operation = plan.spec.operation.value
         ticket = CallOutcome(
-            model=plan.entry.canonical_id, provider=plan.entry.provider_name,
-            operation=plan.operation, requested=plan.validated.requested,
-            applied=plan.validated.applied, notes=plan.notes, cost=plan.cost,
+            model=plan.entry.canonical_id,
+            provider=plan.entry.provider_name,
+            operation=plan.operation,
+            requested=plan.validated.requested,
+            applied=plan.validated.applied,
+            notes=plan.notes,
+            cost=plan.cost,
         )
         slot = task_slot.get()
         if as_job or slot is not None:
-            job = await self.jobs.submit(operation, plan.spec, origin="task" if slot is not None else "job",
-                                         idempotency_key=idempotency_key, context=plan, identity=identity)
+            job = await self.jobs.submit(
+                operation,
+                plan.spec,
+                origin="task" if slot is not None else "job",
+                idempotency_key=idempotency_key,
+                context=plan,
+                identity=identity,
+            )
             self._remember_mode(job.id, mode)
             if slot is not None:
                 slot.job = job
             return job_ticket(job, ticket, handed_off=False)
-        job = await self.jobs.call(operation, plan.spec, on_progress=progress,
-                                   idempotency_key=idempotency_key, context=plan, identity=identity)
+        job = await self.jobs.call(
+            operation, plan.spec, on_progress=progress, idempotency_key=idempotency_key, context=plan, identity=identity
+        )
         if job.terminal:
             return await self._finished(job, mode)
         self._remember_mode(job.id, mode)
@@ -244,14 +307,20 @@ class Tools:
                 log.warning("stored job result does not match this release", job_id=job.id)
                 files = "\n".join(job.files) or "none recorded"
                 return CallToolResult(
-                    content=[TextContent(type="text", text=f"{job.id} finished (recorded by another "
-                                         f"Atelier version; no preview). Files:\n{files}")],
-                    structured_content=job.outcome)
+                    content=[
+                        TextContent(
+                            type="text",
+                            text=f"{job.id} finished (recorded by another "
+                            f"Atelier version; no preview). Files:\n{files}",
+                        )
+                    ],
+                    structured_content=job.outcome,
+                )
             if job.reused:
-                outcome.notes.append(f"idempotency_key matched job {job.id}: this is its result; "
-                                     "nothing was sent again")
-            return await render(outcome, mode, self.atelier.settings, self.atelier.previews,
-                            self.atelier.thumbnails)
+                outcome.notes.append(
+                    f"idempotency_key matched job {job.id}: this is its result; nothing was sent again"
+                )
+            return await render(outcome, mode, self.atelier.settings, self.atelier.previews, self.atelier.thumbnails)
         error = dict(job.error or {})
         code = "job_cancelled" if job.state is JobState.CANCELLED else str(error.pop("code", "job_failed"))
         error.pop("message", None)
@@ -265,7 +334,9 @@ class Tools:
     async def get_jobs(
         self,
         ctx: Context,
-        job_ids: Annotated[list[str] | None, Field(description="Omit: your unfinished (wait_s) or recent jobs.")] = None,
+        job_ids: Annotated[
+            list[str] | None, Field(description="Omit: your unfinished (wait_s) or recent jobs.")
+        ] = None,
         wait_s: Annotated[float, Field(ge=0, description=_WAIT_DOC)] = 0,
     ) -> CallToolResult:
         jobs = self._require_jobs()
@@ -274,8 +345,10 @@ class Tools:
         if not job_ids and not wait_s:
             recent = await jobs.recent(limit=20)
             lines = [job_line(job) for job in recent] or ["No jobs yet."]
-            return CallToolResult(content=[TextContent(type="text", text="\n".join(lines))],
-                                  structured_content={"jobs": [j.summary() for j in recent]})
+            return CallToolResult(
+                content=[TextContent(type="text", text="\n".join(lines))],
+                structured_content={"jobs": [j.summary() for j in recent]},
+            )
         if job_ids:
             ids = validate_job_ids(job_ids)
         else:  # the barrier over every job this server still runs (over stdio: this client's)
@@ -283,12 +356,16 @@ class Tools:
             # their jobs are theirs to wait for.
             ids = [job.id for job in await jobs.recent(limit=100, include_finished=False) if job.owner == jobs.owner]
             if not ids:
-                return CallToolResult(content=[TextContent(type="text", text="No unfinished jobs.")],
-                                      structured_content={"jobs": [], "all_finished": True, "pending": []})
+                return CallToolResult(
+                    content=[TextContent(type="text", text="No unfinished jobs.")],
+                    structured_content={"jobs": [], "all_finished": True, "pending": []},
+                )
         cap = min(settings.jobs.handoff_after_s or MAX_WAIT_S, MAX_WAIT_S)
         if wait_s > cap:
-            notes.append(f"waited at most {cap:g} s (so the answer comes before client timeouts); "
-                         "call get_jobs again to keep waiting")
+            notes.append(
+                f"waited at most {cap:g} s (so the answer comes before client timeouts); "
+                "call get_jobs again to keep waiting"
+            )
         found = await self._barrier(ctx, jobs, ids, min(wait_s, cap))
         content: list[Any] = []
         entries: list[dict[str, Any]] = []
@@ -311,8 +388,10 @@ class Tools:
             entries.append(entry)
         pending = [job.id for job in found if not job.terminal]
         content.extend(TextContent(type="text", text=f"Note: {note}") for note in notes)
-        return CallToolResult(content=content, structured_content={
-            "jobs": entries, "all_finished": not pending, "pending": pending, "notes": notes})
+        return CallToolResult(
+            content=content,
+            structured_content={"jobs": entries, "all_finished": not pending, "pending": pending, "notes": notes},
+        )
 
     async def _barrier(self, ctx: Context, jobs: JobManager, ids: list[str], wait_s: float) -> list[Job]:
         """Wait until every job in ``ids`` ends or ``wait_s`` passes, reporting the share done."""
@@ -329,20 +408,25 @@ class Tools:
             await progress.close()
 
     async def cancel_job(
-        self, job_id: Annotated[str, Field(description="A job id.")],
+        self,
+        job_id: Annotated[str, Field(description="A job id.")],
     ) -> CallToolResult:
         jobs = self._require_jobs()
         (job_id,) = validate_job_ids([job_id])
         job, message = await jobs.cancel(job_id)
-        return CallToolResult(content=[TextContent(type="text", text=f"{job_id}: {message}")],
-                              structured_content={**job.summary(), "message": message})
+        return CallToolResult(
+            content=[TextContent(type="text", text=f"{job_id}: {message}")],
+            structured_content={**job.summary(), "message": message},
+        )
 
     # -- edit sessions ------------------------------------------------------------------
 
     async def edit_session(
         self,
         ctx: Context,
-        action: Annotated[Literal["start", "continue", "history", "list", "end"], Field(description=_SESSION_ACTION_DOC)],
+        action: Annotated[
+            Literal["start", "continue", "history", "list", "end"], Field(description=_SESSION_ACTION_DOC)
+        ],
         session_id: Annotated[str | None, Field(description="From start.")] = None,
         prompt: Annotated[str | None, Field(description="What to draw, or the change.")] = None,
         image: Annotated[str | None, Field(description="Start from this image.")] = None,
@@ -371,33 +455,62 @@ class Tools:
             raise CodedToolError("edit sessions are not enabled on this server", "sessions_disabled")
         settings = self.atelier.settings
         mode: ReturnImage = return_image or settings.preview.default
-        turn_args = dict(model=model, prompt=prompt, images=images or [], mask=mask, size=size,
-                         aspect_ratio=aspect_ratio, resolution=resolution, quality=quality,
-                         output_format=output_format, output_compression=output_compression,
-                         background=background, seed=seed, negative_prompt=negative_prompt, style=style,
-                         options=options or {})
+        turn_args = dict(
+            model=model,
+            prompt=prompt,
+            images=images or [],
+            mask=mask,
+            size=size,
+            aspect_ratio=aspect_ratio,
+            resolution=resolution,
+            quality=quality,
+            output_format=output_format,
+            output_compression=output_compression,
+            background=background,
+            seed=seed,
+            negative_prompt=negative_prompt,
+            style=style,
+            options=options or {},
+        )
         call = ImageCall(**{k: v for k, v in turn_args.items() if v is not None})
         if action in ("continue", "history", "end") and not session_id:
-            raise InvalidParameterError("session_id", None, f"is required for action={action}",
-                                        fix="pass the session_id returned by action=start")
+            raise InvalidParameterError(
+                "session_id",
+                None,
+                f"is required for action={action}",
+                fix="pass the session_id returned by action=start",
+            )
         generating = action == "continue" or (action == "start" and image is None)
         if not generating:
             # Starting from an image keeps the model and the carried defaults for later turns.
             kept = {"model", *CARRIED} if action == "start" else set()
-            given = {k: v for k, v in {**turn_args, "from_turn": from_turn, "dry_run": dry_run, "as_job": as_job,
-                                       "idempotency_key": idempotency_key}.items()
-                     if v not in (None, False, [], {}) and k not in kept}
+            given = {
+                k: v
+                for k, v in {
+                    **turn_args,
+                    "from_turn": from_turn,
+                    "dry_run": dry_run,
+                    "as_job": as_job,
+                    "idempotency_key": idempotency_key,
+                }.items()
+                if v not in (None, False, [], {}) and k not in kept
+            }
             if given:
                 first = sorted(given)[0]
                 raise InvalidParameterError(
-                    first, given[first], f"does not apply to action={action}" + (" with image" if image else ""),
+                    first,
+                    given[first],
+                    f"does not apply to action={action}" + (" with image" if image else ""),
                     allowed="action=continue (or start with a prompt) for turn parameters",
-                    fix=f"drop {', '.join(sorted(given))}, or start from a prompt / continue the session")
+                    fix=f"drop {', '.join(sorted(given))}, or start from a prompt / continue the session",
+                )
         if action == "list":
             views = await sessions.list(include_ended=True, limit=20)
             lines = [_session_line(v) for v in views] or ["No sessions yet."]
-            return CallToolResult(content=[TextContent(type="text", text="\n".join(lines))],
-                                  structured_content={"sessions": [v.summary() for v in views]})
+            return CallToolResult(
+                content=[TextContent(type="text", text="\n".join(lines))],
+                structured_content={"sessions": [v.summary() for v in views]},
+            )
         if action == "history":
             assert session_id is not None
             return await _history(await sessions.get(session_id), settings, self.atelier.thumbnails)
@@ -405,21 +518,35 @@ class Tools:
             assert session_id is not None
             view = await sessions.end(session_id)
             text = f"{_session_line(view)}. Its files stay in the output directory."
-            return CallToolResult(content=[TextContent(type="text", text=text)],
-                                  structured_content={"session": view.summary()})
+            return CallToolResult(
+                content=[TextContent(type="text", text=text)], structured_content={"session": view.summary()}
+            )
         if action == "start" and image is not None:
             view, _ = await sessions.start(prompt=prompt, image=image, call=call)
             head = view.turns[0]
             return CallToolResult(
-                content=[TextContent(type="text", text=_continue_line(view) + f" Turn 0 is {head.image_path}."),
-                         ResourceLink(type="resource_link", uri=head.resource_uri or "", name=Path(head.image_path).name)],
-                structured_content={"session": view.summary(), "turn": head.summary()})
-        return await self._session_turn(ctx, action, session_id, call, from_turn, mode, dry_run, as_job,
-                                        idempotency_key)
+                content=[
+                    TextContent(type="text", text=_continue_line(view) + f" Turn 0 is {head.image_path}."),
+                    ResourceLink(type="resource_link", uri=head.resource_uri or "", name=Path(head.image_path).name),
+                ],
+                structured_content={"session": view.summary(), "turn": head.summary()},
+            )
+        return await self._session_turn(
+            ctx, action, session_id, call, from_turn, mode, dry_run, as_job, idempotency_key
+        )
 
-    async def _session_turn(self, ctx: Context, action: str, session_id: str | None, call: ImageCall,
-                            from_turn: int | None, mode: ReturnImage, dry_run: bool, as_job: bool,
-                            idempotency_key: str | None) -> CallToolResult:
+    async def _session_turn(
+        self,
+        ctx: Context,
+        action: str,
+        session_id: str | None,
+        call: ImageCall,
+        from_turn: int | None,
+        mode: ReturnImage,
+        dry_run: bool,
+        as_job: bool,
+        idempotency_key: str | None,
+    ) -> CallToolResult:
         """One turn at a time per session: a second continue waits and builds on the first
         (until the first is handed off to a job or answered as one)."""
         args = (ctx, action, session_id, call, from_turn, mode, dry_run, as_job, idempotency_key)
@@ -428,9 +555,18 @@ class Tools:
                 return await self._session_turn_locked(*args)
         return await self._session_turn_locked(*args)
 
-    async def _session_turn_locked(self, ctx: Context, action: str, session_id: str | None, call: ImageCall,
-                                   from_turn: int | None, mode: ReturnImage, dry_run: bool, as_job: bool,
-                                   idempotency_key: str | None) -> CallToolResult:
+    async def _session_turn_locked(
+        self,
+        ctx: Context,
+        action: str,
+        session_id: str | None,
+        call: ImageCall,
+        from_turn: int | None,
+        mode: ReturnImage,
+        dry_run: bool,
+        as_job: bool,
+        idempotency_key: str | None,
+    ) -> CallToolResult:
         """A generating turn (start from a prompt, or continue): planned and priced like
         generate/edit, confirmed above the ask threshold, then run through the job store
         (progress, hand-off after 45 s, as_job, idempotency_key); recorded in the session
@@ -441,8 +577,12 @@ class Tools:
         notes: list[str] = []
         if action == "start":
             if not (call.prompt or "").strip():
-                raise InvalidParameterError("prompt", call.prompt, "and image: give one to start a session",
-                                            fix="start from a prompt (generates the first image) or from an image")
+                raise InvalidParameterError(
+                    "prompt",
+                    call.prompt,
+                    "and image: give one to start a session",
+                    fix="start from a prompt (generates the first image) or from an image",
+                )
             session_id = new_session_id()
             turn_call, operation = call.model_copy(update={"n": 1}), Operation.GENERATE
             ref = sessions.turn_ref(session_id, call, start=True)
@@ -465,13 +605,21 @@ class Tools:
             if self.jobs is not None:
                 # A repeat is the same turn asked again (same session, arguments and branch),
                 # although the session's head has moved on since.
-                identity = {"session": {"action": action, "session_id": None if action == "start" else session_id,
-                                        "from_turn": from_turn}, "call": call.model_dump(mode="json")}
+                identity = {
+                    "session": {
+                        "action": action,
+                        "session_id": None if action == "start" else session_id,
+                        "from_turn": from_turn,
+                    },
+                    "call": call.model_dump(mode="json"),
+                }
                 result = await self._run_job(plan, mode, as_job, progress, idempotency_key, identity)
             else:
                 if as_job or idempotency_key:
-                    raise CodedToolError("as_job and idempotency_key need background jobs, which are not "
-                                         "enabled on this server", "jobs_disabled")
+                    raise CodedToolError(
+                        "as_job and idempotency_key need background jobs, which are not enabled on this server",
+                        "jobs_disabled",
+                    )
                 outcome = await pipeline.run(plan, progress=progress)
                 await sessions.record(ref, outcome)
                 result = await render(outcome, mode, pipeline.settings, pipeline.previews, pipeline.thumbnails)
@@ -482,40 +630,47 @@ class Tools:
         view = await sessions.get(session_id)
         head = view.turns[view.head] if view.head is not None else None
         result.content.insert(0, TextContent(type="text", text=_continue_line(view)))
-        result.structured_content = {"session": view.summary(), "turn": head.summary() if head else None,
-                                     "outcome": result.structured_content}
+        result.structured_content = {
+            "session": view.summary(),
+            "turn": head.summary() if head else None,
+            "outcome": result.structured_content,
+        }
         return result
 
     # -- cost and health ----------------------------------------------------------------
 
     async def get_usage(
-        self, days: Annotated[int, Field(ge=1, le=366, description="Days back (UTC).")] = 30,
+        self,
+        days: Annotated[int, Field(ge=1, le=366, description="Days back (UTC).")] = 30,
     ) -> CallToolResult:
         atelier = self.atelier
         report = await usage_report(atelier.ledger, days=days)
         limits = atelier.settings.cost.model_dump(exclude={"prices"}, exclude_none=True)
         report["limits"] = limits
-        report["spent_this_run_usd"] = round(await atelier.ledger.spent(
-            run_id=atelier.spend.run_id, principal=current_principal()), 6)
-        lines = [f"Spent ${report['total_usd']:.4f} on {report['images']} image(s) in "
-                 f"{report['calls']} call(s) over the last {days} day(s) (estimates where the "
-                 "provider reports no cost)."]
+        report["spent_this_run_usd"] = round(
+            await atelier.ledger.spent(run_id=atelier.spend.run_id, principal=current_principal()), 6
+        )
+        lines = [
+            f"Spent ${report['total_usd']:.4f} on {report['images']} image(s) in "
+            f"{report['calls']} call(s) over the last {days} day(s) (estimates where the "
+            "provider reports no cost)."
+        ]
         lines += [f"  {model}: ${v['usd']:.4f}, {v['images']} image(s)" for model, v in report["by_model"].items()]
         if limits:
             lines.append("Limits: " + ", ".join(f"{k}={v}" for k, v in limits.items()))
-        return CallToolResult(content=[TextContent(type="text", text="\n".join(lines))],
-                              structured_content=report)
+        return CallToolResult(content=[TextContent(type="text", text="\n".join(lines))], structured_content=report)
 
     async def health(self) -> CallToolResult:
         report = await health_report(self.atelier, self.jobs)
-        return CallToolResult(content=[TextContent(type="text", text=health_text(report))],
-                              structured_content=report)
+        return CallToolResult(content=[TextContent(type="text", text=health_text(report))], structured_content=report)
 
     async def list_available_models(
         self,
         model: Annotated[str | None, Field(description="One model in full.")] = None,
         provider: Annotated[str | None, Field(description="Only this provider, in full.")] = None,
-        capability: Annotated[Literal["generate", "edit", "variation"] | None, Field(description="Only models that can.")] = None,
+        capability: Annotated[
+            Literal["generate", "edit", "variation"] | None, Field(description="Only models that can.")
+        ] = None,
         detail: Annotated[bool, Field(description="Full detail for all listed.")] = False,
     ) -> CallToolResult:
         data = self.atelier.describe_models(provider=provider, capability=capability)
@@ -526,8 +681,9 @@ class Tools:
         if not full:
             data["models"] = [summarize_model(m) for m in data["models"]]
             data["detail"] = "summary; full per-model detail with model=<id>, provider=<name> or detail=true"
-        return CallToolResult(content=[TextContent(type="text", text=catalogue_text(data, full=full))],
-                              structured_content=data)
+        return CallToolResult(
+            content=[TextContent(type="text", text=catalogue_text(data, full=full))], structured_content=data
+        )
 
 
 # Tool texts. Every client sends the whole tools/list to its model on every turn, so they
@@ -585,9 +741,11 @@ _HEALTH_DOC = (
 
 def _continue_line(view: SessionView) -> str:
     head = view.turns[view.head] if view.head is not None and view.turns else None
-    return (f"Session {view.id}: turn {head.turn if head else 0}"
-            + (f" (from turn {head.parent})" if head and head.parent is not None else "")
-            + f"; continue with edit_session(action=\"continue\", session_id=\"{view.id}\", prompt=...).")
+    return (
+        f"Session {view.id}: turn {head.turn if head else 0}"
+        + (f" (from turn {head.parent})" if head and head.parent is not None else "")
+        + f'; continue with edit_session(action="continue", session_id="{view.id}", prompt=...).'
+    )
 
 
 def _session_line(view: SessionView) -> str:
@@ -600,8 +758,7 @@ def _session_line(view: SessionView) -> str:
 HISTORY_INLINE_BYTES = 100_000
 
 
-def _history_thumbnails(view: SessionView, settings: Settings,
-                        thumbnails: Thumbnails) -> dict[int, ImageContent | str]:
+def _history_thumbnails(view: SessionView, settings: Settings, thumbnails: Thumbnails) -> dict[int, ImageContent | str]:
     """Per turn (newest first, within the inline budget): its thumbnail, or why there is
     none. One worker-thread job for the whole history; kept thumbnails are not re-made.
     The thumbnails of one reply take at most ``HISTORY_INLINE_BYTES`` (base64), newest
@@ -613,8 +770,9 @@ def _history_thumbnails(view: SessionView, settings: Settings,
         if budget <= 0 or not path.is_file():
             continue
         try:
-            thumb = thumbnails.get(path, max_edge=min(256, settings.preview.max_edge), max_bytes=30_000,
-                                   fmt=settings.preview.format)
+            thumb = thumbnails.get(
+                path, max_edge=min(256, settings.preview.max_edge), max_bytes=30_000, fmt=settings.preview.format
+            )
         except (AtelierError, OSError):
             found[turn.turn] = f"(no preview: {turn.image_path} unreadable)"
             continue
@@ -630,8 +788,11 @@ async def _history(view: SessionView, settings: Settings, thumbnails: Thumbnails
     content: list[Any] = [TextContent(type="text", text=_session_line(view))]
     thumbs = await asyncio.to_thread(_history_thumbnails, view, settings, thumbnails)
     for turn in reversed(view.turns):
-        text = (f"turn {turn.turn}" + (f" (from {turn.parent})" if turn.parent is not None else "")
-                + f": {turn.operation} {turn.model or ''} {turn.prompt or ''}".rstrip())
+        text = (
+            f"turn {turn.turn}"
+            + (f" (from {turn.parent})" if turn.parent is not None else "")
+            + f": {turn.operation} {turn.model or ''} {turn.prompt or ''}".rstrip()
+        )
         content.append(TextContent(type="text", text=text))
         thumb = thumbs.get(turn.turn)
         if isinstance(thumb, str):
@@ -639,10 +800,10 @@ async def _history(view: SessionView, settings: Settings, thumbnails: Thumbnails
         elif thumb is not None:
             content.append(thumb)
         if turn.resource_uri:
-            content.append(ResourceLink(type="resource_link", uri=turn.resource_uri,
-                                        name=Path(turn.image_path).name))
-    return CallToolResult(content=content, structured_content={
-        "session": view.summary(), "turns": [t.summary() for t in view.turns]})
+            content.append(ResourceLink(type="resource_link", uri=turn.resource_uri, name=Path(turn.image_path).name))
+    return CallToolResult(
+        content=content, structured_content={"session": view.summary(), "turns": [t.summary() for t in view.turns]}
+    )
 
 
 def build_tools(tools: Tools) -> list[Tool]:
@@ -653,37 +814,78 @@ def build_tools(tools: Tools) -> list[Tool]:
     # destructive and non-idempotent are the protocol defaults, so they cost no bytes.
     writes = ToolAnnotations(open_world_hint=True)
     return [
-        compact_tool(tools.generate_image, name="generate_image", description=_GENERATE_DOC,
-                     annotations=ToolAnnotations(title="Generate image", **hints(writes)),
-                     output_schema=OUTCOME_SCHEMA),
-        compact_tool(tools.edit_image, name="edit_image", description=_EDIT_DOC,
-                     annotations=ToolAnnotations(title="Edit image", **hints(writes)),
-                     output_schema=OUTCOME_SCHEMA),
-        compact_tool(tools.list_available_models, name="list_available_models",
-                     description=_LIST_DOC,
-                     annotations=ToolAnnotations(title="List models", read_only_hint=True,
-                                                 open_world_hint=False)),
-        *([] if jobs is None else [
-            compact_tool(tools.get_jobs, name="get_jobs", description=_GET_JOBS_DOC,
-                         annotations=ToolAnnotations(title="Get jobs", read_only_hint=True,
-                                                     open_world_hint=False)),
-            compact_tool(tools.cancel_job, name="cancel_job", description=_CANCEL_JOB_DOC,
-                         annotations=ToolAnnotations(title="Cancel job", read_only_hint=False,
-                                                     destructive_hint=True, idempotent_hint=True,
-                                                     open_world_hint=False)),
-        ]),
-        *([] if sessions is None else [
-            compact_tool(tools.edit_session, name="edit_session", description=_SESSION_DOC,
-                         annotations=ToolAnnotations(title="Edit session", **hints(writes))),
-        ]),
-        compact_tool(tools.get_usage, name="get_usage", description=_USAGE_DOC,
-                     annotations=ToolAnnotations(title="Usage", read_only_hint=True,
-                                                 open_world_hint=False)),
-        compact_tool(tools.health, name="health", description=_HEALTH_DOC,
-                     annotations=ToolAnnotations(title="Health", read_only_hint=True,
-                                                 open_world_hint=False)),
-        compact_tool(FindImages(tools.atelier.library, tools.atelier.resolve).__call__, name="find_images",
-                     description=FIND_DESCRIPTION,
-                     annotations=ToolAnnotations(title="Find images", read_only_hint=True,
-                                                 open_world_hint=False)),
+        compact_tool(
+            tools.generate_image,
+            name="generate_image",
+            description=_GENERATE_DOC,
+            annotations=ToolAnnotations(title="Generate image", **hints(writes)),
+            output_schema=OUTCOME_SCHEMA,
+        ),
+        compact_tool(
+            tools.edit_image,
+            name="edit_image",
+            description=_EDIT_DOC,
+            annotations=ToolAnnotations(title="Edit image", **hints(writes)),
+            output_schema=OUTCOME_SCHEMA,
+        ),
+        compact_tool(
+            tools.list_available_models,
+            name="list_available_models",
+            description=_LIST_DOC,
+            annotations=ToolAnnotations(title="List models", read_only_hint=True, open_world_hint=False),
+        ),
+        *(
+            []
+            if jobs is None
+            else [
+                compact_tool(
+                    tools.get_jobs,
+                    name="get_jobs",
+                    description=_GET_JOBS_DOC,
+                    annotations=ToolAnnotations(title="Get jobs", read_only_hint=True, open_world_hint=False),
+                ),
+                compact_tool(
+                    tools.cancel_job,
+                    name="cancel_job",
+                    description=_CANCEL_JOB_DOC,
+                    annotations=ToolAnnotations(
+                        title="Cancel job",
+                        read_only_hint=False,
+                        destructive_hint=True,
+                        idempotent_hint=True,
+                        open_world_hint=False,
+                    ),
+                ),
+            ]
+        ),
+        *(
+            []
+            if sessions is None
+            else [
+                compact_tool(
+                    tools.edit_session,
+                    name="edit_session",
+                    description=_SESSION_DOC,
+                    annotations=ToolAnnotations(title="Edit session", **hints(writes)),
+                ),
+            ]
+        ),
+        compact_tool(
+            tools.get_usage,
+            name="get_usage",
+            description=_USAGE_DOC,
+            annotations=ToolAnnotations(title="Usage", read_only_hint=True, open_world_hint=False),
+        ),
+        compact_tool(
+            tools.health,
+            name="health",
+            description=_HEALTH_DOC,
+            annotations=ToolAnnotations(title="Health", read_only_hint=True, open_world_hint=False),
+        ),
+        compact_tool(
+            FindImages(tools.atelier.library, tools.atelier.resolve).__call__,
+            name="find_images",
+            description=FIND_DESCRIPTION,
+            annotations=ToolAnnotations(title="Find images", read_only_hint=True, open_world_hint=False),
+        ),
     ]

@@ -62,8 +62,11 @@ def xmp_packet(fields: Mapping[str, Any]) -> bytes:
     prompt = str(fields.get("prompt") or "")[:_MAX_PROMPT_CHARS]
     software = str(fields.get("software") or "Atelier")
     model = str(fields.get("model") or "")
-    description = (f"<dc:description><rdf:Alt><rdf:li xml:lang=\"x-default\">{escape(prompt)}"
-                   "</rdf:li></rdf:Alt></dc:description>") if prompt else ""
+    description = (
+        (f'<dc:description><rdf:Alt><rdf:li xml:lang="x-default">{escape(prompt)}</rdf:li></rdf:Alt></dc:description>')
+        if prompt
+        else ""
+    )
     body = (
         '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
         '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
@@ -81,8 +84,9 @@ def xmp_packet(fields: Mapping[str, Any]) -> bytes:
 
 def _parameters_json(fields: Mapping[str, Any]) -> str:
     keep = ("model", "provider", "operation", "applied", "seed", "created")
-    return json.dumps({k: fields[k] for k in keep if fields.get(k) is not None},
-                      ensure_ascii=False, sort_keys=True, default=str)
+    return json.dumps(
+        {k: fields[k] for k in keep if fields.get(k) is not None}, ensure_ascii=False, sort_keys=True, default=str
+    )
 
 
 # -- C2PA detection -------------------------------------------------------------------
@@ -109,8 +113,8 @@ def _png_chunks(data: bytes) -> list[tuple[bytes, int, int]]:
     out: list[tuple[bytes, int, int]] = []
     pos = len(PNG_SIGNATURE)
     while pos + 12 <= len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind = data[pos + 4:pos + 8]
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
         end = pos + 12 + length
         if end > len(data):
             break
@@ -135,7 +139,7 @@ def _png_text_keywords(data: bytes, chunks: list[tuple[bytes, int, int]]) -> set
     found: set[str] = set()
     for kind, start, end in chunks:
         if kind in (b"tEXt", b"iTXt", b"zTXt"):
-            found.add(data[start + 8:end - 4].split(b"\x00", 1)[0].decode("latin-1"))
+            found.add(data[start + 8 : end - 4].split(b"\x00", 1)[0].decode("latin-1"))
     return found
 
 
@@ -179,11 +183,11 @@ def _jpeg_segments(data: bytes) -> list[tuple[int, bytes, int, int]]:
         if marker == 0xD9 or 0xD0 <= marker <= 0xD7 or marker == 0x01:
             pos += 2
             continue
-        (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
         end = pos + 2 + length
         if length < 2 or end > len(data):
             break
-        out.append((marker, data[pos + 4:end], pos, end))
+        out.append((marker, data[pos + 4 : end], pos, end))
         pos = end
         if marker == 0xDA:  # start of scan: entropy-coded data follows
             break
@@ -219,8 +223,8 @@ def _riff_chunks(data: bytes) -> list[tuple[bytes, int, int]]:
     out: list[tuple[bytes, int, int]] = []
     pos = 12
     while pos + 8 <= len(data):
-        kind = data[pos:pos + 4]
-        (size,) = struct.unpack("<I", data[pos + 4:pos + 8])
+        kind = data[pos : pos + 4]
+        (size,) = struct.unpack("<I", data[pos + 4 : pos + 8])
         end = pos + 8 + size + (size & 1)
         if pos + 8 + size > len(data):
             break
@@ -235,7 +239,7 @@ def _riff_chunk(kind: bytes, body: bytes) -> bytes:
 
 def _vp8l_has_alpha(data: bytes, start: int) -> bool:
     # VP8L: signature 0x2f, then 14 bits width-1, 14 bits height-1, 1 bit alpha_is_used.
-    header = data[start + 8:start + 13]
+    header = data[start + 8 : start + 13]
     if len(header) < 5 or header[0] != 0x2F:
         return False
     bits = int.from_bytes(header[1:5], "little")
@@ -250,19 +254,20 @@ def _embed_webp(data: bytes, fields: Mapping[str, Any], width: int, height: int)
     if b"XMP " in kinds:
         return Embedded(data, False, "the file already carries XMP")
     xmp = _riff_chunk(b"XMP ", xmp_packet(fields))
-    body = data[12:chunks[-1][2]]
+    body = data[12 : chunks[-1][2]]
     if kinds[0] == b"VP8X":
         start, end = chunks[0][1], chunks[0][2]
         flags = data[start + 8] | 0x04
-        header = data[start:start + 8] + bytes([flags]) + data[start + 9:end]
-        body = header + data[end:chunks[-1][2]] + xmp
+        header = data[start : start + 8] + bytes([flags]) + data[start + 9 : end]
+        body = header + data[end : chunks[-1][2]] + xmp
     elif kinds[0] in (b"VP8 ", b"VP8L"):
         if not (0 < width <= 1 << 24 and 0 < height <= 1 << 24):
             return Embedded(data, False, "unknown canvas size")
         alpha = kinds[0] == b"VP8L" and _vp8l_has_alpha(data, chunks[0][1])
         flags = 0x04 | (0x10 if alpha else 0)
-        vp8x = _riff_chunk(b"VP8X", bytes([flags, 0, 0, 0]) + (width - 1).to_bytes(3, "little")
-                           + (height - 1).to_bytes(3, "little"))
+        vp8x = _riff_chunk(
+            b"VP8X", bytes([flags, 0, 0, 0]) + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+        )
         body = vp8x + body + xmp
     else:
         return Embedded(data, False, "unrecognised WebP layout")
@@ -272,8 +277,7 @@ def _embed_webp(data: bytes, fields: Mapping[str, Any], width: int, height: int)
 # -- entry point --------------------------------------------------------------------------
 
 
-def embed_metadata(data: bytes, fmt: str, fields: Mapping[str, Any], *,
-                   width: int = 0, height: int = 0) -> Embedded:
+def embed_metadata(data: bytes, fmt: str, fields: Mapping[str, Any], *, width: int = 0, height: int = 0) -> Embedded:
     """``data`` with provenance metadata inserted (see the module docstring).
 
     ``fields``: ``prompt``, ``model``, ``provider``, ``operation``, ``applied``, ``seed``,

@@ -95,9 +95,7 @@ _SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
 _REDIRECTS = {301, 302, 303, 307, 308}
 _NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}\.?$", re.IGNORECASE)
 _CHUNK = 64 * 1024
-_REMOTE_FIX = (
-    "download the image yourself and pass it as a local file path, a data: URL or base64"
-)
+_REMOTE_FIX = "download the image yourself and pass it as a local file path, a data: URL or base64"
 
 
 def is_public_address(ip: IPAddress) -> bool:
@@ -325,8 +323,9 @@ class SafeFetcher:
         scheme = parts.scheme.lower()
         schemes = ("http", "https") if allowed is not None else self._schemes
         if scheme not in schemes:
-            raise self._refuse(parameter, url, f"scheme {scheme or '(none)'}:// is not accepted",
-                               allowed=[f"{s}://" for s in schemes])
+            raise self._refuse(
+                parameter, url, f"scheme {scheme or '(none)'}:// is not accepted", allowed=[f"{s}://" for s in schemes]
+            )
         if parts.username is not None or parts.password is not None or "@" in parts.netloc:
             raise self._refuse(parameter, url, "URLs with credentials (user:password@) are refused")
         try:
@@ -335,9 +334,12 @@ class SafeFetcher:
             raise self._refuse(parameter, url, "the host name is invalid") from None
         port = port or _DEFAULT_PORT[scheme]
         if allowed is not None and (scheme, host, port) not in allowed:
-            raise self._refuse(parameter, url,
-                               "its origin (scheme, host and port) is not one this provider may serve "
-                               "images from", allowed=sorted(_origin_text(o) for o in allowed))
+            raise self._refuse(
+                parameter,
+                url,
+                "its origin (scheme, host and port) is not one this provider may serve images from",
+                allowed=sorted(_origin_text(o) for o in allowed),
+            )
         if literal is not None:
             addresses = [literal]
         else:
@@ -352,7 +354,8 @@ class SafeFetcher:
             for address in addresses:
                 if not self._policy(address):
                     raise self._refuse(
-                        parameter, url,
+                        parameter,
+                        url,
                         "it points to a private, loopback, link-local or otherwise non-public address",
                     )
         return host, port, str(addresses[0]), (parts.hostname or "").lower()

@@ -80,8 +80,8 @@ def image_length(fmt: str, data: bytes) -> int | None:
         if fmt == "png":
             position = len(_PNG_SIGNATURE)
             while position + 12 <= len(data):
-                (length,) = struct.unpack(">I", data[position: position + 4])
-                kind = data[position + 4: position + 8]
+                (length,) = struct.unpack(">I", data[position : position + 4])
+                kind = data[position + 4 : position + 8]
                 position += 12 + length
                 if kind == b"IEND":
                     return position if position <= len(data) else None
@@ -140,7 +140,7 @@ def _jpeg_length(data: bytes) -> int | None:
         if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # no length
             position += 2
             continue
-        (length,) = struct.unpack(">H", data[position + 2: position + 4])
+        (length,) = struct.unpack(">H", data[position + 2 : position + 4])
         position += 2 + length
         if marker == 0xDA:  # start of scan: entropy-coded data up to the next real marker
             while True:
@@ -203,8 +203,9 @@ def check_png_structure(data: bytes, *, max_pixels: int, provider: str | None = 
             if width == 0 or height == 0 or depth not in _PNG_COLOR_TYPES.get(color, ()):
                 raise fail(f"the PNG header is invalid ({width}x{height}, depth {depth}, colour type {color})")
             if width * height > max_pixels:
-                raise fail(f"the image is {width}x{height} = {width * height:,} pixels, above the limit "
-                           f"of {max_pixels:,}")
+                raise fail(
+                    f"the image is {width}x{height} = {width * height:,} pixels, above the limit of {max_pixels:,}"
+                )
             header = (width, height, depth, color)
         elif kind == b"IDAT":
             idat = True

@@ -43,10 +43,10 @@ from atelier_core.plugin.errors import AtelierError, InputImageError, UpstreamPr
 
 __all__ = [
     "DEFAULT_FORMATS",
-    "check_png_structure",
     "DecodedImage",
     "ImageInfo",
     "Preview",
+    "check_png_structure",
     "decode_image",
     "image_length",
     "inspect_image",
@@ -60,6 +60,8 @@ DEFAULT_FORMATS: tuple[str, ...] = ("png", "jpeg", "webp", "gif")
 
 # Our format names → Pillow plugin names (used for the decoder allow-list).
 _PILLOW_FORMAT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "gif": "GIF"}
+
+
 def warm_up() -> None:
     """Import Pillow and the codecs a call uses, ahead of the first call (blocking)."""
     from PIL import Image, ImageOps, JpegImagePlugin, PngImagePlugin, WebPImagePlugin  # noqa: F401
@@ -116,9 +118,7 @@ def decode_image(
                 provider=provider,
                 fix="retry the call; if it keeps happening, report it to the provider",
             )
-        return InputImageError(
-            f"{parameter}: {message}", code=code, parameter=parameter, allowed=allowed, fix=fix
-        )
+        return InputImageError(f"{parameter}: {message}", code=code, parameter=parameter, allowed=allowed, fix=fix)
 
     from PIL import Image
 
@@ -195,9 +195,12 @@ def decode_image(
         end = image_length(fmt, data)
         if end is None or end != len(data):
             image.close()
-            problem = (f"the {fmt.upper()} structure is cut off or broken" if end is None else
-                       f"{len(data) - end:,} bytes that are not part of the image follow the "
-                       f"{fmt.upper()}'s end (at byte {end:,})")
+            problem = (
+                f"the {fmt.upper()} structure is cut off or broken"
+                if end is None
+                else f"{len(data) - end:,} bytes that are not part of the image follow the "
+                f"{fmt.upper()}'s end (at byte {end:,})"
+            )
             raise fail("image_parse_error", problem)
     info = ImageInfo(format=fmt, width=width, height=height, has_alpha=_has_alpha(image))
     return DecodedImage(info=info, image=image)

@@ -42,10 +42,10 @@ from urllib.parse import unquote, urlsplit
 
 import anyio.to_thread
 
-from atelier_core.plugin.errors import InputImageError, NotFoundError, RequestError, shorten
 from atelier_core.media.fetch import SafeFetcher
 from atelier_core.media.images import DEFAULT_FORMATS, inspect_image
 from atelier_core.media.storage import RESOURCE_PREFIX, OutputStore
+from atelier_core.plugin.errors import InputImageError, NotFoundError, RequestError, shorten
 from atelier_core.plugin.types import InputImage
 
 if TYPE_CHECKING:
@@ -83,24 +83,41 @@ def decode_base64_image(text: str, *, max_bytes: int, parameter: str) -> bytes:
     if len(compact) > limit:
         raise _too_large(parameter, text, max_bytes)
     if not compact:
-        raise InputImageError(f"{parameter}: the base64 image data is empty", code="empty_image_file",
-                              parameter=parameter, fix="send the image's bytes, base64-encoded")
+        raise InputImageError(
+            f"{parameter}: the base64 image data is empty",
+            code="empty_image_file",
+            parameter=parameter,
+            fix="send the image's bytes, base64-encoded",
+        )
     fix = "send standard base64 (A-Z, a-z, 0-9, +, /, '=' padding only), e.g. the output of `base64 -w0 image.png`"
     try:
         raw = compact.encode("ascii")
     except UnicodeEncodeError:
-        raise InputImageError(f"{parameter}: the base64 data contains non-ASCII characters",
-                              code="invalid_base64_image", parameter=parameter, value=_shown(text),
-                              fix=fix) from None
+        raise InputImageError(
+            f"{parameter}: the base64 data contains non-ASCII characters",
+            code="invalid_base64_image",
+            parameter=parameter,
+            value=_shown(text),
+            fix=fix,
+        ) from None
     if not _B64_ALPHABET.fullmatch(raw) or len(raw) % 4:
         raise InputImageError(
             f"{parameter}: the data is not valid base64 (characters outside the alphabet or bad padding)",
-            code="invalid_base64_image", parameter=parameter, value=_shown(text), fix=fix)
+            code="invalid_base64_image",
+            parameter=parameter,
+            value=_shown(text),
+            fix=fix,
+        )
     try:
         data = base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):
-        raise InputImageError(f"{parameter}: the data is not valid base64", code="invalid_base64_image",
-                              parameter=parameter, value=_shown(text), fix=fix) from None
+        raise InputImageError(
+            f"{parameter}: the data is not valid base64",
+            code="invalid_base64_image",
+            parameter=parameter,
+            value=_shown(text),
+            fix=fix,
+        ) from None
     if len(data) > max_bytes:
         raise _too_large(parameter, text, max_bytes)
     return data
@@ -260,8 +277,14 @@ class InputIntake:
                 code="url_not_allowed",
                 parameter=parameter,
                 value=_shown(reference),
-                allowed=["local path", "file://", "atelier://images/…", "data:image/…;base64,…", "base64",
-                         "https:// (when enabled)"],
+                allowed=[
+                    "local path",
+                    "file://",
+                    "atelier://images/…",
+                    "data:image/…;base64,…",
+                    "base64",
+                    "https:// (when enabled)",
+                ],
                 fix="pass the image as a local path, a data: URL or base64",
             )
         if text.startswith(_B64_SIGNATURES) or len(text) > _MAX_PATH_CHARS:
@@ -306,12 +329,14 @@ class InputIntake:
                 value=_shown(reference),
                 fix=exc.fix,
             ) from None
-        data = await anyio.to_thread.run_sync(self._read_confined, str(path), reference, parameter,
-                                              (self.store.root,), limit)
+        data = await anyio.to_thread.run_sync(
+            self._read_confined, str(path), reference, parameter, (self.store.root,), limit
+        )
         return data, path.name
 
-    async def _from_bucket(self, bucket: BucketStore, text: str, reference: str, parameter: str,
-                           limit: int) -> tuple[bytes, str]:
+    async def _from_bucket(
+        self, bucket: BucketStore, text: str, reference: str, parameter: str, limit: int
+    ) -> tuple[bytes, str]:
         """An image another replica made: the current principal's key in the bucket."""
         relative = unquote(text.removeprefix(RESOURCE_PREFIX))
         try:
@@ -319,13 +344,17 @@ class InputIntake:
         except NotFoundError:
             raise InputImageError(
                 f"{parameter}: no such image in the output root or the bucket",
-                code="image_file_not_found", parameter=parameter, value=_shown(reference),
+                code="image_file_not_found",
+                parameter=parameter,
+                value=_shown(reference),
                 fix="use a resource URI or path returned by a previous call",
             ) from None
         if info.size > limit:
             raise InputImageError(
                 f"{parameter}: the image is {info.size:,} bytes, above the limit of {limit:,} bytes",
-                code="image_file_too_large", parameter=parameter, value=_shown(reference),
+                code="image_file_too_large",
+                parameter=parameter,
+                value=_shown(reference),
                 fix="use a smaller image, or raise storage.max_input_bytes",
             )
         data = b"".join([chunk async for chunk in chunks])
@@ -362,15 +391,22 @@ class InputIntake:
         if any(ord(c) < 0x20 or c == "\x7f" for c in text):
             raise InputImageError(
                 f"{parameter}: the path contains control characters",
-                code="invalid_image_reference", parameter=parameter, value=_shown(reference),
+                code="invalid_image_reference",
+                parameter=parameter,
+                value=_shown(reference),
                 fix="pass a plain file path",
             )
         if len(text) > _MAX_PATH_CHARS:
-            raise InputImageError(f"{parameter}: the path is too long", code="invalid_image_reference",
-                                  parameter=parameter, value=_shown(reference), fix="pass a shorter path")
+            raise InputImageError(
+                f"{parameter}: the path is too long",
+                code="invalid_image_reference",
+                parameter=parameter,
+                value=_shown(reference),
+                fix="pass a shorter path",
+            )
         # String operations on the path, no filesystem access.
         expanded = os.path.expanduser(text) if text.startswith("~") else text  # noqa: ASYNC240
-        if os.path.isabs(expanded):  # noqa: ASYNC240
+        if os.path.isabs(expanded):
             candidates = [expanded]
         else:
             # Relative paths are looked up in the input roots, never the working directory.
@@ -380,8 +416,10 @@ class InputIntake:
 
     def _roots_hint(self) -> str:
         roots = ", ".join(str(r) for r in self.roots) or "(none configured)"
-        return (f"put the image inside one of the input folders ({roots}) — storage.output_dir and "
-                "storage.input_dirs — or pass it as a data: URL or base64")
+        return (
+            f"put the image inside one of the input folders ({roots}) — storage.output_dir and "
+            "storage.input_dirs — or pass it as a data: URL or base64"
+        )
 
     def _read_first(self, candidates: list[str], reference: str, parameter: str, limit: int) -> bytes:
         outside = 0
@@ -411,24 +449,31 @@ class InputIntake:
             f"directory; {self._roots_hint()}",
         )
 
-    def _read_confined(self, real: str, reference: str, parameter: str, roots: Sequence[Path],
-                       limit: int) -> bytes:
+    def _read_confined(self, real: str, reference: str, parameter: str, roots: Sequence[Path], limit: int) -> bytes:
         """Open ``real`` (already resolved inside ``roots``) without following a final
         symlink and without blocking, check it is a regular file of acceptable size,
         and read it once."""
-        def refuse(problem: str, code: str = "invalid_image_reference") -> InputImageError:
-            return InputImageError(f"{parameter}: {_shown(reference)} {problem}", code=code,
-                                   parameter=parameter, value=_shown(reference),
-                                   fix="pass a regular image file (PNG, JPEG, WebP or GIF)")
 
-        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(
-            os, "O_CLOEXEC", 0)
+        def refuse(problem: str, code: str = "invalid_image_reference") -> InputImageError:
+            return InputImageError(
+                f"{parameter}: {_shown(reference)} {problem}",
+                code=code,
+                parameter=parameter,
+                value=_shown(reference),
+                fix="pass a regular image file (PNG, JPEG, WebP or GIF)",
+            )
+
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
             fd = os.open(real, flags)
         except FileNotFoundError:
-            raise InputImageError(f"{parameter}: no image file at {_shown(reference)}",
-                                  code="image_file_not_found", parameter=parameter,
-                                  value=_shown(reference), fix=self._roots_hint()) from None
+            raise InputImageError(
+                f"{parameter}: no image file at {_shown(reference)}",
+                code="image_file_not_found",
+                parameter=parameter,
+                value=_shown(reference),
+                fix=self._roots_hint(),
+            ) from None
         except OSError as exc:
             raise refuse(f"cannot be opened ({os.strerror(exc.errno or 0)})") from None
         try:
@@ -445,8 +490,11 @@ class InputIntake:
                 if not any(actual.is_relative_to(root) for root in roots):
                     raise InputImageError(
                         f"{parameter}: {_shown(reference)} is outside the folders this server may read images from",
-                        code="input_path_outside_root", parameter=parameter, value=_shown(reference),
-                        fix=self._roots_hint())
+                        code="input_path_outside_root",
+                        parameter=parameter,
+                        value=_shown(reference),
+                        fix=self._roots_hint(),
+                    )
             if st.st_size > limit:
                 raise _too_large(parameter, reference, limit, st.st_size)
             if st.st_size == 0:

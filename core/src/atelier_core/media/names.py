@@ -49,14 +49,19 @@ _INVISIBLE |= {chr(c) for c in range(0x202A, 0x202F)} | {chr(c) for c in range(0
 _FILENAME_FIX = "pass a relative file name such as 'cats/tabby.png' (sub-folders allowed), or omit it"
 
 
-
 def extension_for(fmt: str) -> str:
     """The file extension used for a format (``jpeg`` → ``jpg``)."""
     return _CANONICAL_EXT.get(fmt, fmt)
 
 
-def refuse(problem: str, value: Any, *, code: str = "invalid_output_path", fix: str = _FILENAME_FIX,
-            parameter: str = "filename") -> OutputPathError:
+def refuse(
+    problem: str,
+    value: Any,
+    *,
+    code: str = "invalid_output_path",
+    fix: str = _FILENAME_FIX,
+    parameter: str = "filename",
+) -> OutputPathError:
     return OutputPathError(
         f"{parameter}={shorten(value)} is refused: {problem}",
         code=code,
@@ -69,8 +74,9 @@ def refuse(problem: str, value: Any, *, code: str = "invalid_output_path", fix: 
 def check_component(part: str, value: Any, *, parameter: str = "filename") -> None:
     """Refuse one path component that is unsafe or non-portable (Windows forms too)."""
     if part in ("", ".", ".."):
-        raise refuse("'..' and empty segments are not allowed", value, code="output_path_outside_root",
-                      parameter=parameter)
+        raise refuse(
+            "'..' and empty segments are not allowed", value, code="output_path_outside_root", parameter=parameter
+        )
     if part.startswith(TEMP_PREFIX):
         raise refuse(f"names starting with {TEMP_PREFIX!r} are reserved", value, parameter=parameter)
     if part.endswith((".", " ")):
@@ -81,24 +87,25 @@ def check_component(part: str, value: Any, *, parameter: str = "filename") -> No
     if stem in _WINDOWS_RESERVED:
         raise refuse(f"{stem} is a reserved device name on Windows", value, parameter=parameter)
     if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
-        raise refuse(f"a path segment is longer than {MAX_COMPONENT_BYTES} bytes", value,
-                      code="name_too_long", fix="use a shorter file name", parameter=parameter)
+        raise refuse(
+            f"a path segment is longer than {MAX_COMPONENT_BYTES} bytes",
+            value,
+            code="name_too_long",
+            fix="use a shorter file name",
+            parameter=parameter,
+        )
 
 
 def check_characters(text: str, value: Any, *, parameter: str = "filename") -> None:
     for char in text:
         if char in _INVISIBLE:
-            raise refuse(f"it contains the invisible/bidi character U+{ord(char):04X}", value,
-                          parameter=parameter)
+            raise refuse(f"it contains the invisible/bidi character U+{ord(char):04X}", value, parameter=parameter)
         if unicodedata.category(char) in ("Cc", "Cs"):
-            raise refuse(f"it contains the control character U+{ord(char):04X}", value,
-                          parameter=parameter)
+            raise refuse(f"it contains the control character U+{ord(char):04X}", value, parameter=parameter)
     if "\\" in text:
-        raise refuse("backslashes are not allowed (use '/' between folders)", value,
-                      parameter=parameter)
+        raise refuse("backslashes are not allowed (use '/' between folders)", value, parameter=parameter)
     if ":" in text:
-        raise refuse("':' is not allowed (drive letters and alternate data streams)", value,
-                      parameter=parameter)
+        raise refuse("':' is not allowed (drive letters and alternate data streams)", value, parameter=parameter)
 
 
 def slug(prompt: Any, limit: int = 40) -> str:
@@ -131,15 +138,20 @@ def plan_path(root: Path, filename: str, fmt: str, *, parameter: str = "filename
     parts[-1] = _with_extension(parts[-1], fmt, value, parameter)
     total = len(os.fsencode(root)) + sum(len(p.encode()) + 1 for p in parts)
     if total > MAX_PATH_BYTES:
-        raise refuse(f"the full path would exceed {MAX_PATH_BYTES} bytes", value,
-                      code="name_too_long", fix="use a shorter path", parameter=parameter)
+        raise refuse(
+            f"the full path would exceed {MAX_PATH_BYTES} bytes",
+            value,
+            code="name_too_long",
+            fix="use a shorter path",
+            parameter=parameter,
+        )
     return parts
+
 
 def _relative_from_absolute(root: Path, name: str, value: Any, parameter: str) -> list[str]:
     raw = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in raw:
-        raise refuse("'..' segments are not allowed", value, code="output_path_outside_root",
-                      parameter=parameter)
+        raise refuse("'..' segments are not allowed", value, code="output_path_outside_root", parameter=parameter)
     if not raw:
         raise refuse("it names no file", value, parameter=parameter)
     # Resolve the parent (the existing part through any symlinks, e.g. a symlinked
@@ -148,11 +160,15 @@ def _relative_from_absolute(root: Path, name: str, value: Any, parameter: str) -
     try:
         rel = parent.relative_to(root)  # component-wise: root-evil is not under root
     except ValueError:
-        raise refuse("absolute paths must lie inside the output root", value,
-                      code="output_path_outside_root",
-                      fix=f"use a path relative to the output root; {_FILENAME_FIX}",
-                      parameter=parameter) from None
+        raise refuse(
+            "absolute paths must lie inside the output root",
+            value,
+            code="output_path_outside_root",
+            fix=f"use a path relative to the output root; {_FILENAME_FIX}",
+            parameter=parameter,
+        ) from None
     return [*rel.parts, raw[-1]]
+
 
 def _with_extension(last: str, fmt: str, value: Any, parameter: str) -> str:
     stem, dot, ext = last.rpartition(".")

@@ -51,8 +51,12 @@ class OutputSlot:
         name = f"{stem if dot else self.parts[-1]}.{extension_for(fmt)}"
         parts = (*self.parts[:-1], name)
         filename = "/".join(parts)
-        return replace(self, parts=parts, filename=filename,
-                       sidecar=self.sidecar and _sidecar_free_or_ours(store.root.joinpath(*parts)))
+        return replace(
+            self,
+            parts=parts,
+            filename=filename,
+            sidecar=self.sidecar and _sidecar_free_or_ours(store.root.joinpath(*parts)),
+        )
 
 
 def numbered(filename: str, index: int) -> str:
@@ -94,7 +98,9 @@ def plan_outputs(store: OutputStore, filename: str, fmt: str, n: int, *, overwri
                 f"filename={shown} is refused: {parts[-1]!r} is {len(parts[-1].encode())} bytes, and its "
                 f"sidecar {parts[-1]}{SIDECAR_SUFFIX} would pass the {MAX_COMPONENT_BYTES}-byte limit of "
                 "a file name",
-                code="name_too_long", parameter="filename", value=filename,
+                code="name_too_long",
+                parameter="filename",
+                value=filename,
                 fix=f"use a file name of at most {limit} bytes" + (" including the -N suffix" if n > 1 else ""),
             )
         slots.append(_check_on_disk(store, OutputSlot(index, name, tuple(parts)), shown, overwrite))
@@ -103,8 +109,9 @@ def plan_outputs(store: OutputStore, filename: str, fmt: str, n: int, *, overwri
 
 def _check_on_disk(store: OutputStore, slot: OutputSlot, shown: str, overwrite: bool) -> OutputSlot:
     def refuse(problem: str, code: str, fix: str) -> OutputPathError:
-        return OutputPathError(f"filename={shown} is refused: {problem}", code=code, parameter="filename",
-                               value=slot.filename, fix=fix)
+        return OutputPathError(
+            f"filename={shown} is refused: {problem}", code=code, parameter="filename", value=slot.filename, fix=fix
+        )
 
     here = store.root
     for depth, part in enumerate(slot.parts[:-1]):
@@ -114,23 +121,34 @@ def _check_on_disk(store: OutputStore, slot: OutputSlot, shown: str, overwrite: 
         except FileNotFoundError:
             return slot  # the rest is created by the save: nothing there can be in the way
         except OSError as exc:
-            raise refuse(f"{'/'.join(slot.parts[: depth + 1])} cannot be read ({exc.strerror})",
-                         "invalid_output_path", "pass another filename") from None
+            raise refuse(
+                f"{'/'.join(slot.parts[: depth + 1])} cannot be read ({exc.strerror})",
+                "invalid_output_path",
+                "pass another filename",
+            ) from None
         if stat.S_ISLNK(info.st_mode):
             resolved = Path(os.path.realpath(here))
             if not resolved.is_relative_to(store.root):
-                raise refuse(f"the folder {'/'.join(slot.parts[: depth + 1])} is a link leading outside "
-                             "the output root", "output_path_outside_root",
-                             "pass a path whose folders are inside the output root")
+                raise refuse(
+                    f"the folder {'/'.join(slot.parts[: depth + 1])} is a link leading outside the output root",
+                    "output_path_outside_root",
+                    "pass a path whose folders are inside the output root",
+                )
             here = resolved
             if not resolved.exists():
                 return slot
             if not resolved.is_dir():
-                raise refuse(f"{'/'.join(slot.parts[: depth + 1])} is a file, not a folder",
-                             "invalid_output_path", "pass another filename")
+                raise refuse(
+                    f"{'/'.join(slot.parts[: depth + 1])} is a file, not a folder",
+                    "invalid_output_path",
+                    "pass another filename",
+                )
         elif not stat.S_ISDIR(info.st_mode):
-            raise refuse(f"{'/'.join(slot.parts[: depth + 1])} is a file, not a folder",
-                         "invalid_output_path", "pass another filename, or another folder")
+            raise refuse(
+                f"{'/'.join(slot.parts[: depth + 1])} is a file, not a folder",
+                "invalid_output_path",
+                "pass another filename, or another folder",
+            )
     target = here / slot.parts[-1]
     try:
         found: os.stat_result | None = target.lstat()
@@ -140,10 +158,18 @@ def _check_on_disk(store: OutputStore, slot: OutputSlot, shown: str, overwrite: 
         if stat.S_ISDIR(found.st_mode):
             raise refuse(f"{slot.relative} is a folder", "invalid_output_path", "pass another filename")
         if not overwrite:
-            raise refuse(f"a file named {slot.relative} already exists in the output root", "file_exists",
-                         "pass overwrite=true or another filename")
+            raise refuse(
+                f"a file named {slot.relative} already exists in the output root",
+                "file_exists",
+                "pass overwrite=true or another filename",
+            )
     if _sidecar_free_or_ours(target):
         return slot
-    return replace(slot, sidecar=False, note=(
-        f"{slot.relative}{SIDECAR_SUFFIX} exists and was not written by Atelier: it is left as it is, "
-        f"so {slot.relative} has no sidecar"))
+    return replace(
+        slot,
+        sidecar=False,
+        note=(
+            f"{slot.relative}{SIDECAR_SUFFIX} exists and was not written by Atelier: it is left as it is, "
+            f"so {slot.relative} has no sidecar"
+        ),
+    )

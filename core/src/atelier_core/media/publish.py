@@ -69,7 +69,7 @@ def temp_writer(name: str) -> TempWriter | None:
     """The writer a temp file name records, or ``None`` (not a temp name, or an older form)."""
     if not name.startswith(TEMP_PREFIX):
         return None
-    fields = name[len(TEMP_PREFIX):].split(".")
+    fields = name[len(TEMP_PREFIX) :].split(".")
     if len(fields) != 4 or not fields[1].isdigit():
         return None
     return TempWriter(host=fields[0], pid=int(fields[1]), tag=None if fields[2] == "-" else fields[2])
@@ -98,6 +98,7 @@ def storage_error(store: OutputStore, exc: OSError, directory: str) -> StorageEr
         fix=f"{hint}, or set storage.output_dir (ATELIER_STORAGE__OUTPUT_DIR) elsewhere",
     )
 
+
 @contextmanager
 def open_dir(store: OutputStore, dirs: list[str], value: Any, parameter: str) -> Iterator[int | None]:
     """A descriptor for root/<dirs>, created as needed, never leaving the root.
@@ -107,8 +108,12 @@ def open_dir(store: OutputStore, dirs: list[str], value: Any, parameter: str) ->
     if not _HAS_DIR_FD:
         target = Path(os.path.realpath(store.root.joinpath(*dirs)))
         if not target.is_relative_to(store.root):
-            raise refuse("a folder on the way is a link leading outside the output root", value,
-                          code="output_path_outside_root", parameter=parameter)
+            raise refuse(
+                "a folder on the way is a link leading outside the output root",
+                value,
+                code="output_path_outside_root",
+                parameter=parameter,
+            )
         target.mkdir(parents=True, exist_ok=True, mode=store.dir_mode)
         yield None
         return
@@ -121,8 +126,7 @@ def open_dir(store: OutputStore, dirs: list[str], value: Any, parameter: str) ->
                 except FileExistsError:
                     pass
                 try:
-                    child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                    dir_fd=fd)
+                    child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
                 except OSError as exc:
                     if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                         raise SymlinkOnTheWay from None
@@ -135,8 +139,12 @@ def open_dir(store: OutputStore, dirs: list[str], value: Any, parameter: str) ->
             # walk the resolved (symlink-free) components instead.
             resolved = Path(os.path.realpath(store.root.joinpath(*dirs)))
             if not resolved.is_relative_to(store.root):
-                raise refuse("a folder on the way is a link leading outside the output root", value,
-                              code="output_path_outside_root", parameter=parameter) from None
+                raise refuse(
+                    "a folder on the way is a link leading outside the output root",
+                    value,
+                    code="output_path_outside_root",
+                    parameter=parameter,
+                ) from None
             if not resolved.is_dir() and resolved.exists():
                 raise refuse("a folder on the way is a file", value, parameter=parameter) from None
             dirs = list(resolved.relative_to(store.root).parts)
@@ -149,17 +157,36 @@ def open_dir(store: OutputStore, dirs: list[str], value: Any, parameter: str) ->
         finally:
             os.close(fd)
         return
-    raise refuse("the folders changed while being checked", value, code="output_path_outside_root",
-                  parameter=parameter)
+    raise refuse("the folders changed while being checked", value, code="output_path_outside_root", parameter=parameter)
 
-def publish(store: OutputStore, parts: list[str], data: bytes, *, overwrite: bool, value: Any,
-             parameter: str, sync_dir: bool = True, tag: str | None = None) -> None:
+
+def publish(
+    store: OutputStore,
+    parts: list[str],
+    data: bytes,
+    *,
+    overwrite: bool,
+    value: Any,
+    parameter: str,
+    sync_dir: bool = True,
+    tag: str | None = None,
+) -> None:
     dirs, final = parts[:-1], parts[-1]
     directory = "/".join(dirs)
     try:
         with open_dir(store, dirs, value, parameter) as dfd:
-            publish_in(store, dfd, dirs, final, data, overwrite=overwrite, value=value,
-                             parameter=parameter, sync_dir=sync_dir, tag=tag)
+            publish_in(
+                store,
+                dfd,
+                dirs,
+                final,
+                data,
+                overwrite=overwrite,
+                value=value,
+                parameter=parameter,
+                sync_dir=sync_dir,
+                tag=tag,
+            )
     except (OutputPathError, FileExistsError):
         raise
     except IsADirectoryError:
@@ -168,6 +195,7 @@ def publish(store: OutputStore, parts: list[str], data: bytes, *, overwrite: boo
         if exc.errno == errno.ENOTDIR:
             raise refuse("a folder on the way is a file", value, parameter=parameter) from None
         raise storage_error(store, exc, directory) from None
+
 
 def sync_dir(store: OutputStore, dirs: list[str], value: Any, parameter: str) -> None:
     """fsync a directory of the output root (durability of the names published in it)."""
@@ -178,9 +206,20 @@ def sync_dir(store: OutputStore, dirs: list[str], value: Any, parameter: str) ->
     except OSError as exc:
         raise storage_error(store, exc, "/".join(dirs)) from None
 
-def publish_in(store: OutputStore, dfd: int | None, dirs: list[str], final: str, data: bytes, *,
-                overwrite: bool, value: Any, parameter: str, sync_dir: bool = True,
-                tag: str | None = None) -> None:
+
+def publish_in(
+    store: OutputStore,
+    dfd: int | None,
+    dirs: list[str],
+    final: str,
+    data: bytes,
+    *,
+    overwrite: bool,
+    value: Any,
+    parameter: str,
+    sync_dir: bool = True,
+    tag: str | None = None,
+) -> None:
     def at(name: str) -> str:
         return name if dfd is not None else os.path.join(store.root, *dirs, name)
 

@@ -59,10 +59,7 @@ from urllib.parse import quote, unquote
 import structlog
 
 from atelier_core.identity import LOCAL_PRINCIPAL, current_principal
-
-from atelier_core.plugin.errors import InvalidParameterError, NotFoundError, OutputPathError, StorageError, shorten
 from atelier_core.media.images import sniff
-from atelier_core.media.publish import TempWriter, publish, sync_dir, temp_name, temp_writer
 from atelier_core.media.names import (
     TEMP_PREFIX,
     check_characters,
@@ -72,6 +69,8 @@ from atelier_core.media.names import (
     refuse,
     slug,
 )
+from atelier_core.media.publish import TempWriter, publish, sync_dir, temp_name, temp_writer
+from atelier_core.plugin.errors import InvalidParameterError, NotFoundError, OutputPathError, StorageError, shorten
 
 __all__ = [
     "RESOURCE_PREFIX",
@@ -89,9 +88,7 @@ __all__ = [
 log = structlog.get_logger("atelier.storage")
 
 RESOURCE_PREFIX = "atelier://images/"
-_SECRET_KEY = re.compile(
-    r"(^|[_-])(api[_-]?key|authorization|token|secret|password|passwd|credentials?|cookie)$", re.I
-)
+_SECRET_KEY = re.compile(r"(^|[_-])(api[_-]?key|authorization|token|secret|password|passwd|credentials?|cookie)$", re.I)
 
 
 def written_by_atelier(sidecar: Path) -> bool:
@@ -102,8 +99,11 @@ def written_by_atelier(sidecar: Path) -> bool:
         record = json.loads(sidecar.read_bytes())
     except (OSError, ValueError):
         return False
-    return (isinstance(record, dict) and record.get("file") == sidecar.name.removesuffix(".json")
-            and isinstance(record.get("sha256"), str))
+    return (
+        isinstance(record, dict)
+        and record.get("file") == sidecar.name.removesuffix(".json")
+        and isinstance(record.get("sha256"), str)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,9 +129,7 @@ class SavedImage:
 def _clean_metadata(value: Any) -> Any:
     """Metadata minus anything keyed like a secret; non-JSON values as strings."""
     if isinstance(value, Mapping):
-        return {
-            str(k): _clean_metadata(v) for k, v in value.items() if not _SECRET_KEY.search(str(k))
-        }
+        return {str(k): _clean_metadata(v) for k, v in value.items() if not _SECRET_KEY.search(str(k))}
     if isinstance(value, (list, tuple)):
         return [_clean_metadata(v) for v in value]
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -234,16 +232,24 @@ class OutputStore:
         (``image_not_found``) or InvalidParameterError (``invalid_resource_uri``)."""
         value = uri_or_relative
         if not isinstance(value, str) or not value:
-            raise InvalidParameterError(parameter, value, "is not an image resource URI",
-                                        code="invalid_resource_uri",
-                                        fix=f"pass a URI like {RESOURCE_PREFIX}2026-01-31/120000-cat-1a2b3c4d.png")
+            raise InvalidParameterError(
+                parameter,
+                value,
+                "is not an image resource URI",
+                code="invalid_resource_uri",
+                fix=f"pass a URI like {RESOURCE_PREFIX}2026-01-31/120000-cat-1a2b3c4d.png",
+            )
         text = value
         if text.startswith(RESOURCE_PREFIX):
-            text = unquote(text[len(RESOURCE_PREFIX):])
+            text = unquote(text[len(RESOURCE_PREFIX) :])
         elif "://" in text:
-            raise InvalidParameterError(parameter, value, f"is not a URI of the form {RESOURCE_PREFIX}<path>",
-                                        code="invalid_resource_uri",
-                                        fix="use a resource URI returned by this server")
+            raise InvalidParameterError(
+                parameter,
+                value,
+                f"is not a URI of the form {RESOURCE_PREFIX}<path>",
+                code="invalid_resource_uri",
+                fix="use a resource URI returned by this server",
+            )
         try:
             check_characters(text, value, parameter=parameter)
             parts = [p for p in text.split("/") if p not in ("", ".")]
@@ -252,9 +258,13 @@ class OutputStore:
             for part in parts:
                 check_component(part, value, parameter=parameter)
         except OutputPathError as exc:
-            raise InvalidParameterError(parameter, value, f"is not a valid image resource ({exc.message})",
-                                        code="invalid_resource_uri",
-                                        fix="use a resource URI returned by this server") from None
+            raise InvalidParameterError(
+                parameter,
+                value,
+                f"is not a valid image resource ({exc.message})",
+                code="invalid_resource_uri",
+                fix="use a resource URI returned by this server",
+            ) from None
         candidate = os.path.realpath(os.path.join(self.root, *parts))
         not_found = NotFoundError(
             f"{parameter}={shorten(value)}: no such image in the output root",
@@ -321,8 +331,16 @@ class OutputStore:
                 parts = self.plan_path(filename or "", actual, parameter=parameter)
             try:
                 # With a sidecar, one directory fsync after it covers both names.
-                publish(self, parts, data, overwrite=overwrite and not auto, value=filename,
-                              parameter=parameter, sync_dir=not sidecar, tag=tag)
+                publish(
+                    self,
+                    parts,
+                    data,
+                    overwrite=overwrite and not auto,
+                    value=filename,
+                    parameter=parameter,
+                    sync_dir=not sidecar,
+                    tag=tag,
+                )
             except FileExistsError:
                 if auto and attempt < 7:
                     continue
@@ -347,7 +365,7 @@ class OutputStore:
                 "height": height,
                 "bytes": len(data),
                 "sha256": digest,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                 **_clean_metadata(dict(metadata or {})),
             }
             body = json.dumps(record, ensure_ascii=False, indent=2, default=str).encode() + b"\n"
@@ -357,8 +375,12 @@ class OutputStore:
                     publish(self, side_parts, body, overwrite=False, value=filename, parameter=parameter)
                 except FileExistsError:
                     if not written_by_atelier(self.root.joinpath(*side_parts)):
-                        raise refuse(f"{'/'.join(side_parts)} exists and was not written by Atelier", filename,
-                                      code="file_exists", parameter=parameter) from None
+                        raise refuse(
+                            f"{'/'.join(side_parts)} exists and was not written by Atelier",
+                            filename,
+                            code="file_exists",
+                            parameter=parameter,
+                        ) from None
                     publish(self, side_parts, body, overwrite=True, value=filename, parameter=parameter)
                 sidecar_path = self.root.joinpath(*side_parts)
             except (StorageError, OutputPathError) as exc:
@@ -387,8 +409,12 @@ class OutputStore:
         """Publish the sidecar of the image at ``relative`` (atomically; an existing
         file is never replaced). Raises FileExistsError when one is there."""
         parts = [p for p in relative.split("/") if p]
-        body = json.dumps({"file": parts[-1], "relative": relative, **record}, ensure_ascii=False, indent=2,
-                          default=str).encode() + b"\n"
+        body = (
+            json.dumps(
+                {"file": parts[-1], "relative": relative, **record}, ensure_ascii=False, indent=2, default=str
+            ).encode()
+            + b"\n"
+        )
         side_parts = [*parts[:-1], parts[-1] + ".json"]
         publish(self, side_parts, body, overwrite=False, value=relative, parameter="relative")
         return self.root.joinpath(*side_parts)
@@ -415,5 +441,3 @@ class OutputStore:
         if removed:
             log.info("temp_files_swept", removed=removed)
         return removed
-
-

@@ -149,11 +149,13 @@ class Thumbnails:
             return
         if len(files) <= self.max_files:
             return
+
         def mtime(f: Path) -> float:
             try:
                 return f.stat().st_mtime
             except OSError:
                 return 0.0
+
         for stale in sorted(files, key=mtime)[: len(files) - self.max_files]:
             stale.unlink(missing_ok=True)
 

@@ -42,7 +42,8 @@ def _too_large(size: int, limit: int, host: str) -> UpstreamProtocolError:
     return UpstreamProtocolError(
         f"the answer from {host} is {size:,} bytes or more, more than the {limit:,} bytes the requested "
         "images can take; it was not read further, parsed or decoded",
-        code="upstream_answer_too_large", retryable=False,
+        code="upstream_answer_too_large",
+        retryable=False,
         fix="do not retry blindly (the call may have been billed); report it to the provider, or ask "
         "for a smaller size",
     )

@@ -32,10 +32,21 @@ _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _RATIO_TOLERANCE = 0.03
 _OPTION_KEY = re.compile(r"^options\.([A-Za-z_][A-Za-z0-9_]*)$")
 #: request fields an ``applies`` key may name besides ``options.<name>``
-APPLICABLE_FIELDS = frozenset({
-    "mask", "background", "quality", "style", "seed", "negative_prompt", "output_compression",
-    "images", "size", "aspect_ratio", "resolution",
-})
+APPLICABLE_FIELDS = frozenset(
+    {
+        "mask",
+        "background",
+        "quality",
+        "style",
+        "seed",
+        "negative_prompt",
+        "output_compression",
+        "images",
+        "size",
+        "aspect_ratio",
+        "resolution",
+    }
+)
 
 
 def plain_problems(exc: ValidationError, where: str = "") -> list[str]:
@@ -46,8 +57,10 @@ def plain_problems(exc: ValidationError, where: str = "") -> list[str]:
         loc = ".".join(str(p) for p in error.get("loc", ()) if p != "__root__")
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
         received = error.get("input")
-        shown = "" if error.get("type") in ("missing", "value_error") or isinstance(received, dict) else (
-            f" (got {received!r})" if len(repr(received)) < 80 else ""
+        shown = (
+            ""
+            if error.get("type") in ("missing", "value_error") or isinstance(received, dict)
+            else (f" (got {received!r})" if len(repr(received)) < 80 else "")
         )
         lines.append(f"{prefix}{loc + ': ' if loc else ''}{message}{shown}")
     return lines
@@ -65,9 +78,7 @@ def provider_problems(provider: object, unpriced: Iterable[str] = ()) -> list[st
     if not isinstance(provider, Provider):
         return [f"register() got {type(provider).__name__}, not a Provider instance"]
     if not provider.name or not _SLUG.match(provider.name):
-        problems.append(
-            f"provider name {provider.name!r} must be a lowercase slug (letters, digits, - or _)"
-        )
+        problems.append(f"provider name {provider.name!r} must be a lowercase slug (letters, digits, - or _)")
     if not (isinstance(provider.settings_class, type) and issubclass(provider.settings_class, ProviderSettings)):
         problems.append("settings_class must subclass atelier_core.ProviderSettings")
     try:
@@ -178,10 +189,7 @@ def _applies_problems(spec: ModelSpec) -> Iterator[str]:
             if option[1] not in option_names:
                 yield f"applies names {key!r}, but the model has no option {option[1]!r}"
         elif key not in APPLICABLE_FIELDS:
-            yield (
-                f"applies names {key!r}; use options.<name> or one of "
-                f"{', '.join(sorted(APPLICABLE_FIELDS))}"
-            )
+            yield (f"applies names {key!r}; use options.<name> or one of {', '.join(sorted(APPLICABLE_FIELDS))}")
         if rule.operations is not None and not rule.operations & spec.operations:
             yield f"applies[{key!r}] allows operations the model does not declare"
         if rule.output_formats is not None and not set(rule.output_formats) & set(spec.output_formats):
@@ -209,8 +217,11 @@ def _pricing_problems(spec: ModelSpec, unpriced: frozenset[str]) -> Iterator[str
     elif as_of > date.today():
         yield f"pricing.as_of {pricing.as_of} is in the future"
     has_price = (
-        pricing.per_image is not None or pricing.per_image_by_quality or pricing.per_image_by_size
-        or pricing.per_image_by_quality_size or pricing.output_image_per_mtok is not None
+        pricing.per_image is not None
+        or pricing.per_image_by_quality
+        or pricing.per_image_by_size
+        or pricing.per_image_by_quality_size
+        or pricing.output_image_per_mtok is not None
     )
     if not has_price:
         yield "pricing declares no price at all"
@@ -231,9 +242,13 @@ def _pricing_problems(spec: ModelSpec, unpriced: frozenset[str]) -> Iterator[str
         if not quality or not size or not (parse_size(size) or size in spec.sizes.resolutions):
             yield f"pricing.per_image_by_quality_size key {key!r} must be '<quality>@<WxH or resolution>'"
     values = [
-        pricing.per_image, *pricing.per_image_by_quality.values(), *pricing.per_image_by_size.values(),
-        *pricing.per_image_by_quality_size.values(), pricing.input_text_per_mtok,
-        pricing.input_image_per_mtok, pricing.output_image_per_mtok,
+        pricing.per_image,
+        *pricing.per_image_by_quality.values(),
+        *pricing.per_image_by_size.values(),
+        *pricing.per_image_by_quality_size.values(),
+        pricing.input_text_per_mtok,
+        pricing.input_image_per_mtok,
+        pricing.output_image_per_mtok,
     ]
     if any(v is not None and v < 0 for v in values):
         yield "pricing has a negative price"

@@ -135,8 +135,6 @@ def retry_after_from_headers(headers: Mapping[str, str] | None, *, now: float | 
     return round(value, 3)
 
 
-
-
 class ErrorCode(StrEnum):
     """Every error code Atelier reports, grouped by the class that carries it.
 
@@ -239,6 +237,7 @@ class ErrorCode(StrEnum):
     MISSING_IMAGE = "missing_image"
     # ItemFailure only: an image the vendor did not generate and gave no reason for
     NOT_GENERATED = "not_generated"
+
 
 class AtelierError(Exception):
     """Base of every error Atelier reports.
@@ -352,8 +351,7 @@ class UnknownModelError(RequestError):
         known = list(known)
         hints = closest(name, known)
         fix = (
-            f"did you mean {' or '.join(repr(h) for h in hints)}? "
-            "Call list_available_models for every model"
+            f"did you mean {' or '.join(repr(h) for h in hints)}? Call list_available_models for every model"
             if hints
             else "call list_available_models for the models this server offers"
         )
@@ -382,15 +380,17 @@ class UnsupportedCapabilityError(RequestError):
 
 class InvalidParameterError(RequestError):
     code = ErrorCode.INVALID_PARAMETER
-    variants = frozenset({
-        ErrorCode.AMBIGUOUS_MODEL,
-        ErrorCode.UNSUPPORTED_PARAMETER,
-        ErrorCode.SIZE_NOT_SUPPORTED,
-        ErrorCode.SEED_OUT_OF_RANGE,
-        ErrorCode.TOO_MANY_IMAGES,
-        ErrorCode.INVALID_RESOURCE_URI,
-        ErrorCode.UNSUPPORTED_CAPABILITY,
-    })
+    variants = frozenset(
+        {
+            ErrorCode.AMBIGUOUS_MODEL,
+            ErrorCode.UNSUPPORTED_PARAMETER,
+            ErrorCode.SIZE_NOT_SUPPORTED,
+            ErrorCode.SEED_OUT_OF_RANGE,
+            ErrorCode.TOO_MANY_IMAGES,
+            ErrorCode.INVALID_RESOURCE_URI,
+            ErrorCode.UNSUPPORTED_CAPABILITY,
+        }
+    )
 
     def __init__(
         self,
@@ -414,49 +414,55 @@ class InvalidParameterError(RequestError):
 
 class InputImageError(RequestError):
     code = ErrorCode.INVALID_INPUT_IMAGE
-    variants = frozenset({
-        ErrorCode.EMPTY_IMAGE_FILE,
-        ErrorCode.FAILED_TO_DOWNLOAD_IMAGE,
-        ErrorCode.IMAGE_FILE_NOT_FOUND,
-        ErrorCode.IMAGE_FILE_TOO_LARGE,
-        ErrorCode.IMAGE_NOT_SQUARE,
-        ErrorCode.IMAGE_PARSE_ERROR,
-        ErrorCode.IMAGE_TOO_MANY_PIXELS,
-        ErrorCode.INPUT_PATH_OUTSIDE_ROOT,
-        ErrorCode.INVALID_IMAGE_REFERENCE,
-        ErrorCode.INVALID_BASE64_IMAGE,
-        ErrorCode.CALL_INPUTS_TOO_LARGE,
-        ErrorCode.MASK_HAS_NO_TRANSPARENCY,
-        ErrorCode.MASK_MUST_BE_PNG,
-        ErrorCode.MASK_NEEDS_ALPHA,
-        ErrorCode.MASK_OR_TRANSPARENCY_REQUIRED,
-        ErrorCode.MASK_SIZE_MISMATCH,
-        ErrorCode.REMOTE_TIMEOUT,
-        ErrorCode.SESSION_IMAGE_CHANGED,
-        ErrorCode.UNSUPPORTED_IMAGE_FORMAT,
-        ErrorCode.UNSUPPORTED_IMAGE_MEDIA_TYPE,
-        ErrorCode.URL_NOT_ALLOWED,
-    })
+    variants = frozenset(
+        {
+            ErrorCode.EMPTY_IMAGE_FILE,
+            ErrorCode.FAILED_TO_DOWNLOAD_IMAGE,
+            ErrorCode.IMAGE_FILE_NOT_FOUND,
+            ErrorCode.IMAGE_FILE_TOO_LARGE,
+            ErrorCode.IMAGE_NOT_SQUARE,
+            ErrorCode.IMAGE_PARSE_ERROR,
+            ErrorCode.IMAGE_TOO_MANY_PIXELS,
+            ErrorCode.INPUT_PATH_OUTSIDE_ROOT,
+            ErrorCode.INVALID_IMAGE_REFERENCE,
+            ErrorCode.INVALID_BASE64_IMAGE,
+            ErrorCode.CALL_INPUTS_TOO_LARGE,
+            ErrorCode.MASK_HAS_NO_TRANSPARENCY,
+            ErrorCode.MASK_MUST_BE_PNG,
+            ErrorCode.MASK_NEEDS_ALPHA,
+            ErrorCode.MASK_OR_TRANSPARENCY_REQUIRED,
+            ErrorCode.MASK_SIZE_MISMATCH,
+            ErrorCode.REMOTE_TIMEOUT,
+            ErrorCode.SESSION_IMAGE_CHANGED,
+            ErrorCode.UNSUPPORTED_IMAGE_FORMAT,
+            ErrorCode.UNSUPPORTED_IMAGE_MEDIA_TYPE,
+            ErrorCode.URL_NOT_ALLOWED,
+        }
+    )
 
 
 class OutputPathError(RequestError):
     code = ErrorCode.OUTPUT_PATH_REFUSED
-    variants = frozenset({
-        ErrorCode.EXTENSION_MISMATCH,
-        ErrorCode.INVALID_OUTPUT_PATH,
-        ErrorCode.FILE_EXISTS,
-        ErrorCode.NAME_TOO_LONG,
-        ErrorCode.OUTPUT_PATH_OUTSIDE_ROOT,
-    })
+    variants = frozenset(
+        {
+            ErrorCode.EXTENSION_MISMATCH,
+            ErrorCode.INVALID_OUTPUT_PATH,
+            ErrorCode.FILE_EXISTS,
+            ErrorCode.NAME_TOO_LONG,
+            ErrorCode.OUTPUT_PATH_OUTSIDE_ROOT,
+        }
+    )
 
 
 class NotFoundError(RequestError):
     code = ErrorCode.NOT_FOUND
-    variants = frozenset({
-        ErrorCode.IMAGE_NOT_FOUND,
-        ErrorCode.SESSION_NOT_FOUND,
-        ErrorCode.JOB_NOT_FOUND,
-    })
+    variants = frozenset(
+        {
+            ErrorCode.IMAGE_NOT_FOUND,
+            ErrorCode.SESSION_NOT_FOUND,
+            ErrorCode.JOB_NOT_FOUND,
+        }
+    )
 
 
 class SpendLimitError(RequestError):
@@ -475,19 +481,21 @@ class UpstreamError(AtelierError):
     """The provider failed. ``retryable`` tells the caller whether trying again may help."""
 
     code = ErrorCode.UPSTREAM_ERROR
-    variants = frozenset({
-        ErrorCode.UPSTREAM_REJECTED,
-        ErrorCode.MODEL_NOT_FOUND,
-        ErrorCode.MODEL_NOT_IN_PLAN,
-        ErrorCode.ENDPOINT_NOT_FOUND,
-        ErrorCode.UPSTREAM_NOT_FOUND,
-        ErrorCode.REQUEST_TOO_LARGE,
-        ErrorCode.UPSTREAM_INCOMPLETE_ANSWER,
-        ErrorCode.NO_IMAGE_RETURNED,
-        ErrorCode.PROVIDER_INTERNAL_ERROR,
-        ErrorCode.INTERRUPTED,
-        ErrorCode.CANCELLED,
-    })
+    variants = frozenset(
+        {
+            ErrorCode.UPSTREAM_REJECTED,
+            ErrorCode.MODEL_NOT_FOUND,
+            ErrorCode.MODEL_NOT_IN_PLAN,
+            ErrorCode.ENDPOINT_NOT_FOUND,
+            ErrorCode.UPSTREAM_NOT_FOUND,
+            ErrorCode.REQUEST_TOO_LARGE,
+            ErrorCode.UPSTREAM_INCOMPLETE_ANSWER,
+            ErrorCode.NO_IMAGE_RETURNED,
+            ErrorCode.PROVIDER_INTERNAL_ERROR,
+            ErrorCode.INTERRUPTED,
+            ErrorCode.CANCELLED,
+        }
+    )
 
 
 class RateLimitedError(UpstreamError):
@@ -520,18 +528,20 @@ class UpstreamUnavailableError(UpstreamError):
 
 class UpstreamProtocolError(UpstreamError):
     code = ErrorCode.UPSTREAM_PROTOCOL_ERROR
-    variants = frozenset({
-        ErrorCode.INVALID_IMAGE_DATA,
-        ErrorCode.UPSTREAM_INVALID_IMAGE,
-        ErrorCode.UPSTREAM_ANSWER_TOO_LARGE,
-        ErrorCode.NO_IMAGE_RETURNED,
-        ErrorCode.FAILED_TO_DOWNLOAD_IMAGE,
-        ErrorCode.URL_NOT_ALLOWED,
-        ErrorCode.IMAGE_FILE_TOO_LARGE,
-        ErrorCode.REMOTE_TIMEOUT,
-        ErrorCode.UNSUPPORTED_IMAGE_MEDIA_TYPE,
-        ErrorCode.IMAGE_PARSE_ERROR,
-    })
+    variants = frozenset(
+        {
+            ErrorCode.INVALID_IMAGE_DATA,
+            ErrorCode.UPSTREAM_INVALID_IMAGE,
+            ErrorCode.UPSTREAM_ANSWER_TOO_LARGE,
+            ErrorCode.NO_IMAGE_RETURNED,
+            ErrorCode.FAILED_TO_DOWNLOAD_IMAGE,
+            ErrorCode.URL_NOT_ALLOWED,
+            ErrorCode.IMAGE_FILE_TOO_LARGE,
+            ErrorCode.REMOTE_TIMEOUT,
+            ErrorCode.UNSUPPORTED_IMAGE_MEDIA_TYPE,
+            ErrorCode.IMAGE_PARSE_ERROR,
+        }
+    )
 
 
 class StorageError(AtelierError):

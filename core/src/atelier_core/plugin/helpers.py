@@ -159,23 +159,28 @@ def error_from_status(
         if "model" in lowered or "deployment" in lowered:
             return UpstreamError(
                 f"{who}: {provider} does not know this model ({said})",
-                code="model_not_found", fix="use a model the account can call (list_available_models)",
+                code="model_not_found",
+                fix="use a model the account can call (list_available_models)",
                 **common,
             )
         return UpstreamError(
             f"{who}: {provider} has no such endpoint ({said})",
-            code="endpoint_not_found", fix="check base_url and that the server supports this operation",
+            code="endpoint_not_found",
+            fix="check base_url and that the server supports this operation",
             **common,
         )
     if status in (408, 409, 425) or status >= 500:
         return UpstreamUnavailableError(
-            f"{who}: {provider} failed ({said})", fix="retry later; if it persists, check the vendor's status",
+            f"{who}: {provider} failed ({said})",
+            fix="retry later; if it persists, check the vendor's status",
             **common,
         )
     if status == 413:
         return UpstreamError(
             f"{who}: {provider} refused the upload as too large ({said})",
-            code="request_too_large", fix="use smaller input images", **common,
+            code="request_too_large",
+            fix="use smaller input images",
+            **common,
         )
     return UpstreamError(
         f"{who}: {provider} rejected the request ({said})",

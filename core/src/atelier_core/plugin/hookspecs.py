@@ -10,7 +10,7 @@ A plugin is a module (or object) with ``@hookimpl`` functions, found through the
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 

@@ -186,9 +186,7 @@ class Provider(Generic[S]):
             return None
         return round(price * request.n, 6)
 
-    def cost_from_usage(
-        self, usage: Usage, request: ImageRequest, spec: ModelSpec, images: int
-    ) -> float | None:
+    def cost_from_usage(self, usage: Usage, request: ImageRequest, spec: ModelSpec, images: int) -> float | None:
         """USD cost after the call from reported token usage (``None`` to use the estimate)."""
         pricing = spec.pricing
         if pricing is None or pricing.output_image_per_mtok is None or usage.output_tokens is None:

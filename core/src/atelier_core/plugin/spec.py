@@ -297,9 +297,7 @@ class ModelSpec(_Frozen):
     default_quality: str | None = None
     output_formats: tuple[str, ...] = ("png",)
     default_output_format: str | None = None
-    compression_formats: tuple[str, ...] = Field(
-        (), description="formats that accept output_compression (0-100)"
-    )
+    compression_formats: tuple[str, ...] = Field((), description="formats that accept output_compression (0-100)")
     backgrounds: tuple[str, ...] = Field((), description="e.g. ('auto', 'opaque', 'transparent')")
     n_max: int = Field(1, ge=1)
     n_native_max: int | None = Field(

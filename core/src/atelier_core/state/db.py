@@ -101,8 +101,11 @@ class Database:
         self.engine = _create_engine(self.url, pool_size, self._connections)
         # SQLite: progress writes (durable=False) use their own connections, already at
         # synchronous=NORMAL, so no write pays a PRAGMA round trip to switch.
-        self._fast = self.engine if self.dialect != "sqlite" else _create_engine(
-            self.url, pool_size, self._connections, synchronous="NORMAL")
+        self._fast = (
+            self.engine
+            if self.dialect != "sqlite"
+            else _create_engine(self.url, pool_size, self._connections, synchronous="NORMAL")
+        )
         self._ready = False
         self._write_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()

@@ -33,9 +33,28 @@ from atelier_core.state.tables import images, library_meta
 
 __all__ = ["ImageEntry", "ImageQuery", "ImageRecords", "parse_when"]
 
-_COLUMNS = ("principal", "relative", "created_at", "prompt", "model", "provider", "operation", "applied", "seed",
-            "cost_usd", "width", "height", "format", "bytes", "sha256", "session_id", "turn", "job_id",
-            "edited_from", "embedded")
+_COLUMNS = (
+    "principal",
+    "relative",
+    "created_at",
+    "prompt",
+    "model",
+    "provider",
+    "operation",
+    "applied",
+    "seed",
+    "cost_usd",
+    "width",
+    "height",
+    "format",
+    "bytes",
+    "sha256",
+    "session_id",
+    "turn",
+    "job_id",
+    "edited_from",
+    "embedded",
+)
 MAX_PAGE = 100
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -108,7 +127,9 @@ def parse_when(value: str, parameter: str, *, end: bool = False) -> float:
         moment = None
     if moment is None:
         raise InvalidParameterError(
-            parameter, value, "is not an ISO date or date-time",
+            parameter,
+            value,
+            "is not an ISO date or date-time",
             allowed="YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS[+HH:MM|Z]",
             fix=f"pass e.g. {parameter}=2026-12-03 or 2026-12-03T14:30:00Z",
         )
@@ -134,7 +155,9 @@ def _decode_cursor(cursor: str) -> tuple[float, int]:
         return float(created_at), int(row_id)
     except (ValueError, TypeError):
         raise InvalidParameterError(
-            "cursor", cursor, "is not a cursor returned by this server",
+            "cursor",
+            cursor,
+            "is not a cursor returned by this server",
             fix="pass next_cursor from the previous page unchanged, or omit it for the first page",
         ) from None
 
@@ -142,11 +165,26 @@ def _decode_cursor(cursor: str) -> tuple[float, int]:
 def _entry(row: Row[Any]) -> ImageEntry:
     m = row._mapping
     return ImageEntry(
-        id=m["id"], principal=m["principal"], relative=m["relative"], created_at=m["created_at"],
-        prompt=m["prompt"], model=m["model"], provider=m["provider"], operation=m["operation"],
-        applied=m["applied"] or {}, seed=m["seed"], cost_usd=m["cost_usd"], width=m["width"],
-        height=m["height"], format=m["format"], bytes=m["bytes"], sha256=m["sha256"],
-        session_id=m["session_id"], turn=m["turn"], job_id=m["job_id"], edited_from=m["edited_from"],
+        id=m["id"],
+        principal=m["principal"],
+        relative=m["relative"],
+        created_at=m["created_at"],
+        prompt=m["prompt"],
+        model=m["model"],
+        provider=m["provider"],
+        operation=m["operation"],
+        applied=m["applied"] or {},
+        seed=m["seed"],
+        cost_usd=m["cost_usd"],
+        width=m["width"],
+        height=m["height"],
+        format=m["format"],
+        bytes=m["bytes"],
+        sha256=m["sha256"],
+        session_id=m["session_id"],
+        turn=m["turn"],
+        job_id=m["job_id"],
+        edited_from=m["edited_from"],
         embedded=bool(m["embedded"]),
     )
 
@@ -191,8 +229,9 @@ class ImageRecords:
         if not relatives:
             return
         async with self._db.write(durable=False) as conn:
-            await conn.execute(update(images).where(images.c.relative.in_(list(relatives)))
-                               .values(session_id=session_id, turn=turn))
+            await conn.execute(
+                update(images).where(images.c.relative.in_(list(relatives))).values(session_id=session_id, turn=turn)
+            )
 
     async def remove(self, relatives: Sequence[str]) -> int:
         if not relatives:
@@ -231,7 +270,8 @@ class ImageRecords:
         if self._db.dialect == "sqlite":
             match = " ".join(f'"{word}"*' for word in words)
             return images.c.id.in_(
-                select(literal_column("rowid")).select_from(text("images_fts"))
+                select(literal_column("rowid"))
+                .select_from(text("images_fts"))
                 .where(text("images_fts MATCH :match").bindparams(match=match))
             )
         tsquery = " & ".join(f"{word}:*" for word in (w.replace("'", "") for w in words) if word)
@@ -241,14 +281,22 @@ class ImageRecords:
     async def search(self, query: ImageQuery) -> tuple[list[ImageEntry], str | None]:
         """One page, newest first, and the cursor of the next page (None at the end)."""
         if not 1 <= query.limit <= MAX_PAGE:
-            raise InvalidParameterError("limit", query.limit, f"must be between 1 and {MAX_PAGE}",
-                                        fix=f"pass limit between 1 and {MAX_PAGE} and page with cursor")
+            raise InvalidParameterError(
+                "limit",
+                query.limit,
+                f"must be between 1 and {MAX_PAGE}",
+                fix=f"pass limit between 1 and {MAX_PAGE} and page with cursor",
+            )
         where: list[Any] = []
         if query.text is not None and query.text.strip():
             words = _words(query.text)
             if not words:
-                raise InvalidParameterError("query", query.text, "has no words to search for",
-                                            fix="pass words from the prompt, e.g. query='red fox'")
+                raise InvalidParameterError(
+                    "query",
+                    query.text,
+                    "has no words to search for",
+                    fix="pass words from the prompt, e.g. query='red fox'",
+                )
             where.append(self._text_match(words))
         for name in ("principal", "model", "provider", "session_id", "job_id", "edited_from"):
             value = getattr(query, name)
@@ -260,10 +308,12 @@ class ImageRecords:
             where.append(images.c.created_at <= query.until)
         if query.cursor:
             created_at, row_id = _decode_cursor(query.cursor)
-            where.append(or_(images.c.created_at < created_at,
-                             and_(images.c.created_at == created_at, images.c.id < row_id)))
-        statement = (select(images).where(*where)
-                     .order_by(images.c.created_at.desc(), images.c.id.desc()).limit(query.limit + 1))
+            where.append(
+                or_(images.c.created_at < created_at, and_(images.c.created_at == created_at, images.c.id < row_id))
+            )
+        statement = (
+            select(images).where(*where).order_by(images.c.created_at.desc(), images.c.id.desc()).limit(query.limit + 1)
+        )
         async with self._db.read() as conn:
             rows = (await conn.execute(statement)).all()
         entries = [_entry(row) for row in rows[: query.limit]]
@@ -309,16 +359,26 @@ class ImageRecords:
     async def sessions(self, *, principal: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """Edit sessions with images, the most recently used first."""
         latest = func.max(images.c.created_at)
-        query = (select(images.c.session_id, func.count(), latest, func.sum(images.c.cost_usd))
-                 .where(images.c.session_id.is_not(None)).group_by(images.c.session_id)
-                 .order_by(latest.desc()).limit(limit))
+        query = (
+            select(images.c.session_id, func.count(), latest, func.sum(images.c.cost_usd))
+            .where(images.c.session_id.is_not(None))
+            .group_by(images.c.session_id)
+            .order_by(latest.desc())
+            .limit(limit)
+        )
         if principal is not None:
             query = query.where(images.c.principal == principal)
         async with self._db.read() as conn:
             rows = (await conn.execute(query)).all()
-        return [{"session_id": sid, "images": int(n),
-                 "last": _dt.datetime.fromtimestamp(last, _dt.UTC).isoformat(timespec="seconds"),
-                 "cost_usd": round(cost, 6) if cost is not None else None} for sid, n, last, cost in rows]
+        return [
+            {
+                "session_id": sid,
+                "images": int(n),
+                "last": _dt.datetime.fromtimestamp(last, _dt.UTC).isoformat(timespec="seconds"),
+                "cost_usd": round(cost, 6) if cost is not None else None,
+            }
+            for sid, n, last, cost in rows
+        ]
 
     async def distinct(self, column: str, *, principal: str | None = None) -> list[str]:
         """The distinct non-empty values of ``model`` or ``provider`` (for filter menus)."""

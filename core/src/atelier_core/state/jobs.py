@@ -297,8 +297,7 @@ class JobStore:
             result = await conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id, jobs.c.owner == previous, _active)
-                .values(owner=owner, owner_host=host, owner_pid=pid, lease_until=lease_until,
-                        updated_at=time.time())
+                .values(owner=owner, owner_host=host, owner_pid=pid, lease_until=lease_until, updated_at=time.time())
             )
         return bool(result.rowcount)
 
@@ -319,8 +318,7 @@ class JobStore:
             if error is not None and images:
                 error["saved"] = [*error.get("saved", []), *images]
                 error["message"] = (
-                    f"{error.get('message', '')} Found on disk after the crash and attached: "
-                    f"{', '.join(images)}."
+                    f"{error.get('message', '')} Found on disk after the crash and attached: {', '.join(images)}."
                 ).strip()
             values: dict[str, Any] = {"files": [*found.files, *new], "updated_at": time.time()}
             if error is not None:

@@ -67,8 +67,12 @@ def cases_for(spec: ModelSpec, operation: Operation) -> list[Case]:
         cases[1:] = [c if c.size or c.mask else with_size(c, cases[0].size) for c in cases[1:]]
     if op is Operation.EDIT and rules_in is not None and rules_in.mask is not None and rules_in.mask.required:
         # The model cannot edit without a mask: every edit carries one.
-        cases = [c if c.mask else Case(c.operation, f"{c.label} with mask", c.size, c.aspect_ratio,
-                                        c.output_format, c.n, True) for c in cases]
+        cases = [
+            c
+            if c.mask
+            else Case(c.operation, f"{c.label} with mask", c.size, c.aspect_ratio, c.output_format, c.n, True)
+            for c in cases
+        ]
     return cases
 
 
@@ -92,15 +96,23 @@ def input_images(spec: ModelSpec, case: Case, size: tuple[int, int]) -> tuple[li
     images = [
         InputImage(
             data=make_image(width, height, fmt, color=(40 + 60 * i, 120, 200)),
-            format=fmt, width=width, height=height, has_alpha=False, source=f"contract-{i}.{fmt}",
+            format=fmt,
+            width=width,
+            height=height,
+            has_alpha=False,
+            source=f"contract-{i}.{fmt}",
         )
         for i in range(max(1, rules.min_count))
     ]
     mask = None
     if case.mask and rules.mask is not None:
         mask = InputImage(
-            data=make_mask(width, height), format="png", width=width, height=height,
-            has_alpha=True, source="contract-mask.png",
+            data=make_mask(width, height),
+            format="png",
+            width=width,
+            height=height,
+            has_alpha=True,
+            source="contract-mask.png",
         )
     return images, mask
 
@@ -110,7 +122,11 @@ def case_call(spec: ModelSpec, case: Case) -> ImageCall:
     if case.operation is Operation.VARIATION and Operation.VARIATION not in spec.prompt_required_for:
         prompt = None  # type: ignore[assignment]
     return ImageCall(
-        model=spec.id, prompt=prompt, n=case.n, size=case.size, aspect_ratio=case.aspect_ratio,
+        model=spec.id,
+        prompt=prompt,
+        n=case.n,
+        size=case.size,
+        aspect_ratio=case.aspect_ratio,
         output_format=case.output_format,
     )
 
@@ -141,8 +157,11 @@ def context(
         read_image(data)
 
     return CallContext(
-        timeout_s=min(provider.settings.timeout_s or 30.0, 30.0), progress=progress, partial_image=partial,
-        task_started=task_started, keep_vendor_task=keep_vendor_task,
+        timeout_s=min(provider.settings.timeout_s or 30.0, 30.0),
+        progress=progress,
+        partial_image=partial,
+        task_started=task_started,
+        keep_vendor_task=keep_vendor_task,
     )
 
 
@@ -158,10 +177,7 @@ async def check_case(provider: Provider, spec: ModelSpec, case: Case, max_blocki
     except AtelierError as exc:
         return [f"{where}: raised {type(exc).__name__}: {exc}"]
     except Exception as exc:
-        return [
-            f"{where}: raised plain {type(exc).__name__}: {exc}; providers raise only "
-            "atelier_core errors"
-        ]
+        return [f"{where}: raised plain {type(exc).__name__}: {exc}; providers raise only atelier_core errors"]
     problems: list[str] = []
     if timer.longest > max_blocking_s and not timer.longest_imported:
         problems.append(

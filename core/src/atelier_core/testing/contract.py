@@ -179,8 +179,11 @@ class ProviderContract:
         if not cls.refusals:
             cls.test_refusal_raises_safety_refusal_error = None  # type: ignore[assignment,method-assign]
         if not cls.queue_based:  # the queue checks only mean something for a queue-based vendor
-            for name in ("test_queue_task_id_is_handed_to_the_core", "test_queue_task_resumes_in_a_new_instance",
-                         "test_queue_cancel_cancels_the_vendor_task"):
+            for name in (
+                "test_queue_task_id_is_handed_to_the_core",
+                "test_queue_task_resumes_in_a_new_instance",
+                "test_queue_cancel_cancels_the_vendor_task",
+            ):
                 setattr(cls, name, None)
 
     # -- fixtures the subclass supplies --------------------------------------------
@@ -228,9 +231,7 @@ class ProviderContract:
             if not isinstance(item, Provider):
                 problems.append(f"register() got {type(item).__name__}, not a Provider instance")
             elif not _SLUG.match(item.name):
-                problems.append(
-                    f"provider name {item.name!r} must be a lowercase slug (letters, digits, - or _)"
-                )
+                problems.append(f"provider name {item.name!r} must be a lowercase slug (letters, digits, - or _)")
         if not any(type(item) is type(provider) for item in offered):
             problems.append(
                 f"the `provider` fixture is a {type(provider).__name__}, which the plugin does not register"
@@ -300,9 +301,7 @@ class ProviderContract:
         await self._run_operation(provider, Operation.VARIATION)
 
     @pytest.mark.anyio
-    async def test_refusal_raises_safety_refusal_error(
-        self, provider: Provider, refuse: Callable[[], object]
-    ) -> None:
+    async def test_refusal_raises_safety_refusal_error(self, provider: Provider, refuse: Callable[[], object]) -> None:
         """A safety refusal is a SafetyRefusalError, never a plain exception."""
         try:
             await self._check_refusals(provider, refuse)
@@ -378,8 +377,11 @@ class ProviderContract:
             with anyio.fail_after(60):
                 result = await fresh.wait(task_id, request, context(fresh))
         except AtelierError as exc:
-            pytest.fail(f"resuming task {task_id!r} in a new {type(provider).__name__} failed: {exc}; keep "
-                        "nothing a poll needs in the instance", pytrace=False)
+            pytest.fail(
+                f"resuming task {task_id!r} in a new {type(provider).__name__} failed: {exc}; keep "
+                "nothing a poll needs in the instance",
+                pytrace=False,
+            )
         finally:
             await fresh.aclose()
         assert result.images, "the resumed task returned no image"
@@ -454,7 +456,7 @@ class ProviderContract:
         secrets = _secrets(provider.settings)
         assert secrets or not provider.needs_key, (
             "configure the `provider` fixture with a key of at least 4 characters "
-            "(api_key=\"test-key\"): shorter strings are too common to search for"
+            '(api_key="test-key"): shorter strings are too common to search for'
         )
         surfaces = {
             "repr(provider)": repr(provider),
@@ -539,9 +541,7 @@ def _modules_imported_by(module: str) -> frozenset[str]:
             f"import {module}\n"
             "print(json.dumps(sorted({name.split('.')[0] for name in sys.modules} - before)))\n"
         )
-        done = subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
-        )
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             pytest.fail(f"importing {module} failed:\n{done.stderr[-2000:]}", pytrace=False)
         _IMPORTED[module] = frozenset(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -550,10 +550,7 @@ def _modules_imported_by(module: str) -> frozenset[str]:
 
 def _third_party(modules: set[str] | frozenset[str]) -> set[str]:
     tops = {name.split(".")[0] for name in modules}
-    return {
-        top for top in tops
-        if top not in sys.stdlib_module_names and not top.startswith("_") and top != "__main__"
-    }
+    return {top for top in tops if top not in sys.stdlib_module_names and not top.startswith("_") and top != "__main__"}
 
 
 class _Trapped(OSError):

@@ -230,12 +230,16 @@ class FakeProvider(Provider):
             if i in failed:
                 failures.append(ItemFailure(index=i, code="not_generated", message=f"image {i} failed (scripted)"))
                 continue
-            data = outcome.data if outcome.data is not None else make_image(
-                width, height, fmt, color=(30 + 40 * i % 200, 90, 160), alpha=alpha
+            data = (
+                outcome.data
+                if outcome.data is not None
+                else make_image(width, height, fmt, color=(30 + 40 * i % 200, 90, 160), alpha=alpha)
             )
             images.append(
                 ProviderImage(
-                    data=data, mime_type=f"image/{fmt}", revised_prompt=outcome.revised_prompt,
+                    data=data,
+                    mime_type=f"image/{fmt}",
+                    revised_prompt=outcome.revised_prompt,
                     seed=None if request.seed is None else request.seed + i,
                 )
             )

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 
@@ -74,8 +74,12 @@ class FakeQueueVendor:
 
     def submit(self, request: ImageRequest) -> str:
         task = VendorTask(
-            id=f"task-{next(self._ids)}", width=request.width or 512, height=request.height or 512,
-            fmt=request.output_format or "png", n=request.n, held=self.hold,
+            id=f"task-{next(self._ids)}",
+            width=request.width or 512,
+            height=request.height or 512,
+            fmt=request.output_format or "png",
+            n=request.n,
+            held=self.hold,
         )
         self.tasks[task.id] = task
         self.submitted.append(task.id)
@@ -117,8 +121,9 @@ class FakeQueueProvider(Provider):
 
     poll_interval_s = 0.01
 
-    def __init__(self, vendor: FakeQueueVendor | None = None, name: str = "queue",
-                 models: tuple[ModelSpec, ...] | None = None) -> None:
+    def __init__(
+        self, vendor: FakeQueueVendor | None = None, name: str = "queue", models: tuple[ModelSpec, ...] | None = None
+    ) -> None:
         # Per-instance declarations (class variables on real providers).
         self.name = name  # type: ignore[misc]
         self.title = f"Fake queue vendor {name}"  # type: ignore[misc]
@@ -149,8 +154,9 @@ class FakeQueueProvider(Provider):
         try:
             images = self.vendor.poll(task_id)
         except KeyError:
-            raise UpstreamError(f"the vendor knows no task {task_id}", code="upstream_not_found",
-                                provider=self.name) from None
+            raise UpstreamError(
+                f"the vendor knows no task {task_id}", code="upstream_not_found", provider=self.name
+            ) from None
         if images is None:
             await ctx.progress(0.5, f"task {task_id} is still running")
             return None

@@ -66,9 +66,7 @@ def make_mask(width: int = 64, height: int = 64) -> bytes:
     from PIL import Image, ImageDraw
 
     image = Image.new("RGBA", (width, height), (0, 0, 0, 255))
-    ImageDraw.Draw(image).rectangle(
-        [width // 4, height // 4, 3 * width // 4, 3 * height // 4], fill=(0, 0, 0, 0)
-    )
+    ImageDraw.Draw(image).rectangle([width // 4, height // 4, 3 * width // 4, 3 * height // 4], fill=(0, 0, 0, 0))
     out = io.BytesIO()
     image.save(out, "PNG")
     return out.getvalue()

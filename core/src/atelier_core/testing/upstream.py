@@ -74,20 +74,14 @@ class Recorded:
         """Parse a multipart/form-data body: name → list of str (fields) or
         ``(filename, content_type, bytes)`` (files)."""
         ctype = self.headers.get("content-type", "")
-        message = BytesParser(policy=HTTP).parsebytes(
-            f"Content-Type: {ctype}\r\n\r\n".encode() + self.body
-        )
+        message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {ctype}\r\n\r\n".encode() + self.body)
         out: dict[str, list[Any]] = {}
         for part in message.iter_parts():
             name = part.get_param("name", header="content-disposition")
             filename = part.get_filename()
             raw = part.get_payload(decode=True)
             payload = raw if isinstance(raw, bytes) else b""
-            value: Any = (
-                (filename, part.get_content_type(), payload)
-                if filename is not None
-                else payload.decode()
-            )
+            value: Any = (filename, part.get_content_type(), payload) if filename is not None else payload.decode()
             out.setdefault(str(name), []).append(value)
         return out
 

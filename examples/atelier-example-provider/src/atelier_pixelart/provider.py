@@ -72,7 +72,8 @@ class PixelArtProvider(Provider[PixelArtSettings]):
             # Never retried by the core: the images may have been made (and billed).
             raise UpstreamTimeoutError(
                 f"Pixel Forge did not answer within {self.settings.timeout_s:g} s",
-                provider=PROVIDER, fix="try again later, or raise providers.pixelart.timeout_s",
+                provider=PROVIDER,
+                fix="try again later, or raise providers.pixelart.timeout_s",
             ) from None
         except httpx2.TransportError as exc:
             raise UpstreamUnavailableError(

@@ -73,9 +73,7 @@ def request_body(request: ImageRequest) -> dict[str, Any]:
 def result_from_response(payload: Any, request: ImageRequest) -> ProviderResult:
     """Turn a 200 answer into a result; anything malformed is an UpstreamProtocolError."""
     if not isinstance(payload, Mapping) or not isinstance(payload.get("images"), list):
-        raise UpstreamProtocolError(
-            "Pixel Forge answered without an images list", provider=PROVIDER
-        )
+        raise UpstreamProtocolError("Pixel Forge answered without an images list", provider=PROVIDER)
     request_id = payload.get("id") if isinstance(payload.get("id"), str) else None
     images: list[ProviderImage] = []
     for position, item in enumerate(payload["images"]):
@@ -116,19 +114,19 @@ def error_from_response(status: int, payload: Any, headers: Mapping[str, str]) -
     if status in (401, 403):
         return AuthenticationError(
             f"Pixel Forge rejected the API key ({said})",
-            fix=f"check {KEY_VARIABLE} (or providers.pixelart.api_key)", **common,
+            fix=f"check {KEY_VARIABLE} (or providers.pixelart.api_key)",
+            **common,
         )
     if status == 402:
         return QuotaExceededError(f"Pixel Forge credits are used up ({said})", fix="top up the account", **common)
     if status == 422 and kind == "content_policy":
         return SafetyRefusalError(
             f"Pixel Forge refused the prompt for safety ({said})",
-            fix="rephrase the prompt", **common,
+            fix="rephrase the prompt",
+            **common,
         )
     if status == 429:
-        return RateLimitedError(
-            f"Pixel Forge is rate limiting ({said})", retry_after_s=_retry_after(headers), **common
-        )
+        return RateLimitedError(f"Pixel Forge is rate limiting ({said})", retry_after_s=_retry_after(headers), **common)
     if status >= 500:
         return UpstreamUnavailableError(f"Pixel Forge is unavailable ({said})", **common)
     return UpstreamError(f"Pixel Forge rejected the request ({said})", code="upstream_rejected", **common)

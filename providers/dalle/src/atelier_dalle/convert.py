@@ -79,8 +79,10 @@ def to_upload(
     with opened:
         if role == "variation":
             keep = opened.format == "PNG" and opened.mode in {"RGB", "RGBA", "L", "LA"}
-            target = opened.mode if opened.mode in {"RGB", "RGBA", "L", "LA"} else (
-                "RGBA" if "transparency" in opened.info or "A" in opened.getbands() else "RGB"
+            target = (
+                opened.mode
+                if opened.mode in {"RGB", "RGBA", "L", "LA"}
+                else ("RGBA" if "transparency" in opened.info or "A" in opened.getbands() else "RGB")
             )
         else:
             keep = opened.format == "PNG" and (

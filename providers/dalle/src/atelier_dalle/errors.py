@@ -109,7 +109,7 @@ def map_status(exc: Any, target: Target) -> AtelierError:
 
     if is_safety(code, message) and status in (400, 403, 422, 200):
         return SafetyRefusalError(
-            f"{target.model}: the server's safety system refused the request: \"{message or code}\"",
+            f'{target.model}: the server\'s safety system refused the request: "{message or code}"',
             fix="rephrase the prompt (and check input images); do not retry it unchanged",
             **common,
         )
@@ -135,13 +135,18 @@ def map_status(exc: Any, target: Target) -> AtelierError:
             **common,
         )
     lowered = message.lower()
-    if target.is_openai_api and target.retired_by_openai and status in (400, 404) and (
-        code == "model_not_found" or any(w in lowered for w in ("deprecated", "retired", "does not exist"))
+    if (
+        target.is_openai_api
+        and target.retired_by_openai
+        and status in (400, 404)
+        and (code == "model_not_found" or any(w in lowered for w in ("deprecated", "retired", "does not exist")))
     ):
         return model_missing(target, said, request_id)
-    if code in _MISSING_CODES or (status >= 500 and "model" in lowered and any(
-        w in lowered for w in ("not found", "does not exist", "no such model")
-    )):
+    if code in _MISSING_CODES or (
+        status >= 500
+        and "model" in lowered
+        and any(w in lowered for w in ("not found", "does not exist", "no such model"))
+    ):
         # Some self-hosted servers answer an unknown model with a 500; retrying cannot help.
         return model_missing(target, said, request_id)
     if status == 404 and ("model" in lowered or "deployment" in lowered):
@@ -149,8 +154,15 @@ def map_status(exc: Any, target: Target) -> AtelierError:
     # The rest is the ladder every HTTP vendor shares (the core's).
     parameter = getattr(exc, "param", None)
     error = error_from_status(
-        status, message, provider=PROVIDER, model=target.model, vendor_code=code, headers=headers,
-        request_id=request_id, parameter=str(parameter) if parameter else None, safety=False,
+        status,
+        message,
+        provider=PROVIDER,
+        model=target.model,
+        vendor_code=code,
+        headers=headers,
+        request_id=request_id,
+        parameter=str(parameter) if parameter else None,
+        safety=False,
     )
     if error.code == "endpoint_not_found":
         error.fix = "check base_url (it usually ends in /v1) and that the server supports this operation"
@@ -182,8 +194,7 @@ def model_missing(target: Target, said: str, request_id: str | None = None) -> A
             request_id=request_id,
         )
     return UpstreamError(
-        f"{target.model}: the server at {target.server} does not serve model "
-        f"{target.upstream_model!r} ({said})",
+        f"{target.model}: the server at {target.server} does not serve model {target.upstream_model!r} ({said})",
         code="model_not_found",
         parameter="model",
         value=target.upstream_model,

@@ -186,9 +186,7 @@ class ExtraModel(BaseModel):
     )
     extra_body: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator(
-        "aliases", "operations", "sizes", "qualities", "styles", "output_formats", mode="before"
-    )
+    @field_validator("aliases", "operations", "sizes", "qualities", "styles", "output_formats", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         return _listish(value)

@@ -123,7 +123,10 @@ class DalleProvider(Provider[DalleSettings]):
         )
         if request.mask is not None:
             convert.quick_check(
-                request.mask, where="mask", model=spec.id, max_bytes=wire.input_max_bytes,
+                request.mask,
+                where="mask",
+                model=spec.id,
+                max_bytes=wire.input_max_bytes,
                 needs_transparency=False,
             )
 
@@ -224,8 +227,7 @@ class DalleProvider(Provider[DalleSettings]):
         s = self.settings
         key = s.effective_key.get_secret_value() if s.effective_key is not None else "unused"
         loop = asyncio.get_running_loop()
-        identity = (loop, s.azure, s.azure_endpoint, s.azure_api_version, s.server_url, s.timeout_s,
-                    hash(key))
+        identity = (loop, s.azure, s.azure_endpoint, s.azure_api_version, s.server_url, s.timeout_s, hash(key))
         if self._client is not None and self._client_identity == identity and not loop.is_closed():
             return self._client
         client: AsyncOpenAI
@@ -241,8 +243,9 @@ class DalleProvider(Provider[DalleSettings]):
                 http_client=http,
             )
         else:
-            client = openai.AsyncOpenAI(api_key=key, base_url=s.server_url, max_retries=0, timeout=s.timeout_s,
-                                        http_client=http)
+            client = openai.AsyncOpenAI(
+                api_key=key, base_url=s.server_url, max_retries=0, timeout=s.timeout_s, http_client=http
+            )
         self._client, self._client_identity = client, identity
         return client
 
@@ -254,9 +257,7 @@ class DalleProvider(Provider[DalleSettings]):
         wire = self._wire(request.model)
         target = self._target(request, ctx)
         response_format = wire.response_format or self.settings.response_format
-        kwargs = request_kwargs(
-            request, wire, response_format=response_format, upstream_model=target.upstream_model
-        )
+        kwargs = request_kwargs(request, wire, response_format=response_format, upstream_model=target.upstream_model)
         kwargs.update(files)
         headers: dict[str, Any] = {}
         if self.settings.effective_key is None:
@@ -267,13 +268,21 @@ class DalleProvider(Provider[DalleSettings]):
             body, request_id = await _send(self._client_for_call(), request.operation, kwargs, headers, target)
         except Exception as exc:
             log.debug(
-                "upstream call failed", model=target.model, operation=request.operation.value,
-                error=type(exc).__name__, elapsed_s=round(time.perf_counter() - started, 3),
+                "upstream call failed",
+                model=target.model,
+                operation=request.operation.value,
+                error=type(exc).__name__,
+                elapsed_s=round(time.perf_counter() - started, 3),
             )
             raise _mapped(exc, target) from None
         log.debug(
-            "upstream call", model=target.model, operation=request.operation.value, n=request.n,
-            request_id=request_id, bytes=len(body), elapsed_s=round(time.perf_counter() - started, 3),
+            "upstream call",
+            model=target.model,
+            operation=request.operation.value,
+            n=request.n,
+            request_id=request_id,
+            bytes=len(body),
+            elapsed_s=round(time.perf_counter() - started, 3),
         )
         await ctx.progress(0.8, "reading the images")
         # JSON and base64 of a few MB take tens of ms: off the event loop, and the raw body
@@ -286,7 +295,11 @@ class DalleProvider(Provider[DalleSettings]):
         return await self._result(items, request, ctx, target, request_id)
 
     async def _result(
-        self, items: list[Item], request: ImageRequest, ctx: CallContext, target: Target,
+        self,
+        items: list[Item],
+        request: ImageRequest,
+        ctx: CallContext,
+        target: Target,
         request_id: str | None,
     ) -> ProviderResult:
         items = items[: request.n]  # never hand back more than was asked (and quoted)
@@ -306,15 +319,22 @@ class DalleProvider(Provider[DalleSettings]):
         for index in range(len(items), request.n):
             failures.append(
                 ItemFailure(
-                    index=index, code="no_image_returned",
+                    index=index,
+                    code="no_image_returned",
                     message=f"the server returned {len(items)} of {request.n} images",
                 )
             )
         if not images:
             # Nothing usable: the whole call failed, with the first reason.
-            raise errors[0] if errors else UpstreamProtocolError(
-                f"{target.model}: the server returned no image", code="no_image_returned",
-                provider=self.name, request_id=request_id,
+            raise (
+                errors[0]
+                if errors
+                else UpstreamProtocolError(
+                    f"{target.model}: the server returned no image",
+                    code="no_image_returned",
+                    provider=self.name,
+                    request_id=request_id,
+                )
             )
         if failures:
             log.warning("partial result", model=target.model, images=len(images), failed=len(failures))
@@ -335,9 +355,7 @@ class DalleProvider(Provider[DalleSettings]):
         server = self.settings.server_url if self.settings.server_host else None
         return [h for h in (server, *self.settings.download_hosts) if h]
 
-    async def _materialise(
-        self, item: Item, ctx: CallContext, hosts: list[str]
-    ) -> bytes | AtelierError:
+    async def _materialise(self, item: Item, ctx: CallContext, hosts: list[str]) -> bytes | AtelierError:
         """The item's bytes (downloaded when the server gave a URL), or why there are none."""
         if item.problem is not None:
             return UpstreamProtocolError(
@@ -349,16 +367,15 @@ class DalleProvider(Provider[DalleSettings]):
         try:
             return await ctx.download(item.url, hosts)
         except AtelierError as exc:
-            fix = "retry; if it persists, set providers.dalle.response_format = \"b64_json\""
+            fix = 'retry; if it persists, set providers.dalle.response_format = "b64_json"'
             if exc.code == "url_not_allowed":
                 fix = (
                     "the server linked the image on a host not allowed for downloads: add that host "
                     "to providers.dalle.download_hosts if you trust it, or set "
-                    "providers.dalle.response_format = \"b64_json\""
+                    'providers.dalle.response_format = "b64_json"'
                 )
             return UpstreamProtocolError(
-                f"image {item.index}: the server returned a URL that could not be downloaded: "
-                f"{exc.message}",
+                f"image {item.index}: the server returned a URL that could not be downloaded: {exc.message}",
                 code=exc.code,
                 fix=fix,
                 provider=self.name,

@@ -55,15 +55,9 @@ class DalleSettings(ProviderSettings):
     models: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="extra models the server offers, with their capabilities"
     )
-    azure_endpoint: str | None = Field(
-        None, validation_alias=_alias("azure_endpoint", "AZURE_OPENAI_ENDPOINT")
-    )
-    azure_api_version: str = Field(
-        "2024-02-01", validation_alias=_alias("azure_api_version", "OPENAI_API_VERSION")
-    )
-    azure_api_key: SecretStr | None = Field(
-        None, validation_alias=_alias("azure_api_key", "AZURE_OPENAI_API_KEY")
-    )
+    azure_endpoint: str | None = Field(None, validation_alias=_alias("azure_endpoint", "AZURE_OPENAI_ENDPOINT"))
+    azure_api_version: str = Field("2024-02-01", validation_alias=_alias("azure_api_version", "OPENAI_API_VERSION"))
+    azure_api_key: SecretStr | None = Field(None, validation_alias=_alias("azure_api_key", "AZURE_OPENAI_API_KEY"))
 
     @field_validator("builtin_models", "download_hosts", "deployments", "models", mode="before")
     @classmethod

@@ -147,13 +147,11 @@ def error_in_ok_answer(error: Any, *, model: str, provider: str) -> Exception:
     text = shorten(str(message or code or error), 300)
     if is_safety(str(code or ""), str(message or "")):
         return SafetyRefusalError(
-            f"{model}: the server's safety system refused the request: \"{text}\"",
+            f'{model}: the server\'s safety system refused the request: "{text}"',
             fix="rephrase the prompt; do not retry it unchanged",
             provider=provider,
         )
-    return UpstreamProtocolError(
-        f"{model}: the server answered HTTP 200 with an error: {text}", provider=provider
-    )
+    return UpstreamProtocolError(f"{model}: the server answered HTTP 200 with an error: {text}", provider=provider)
 
 
 _SAFETY_CODES = {

@@ -59,12 +59,24 @@ IMAGEN_RATIOS = ("1:1", "3:4", "4:3", "9:16", "16:9")
 # Pixel sizes each ratio produces (Google's image-generation docs). A requested WxH that
 # equals one of these maps exactly; others map to the nearest ratio within 3 %.
 _FLASH_25_SIZES = {
-    "1:1": "1024x1024", "2:3": "832x1248", "3:2": "1248x832", "3:4": "864x1184",
-    "4:3": "1184x864", "9:16": "768x1344", "16:9": "1344x768", "21:9": "1536x672",
+    "1:1": "1024x1024",
+    "2:3": "832x1248",
+    "3:2": "1248x832",
+    "3:4": "864x1184",
+    "4:3": "1184x864",
+    "9:16": "768x1344",
+    "16:9": "1344x768",
+    "21:9": "1536x672",
 }
 _GEMINI_3_SIZES_1K = {
-    "1:1": "1024x1024", "2:3": "848x1264", "3:2": "1264x848", "3:4": "896x1200",
-    "4:3": "1200x896", "9:16": "768x1376", "16:9": "1376x768", "21:9": "1584x672",
+    "1:1": "1024x1024",
+    "2:3": "848x1264",
+    "3:2": "1264x848",
+    "3:4": "896x1200",
+    "4:3": "1200x896",
+    "9:16": "768x1376",
+    "16:9": "1376x768",
+    "21:9": "1584x672",
 }
 
 
@@ -91,9 +103,7 @@ class GeminiImageOptions(BaseModel):
     prominent_people: Literal["ALLOW_PROMINENT_PEOPLE", "BLOCK_PROMINENT_PEOPLE"] | None = Field(
         None, description="celebrities allowed or blocked (Vertex AI mode only)"
     )
-    include_text: bool = Field(
-        True, description="let the model answer with text parts beside the image (TEXT+IMAGE)"
-    )
+    include_text: bool = Field(True, description="let the model answer with text parts beside the image (TEXT+IMAGE)")
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="sampling temperature")
 
 
@@ -143,7 +153,9 @@ def _gemini(
     pricing: Pricing | None,
 ) -> ModelSpec:
     inputs = InputImageRules(
-        max_count=max_inputs, min_count=1, max_bytes=7 * 1024 * 1024,
+        max_count=max_inputs,
+        min_count=1,
+        max_bytes=7 * 1024 * 1024,
         formats=("png", "jpeg", "webp", "gif"),
     )
     return ModelSpec(
@@ -173,7 +185,9 @@ def _gemini(
     )
 
 
-def _gemini_price(per_image: float, by_tier: dict[str, float], text_in: float, image_in: float, image_out: float) -> Pricing:
+def _gemini_price(
+    per_image: float, by_tier: dict[str, float], text_in: float, image_in: float, image_out: float
+) -> Pricing:
     return Pricing(
         per_image=per_image,
         per_image_by_size=by_tier,
@@ -288,16 +302,28 @@ def _imagen(
 
 _IMAGEN_MODELS = (
     _imagen(
-        "imagen-4.0-generate-001", title="Imagen 4", aliases=("imagen-4", "imagen-4.0"),
-        resolutions=("1K", "2K"), n_native=4, price=0.04,
+        "imagen-4.0-generate-001",
+        title="Imagen 4",
+        aliases=("imagen-4", "imagen-4.0"),
+        resolutions=("1K", "2K"),
+        n_native=4,
+        price=0.04,
     ),
     _imagen(
-        "imagen-4.0-fast-generate-001", title="Imagen 4 Fast", aliases=("imagen-4-fast",),
-        resolutions=("1K",), n_native=4, price=0.02,
+        "imagen-4.0-fast-generate-001",
+        title="Imagen 4 Fast",
+        aliases=("imagen-4-fast",),
+        resolutions=("1K",),
+        n_native=4,
+        price=0.02,
     ),
     _imagen(
-        "imagen-4.0-ultra-generate-001", title="Imagen 4 Ultra", aliases=("imagen-4-ultra",),
-        resolutions=("1K", "2K"), n_native=1, price=0.06,
+        "imagen-4.0-ultra-generate-001",
+        title="Imagen 4 Ultra",
+        aliases=("imagen-4-ultra",),
+        resolutions=("1K", "2K"),
+        n_native=1,
+        price=0.06,
     ),
     ModelSpec(
         id="imagen-3.0-capability-001",
@@ -314,7 +340,10 @@ _IMAGEN_MODELS = (
         n_native_max=4,
         prompt_max_chars=10_000,
         input_images=InputImageRules(
-            max_count=1, min_count=1, max_bytes=10 * 1024 * 1024, formats=("png", "jpeg", "webp"),
+            max_count=1,
+            min_count=1,
+            max_bytes=10 * 1024 * 1024,
+            formats=("png", "jpeg", "webp"),
             mask=MaskRules(formats=("png",), max_bytes=10 * 1024 * 1024),
         ),
         seed=True,

@@ -97,7 +97,6 @@ class GeminiProvider(Provider[GeminiSettings]):
         self._client: Client | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
 
-
     @property
     def vertex(self) -> bool:
         return bool(getattr(self.settings, "vertexai", False))
@@ -144,8 +143,7 @@ class GeminiProvider(Provider[GeminiSettings]):
                     parameter,
                     value,
                     f"is only supported in Vertex AI mode for {name} (google-genai refuses it on the "
-                    "Gemini Developer API"
-                    + (", which returns PNG)" if parameter.startswith("output_") else ")"),
+                    "Gemini Developer API" + (", which returns PNG)" if parameter.startswith("output_") else ")"),
                     fix="remove it, or configure Vertex AI (GOOGLE_GENAI_USE_VERTEXAI=true)",
                     code="unsupported_parameter",
                 )
@@ -154,17 +152,23 @@ class GeminiProvider(Provider[GeminiSettings]):
         options = request.options
         if request.seed is not None and options.get("add_watermark") is True:
             raise InvalidParameterError(
-                "seed", request.seed, f"cannot be combined with options.add_watermark=true on {name}",
+                "seed",
+                request.seed,
+                f"cannot be combined with options.add_watermark=true on {name}",
                 fix="drop the seed, or leave add_watermark unset (a seed turns the watermark off)",
             )
         if request.mask is None and options.get("mask_mode") == "user_provided":
             raise InvalidParameterError(
-                "options.mask_mode", "user_provided", f"needs a mask on {name}",
+                "options.mask_mode",
+                "user_provided",
+                f"needs a mask on {name}",
                 fix="pass mask (transparent pixels mark the area to change), or use background/foreground",
             )
         if request.mask is not None and options.get("mask_mode") not in (None, "user_provided"):
             raise InvalidParameterError(
-                "options.mask_mode", options["mask_mode"], f"conflicts with the mask given to {name}",
+                "options.mask_mode",
+                options["mask_mode"],
+                f"conflicts with the mask given to {name}",
                 fix="drop the mask or options.mask_mode",
             )
 
@@ -278,7 +282,9 @@ class GeminiProvider(Provider[GeminiSettings]):
         try:
             async with self._session() as client:
                 response = await client.aio.models.generate_content(
-                    model=spec.id, contents=contents, config=config  # type: ignore[arg-type]
+                    model=spec.id,
+                    contents=contents,
+                    config=config,  # type: ignore[arg-type]
                 )
         except Exception as exc:
             raise self._error(exc, spec.id, imagen=False) from None

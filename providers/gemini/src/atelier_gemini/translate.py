@@ -228,8 +228,7 @@ def parse_gemini(response: Any, request: ImageRequest, *, model: str) -> Provide
     if block and block != "BLOCKED_REASON_UNSPECIFIED":
         detail = getattr(feedback, "block_reason_message", None)
         raise SafetyRefusalError(
-            f"{model} refused the prompt: block reason {block}"
-            + (f" ({excerpt(detail)})" if detail else ""),
+            f"{model} refused the prompt: block reason {block}" + (f" ({excerpt(detail)})" if detail else ""),
             fix=_REPHRASE,
             provider=PROVIDER,
             request_id=request_id,
@@ -433,8 +432,15 @@ def parse_imagen(response: Any, request: ImageRequest, *, model: str) -> Provide
 
 _TIMEOUT_NAMES = {"TimeoutException", "ReadTimeout", "WriteTimeout", "PoolTimeout", "ConnectTimeout", "TimeoutError"}
 _CONNECTION_NAMES = {
-    "ConnectError", "ReadError", "WriteError", "NetworkError", "RemoteProtocolError",
-    "ProtocolError", "ConnectionError", "ClientConnectionError", "ServerDisconnectedError",
+    "ConnectError",
+    "ReadError",
+    "WriteError",
+    "NetworkError",
+    "RemoteProtocolError",
+    "ProtocolError",
+    "ConnectionError",
+    "ClientConnectionError",
+    "ServerDisconnectedError",
 }
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 
@@ -568,10 +574,15 @@ def _map_api_error(
             f"{model} is not available upstream (404). {said}", code="model_not_found", provider=PROVIDER, fix=fix
         )
     # The rest is the ladder every HTTP vendor shares (the core's).
-    error = error_from_status(code, f"{status + ' ' if status else ''}{message}", provider=PROVIDER,
-                              model=model.removeprefix(f"{PROVIDER}/"), headers=headers, secrets=secrets,
-                              safety=False)
+    error = error_from_status(
+        code,
+        f"{status + ' ' if status else ''}{message}",
+        provider=PROVIDER,
+        model=model.removeprefix(f"{PROVIDER}/"),
+        headers=headers,
+        secrets=secrets,
+        safety=False,
+    )
     if error.code == "upstream_rejected":
         error.fix = "change the parameter Google names above (list_available_models shows the allowed values)"
     return error
-

@@ -105,8 +105,7 @@ class MiniMaxClient:
             ) from None
         except httpx2.TransportError as exc:
             raise UpstreamUnavailableError(
-                f"the connection to MiniMax at {self.base_url} failed before any answer "
-                f"({type(exc).__name__})",
+                f"the connection to MiniMax at {self.base_url} failed before any answer ({type(exc).__name__})",
                 fix="try again in a moment; check the network and providers.minimax.region",
                 provider=PROVIDER,
             ) from None

@@ -73,9 +73,7 @@ class Image01Options(BaseModel):
     prompt_optimizer: bool | None = Field(
         None, description="let MiniMax rewrite the prompt before generating (default false)"
     )
-    aigc_watermark: bool | None = Field(
-        None, description="embed MiniMax's AIGC watermark in the image (default false)"
-    )
+    aigc_watermark: bool | None = Field(None, description="embed MiniMax's AIGC watermark in the image (default false)")
 
 
 class Image01LiveOptions(Image01Options):
@@ -83,8 +81,7 @@ class Image01LiveOptions(Image01Options):
 
     style_weight: Annotated[float, Field(gt=0, le=1)] | None = Field(
         None,
-        description="how strongly the style applies, in (0, 1]; MiniMax's default is 0.8. "
-        "Needs style.",
+        description="how strongly the style applies, in (0, 1]; MiniMax's default is 0.8. Needs style.",
     )
 
 
@@ -109,9 +106,7 @@ IMAGE_01 = ModelSpec(
     n_max=9,
     n_native_max=9,
     prompt_max_chars=PROMPT_MAX_CHARS,
-    reference_images=InputImageRules(
-        max_count=1, min_count=0, formats=("jpeg", "png"), max_bytes=REFERENCE_MAX_BYTES
-    ),
+    reference_images=InputImageRules(max_count=1, min_count=0, formats=("jpeg", "png"), max_bytes=REFERENCE_MAX_BYTES),
     seed=(0, SEED_MAX),
     options=Image01Options,
     pricing=_PRICING,

@@ -41,7 +41,6 @@ class MiniMaxProvider(Provider[MiniMaxSettings]):
         super().__init__()
         self._client: MiniMaxClient | None = None
 
-
     def configure(self, settings: ProviderSettings) -> None:
         if not isinstance(settings, MiniMaxSettings):  # e.g. a plain ProviderSettings in tests
             settings = MiniMaxSettings.model_validate(settings.model_dump())
@@ -71,7 +70,7 @@ class MiniMaxProvider(Provider[MiniMaxSettings]):
                 weight,
                 f"needs a style to weight on minimax/{spec.id}",
                 allowed=[s for s in spec.styles if s.isascii()],
-                fix="add style (e.g. style=\"watercolor\"), or remove options.style_weight",
+                fix='add style (e.g. style="watercolor"), or remove options.style_weight',
             )
 
     def _http(self) -> MiniMaxClient:

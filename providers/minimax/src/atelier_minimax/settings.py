@@ -35,9 +35,7 @@ class MiniMaxSettings(ProviderSettings):
     # The aliases list the prefixed Atelier name first so it wins over the vendor
     # variable; the bare field name still works as a keyword (populate_by_name) without
     # making a bare API_KEY environment variable count.
-    api_key: SecretStr | None = Field(
-        None, validation_alias=AliasChoices(f"{_PREFIX}API_KEY", "MINIMAX_API_KEY")
-    )
+    api_key: SecretStr | None = Field(None, validation_alias=AliasChoices(f"{_PREFIX}API_KEY", "MINIMAX_API_KEY"))
     api_host: str | None = Field(
         None,
         validation_alias=AliasChoices(f"{_PREFIX}API_HOST", "MINIMAX_API_HOST"),
@@ -55,9 +53,7 @@ class MiniMaxSettings(ProviderSettings):
     def _region_aliases(cls, value: object) -> object:
         if isinstance(value, str):
             lowered = value.strip().lower()
-            return {"international": "global", "intl": "global", "china": "cn", "mainland": "cn"}.get(
-                lowered, lowered
-            )
+            return {"international": "global", "intl": "global", "china": "cn", "mainland": "cn"}.get(lowered, lowered)
         return value
 
 

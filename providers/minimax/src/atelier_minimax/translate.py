@@ -106,9 +106,7 @@ def build_body(request: ImageRequest) -> dict[str, Any]:
             "style_weight": float(weight) if weight is not None else DEFAULT_STYLE_WEIGHT,
         }
     if request.images:
-        body["subject_reference"] = [
-            {"type": "character", "image_file": data_url(image)} for image in request.images
-        ]
+        body["subject_reference"] = [{"type": "character", "image_file": data_url(image)} for image in request.images]
     return body
 
 
@@ -143,61 +141,78 @@ class StatusKind:
 
 _KEY_FIX = (
     "check MINIMAX_API_KEY (or providers.minimax.api_key). Keys are per platform: a key "
-    "from platform.minimaxi.com works only with region = \"cn\", a key from "
-    "platform.minimax.io only with region = \"global\""
+    'from platform.minimaxi.com works only with region = "cn", a key from '
+    'platform.minimax.io only with region = "global"'
 )
 
 STATUS_KINDS: dict[int, StatusKind] = {
     1000: StatusKind(
-        UpstreamUnavailableError, None, "MiniMax reported an unknown server error",
+        UpstreamUnavailableError,
+        None,
+        "MiniMax reported an unknown server error",
         "try again in a moment",
     ),
     1001: StatusKind(
-        UpstreamUnavailableError, None, "MiniMax timed out internally",
+        UpstreamUnavailableError,
+        None,
+        "MiniMax timed out internally",
         "try again in a moment",
     ),
     1002: StatusKind(
-        RateLimitedError, None, "MiniMax's rate limit for this account was reached",
+        RateLimitedError,
+        None,
+        "MiniMax's rate limit for this account was reached",
         "wait and try again; set providers.minimax.requests_per_minute to your plan's "
         "limit so Atelier queues requests instead",
     ),
-    1004: StatusKind(
-        AuthenticationError, None, "MiniMax rejected the API key (not authorized)", _KEY_FIX
-    ),
+    1004: StatusKind(AuthenticationError, None, "MiniMax rejected the API key (not authorized)", _KEY_FIX),
     1008: StatusKind(
-        QuotaExceededError, None, "the MiniMax account has insufficient balance",
+        QuotaExceededError,
+        None,
+        "the MiniMax account has insufficient balance",
         "top up the account on the MiniMax platform, or use another provider",
     ),
     1024: StatusKind(
-        UpstreamUnavailableError, None, "MiniMax reported an internal error",
+        UpstreamUnavailableError,
+        None,
+        "MiniMax reported an internal error",
         "try again in a moment",
     ),
     1026: StatusKind(
-        SafetyRefusalError, None,
+        SafetyRefusalError,
+        None,
         "MiniMax's moderation refused the input (prompt or subject reference) as sensitive",
-        "rephrase the prompt or use another reference image; repeating the same request "
-        "will be refused again",
+        "rephrase the prompt or use another reference image; repeating the same request will be refused again",
     ),
     1027: StatusKind(
-        SafetyRefusalError, None, "MiniMax's moderation refused the generated image as sensitive",
+        SafetyRefusalError,
+        None,
+        "MiniMax's moderation refused the generated image as sensitive",
         "rephrase the prompt; repeating the same request will likely be refused again",
     ),
     1039: StatusKind(
-        UpstreamError, "upstream_rejected", "MiniMax's token limit was exceeded",
+        UpstreamError,
+        "upstream_rejected",
+        "MiniMax's token limit was exceeded",
         "shorten the prompt",
     ),
     2013: StatusKind(
-        UpstreamError, "upstream_rejected", "MiniMax refused the request's parameters",
+        UpstreamError,
+        "upstream_rejected",
+        "MiniMax refused the request's parameters",
         "check the parameters against list_available_models; report it if Atelier sent them",
     ),
     2038: StatusKind(
-        AuthenticationError, None,
+        AuthenticationError,
+        None,
         "the MiniMax account needs real-name verification before it can call the API",
         "complete the account verification on the MiniMax platform",
     ),
     2049: StatusKind(AuthenticationError, None, "MiniMax rejected the API key as invalid", _KEY_FIX),
     2061: StatusKind(
-        UpstreamError, "model_not_in_plan", "this model is not included in the MiniMax account's plan",
+        UpstreamError,
+        "model_not_in_plan",
+        "this model is not included in the MiniMax account's plan",
         "upgrade the plan, or use a model the plan includes (e.g. minimax/image-01)",
     ),
 }
@@ -263,21 +278,32 @@ def error_for_http(
             code = _int_or_none(base.get("status_code"))
             if code:
                 return error_for_status(
-                    code, str(base.get("status_msg") or ""), request_id=request_id, host=host,
+                    code,
+                    str(base.get("status_msg") or ""),
+                    request_id=request_id,
+                    host=host,
                     rate_limit_wait_s=rate_limit_wait_s,
                 )
     # Otherwise the ladder every HTTP vendor shares, with MiniMax's own fixes.
     error = error_from_status(
-        status, excerpt(body, secret), provider=PROVIDER, headers=headers, request_id=request_id,
-        secrets=[secret], key_variables=("MINIMAX_API_KEY",), safety=False,
+        status,
+        excerpt(body, secret),
+        provider=PROVIDER,
+        headers=headers,
+        request_id=request_id,
+        secrets=[secret],
+        key_variables=("MINIMAX_API_KEY",),
+        safety=False,
     )
     if isinstance(error, AuthenticationError):
         error.fix = _KEY_FIX + (f" (this server calls {host})" if host else "")
     elif isinstance(error, RateLimitedError) and error.retry_after_s is None:
         error.retry_after_s = rate_limit_wait_s
     elif error.code == "endpoint_not_found":
-        error.fix = (f"check providers.minimax.base_url / MINIMAX_API_HOST ({ENDPOINT} was not found): "
-                     "it should be the API root, e.g. https://api.minimax.io")
+        error.fix = (
+            f"check providers.minimax.base_url / MINIMAX_API_HOST ({ENDPOINT} was not found): "
+            "it should be the API root, e.g. https://api.minimax.io"
+        )
     return error
 
 
@@ -352,7 +378,12 @@ def parse_answer(
     header_id = request_id_from(headers)
     if not 200 <= status < 300:
         raise error_for_http(
-            status, headers, body, request_id=header_id, host=host, secret=secret,
+            status,
+            headers,
+            body,
+            request_id=header_id,
+            host=host,
+            secret=secret,
             rate_limit_wait_s=rate_limit_wait_s,
         )
     payload = _try_json(body)
@@ -371,18 +402,23 @@ def parse_answer(
     if base is not None and not isinstance(base, dict):
         raise UpstreamProtocolError(
             f"MiniMax's base_resp is {type(base).__name__}, not an object",
-            provider=PROVIDER, request_id=request_id,
+            provider=PROVIDER,
+            request_id=request_id,
         )
     if base:
         code = _int_or_none(base.get("status_code", 0))
         if code is None:
             raise UpstreamProtocolError(
                 f"MiniMax's base_resp.status_code is not a number: {base.get('status_code')!r}",
-                provider=PROVIDER, request_id=request_id,
+                provider=PROVIDER,
+                request_id=request_id,
             )
         if code != 0:
             raise error_for_status(
-                code, str(base.get("status_msg") or ""), request_id=request_id, host=host,
+                code,
+                str(base.get("status_msg") or ""),
+                request_id=request_id,
+                host=host,
                 rate_limit_wait_s=rate_limit_wait_s,
             )
 
@@ -399,25 +435,28 @@ def parse_answer(
             raise UpstreamProtocolError(
                 "MiniMax returned image URLs although base64 was requested",
                 fix="check that providers.minimax.base_url points at MiniMax's API",
-                provider=PROVIDER, request_id=request_id,
+                provider=PROVIDER,
+                request_id=request_id,
             )
         if success_count == 0:
             raise UpstreamError(
                 f"MiniMax generated no image ({counts}) and gave no reason",
                 code="no_image_returned",
-                fix="try again or rephrase the prompt; MiniMax often drops images its "
-                "output moderation rejects",
-                provider=PROVIDER, request_id=request_id,
+                fix="try again or rephrase the prompt; MiniMax often drops images its output moderation rejects",
+                provider=PROVIDER,
+                request_id=request_id,
             )
         raise UpstreamProtocolError(
             f"MiniMax's answer holds no images (data.image_base64 missing or empty; {counts})",
             fix="retry; if it persists, report it to MiniMax with the request id",
-            provider=PROVIDER, request_id=request_id,
+            provider=PROVIDER,
+            request_id=request_id,
         )
     if not isinstance(items, list):
         raise UpstreamProtocolError(
             f"MiniMax's data.image_base64 is {type(items).__name__}, not a list",
-            provider=PROVIDER, request_id=request_id,
+            provider=PROVIDER,
+            request_id=request_id,
         )
 
     images: list[ProviderImage] = []
@@ -434,7 +473,8 @@ def parse_answer(
         raise UpstreamProtocolError(
             f"none of MiniMax's {len(items)} image(s) could be decoded: {first}",
             fix="retry; the answer was probably truncated in transit",
-            provider=PROVIDER, request_id=request_id,
+            provider=PROVIDER,
+            request_id=request_id,
         )
     missing = requested - min(len(items), requested)
     problems += [

@@ -93,7 +93,8 @@ def _token_pricing(
         per_image=per_image.get("medium@1024x1024"),
         per_image_by_quality_size=per_image,
         per_image_by_quality={
-            q: per_image[f"{q}@1024x1024"] for q in ("low", "medium", "high", "xhigh", "max")
+            q: per_image[f"{q}@1024x1024"]
+            for q in ("low", "medium", "high", "xhigh", "max")
             if f"{q}@1024x1024" in per_image
         },
         input_text_per_mtok=text_in,
@@ -133,11 +134,17 @@ _GPT2_PRICING = _token_pricing(5.0, 8.0, 30.0, _grid(_GPT2_SQUARE, _GPT2_WIDE), 
 # 2.5 and 2.6 keep gpt-image-2's token prices; their xhigh/max tiers get lower-bound estimates.
 _GPT25_PRICING = _token_pricing(5.0, 8.0, 30.0, _grid(_GPT2_SQUARE, _GPT2_WIDE, top=True), _GPT2_NOTES)
 _GPT15_PRICING = _token_pricing(
-    5.0, 8.0, 32.0, _grid((0.009, 0.034, 0.133), (0.013, 0.05, 0.2)),
+    5.0,
+    8.0,
+    32.0,
+    _grid((0.009, 0.034, 0.133), (0.013, 0.05, 0.2)),
     "token-billed; per-image figures from OpenAI's gpt-image-1.5 table",
 )
 _MINI_PRICING = _token_pricing(
-    2.0, 2.5, 8.0, _grid((0.005, 0.011, 0.036), (0.006, 0.015, 0.052)),
+    2.0,
+    2.5,
+    8.0,
+    _grid((0.005, 0.011, 0.036), (0.006, 0.015, 0.052)),
     "developers.openai.com/api/docs/models/gpt-image-1-mini",
 )
 
@@ -172,8 +179,7 @@ _GPT2 = Caps(
 _GPT25 = Caps(
     family="gpt-image-2.5",
     title="GPT Image 2.5",
-    description="GPT Image 2.5: custom WxH, xhigh/max quality, transparent backgrounds, "
-    "markup-guided edits.",
+    description="GPT Image 2.5: custom WxH, xhigh/max quality, transparent backgrounds, markup-guided edits.",
     custom_sizes=True,
     qualities=TOP_QUALITIES,
     markup=True,  # markup: "Supports GPT Image 2.5. Cannot be combined with mask."
@@ -186,8 +192,7 @@ _GPT25 = Caps(
 _GPT26 = Caps(
     family="gpt-image-2.6",
     title="GPT Image 2.6",
-    description="GPT Image 2.6: everything in 2.5 plus animated GIF (and opt-in SVG) output and "
-    "complexity control.",
+    description="GPT Image 2.6: everything in 2.5 plus animated GIF (and opt-in SVG) output and complexity control.",
     custom_sizes=True,
     qualities=TOP_QUALITIES,
     markup=True,
@@ -269,7 +274,9 @@ def _options_model(model_id: str, caps: Caps, *, svg: bool) -> type[BaseModel]:
         "partial_images": (
             int | None,
             Field(
-                None, ge=0, le=3,
+                None,
+                ge=0,
+                le=3,
                 description="stream this many partial previews (0-3) while the image renders; "
                 "each partial costs extra output tokens",
             ),
@@ -277,7 +284,9 @@ def _options_model(model_id: str, caps: Caps, *, svg: bool) -> type[BaseModel]:
         "safety_identifier": (
             str | None,
             Field(
-                None, min_length=1, max_length=256,
+                None,
+                min_length=1,
+                max_length=256,
                 description="stable hashed end-user id for OpenAI abuse monitoring",
             ),
         ),
@@ -293,7 +302,10 @@ def _options_model(model_id: str, caps: Caps, *, svg: bool) -> type[BaseModel]:
     fields["previous_response_id"] = (
         str | None,
         Field(
-            None, min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_\-]+$",
+            None,
+            min_length=1,
+            max_length=256,
+            pattern=r"^[A-Za-z0-9_\-]+$",
             description="route=responses: continue this Responses API turn (edit sessions set it)",
         ),
     )
@@ -397,21 +409,25 @@ def _applies(options: type[BaseModel], formats: tuple[str, ...]) -> dict[str, Ap
     edit, generate = frozenset({Operation.EDIT}), frozenset({Operation.GENERATE})
     raster = tuple(f for f in formats if f in RASTER_FORMATS)
     rules = {
-        "options.moderation": Applies(operations=generate, fix="remove options.moderation for edits "
-                                      "(the OpenAI edits endpoint has no moderation setting)"),
+        "options.moderation": Applies(
+            operations=generate,
+            fix="remove options.moderation for edits (the OpenAI edits endpoint has no moderation setting)",
+        ),
         "options.input_fidelity": Applies(operations=edit),
         "options.markup": Applies(operations=edit, mask=False),  # OpenAI allows one or the other
         "options.frame_count": Applies(output_formats=("gif",)),
         "options.frame_duration_ms": Applies(output_formats=("gif",)),
         "options.svg_model": Applies(output_formats=("svg",)),
         "options.svg_reasoning_effort": Applies(output_formats=("svg",)),
-        "options.partial_images": Applies(output_formats=raster, fix="remove options.partial_images: "
-                                          "GIF and SVG output cannot be streamed"),
+        "options.partial_images": Applies(
+            output_formats=raster, fix="remove options.partial_images: GIF and SVG output cannot be streamed"
+        ),
     }
     applies = {key: rule for key, rule in rules.items() if key.removeprefix("options.") in options.model_fields}
     if "gif" in formats:
-        applies["mask"] = Applies(output_formats=tuple(f for f in formats if f != "gif"),
-                                  fix="remove mask, or pick png/webp/jpeg output")
+        applies["mask"] = Applies(
+            output_formats=tuple(f for f in formats if f != "gif"), fix="remove mask, or pick png/webp/jpeg output"
+        )
     return applies
 
 

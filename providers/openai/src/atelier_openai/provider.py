@@ -51,7 +51,6 @@ class OpenAIProvider(Provider[OpenAISettings]):
         self._client: AsyncOpenAI | None = None
         self._catalog: tuple[ModelSpec, ...] = CATALOGUE
 
-
     # -- declaration ---------------------------------------------------------------
 
     def configure(self, settings: Any) -> None:
@@ -59,8 +58,7 @@ class OpenAIProvider(Provider[OpenAISettings]):
         conf = self.settings
         if conf.transparent_preview or conf.svg_output:
             self._catalog = tuple(
-                build_spec(mid, caps, aliases, transparent_preview=conf.transparent_preview,
-                           svg_output=conf.svg_output)
+                build_spec(mid, caps, aliases, transparent_preview=conf.transparent_preview, svg_output=conf.svg_output)
                 for mid, (caps, aliases) in FAMILIES.items()
             )
 
@@ -77,10 +75,12 @@ class OpenAIProvider(Provider[OpenAISettings]):
             return "no API key for openai: set OPENAI_API_KEY or ATELIER_PROVIDERS__OPENAI__API_KEY"
         if conf.azure:
             missing = [
-                var for var, value in (
+                var
+                for var, value in (
                     ("AZURE_OPENAI_ENDPOINT", conf.azure_endpoint or conf.base_url),
                     ("OPENAI_API_VERSION", conf.azure_api_version),
-                ) if not value
+                )
+                if not value
             ]
             if missing:
                 return f"Azure OpenAI mode needs {' and '.join(missing)}"
@@ -93,29 +93,46 @@ class OpenAIProvider(Provider[OpenAISettings]):
         name = f"openai/{spec.id}"
         if request.background == "transparent" and fmt not in ("png", "webp"):
             raise InvalidParameterError(
-                "background", "transparent", f"needs png or webp output on {name}, not {fmt}",
-                allowed=["png", "webp"], fix="use output_format=png or webp, or background=opaque",
+                "background",
+                "transparent",
+                f"needs png or webp output on {name}, not {fmt}",
+                allowed=["png", "webp"],
+                fix="use output_format=png or webp, or background=opaque",
             )
         options = request.options
         if options.get("markup"):
             _check_markup(request)
-        route = self.settings.route_for(spec.id, edit=request.operation is Operation.EDIT, requested=options.get("route"))
+        route = self.settings.route_for(
+            spec.id, edit=request.operation is Operation.EDIT, requested=options.get("route")
+        )
         if route == "responses":
             if request.n != 1:
-                raise InvalidParameterError("n", request.n, "must be 1 on the Responses API route (one image per turn)",
-                                            allowed="1", fix="ask for one image, or use options.route=images")
+                raise InvalidParameterError(
+                    "n",
+                    request.n,
+                    "must be 1 on the Responses API route (one image per turn)",
+                    allowed="1",
+                    fix="ask for one image, or use options.route=images",
+                )
             for key in ("markup", "partial_images"):
                 if options.get(key):
-                    raise InvalidParameterError(f"options.{key}", options[key],
-                                                "is not available on the Responses API route",
-                                                fix="remove it, or use options.route=images")
+                    raise InvalidParameterError(
+                        f"options.{key}",
+                        options[key],
+                        "is not available on the Responses API route",
+                        fix="remove it, or use options.route=images",
+                    )
         elif options.get("previous_response_id"):
-            raise InvalidParameterError("options.previous_response_id", options["previous_response_id"],
-                                        "only continues a Responses API turn",
-                                        fix="add options.route=responses, or remove it")
+            raise InvalidParameterError(
+                "options.previous_response_id",
+                options["previous_response_id"],
+                "only continues a Responses API turn",
+                fix="add options.route=responses, or remove it",
+            )
         if fmt == "svg" and request.n != 1:
-            raise InvalidParameterError("n", request.n, "must be 1 for SVG output", allowed="1",
-                                        fix="ask for one SVG per call")
+            raise InvalidParameterError(
+                "n", request.n, "must be 1 for SVG output", allowed="1", fix="ask for one SVG per call"
+            )
 
     # -- the work ------------------------------------------------------------------
 
@@ -149,8 +166,9 @@ class OpenAIProvider(Provider[OpenAISettings]):
         return self._client
 
     def _route(self, request: ImageRequest) -> str:
-        return self.settings.route_for(request.model, edit=request.operation is Operation.EDIT,
-                                   requested=request.options.get("route"))
+        return self.settings.route_for(
+            request.model, edit=request.operation is Operation.EDIT, requested=request.options.get("route")
+        )
 
     async def generate(self, request: ImageRequest, ctx: CallContext) -> ProviderResult:
         if self._route(request) == "responses":
@@ -170,11 +188,15 @@ class OpenAIProvider(Provider[OpenAISettings]):
         timeout = min(self.settings.timeout_s, ctx.timeout_s) if ctx.timeout_s else self.settings.timeout_s
         method = images.edit if request.operation is Operation.EDIT else images.generate
         raw_method = (
-            images.with_raw_response.edit if request.operation is Operation.EDIT
-            else images.with_raw_response.generate
+            images.with_raw_response.edit if request.operation is Operation.EDIT else images.with_raw_response.generate
         )
-        log.debug("openai call", model=request.model, operation=request.operation.value,
-                  n=request.n, stream=bool(kwargs.get("stream")))
+        log.debug(
+            "openai call",
+            model=request.model,
+            operation=request.operation.value,
+            n=request.n,
+            stream=bool(kwargs.get("stream")),
+        )
         try:
             if kwargs.get("stream"):
                 return await self._stream(request, ctx, method, kwargs, timeout)
@@ -207,15 +229,24 @@ class OpenAIProvider(Provider[OpenAISettings]):
         client = self._client_for_call()
         timeout = min(self.settings.timeout_s, ctx.timeout_s) if ctx.timeout_s else self.settings.timeout_s
         kwargs = translate.responses_kwargs(request, self.settings)
-        log.debug("openai responses call", model=request.model, operation=request.operation.value,
-                  chained=bool(kwargs.get("previous_response_id")))
+        log.debug(
+            "openai responses call",
+            model=request.model,
+            operation=request.operation.value,
+            chained=bool(kwargs.get("previous_response_id")),
+        )
         try:
             raw = await client.responses.with_raw_response.create(**kwargs, timeout=timeout)
             request_id = raw.headers.get("x-request-id")
             response = raw.parse()
             del raw
-            return await asyncio.to_thread(translate.result_from_response, response, request,
-                                           request_id=request_id, host_model=self.settings.responses_model)
+            return await asyncio.to_thread(
+                translate.result_from_response,
+                response,
+                request,
+                request_id=request_id,
+                host_model=self.settings.responses_model,
+            )
         except Exception as exc:
             raise self._mapped(exc, request) from None
 
@@ -227,7 +258,9 @@ class OpenAIProvider(Provider[OpenAISettings]):
         GPT Image calls with base64, so without a custom base URL a URL item stays a
         listed failure.
         """
-        origin = self.settings.base_url if self.settings.base_url and urlsplit(self.settings.base_url).hostname else None
+        origin = (
+            self.settings.base_url if self.settings.base_url and urlsplit(self.settings.base_url).hostname else None
+        )
         if origin is None or not any(getattr(i, "url", None) and not getattr(i, "b64_json", None) for i in items):
             return items
         fetched: list[Any] = []
@@ -242,8 +275,11 @@ class OpenAIProvider(Provider[OpenAISettings]):
                 log.warning("gateway image URL not downloaded", code=exc.code)
                 fetched.append(item)  # becomes a listed failure, the others are kept
                 continue
-            fetched.append(SimpleNamespace(b64_json=base64.b64encode(data).decode(),
-                                           revised_prompt=getattr(item, "revised_prompt", None)))
+            fetched.append(
+                SimpleNamespace(
+                    b64_json=base64.b64encode(data).decode(), revised_prompt=getattr(item, "revised_prompt", None)
+                )
+            )
         return fetched
 
     async def _stream(
@@ -282,17 +318,28 @@ class OpenAIProvider(Provider[OpenAISettings]):
             raise UpstreamProtocolError(
                 "openai's stream ended without the final image (only partial previews arrived); "
                 "no partial image was saved",
-                provider=translate.PROVIDER, request_id=request_id, fix="try again",
+                provider=translate.PROVIDER,
+                request_id=request_id,
+                fix="try again",
             )
         await ctx.progress(1.0, "image received")
         return await asyncio.to_thread(
-            translate.result_from_items, finals, request, usage=usage, request_id=request_id, applied=applied,
+            translate.result_from_items,
+            finals,
+            request,
+            usage=usage,
+            request_id=request_id,
+            applied=applied,
         )
 
     def _mapped(self, exc: BaseException, request: ImageRequest, *, log_it: bool = True) -> AtelierError:
         error = translate.map_error(
-            exc, model=request.model, settings=self.settings,
-            known=[spec.id for spec in self._catalog], retired=self.retired, operation=request.operation,
+            exc,
+            model=request.model,
+            settings=self.settings,
+            known=[spec.id for spec in self._catalog],
+            retired=self.retired,
+            operation=request.operation,
         )
         if log_it:  # once per call, at the outermost handler; never the message (may quote input)
             log.info("openai call failed", model=request.model, code=error.code, request_id=error.request_id)
@@ -319,21 +366,29 @@ def _check_markup(request: ImageRequest) -> None:
         return InvalidParameterError("options.markup", True, problem, fix=fix)
 
     if len(request.images) < 2:
-        raise refuse("needs at least two images: the image(s) to edit, then the markup overlay last",
-                     "append the transparent markup PNG as the last entry of images")
+        raise refuse(
+            "needs at least two images: the image(s) to edit, then the markup overlay last",
+            "append the transparent markup PNG as the last entry of images",
+        )
     first, overlay = request.images[0], request.images[-1]
     if overlay.format != "png" or not overlay.has_alpha:
-        raise refuse(f"needs the last image to be a PNG with transparency (got {overlay.format}"
-                     f"{'' if overlay.has_alpha else ' without alpha'})",
-                     "save the markup overlay as a PNG with a transparent background")
+        raise refuse(
+            f"needs the last image to be a PNG with transparency (got {overlay.format}"
+            f"{'' if overlay.has_alpha else ' without alpha'})",
+            "save the markup overlay as a PNG with a transparent background",
+        )
     if (overlay.width, overlay.height) != (first.width, first.height):
-        raise refuse(f"overlay is {overlay.width}x{overlay.height} but the first image is "
-                     f"{first.width}x{first.height}", "make the markup overlay exactly the size of the first image")
+        raise refuse(
+            f"overlay is {overlay.width}x{overlay.height} but the first image is {first.width}x{first.height}",
+            "make the markup overlay exactly the size of the first image",
+        )
 
 
 def _svg_note(response: Any) -> list[str]:
     usage = getattr(response, "svg_usage", None)
     if usage is None:
         return []
-    return [f"SVG authoring by {usage.model} used {usage.total_tokens} tokens "
-            f"({usage.reasoning_tokens} reasoning), billed separately from the image tokens"]
+    return [
+        f"SVG authoring by {usage.model} used {usage.total_tokens} tokens "
+        f"({usage.reasoning_tokens} reasoning), billed separately from the image tokens"
+    ]

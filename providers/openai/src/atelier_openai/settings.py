@@ -39,16 +39,20 @@ class OpenAISettings(ProviderSettings):
         description="OpenAI-compatible endpoint, e.g. a LiteLLM proxy at http://host:4000/v1",
     )
     organization: str | None = Field(
-        None, validation_alias=_env("organization", "OPENAI_ORG_ID"),
+        None,
+        validation_alias=_env("organization", "OPENAI_ORG_ID"),
         description="OpenAI organization id (OPENAI_ORG_ID)",
     )
     project: str | None = Field(
-        None, validation_alias=_env("project", "OPENAI_PROJECT_ID"),
+        None,
+        validation_alias=_env("project", "OPENAI_PROJECT_ID"),
         description="OpenAI project id (OPENAI_PROJECT_ID)",
     )
     timeout_s: float = Field(120.0, gt=0, description="per-call timeout in seconds (every SDK call)")
     partial_images: int = Field(
-        0, ge=0, le=3,
+        0,
+        ge=0,
+        le=3,
         description="default number of streamed partial previews (0 = no streaming); a call's "
         "options.partial_images overrides it",
     )
@@ -85,11 +89,13 @@ class OpenAISettings(ProviderSettings):
     )
     azure: bool = Field(False, description="use Azure OpenAI (AsyncAzureOpenAI) instead of api.openai.com")
     azure_endpoint: str | None = Field(
-        None, validation_alias=_env("azure_endpoint", "AZURE_OPENAI_ENDPOINT"),
+        None,
+        validation_alias=_env("azure_endpoint", "AZURE_OPENAI_ENDPOINT"),
         description="Azure resource endpoint, e.g. https://my-resource.openai.azure.com",
     )
     azure_api_version: str | None = Field(
-        None, validation_alias=_env("azure_api_version", "OPENAI_API_VERSION"),
+        None,
+        validation_alias=_env("azure_api_version", "OPENAI_API_VERSION"),
         description="Azure OpenAI API version, e.g. 2025-04-01-preview",
     )
 

@@ -196,19 +196,26 @@ def responses_kwargs(request: ImageRequest, settings: OpenAISettings) -> dict[st
     return kwargs
 
 
-def result_from_response(response: Any, request: ImageRequest, *, request_id: str | None,
-                         host_model: str) -> ProviderResult:
+def result_from_response(
+    response: Any, request: ImageRequest, *, request_id: str | None, host_model: str
+) -> ProviderResult:
     """A Responses API answer → result: each ``image_generation_call`` is one image.
 
     The response id comes back in ``continuation`` (edit sessions send it as
     ``options.previous_response_id`` with the next turn). A call that failed inside the
     tool (moderation) is a safety refusal when no image came back.
     """
-    calls = [item for item in (getattr(response, "output", None) or [])
-             if getattr(item, "type", None) == "image_generation_call"]
+    calls = [
+        item
+        for item in (getattr(response, "output", None) or [])
+        if getattr(item, "type", None) == "image_generation_call"
+    ]
     refused = [c for c in calls if getattr(c, "error", None) is not None and not getattr(c, "result", None)]
-    items = [SimpleNamespace(b64_json=c.result, revised_prompt=getattr(c, "revised_prompt", None))
-             for c in calls if getattr(c, "result", None)]
+    items = [
+        SimpleNamespace(b64_json=c.result, revised_prompt=getattr(c, "revised_prompt", None))
+        for c in calls
+        if getattr(c, "result", None)
+    ]
     if not items and refused:
         error = refused[0].error
         raise _safety(str(getattr(error, "message", "") or "image generation was blocked"), None, request_id)
@@ -216,15 +223,19 @@ def result_from_response(response: Any, request: ImageRequest, *, request_id: st
         raise UpstreamProtocolError(
             "openai's Responses API answered without an image_generation_call result "
             f"(the host model {host_model} did not produce an image)",
-            provider=PROVIDER, request_id=request_id, fix="try again, or use options.route=images",
+            provider=PROVIDER,
+            request_id=request_id,
+            fix="try again, or use options.route=images",
         )
     applied = applied_from(calls[0]) | {"route": "responses"}
     usage = getattr(response, "usage", None)
     texts = []
     if usage is not None:
-        texts.append(f"the Responses API host model {host_model} used {getattr(usage, 'input_tokens', '?')} "
-                     f"input and {getattr(usage, 'output_tokens', '?')} output tokens, billed at its own "
-                     "price on top of the image (not in this cost)")
+        texts.append(
+            f"the Responses API host model {host_model} used {getattr(usage, 'input_tokens', '?')} "
+            f"input and {getattr(usage, 'output_tokens', '?')} output tokens, billed at its own "
+            "price on top of the image (not in this cost)"
+        )
     result = result_from_items(items, request, usage=None, request_id=request_id, applied=applied, texts=texts)
     response_id = getattr(response, "id", None)
     if response_id:
@@ -255,7 +266,9 @@ def image_from_b64(text: str | None, *, expected_format: str | None, max_bytes: 
         raise UpstreamProtocolError(
             f"openai returned {len(text):,} characters of base64 for one image, more than the "
             f"{max_bytes:,} bytes an image of the requested size and format can take; not decoded",
-            code="upstream_answer_too_large", provider=PROVIDER, retryable=False,
+            code="upstream_answer_too_large",
+            provider=PROVIDER,
+            retryable=False,
             fix="do not retry blindly (the call may have been billed); ask for a smaller size",
         )
     try:
@@ -265,7 +278,9 @@ def image_from_b64(text: str | None, *, expected_format: str | None, max_bytes: 
     if expected_format == "svg":
         head = data[:512].lstrip().lower()
         if not (head.startswith(b"<svg") or head.startswith(b"<?xml")) or b"</svg>" not in data[-512:].lower():
-            raise UpstreamProtocolError("openai returned SVG output that is not a complete SVG document", provider=PROVIDER)
+            raise UpstreamProtocolError(
+                "openai returned SVG output that is not a complete SVG document", provider=PROVIDER
+            )
         return ProviderImage(data=data, mime_type="image/svg+xml")
     from atelier_core.media.images import sniff  # Pillow-free, but keep import time minimal
 
@@ -312,8 +327,11 @@ def result_from_items(
     for index, item in enumerate(items):
         seen += 1
         try:
-            image = image_from_b64(getattr(item, "b64_json", None), expected_format=request.output_format,
-                                   max_bytes=request.max_image_bytes())
+            image = image_from_b64(
+                getattr(item, "b64_json", None),
+                expected_format=request.output_format,
+                max_bytes=request.max_image_bytes(),
+            )
         except AtelierError as exc:
             if getattr(item, "b64_json", None) is None and getattr(item, "url", None):
                 message = "openai returned a URL instead of base64 data (not a GPT Image answer)"
@@ -326,13 +344,25 @@ def result_from_items(
         if failures:
             first = failures[0]
             more = f" ({len(failures)} of {seen} images failed)" if seen > 1 else ""
-            raise UpstreamProtocolError(first.message + more, provider=PROVIDER, request_id=request_id,
-                                        code=first.code, fix="try again; nothing was saved")
-        raise UpstreamProtocolError("openai answered without any image", provider=PROVIDER,
-                                    request_id=request_id, fix="try again; nothing was saved")
+            raise UpstreamProtocolError(
+                first.message + more,
+                provider=PROVIDER,
+                request_id=request_id,
+                code=first.code,
+                fix="try again; nothing was saved",
+            )
+        raise UpstreamProtocolError(
+            "openai answered without any image",
+            provider=PROVIDER,
+            request_id=request_id,
+            fix="try again; nothing was saved",
+        )
     for missing in range(seen, request.n):
-        failures.append(ItemFailure(index=missing, code="no_image_returned",
-                                    message=f"openai returned {seen} of {request.n} images"))
+        failures.append(
+            ItemFailure(
+                index=missing, code="no_image_returned", message=f"openai returned {seen} of {request.n} images"
+            )
+        )
     return ProviderResult(
         images=images,
         failures=failures,
@@ -345,10 +375,7 @@ def result_from_items(
 
 def applied_from(response: Any) -> dict[str, Any]:
     """What OpenAI reports it used (size for ``auto``, quality, background, format)."""
-    return {
-        name: getattr(response, name, None)
-        for name in ("size", "quality", "background", "output_format")
-    }
+    return {name: getattr(response, name, None) for name in ("size", "quality", "background", "output_format")}
 
 
 # -- errors --------------------------------------------------------------------------
@@ -398,8 +425,7 @@ def map_error(
             f"openai did not answer {model} within {settings.timeout_s:g}s; the image may still "
             "have been generated and billed, so it was not resubmitted",
             provider=PROVIDER,
-            fix="try again later, ask for a smaller size or lower quality, or raise "
-            "providers.openai.timeout_s",
+            fix="try again later, ask for a smaller size or lower quality, or raise providers.openai.timeout_s",
         )
     if isinstance(exc, openai.APIConnectionError):
         cause = f"{type(exc.__cause__).__name__}: {exc.__cause__}" if exc.__cause__ else ""
@@ -420,19 +446,21 @@ def map_error(
     if isinstance(exc, openai.APIResponseValidationError):
         return UpstreamProtocolError(
             f"openai's answer did not match the Images API schema: {redact(exc.message, secret)}",
-            provider=PROVIDER, request_id=_request_id(exc),
+            provider=PROVIDER,
+            request_id=_request_id(exc),
         )
     if isinstance(exc, openai.APIStatusError):
-        return _status_error(exc, model=model, settings=settings, known=known, retired=retired,
-                             secret=secret, operation=operation)
+        return _status_error(
+            exc, model=model, settings=settings, known=known, retired=retired, secret=secret, operation=operation
+        )
     if isinstance(exc, openai.APIError):  # an error event inside a stream
         code, etype, _param, message = _body_fields(exc)
         if code in _SAFETY_CODES or ((etype or "").endswith("user_error") and "safety" in message.lower()):
             return _safety(message, secret, None)
         return UpstreamError(
-            f"openai reported an error while streaming: {redact(message, secret)}"
-            + (f" ({code})" if code else ""),
-            provider=PROVIDER, fix="try again; no image was saved",
+            f"openai reported an error while streaming: {redact(message, secret)}" + (f" ({code})" if code else ""),
+            provider=PROVIDER,
+            fix="try again; no image was saved",
         )
     if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
         return UpstreamProtocolError(
@@ -486,33 +514,41 @@ def _status_error(
         return _safety(message, secret, request_id)
     if status == 429 and (code in _QUOTA_CODES or etype in _QUOTA_CODES):
         return QuotaExceededError(
-            f"openai quota exhausted: {text}", provider=PROVIDER, request_id=request_id,
-            fix="add credit or raise the project's usage limit at platform.openai.com; waiting "
-            "will not help",
+            f"openai quota exhausted: {text}",
+            provider=PROVIDER,
+            request_id=request_id,
+            fix="add credit or raise the project's usage limit at platform.openai.com; waiting will not help",
         )
     if status == 401:
         return AuthenticationError(
-            f"openai rejected the API key (401): {text}", provider=PROVIDER, request_id=request_id,
+            f"openai rejected the API key (401): {text}",
+            provider=PROVIDER,
+            request_id=request_id,
             fix=f"set a valid key in {var} (or ATELIER_PROVIDERS__OPENAI__API_KEY) and restart",
         )
     if status == 403:
         return AuthenticationError(
-            f"openai refused access to {model} (403): {text}", provider=PROVIDER, request_id=request_id,
+            f"openai refused access to {model} (403): {text}",
+            provider=PROVIDER,
+            request_id=request_id,
             fix=f"use a key from a project with access to {model} (organization verification may be "
             f"required) in {var}, or choose another model",
         )
     if status == 404:
         if settings.azure:
             return ConfigurationError(
-                f"Azure OpenAI has no deployment named {settings.upstream_model(model)!r} for {model} "
-                f"(404): {text}",
-                provider=PROVIDER, request_id=request_id,
-                fix=f"set providers.openai.model_names = {{\"{model}\" = \"<deployment>\"}}",
+                f"Azure OpenAI has no deployment named {settings.upstream_model(model)!r} for {model} (404): {text}",
+                provider=PROVIDER,
+                request_id=request_id,
+                fix=f'set providers.openai.model_names = {{"{model}" = "<deployment>"}}',
             )
         for info in retired:
             if info.id == model:
                 error: AtelierError = RetiredModelError(
-                    model, retired_on=info.retired_on, replacement=info.replacement, provider=PROVIDER,
+                    model,
+                    retired_on=info.retired_on,
+                    replacement=info.replacement,
+                    provider=PROVIDER,
                     guide=info.guide,
                 )
                 error.request_id = request_id
@@ -524,8 +560,17 @@ def _status_error(
         return error
     # The rest is every HTTP vendor's ladder: rate limits, 5xx, 413, other rejections.
     error = error_from_status(
-        status, message, provider=PROVIDER, model=model, vendor_code=str(code or ""), headers=headers,
-        request_id=request_id, secrets=[secret], key_variables=[var], parameter=param, safety=False,
+        status,
+        message,
+        provider=PROVIDER,
+        model=model,
+        vendor_code=str(code or ""),
+        headers=headers,
+        request_id=request_id,
+        secrets=[secret],
+        key_variables=[var],
+        parameter=param,
+        safety=False,
     )
     if isinstance(error, UpstreamUnavailableError) and headers is not None and headers.get("x-should-retry") == "false":
         error.retryable = False

@@ -64,7 +64,10 @@ PLACEHOLDER = ModelSpec(
     prompt_max_chars=32_000,
     prompt_required_for=frozenset({Operation.GENERATE, Operation.EDIT}),
     input_images=InputImageRules(
-        max_count=16, min_count=1, max_bytes=50 * 1024 * 1024, formats=("png", "jpeg", "webp", "gif"),
+        max_count=16,
+        min_count=1,
+        max_bytes=50 * 1024 * 1024,
+        formats=("png", "jpeg", "webp", "gif"),
         mask=MaskRules(formats=("png",), max_bytes=50 * 1024 * 1024),
     ),
     seed=True,
@@ -179,9 +182,17 @@ def repaint(source: object, mask: object | None, prompt: str, seed: int, extras:
 
 
 _COLOURS = {
-    "red": (200, 30, 30), "green": (30, 160, 60), "blue": (30, 70, 200), "yellow": (235, 200, 30),
-    "orange": (235, 130, 20), "purple": (130, 50, 170), "pink": (235, 110, 170),
-    "black": (20, 20, 20), "white": (240, 240, 240), "brown": (120, 75, 35), "grey": (128, 128, 128),
+    "red": (200, 30, 30),
+    "green": (30, 160, 60),
+    "blue": (30, 70, 200),
+    "yellow": (235, 200, 30),
+    "orange": (235, 130, 20),
+    "purple": (130, 50, 170),
+    "pink": (235, 110, 170),
+    "black": (20, 20, 20),
+    "white": (240, 240, 240),
+    "brown": (120, 75, 35),
+    "grey": (128, 128, 128),
     "gray": (128, 128, 128),
 }
 
@@ -212,13 +223,20 @@ class PlaceholderProvider(Provider):
         for index in range(request.n):
             await ctx.progress(index / request.n, f"drawing image {index + 1} of {request.n}")
             picture = await asyncio.to_thread(
-                draw, prompt, width, height, seed + index, request.style,
+                draw,
+                prompt,
+                width,
+                height,
+                seed + index,
+                request.style,
                 request.background == "transparent",
             )
             data = await asyncio.to_thread(_encode, picture, fmt, request.output_compression)
             images.append(ProviderImage(data=data, mime_type=f"image/{fmt}", seed=seed + index))
         return ProviderResult(
-            images=images, applied={"size": f"{width}x{height}"}, request_id=f"placeholder-{seed}",
+            images=images,
+            applied={"size": f"{width}x{height}"},
+            request_id=f"placeholder-{seed}",
             notes=[NOTICE],
         )
 
