@@ -25,12 +25,14 @@ import contextlib
 import json
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from atelier_core import __version__
+from atelier_core.commands import build
+from atelier_core.commands.library import gallery, prune
+from atelier_core.commands.report import doctor, models, usage
 from atelier_core.engine.progress import Progress
 from atelier_core.plugin.errors import AtelierError
 from atelier_core.plugin.spec import Operation
@@ -200,17 +202,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "serve":
             return _serve(settings, args)
         if command == "models":
-            return _models(settings, args)
+            return models(settings, args)
         if command in ("generate", "edit"):
             return asyncio.run(_one_off(settings, args, command))
         if command == "doctor":
-            return asyncio.run(_doctor(settings))
+            return asyncio.run(doctor(settings))
         if command == "usage":
-            return _usage(settings, args)
+            return usage(settings, args)
         if command == "gallery":
-            return _gallery(settings, args)
+            return gallery(settings, args)
         if command == "prune":
-            return asyncio.run(_prune(settings, args))
+            return asyncio.run(prune(settings, args))
     except AtelierError as exc:
         print(f"atelier-mcp {command}: {_cli_words(str(exc))}", file=sys.stderr)
         return 1
@@ -257,120 +259,6 @@ def _configure_logs(settings: Settings) -> None:
     configure_logging(settings.logging, secrets=secrets_of(settings))
 
 
-def _build(settings: Settings) -> Any:
-    from atelier_core.engine.pipeline import Pipeline
-
-    return Pipeline.build(settings)
-
-
-# -- usage ---------------------------------------------------------------------------------
-
-
-def _usage(settings: Settings, args: argparse.Namespace) -> int:
-    from atelier_core.engine.cost import usage_report
-    from atelier_core.state.store import StateStore
-
-    async def read() -> dict[str, Any]:
-        state = await StateStore.open(settings)
-        try:
-            return await usage_report(state.ledger, days=max(1, args.days))
-        finally:
-            await state.aclose()
-
-    report = asyncio.run(read())
-    limits = settings.cost.model_dump(exclude={"prices"}, exclude_none=True)
-    if args.json:
-        print(json.dumps({**report, "limits": limits}, indent=2))
-        return 0
-    print(
-        f"Spend since {report['since']} (UTC): ${report['total_usd']:.4f} on "
-        f"{report['images']} image(s) in {report['calls']} call(s)"
-    )
-    for title, rows in (("By day", report["by_day"]), ("By provider", report["by_provider"])):
-        print(f"{title}:")
-        for key, usd in rows.items():
-            print(f"  {key:<24} ${usd:.4f}")
-    print("By model:")
-    for model, row in report["by_model"].items():
-        print(f"  {model:<32} ${row['usd']:.4f}  {row['images']} image(s), {row['calls']} call(s)")
-    shown = {k: v for k, v in limits.items() if k != "allow_unpriced" or v}
-    print("Limits: " + (", ".join(f"{k}={v}" for k, v in shown.items()) or "none configured"))
-    return 0
-
-
-# -- the image library ------------------------------------------------------------------
-
-
-def _gallery(settings: Settings, args: argparse.Namespace) -> int:
-    from atelier_core.mcp.http import serve_gallery
-
-    asyncio.run(serve_gallery(_build(settings), port=args.port, open_browser=not args.no_open))
-    return 0
-
-
-async def _prune(settings: Settings, args: argparse.Namespace) -> int:
-    from atelier_core.engine.jobs import build_jobs
-    from atelier_core.engine.library import open_work_images
-    from atelier_core.engine.sessions import SessionManager
-
-    atelier = _build(settings)
-    try:
-        library = atelier.library
-        library.max_total_bytes = (
-            args.max_total_bytes if args.max_total_bytes is not None else settings.library.max_total_bytes
-        )
-        library.max_age_days = args.max_age_days if args.max_age_days is not None else settings.library.max_age_days
-        if library.max_total_bytes is None and library.max_age_days is None:
-            print(
-                "atelier-mcp prune: no limit given: pass --max-total-bytes or --max-age-days, or set "
-                "library.max_total_bytes / library.max_age_days (ATELIER_LIBRARY__MAX_TOTAL_BYTES, "
-                "ATELIER_LIBRARY__MAX_AGE_DAYS)",
-                file=sys.stderr,
-            )
-            return 2
-        await library.backfill()
-        sessions = SessionManager(atelier)
-        jobs = build_jobs(atelier)
-
-        async def protected() -> set[str]:
-            return await open_work_images(library, sessions, jobs)
-
-        library.protected = protected
-        plan = await library.enforce_retention(dry_run=args.dry_run)
-    finally:
-        await atelier.aclose()
-    verb = "would delete" if args.dry_run else "deleted"
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "dry_run": args.dry_run,
-                    "total_bytes": plan.total_bytes,
-                    "freed_bytes": plan.freed_bytes,
-                    "kept_in_use": plan.kept_protected,
-                    "images": [
-                        {
-                            "path": e.relative,
-                            "bytes": e.bytes,
-                            "created": e.created_iso,
-                            "reason": plan.reasons[e.relative],
-                        }
-                        for e in plan.remove
-                    ],
-                },
-                indent=2,
-            )
-        )
-        return 0
-    for entry in plan.remove:
-        print(f"{verb}: {entry.relative} ({entry.bytes:,} bytes, {entry.created_iso}; {plan.reasons[entry.relative]})")
-    print(
-        f"{len(plan.remove)} image(s), {plan.freed_bytes:,} of {plan.total_bytes:,} bytes {verb}; "
-        f"{plan.kept_protected} kept because an open session or unfinished job needs them"
-    )
-    return 0
-
-
 # -- serve ---------------------------------------------------------------------------------
 
 
@@ -378,7 +266,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from atelier_core.mcp.app import serve_stdio
     from atelier_core.mcp.http import serve_http
 
-    atelier = _build(settings)
+    atelier = build(settings)
     if getattr(args, "http", False):
         asyncio.run(serve_http(atelier, host=args.host, port=args.port))
     else:
@@ -386,50 +274,6 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             print(STDIO_HINT, file=sys.stderr, flush=True)
         serve_stdio(atelier)
     return 0
-
-
-# -- models --------------------------------------------------------------------------------
-
-
-def _models(settings: Settings, args: argparse.Namespace) -> int:
-    atelier = _build(settings)
-    data = atelier.describe_models(provider=args.provider, capability=args.capability)
-    if args.json:
-        print(json.dumps(data, indent=2))
-        return 0
-    rows = [("MODEL", "AVAILABLE", "OPERATIONS", "SIZES")]
-    for model in data["models"]:
-        sizes = model["sizes"]
-        shown = _first_of([*sizes.get("presets", []), *sizes.get("aspect_ratios", [])], 3)
-        if sizes.get("custom"):
-            shown += " + custom WxH"
-        rows.append((model["id"], "yes" if model["available"] else "no", ",".join(model["operations"]), shown))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
-    if any("more)" in row[3] for row in rows[1:]):
-        print("(SIZES shows the first few; atelier-mcp models --json lists every size)")
-    reasons: dict[str, list[str]] = {}
-    for model in data["models"]:
-        if not model["available"]:
-            reasons.setdefault(model["reason"], []).append(model["id"])
-    for reason, ids in reasons.items():
-        print(f"unavailable ({len(ids)} model(s), e.g. {ids[0]}): {reason}")
-    problems = data.get("plugin_problems")
-    if problems:
-        for plugin in problems["plugins"]:
-            print(f"plugin {plugin['name']}: {plugin['status']} {plugin.get('error', '')}".rstrip())
-        for problem in problems["problems"]:
-            print(f"problem: {problem}")
-    return 0
-
-
-def _first_of(values: list[str], count: int) -> str:
-    """The first ``count`` values, saying how many more there are when cut short."""
-    if not values:
-        return "-"
-    shown = ", ".join(values[:count])
-    return shown if len(values) <= count else f"{shown}, … (+{len(values) - count} more)"
 
 
 # -- generate / edit ------------------------------------------------------------------------
@@ -488,7 +332,7 @@ async def _one_off(settings: Settings, args: argparse.Namespace, command: str) -
         )
         operation = Operation.EDIT
     call = ImageCall(**{k: v for k, v in values.items() if v is not None})
-    atelier = _build(settings)
+    atelier = build(settings)
     try:
         with _progress_display(f"{command} {args.n} image(s)") as progress:
             outcome = await atelier.execute(
@@ -564,93 +408,6 @@ def _progress_display(title: str) -> Iterator[Progress | None]:
             bar.update(task, completed=fraction, description=f"{title}: {message}")
 
         yield show
-
-
-# -- doctor --------------------------------------------------------------------------------
-
-
-def _show_secrets(values: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if hasattr(value, "get_secret_value"):
-            out[key] = "set" if value.get_secret_value() else "missing"
-        elif isinstance(value, dict):
-            out[key] = _show_secrets(value)
-        elif value is None and any(word in key for word in ("key", "token", "secret")):
-            out[key] = "missing"
-        else:
-            out[key] = value
-    return out
-
-
-def _needs_no_key(provider: Any) -> bool:
-    """A provider that works without a key: it reads none (placeholder), or is set up not to."""
-    if getattr(provider.settings, "needs_key", True) is False:
-        return True
-    return not provider.needs_key and not provider.key_env_vars
-
-
-def _writable(directory: Path) -> str:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".doctor-", delete=True):
-            pass
-        return "writable"
-    except OSError as exc:
-        return f"NOT writable ({exc.strerror or type(exc).__name__})"
-
-
-def _print(text: str) -> None:
-    """A doctor line, through the core's one redaction (keys, URL credentials)."""
-    from atelier_core.logging import scrub
-
-    print(scrub(text))
-
-
-async def _doctor(settings: Settings) -> int:
-    from atelier_core.logging import add_url_credentials
-
-    add_url_credentials(settings.model_dump(mode="json"))
-    print = _print  # every doctor line below goes through the redaction
-    path = config_path()
-    print(f"atelier-mcp {__version__} on Python {sys.version.split()[0]}")
-    print(f"config file: {path} ({'found' if path.is_file() else 'not found; using defaults and ATELIER_* variables'})")
-    print(f"output dir:  {settings.output_dir} ({_writable(settings.output_dir)})")
-    print(f"data dir:    {settings.resolved_data_dir} ({_writable(settings.resolved_data_dir)})")
-    print(f"default model: {settings.default_model or '(none: callers must name a model)'}")
-    core = settings.model_dump(exclude={"providers"})
-    core["http"]["auth_token"] = settings.http.auth_token
-    print("settings:")
-    for section, values in _show_secrets(core).items():
-        print(f"  {section}: {json.dumps(values, default=str)}")
-    atelier = _build(settings)
-    registry = atelier.registry
-    print("plugins:")
-    for record in registry.plugins:
-        line = f"  {record.name}: {record.status} ({record.source})"
-        if record.providers:
-            line += f" providers={','.join(record.providers)}"
-        if record.error:
-            line += f" error={record.error}"
-        print(line)
-        if record.traceback:  # plugins.trace: where a plugin's import or hook failed
-            print("    " + record.traceback.rstrip().replace("\n", "\n    "))
-    for problem in registry.problems:
-        print(f"  problem: {problem}")
-    print("providers:")
-    for name, provider in sorted(registry.providers.items()):
-        add_url_credentials(dict(provider.settings))
-        shown = _show_secrets(dict(provider.settings))
-        if shown.get("api_key") == "missing" and _needs_no_key(provider):
-            shown["api_key"] = "not needed"
-        print(f"  {name}: {json.dumps(shown, default=str)}")
-        for entry in registry.entries(provider=name):
-            reason = entry.unavailable_reason()
-            print(f"    {entry.canonical_id}: {'available' if reason is None else 'unavailable: ' + reason}")
-    ready = [e.canonical_id for e in registry.entries() if e.unavailable_reason() is None]
-    print(f"ready: {len(ready)} model(s) available" + (f": {', '.join(ready)}" if ready else ""))
-    await atelier.aclose()
-    return 0
 
 
 # -- demo ----------------------------------------------------------------------------------
