@@ -43,7 +43,7 @@ from atelier_core.testing import (
     plugin_pairs,
     read_image,
 )
-from atelier_core.testing.contract import _trap_io
+from atelier_core.testing.probes import trap_io
 
 # -- sample images --------------------------------------------------------------------
 
@@ -352,7 +352,7 @@ def test_trap_io_restores_everything() -> None:
     import socket
 
     before = (builtins.open, socket.socket.connect, socket.getaddrinfo)
-    with _trap_io() as attempts, pytest.raises(OSError):
+    with trap_io() as attempts, pytest.raises(OSError):
         open(__file__)  # noqa: SIM115 - it must be refused before a file object exists
     assert attempts == [f"open({__file__!r})"]
     assert (builtins.open, socket.socket.connect, socket.getaddrinfo) == before

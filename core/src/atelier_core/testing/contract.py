@@ -6,29 +6,23 @@ and pytest runs every check below against your provider. See the class docstring
 
 from __future__ import annotations
 
-import builtins
 import inspect
-import io
 import json
 import os
 import re
-import socket
-import subprocess
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import anyio
 import pytest
-from pydantic import SecretStr
 
 from atelier_core.engine.registry import build_plugin_manager, build_registry
 from atelier_core.plugin.checks import provider_problems
 from atelier_core.plugin.errors import AtelierError, SafetyRefusalError
-from atelier_core.plugin.provider import Provider, ProviderSettings
+from atelier_core.plugin.provider import Provider
 from atelier_core.plugin.spec import Operation
-from atelier_core.plugin.types import ImageRequest, ProviderResult
+from atelier_core.plugin.types import ProviderResult
 from atelier_core.testing.cases import (
     Case,
     assert_refused_before_call,
@@ -38,6 +32,15 @@ from atelier_core.testing.cases import (
     validated,
 )
 from atelier_core.testing.harness import isolated_settings
+from atelier_core.testing.probes import (
+    fresh_instance,
+    modules_imported_by,
+    queue_request,
+    report,
+    secrets_of,
+    third_party,
+    trap_io,
+)
 from atelier_core.testing.samples import read_image
 
 __all__ = ["ProviderContract", "configured"]
@@ -216,10 +219,10 @@ class ProviderContract:
         pm.register(plugin, name="contract-plugin")
         offered: list[object] = []
         before = set(sys.modules)
-        with _trap_io() as attempts:
+        with trap_io() as attempts:
             pm.hook.register_providers(register=offered.append)
         problems: list[str] = [f"register_providers did I/O: {what}" for what in attempts]
-        new = _third_party(set(sys.modules) - before) - self._own_packages(plugin)
+        new = third_party(set(sys.modules) - before) - self._own_packages(plugin)
         if new:
             problems.append(
                 f"register_providers imported {', '.join(sorted(new))}; import vendor SDKs "
@@ -236,12 +239,12 @@ class ProviderContract:
             problems.append(
                 f"the `provider` fixture is a {type(provider).__name__}, which the plugin does not register"
             )
-        _report(problems)
+        report(problems)
 
     def test_plugin_module_imports_no_vendor_sdk(self, plugin: object) -> None:
         """Importing the plugin (fresh interpreter) pulls in no vendor SDK."""
         module = plugin.__name__ if inspect.ismodule(plugin) else type(plugin).__module__
-        new = _third_party(_modules_imported_by(module)) - self._own_packages(plugin)
+        new = third_party(modules_imported_by(module)) - self._own_packages(plugin)
         assert not new, (
             f"importing {module} imports {', '.join(sorted(new))}; import vendor SDKs inside "
             f"the provider's methods (or list light helpers in {type(self).__name__}.allowed_imports)"
@@ -266,7 +269,7 @@ class ProviderContract:
 
     def test_declared_capabilities_are_consistent(self, provider: Provider) -> None:
         """Every model spec is internally consistent and complete (the registry's load checks)."""
-        _report(provider_problems(provider, self.unpriced))
+        report(provider_problems(provider, self.unpriced))
 
     def test_declared_operations_are_implemented(self, provider: Provider) -> None:
         """A provider overrides the method of every operation one of its models declares."""
@@ -309,7 +312,7 @@ class ProviderContract:
             await provider.aclose()
 
     async def _check_refusals(self, provider: Provider, refuse: Callable[[], object]) -> None:
-        secrets = _secrets(provider.settings)
+        secrets = secrets_of(provider.settings)
         checked = 0
         for operation in (Operation.GENERATE, Operation.EDIT, Operation.VARIATION):
             spec = next((s for s in provider.catalog() if s.supports(operation)), None)
@@ -356,7 +359,7 @@ class ProviderContract:
 
         try:
             with anyio.fail_after(60):
-                result = await provider.run(_queue_request(provider), context(provider, task_started))
+                result = await provider.run(queue_request(provider), context(provider, task_started))
         finally:
             await provider.aclose()
         assert len(started) == 1 and isinstance(started[0], str) and started[0].strip(), (
@@ -369,8 +372,8 @@ class ProviderContract:
     @pytest.mark.anyio
     async def test_queue_task_resumes_in_a_new_instance(self, provider: Provider) -> None:
         """A new instance (a restarted server) polls a task from the task id and request alone."""
-        request = _queue_request(provider)
-        fresh = _fresh(provider)
+        request = queue_request(provider)
+        fresh = fresh_instance(provider)
         try:
             task_id = await provider.submit(request, context(provider))
             await provider.aclose()  # the first server is gone
@@ -391,7 +394,7 @@ class ProviderContract:
     @pytest.mark.anyio
     async def test_queue_cancel_cancels_the_vendor_task(self, provider: Provider) -> None:
         """Cancelling a call cancels the vendor's task, unless the server keeps it to resume."""
-        request = _queue_request(provider)
+        request = queue_request(provider)
         calls: list[str] = []
         original = provider.cancel
 
@@ -453,7 +456,7 @@ class ProviderContract:
 
     def test_secrets_never_appear(self, provider: Provider) -> None:
         """Configured secrets stay out of reprs, descriptions and the settings dump."""
-        secrets = _secrets(provider.settings)
+        secrets = secrets_of(provider.settings)
         assert secrets or not provider.needs_key, (
             "configure the `provider` fixture with a key of at least 4 characters "
             '(api_key="test-key"): shorter strings are too common to search for'
@@ -492,99 +495,4 @@ class ProviderContract:
                     problems.extend(await check_case(provider, spec, case, self.max_blocking_s))
         finally:
             await provider.aclose()  # clients opened lazily are closed in the same loop
-        _report(problems)
-
-
-def _fresh(provider: Provider) -> Provider:
-    """A new instance with the same settings: what a restarted server would have."""
-    fresh = type(provider)()
-    fresh.configure(type(provider.settings).model_validate(provider.settings.model_dump()))
-    return fresh
-
-
-def _queue_request(provider: Provider) -> ImageRequest:
-    spec = next((s for s in provider.catalog() if s.supports(Operation.GENERATE)), provider.catalog()[0])
-    operation = Operation.GENERATE if spec.supports(Operation.GENERATE) else sorted(spec.operations)[0]
-    return validated(provider, spec, cases_for(spec, operation)[0])
-
-
-# -- helpers -------------------------------------------------------------------------
-
-
-def _report(problems: Sequence[str]) -> None:
-    if problems:
-        pytest.fail(f"{len(problems)} problem(s):\n- " + "\n- ".join(problems), pytrace=False)
-
-
-def _secrets(settings: ProviderSettings) -> list[str]:
-    out = []
-    for name in type(settings).model_fields:
-        value = getattr(settings, name, None)
-        if isinstance(value, SecretStr) and len(value.get_secret_value()) >= 4:
-            out.append(value.get_secret_value())
-    return out
-
-
-_IMPORTED: dict[str, frozenset[str]] = {}
-
-
-def _modules_imported_by(module: str) -> frozenset[str]:
-    """Modules a fresh interpreter adds when importing ``module`` after atelier_core.
-
-    Cached per process: the answer cannot change while the test session runs.
-    """
-    if module not in _IMPORTED:
-        script = (
-            "import json, sys\n"
-            "import atelier_core, atelier_core.engine.registry, atelier_core.engine.validation\n"
-            "before = {name.split('.')[0] for name in sys.modules}\n"
-            f"import {module}\n"
-            "print(json.dumps(sorted({name.split('.')[0] for name in sys.modules} - before)))\n"
-        )
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            pytest.fail(f"importing {module} failed:\n{done.stderr[-2000:]}", pytrace=False)
-        _IMPORTED[module] = frozenset(json.loads(done.stdout.strip().splitlines()[-1]))
-    return _IMPORTED[module]
-
-
-def _third_party(modules: set[str] | frozenset[str]) -> set[str]:
-    tops = {name.split(".")[0] for name in modules}
-    return {top for top in tops if top not in sys.stdlib_module_names and not top.startswith("_") and top != "__main__"}
-
-
-class _Trapped(OSError):
-    """Raised inside register_providers when it attempts I/O."""
-
-
-@contextmanager
-def _trap_io() -> Iterator[list[str]]:
-    """Make network, file and subprocess access fail (and record each attempt)."""
-    attempts: list[str] = []
-
-    def trap(what: str) -> Callable[..., Any]:
-        def refuse(*args: Any, **kwargs: Any) -> Any:
-            target = args[1] if what == "socket.connect" and len(args) > 1 else (args[0] if args else "")
-            attempts.append(f"{what}({target!r})")
-            raise _Trapped(f"{what} is not allowed while registering providers")
-
-        return refuse
-
-    patches: list[tuple[Any, str, Any]] = [
-        (socket.socket, "connect", trap("socket.connect")),
-        (socket.socket, "connect_ex", trap("socket.connect")),
-        (socket, "create_connection", trap("socket.create_connection")),
-        (socket, "getaddrinfo", trap("socket.getaddrinfo")),
-        (builtins, "open", trap("open")),
-        (io, "open", trap("open")),
-        (os, "open", trap("os.open")),
-        (subprocess.Popen, "__init__", trap("subprocess")),
-    ]
-    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
-    try:
-        for obj, name, replacement in patches:
-            setattr(obj, name, replacement)
-        yield attempts
-    finally:
-        for obj, name, original in saved:
-            setattr(obj, name, original)
+        report(problems)
