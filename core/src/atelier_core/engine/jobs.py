@@ -30,44 +30,31 @@ request is never sent twice.
 The manager knows nothing of MCP: it owns its *runner* (:func:`pipeline_runner` runs a
 job's stored plan through the pipeline) and stores what it returns through
 :class:`~atelier_core.state.jobs.JobStore`, the only code that touches the ``jobs`` table.
+
+The manager is split by concern: :mod:`~atelier_core.engine.job_run` (what a runner sees),
+:mod:`~atelier_core.engine.job_execution` (running a job, progress, terminal records),
+:mod:`~atelier_core.engine.job_recovery` (leases, recovery, vendor-task take-over, pruning),
+this module (the public API: submit, call, wait, cancel, read; lifecycle and heartbeat) and
+:mod:`~atelier_core.engine.job_pipeline` (:func:`build_jobs`, :func:`pipeline_runner`).
 """
 
 from __future__ import annotations
 
-import os
-import secrets
-import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
-import anyio.abc
-import anyio.to_thread
 import structlog
 from pydantic import BaseModel
 
-from atelier_core.engine.library import origin
-from atelier_core.engine.plan import CallPlan, Plan
-from atelier_core.engine.progress import SAVING_FRACTION, SENT_FRACTION
+from atelier_core.engine.job_pipeline import build_jobs, pipeline_runner
+from atelier_core.engine.job_recovery import LIVE_OWNERS, JobRecovery
+from atelier_core.engine.job_run import ActiveJob, JobRun, ProgressListener, Runner, default_files_of
 from atelier_core.identity import acting_as, current_principal
-from atelier_core.media import images as imaging
 from atelier_core.plugin.errors import AtelierError, NotFoundError, RequestError, shorten
-from atelier_core.settings import JobSettings
-from atelier_core.state.jobs import (
-    Ending,
-    Job,
-    JobState,
-    KeyTaken,
-    Lease,
-    Origin,
-    new_job_id,
-    request_fingerprint,
-)
-from atelier_core.state.store import StateStore
+from atelier_core.state.jobs import Job, JobState, KeyTaken, Origin, new_job_id, request_fingerprint
 
 __all__ = [
     "JobManager",
@@ -78,161 +65,11 @@ __all__ = [
     "pipeline_runner",
 ]
 
-if TYPE_CHECKING:
-    from atelier_core.engine.outcome import CallOutcome
-    from atelier_core.engine.pipeline import Pipeline
-    from atelier_core.engine.sessions import SessionManager
-
 log = structlog.get_logger("atelier.jobs")
 
 
-def _saved_before(files: Sequence[str]) -> str:
-    images = [f for f in files if not f.endswith(".json")]
-    if not images:
-        return ""
-    return f" {len(images)} image(s) were saved before it stopped: {', '.join(images)}."
-
-
-ProgressListener = Callable[[float | None, str], Awaitable[None]]
-
-
-class JobRun:
-    """What a runner gets for one job: its request and ways to report progress."""
-
-    def __init__(
-        self,
-        manager: JobManager,
-        job_id: str,
-        operation: str,
-        request: dict[str, Any],
-        context: object = None,
-        resume_tasks: dict[str, str] | None = None,
-    ) -> None:
-        self._manager = manager
-        self.job_id = job_id
-        self.operation = operation
-        self.request = request
-        #: What the submitter handed over in memory with the request (the pipeline's
-        #: :class:`~atelier_core.engine.plan.Plan`, inputs already read); not stored.
-        self.context = context
-        #: A queue-based vendor's task ids (per batch) from before a restart: poll, do not submit.
-        self.resume_tasks: dict[int, str] = {int(k): v for k, v in (resume_tasks or {}).items()}
-        #: True once a vendor task id is recorded: at shutdown the job is left to resume.
-        self.has_vendor_task = bool(self.resume_tasks)
-        #: True while the server stops with this job kept for resuming: the vendor task
-        #: is then not cancelled.
-        self.keeping = False
-
-    async def vendor_task(self, batch: int, task_id: str) -> None:
-        """Record a queue-based vendor's task id for a batch (durably, before polling)."""
-        await self._manager.records.set_vendor_task(self.job_id, batch, task_id)
-        self.has_vendor_task = True
-
-    async def progress(self, fraction: float | None, message: str, *, stage: JobState | None = None) -> None:
-        """Report progress, optionally entering a new ``stage`` (see :meth:`stage`)."""
-        if stage is not None and stage not in (JobState.RUNNING, JobState.SAVING):
-            raise ValueError(f"a runner may only enter running or saving, not {stage}")
-        await self._manager._on_progress(self.job_id, fraction, message, stage)
-
-    async def stage(self, state: JobState, message: str | None = None) -> None:
-        """Enter ``running`` (a request is being sent: from now on the provider may bill)
-        or ``saving`` (verifying and writing files). A job stays ``queued`` until then."""
-        await self.progress(None, message or state.value, stage=state)
-
-    async def partial(self, data: bytes, index: int = 0) -> None:
-        """Record the latest streamed partial image (bounded; older ones are dropped)."""
-        await self._manager._on_partial(self.job_id, data, index)
-
-    async def saved(self, path: str) -> None:
-        """Record a file the job has published (durably), so a crash later in the same
-        job still reports it instead of asking for the whole call again."""
-        await self._manager.records.add_file(self.job_id, path)
-
-
-Runner = Callable[[JobRun], Awaitable[BaseModel | dict[str, Any]]]
-"""Runs one job and returns its outcome (a JSON round-trippable model or dict)."""
-
-
-@dataclass
-class _Active:
-    """This process's live view of a job it owns."""
-
-    state: JobState
-    done: anyio.Event = field(default_factory=anyio.Event)
-    scope: anyio.CancelScope | None = None
-    listeners: list[ProgressListener] = field(default_factory=list)
-    last_write: float = 0.0
-    cancel_early: bool = False
-    message: str | None = None
-    progress: float | None = None
-    started_at: float | None = None
-    dirty: bool = False  # message/progress newer than the row (writes are throttled)
-    run: JobRun | None = None
-
-
-def default_files_of(outcome: dict[str, Any]) -> list[str]:
-    """The files a call outcome wrote: ``path`` and ``sidecar`` of each saved image."""
-    files: list[str] = []
-    images = outcome.get("images")
-    if isinstance(images, list):
-        for image in images:
-            if isinstance(image, dict):
-                for key in ("path", "sidecar"):
-                    value = image.get(key)
-                    if isinstance(value, str) and value:
-                        files.append(value)
-    return files
-
-
-#: Owner tokens of the managers alive in this process (several only in tests).
-_LIVE_OWNERS: set[str] = set()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-class JobManager:
+class JobManager(JobRecovery):
     """Runs and records background jobs. Use as ``async with manager.running(): ...``."""
-
-    #: Progress is written to the database at most this often (listeners get every update).
-    progress_write_interval_s = 0.5
-    #: How often a barrier re-reads jobs owned by other processes.
-    poll_interval_s = 0.25
-
-    def __init__(
-        self,
-        store: StateStore,
-        runner: Runner,
-        settings: JobSettings | None = None,
-        *,
-        max_active: int = 1000,
-        max_partial_bytes: int = 256 * 1024,
-        shrink_partial: Callable[[bytes], tuple[bytes, str]] | None = None,
-        files_of: Callable[[dict[str, Any]], list[str]] = default_files_of,
-    ) -> None:
-        self.store = store
-        self.records = store.jobs
-        self.settings = settings or JobSettings()
-        self._runner = runner
-        self.max_active = max_active
-        self.max_partial_bytes = max_partial_bytes
-        self._shrink_partial = shrink_partial
-        self._files_of = files_of
-        self.host = socket.gethostname()
-        self.pid = os.getpid()
-        self.owner = f"{self.host}:{self.pid}:{secrets.token_hex(4)}"
-        self._active: dict[str, _Active] = {}
-        self._resumable: list[Job] = []  # taken over from a dead owner, polled once running
-        self._changed = anyio.Event()
-        self._flush_wanted = anyio.Event()
-        self._tg: anyio.abc.TaskGroup | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -247,7 +84,7 @@ class JobManager:
             yield self
             return
         await self.store.ready()
-        _LIVE_OWNERS.add(self.owner)
+        LIVE_OWNERS.add(self.owner)
         try:
             await self.recover()
             await self.prune()
@@ -264,7 +101,7 @@ class JobManager:
                         await self._interrupt_own("the server stopped while this job was unfinished")
                     tg.cancel_scope.cancel()
         finally:
-            _LIVE_OWNERS.discard(self.owner)
+            LIVE_OWNERS.discard(self.owner)
 
     async def _maintenance(self) -> None:
         lease = max(self.settings.lease_s, 0.3)
@@ -279,10 +116,6 @@ class JobManager:
                     await self.prune()
             except Exception:  # keep the heartbeat alive through a transient DB error
                 log.exception("job maintenance failed; retrying at the next heartbeat")
-
-    def _notify(self) -> None:
-        event, self._changed = self._changed, anyio.Event()
-        event.set()
 
     # -- submitting and running ----------------------------------------------------
 
@@ -345,7 +178,7 @@ class JobManager:
             if earlier is None:
                 raise RuntimeError("an idempotency key was taken, then vanished") from None
             return earlier
-        self._active[job_id] = _Active(state=JobState.QUEUED)
+        self._active[job_id] = ActiveJob(state=JobState.QUEUED)
         self._tg.start_soon(self._run, job_id, operation, request, context)
         log.info("job submitted", job_id=job_id, operation=operation, origin=origin)
         return Job(
@@ -382,151 +215,6 @@ class JobManager:
         job = await self.get(job_id)
         log.info("idempotent repeat: returning the earlier job", job_id=job_id)
         return job.model_copy(update={"reused": True})
-
-    async def _run(
-        self,
-        job_id: str,
-        operation: str,
-        request: dict[str, Any],
-        context: object = None,
-        resume_tasks: dict[str, str] | None = None,
-    ) -> None:
-        active = self._active[job_id]
-        outcome: dict[str, Any] | None = None
-        error: dict[str, Any] | None = None
-        try:
-            with anyio.CancelScope() as scope:
-                active.scope = scope
-                if active.cancel_early:
-                    scope.cancel()
-                run = JobRun(self, job_id, operation, request, context, resume_tasks)
-                active.run = run
-                try:
-                    result = await self._runner(run)
-                    outcome = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
-                except AtelierError as exc:
-                    error = exc.to_dict()
-                except Exception as exc:
-                    log.exception("job runner crashed", job_id=job_id)
-                    error = {
-                        "code": "internal_error",
-                        "message": f"the job failed unexpectedly ({type(exc).__name__}); see the server log",
-                        "retryable": False,
-                    }
-            with anyio.CancelScope(shield=True):
-                if outcome is not None:
-                    await self._finish(job_id, JobState.DONE, "done", outcome=outcome)
-                elif error is not None:
-                    await self._finish(job_id, JobState.FAILED, f"failed: {error['code']}", error=error)
-                # else: cancelled; cancel() already recorded the terminal state.
-        finally:
-            active.done.set()
-            self._active.pop(job_id, None)
-            self._notify()
-
-    async def _finish(
-        self,
-        job_id: str,
-        state: JobState,
-        message: str,
-        *,
-        outcome: dict[str, Any] | None = None,
-        error: dict[str, Any] | None = None,
-        may_be_billed: bool = False,
-    ) -> bool:
-        """Move an unfinished job to a terminal state; ``False`` if it already was."""
-        # Without an outcome, keep the files the job recorded as it saved them.
-        files = self._files_of(outcome) if outcome else None
-        changed = await self.records.finish(
-            job_id,
-            Ending(
-                state,
-                message,
-                outcome=outcome,
-                error=error,
-                files=files,
-                may_be_billed=may_be_billed,
-            ),
-        )
-        active = self._active.get(job_id)
-        if changed and active is not None:
-            active.state = state
-        self._notify()
-        return bool(changed)
-
-    async def _on_progress(self, job_id: str, fraction: float | None, message: str, stage: JobState | None) -> None:
-        active = self._active.get(job_id)
-        if active is None or active.state.terminal:
-            return
-        # Stages only move forward (queued → running → saving).
-        order = (JobState.QUEUED, JobState.RUNNING, JobState.SAVING)
-        new_state = stage if stage is not None and order.index(stage) > order.index(active.state) else active.state
-        for listener in list(active.listeners):
-            try:
-                await listener(fraction, message)
-            except Exception:  # a broken client stream must not fail the job
-                log.debug("progress listener failed", job_id=job_id, exc_info=True)
-        active.message = message[:300]
-        if fraction is not None:
-            active.progress = fraction
-        entering = new_state is not active.state
-        active.state = new_state
-        if entering and new_state is JobState.RUNNING:
-            active.started_at = time.time()
-        active.dirty = True
-        if entering and new_state is JobState.RUNNING:
-            # Recorded before the request goes out, so that after a crash the job never
-            # claims "nothing was billed" for a request the provider may have received.
-            # NORMAL sync (survives a process crash, not an instant power loss): an fsync
-            # here would sit between the rate limiter and the provider and skew its spacing.
-            await self._flush(job_id, active)
-        elif entering or time.monotonic() - active.last_write >= self.progress_write_interval_s:
-            # Other progress is written by the flusher task; the runner does not wait for
-            # it. Readers in this process see the live state anyway.
-            self._flush_wanted.set()
-        if entering:
-            self._notify()
-
-    async def _flusher(self) -> None:
-        while True:
-            await self._flush_wanted.wait()
-            self._flush_wanted = anyio.Event()
-            for job_id, active in list(self._active.items()):
-                if active.dirty and not active.state.terminal:
-                    try:
-                        await self._flush(job_id, active)
-                    except Exception:  # the heartbeat retries; the job itself is unaffected
-                        log.exception("could not record job progress", job_id=job_id)
-
-    async def _flush(self, job_id: str, active: _Active, *, durable: bool = False) -> None:
-        active.last_write = time.monotonic()
-        active.dirty = False
-        await self.records.advance(
-            job_id,
-            state=active.state,
-            message=active.message,
-            progress=active.progress,
-            started_at=active.started_at,
-            durable=durable,
-        )
-
-    async def _on_partial(self, job_id: str, data: bytes, index: int) -> None:
-        active = self._active.get(job_id)
-        if active is None or active.state.terminal:
-            return
-        mime: str | None = None
-        blob: bytes | None = data
-        if len(data) > self.max_partial_bytes and self._shrink_partial is not None:
-            try:
-                blob, mime = await anyio.to_thread.run_sync(self._shrink_partial, data)
-            except Exception:
-                log.debug("partial preview could not be shrunk", job_id=job_id, exc_info=True)
-                blob = None
-        if blob is not None and len(blob) > self.max_partial_bytes:
-            blob = None  # keep the row small; the index still shows progress
-        if blob is not None and mime is None:
-            mime = _sniff_mime(blob)
-        await self.records.set_partial(job_id, blob, mime, index)
 
     # -- reading -------------------------------------------------------------------
 
@@ -677,203 +365,3 @@ class JobManager:
         for job in asked:
             with acting_as(job.principal):  # asked by its principal on another replica
                 await self.cancel(job.id)
-
-    def _owner_dead(self, job: Job, lease: Lease, now: float) -> bool:
-        if job.owner in _LIVE_OWNERS:
-            return False
-        if lease.until < now:
-            return True
-        if lease.host == self.host:
-            # Same host: a vanished pid is dead now; our own pid under an owner token not
-            # alive in this process was a previous process (containers reuse pid 1).
-            return lease.pid == self.pid or not _pid_alive(lease.pid)
-        return False
-
-    def _ending_of_abandoned(self, job: Job, lease: Lease) -> Ending | None:
-        """How to end another owner's job, or ``None`` while its owner lives."""
-        if not self._owner_dead(job, lease, time.time()):
-            return None
-        sent = job.state is not JobState.QUEUED
-        if not sent:
-            detail = "the server process stopped before the request was sent; nothing was billed"
-        elif job.state is JobState.SAVING:
-            detail = (
-                "the server process stopped while saving the images; the provider has "
-                "billed for them, and it was not re-sent"
-            )
-        else:
-            detail = (
-                "the server process running it stopped while the provider was working "
-                "on it; the provider may have billed for it, and it was not re-sent"
-            )
-        error: dict[str, Any] = {
-            "code": "interrupted",
-            "message": f"Job interrupted: {detail}." + _saved_before(job.files),
-            "retryable": True,
-            "fix": "submit the call again for the images you still need"
-            if job.files
-            else "submit the call again if you still want the image",
-        }
-        if job.files:
-            error["saved"] = [f for f in job.files if not f.endswith(".json")]
-        return Ending(JobState.FAILED, "failed: interrupted", error=error, may_be_billed=sent)
-
-    async def recover(self) -> int:
-        """End unfinished jobs whose owner is gone (its lease ran out, or its process is
-        gone from this host) ``failed: interrupted``, or take over those a queue-based
-        vendor is still working on (to poll again, never re-send). Any replica may do it;
-        each job is ended or taken once. Returns how many this call ended or took."""
-        now = time.time()
-        resumable: list[Job] = []
-
-        def decide(job: Job, lease: Lease) -> Ending | None:
-            if job.state is JobState.RUNNING and job.vendor_tasks and self._owner_dead(job, lease, now):
-                resumable.append(job)
-                return None
-            return self._ending_of_abandoned(job, lease)
-
-        ended = await self.records.recover(exclude_owner=self.owner, host=self.host, decide=decide)
-        for job, _ in ended:
-            log.warning(
-                "job interrupted by the death of its server process",
-                job_id=job.id,
-                owner=job.owner,
-                state=job.state.value,
-            )
-        count = len(ended)
-        for job in resumable:
-            if await self.records.take_over(
-                job.id,
-                previous=job.owner,
-                owner=self.owner,
-                host=self.host,
-                pid=self.pid,
-                lease_until=now + self.settings.lease_s,
-            ):
-                # A queue-based vendor is still working on it: poll again, do not re-send.
-                self._resumable.append(job)
-                log.info(
-                    "job resumes polling its vendor task after a restart", job_id=job.id, tasks=len(job.vendor_tasks)
-                )
-                count += 1
-        if ended:
-            self._notify()
-        self._start_resumable()
-        return count
-
-    def _start_resumable(self) -> None:
-        if self._tg is None:
-            return  # started with the task group (see running())
-        while self._resumable:
-            job = self._resumable.pop(0)
-            self._active[job.id] = _Active(state=JobState.RUNNING)
-            self._tg.start_soon(self._run, job.id, job.operation, job.request, None, job.vendor_tasks)
-
-    async def _interrupt_own(self, reason: str) -> None:
-        for job_id, active in list(self._active.items()):
-            if active.run is not None and active.run.has_vendor_task and active.state is JobState.RUNNING:
-                # A queue-based vendor keeps working: leave the job (and the vendor task) to
-                # the next start, which resumes polling (its lease runs out meanwhile).
-                active.run.keeping = True
-                log.info("job left to resume at the next start", job_id=job_id)
-                continue
-            sent = active.state is not JobState.QUEUED
-            error = {
-                "code": "interrupted",
-                "message": f"Job interrupted: {reason}"
-                + ("; the provider may have billed for it" if sent else "; nothing was billed")
-                + ", and it was not re-sent.",
-                "retryable": True,
-                "fix": "submit the call again if you still want the image",
-            }
-            try:
-                await self._finish(job_id, JobState.FAILED, "failed: interrupted", error=error, may_be_billed=sent)
-            except Exception:
-                log.exception("could not record an interrupted job", job_id=job_id)
-
-    async def prune(self, *, now: float | None = None) -> int:
-        """Delete finished jobs past ``jobs.retention_days``. Returns how many."""
-        cutoff = (now or time.time()) - self.settings.retention_days * 86400
-        old = await self.records.prune(cutoff)
-        if not old:
-            return 0
-        if self.settings.delete_files_on_prune:
-            await anyio.to_thread.run_sync(_delete_files, [name for job in old for name in job.files])
-        log.info("pruned old jobs", count=len(old), files_deleted=self.settings.delete_files_on_prune)
-        return len(old)
-
-
-def _sniff_mime(data: bytes) -> str | None:
-    if data.startswith(b"\x89PNG"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
-
-
-def pipeline_runner(pipeline: Pipeline, sessions: SessionManager | None = None) -> Runner:
-    """The runner for stored jobs: the job's plan through the pipeline, its progress
-    mapped to job stages. A job submitted in this process carries its
-    :class:`~atelier_core.engine.plan.Plan` (inputs read once, outputs checked); a bare
-    stored :class:`~atelier_core.engine.plan.CallPlan` is planned again. A plan that is an
-    edit-session turn is recorded in its session when it has run."""
-
-    async def run(job: JobRun) -> CallOutcome:
-        plan = job.context
-        if not isinstance(plan, Plan):
-            spec = CallPlan.model_validate(job.request)
-            plan = await pipeline.plan(spec.call, spec.operation, output=spec.output, confirmed=spec.confirmed)
-
-        async def progress(fraction: float, message: str) -> None:
-            stage = (
-                JobState.SAVING
-                if fraction >= SAVING_FRACTION
-                else JobState.RUNNING
-                if fraction > SENT_FRACTION
-                else None
-            )
-            await job.progress(fraction, message, stage=stage)
-
-        plan.job_id = job.job_id  # its files name the job, for start-up after a crash
-        plan.vendor_task_sink = job.vendor_task  # a queue-based vendor's task id, kept with the job
-        plan.resume_tasks = job.resume_tasks
-        plan.keep_vendor_tasks = lambda: job.keeping
-        session = plan.spec.session
-        with origin(job_id=job.job_id, session_id=session["session_id"] if session else None):
-            outcome = await pipeline.run(plan, progress=progress, partial=job.partial, saved=job.saved)
-        if session is not None and sessions is not None:
-            view = await sessions.record(session, outcome)
-            outcome.notes.insert(0, f"session {view.id}: this is turn {view.head}")
-            await pipeline.library.tag_turn([image.path for image in outcome.images], view.id, view.head)
-        return outcome
-
-    return run
-
-
-def build_jobs(pipeline: Pipeline, sessions: SessionManager | None = None) -> JobManager:
-    """The job manager on the state database in the data directory, running the pipeline."""
-    settings = pipeline.settings
-    preview = settings.preview
-
-    def shrink(data: bytes) -> tuple[bytes, str]:
-        small = imaging.make_preview(data, max_edge=preview.max_edge, max_bytes=preview.max_bytes, fmt=preview.format)
-        return small.data, small.mime_type
-
-    return JobManager(
-        pipeline.state,
-        pipeline_runner(pipeline, sessions),
-        settings.jobs,
-        max_partial_bytes=preview.max_bytes,
-        shrink_partial=shrink,
-    )
-
-
-def _delete_files(names: list[str]) -> None:
-    """Delete pruned jobs' files (blocking: run in a worker thread)."""
-    for name in names:
-        try:
-            Path(name).unlink(missing_ok=True)
-        except OSError as exc:
-            log.warning("could not delete a pruned job's file", path=name, error=str(exc))
