@@ -107,7 +107,7 @@ async def test_sessions_survive_a_server_restart(tmp_path: Path) -> None:
 
 
 async def test_a_long_history_is_a_bounded_reply_with_thumbnails_made_once(tmp_path: Path) -> None:
-    from atelier_core.mcp.tools import HISTORY_INLINE_BYTES
+    from atelier_core.mcp.session_tools import HISTORY_INLINE_BYTES
 
     atelier = build_test_atelier(tmp_path, [atelier_placeholder])
     async with connect(atelier) as client:
