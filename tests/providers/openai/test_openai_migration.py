@@ -5,6 +5,7 @@ vendor's own turn chaining (``previous_response_id``) inside edit sessions."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +147,7 @@ async def test_responses_route_per_call_sends_the_image_tool(tmp_path: Path, ups
     outcome = result.structured_content or {}
     assert outcome["applied"]["route"] == "responses" and outcome["request_id"] == "req_r1"
     assert outcome["continuation"] == {"route": "responses", "previous_response_id": "resp_1"}
-    assert any("gpt-4.1-mini" in t for t in outcome["texts"])
+    assert any("gpt-4.1-mini" in n and "120 input and 30 output tokens" in n for n in outcome["notes"])
 
 
 async def test_responses_route_per_model_chains_session_turns(tmp_path: Path, upstream: FakeUpstream) -> None:
@@ -205,3 +206,56 @@ async def test_previous_response_id_without_the_route_is_refused_before_sending(
     assert result.is_error and "options.route=responses" in text(result)
     assert many.is_error and "must be 1 on the Responses API route" in text(many)
     assert upstream.requests == []
+
+
+HOST_TOKENS_USD = round((120 * 0.40 + 30 * 1.60) / 1_000_000, 6)  # gpt-4.1-mini, the usage in response_json
+EDIT_CALL = {"prompt": "make it blue", "model": "openai/gpt-image-2", "images": [SOURCE], "quality": "low"}
+
+
+async def test_responses_route_cost_includes_the_host_tokens(tmp_path: Path, upstream: FakeUpstream) -> None:
+    upstream.reply("POST", RESPONSES, json=response_json("resp_1"))
+    async with Client(build_server(make_atelier(tmp_path, upstream))) as client:
+        images_quote = await client.call_tool("edit_image", {**EDIT_CALL, "dry_run": True})
+        image_usd = (images_quote.structured_content or {})["cost"]["estimate_usd"]
+        quote = await client.call_tool("edit_image", {**EDIT_CALL, "options": {"route": "responses"}, "dry_run": True})
+        quoted = (quote.structured_content or {})["cost"]
+        result = await client.call_tool("edit_image", {**EDIT_CALL, "options": {"route": "responses"}})
+        usage = await client.call_tool("get_usage", {"days": 1})
+    assert image_usd > 0
+    # the quote: the image + a conservative host allowance (1000 fixed + prompt + one input image, 1000 out)
+    allowance = quoted["extra_estimate_usd"]
+    assert allowance >= HOST_TOKENS_USD and quoted["estimate_usd"] == pytest.approx(image_usd + allowance)
+    assert any("allowance" in n and "gpt-4.1-mini" in n for n in (quote.structured_content or {})["notes"])
+    assert not result.is_error, result.content
+    outcome = result.structured_content or {}
+    assert outcome["cost"]["cost_usd"] == pytest.approx(image_usd + HOST_TOKENS_USD)
+    assert any(f"${HOST_TOKENS_USD:.6f}" in n and "as of" in n for n in outcome["notes"])
+    sidecar = json.loads(Path(outcome["images"][0]["path"] + ".json").read_text())
+    assert sidecar["cost"]["cost_usd"] == pytest.approx(image_usd + HOST_TOKENS_USD)
+    assert (usage.structured_content or {})["total_usd"] == pytest.approx(image_usd + HOST_TOKENS_USD)
+
+
+async def test_responses_route_host_price_override_and_daily_limit(tmp_path: Path, upstream: FakeUpstream) -> None:
+    # A host model priced by the setting; a daily limit that fits two quotes but not the first
+    # call's host tokens on top: the second call is refused only because the ledger holds them.
+    for n in (1, 2):
+        upstream.reply("POST", RESPONSES, json=response_json(f"resp_{n}"))
+    pricey = {"input_per_mtok": 100.0, "output_per_mtok": 100.0}
+    atelier = make_atelier(tmp_path, upstream, responses_model="my-host", responses_model_prices={"my-host": pricey})
+    async with Client(build_server(atelier)) as client:
+        image_usd = (await client.call_tool("edit_image", {**EDIT_CALL, "dry_run": True})).structured_content
+        image_usd = (image_usd or {})["cost"]["estimate_usd"]
+        host_usd = round(150 * 100.0 / 1_000_000, 6)  # 120 + 30 tokens at $100 per 1M
+        allowance = (
+            await client.call_tool("edit_image", {**EDIT_CALL, "options": {"route": "responses"}, "dry_run": True})
+        ).structured_content
+        allowance = (allowance or {})["cost"]["extra_estimate_usd"]
+        atelier.settings.cost.max_per_day_usd = image_usd * 2 + allowance + host_usd / 2
+        first = await client.call_tool("edit_image", {**EDIT_CALL, "options": {"route": "responses"}})
+        assert not first.is_error, first.content
+        assert (first.structured_content or {})["cost"]["cost_usd"] == pytest.approx(image_usd + host_usd)
+        second = await client.call_tool("edit_image", {**EDIT_CALL, "options": {"route": "responses"}})
+        usage = await client.call_tool("get_usage", {"days": 1})
+    assert second.is_error and "daily spend limit" in text(second)
+    assert len(upstream.requests) == 1
+    assert (usage.structured_content or {})["total_usd"] == pytest.approx(image_usd + host_usd)

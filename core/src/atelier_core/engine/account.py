@@ -54,13 +54,15 @@ def charge_of(
             "maybe_billed", 0, round(per_image * count, 6) if per_image is not None else None, maybe_billed=count
         )
     billed = len(received.images)
-    if not billed and not received.maybe_billed:
+    if not billed and not received.maybe_billed and not received.extra_usd:
         return None
-    cost = received.cost.cost_usd if billed else None
+    cost = received.cost.cost_usd if billed or received.extra_usd else None
     if received.maybe_billed and per_image is not None:
         cost = round((cost or 0.0) + per_image * received.maybe_billed, 6)
-    if not billed:
-        status: Status = "maybe_billed"
+    if not billed and not received.maybe_billed:
+        status: Status = "billed"  # only a charge beyond the images (no image came back)
+    elif not billed:
+        status = "maybe_billed"
     elif received.maybe_billed or received.failures or (stored is not None and stored < billed):
         status = "partial"
     else:

@@ -46,7 +46,7 @@ T = TypeVar("T")
 
 #: async methods the core awaits; sync methods whose crash becomes a refused call
 _ASYNC_METHODS = ("run", "submit", "poll", "cancel")
-_SYNC_METHODS = ("check", "estimate_cost", "cost_from_usage")
+_SYNC_METHODS = ("check", "estimate_cost", "estimate_extra_cost", "cost_from_usage")
 
 
 @dataclass(frozen=True, slots=True)

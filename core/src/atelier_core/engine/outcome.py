@@ -39,6 +39,9 @@ class CostInfo(BaseModel):
     cost_usd: float | None = None
     basis: str = "unpriced"
     pricing_as_of: str | None = None
+    #: the part of ``estimate_usd`` allowed for a charge beyond the images (and what it is)
+    extra_estimate_usd: float | None = None
+    extra_note: str | None = Field(None, exclude=True)
 
 
 class CallOutcome(BaseModel):

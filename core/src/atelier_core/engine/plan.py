@@ -161,6 +161,8 @@ async def make_plan(
         cost=quote(pipe, entry, validated.request),
         notes=[*notes, *validated.notes],
     )
+    if plan.cost.extra_note:
+        plan.notes.append(plan.cost.extra_note)
     if output.filename is not None and check_outputs:
         # Filesystem checks (lstat, reading a sidecar in the way): off the event loop.
         plan.slots = await anyio.to_thread.run_sync(
@@ -195,8 +197,18 @@ def quote(pipe: Pipeline, entry: ModelEntry, request: ImageRequest) -> CostInfo:
     spec = apply_price_override(entry.spec, entry.canonical_id, pipe.settings.cost)
     pricing = spec.pricing
     estimate = entry.provider.estimate_cost(request, spec)
+    extra = entry.provider.estimate_extra_cost(request, spec)
+    if extra is None:
+        return CostInfo(
+            estimate_usd=estimate,
+            basis="price table" if estimate is not None else "unpriced",
+            pricing_as_of=pricing.as_of if pricing else None,
+        )
+    allowance, note = extra
     return CostInfo(
-        estimate_usd=estimate,
+        estimate_usd=round((estimate or 0.0) + allowance, 6) if estimate is not None else None,
+        extra_estimate_usd=round(allowance, 6),
+        extra_note=note,
         basis="price table" if estimate is not None else "unpriced",
         pricing_as_of=pricing.as_of if pricing else None,
     )

@@ -75,6 +75,8 @@ class Received:
     #: Images that may have been billed although nothing usable came back for them
     #: (a timeout after sending, an unusable answer, a corrupt image).
     maybe_billed: int = 0
+    #: Charges beyond the images (``ProviderResult.extra_cost_usd``), already in ``cost``.
+    extra_usd: float = 0.0
 
 
 async def receive(pipe: Pipeline, plan: Plan, sent: Sent) -> Received:
@@ -89,6 +91,7 @@ async def receive(pipe: Pipeline, plan: Plan, sent: Sent) -> Received:
     continuation: dict[str, Any] = {}
     provider_notes: list[str] = []
     provider_cost: float | None = None
+    extra_cost = 0.0  # charges beyond the images (the provider's extra_cost_usd)
     pending: list[tuple[int, Any]] = []  # (global index, ProviderImage)
     maybe_billed = 0
     for batch in sent.batches:
@@ -112,6 +115,7 @@ async def receive(pipe: Pipeline, plan: Plan, sent: Sent) -> Received:
         continuation.update(result.continuation)
         if result.cost_usd is not None:
             provider_cost = (provider_cost or 0.0) + result.cost_usd
+        extra_cost += result.extra_cost_usd or 0.0
         for failure in result.failures:
             failures.append(failure.model_copy(update={"index": batch.start + failure.index}))
         for local, image in enumerate(result.images[: batch.request.n]):
@@ -156,12 +160,13 @@ async def receive(pipe: Pipeline, plan: Plan, sent: Sent) -> Received:
         failures=failures,
         errors=errors,
         applied=applied,
-        cost=settle(plan, usage, provider_cost, len(images)),
+        cost=settle(plan, usage, provider_cost, len(images), extra_cost),
         usage=usage,
         texts=texts,
         request_id=", ".join(dict.fromkeys(request_ids)) or None,
         notes=notes,
         maybe_billed=maybe_billed,
+        extra_usd=round(extra_cost, 6),
         continuation=continuation,
     )
 
@@ -274,8 +279,18 @@ def _applied_from_images(applied: dict[str, Any], plan: Plan, images: list[Recei
     return notes
 
 
-def settle(plan: Plan, usage: Usage | None, provider_cost: float | None, delivered: int) -> CostInfo:
-    """The cost after the call: provider's figure, else from usage, else the estimate pro rata."""
+def settle(
+    plan: Plan, usage: Usage | None, provider_cost: float | None, delivered: int, extra: float = 0.0
+) -> CostInfo:
+    """The cost after the call: provider's figure, else from usage, else the estimate pro rata;
+    plus ``extra``, the charges beyond the images (billed whether or not an image came back)."""
+    cost = _settle_images(plan, usage, provider_cost, delivered)
+    if not extra:
+        return cost
+    return cost.model_copy(update={"cost_usd": round((cost.cost_usd or 0.0) + extra, 6)})
+
+
+def _settle_images(plan: Plan, usage: Usage | None, provider_cost: float | None, delivered: int) -> CostInfo:
     entry = plan.entry
     request = plan.request
     quote = plan.cost
@@ -286,7 +301,8 @@ def settle(plan: Plan, usage: Usage | None, provider_cost: float | None, deliver
         if from_usage is not None:
             return quote.model_copy(update={"cost_usd": from_usage, "basis": "usage"})
     if quote.estimate_usd is not None:
-        share = quote.estimate_usd * delivered / max(1, request.n)
+        images_estimate = quote.estimate_usd - (quote.extra_estimate_usd or 0.0)
+        share = images_estimate * delivered / max(1, request.n)
         return quote.model_copy(update={"cost_usd": round(share, 6)})
     return quote
 

@@ -186,6 +186,12 @@ class Provider(Generic[S]):
             return None
         return round(price * request.n, 6)
 
+    def estimate_extra_cost(self, request: ImageRequest, spec: ModelSpec) -> tuple[float, str] | None:
+        """A conservative USD allowance for a charge beyond the images (the later
+        ``ProviderResult.extra_cost_usd``) and a note saying what it is; ``None`` when there
+        is none. The core adds it to the quote the spend limits check."""
+        return None
+
     def cost_from_usage(self, usage: Usage, request: ImageRequest, spec: ModelSpec, images: int) -> float | None:
         """USD cost after the call from reported token usage (``None`` to use the estimate)."""
         pricing = spec.pricing

@@ -209,6 +209,12 @@ class ProviderResult(BaseModel):
     notes: list[str] = Field(default_factory=list)
     applied: dict[str, Any] = Field(default_factory=dict)
     cost_usd: float | None = Field(None, description="provider-computed cost, if it knows better")
+    extra_cost_usd: float | None = Field(
+        None,
+        ge=0,
+        description="a charge on top of the images' cost (e.g. the tokens of a model that called the "
+        "image tool): the core adds it to the settled cost, the sidecars and the ledger",
+    )
     continuation: dict[str, Any] = Field(
         default_factory=dict,
         description="options that continue this answer's conversation on the same model (a vendor's "

@@ -25,7 +25,7 @@ from atelier_core import (
     decode_base64,
 )
 
-from . import translate
+from . import host_prices, translate
 from .models import CATALOGUE, FAMILIES, RETIRED, build_spec
 from .settings import OpenAISettings
 
@@ -165,6 +165,25 @@ class OpenAIProvider(Provider[OpenAISettings]):
             self._client = openai.AsyncOpenAI(base_url=conf.base_url, **common)
         return self._client
 
+    def estimate_extra_cost(self, request: ImageRequest, spec: ModelSpec) -> tuple[float, str] | None:
+        """On the Responses route: an allowance for the host model's tokens (billed on top)."""
+        if self._route(request) != "responses":
+            return None
+        host = self.settings.responses_model
+        price = host_prices.price_of(host, self.settings.responses_model_prices)
+        tokens_in, tokens_out = host_prices.host_estimate(request)
+        if price is None:
+            return 0.0, (
+                f"the Responses API host model {host} has no known price: its tokens (billed by OpenAI on "
+                "top of the image) are not in this estimate; set providers.openai.responses_model_prices"
+            )
+        allowance = host_prices.host_cost(price, tokens_in, tokens_out)
+        return allowance, (
+            f"the estimate includes ${allowance:.6f} for the Responses API host model {host} (an allowance "
+            f"of {tokens_in} input and {tokens_out} output tokens at ${price.input_per_mtok:g}/"
+            f"${price.output_per_mtok:g} per 1M, prices as of {price.as_of}); the cost counts the tokens it used"
+        )
+
     def _route(self, request: ImageRequest) -> str:
         return self.settings.route_for(
             request.model, edit=request.operation is Operation.EDIT, requested=request.options.get("route")
@@ -246,6 +265,7 @@ class OpenAIProvider(Provider[OpenAISettings]):
                 request,
                 request_id=request_id,
                 host_model=self.settings.responses_model,
+                settings=self.settings,
             )
         except Exception as exc:
             raise self._mapped(exc, request) from None

@@ -12,13 +12,20 @@ environment and which belong to nobody in particular.
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
 
 from atelier_core import ProviderSettings
 
-__all__ = ["OpenAISettings"]
+__all__ = ["HostModelPrice", "OpenAISettings"]
 
 _P = "ATELIER_PROVIDERS__OPENAI__"
+
+
+class HostModelPrice(BaseModel):
+    """A Responses API host model's token prices (USD per 1M tokens)."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
 
 
 def _env(field: str, *vendor: str) -> AliasChoices:
@@ -74,7 +81,13 @@ class OpenAISettings(ProviderSettings):
         "gpt-4.1-mini",
         validation_alias=_env("responses_model", "OPENAI_RESPONSES_EDIT_MODEL"),
         description="host model of the Responses API route (route=responses): it calls the "
-        "image_generation tool; its own tokens are billed at its own price",
+        "image_generation tool; its own tokens are billed at its own price (added to the call's cost)",
+    )
+    responses_model_prices: dict[str, HostModelPrice] = Field(
+        default_factory=dict,
+        validation_alias=_env("responses_model_prices"),
+        description="host model token prices in USD per 1M tokens, over the built-in dated table, "
+        'e.g. {"gpt-4.1-mini": {"input_per_mtok": 0.4, "output_per_mtok": 1.6}}',
     )
     responses_edit_models: list[str] = Field(
         default_factory=list,

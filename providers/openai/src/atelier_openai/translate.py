@@ -40,6 +40,8 @@ from atelier_core import (
 )
 from atelier_core import redact as core_redact
 
+from . import host_prices
+from .host_prices import host_cost
 from .settings import OpenAISettings
 
 __all__ = [
@@ -197,7 +199,7 @@ def responses_kwargs(request: ImageRequest, settings: OpenAISettings) -> dict[st
 
 
 def result_from_response(
-    response: Any, request: ImageRequest, *, request_id: str | None, host_model: str
+    response: Any, request: ImageRequest, *, request_id: str | None, host_model: str, settings: OpenAISettings
 ) -> ProviderResult:
     """A Responses API answer → result: each ``image_generation_call`` is one image.
 
@@ -228,19 +230,38 @@ def result_from_response(
             fix="try again, or use options.route=images",
         )
     applied = applied_from(calls[0]) | {"route": "responses"}
-    usage = getattr(response, "usage", None)
-    texts = []
-    if usage is not None:
-        texts.append(
-            f"the Responses API host model {host_model} used {getattr(usage, 'input_tokens', '?')} "
-            f"input and {getattr(usage, 'output_tokens', '?')} output tokens, billed at its own "
-            "price on top of the image (not in this cost)"
-        )
-    result = result_from_items(items, request, usage=None, request_id=request_id, applied=applied, texts=texts)
+    notes, extra = _host_charge(getattr(response, "usage", None), host_model, settings)
+    result = result_from_items(items, request, usage=None, request_id=request_id, applied=applied)
+    result.notes.extend(notes)
+    result.extra_cost_usd = extra
     response_id = getattr(response, "id", None)
     if response_id:
         result.continuation = {"route": "responses", "previous_response_id": str(response_id)}
     return result
+
+
+def _host_charge(usage: Any, host_model: str, settings: OpenAISettings) -> tuple[list[str], float | None]:
+    """The host model's token charge (``extra_cost_usd``) and a note that says what it is."""
+    tokens_in = getattr(usage, "input_tokens", None) if usage is not None else None
+    tokens_out = getattr(usage, "output_tokens", None) if usage is not None else None
+    price = host_prices.price_of(host_model, settings.responses_model_prices)
+    if not isinstance(tokens_in, int) or not isinstance(tokens_out, int):
+        return [
+            f"the Responses API host model {host_model} reported no token usage: its tokens are billed "
+            "by OpenAI on top of the image but are not in this cost"
+        ], None
+    if price is None:
+        return [
+            f"the Responses API host model {host_model} used {tokens_in} input and {tokens_out} output "
+            "tokens; it has no known price, so they are not in this cost (set "
+            "providers.openai.responses_model_prices)"
+        ], None
+    charge = host_cost(price, tokens_in, tokens_out)
+    return [
+        f"the cost includes ${charge:.6f} for the Responses API host model {host_model}: {tokens_in} input "
+        f"and {tokens_out} output tokens at ${price.input_per_mtok:g}/${price.output_per_mtok:g} per 1M "
+        f"(prices as of {price.as_of})"
+    ], charge
 
 
 def _unique_name(image: InputImage, index: int) -> str:
