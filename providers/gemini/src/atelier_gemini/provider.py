@@ -283,7 +283,7 @@ class GeminiProvider(Provider[GeminiSettings]):
             async with self._session() as client:
                 response = await client.aio.models.generate_content(
                     model=spec.id,
-                    contents=contents,
+                    contents=contents,  # type: ignore[arg-type]
                     config=config,  # type: ignore[arg-type]
                 )
         except Exception as exc:
