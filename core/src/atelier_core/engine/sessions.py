@@ -16,7 +16,7 @@ import hashlib
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,18 +41,8 @@ CARRIED = ("size", "aspect_ratio", "resolution", "quality", "output_format", "ba
 
 
 @dataclass(slots=True)
-class SessionTurn:
-    turn: int
-    parent: int | None
-    created_at: float
-    operation: str
-    prompt: str | None
-    model: str | None
-    parameters: dict[str, Any]
-    image_path: str
-    resource_uri: str | None
-    sha256: str
-    outcome: dict[str, Any] | None = None
+class SessionTurn(TurnRecord):
+    """A stored turn, as the engine shows it."""
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -232,7 +222,7 @@ class SessionManager:
                 defaults=defaults,
                 principal=current_principal(),
             ),
-            _record(turn),
+            turn,
         )
         await self.evict()
         return await self.get(session_id), outcome
@@ -374,10 +364,10 @@ class SessionManager:
                         defaults=defaults,
                         principal=current_principal(),
                     ),
-                    _record(turn),
+                    turn,
                 )
             else:
-                await self._records.add_turn(session_id, _record(turn), defaults=defaults, now=now)
+                await self._records.add_turn(session_id, turn, defaults=defaults, now=now)
         await self.evict()
         return await self.get(session_id)
 
@@ -417,7 +407,7 @@ class SessionManager:
                 value = getattr(call, key)
                 if value is not None:
                     defaults[key] = value
-            await self._records.add_turn(session_id, _record(turn), defaults=defaults, now=now)
+            await self._records.add_turn(session_id, turn, defaults=defaults, now=now)
         return await self.get(session_id), outcome
 
 
@@ -469,35 +459,7 @@ def _carry(defaults: dict[str, Any], call: ImageCall, spec: Any) -> tuple[dict[s
 
 
 def _turn(record: TurnRecord) -> SessionTurn:
-    return SessionTurn(
-        turn=record.turn,
-        parent=record.parent,
-        created_at=record.created_at,
-        operation=record.operation,
-        prompt=record.prompt,
-        model=record.model,
-        parameters=record.parameters,
-        image_path=record.image_path,
-        resource_uri=record.resource_uri,
-        sha256=record.sha256,
-        outcome=record.outcome,
-    )
-
-
-def _record(turn: SessionTurn) -> TurnRecord:
-    return TurnRecord(
-        turn=turn.turn,
-        parent=turn.parent,
-        created_at=turn.created_at,
-        operation=turn.operation,
-        prompt=turn.prompt,
-        model=turn.model,
-        parameters=turn.parameters,
-        image_path=turn.image_path,
-        resource_uri=turn.resource_uri,
-        sha256=turn.sha256,
-        outcome=turn.outcome,
-    )
+    return SessionTurn(**{f.name: getattr(record, f.name) for f in fields(TurnRecord)})
 
 
 def _sha256(path: Path) -> str:
