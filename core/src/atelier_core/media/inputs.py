@@ -89,35 +89,26 @@ def decode_base64_image(text: str, *, max_bytes: int, parameter: str) -> bytes:
             parameter=parameter,
             fix="send the image's bytes, base64-encoded",
         )
-    fix = "send standard base64 (A-Z, a-z, 0-9, +, /, '=' padding only), e.g. the output of `base64 -w0 image.png`"
+
+    def invalid(problem: str) -> InputImageError:
+        return InputImageError(
+            f"{parameter}: {problem}",
+            code="invalid_base64_image",
+            parameter=parameter,
+            value=_shown(text),
+            fix="send standard base64 (A-Z, a-z, 0-9, +, /, '=' padding only), e.g. the output of `base64 -w0 image.png`",
+        )
+
     try:
         raw = compact.encode("ascii")
     except UnicodeEncodeError:
-        raise InputImageError(
-            f"{parameter}: the base64 data contains non-ASCII characters",
-            code="invalid_base64_image",
-            parameter=parameter,
-            value=_shown(text),
-            fix=fix,
-        ) from None
+        raise invalid("the base64 data contains non-ASCII characters") from None
     if not _B64_ALPHABET.fullmatch(raw) or len(raw) % 4:
-        raise InputImageError(
-            f"{parameter}: the data is not valid base64 (characters outside the alphabet or bad padding)",
-            code="invalid_base64_image",
-            parameter=parameter,
-            value=_shown(text),
-            fix=fix,
-        )
+        raise invalid("the data is not valid base64 (characters outside the alphabet or bad padding)")
     try:
         data = base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):
-        raise InputImageError(
-            f"{parameter}: the data is not valid base64",
-            code="invalid_base64_image",
-            parameter=parameter,
-            value=_shown(text),
-            fix=fix,
-        ) from None
+        raise invalid("the data is not valid base64") from None
     if len(data) > max_bytes:
         raise _too_large(parameter, text, max_bytes)
     return data
